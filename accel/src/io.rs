@@ -1,0 +1,16 @@
+//! The device side of the backend contract: how a vCPU reaches ports and MMIO.
+
+/// Serves a vCPU's port and MMIO accesses. KVM's backend calls it on KVM_EXIT_IO and
+/// KVM_EXIT_MMIO; the software backend calls it from IN/OUT and its memory slow path. Either way
+/// the device sees the same call. A guest's bad access is the handler's business (count it,
+/// return all ones): these calls cannot fail.
+pub trait IoHandler: Sync {
+    /// A port read of `data.len()` bytes (1, 2 or 4).
+    fn pio_read(&self, vcpu: usize, port: u16, data: &mut [u8]);
+    /// A port write of `data.len()` bytes (1, 2 or 4).
+    fn pio_write(&self, vcpu: usize, port: u16, data: &[u8]);
+    /// An MMIO read at a guest physical address outside RAM.
+    fn mmio_read(&self, vcpu: usize, addr: u64, data: &mut [u8]);
+    /// An MMIO write at a guest physical address outside RAM.
+    fn mmio_write(&self, vcpu: usize, addr: u64, data: &[u8]);
+}

@@ -1,0 +1,309 @@
+//! Pure conversions between [`CpuState`] and KVM's register structures. No ioctls here, so every
+//! mapping is unit-tested without /dev/kvm.
+
+use kvm_bindings::{
+    KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_SHADOW, kvm_dtable, kvm_msr_entry,
+    kvm_regs, kvm_segment, kvm_sregs, kvm_vcpu_events,
+};
+
+use crate::state::{CpuState, DescriptorTable, Events, PendingException, Segment};
+
+/// Interrupt shadow bits of `kvm_vcpu_events.interrupt.shadow`.
+const SHADOW_MOV_SS: u8 = 1;
+const SHADOW_STI: u8 = 2;
+
+/// The MSRs janus saves and restores through KVM_GET/SET_MSRS, in this order.
+pub const MSR_INDICES: [u32; 10] = [
+    0x0000_0174, // IA32_SYSENTER_CS
+    0x0000_0175, // IA32_SYSENTER_ESP
+    0x0000_0176, // IA32_SYSENTER_EIP
+    0xc000_0081, // STAR
+    0xc000_0082, // LSTAR
+    0xc000_0083, // CSTAR
+    0xc000_0084, // SFMASK
+    0xc000_0102, // KERNEL_GS_BASE
+    0xc000_0103, // TSC_AUX
+    0x0000_0010, // TSC
+];
+
+pub(crate) fn seg_from_kvm(k: &kvm_segment) -> Segment {
+    Segment {
+        selector: k.selector,
+        base: k.base,
+        limit: k.limit,
+        typ: k.type_,
+        s: k.s != 0,
+        dpl: k.dpl,
+        present: k.present != 0,
+        avl: k.avl != 0,
+        l: k.l != 0,
+        db: k.db != 0,
+        g: k.g != 0,
+        unusable: k.unusable != 0,
+    }
+}
+
+pub(crate) fn seg_to_kvm(s: &Segment) -> kvm_segment {
+    kvm_segment {
+        base: s.base,
+        limit: s.limit,
+        selector: s.selector,
+        type_: s.typ,
+        present: u8::from(s.present),
+        dpl: s.dpl,
+        db: u8::from(s.db),
+        s: u8::from(s.s),
+        l: u8::from(s.l),
+        g: u8::from(s.g),
+        avl: u8::from(s.avl),
+        unusable: u8::from(s.unusable),
+        padding: 0,
+    }
+}
+
+fn dt_to_kvm(d: &DescriptorTable) -> kvm_dtable {
+    kvm_dtable {
+        base: d.base,
+        limit: d.limit,
+        padding: [0; 3],
+    }
+}
+
+/// Fills the general registers from `kvm_regs`.
+pub(crate) fn regs_into(state: &mut CpuState, r: &kvm_regs) {
+    state.gpr = [
+        r.rax, r.rcx, r.rdx, r.rbx, r.rsp, r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11, r.r12,
+        r.r13, r.r14, r.r15,
+    ];
+    state.rip = r.rip;
+    state.rflags = r.rflags;
+}
+
+/// Builds `kvm_regs` from the state.
+pub(crate) fn regs_from(state: &CpuState) -> kvm_regs {
+    let g = &state.gpr;
+    kvm_regs {
+        rax: g[0],
+        rcx: g[1],
+        rdx: g[2],
+        rbx: g[3],
+        rsp: g[4],
+        rbp: g[5],
+        rsi: g[6],
+        rdi: g[7],
+        r8: g[8],
+        r9: g[9],
+        r10: g[10],
+        r11: g[11],
+        r12: g[12],
+        r13: g[13],
+        r14: g[14],
+        r15: g[15],
+        rip: state.rip,
+        rflags: state.rflags,
+    }
+}
+
+/// Fills segments, tables and control registers from `kvm_sregs`.
+pub(crate) fn sregs_into(state: &mut CpuState, s: &kvm_sregs) {
+    state.cs = seg_from_kvm(&s.cs);
+    state.ds = seg_from_kvm(&s.ds);
+    state.es = seg_from_kvm(&s.es);
+    state.fs = seg_from_kvm(&s.fs);
+    state.gs = seg_from_kvm(&s.gs);
+    state.ss = seg_from_kvm(&s.ss);
+    state.ldt = seg_from_kvm(&s.ldt);
+    state.tr = seg_from_kvm(&s.tr);
+    state.gdt = DescriptorTable {
+        base: s.gdt.base,
+        limit: s.gdt.limit,
+    };
+    state.idt = DescriptorTable {
+        base: s.idt.base,
+        limit: s.idt.limit,
+    };
+    state.cr0 = s.cr0;
+    state.cr2 = s.cr2;
+    state.cr3 = s.cr3;
+    state.cr4 = s.cr4;
+    state.cr8 = s.cr8;
+    state.efer = s.efer;
+    state.apic_base = s.apic_base;
+}
+
+/// Builds `kvm_sregs` from the state, keeping `base`'s interrupt bitmap (pending external
+/// interrupts are carried by the events, not here).
+pub(crate) fn sregs_from(state: &CpuState, base: &kvm_sregs) -> kvm_sregs {
+    kvm_sregs {
+        cs: seg_to_kvm(&state.cs),
+        ds: seg_to_kvm(&state.ds),
+        es: seg_to_kvm(&state.es),
+        fs: seg_to_kvm(&state.fs),
+        gs: seg_to_kvm(&state.gs),
+        ss: seg_to_kvm(&state.ss),
+        tr: seg_to_kvm(&state.tr),
+        ldt: seg_to_kvm(&state.ldt),
+        gdt: dt_to_kvm(&state.gdt),
+        idt: dt_to_kvm(&state.idt),
+        cr0: state.cr0,
+        cr2: state.cr2,
+        cr3: state.cr3,
+        cr4: state.cr4,
+        cr8: state.cr8,
+        efer: state.efer,
+        apic_base: state.apic_base,
+        interrupt_bitmap: base.interrupt_bitmap,
+    }
+}
+
+/// Fills the saved MSRs from KVM_GET_MSRS entries (in [`MSR_INDICES`] order, possibly fewer).
+pub(crate) fn msrs_into(state: &mut CpuState, entries: &[kvm_msr_entry]) {
+    for e in entries {
+        let v = e.data;
+        match e.index {
+            0x174 => state.sysenter_cs = v,
+            0x175 => state.sysenter_esp = v,
+            0x176 => state.sysenter_eip = v,
+            0xc000_0081 => state.star = v,
+            0xc000_0082 => state.lstar = v,
+            0xc000_0083 => state.cstar = v,
+            0xc000_0084 => state.sfmask = v,
+            0xc000_0102 => state.kernel_gs_base = v,
+            0xc000_0103 => state.tsc_aux = v,
+            0x10 => state.tsc = v,
+            _ => {}
+        }
+    }
+}
+
+/// KVM_SET_MSRS entries for the saved MSRs, restricted to `supported` indices.
+pub(crate) fn msrs_from(state: &CpuState, supported: &[u32]) -> Vec<kvm_msr_entry> {
+    MSR_INDICES
+        .iter()
+        .filter(|i| supported.contains(i))
+        .map(|&index| {
+            let data = match index {
+                0x174 => state.sysenter_cs,
+                0x175 => state.sysenter_esp,
+                0x176 => state.sysenter_eip,
+                0xc000_0081 => state.star,
+                0xc000_0082 => state.lstar,
+                0xc000_0083 => state.cstar,
+                0xc000_0084 => state.sfmask,
+                0xc000_0102 => state.kernel_gs_base,
+                0xc000_0103 => state.tsc_aux,
+                _ => state.tsc,
+            };
+            kvm_msr_entry {
+                index,
+                data,
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// Fills the event state from `kvm_vcpu_events`.
+pub(crate) fn events_into(state: &mut CpuState, e: &kvm_vcpu_events) {
+    state.events = Events {
+        sti_shadow: e.interrupt.shadow & SHADOW_STI != 0,
+        mov_ss_shadow: e.interrupt.shadow & SHADOW_MOV_SS != 0,
+        nmi_pending: e.nmi.pending != 0,
+        nmi_masked: e.nmi.masked != 0,
+        exception: (e.exception.injected != 0 || e.exception.pending != 0).then_some(
+            PendingException {
+                vector: e.exception.nr,
+                error_code: (e.exception.has_error_code != 0).then_some(e.exception.error_code),
+            },
+        ),
+        interrupt: (e.interrupt.injected != 0).then_some(e.interrupt.nr),
+    };
+}
+
+/// Builds `kvm_vcpu_events` from the state.
+pub(crate) fn events_from(state: &CpuState) -> kvm_vcpu_events {
+    let ev = &state.events;
+    let mut e = kvm_vcpu_events::default();
+    e.interrupt.shadow =
+        if ev.sti_shadow { SHADOW_STI } else { 0 } | if ev.mov_ss_shadow { SHADOW_MOV_SS } else { 0 };
+    if let Some(v) = ev.interrupt {
+        e.interrupt.injected = 1;
+        e.interrupt.nr = v;
+    }
+    e.nmi.pending = u8::from(ev.nmi_pending);
+    e.nmi.masked = u8::from(ev.nmi_masked);
+    if let Some(x) = ev.exception {
+        e.exception.injected = 1;
+        e.exception.nr = x.vector;
+        e.exception.has_error_code = u8::from(x.error_code.is_some());
+        e.exception.error_code = x.error_code.unwrap_or(0);
+    }
+    e.flags = KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_NMI_PENDING;
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CpuState {
+        let mut s = CpuState::boot_sector();
+        for (i, g) in s.gpr.iter_mut().enumerate() {
+            *g = 0x1111_1111_1111_1111u64.wrapping_mul(i as u64 + 1);
+        }
+        s.rip = 0x1234;
+        s.rflags = 0x246;
+        s.cs.set_attributes(0xa09b);
+        s.cs.base = 0;
+        s.cs.limit = 0xffff_ffff;
+        s.gdt = DescriptorTable {
+            base: 0x5000,
+            limit: 0x27,
+        };
+        s.cr0 = 0x8000_0011;
+        s.cr3 = 0x1000;
+        s.cr4 = 0x20;
+        s.efer = 0x500;
+        s.star = 1;
+        s.lstar = 2;
+        s.tsc_aux = 7;
+        s.tsc = 99;
+        s.events.sti_shadow = true;
+        s.events.exception = Some(PendingException {
+            vector: 14,
+            error_code: Some(2),
+        });
+        s
+    }
+
+    #[test]
+    fn regs_and_sregs_round_trip() {
+        let s = sample();
+        let mut back = CpuState::default();
+        regs_into(&mut back, &regs_from(&s));
+        sregs_into(&mut back, &sregs_from(&s, &kvm_sregs::default()));
+        assert_eq!(back.gpr, s.gpr);
+        assert_eq!(back.rip, s.rip);
+        assert_eq!(back.cs, s.cs);
+        assert_eq!(back.gdt, s.gdt);
+        assert_eq!((back.cr0, back.cr3, back.cr4, back.efer), (s.cr0, s.cr3, s.cr4, s.efer));
+    }
+
+    #[test]
+    fn msrs_and_events_round_trip() {
+        let s = sample();
+        let mut back = CpuState::default();
+        msrs_into(&mut back, &msrs_from(&s, &MSR_INDICES));
+        assert_eq!((back.star, back.lstar, back.tsc_aux, back.tsc), (1, 2, 7, 99));
+        events_into(&mut back, &events_from(&s));
+        assert_eq!(back.events, s.events);
+    }
+
+    #[test]
+    fn unsupported_msrs_are_not_set() {
+        let s = sample();
+        let e = msrs_from(&s, &[0xc000_0082]);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].data, 2);
+    }
+}

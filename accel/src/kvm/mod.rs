@@ -1,0 +1,256 @@
+//! The KVM backend: hardware virtualisation through /dev/kvm.
+//!
+//! [`KvmAccel`] opens the device, checks the API version and every capability janus relies on,
+//! creates the VM and registers guest memory as slots; [`KvmVcpu`] runs a vCPU and serves its
+//! exits. On hosts where /dev/kvm is the `kvm_pvm` module (no VT-x/AMD-V), only CPL3 64-bit code
+//! runs natively: real-mode, 32-bit and kernel code goes through KVM's in-kernel instruction
+//! emulator, which stops with KVM_EXIT_INTERNAL_ERROR on what it cannot emulate. Those stops are
+//! turned into [`crate::Exit::Failed`] with the instruction and state.
+
+mod convert;
+mod signal;
+mod vcpu;
+
+use std::path::{Path, PathBuf};
+
+use kvm_bindings::{KVM_CAP_SET_GUEST_DEBUG2, KVM_GUESTDBG_BLOCKIRQ, KVM_MEM_READONLY};
+use kvm_ioctls::{Cap, Kvm, VmFd};
+
+pub use signal::signal_thread;
+pub use vcpu::KvmVcpu;
+
+use crate::memory::{GuestMemory, RegionKind};
+use crate::vcpu::{AccelCaps, Accelerator, VcpuError};
+
+/// The default KVM device node.
+pub const DEFAULT_DEVICE: &str = "/dev/kvm";
+
+/// Where the TSS that VT-x needs for real mode goes: three pages just below the BIOS ROM area,
+/// inside the MMIO hole, as other VMMs place it.
+const TSS_ADDRESS: usize = 0xfffb_d000;
+/// The EPT identity map page (Intel real mode), right after the TSS.
+const IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
+
+/// Errors of setting up the KVM backend; each names what the user can check.
+#[derive(Debug, thiserror::Error)]
+pub enum KvmError {
+    /// The device node cannot be opened.
+    #[error("cannot open {path}: {source} (is the kvm module loaded and are you allowed to use it?)")]
+    Open {
+        /// The node.
+        path: PathBuf,
+        /// The errno.
+        source: kvm_ioctls::Error,
+    },
+    /// The kernel's KVM API version is not the stable one.
+    #[error("KVM API version {0} is not supported (janus needs 12)")]
+    ApiVersion(i32),
+    /// A capability janus needs is missing.
+    #[error("KVM lacks the capability {0}, which janus needs")]
+    MissingCap(&'static str),
+    /// An ioctl failed during set-up.
+    #[error("{op} failed: {source}")]
+    Ioctl {
+        /// The ioctl.
+        op: &'static str,
+        /// The errno.
+        source: kvm_ioctls::Error,
+    },
+    /// The kick signal handler could not be installed.
+    #[error("cannot install the vCPU kick signal handler: {0}")]
+    Signal(String),
+}
+
+/// Facts about a host's KVM, gathered without creating guest memory.
+#[derive(Debug, Clone)]
+pub struct KvmProbe {
+    /// The capabilities report.
+    pub caps: AccelCaps,
+}
+
+/// Required capabilities, with their names for error messages.
+const REQUIRED: [(Cap, &str); 5] = [
+    (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+    (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
+    (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"),
+    (Cap::VcpuEvents, "KVM_CAP_VCPU_EVENTS"),
+    (Cap::Hlt, "KVM_CAP_HLT"),
+];
+
+fn open(path: &Path) -> Result<Kvm, KvmError> {
+    use std::os::unix::ffi::OsStrExt;
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| KvmError::Open {
+        path: path.to_path_buf(),
+        source: kvm_ioctls::Error::new(libc::EINVAL),
+    })?;
+    let kvm = Kvm::new_with_path(cpath).map_err(|source| KvmError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let v = kvm.get_api_version();
+    if v != 12 {
+        return Err(KvmError::ApiVersion(v));
+    }
+    for (cap, name) in REQUIRED {
+        if !kvm.check_extension(cap) {
+            return Err(KvmError::MissingCap(name));
+        }
+    }
+    Ok(kvm)
+}
+
+/// Whether the host CPU advertises VT-x or AMD-V (otherwise /dev/kvm is a paravirtual flavour
+/// such as kvm_pvm).
+fn host_has_hw_virt() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|s| {
+            s.lines()
+                .filter(|l| l.starts_with("flags"))
+                .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+        })
+        .unwrap_or(false)
+}
+
+fn flavour() -> String {
+    let pvm = Path::new("/sys/module/kvm_pvm").exists();
+    let hw = host_has_hw_virt();
+    match (pvm, hw) {
+        (true, _) => "kvm_pvm (no VT-x/AMD-V: CPL3 64-bit code runs natively, real-mode, \
+                      32-bit and kernel code runs in KVM's instruction emulator)"
+            .into(),
+        (false, true) => {
+            if Path::new("/sys/module/kvm_intel").exists() {
+                "kvm_intel (VT-x)".into()
+            } else if Path::new("/sys/module/kvm_amd").exists() {
+                "kvm_amd (AMD-V)".into()
+            } else {
+                "hardware-assisted".into()
+            }
+        }
+        (false, false) => "unknown flavour (no vmx/svm flag in /proc/cpuinfo)".into(),
+    }
+}
+
+fn guest_debug_flags(kvm: &Kvm) -> u32 {
+    let v = kvm.check_extension_raw(u64::from(KVM_CAP_SET_GUEST_DEBUG2));
+    u32::try_from(v).unwrap_or(0)
+}
+
+/// Reports what the KVM at `path` offers, for `janus info` and `--accel auto`.
+///
+/// # Errors
+/// As [`KvmAccel::new`] for opening and checking the device.
+pub fn probe(path: &Path) -> Result<KvmProbe, KvmError> {
+    let kvm = open(path)?;
+    let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
+    let dbg2 = guest_debug_flags(&kvm);
+    let details = vec![
+        ("api version".into(), kvm.get_api_version().to_string()),
+        ("recommended vcpus".into(), kvm.get_nr_vcpus().to_string()),
+        ("memory slots".into(), kvm.get_nr_memslots().to_string()),
+        ("readonly memory".into(), yes(kvm.check_extension(Cap::ReadonlyMem))),
+        ("set tss addr".into(), yes(kvm.check_extension(Cap::SetTssAddr))),
+        ("in-kernel pit".into(), yes(kvm.check_extension(Cap::Pit2))),
+        ("sync regs".into(), yes(kvm.check_extension(Cap::SyncRegs))),
+        (
+            "single-step irq blocking".into(),
+            yes(dbg2 & KVM_GUESTDBG_BLOCKIRQ != 0),
+        ),
+        ("tsc khz".into(), yes(kvm.check_extension(Cap::GetTscKhz))),
+    ];
+    Ok(KvmProbe {
+        caps: AccelCaps {
+            name: "kvm",
+            flavour: flavour(),
+            single_step: kvm.check_extension(Cap::SetGuestDebug),
+            irqchip: kvm.check_extension(Cap::Irqchip),
+            instruction_count: false,
+            max_vcpus: kvm.get_max_vcpus(),
+            details,
+        },
+    })
+}
+
+/// The KVM accelerator: one VM with janus's guest memory registered.
+#[derive(Debug)]
+pub struct KvmAccel {
+    kvm: Kvm,
+    vm: VmFd,
+    memory: GuestMemory,
+    caps: AccelCaps,
+    supported_msrs: Vec<u32>,
+    nr_vcpus: usize,
+}
+
+impl KvmAccel {
+    /// Opens KVM at `path`, creates a VM and registers every region of `memory` as a slot.
+    /// `nr_vcpus` is used for the topology CPUID reports.
+    ///
+    /// # Errors
+    /// [`KvmError`] naming the step that failed.
+    pub fn new(path: &Path, memory: &GuestMemory, nr_vcpus: usize) -> Result<Self, KvmError> {
+        let kvm = open(path)?;
+        signal::install().map_err(KvmError::Signal)?;
+        let vm = kvm
+            .create_vm()
+            .map_err(|source| KvmError::Ioctl { op: "KVM_CREATE_VM", source })?;
+        if kvm.check_extension(Cap::SetTssAddr) {
+            vm.set_tss_address(TSS_ADDRESS)
+                .map_err(|source| KvmError::Ioctl { op: "KVM_SET_TSS_ADDR", source })?;
+            // Only VT-x needs the identity map; other flavours may refuse it harmlessly.
+            let _ = vm.set_identity_map_address(IDENTITY_MAP_ADDRESS);
+        }
+        let readonly = kvm.check_extension(Cap::ReadonlyMem);
+        for (slot, r) in memory.regions().iter().enumerate() {
+            let flags = if r.kind() == RegionKind::Rom && readonly {
+                KVM_MEM_READONLY
+            } else {
+                0
+            };
+            let region = kvm_bindings::kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags,
+                guest_phys_addr: r.base(),
+                memory_size: r.size(),
+                userspace_addr: r.host_addr(),
+            };
+            // SAFETY: the host range is a live anonymous mapping owned by `memory`'s regions,
+            // which this accelerator keeps a clone of (`self.memory`) for as long as the VM lives.
+            unsafe { vm.set_user_memory_region(region) }
+                .map_err(|source| KvmError::Ioctl { op: "KVM_SET_USER_MEMORY_REGION", source })?;
+        }
+        let supported_msrs = kvm
+            .get_msr_index_list()
+            .map(|l| l.as_slice().to_vec())
+            .unwrap_or_default();
+        let caps = probe(path)?.caps;
+        Ok(KvmAccel {
+            kvm,
+            vm,
+            memory: memory.clone(),
+            caps,
+            supported_msrs,
+            nr_vcpus,
+        })
+    }
+}
+
+impl Accelerator for KvmAccel {
+    type Vcpu = KvmVcpu;
+
+    fn caps(&self) -> AccelCaps {
+        self.caps.clone()
+    }
+
+    fn create_vcpu(&self, index: usize) -> Result<KvmVcpu, VcpuError> {
+        KvmVcpu::new(
+            &self.kvm,
+            &self.vm,
+            index,
+            self.nr_vcpus,
+            self.memory.clone(),
+            self.supported_msrs.clone(),
+            guest_debug_flags(&self.kvm) & KVM_GUESTDBG_BLOCKIRQ != 0,
+        )
+    }
+}

@@ -1,0 +1,420 @@
+//! One KVM vCPU: state mapping, the run loop that serves I/O in place, and exit conversion.
+
+use kvm_bindings::{
+    CpuId, KVM_EXIT_INTERNAL_ERROR, KVM_GUESTDBG_BLOCKIRQ, KVM_GUESTDBG_ENABLE,
+    KVM_GUESTDBG_SINGLESTEP, KVM_MAX_CPUID_ENTRIES, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
+    KVM_SYSTEM_EVENT_SHUTDOWN, Msrs, kvm_guest_debug, kvm_msr_entry,
+};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+
+use super::convert;
+use super::signal;
+use crate::exit::{Exit, ExitCounters, ExitReasonKind, SystemEventKind, VcpuFailure};
+use crate::io::IoHandler;
+use crate::kick::Kicker;
+use crate::memory::GuestMemory;
+use crate::state::CpuState;
+use crate::vcpu::{Vcpu, VcpuError};
+
+/// KVM_INTERRUPT: `_IOW(KVMIO, 0x86, struct kvm_interrupt)`.
+const KVM_INTERRUPT: libc::c_ulong = 0x4004_ae86;
+
+/// A KVM vCPU.
+#[derive(Debug)]
+pub struct KvmVcpu {
+    fd: VcpuFd,
+    index: usize,
+    memory: GuestMemory,
+    supported_msrs: Vec<u32>,
+    kicker: Kicker,
+    counters: ExitCounters,
+    single_step: bool,
+    blockirq: bool,
+    /// An I/O exit was served but KVM has not yet completed the instruction (it does so on the
+    /// next KVM_RUN); state() must finish it first.
+    io_pending: bool,
+    pending_irq: Option<u8>,
+}
+
+fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VcpuError {
+    move |source| VcpuError::Kvm { op, source }
+}
+
+/// What one KVM_RUN ended with, as an owned value, so that the borrow of the vCPU ends before the
+/// exit is handled.
+enum Raw {
+    Io { write: bool },
+    MmioRead(u64, usize),
+    MmioWrite(u64, [u8; 8], usize),
+    Hlt,
+    Debug,
+    Shutdown,
+    FailEntry(u64, u32),
+    Internal,
+    SystemEvent(u32),
+    Intr,
+    IrqWindow,
+    Other(String),
+}
+
+impl KvmVcpu {
+    pub(super) fn new(
+        kvm: &Kvm,
+        vm: &VmFd,
+        index: usize,
+        nr_vcpus: usize,
+        memory: GuestMemory,
+        supported_msrs: Vec<u32>,
+        blockirq: bool,
+    ) -> Result<Self, VcpuError> {
+        let fd = vm.create_vcpu(index as u64).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        let mut cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        patch_cpuid(&mut cpuid, index, nr_vcpus);
+        fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+        let mut v = KvmVcpu {
+            fd,
+            index,
+            memory,
+            supported_msrs,
+            kicker: Kicker::new(),
+            counters: ExitCounters::default(),
+            single_step: false,
+            blockirq,
+            io_pending: false,
+            pending_irq: None,
+        };
+        v.set_state(&CpuState::reset(index == 0))?;
+        Ok(v)
+    }
+
+    /// Completes an I/O instruction whose exit was served (KVM finishes it on the next entry):
+    /// KVM_RUN with `immediate_exit` set runs no guest code.
+    fn complete_io(&mut self) -> Result<(), VcpuError> {
+        if !self.io_pending {
+            return Ok(());
+        }
+        self.io_pending = false;
+        self.fd.set_kvm_immediate_exit(1);
+        let r = self.fd.run();
+        let done = match r {
+            Err(e) if e.errno() == libc::EINTR => Ok(()),
+            Err(e) => Err(VcpuError::Kvm { op: "KVM_RUN", source: e }),
+            Ok(_) => Ok(()),
+        };
+        self.fd.set_kvm_immediate_exit(0);
+        done
+    }
+
+    fn run_once(&mut self) -> Result<Raw, VcpuError> {
+        let raw = match self.fd.run() {
+            Ok(exit) => match exit {
+                VcpuExit::IoIn(..) => Raw::Io { write: false },
+                VcpuExit::IoOut(..) => Raw::Io { write: true },
+                VcpuExit::MmioRead(addr, data) => Raw::MmioRead(addr, data.len().min(8)),
+                VcpuExit::MmioWrite(addr, data) => {
+                    let mut b = [0u8; 8];
+                    let n = data.len().min(8);
+                    b[..n].copy_from_slice(&data[..n]);
+                    Raw::MmioWrite(addr, b, n)
+                }
+                VcpuExit::Hlt => Raw::Hlt,
+                VcpuExit::Debug(_) => Raw::Debug,
+                VcpuExit::Shutdown => Raw::Shutdown,
+                VcpuExit::FailEntry(reason, cpu) => Raw::FailEntry(reason, cpu),
+                VcpuExit::InternalError => Raw::Internal,
+                VcpuExit::SystemEvent(t, _) => Raw::SystemEvent(t),
+                VcpuExit::Intr => Raw::Intr,
+                VcpuExit::IrqWindowOpen => Raw::IrqWindow,
+                other => Raw::Other(format!("{other:?}")),
+            },
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Raw::Intr,
+            Err(e) => return Err(VcpuError::Kvm { op: "KVM_RUN", source: e }),
+        };
+        Ok(raw)
+    }
+
+    /// Serves a KVM_EXIT_IO in place, element by element for string I/O (count > 1).
+    fn serve_io(&mut self, io: &dyn IoHandler, write: bool) {
+        let run = self.fd.get_kvm_run();
+        // SAFETY: the exit reason is KVM_EXIT_IO (we were called for it), so `io` is the live
+        // union member.
+        let desc = unsafe { run.__bindgen_anon_1.io };
+        let size = usize::from(desc.size).clamp(1, 8);
+        let count = desc.count as usize;
+        let base = (run as *mut kvm_bindings::kvm_run).cast::<u8>();
+        for i in 0..count {
+            let off = desc.data_offset as usize + i * size;
+            // SAFETY: KVM places `count * size` data bytes at `data_offset` inside the kvm_run
+            // mapping (one page or more), which lives as long as `self.fd`.
+            let data = unsafe { std::slice::from_raw_parts_mut(base.add(off), size) };
+            if write {
+                io.pio_write(self.index, desc.port, data);
+            } else {
+                io.pio_read(self.index, desc.port, data);
+            }
+        }
+        let kind = if write { ExitReasonKind::IoOut } else { ExitReasonKind::IoIn };
+        self.counters.bump(kind);
+    }
+
+    fn internal_error_detail(&mut self) -> String {
+        let run = self.fd.get_kvm_run();
+        if run.exit_reason != KVM_EXIT_INTERNAL_ERROR {
+            return String::new();
+        }
+        // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the live member.
+        let internal = unsafe { run.__bindgen_anon_1.internal };
+        let what = match internal.suberror {
+            1 => "emulation failure",
+            2 => "simultaneous exception",
+            3 => "delivery event failure",
+            4 => "unexpected exit",
+            _ => "unknown suberror",
+        };
+        let n = (internal.ndata as usize).min(internal.data.len());
+        let words: Vec<String> = internal.data[..n].iter().map(|w| format!("{w:#x}")).collect();
+        format!("suberror {} ({what}), data [{}]", internal.suberror, words.join(", "))
+    }
+
+    /// Builds a failure report: state, instruction bytes at RIP (translated by KVM) and their
+    /// disassembly.
+    fn failure(&mut self, what: &str, detail: String) -> Result<Exit, VcpuError> {
+        let state = self.state()?;
+        let mut insn_bytes = Vec::new();
+        if let Ok(t) = self.fd.translate_gva(state.linear_rip())
+            && t.valid != 0
+        {
+            let mut buf = [0u8; 15];
+            for (i, b) in buf.iter_mut().enumerate() {
+                match self.memory.read_le(t.physical_address + i as u64, 1) {
+                    Ok(v) => *b = v as u8,
+                    Err(_) => break,
+                }
+                insn_bytes.push(*b);
+            }
+        }
+        let disassembly = crate::disasm::one(&insn_bytes, state.code_bitness(), state.rip)
+            .map(|(text, len)| {
+                insn_bytes.truncate(len);
+                text
+            });
+        Ok(Exit::Failed(Box::new(VcpuFailure {
+            what: what.to_string(),
+            detail,
+            insn_bytes,
+            disassembly,
+            state,
+        })))
+    }
+
+    fn try_inject(&mut self) -> Result<(), VcpuError> {
+        let Some(vector) = self.pending_irq else {
+            return Ok(());
+        };
+        let run = self.fd.get_kvm_run();
+        if run.ready_for_interrupt_injection != 0 && run.if_flag != 0 {
+            let irq = kvm_bindings::kvm_interrupt { irq: u32::from(vector) };
+            // SAFETY: KVM_INTERRUPT takes a pointer to a kvm_interrupt, which lives across the
+            // call; the fd is a vCPU fd.
+            let ret = unsafe { vmm_sys_util::ioctl::ioctl_with_ref(&self.fd, KVM_INTERRUPT, &irq) };
+            if ret < 0 {
+                return Err(VcpuError::Kvm {
+                    op: "KVM_INTERRUPT",
+                    source: kvm_ioctls::Error::last(),
+                });
+            }
+            self.pending_irq = None;
+            self.fd.get_kvm_run().request_interrupt_window = 0;
+        } else {
+            self.fd.get_kvm_run().request_interrupt_window = 1;
+        }
+        Ok(())
+    }
+}
+
+/// Fills in the per-vCPU topology that KVM's supported CPUID leaves blank.
+fn patch_cpuid(cpuid: &mut CpuId, index: usize, nr_vcpus: usize) {
+    for e in cpuid.as_mut_slice() {
+        match e.function {
+            1 => {
+                e.ebx = (e.ebx & 0x0000_ffff)
+                    | ((index as u32 & 0xff) << 24)
+                    | ((nr_vcpus.clamp(1, 255) as u32) << 16);
+                // Hypervisor present.
+                e.ecx |= 1 << 31;
+            }
+            0xb | 0x1f => e.edx = index as u32,
+            _ => {}
+        }
+    }
+}
+
+impl Vcpu for KvmVcpu {
+    fn index(&self) -> usize {
+        self.index
+    }
+
+    fn state(&mut self) -> Result<CpuState, VcpuError> {
+        self.complete_io()?;
+        let mut s = CpuState::default();
+        let regs = self.fd.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+        convert::regs_into(&mut s, &regs);
+        let sregs = self.fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        convert::sregs_into(&mut s, &sregs);
+        let wanted: Vec<kvm_msr_entry> = convert::MSR_INDICES
+            .iter()
+            .filter(|i| self.supported_msrs.contains(i))
+            .map(|&index| kvm_msr_entry { index, ..Default::default() })
+            .collect();
+        let mut msrs = Msrs::from_entries(&wanted)
+            .map_err(|_| VcpuError::Unsupported("too many MSRs".into()))?;
+        let n = self.fd.get_msrs(&mut msrs).map_err(kvm_err("KVM_GET_MSRS"))?;
+        convert::msrs_into(&mut s, &msrs.as_slice()[..n]);
+        let events = self.fd.get_vcpu_events().map_err(kvm_err("KVM_GET_VCPU_EVENTS"))?;
+        convert::events_into(&mut s, &events);
+        if s.events.interrupt.is_none() {
+            s.events.interrupt = self.pending_irq;
+        }
+        Ok(s)
+    }
+
+    fn set_state(&mut self, state: &CpuState) -> Result<(), VcpuError> {
+        self.complete_io()?;
+        let base = self.fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        self.fd
+            .set_sregs(&convert::sregs_from(state, &base))
+            .map_err(kvm_err("KVM_SET_SREGS"))?;
+        self.fd
+            .set_regs(&convert::regs_from(state))
+            .map_err(kvm_err("KVM_SET_REGS"))?;
+        let entries = convert::msrs_from(state, &self.supported_msrs);
+        let msrs = Msrs::from_entries(&entries)
+            .map_err(|_| VcpuError::Unsupported("too many MSRs".into()))?;
+        self.fd.set_msrs(&msrs).map_err(kvm_err("KVM_SET_MSRS"))?;
+        let mut ev = convert::events_from(state);
+        // An external interrupt not yet delivered is re-queued through KVM_INTERRUPT.
+        if let Some(v) = state.events.interrupt {
+            ev.interrupt.injected = 0;
+            self.pending_irq = Some(v);
+        }
+        self.fd.set_vcpu_events(&ev).map_err(kvm_err("KVM_SET_VCPU_EVENTS"))?;
+        Ok(())
+    }
+
+    fn run(&mut self, io: &dyn IoHandler) -> Result<Exit, VcpuError> {
+        let run_ptr: *mut kvm_bindings::kvm_run = self.fd.get_kvm_run();
+        signal::set_current(run_ptr);
+        self.kicker.set_thread(signal::current_thread());
+        let result = self.run_loop(io);
+        self.kicker.set_thread(0);
+        signal::set_current(std::ptr::null_mut());
+        result
+    }
+
+    fn set_single_step(&mut self, on: bool) -> Result<(), VcpuError> {
+        let mut dbg = kvm_guest_debug::default();
+        if on {
+            dbg.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP;
+            if self.blockirq {
+                dbg.control |= KVM_GUESTDBG_BLOCKIRQ;
+            }
+        }
+        self.fd.set_guest_debug(&dbg).map_err(kvm_err("KVM_SET_GUEST_DEBUG"))?;
+        self.single_step = on;
+        Ok(())
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) -> Result<(), VcpuError> {
+        self.pending_irq = Some(vector);
+        Ok(())
+    }
+
+    fn kicker(&self) -> Kicker {
+        self.kicker.clone()
+    }
+
+    fn counters(&self) -> ExitCounters {
+        self.counters.clone()
+    }
+}
+
+impl KvmVcpu {
+    fn run_loop(&mut self, io: &dyn IoHandler) -> Result<Exit, VcpuError> {
+        loop {
+            if self.kicker.pending() {
+                return Ok(Exit::Stopped);
+            }
+            self.try_inject()?;
+            self.io_pending = false;
+            let raw = self.run_once()?;
+            match raw {
+                Raw::Io { write } => {
+                    self.serve_io(io, write);
+                    self.io_pending = true;
+                }
+                Raw::MmioRead(addr, len) => {
+                    let mut buf = [0u8; 8];
+                    io.mmio_read(self.index, addr, &mut buf[..len]);
+                    let run = self.fd.get_kvm_run();
+                    // SAFETY: the exit reason is KVM_EXIT_MMIO, so `mmio` is the live member.
+                    let mmio = unsafe { &mut run.__bindgen_anon_1.mmio };
+                    mmio.data[..len].copy_from_slice(&buf[..len]);
+                    self.counters.bump(ExitReasonKind::MmioRead);
+                    self.io_pending = true;
+                }
+                Raw::MmioWrite(addr, data, len) => {
+                    io.mmio_write(self.index, addr, &data[..len]);
+                    self.counters.bump(ExitReasonKind::MmioWrite);
+                    self.io_pending = true;
+                }
+                Raw::Hlt => {
+                    self.counters.bump(ExitReasonKind::Halt);
+                    return Ok(Exit::Halt);
+                }
+                Raw::Debug => {
+                    self.counters.bump(ExitReasonKind::Debug);
+                    if self.single_step {
+                        return Ok(Exit::SingleStep);
+                    }
+                }
+                Raw::Shutdown => {
+                    self.counters.bump(ExitReasonKind::Shutdown);
+                    return Ok(Exit::Shutdown(Box::new(self.state()?)));
+                }
+                Raw::FailEntry(reason, cpu) => {
+                    self.counters.bump(ExitReasonKind::Failure);
+                    return self.failure(
+                        "KVM entry failure",
+                        format!("hardware entry failure reason {reason:#x} on host cpu {cpu}"),
+                    );
+                }
+                Raw::Internal => {
+                    self.counters.bump(ExitReasonKind::Failure);
+                    let detail = self.internal_error_detail();
+                    return self.failure("KVM internal error", detail);
+                }
+                Raw::SystemEvent(t) => {
+                    self.counters.bump(ExitReasonKind::SystemEvent);
+                    return Ok(Exit::SystemEvent(match t {
+                        KVM_SYSTEM_EVENT_SHUTDOWN => SystemEventKind::Shutdown,
+                        KVM_SYSTEM_EVENT_RESET => SystemEventKind::Reset,
+                        KVM_SYSTEM_EVENT_CRASH => SystemEventKind::Crash,
+                        other => SystemEventKind::Other(other),
+                    }));
+                }
+                Raw::Intr => {
+                    self.counters.bump(ExitReasonKind::Interrupted);
+                    self.fd.set_kvm_immediate_exit(0);
+                }
+                Raw::IrqWindow => self.counters.bump(ExitReasonKind::Other),
+                Raw::Other(what) => {
+                    self.counters.bump(ExitReasonKind::Other);
+                    return self.failure("unexpected KVM exit", what);
+                }
+            }
+        }
+    }
+}
+

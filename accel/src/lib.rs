@@ -1,0 +1,28 @@
+//! janus-accel: the CPU execution engines of janus behind one backend contract.
+//!
+//! An [`Accelerator`] creates [`Vcpu`]s over a shared [`GuestMemory`]. A vCPU runs guest code
+//! until it needs the machine: port and MMIO accesses are served in place through the
+//! [`IoHandler`] the caller passes to [`Vcpu::run`]; everything else (halt, shutdown, a finished
+//! single step, a stop request, a failure) ends `run` with an owned [`Exit`]. The contract knows no
+//! devices: those live in the `janus` crate.
+//!
+//! Backends: [`kvm`] (hardware virtualisation through /dev/kvm) and, later, `soft` (the software
+//! CPU). Both take and give the same backend-neutral [`CpuState`].
+#![deny(missing_docs)]
+
+pub mod disasm;
+pub mod exit;
+pub mod io;
+pub mod kick;
+pub mod kvm;
+pub mod memory;
+pub mod soft;
+pub mod state;
+mod vcpu;
+
+pub use exit::{Exit, ExitCounters, ExitReasonKind, SystemEventKind, VcpuFailure};
+pub use io::IoHandler;
+pub use kick::Kicker;
+pub use memory::{GuestMemory, MemoryError, Region, RegionKind};
+pub use state::{CpuState, DescriptorTable, Events, PendingException, Reg, Segment};
+pub use vcpu::{Accelerator, AccelCaps, Vcpu, VcpuError};
