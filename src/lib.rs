@@ -1,1 +1,16 @@
+//! janus: the machine model shared by every backend: the PC memory map, the PIO and MMIO buses
+//! and their devices, the loaders, the vCPU threads and the run loop.
+#![deny(missing_docs)]
 
+pub mod bus;
+pub mod control;
+pub mod devices;
+pub mod layout;
+pub mod machine;
+pub mod signals;
+pub mod sink;
+pub mod stats;
+pub mod vcpu_loop;
+
+pub use control::{Control, StopReason};
+pub use machine::{AccelKind, Machine, MachineConfig, MachineError, RunOutcome};

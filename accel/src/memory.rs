@@ -267,10 +267,12 @@ impl GuestMemory {
     /// # Errors
     /// [`MemoryError::OutOfRange`] if the range is not wholly inside one region.
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let p = self.host_ptr(addr, buf.len(), false).ok_or(MemoryError::OutOfRange {
-            addr,
-            len: buf.len() as u64,
-        })?;
+        let p = self
+            .host_ptr(addr, buf.len(), false)
+            .ok_or(MemoryError::OutOfRange {
+                addr,
+                len: buf.len() as u64,
+            })?;
         // SAFETY: `host_ptr` checked that `buf.len()` bytes from `p` lie inside a live mapping,
         // and `buf` is a distinct Rust-owned buffer, so the ranges cannot overlap.
         unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
@@ -282,10 +284,12 @@ impl GuestMemory {
     /// # Errors
     /// [`MemoryError::OutOfRange`] if the range is not wholly inside one RAM region.
     pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
-        let p = self.host_ptr(addr, data.len(), true).ok_or(MemoryError::OutOfRange {
-            addr,
-            len: data.len() as u64,
-        })?;
+        let p = self
+            .host_ptr(addr, data.len(), true)
+            .ok_or(MemoryError::OutOfRange {
+                addr,
+                len: data.len() as u64,
+            })?;
         // SAFETY: `host_ptr` checked the destination range lies inside a live writable mapping;
         // `data` is Rust-owned and cannot overlap guest memory.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
@@ -297,10 +301,12 @@ impl GuestMemory {
     /// # Errors
     /// [`MemoryError::OutOfRange`] if the range is not wholly inside one region.
     pub fn load(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
-        let p = self.host_ptr(addr, data.len(), false).ok_or(MemoryError::OutOfRange {
-            addr,
-            len: data.len() as u64,
-        })?;
+        let p = self
+            .host_ptr(addr, data.len(), false)
+            .ok_or(MemoryError::OutOfRange {
+                addr,
+                len: data.len() as u64,
+            })?;
         // SAFETY: as in `write`; writing ROM from the host side is what a loader does.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
         Ok(())

@@ -317,8 +317,14 @@ impl CpuState {
                 present: true,
                 ..Default::default()
             },
-            gdt: DescriptorTable { base: 0, limit: 0xffff },
-            idt: DescriptorTable { base: 0, limit: 0xffff },
+            gdt: DescriptorTable {
+                base: 0,
+                limit: 0xffff,
+            },
+            idt: DescriptorTable {
+                base: 0,
+                limit: 0xffff,
+            },
             cr0: bits::CR0_ET | bits::CR0_NW | bits::CR0_CD,
             apic_base: APIC_BASE_DEFAULT | if bsp { 1 << 8 } else { 0 },
             // EDX after reset holds the processor signature; janus's loaders set what they need.
@@ -464,4 +470,9 @@ mod tests {
         assert_eq!(s.reg(Reg::Rdx), 0x80);
         assert_eq!(s.rflags & rflags::IF, 0);
     }
+}
+
+/// Whether RFLAGS.IF is set in `rflags`.
+pub fn rflags_if(rflags: u64) -> bool {
+    rflags & rflags::IF != 0
 }

@@ -1,1 +1,221 @@
-fn main() {}
+//! `janus`: run an x86 guest under KVM or in software, and report on the host.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use janus::control::status;
+use janus::layout::parse_mem_size;
+use janus::sink::SinkSpec;
+use janus::{AccelKind, Machine, MachineConfig, StopReason};
+use janus_accel::kvm;
+
+/// The bundled demo guest, run when no image is given.
+const DEMO: &[u8] = include_bytes!("../../test-roms/demo.bin");
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "janus",
+    version,
+    about = "An x86-64 machine: KVM or software, side by side"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a guest (the bundled demo when no IMAGE is given).
+    Run(RunArgs),
+    /// Show the host's virtualisation capabilities and which backends are available.
+    Info(InfoArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum AccelArg {
+    /// Hardware virtualisation through /dev/kvm.
+    Kvm,
+    /// KVM when it works, else the software backend.
+    Auto,
+}
+
+#[derive(clap::Args, Debug, Default)]
+struct RunArgs {
+    /// A flat image, loaded at 0x7C00 and entered in real mode like a boot sector.
+    image: Option<PathBuf>,
+    /// CPU backend.
+    #[arg(long, value_enum, default_value = "auto")]
+    accel: Option<AccelArg>,
+    /// Guest memory (plain numbers are MiB; K, M, G suffixes).
+    #[arg(long, short = 'm', default_value = "64M", value_parser = parse_mem_size)]
+    mem: Option<u64>,
+    /// Number of vCPUs (application processors wait for a start-up IPI).
+    #[arg(long, default_value_t = 1)]
+    smp: usize,
+    /// A firmware ROM mapped at the top of 4 GiB; the CPU starts at its reset vector.
+    #[arg(long)]
+    bios: Option<PathBuf>,
+    /// Where the COM1 UART goes: stdio, none or file:PATH.
+    #[arg(long, default_value = "stdio")]
+    serial: Option<SinkSpec>,
+    /// Where the 0xe9 debug console goes: stdio, none or file:PATH.
+    #[arg(long, default_value = "none")]
+    debugcon: Option<SinkSpec>,
+    /// Stop the guest after this many seconds.
+    #[arg(long, value_parser = parse_timeout)]
+    timeout: Option<Duration>,
+    /// Print run statistics (wall time, exits by reason) on exit.
+    #[arg(long)]
+    stats: bool,
+    /// The KVM device node.
+    #[arg(long, default_value = kvm::DEFAULT_DEVICE, hide_short_help = true)]
+    kvm_device: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct InfoArgs {
+    /// The KVM device node.
+    #[arg(long, default_value = kvm::DEFAULT_DEVICE)]
+    kvm_device: PathBuf,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(v > 0.0 && v.is_finite() && v < 1e9) {
+        return Err(format!(
+            "timeout '{s}' must be a positive number of seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+const MAX_IMAGE: u64 = 1 << 30;
+
+fn read_file(path: &PathBuf, what: &str) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if meta.len() > MAX_IMAGE {
+        bail!(
+            "{what} {} is {} bytes, larger than janus accepts (1 GiB)",
+            path.display(),
+            meta.len()
+        );
+    }
+    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    let image = match (&args.image, &args.bios) {
+        (Some(p), _) => Some(read_file(p, "image")?),
+        (None, None) => Some(DEMO.to_vec()),
+        (None, Some(_)) => None,
+    };
+    let bios = args
+        .bios
+        .as_ref()
+        .map(|p| read_file(p, "BIOS image"))
+        .transpose()?;
+    let config = MachineConfig {
+        mem: args.mem.unwrap_or(64 << 20),
+        smp: args.smp,
+        image,
+        bios,
+        serial: args.serial.unwrap_or(SinkSpec::Stdio),
+        debugcon: args.debugcon.unwrap_or(SinkSpec::None),
+        timeout: args.timeout,
+        stdin: true,
+        kvm_path: args
+            .kvm_device
+            .unwrap_or_else(|| kvm::DEFAULT_DEVICE.into()),
+    };
+    let kind = match args.accel.unwrap_or(AccelArg::Auto) {
+        AccelArg::Kvm => AccelKind::Kvm,
+        AccelArg::Auto => AccelKind::Auto,
+    };
+    let mut machine = Machine::new(config)?;
+    janus::signals::install_sigint_handler();
+    let outcome = machine.run(kind)?;
+    eprintln!("janus: {}", outcome.reason);
+    match &outcome.reason {
+        StopReason::VcpuFailed(f) => eprintln!("{}", f.state),
+        StopReason::TripleFault(s) => eprintln!("{s}"),
+        _ => {}
+    }
+    if args.stats {
+        eprintln!("{}", janus::stats::format(&outcome));
+    }
+    Ok(ExitCode::from(outcome.reason.exit_status() as u8))
+}
+
+fn info(args: InfoArgs) -> Result<ExitCode> {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    println!("host cpu: {cpu}");
+    println!(
+        "host threads: {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    match kvm::probe(&args.kvm_device) {
+        Ok(p) => {
+            println!("kvm: available at {}", args.kvm_device.display());
+            println!("  flavour: {}", p.caps.flavour);
+            println!("  max vcpus: {}", p.caps.max_vcpus);
+            println!(
+                "  single-step: {}",
+                if p.caps.single_step { "yes" } else { "no" }
+            );
+            println!(
+                "  in-kernel irqchip: {}",
+                if p.caps.irqchip { "yes" } else { "no" }
+            );
+            for (k, v) in &p.caps.details {
+                println!("  {k}: {v}");
+            }
+        }
+        Err(e) => println!("kvm: unavailable: {e}"),
+    }
+    println!("backends: kvm (when available); software backend: in progress");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let text = e.render().to_string();
+            let line = text.lines().next().unwrap_or("invalid arguments");
+            let line = line.strip_prefix("error: ").unwrap_or(line);
+            eprintln!("janus: error: {line} (see janus --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Some(Command::Run(a)) => run(a),
+        Some(Command::Info(a)) => info(a),
+        None => run(RunArgs::default()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("janus: error: {e:#}");
+            ExitCode::from(status::HOST_ERROR as u8)
+        }
+    }
+}

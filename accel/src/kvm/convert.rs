@@ -224,8 +224,8 @@ pub(crate) fn events_into(state: &mut CpuState, e: &kvm_vcpu_events) {
 pub(crate) fn events_from(state: &CpuState) -> kvm_vcpu_events {
     let ev = &state.events;
     let mut e = kvm_vcpu_events::default();
-    e.interrupt.shadow =
-        if ev.sti_shadow { SHADOW_STI } else { 0 } | if ev.mov_ss_shadow { SHADOW_MOV_SS } else { 0 };
+    e.interrupt.shadow = if ev.sti_shadow { SHADOW_STI } else { 0 }
+        | if ev.mov_ss_shadow { SHADOW_MOV_SS } else { 0 };
     if let Some(v) = ev.interrupt {
         e.interrupt.injected = 1;
         e.interrupt.nr = v;
@@ -286,7 +286,10 @@ mod tests {
         assert_eq!(back.rip, s.rip);
         assert_eq!(back.cs, s.cs);
         assert_eq!(back.gdt, s.gdt);
-        assert_eq!((back.cr0, back.cr3, back.cr4, back.efer), (s.cr0, s.cr3, s.cr4, s.efer));
+        assert_eq!(
+            (back.cr0, back.cr3, back.cr4, back.efer),
+            (s.cr0, s.cr3, s.cr4, s.efer)
+        );
     }
 
     #[test]
@@ -294,7 +297,10 @@ mod tests {
         let s = sample();
         let mut back = CpuState::default();
         msrs_into(&mut back, &msrs_from(&s, &MSR_INDICES));
-        assert_eq!((back.star, back.lstar, back.tsc_aux, back.tsc), (1, 2, 7, 99));
+        assert_eq!(
+            (back.star, back.lstar, back.tsc_aux, back.tsc),
+            (1, 2, 7, 99)
+        );
         events_into(&mut back, &events_from(&s));
         assert_eq!(back.events, s.events);
     }

@@ -35,7 +35,9 @@ const IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
 #[derive(Debug, thiserror::Error)]
 pub enum KvmError {
     /// The device node cannot be opened.
-    #[error("cannot open {path}: {source} (is the kvm module loaded and are you allowed to use it?)")]
+    #[error(
+        "cannot open {path}: {source} (is the kvm module loaded and are you allowed to use it?)"
+    )]
     Open {
         /// The node.
         path: PathBuf,
@@ -79,10 +81,11 @@ const REQUIRED: [(Cap, &str); 5] = [
 
 fn open(path: &Path) -> Result<Kvm, KvmError> {
     use std::os::unix::ffi::OsStrExt;
-    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| KvmError::Open {
-        path: path.to_path_buf(),
-        source: kvm_ioctls::Error::new(libc::EINVAL),
-    })?;
+    let cpath =
+        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| KvmError::Open {
+            path: path.to_path_buf(),
+            source: kvm_ioctls::Error::new(libc::EINVAL),
+        })?;
     let kvm = Kvm::new_with_path(cpath).map_err(|source| KvmError::Open {
         path: path.to_path_buf(),
         source,
@@ -148,8 +151,14 @@ pub fn probe(path: &Path) -> Result<KvmProbe, KvmError> {
         ("api version".into(), kvm.get_api_version().to_string()),
         ("recommended vcpus".into(), kvm.get_nr_vcpus().to_string()),
         ("memory slots".into(), kvm.get_nr_memslots().to_string()),
-        ("readonly memory".into(), yes(kvm.check_extension(Cap::ReadonlyMem))),
-        ("set tss addr".into(), yes(kvm.check_extension(Cap::SetTssAddr))),
+        (
+            "readonly memory".into(),
+            yes(kvm.check_extension(Cap::ReadonlyMem)),
+        ),
+        (
+            "set tss addr".into(),
+            yes(kvm.check_extension(Cap::SetTssAddr)),
+        ),
         ("in-kernel pit".into(), yes(kvm.check_extension(Cap::Pit2))),
         ("sync regs".into(), yes(kvm.check_extension(Cap::SyncRegs))),
         (
@@ -191,12 +200,16 @@ impl KvmAccel {
     pub fn new(path: &Path, memory: &GuestMemory, nr_vcpus: usize) -> Result<Self, KvmError> {
         let kvm = open(path)?;
         signal::install().map_err(KvmError::Signal)?;
-        let vm = kvm
-            .create_vm()
-            .map_err(|source| KvmError::Ioctl { op: "KVM_CREATE_VM", source })?;
+        let vm = kvm.create_vm().map_err(|source| KvmError::Ioctl {
+            op: "KVM_CREATE_VM",
+            source,
+        })?;
         if kvm.check_extension(Cap::SetTssAddr) {
             vm.set_tss_address(TSS_ADDRESS)
-                .map_err(|source| KvmError::Ioctl { op: "KVM_SET_TSS_ADDR", source })?;
+                .map_err(|source| KvmError::Ioctl {
+                    op: "KVM_SET_TSS_ADDR",
+                    source,
+                })?;
             // Only VT-x needs the identity map; other flavours may refuse it harmlessly.
             let _ = vm.set_identity_map_address(IDENTITY_MAP_ADDRESS);
         }
@@ -216,8 +229,10 @@ impl KvmAccel {
             };
             // SAFETY: the host range is a live anonymous mapping owned by `memory`'s regions,
             // which this accelerator keeps a clone of (`self.memory`) for as long as the VM lives.
-            unsafe { vm.set_user_memory_region(region) }
-                .map_err(|source| KvmError::Ioctl { op: "KVM_SET_USER_MEMORY_REGION", source })?;
+            unsafe { vm.set_user_memory_region(region) }.map_err(|source| KvmError::Ioctl {
+                op: "KVM_SET_USER_MEMORY_REGION",
+                source,
+            })?;
         }
         let supported_msrs = kvm
             .get_msr_index_list()

@@ -67,7 +67,9 @@ impl KvmVcpu {
         supported_msrs: Vec<u32>,
         blockirq: bool,
     ) -> Result<Self, VcpuError> {
-        let fd = vm.create_vcpu(index as u64).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        let fd = vm
+            .create_vcpu(index as u64)
+            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
         let mut cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
@@ -100,7 +102,10 @@ impl KvmVcpu {
         let r = self.fd.run();
         let done = match r {
             Err(e) if e.errno() == libc::EINTR => Ok(()),
-            Err(e) => Err(VcpuError::Kvm { op: "KVM_RUN", source: e }),
+            Err(e) => Err(VcpuError::Kvm {
+                op: "KVM_RUN",
+                source: e,
+            }),
             Ok(_) => Ok(()),
         };
         self.fd.set_kvm_immediate_exit(0);
@@ -130,7 +135,12 @@ impl KvmVcpu {
                 other => Raw::Other(format!("{other:?}")),
             },
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Raw::Intr,
-            Err(e) => return Err(VcpuError::Kvm { op: "KVM_RUN", source: e }),
+            Err(e) => {
+                return Err(VcpuError::Kvm {
+                    op: "KVM_RUN",
+                    source: e,
+                });
+            }
         };
         Ok(raw)
     }
@@ -155,7 +165,11 @@ impl KvmVcpu {
                 io.pio_read(self.index, desc.port, data);
             }
         }
-        let kind = if write { ExitReasonKind::IoOut } else { ExitReasonKind::IoIn };
+        let kind = if write {
+            ExitReasonKind::IoOut
+        } else {
+            ExitReasonKind::IoIn
+        };
         self.counters.bump(kind);
     }
 
@@ -174,8 +188,15 @@ impl KvmVcpu {
             _ => "unknown suberror",
         };
         let n = (internal.ndata as usize).min(internal.data.len());
-        let words: Vec<String> = internal.data[..n].iter().map(|w| format!("{w:#x}")).collect();
-        format!("suberror {} ({what}), data [{}]", internal.suberror, words.join(", "))
+        let words: Vec<String> = internal.data[..n]
+            .iter()
+            .map(|w| format!("{w:#x}"))
+            .collect();
+        format!(
+            "suberror {} ({what}), data [{}]",
+            internal.suberror,
+            words.join(", ")
+        )
     }
 
     /// Builds a failure report: state, instruction bytes at RIP (translated by KVM) and their
@@ -195,8 +216,8 @@ impl KvmVcpu {
                 insn_bytes.push(*b);
             }
         }
-        let disassembly = crate::disasm::one(&insn_bytes, state.code_bitness(), state.rip)
-            .map(|(text, len)| {
+        let disassembly =
+            crate::disasm::one(&insn_bytes, state.code_bitness(), state.rip).map(|(text, len)| {
                 insn_bytes.truncate(len);
                 text
             });
@@ -215,7 +236,9 @@ impl KvmVcpu {
         };
         let run = self.fd.get_kvm_run();
         if run.ready_for_interrupt_injection != 0 && run.if_flag != 0 {
-            let irq = kvm_bindings::kvm_interrupt { irq: u32::from(vector) };
+            let irq = kvm_bindings::kvm_interrupt {
+                irq: u32::from(vector),
+            };
             // SAFETY: KVM_INTERRUPT takes a pointer to a kvm_interrupt, which lives across the
             // call; the fd is a vCPU fd.
             let ret = unsafe { vmm_sys_util::ioctl::ioctl_with_ref(&self.fd, KVM_INTERRUPT, &irq) };
@@ -266,13 +289,22 @@ impl Vcpu for KvmVcpu {
         let wanted: Vec<kvm_msr_entry> = convert::MSR_INDICES
             .iter()
             .filter(|i| self.supported_msrs.contains(i))
-            .map(|&index| kvm_msr_entry { index, ..Default::default() })
+            .map(|&index| kvm_msr_entry {
+                index,
+                ..Default::default()
+            })
             .collect();
         let mut msrs = Msrs::from_entries(&wanted)
             .map_err(|_| VcpuError::Unsupported("too many MSRs".into()))?;
-        let n = self.fd.get_msrs(&mut msrs).map_err(kvm_err("KVM_GET_MSRS"))?;
+        let n = self
+            .fd
+            .get_msrs(&mut msrs)
+            .map_err(kvm_err("KVM_GET_MSRS"))?;
         convert::msrs_into(&mut s, &msrs.as_slice()[..n]);
-        let events = self.fd.get_vcpu_events().map_err(kvm_err("KVM_GET_VCPU_EVENTS"))?;
+        let events = self
+            .fd
+            .get_vcpu_events()
+            .map_err(kvm_err("KVM_GET_VCPU_EVENTS"))?;
         convert::events_into(&mut s, &events);
         if s.events.interrupt.is_none() {
             s.events.interrupt = self.pending_irq;
@@ -299,7 +331,9 @@ impl Vcpu for KvmVcpu {
             ev.interrupt.injected = 0;
             self.pending_irq = Some(v);
         }
-        self.fd.set_vcpu_events(&ev).map_err(kvm_err("KVM_SET_VCPU_EVENTS"))?;
+        self.fd
+            .set_vcpu_events(&ev)
+            .map_err(kvm_err("KVM_SET_VCPU_EVENTS"))?;
         Ok(())
     }
 
@@ -321,7 +355,9 @@ impl Vcpu for KvmVcpu {
                 dbg.control |= KVM_GUESTDBG_BLOCKIRQ;
             }
         }
-        self.fd.set_guest_debug(&dbg).map_err(kvm_err("KVM_SET_GUEST_DEBUG"))?;
+        self.fd
+            .set_guest_debug(&dbg)
+            .map_err(kvm_err("KVM_SET_GUEST_DEBUG"))?;
         self.single_step = on;
         Ok(())
     }
@@ -417,4 +453,3 @@ impl KvmVcpu {
         }
     }
 }
-

@@ -1,0 +1,14 @@
+//! The machine's devices, each behind [`crate::bus::BusDevice`].
+
+pub mod cmos;
+pub mod debugcon;
+pub mod exit_port;
+pub mod i8042;
+pub mod post;
+pub mod serial;
+
+/// An interrupt line a device drives (wired to an interrupt controller by the machine).
+pub trait IrqLine: Send + Sync {
+    /// Sets the line's level.
+    fn set_level(&self, high: bool);
+}

@@ -1,0 +1,456 @@
+//! The machine: guest memory laid out as a PC, the PIO and MMIO buses with their devices, and the
+//! vCPU threads that run it on a chosen backend until something stops it.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use janus_accel::kvm::{self, KvmAccel};
+use janus_accel::{Accelerator, CpuState, ExitCounters, GuestMemory, IoHandler, Vcpu};
+
+use crate::bus::{Bus, BusError};
+use crate::control::{Control, StopReason};
+use crate::devices::cmos::Cmos;
+use crate::devices::debugcon::DebugCon;
+use crate::devices::exit_port::DebugExit;
+use crate::devices::i8042::{I8042, I8042Port, Port92};
+use crate::devices::post::Post;
+use crate::devices::serial::{InputQueue, Serial};
+use crate::layout::{self, Layout, LoadError};
+use crate::sink::SinkSpec;
+
+/// Which CPU backend runs the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccelKind {
+    /// KVM; fails if /dev/kvm is unusable.
+    Kvm,
+    /// KVM when it works, else the software backend.
+    Auto,
+}
+
+/// Everything a machine is built from.
+#[derive(Clone, Debug)]
+pub struct MachineConfig {
+    /// Guest RAM in bytes.
+    pub mem: u64,
+    /// Number of vCPUs.
+    pub smp: usize,
+    /// A flat image loaded at 0x7C00 (ignored when `bios` is set).
+    pub image: Option<Vec<u8>>,
+    /// A BIOS ROM mapped at the top of 4 GiB; the vCPU starts at the reset vector.
+    pub bios: Option<Vec<u8>>,
+    /// Where the UART's output goes.
+    pub serial: SinkSpec,
+    /// Where the 0xe9 debug console's output goes.
+    pub debugcon: SinkSpec,
+    /// Stop the guest after this long.
+    pub timeout: Option<Duration>,
+    /// Feed the UART from standard input (when `serial` is stdio).
+    pub stdin: bool,
+    /// The KVM device node.
+    pub kvm_path: PathBuf,
+}
+
+impl Default for MachineConfig {
+    fn default() -> Self {
+        MachineConfig {
+            mem: 64 << 20,
+            smp: 1,
+            image: None,
+            bios: None,
+            serial: SinkSpec::Stdio,
+            debugcon: SinkSpec::None,
+            timeout: None,
+            stdin: false,
+            kvm_path: PathBuf::from(kvm::DEFAULT_DEVICE),
+        }
+    }
+}
+
+/// Errors of building or starting a machine; each is one line a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    /// Memory layout or image loading failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A device range collides with another.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// An output file could not be opened.
+    #[error("cannot open {what} output: {source}")]
+    Sink {
+        /// "serial" or "debugcon".
+        what: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// `--smp` out of range.
+    #[error("--smp {0} is out of range (1 to {1} vCPUs)")]
+    Smp(usize, usize),
+    /// The KVM backend could not be set up.
+    #[error("KVM: {0}")]
+    Kvm(#[from] kvm::KvmError),
+    /// A vCPU could not be created or initialised.
+    #[error("vCPU set-up: {0}")]
+    Vcpu(#[from] janus_accel::VcpuError),
+    /// A vCPU thread could not be spawned.
+    #[error("cannot start a vCPU thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The devices and buses that vCPUs reach: the machine's [`IoHandler`].
+#[derive(Debug)]
+pub struct MachineIo {
+    /// Port I/O bus.
+    pub pio: Bus,
+    /// MMIO bus.
+    pub mmio: Bus,
+}
+
+impl IoHandler for MachineIo {
+    fn pio_read(&self, vcpu: usize, port: u16, data: &mut [u8]) {
+        self.pio.read(vcpu, u64::from(port), data);
+    }
+    fn pio_write(&self, vcpu: usize, port: u16, data: &[u8]) {
+        self.pio.write(vcpu, u64::from(port), data);
+    }
+    fn mmio_read(&self, vcpu: usize, addr: u64, data: &mut [u8]) {
+        self.mmio.read(vcpu, addr, data);
+    }
+    fn mmio_write(&self, vcpu: usize, addr: u64, data: &[u8]) {
+        self.mmio.write(vcpu, addr, data);
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// Why the machine stopped.
+    pub reason: StopReason,
+    /// The backend that ran it, e.g. "kvm".
+    pub backend: &'static str,
+    /// Wall time from the start of the run to the stop.
+    pub wall: Duration,
+    /// Time from launch of the run to the first vCPU entering guest code.
+    pub to_first_entry: Duration,
+    /// Exit counters of all vCPUs together.
+    pub counters: ExitCounters,
+    /// Unassigned port accesses (reads, writes).
+    pub pio_unassigned: (u64, u64),
+    /// Unassigned MMIO accesses (reads, writes).
+    pub mmio_unassigned: (u64, u64),
+    /// Bytes the UART transmitted.
+    pub serial_bytes: u64,
+    /// POST port writes.
+    pub post_writes: u64,
+}
+
+/// A built machine, ready to run.
+pub struct Machine {
+    config: MachineConfig,
+    memory: GuestMemory,
+    layout: Layout,
+    initial: CpuState,
+    control: Arc<Control>,
+    io: Arc<MachineIo>,
+    serial: Arc<Mutex<Serial>>,
+    debugcon: Arc<Mutex<DebugCon>>,
+    post: Arc<Mutex<Post>>,
+    input: InputQueue,
+}
+
+impl std::fmt::Debug for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Machine")
+            .field("layout", &self.layout)
+            .field("pio", &self.io.pio)
+            .field("mmio", &self.io.mmio)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Most vCPUs a machine may have (the xAPIC id space).
+pub const MAX_VCPUS: usize = 255;
+
+impl Machine {
+    /// Builds memory, loads the image or BIOS, and wires the devices.
+    ///
+    /// # Errors
+    /// [`MachineError`] naming what is wrong with the configuration.
+    pub fn new(config: MachineConfig) -> Result<Self, MachineError> {
+        if config.smp == 0 || config.smp > MAX_VCPUS {
+            return Err(MachineError::Smp(config.smp, MAX_VCPUS));
+        }
+        let bios_size = config.bios.as_ref().map(|b| b.len() as u64);
+        let (memory, layout) = layout::build_memory(config.mem, bios_size)?;
+        let initial = match (&config.bios, &config.image) {
+            (Some(rom), _) => layout::load_bios(&memory, rom)?,
+            (None, Some(img)) => layout::load_flat(&memory, img)?,
+            (None, None) => return Err(LoadError::EmptyImage.into()),
+        };
+        let control = Arc::new(Control::new());
+        let input: InputQueue = Arc::default();
+        let serial_out = config.serial.open().map_err(|source| MachineError::Sink {
+            what: "serial",
+            source,
+        })?;
+        let debugcon_out = config
+            .debugcon
+            .open()
+            .map_err(|source| MachineError::Sink {
+                what: "debugcon",
+                source,
+            })?;
+        let serial = Arc::new(Mutex::new(Serial::new(serial_out, input.clone())));
+        let debugcon = Arc::new(Mutex::new(DebugCon::new(debugcon_out)));
+        let post = Arc::new(Mutex::new(Post::default()));
+        let i8042 = I8042::new(control.clone());
+
+        let mut pio = Bus::new("pio");
+        pio.insert(0x3f8, 8, serial.clone())?;
+        pio.insert(
+            0xf4,
+            1,
+            Arc::new(Mutex::new(DebugExit::new(control.clone()))),
+        )?;
+        pio.insert(0xe9, 1, debugcon.clone())?;
+        pio.insert(0x80, 1, post.clone())?;
+        pio.insert(
+            0x70,
+            2,
+            Arc::new(Mutex::new(Cmos::new(layout.low_ram, layout.high_ram))),
+        )?;
+        pio.insert(
+            0x60,
+            1,
+            Arc::new(Mutex::new(I8042Port::data(i8042.clone()))),
+        )?;
+        pio.insert(0x64, 1, Arc::new(Mutex::new(I8042Port::command(i8042))))?;
+        pio.insert(0x92, 1, Arc::new(Mutex::new(Port92::new(control.clone()))))?;
+        let mmio = Bus::new("mmio");
+
+        Ok(Machine {
+            config,
+            memory,
+            layout,
+            initial,
+            control,
+            io: Arc::new(MachineIo { pio, mmio }),
+            serial,
+            debugcon,
+            post,
+            input,
+        })
+    }
+
+    /// Guest memory.
+    pub fn memory(&self) -> &GuestMemory {
+        &self.memory
+    }
+
+    /// The memory layout.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The state the boot vCPU starts in.
+    pub fn initial_state(&self) -> &CpuState {
+        &self.initial
+    }
+
+    /// The stop handle.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// The machine's I/O handler (buses and devices).
+    pub fn io(&self) -> &Arc<MachineIo> {
+        &self.io
+    }
+
+    /// Runs the guest on the chosen backend until it stops.
+    ///
+    /// # Errors
+    /// A backend that cannot be set up; once running, every stop is a [`RunOutcome`].
+    pub fn run(&mut self, kind: AccelKind) -> Result<RunOutcome, MachineError> {
+        match kind {
+            AccelKind::Kvm | AccelKind::Auto => {
+                let accel = KvmAccel::new(&self.config.kvm_path, &self.memory, self.config.smp)?;
+                let max = accel.caps().max_vcpus;
+                if self.config.smp > max {
+                    return Err(MachineError::Smp(self.config.smp, max));
+                }
+                self.run_on(&accel, "kvm")
+            }
+        }
+    }
+
+    /// Runs the guest on an already created accelerator.
+    ///
+    /// # Errors
+    /// vCPU creation or thread start failures.
+    pub fn run_on<A: Accelerator>(
+        &mut self,
+        accel: &A,
+        backend: &'static str,
+    ) -> Result<RunOutcome, MachineError> {
+        let start = Instant::now();
+        let mut vcpus = Vec::with_capacity(self.config.smp);
+        for i in 0..self.config.smp {
+            let mut v = accel.create_vcpu(i)?;
+            if i == 0 {
+                v.set_state(&self.initial)?;
+            }
+            self.control.add_kicker(v.kicker());
+            vcpus.push(v);
+        }
+        if self.config.stdin && self.config.serial == SinkSpec::Stdio {
+            spawn_stdin_reader(self.input.clone());
+        }
+        let to_first_entry = start.elapsed();
+        let mut threads = Vec::with_capacity(vcpus.len());
+        for (i, v) in vcpus.into_iter().enumerate() {
+            let io = self.io.clone();
+            let control = self.control.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("vcpu{i}"))
+                .spawn(move || crate::vcpu_loop::vcpu_thread(v, io, control, i == 0))
+                .map_err(MachineError::Thread)?;
+            threads.push(t);
+        }
+        self.wait_for_stop(start);
+        let mut counters = ExitCounters::default();
+        for t in threads {
+            match t.join() {
+                Ok(c) => counters.merge(&c),
+                Err(_) => self
+                    .control
+                    .request_stop(StopReason::HostError("a vCPU thread panicked".into())),
+            }
+        }
+        let wall = start.elapsed();
+        self.serial
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .flush();
+        self.debugcon
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .flush();
+        let serial_bytes = self
+            .serial
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tx_bytes;
+        let post_writes = self.post.lock().unwrap_or_else(|p| p.into_inner()).writes;
+        Ok(RunOutcome {
+            reason: self
+                .control
+                .reason()
+                .unwrap_or_else(|| StopReason::HostError("stopped without a reason".into())),
+            backend,
+            wall,
+            to_first_entry,
+            counters,
+            pio_unassigned: self.io.pio.unassigned(),
+            mmio_unassigned: self.io.mmio.unassigned(),
+            serial_bytes,
+            post_writes,
+        })
+    }
+
+    /// Waits for a stop request, turning `--timeout` and Ctrl-C into ones.
+    fn wait_for_stop(&self, start: Instant) {
+        let deadline = self.config.timeout.map(|t| start + t);
+        loop {
+            if self.control.stopping() {
+                return;
+            }
+            let mut slice = Duration::from_millis(50);
+            if let Some(d) = deadline {
+                let now = Instant::now();
+                if now >= d {
+                    self.control.request_stop(StopReason::Timeout);
+                    continue;
+                }
+                slice = slice.min(d - now);
+            }
+            let _ = self.control.notified().recv_timeout(slice);
+            if crate::signals::sigint_received() {
+                self.control.request_stop(StopReason::Interrupted);
+            }
+        }
+    }
+}
+
+/// Copies standard input into the UART's receive queue, on a detached thread that ends at EOF.
+fn spawn_stdin_reader(input: InputQueue) {
+    let _ = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut buf = [0u8; 256];
+            let mut stdin = std::io::stdin();
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                input
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(&buf[..n]);
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_wires_the_pc_devices() {
+        let m = Machine::new(MachineConfig {
+            image: Some(vec![0xf4]),
+            serial: SinkSpec::None,
+            ..Default::default()
+        })
+        .unwrap();
+        let labels: Vec<String> = m.io.pio.ranges().into_iter().map(|r| r.2).collect();
+        for want in [
+            "uart0",
+            "debug-exit",
+            "debugcon",
+            "post",
+            "cmos-rtc",
+            "i8042-cmd",
+            "port92",
+        ] {
+            assert!(
+                labels.iter().any(|l| l == want),
+                "{want} missing from {labels:?}"
+            );
+        }
+        // Unassigned ports read as all ones.
+        let mut b = [0u8; 2];
+        m.io.pio_read(0, 0x510, &mut b);
+        assert_eq!(b, [0xff, 0xff]);
+        // A debug-exit write records the guest's status.
+        m.io.pio_write(0, 0xf4, &[5]);
+        assert_eq!(m.control.reason(), Some(StopReason::GuestExit(5)));
+    }
+
+    #[test]
+    fn bad_smp_and_missing_image_are_refused() {
+        let e = Machine::new(MachineConfig {
+            image: Some(vec![0]),
+            smp: 0,
+            ..Default::default()
+        });
+        assert!(matches!(e, Err(MachineError::Smp(0, _))));
+        let e = Machine::new(MachineConfig {
+            image: None,
+            ..Default::default()
+        });
+        assert!(matches!(e, Err(MachineError::Load(LoadError::EmptyImage))));
+    }
+}

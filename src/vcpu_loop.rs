@@ -1,0 +1,264 @@
+//! The vCPU thread: a small state machine around the backend's `run`. What to do after each exit
+//! is decided by [`handle_exit`], a pure function over the exit value, so every branch is tested
+//! without /dev/kvm.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use janus_accel::{Exit, ExitCounters, SystemEventKind, Vcpu, rflags_if};
+
+use crate::control::{Control, StopReason};
+use crate::machine::MachineIo;
+
+/// What the vCPU thread does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Run the guest again.
+    Continue,
+    /// Sleep until an interrupt or a stop request arrives (HLT with interrupts enabled).
+    WaitForInterrupt,
+    /// The machine is stopping for a reason already recorded: leave the loop.
+    Leave,
+    /// Stop the machine for this reason and leave the loop.
+    Stop(StopReason),
+}
+
+/// Facts about the vCPU that some exits need, fetched only when asked for.
+pub trait ExitContext {
+    /// Whether a stop of the machine has been requested.
+    fn stopping(&self) -> bool;
+    /// RFLAGS.IF, CS selector and RIP now (for HLT), or an error text.
+    fn halt_state(&mut self) -> Result<(bool, u16, u64), String>;
+}
+
+/// Decides what follows an exit of vCPU `index`.
+pub fn handle_exit(index: usize, exit: Exit, ctx: &mut dyn ExitContext) -> Action {
+    match exit {
+        Exit::SingleStep => Action::Continue,
+        Exit::Stopped => {
+            if ctx.stopping() {
+                Action::Leave
+            } else {
+                Action::Continue
+            }
+        }
+        Exit::Halt => {
+            if ctx.stopping() {
+                return Action::Leave;
+            }
+            match ctx.halt_state() {
+                Ok((false, cs, rip)) => Action::Stop(StopReason::HaltedInterruptsOff {
+                    vcpu: index,
+                    cs,
+                    rip,
+                }),
+                Ok((true, _, _)) => Action::WaitForInterrupt,
+                Err(e) => Action::Stop(StopReason::HostError(e)),
+            }
+        }
+        Exit::Shutdown(state) => Action::Stop(StopReason::TripleFault(state)),
+        Exit::SystemEvent(kind) => Action::Stop(match kind {
+            SystemEventKind::Reset => StopReason::Reset("platform reset event"),
+            SystemEventKind::Shutdown => StopReason::PowerOff,
+            SystemEventKind::Crash => StopReason::HostError("the guest reported a crash".into()),
+            SystemEventKind::Other(n) => StopReason::HostError(format!("unknown system event {n}")),
+        }),
+        Exit::Failed(f) => Action::Stop(StopReason::VcpuFailed(f)),
+    }
+}
+
+struct Ctx<'a, V: Vcpu> {
+    vcpu: &'a mut V,
+    control: &'a Control,
+}
+
+impl<V: Vcpu> ExitContext for Ctx<'_, V> {
+    fn stopping(&self) -> bool {
+        self.control.stopping()
+    }
+    fn halt_state(&mut self) -> Result<(bool, u16, u64), String> {
+        let s = self.vcpu.state().map_err(|e| e.to_string())?;
+        Ok((rflags_if(s.rflags), s.cs.selector, s.rip))
+    }
+}
+
+/// Runs a vCPU until the machine stops. `started` is false for application processors, which
+/// wait for a start-up IPI (they only leave when the machine stops, until the interrupt
+/// controllers exist). Returns the vCPU's counters.
+pub fn vcpu_thread<V: Vcpu>(
+    mut vcpu: V,
+    io: Arc<MachineIo>,
+    control: Arc<Control>,
+    started: bool,
+) -> ExitCounters {
+    let kicker = vcpu.kicker();
+    if !started {
+        while !control.wait_stopping(Duration::from_millis(100)) {}
+        return vcpu.counters();
+    }
+    let index = vcpu.index();
+    loop {
+        let exit = match vcpu.run(io.as_ref()) {
+            Ok(e) => e,
+            Err(e) => {
+                control.request_stop(StopReason::HostError(format!("vCPU {index}: {e}")));
+                break;
+            }
+        };
+        let action = handle_exit(
+            index,
+            exit,
+            &mut Ctx {
+                vcpu: &mut vcpu,
+                control: &control,
+            },
+        );
+        match action {
+            Action::Continue => {
+                if kicker.pending() && !control.stopping() {
+                    kicker.clear();
+                }
+            }
+            Action::WaitForInterrupt => {
+                // Nothing raises interrupts yet but a stop: wait for one, in short slices so a
+                // later interrupt source can be polled here.
+                while !kicker.pending() && !control.wait_stopping(Duration::from_millis(10)) {}
+                if control.stopping() {
+                    break;
+                }
+                kicker.clear();
+            }
+            Action::Leave => break,
+            Action::Stop(reason) => {
+                control.request_stop(reason);
+                break;
+            }
+        }
+    }
+    vcpu.counters()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use janus_accel::{CpuState, VcpuFailure};
+
+    struct Fake {
+        stopping: bool,
+        halt: Result<(bool, u16, u64), String>,
+    }
+
+    impl ExitContext for Fake {
+        fn stopping(&self) -> bool {
+            self.stopping
+        }
+        fn halt_state(&mut self) -> Result<(bool, u16, u64), String> {
+            self.halt.clone()
+        }
+    }
+
+    fn ctx(stopping: bool, iflag: bool) -> Fake {
+        Fake {
+            stopping,
+            halt: Ok((iflag, 0x10, 0x1234)),
+        }
+    }
+
+    #[test]
+    fn halt_with_interrupts_off_stops_naming_the_place() {
+        assert_eq!(
+            handle_exit(1, Exit::Halt, &mut ctx(false, false)),
+            Action::Stop(StopReason::HaltedInterruptsOff {
+                vcpu: 1,
+                cs: 0x10,
+                rip: 0x1234
+            })
+        );
+    }
+
+    #[test]
+    fn halt_with_interrupts_on_waits() {
+        assert_eq!(
+            handle_exit(0, Exit::Halt, &mut ctx(false, true)),
+            Action::WaitForInterrupt
+        );
+    }
+
+    #[test]
+    fn halt_after_a_stop_request_just_leaves() {
+        // A guest that writes 0xf4 and then halts has exited, not halted.
+        assert_eq!(
+            handle_exit(0, Exit::Halt, &mut ctx(true, false)),
+            Action::Leave
+        );
+    }
+
+    #[test]
+    fn halt_state_errors_become_host_errors() {
+        let mut c = Fake {
+            stopping: false,
+            halt: Err("KVM_GET_REGS failed".into()),
+        };
+        assert!(matches!(
+            handle_exit(0, Exit::Halt, &mut c),
+            Action::Stop(StopReason::HostError(_))
+        ));
+    }
+
+    #[test]
+    fn stopped_leaves_only_when_stopping() {
+        assert_eq!(
+            handle_exit(0, Exit::Stopped, &mut ctx(true, true)),
+            Action::Leave
+        );
+        assert_eq!(
+            handle_exit(0, Exit::Stopped, &mut ctx(false, true)),
+            Action::Continue
+        );
+        assert_eq!(
+            handle_exit(0, Exit::SingleStep, &mut ctx(false, true)),
+            Action::Continue
+        );
+    }
+
+    #[test]
+    fn shutdown_is_a_triple_fault_with_state() {
+        let s = Box::new(CpuState::boot_sector());
+        assert_eq!(
+            handle_exit(0, Exit::Shutdown(s.clone()), &mut ctx(false, true)),
+            Action::Stop(StopReason::TripleFault(s))
+        );
+    }
+
+    #[test]
+    fn system_events_map_to_reasons() {
+        let c = &mut ctx(false, true);
+        assert_eq!(
+            handle_exit(0, Exit::SystemEvent(SystemEventKind::Shutdown), c),
+            Action::Stop(StopReason::PowerOff)
+        );
+        assert!(matches!(
+            handle_exit(0, Exit::SystemEvent(SystemEventKind::Reset), c),
+            Action::Stop(StopReason::Reset(_))
+        ));
+        assert!(matches!(
+            handle_exit(0, Exit::SystemEvent(SystemEventKind::Other(9)), c),
+            Action::Stop(StopReason::HostError(_))
+        ));
+    }
+
+    #[test]
+    fn failures_stop_with_the_report() {
+        let f = Box::new(VcpuFailure {
+            what: "KVM internal error".into(),
+            detail: "suberror 1".into(),
+            insn_bytes: vec![0xcc],
+            disassembly: Some("int3".into()),
+            state: CpuState::default(),
+        });
+        assert_eq!(
+            handle_exit(0, Exit::Failed(f.clone()), &mut ctx(false, true)),
+            Action::Stop(StopReason::VcpuFailed(f))
+        );
+    }
+}
