@@ -442,6 +442,11 @@ impl std::fmt::Display for CpuState {
     }
 }
 
+/// Whether RFLAGS.IF is set in `rflags`.
+pub fn rflags_if(rflags: u64) -> bool {
+    rflags & rflags::IF != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,9 +475,4 @@ mod tests {
         assert_eq!(s.reg(Reg::Rdx), 0x80);
         assert_eq!(s.rflags & rflags::IF, 0);
     }
-}
-
-/// Whether RFLAGS.IF is set in `rflags`.
-pub fn rflags_if(rflags: u64) -> bool {
-    rflags & rflags::IF != 0
 }

@@ -22,8 +22,10 @@ extern "C" fn handle_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc:
     let p = KVM_RUN.with(|c| c.get());
     if !p.is_null() {
         // SAFETY: the pointer was set by this same thread from its live vCPU's kvm_run mapping
-        // and is cleared before that vCPU is dropped; a volatile byte store is signal-safe.
-        unsafe { std::ptr::addr_of_mut!((*p).immediate_exit).write_volatile(1) };
+        // and is cleared before that vCPU is dropped, so it points to a valid kvm_run.
+        let field = unsafe { &raw mut (*p).immediate_exit };
+        // SAFETY: `field` points into that live mapping; a volatile byte store is signal-safe.
+        unsafe { field.write_volatile(1) };
     }
 }
 

@@ -158,7 +158,7 @@ impl KvmVcpu {
             let off = desc.data_offset as usize + i * size;
             // SAFETY: KVM places `count * size` data bytes at `data_offset` inside the kvm_run
             // mapping (one page or more), which lives as long as `self.fd`.
-            let data = unsafe { std::slice::from_raw_parts_mut(base.add(off), size) };
+            let data = unsafe { std::slice::from_raw_parts_mut(base.wrapping_add(off), size) };
             if write {
                 io.pio_write(self.index, desc.port, data);
             } else {

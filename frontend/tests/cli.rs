@@ -1,0 +1,170 @@
+//! The `janus` command line: bad input gives one clear line and a non-zero status, never a
+//! panic; the main job runs the demo; --timeout and --stats behave as documented.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn janus(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args(args)
+        .output()
+        .expect("janus runs")
+}
+
+fn roms() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../test-roms")
+}
+
+fn kvm_present(test: &str) -> bool {
+    if std::path::Path::new("/dev/kvm").exists() && janus_accel::kvm::probe("/dev/kvm".as_ref()).is_ok() {
+        return true;
+    }
+    if std::env::var("JANUS_REQUIRE_KVM").as_deref() == Ok("1") {
+        panic!("{test}: KVM is required (JANUS_REQUIRE_KVM=1) but unavailable");
+    }
+    eprintln!("!!!! SKIPPED {test}: KVM unavailable; this test did NOT run !!!!");
+    false
+}
+
+/// Asserts a failed run printed exactly one line on stderr, containing `needle`.
+fn one_error_line(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert_eq!(err.lines().count(), 1, "expected one line, got:\n{err}");
+    assert!(err.contains(needle), "expected {needle:?} in {err:?}");
+    assert!(err.starts_with("janus: error: "), "{err}");
+}
+
+#[test]
+fn missing_image_file() {
+    let out = janus(&["run", "/nonexistent/guest.bin"]);
+    one_error_line(&out, "cannot read image /nonexistent/guest.bin");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn image_too_large_for_memory() {
+    let p = std::env::temp_dir().join(format!("janus-big-{}.bin", std::process::id()));
+    std::fs::write(&p, vec![0u8; 2 << 20]).unwrap();
+    let out = janus(&["run", p.to_str().unwrap(), "--mem", "1M"]);
+    let _ = std::fs::remove_file(&p);
+    one_error_line(&out, "raise --mem");
+}
+
+#[test]
+fn bad_mem_size() {
+    let out = janus(&["run", "--mem", "lots"]);
+    one_error_line(&out, "'lots' is not a memory size");
+    assert_eq!(out.status.code(), Some(2));
+    let out = janus(&["run", "--mem", "100K"]);
+    one_error_line(&out, "at least 1 MiB");
+}
+
+#[test]
+fn unknown_accel() {
+    let out = janus(&["run", "--accel", "warp"]);
+    one_error_line(&out, "warp");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_smp_and_timeout() {
+    one_error_line(&janus(&["run", "--smp", "0"]), "--smp 0 is out of range");
+    one_error_line(&janus(&["run", "--timeout", "-3"]), "timeout");
+}
+
+#[test]
+fn kvm_unavailable_is_one_line() {
+    let out = janus(&["run", "--accel", "kvm", "--kvm-device", "/nonexistent/kvm"]);
+    one_error_line(&out, "cannot open /nonexistent/kvm");
+}
+
+#[test]
+fn bad_bios_size() {
+    let p = std::env::temp_dir().join(format!("janus-bios-{}.bin", std::process::id()));
+    std::fs::write(&p, vec![0u8; 1000]).unwrap();
+    let out = janus(&["run", "--bios", p.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&p);
+    one_error_line(&out, "multiple of 4 KiB");
+}
+
+#[test]
+fn info_reports_kvm_state() {
+    let out = janus(&["info", "--kvm-device", "/nonexistent/kvm"]);
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("kvm: unavailable: cannot open /nonexistent/kvm"), "{s}");
+}
+
+#[test]
+fn demo_runs_by_default() {
+    if !kvm_present("demo_runs_by_default") {
+        return;
+    }
+    let out = janus(&["run"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{s}\nstderr:\n{e}");
+    assert!(s.contains("demo finished: all modes OK"), "{s}");
+    assert!(e.contains("guest exited with status 0"), "{e}");
+}
+
+#[test]
+fn timeout_ends_an_endless_loop_with_status_124() {
+    if !kvm_present("timeout") {
+        return;
+    }
+    let start = Instant::now();
+    let rom = roms().join("loop.bin");
+    let out = janus(&["run", rom.to_str().unwrap(), "--accel", "kvm", "--timeout", "2", "--stats"]);
+    let took = start.elapsed();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "{e}");
+    assert!(e.contains("timeout expired"), "{e}");
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(5), "{took:?}");
+    assert!(e.contains("exits"), "--stats missing: {e}");
+}
+
+#[test]
+fn stats_list_exits_by_reason() {
+    if !kvm_present("stats") {
+        return;
+    }
+    let rom = roms().join("hello.bin");
+    let out = janus(&["run", rom.to_str().unwrap(), "--accel", "kvm", "--stats"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{e}");
+    assert!(e.contains("io-out"), "{e}");
+    assert!(e.contains("per second"), "{e}");
+    assert!(e.contains("wall time"), "{e}");
+}
+
+#[test]
+fn triple_fault_status() {
+    if !kvm_present("triple") {
+        return;
+    }
+    let rom = roms().join("triple.bin");
+    let out = janus(&["run", rom.to_str().unwrap(), "--accel", "kvm"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(112), "{e}");
+    assert!(e.contains("triple-faulted"), "{e}");
+}
+
+#[test]
+fn serial_to_file_and_debugcon() {
+    if !kvm_present("serial file") {
+        return;
+    }
+    let p = std::env::temp_dir().join(format!("janus-serial-{}.txt", std::process::id()));
+    let rom = roms().join("hello.bin");
+    let spec = format!("file:{}", p.display());
+    let out = janus(&["run", rom.to_str().unwrap(), "--accel", "kvm", "--serial", &spec]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = std::fs::read_to_string(&p).unwrap();
+    let _ = std::fs::remove_file(&p);
+    assert!(text.contains("Hello from janus"), "{text}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Hello"));
+}
