@@ -72,7 +72,8 @@ fn unknown_accel() {
 #[test]
 fn bad_smp_and_timeout() {
     one_error_line(&janus(&["run", "--smp", "0"]), "--smp 0 is out of range");
-    one_error_line(&janus(&["run", "--timeout", "-3"]), "timeout");
+    one_error_line(&janus(&["run", "--timeout", "0"]), "positive number of seconds");
+    one_error_line(&janus(&["run", "--timeout=-3"]), "positive number of seconds");
 }
 
 #[test]
