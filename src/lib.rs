@@ -5,6 +5,7 @@
 pub mod bus;
 pub mod control;
 pub mod devices;
+pub mod diff;
 pub mod layout;
 pub mod machine;
 pub mod signals;

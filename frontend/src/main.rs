@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use janus::control::status;
+use janus::diff::{DiffBackend, DiffEnd, DiffOptions, diff_image};
 use janus::layout::parse_mem_size;
 use janus::sink::SinkSpec;
 use janus::{AccelKind, Machine, MachineConfig, StopReason};
@@ -32,6 +33,9 @@ enum Command {
     Run(RunArgs),
     /// Show the host's virtualisation capabilities and which backends are available.
     Info(InfoArgs),
+    /// Run a guest on two backends in lockstep and report the first instruction where they
+    /// disagree.
+    Diff(DiffArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +77,97 @@ struct RunArgs {
     /// The KVM device node.
     #[arg(long, default_value = kvm::DEFAULT_DEVICE, hide_short_help = true)]
     kvm_device: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum DiffBackendArg {
+    /// KVM, single-stepped.
+    Kvm,
+}
+
+impl From<DiffBackendArg> for DiffBackend {
+    fn from(b: DiffBackendArg) -> Self {
+        match b {
+            DiffBackendArg::Kvm => DiffBackend::Kvm,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+struct DiffArgs {
+    /// A flat image (the bundled demo when omitted).
+    image: Option<PathBuf>,
+    /// The reference backend.
+    #[arg(long, value_enum, default_value = "kvm")]
+    a: DiffBackendArg,
+    /// The backend checked against the reference.
+    #[arg(long, value_enum, default_value = "kvm")]
+    b: DiffBackendArg,
+    /// Guest memory.
+    #[arg(long, short = 'm', default_value = "64M", value_parser = parse_mem_size)]
+    mem: u64,
+    /// Stop after this many instructions.
+    #[arg(long, default_value_t = 10_000_000)]
+    max_steps: u64,
+    /// Compare all of RAM every this many instructions.
+    #[arg(long, default_value_t = 10_000)]
+    ram_every: u64,
+    /// Where backend A's serial output goes.
+    #[arg(long, default_value = "none")]
+    serial: SinkSpec,
+    /// The KVM device node.
+    #[arg(long, default_value = kvm::DEFAULT_DEVICE, hide_short_help = true)]
+    kvm_device: PathBuf,
+}
+
+/// `janus diff` exit status when the backends disagree.
+const DIVERGED: u8 = 10;
+
+fn diff(args: DiffArgs) -> Result<ExitCode> {
+    let image = match &args.image {
+        Some(p) => read_file(p, "image")?,
+        None => DEMO.to_vec(),
+    };
+    let opts = DiffOptions {
+        a: args.a.into(),
+        b: args.b.into(),
+        mem: args.mem,
+        max_steps: args.max_steps,
+        ram_every: args.ram_every.max(1),
+        serial: args.serial,
+        kvm_path: args.kvm_device,
+    };
+    let start = std::time::Instant::now();
+    let report = diff_image(&image, &opts)?;
+    let secs = start.elapsed().as_secs_f64();
+    let (a, b) = report.backends;
+    for (m, n) in &report.no_oracle {
+        eprintln!("janus diff: no oracle for {n} x {m} (backend a could not run it)");
+    }
+    match report.end {
+        DiffEnd::Diverged(d) => {
+            println!("{d}");
+            eprintln!(
+                "janus diff: {a} and {b} diverged after {} agreeing steps ({secs:.1} s)",
+                report.steps
+            );
+            Ok(ExitCode::from(DIVERGED))
+        }
+        DiffEnd::StepLimit => {
+            eprintln!(
+                "janus diff: {a} and {b} agreed on all {} steps (step limit; {secs:.1} s)",
+                report.steps
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        DiffEnd::Agreed(reason) => {
+            eprintln!(
+                "janus diff: {a} and {b} agreed on all {} steps ({secs:.1} s); guest stopped: {reason}",
+                report.steps
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -209,6 +304,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Run(a)) => run(a),
         Some(Command::Info(a)) => info(a),
+        Some(Command::Diff(a)) => diff(a),
         None => run(RunArgs::default()),
     };
     match result {

@@ -17,7 +17,9 @@ fn roms() -> PathBuf {
 }
 
 fn kvm_present(test: &str) -> bool {
-    if std::path::Path::new("/dev/kvm").exists() && janus_accel::kvm::probe("/dev/kvm".as_ref()).is_ok() {
+    if std::path::Path::new("/dev/kvm").exists()
+        && janus_accel::kvm::probe("/dev/kvm".as_ref()).is_ok()
+    {
         return true;
     }
     if std::env::var("JANUS_REQUIRE_KVM").as_deref() == Ok("1") {
@@ -72,8 +74,14 @@ fn unknown_accel() {
 #[test]
 fn bad_smp_and_timeout() {
     one_error_line(&janus(&["run", "--smp", "0"]), "--smp 0 is out of range");
-    one_error_line(&janus(&["run", "--timeout", "0"]), "positive number of seconds");
-    one_error_line(&janus(&["run", "--timeout=-3"]), "positive number of seconds");
+    one_error_line(
+        &janus(&["run", "--timeout", "0"]),
+        "positive number of seconds",
+    );
+    one_error_line(
+        &janus(&["run", "--timeout=-3"]),
+        "positive number of seconds",
+    );
 }
 
 #[test]
@@ -96,7 +104,10 @@ fn info_reports_kvm_state() {
     let out = janus(&["info", "--kvm-device", "/nonexistent/kvm"]);
     assert!(out.status.success());
     let s = String::from_utf8_lossy(&out.stdout);
-    assert!(s.contains("kvm: unavailable: cannot open /nonexistent/kvm"), "{s}");
+    assert!(
+        s.contains("kvm: unavailable: cannot open /nonexistent/kvm"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -119,12 +130,23 @@ fn timeout_ends_an_endless_loop_with_status_124() {
     }
     let start = Instant::now();
     let rom = roms().join("loop.bin");
-    let out = janus(&["run", rom.to_str().unwrap(), "--accel", "kvm", "--timeout", "2", "--stats"]);
+    let out = janus(&[
+        "run",
+        rom.to_str().unwrap(),
+        "--accel",
+        "kvm",
+        "--timeout",
+        "2",
+        "--stats",
+    ]);
     let took = start.elapsed();
     let e = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(124), "{e}");
     assert!(e.contains("timeout expired"), "{e}");
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
     assert!(e.contains("exits"), "--stats missing: {e}");
 }
 
@@ -162,7 +184,14 @@ fn serial_to_file_and_debugcon() {
     let p = std::env::temp_dir().join(format!("janus-serial-{}.txt", std::process::id()));
     let rom = roms().join("hello.bin");
     let spec = format!("file:{}", p.display());
-    let out = janus(&["run", rom.to_str().unwrap(), "--accel", "kvm", "--serial", &spec]);
+    let out = janus(&[
+        "run",
+        rom.to_str().unwrap(),
+        "--accel",
+        "kvm",
+        "--serial",
+        &spec,
+    ]);
     assert_eq!(out.status.code(), Some(0));
     let text = std::fs::read_to_string(&p).unwrap();
     let _ = std::fs::remove_file(&p);

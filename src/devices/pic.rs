@@ -1,0 +1,453 @@
+//! The two cascaded 8259A programmable interrupt controllers of a PC (master at 0x20/0x21 with
+//! IRQ 0-7, slave at 0xA0/0xA1 with IRQ 8-15 on the master's IRQ 2) and the edge/level control
+//! registers (ELCR) at 0x4D0/0x4D1.
+//!
+//! Wiring: devices drive lines through [`PicIrq`] (an [`IrqLine`]); the pair's INTR output goes
+//! to whatever [`Pic::set_intr`] is given (the BSP's LAPIC LINT0, or straight to the CPU);
+//! when the CPU takes the interrupt it calls [`Pic::acknowledge`], the INTA cycle, for the vector.
+//! The bus sees the pair through three [`PicPort`]s. Lock order: device -> PIC -> INTR line; the
+//! INTR line must not lock devices.
+
+use std::sync::{Arc, Mutex};
+
+use super::IrqLine;
+use crate::bus::BusDevice;
+
+/// Register state of one 8259A.
+#[derive(Debug, Default, Clone)]
+struct Chip {
+    /// Line levels as last set (edge detection and level-mode requests).
+    lines: u8,
+    irr: u8,
+    isr: u8,
+    imr: u8,
+    /// The IRQ with the lowest priority is `priority_add - 1` (rotation).
+    priority_add: u8,
+    vector_base: u8,
+    read_isr: bool,
+    poll: bool,
+    special_mask: bool,
+    /// 0: ready for OCWs; 1..=3: the next data byte is ICW2..ICW4.
+    init_state: u8,
+    init4: bool,
+    single: bool,
+    /// ICW1.LTIM: every line level-triggered.
+    ltim: bool,
+    auto_eoi: bool,
+    rotate_on_auto_eoi: bool,
+    special_fully_nested: bool,
+    elcr: u8,
+    elcr_mask: u8,
+}
+
+impl Chip {
+    fn level_mask(&self) -> u8 {
+        if self.ltim { 0xff } else { self.elcr }
+    }
+
+    fn set_line(&mut self, irq: u8, high: bool) {
+        let bit = 1 << irq;
+        if self.level_mask() & bit != 0 {
+            // Level: the request follows the line.
+            if high {
+                self.irr |= bit;
+            } else {
+                self.irr &= !bit;
+            }
+        } else if high && self.lines & bit == 0 {
+            self.irr |= bit; // rising edge latches
+        }
+        if high {
+            self.lines |= bit;
+        } else {
+            self.lines &= !bit;
+        }
+    }
+
+    /// Priority (0 highest) of the highest-priority bit in `mask`, or 8 for none.
+    fn priority(&self, mask: u8) -> u8 {
+        (0..8)
+            .find(|p| mask & (1 << ((p + self.priority_add) & 7)) != 0)
+            .unwrap_or(8)
+    }
+
+    /// The IRQ this chip would present on INTR now, if any.
+    fn pending(&self, is_master: bool) -> Option<u8> {
+        let req = self.priority(self.irr & !self.imr);
+        if req == 8 {
+            return None;
+        }
+        let mut in_service = self.isr;
+        if self.special_mask {
+            in_service &= !self.imr;
+        }
+        if self.special_fully_nested && is_master {
+            // A slave in service does not block higher-priority slave requests.
+            in_service &= !(1 << 2);
+        }
+        (req < self.priority(in_service)).then_some((req + self.priority_add) & 7)
+    }
+
+    /// The INTA cycle for `irq`: IRR -> ISR (or auto-EOI).
+    fn intack(&mut self, irq: u8) {
+        let bit = 1 << irq;
+        if self.auto_eoi {
+            if self.rotate_on_auto_eoi {
+                self.priority_add = (irq + 1) & 7;
+            }
+        } else {
+            self.isr |= bit;
+        }
+        if self.level_mask() & bit == 0 {
+            self.irr &= !bit;
+        }
+    }
+
+    fn icw1(&mut self, v: u8) {
+        let (elcr, elcr_mask, lines) = (self.elcr, self.elcr_mask, self.lines);
+        *self = Chip {
+            elcr,
+            elcr_mask,
+            lines,
+            init_state: 1,
+            init4: v & 0x01 != 0,
+            single: v & 0x02 != 0,
+            ltim: v & 0x08 != 0,
+            ..Chip::default()
+        };
+        // Level-triggered lines that are high stay requested; edges must come anew.
+        self.irr = self.lines & self.level_mask();
+    }
+
+    fn write_command(&mut self, v: u8) {
+        if v & 0x10 != 0 {
+            self.icw1(v);
+        } else if v & 0x08 != 0 {
+            // OCW3.
+            if v & 0x04 != 0 {
+                self.poll = true;
+            }
+            if v & 0x02 != 0 {
+                self.read_isr = v & 0x01 != 0;
+            }
+            if v & 0x40 != 0 {
+                self.special_mask = v & 0x20 != 0;
+            }
+        } else {
+            // OCW2.
+            let level = v & 7;
+            match v >> 5 {
+                0 => self.rotate_on_auto_eoi = false,
+                4 => self.rotate_on_auto_eoi = true,
+                cmd @ (1 | 5) => {
+                    // Non-specific EOI: the highest-priority IRQ in service.
+                    let p = self.priority(self.isr);
+                    if p != 8 {
+                        let irq = (p + self.priority_add) & 7;
+                        self.isr &= !(1 << irq);
+                        if cmd == 5 {
+                            self.priority_add = (irq + 1) & 7;
+                        }
+                    }
+                }
+                3 => self.isr &= !(1 << level),
+                6 => self.priority_add = (level + 1) & 7,
+                7 => {
+                    self.isr &= !(1 << level);
+                    self.priority_add = (level + 1) & 7;
+                }
+                _ => {} // 2: no operation
+            }
+        }
+    }
+
+    fn write_data(&mut self, v: u8) {
+        match self.init_state {
+            1 => {
+                self.vector_base = v & 0xf8;
+                self.init_state = match (self.single, self.init4) {
+                    (false, _) => 2,
+                    (true, true) => 3,
+                    (true, false) => 0,
+                };
+            }
+            2 => self.init_state = if self.init4 { 3 } else { 0 }, // ICW3: cascade wiring is fixed
+            3 => {
+                self.special_fully_nested = v & 0x10 != 0;
+                self.auto_eoi = v & 0x02 != 0;
+                self.init_state = 0;
+            }
+            _ => self.imr = v, // OCW1
+        }
+    }
+}
+
+/// The master/slave pair.
+pub struct Pic {
+    chips: [Chip; 2],
+    intr: Option<Arc<dyn IrqLine>>,
+    intr_level: bool,
+    /// INTA cycles that found no request and returned the spurious IRQ 7 or 15 vector.
+    pub spurious: u64,
+}
+
+impl std::fmt::Debug for Pic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pic")
+            .field("master", &self.chips[0])
+            .field("slave", &self.chips[1])
+            .field("intr", &self.intr_level)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Pic {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pic {
+    /// A pair in its power-up state: nothing masked, vector bases 0, every line edge-triggered.
+    /// Firmware or the kernel programs it with ICW1-4 before use.
+    pub fn new() -> Self {
+        let mut chips = [Chip::default(), Chip::default()];
+        chips[0].elcr_mask = 0xf8; // IRQ 0, 1 and 2 are always edge-triggered
+        chips[1].elcr_mask = 0xde; // and so are IRQ 8 and 13
+        Pic {
+            chips,
+            intr: None,
+            intr_level: false,
+            spurious: 0,
+        }
+    }
+
+    /// A pair shared between the bus, the IRQ lines and the vCPUs.
+    pub fn shared() -> Arc<Mutex<Self>> {
+        Arc::new(Mutex::new(Self::new()))
+    }
+
+    /// Wires the INTR output; it is told every change of level.
+    pub fn set_intr(&mut self, intr: Arc<dyn IrqLine>) {
+        intr.set_level(self.intr_level);
+        self.intr = Some(intr);
+    }
+
+    /// Sets the level of IRQ `line` (0-15; others are ignored).
+    pub fn set_irq(&mut self, line: u8, high: bool) {
+        if line < 16 {
+            self.chips[usize::from(line >> 3)].set_line(line & 7, high);
+            self.update();
+        }
+    }
+
+    /// Whether INTR is asserted: an unmasked request outranks everything in service.
+    pub fn has_interrupt(&self) -> bool {
+        self.intr_level
+    }
+
+    /// The INTA cycle: the vector of the highest-priority request, moved to in-service. With no
+    /// request (it went away, or was masked, since INTR rose) the answer is the spurious vector of
+    /// IRQ 7, or of IRQ 15 with the master's IRQ 2 taken into service, as on real hardware.
+    pub fn acknowledge(&mut self) -> u8 {
+        let vector = match self.chips[0].pending(true) {
+            Some(irq) => {
+                self.chips[0].intack(irq);
+                if irq == 2 && !self.chips[0].single {
+                    let slave = &mut self.chips[1];
+                    // The slave's own request must be re-checked after the master's update.
+                    self.update_slave_line();
+                    match self.chips[1].pending(false) {
+                        Some(sirq) => {
+                            self.chips[1].intack(sirq);
+                            self.chips[1].vector_base | sirq
+                        }
+                        None => {
+                            self.spurious += 1;
+                            let _ = slave;
+                            self.chips[1].vector_base | 7
+                        }
+                    }
+                } else {
+                    self.chips[0].vector_base | irq
+                }
+            }
+            None => {
+                self.spurious += 1;
+                self.chips[0].vector_base | 7
+            }
+        };
+        self.update();
+        vector
+    }
+
+    /// The slave's INTR drives the master's IRQ 2.
+    fn update_slave_line(&mut self) {
+        let s = self.chips[1].pending(false).is_some();
+        self.chips[0].set_line(2, s);
+    }
+
+    fn update(&mut self) {
+        self.update_slave_line();
+        let level = self.chips[0].pending(true).is_some();
+        if level != self.intr_level {
+            self.intr_level = level;
+            if let Some(intr) = &self.intr {
+                intr.set_level(level);
+            }
+        }
+    }
+
+    fn poll_read(&mut self, chip: usize) -> u8 {
+        let v = match self.chips[chip].pending(chip == 0) {
+            Some(irq) => {
+                self.chips[chip].intack(irq);
+                0x80 | irq
+            }
+            None => 0,
+        };
+        self.update();
+        v
+    }
+
+    /// Reads port `reg` (0 or 1) of `chip` (0 master, 1 slave).
+    fn read_port(&mut self, chip: usize, reg: u64) -> u8 {
+        let c = &mut self.chips[chip];
+        if c.poll {
+            c.poll = false;
+            return self.poll_read(chip);
+        }
+        match (reg, c.read_isr) {
+            (0, true) => c.isr,
+            (0, false) => c.irr,
+            _ => c.imr,
+        }
+    }
+
+    fn write_port(&mut self, chip: usize, reg: u64, v: u8) {
+        if reg == 0 {
+            self.chips[chip].write_command(v);
+        } else {
+            self.chips[chip].write_data(v);
+        }
+        self.update();
+    }
+
+    /// The ELCR of `chip`.
+    pub fn elcr(&self, chip: usize) -> u8 {
+        self.chips[chip & 1].elcr
+    }
+
+    /// Sets the ELCR of `chip` (bits that must stay edge-triggered are ignored), as firmware does
+    /// through port 0x4D0/0x4D1.
+    pub fn set_elcr(&mut self, chip: usize, v: u8) {
+        let c = &mut self.chips[chip & 1];
+        c.elcr = v & c.elcr_mask;
+        // A line that becomes level-triggered requests while high.
+        c.irr = (c.irr & !c.level_mask()) | (c.lines & c.level_mask());
+        self.update();
+    }
+
+    /// (IRR, ISR, IMR) of `chip` (0 master, 1 slave), for tests and debugging.
+    pub fn registers(&self, chip: usize) -> (u8, u8, u8) {
+        let c = &self.chips[chip & 1];
+        (c.irr, c.isr, c.imr)
+    }
+}
+
+/// One IRQ line of the pair, for a device to drive.
+#[derive(Debug)]
+pub struct PicIrq {
+    pic: Arc<Mutex<Pic>>,
+    line: u8,
+}
+
+impl PicIrq {
+    /// IRQ `line` (0-15) of `pic`.
+    pub fn new(pic: Arc<Mutex<Pic>>, line: u8) -> Self {
+        PicIrq { pic, line }
+    }
+}
+
+impl IrqLine for PicIrq {
+    fn set_level(&self, high: bool) {
+        self.pic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_irq(self.line, high);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortKind {
+    Master,
+    Slave,
+    Elcr,
+}
+
+/// One of the pair's three port ranges, as a bus device: `master` at 0x20 (2 ports), `slave` at
+/// 0xA0 (2 ports), `elcr` at 0x4D0 (2 ports). Wider accesses are split into byte accesses, as
+/// the ISA bus does.
+#[derive(Debug)]
+pub struct PicPort {
+    pic: Arc<Mutex<Pic>>,
+    kind: PortKind,
+}
+
+impl PicPort {
+    /// The master's ports (0x20-0x21).
+    pub fn master(pic: Arc<Mutex<Pic>>) -> Self {
+        PicPort {
+            pic,
+            kind: PortKind::Master,
+        }
+    }
+    /// The slave's ports (0xA0-0xA1).
+    pub fn slave(pic: Arc<Mutex<Pic>>) -> Self {
+        PicPort {
+            pic,
+            kind: PortKind::Slave,
+        }
+    }
+    /// The ELCR ports (0x4D0 master, 0x4D1 slave).
+    pub fn elcr(pic: Arc<Mutex<Pic>>) -> Self {
+        PicPort {
+            pic,
+            kind: PortKind::Elcr,
+        }
+    }
+}
+
+impl BusDevice for PicPort {
+    fn label(&self) -> &str {
+        match self.kind {
+            PortKind::Master => "pic-master",
+            PortKind::Slave => "pic-slave",
+            PortKind::Elcr => "pic-elcr",
+        }
+    }
+
+    fn read(&mut self, _vcpu: usize, offset: u64, data: &mut [u8]) {
+        let mut pic = self.pic.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, b) in data.iter_mut().enumerate() {
+            let reg = (offset + i as u64) & 1;
+            *b = match self.kind {
+                PortKind::Master => pic.read_port(0, reg),
+                PortKind::Slave => pic.read_port(1, reg),
+                PortKind::Elcr => pic.elcr(reg as usize),
+            };
+        }
+    }
+
+    fn write(&mut self, _vcpu: usize, offset: u64, data: &[u8]) {
+        let mut pic = self.pic.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, &b) in data.iter().enumerate() {
+            let reg = (offset + i as u64) & 1;
+            match self.kind {
+                PortKind::Master => pic.write_port(0, reg, b),
+                PortKind::Slave => pic.write_port(1, reg, b),
+                PortKind::Elcr => pic.set_elcr(reg as usize, b),
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Comparing two CpuStates field by field, masking what the architecture leaves undefined.
+
+use janus_accel::state::{GPR_NAMES, rflags};
+use janus_accel::{CpuState, Segment};
+
+/// One field that differs between backend A and backend B.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldDiff {
+    /// Field name, e.g. "rax" or "cs.base".
+    pub field: String,
+    /// A's value.
+    pub a: u64,
+    /// B's value.
+    pub b: u64,
+}
+
+impl std::fmt::Display for FieldDiff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<14} a={:#018x} b={:#018x}",
+            self.field, self.a, self.b
+        )
+    }
+}
+
+/// Converts iced-x86's RflagsBits to RFLAGS bit positions.
+pub fn iced_flags_to_rflags(bits: u32) -> u64 {
+    use iced_x86::RflagsBits as R;
+    let map = [
+        (R::OF, rflags::OF),
+        (R::SF, rflags::SF),
+        (R::ZF, rflags::ZF),
+        (R::AF, rflags::AF),
+        (R::CF, rflags::CF),
+        (R::PF, rflags::PF),
+        (R::DF, rflags::DF),
+        (R::IF, rflags::IF),
+        (R::AC, rflags::AC),
+    ];
+    map.iter()
+        .filter(|(i, _)| bits & i != 0)
+        .map(|(_, r)| r)
+        .fold(0, |a, b| a | b)
+}
+
+fn seg(out: &mut Vec<FieldDiff>, name: &str, a: &Segment, b: &Segment) {
+    let mut push = |field: &str, x: u64, y: u64| {
+        if x != y {
+            out.push(FieldDiff {
+                field: format!("{name}.{field}"),
+                a: x,
+                b: y,
+            });
+        }
+    };
+    push("sel", a.selector.into(), b.selector.into());
+    if a.unusable && b.unusable {
+        // Hidden parts of an unusable (null) segment are not architecturally visible.
+        return;
+    }
+    push("base", a.base, b.base);
+    push("limit", a.limit.into(), b.limit.into());
+    // The accessed bit (type bit 0) may be set lazily; compare the rest of the attributes.
+    push(
+        "attr",
+        u64::from(a.attributes() & !1),
+        u64::from(b.attributes() & !1),
+    );
+    push("unusable", a.unusable.into(), b.unusable.into());
+}
+
+/// Compares everything but the TSC (which runs on its own on every backend); `undefined_flags`
+/// are RFLAGS bits whose value the last instruction left undefined.
+pub fn compare(a: &CpuState, b: &CpuState, undefined_flags: u64) -> Vec<FieldDiff> {
+    let mut out = Vec::new();
+    let mut push = |field: &str, x: u64, y: u64| {
+        if x != y {
+            out.push(FieldDiff {
+                field: field.to_string(),
+                a: x,
+                b: y,
+            });
+        }
+    };
+    for (i, name) in GPR_NAMES.iter().enumerate() {
+        push(name, a.gpr[i], b.gpr[i]);
+    }
+    push("rip", a.rip, b.rip);
+    push(
+        "rflags",
+        a.rflags & !undefined_flags & !rflags::RF,
+        b.rflags & !undefined_flags & !rflags::RF,
+    );
+    push("cr0", a.cr0, b.cr0);
+    push("cr2", a.cr2, b.cr2);
+    push("cr3", a.cr3, b.cr3);
+    push("cr4", a.cr4, b.cr4);
+    push("cr8", a.cr8, b.cr8);
+    push("efer", a.efer, b.efer);
+    push("gdt.base", a.gdt.base, b.gdt.base);
+    push("gdt.limit", a.gdt.limit.into(), b.gdt.limit.into());
+    push("idt.base", a.idt.base, b.idt.base);
+    push("idt.limit", a.idt.limit.into(), b.idt.limit.into());
+    push("star", a.star, b.star);
+    push("lstar", a.lstar, b.lstar);
+    push("cstar", a.cstar, b.cstar);
+    push("sfmask", a.sfmask, b.sfmask);
+    push("kernel_gs_base", a.kernel_gs_base, b.kernel_gs_base);
+    push("sysenter_cs", a.sysenter_cs, b.sysenter_cs);
+    push("sysenter_esp", a.sysenter_esp, b.sysenter_esp);
+    push("sysenter_eip", a.sysenter_eip, b.sysenter_eip);
+    for (name, x, y) in [
+        ("cs", &a.cs, &b.cs),
+        ("ss", &a.ss, &b.ss),
+        ("ds", &a.ds, &b.ds),
+        ("es", &a.es, &b.es),
+        ("fs", &a.fs, &b.fs),
+        ("gs", &a.gs, &b.gs),
+        ("ldt", &a.ldt, &b.ldt),
+        ("tr", &a.tr, &b.tr),
+    ] {
+        seg(&mut out, name, x, y);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_states_have_no_diffs_and_tsc_is_ignored() {
+        let a = CpuState::boot_sector();
+        let mut b = a.clone();
+        b.tsc = 12345;
+        assert!(compare(&a, &b, 0).is_empty());
+    }
+
+    #[test]
+    fn differences_are_named_and_undefined_flags_masked() {
+        let a = CpuState::boot_sector();
+        let mut b = a.clone();
+        b.gpr[3] = 7;
+        b.rflags |= rflags::AF;
+        b.ds.base = 0x10;
+        let d = compare(&a, &b, 0);
+        let names: Vec<&str> = d.iter().map(|d| d.field.as_str()).collect();
+        assert_eq!(names, ["rbx", "rflags", "ds.base"]);
+        let d = compare(&a, &b, rflags::AF);
+        assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn iced_flag_bits_map_to_rflags() {
+        use iced_x86::RflagsBits as R;
+        assert_eq!(iced_flags_to_rflags(R::AF | R::OF), rflags::AF | rflags::OF);
+        assert_eq!(iced_flags_to_rflags(0), 0);
+    }
+}

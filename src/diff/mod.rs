@@ -1,0 +1,559 @@
+//! The lockstep differ: one guest on two backends, one instruction at a time, reporting the first
+//! instruction after which their states, memory writes or device accesses disagree.
+//!
+//! Each backend gets its own copy of guest memory, loaded identically. Backend A talks to the
+//! real devices (its accesses are recorded); backend B is served A's recorded reads and its writes
+//! are compared (see [`replay`]). After every step the whole CpuState is compared with the flags
+//! the instruction leaves undefined masked (from iced-x86), and every byte the instruction's
+//! memory operands wrote is compared; all of RAM is compared every `ram_every` steps and at the
+//! end, so nothing escapes.
+//!
+//! KVM single-step pitfalls, handled here: a REP string instruction traps after each iteration
+//! (so does the software backend, as hardware's TF does); stepping HLT may give a debug exit
+//! instead of a HLT exit (either counts as the step); after MOV SS / POP SS no trap is taken until
+//! the next instruction has run (B is stepped once more to catch up); interrupts are blocked
+//! while stepping (KVM_GUESTDBG_BLOCKIRQ). An instruction KVM cannot run (internal error) has no
+//! oracle: it is counted, B's result is copied to A, and the run goes on.
+
+pub mod compare;
+pub mod replay;
+pub mod walk;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use iced_x86::{
+    Decoder, DecoderOptions, Formatter, Instruction, InstructionInfoFactory, IntelFormatter,
+    Mnemonic, OpAccess, Register,
+};
+use janus_accel::kvm::KvmAccel;
+use janus_accel::{Accelerator, CpuState, Exit, GuestMemory, Vcpu};
+
+use crate::control::{Control, StopReason};
+use crate::layout;
+use crate::machine::{Machine, MachineConfig, MachineError};
+use crate::sink::SinkSpec;
+use compare::{FieldDiff, compare, iced_flags_to_rflags};
+use replay::{Recorder, Replayer};
+
+/// A backend the differ can drive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiffBackend {
+    /// KVM with single-step.
+    Kvm,
+}
+
+impl DiffBackend {
+    /// The backend's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiffBackend::Kvm => "kvm",
+        }
+    }
+}
+
+/// Which reference produced backend A's result for a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Oracle {
+    /// The CPU itself ran the instruction (VT-x/AMD-V, or CPL3 64-bit code on kvm_pvm).
+    Hardware,
+    /// KVM's in-kernel instruction emulator ran it (kvm_pvm for real-mode, 32-bit, kernel code).
+    KvmEmulator,
+    /// A software backend.
+    Software,
+}
+
+impl std::fmt::Display for Oracle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Oracle::Hardware => "hardware",
+            Oracle::KvmEmulator => "KVM's instruction emulator",
+            Oracle::Software => "software backend",
+        })
+    }
+}
+
+/// Options of a lockstep run.
+#[derive(Clone, Debug)]
+pub struct DiffOptions {
+    /// Backend A (the reference).
+    pub a: DiffBackend,
+    /// Backend B (checked against A).
+    pub b: DiffBackend,
+    /// Guest memory in bytes.
+    pub mem: u64,
+    /// Stop after this many steps.
+    pub max_steps: u64,
+    /// Compare all of RAM every this many steps.
+    pub ram_every: u64,
+    /// Where the guest's serial output goes (from backend A's devices).
+    pub serial: SinkSpec,
+    /// The KVM device node.
+    pub kvm_path: PathBuf,
+}
+
+impl Default for DiffOptions {
+    fn default() -> Self {
+        DiffOptions {
+            a: DiffBackend::Kvm,
+            b: DiffBackend::Kvm,
+            mem: 64 << 20,
+            max_steps: 10_000_000,
+            ram_every: 10_000,
+            serial: SinkSpec::None,
+            kvm_path: PathBuf::from(janus_accel::kvm::DEFAULT_DEVICE),
+        }
+    }
+}
+
+/// The instruction a divergence happened at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepInsn {
+    /// CS selector.
+    pub cs: u16,
+    /// RIP.
+    pub rip: u64,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Disassembly.
+    pub text: String,
+}
+
+/// The first disagreement of a lockstep run.
+#[derive(Clone, Debug)]
+pub struct Divergence {
+    /// Steps completed before this one.
+    pub step: u64,
+    /// The instruction.
+    pub insn: StepInsn,
+    /// Who produced A's result.
+    pub oracle: Oracle,
+    /// State before the instruction.
+    pub before: CpuState,
+    /// A's state after it.
+    pub a: CpuState,
+    /// B's state after it.
+    pub b: CpuState,
+    /// How A's and B's exits differ, if they do.
+    pub exits: Option<(String, String)>,
+    /// Differing state fields.
+    pub fields: Vec<FieldDiff>,
+    /// Differing memory: (physical address, A's byte, B's byte), first few.
+    pub memory: Vec<(u64, u8, u8)>,
+    /// Device-access mismatches.
+    pub io: Vec<String>,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "divergence at step {} ({} mode), oracle: {}",
+            self.step,
+            self.before.mode_name(),
+            self.oracle
+        )?;
+        writeln!(
+            f,
+            "  instruction {:04x}:{:x}  {:02x?}  {}",
+            self.insn.cs, self.insn.rip, self.insn.bytes, self.insn.text
+        )?;
+        if let Some((a, b)) = &self.exits {
+            writeln!(f, "  exits differ: a={a} b={b}")?;
+        }
+        for d in &self.fields {
+            writeln!(f, "  {d}")?;
+        }
+        for (addr, a, b) in &self.memory {
+            writeln!(f, "  memory {addr:#x}: a={a:#04x} b={b:#04x}")?;
+        }
+        for m in &self.io {
+            writeln!(f, "  device: {m}")?;
+        }
+        writeln!(f, "state before:\n{}", self.before)?;
+        writeln!(f, "state after on a:\n{}", self.a)?;
+        write!(f, "state after on b:\n{}", self.b)
+    }
+}
+
+/// How a lockstep run ended.
+#[derive(Clone, Debug)]
+pub enum DiffEnd {
+    /// The guest stopped (same way on both) after agreeing on every step.
+    Agreed(StopReason),
+    /// The step limit was reached with no disagreement.
+    StepLimit,
+    /// The backends disagreed.
+    Diverged(Box<Divergence>),
+}
+
+/// What a lockstep run found.
+#[derive(Clone, Debug)]
+pub struct DiffReport {
+    /// Steps (instructions, or REP iterations) compared.
+    pub steps: u64,
+    /// How it ended.
+    pub end: DiffEnd,
+    /// Instructions backend A could not run (no oracle), by mnemonic.
+    pub no_oracle: BTreeMap<String, u64>,
+    /// Backend names.
+    pub backends: (&'static str, &'static str),
+}
+
+struct Side {
+    vcpu: Box<dyn Vcpu + Send>,
+    mem: GuestMemory,
+    /// Whether A's KVM is a kvm_pvm flavour (emulated non-CPL3 code).
+    pvm: bool,
+}
+
+fn make_side(
+    kind: DiffBackend,
+    mem: GuestMemory,
+    opts: &DiffOptions,
+    initial: &CpuState,
+) -> Result<Side, MachineError> {
+    let (mut vcpu, pvm): (Box<dyn Vcpu + Send>, bool) = match kind {
+        DiffBackend::Kvm => {
+            let accel = KvmAccel::new(&opts.kvm_path, &mem, 1)?;
+            let pvm = accel.caps().flavour.starts_with("kvm_pvm");
+            (Box::new(accel.create_vcpu(0)?), pvm)
+        }
+    };
+    vcpu.set_state(initial)?;
+    vcpu.set_single_step(true)?;
+    Ok(Side { vcpu, mem, pvm })
+}
+
+fn exit_name(e: &Exit) -> String {
+    match e {
+        Exit::Halt => "halt".into(),
+        Exit::Shutdown(_) => "shutdown (triple fault)".into(),
+        Exit::SingleStep => "step".into(),
+        Exit::Stopped => "stopped".into(),
+        Exit::SystemEvent(k) => format!("system event {k:?}"),
+        Exit::Failed(f) => format!("failed: {f}"),
+    }
+}
+
+/// Reads up to 15 instruction bytes at the state's RIP from guest memory, through the page
+/// tables, and decodes them.
+pub fn fetch_insn(s: &CpuState, mem: &GuestMemory) -> (Vec<u8>, Instruction) {
+    let mut bytes = Vec::with_capacity(15);
+    let lin = s.linear_rip();
+    for i in 0..15u64 {
+        let Some(pa) = walk::translate(s, mem, lin.wrapping_add(i)) else {
+            break;
+        };
+        match mem.read_le(pa, 1) {
+            Ok(b) => bytes.push(b as u8),
+            Err(_) => break,
+        }
+    }
+    let mut d = Decoder::with_ip(s.code_bitness(), &bytes, s.rip, DecoderOptions::NONE);
+    let insn = d.decode();
+    bytes.truncate(insn.len().max(1).min(bytes.len()));
+    (bytes, insn)
+}
+
+fn reg_value(s: &CpuState, r: Register) -> Option<u64> {
+    use Register as R;
+    Some(match r {
+        R::ES => s.es.base,
+        R::CS => s.cs.base,
+        R::SS => s.ss.base,
+        R::DS => s.ds.base,
+        R::FS => s.fs.base,
+        R::GS => s.gs.base,
+        R::RIP => s.rip,
+        R::EIP => s.rip & 0xffff_ffff,
+        _ if r.is_gpr64() => s.gpr[r.number()],
+        _ if r.is_gpr32() => s.gpr[r.number()] & 0xffff_ffff,
+        _ if r.is_gpr16() => s.gpr[r.number()] & 0xffff,
+        _ => return None,
+    })
+}
+
+/// Physical ranges written by `insn` executed in state `s` (from its decoded memory operands).
+fn written_ranges(insn: &Instruction, s: &CpuState, mem: &GuestMemory) -> Vec<(u64, usize)> {
+    let mut factory = InstructionInfoFactory::new();
+    let info = factory.info(insn);
+    let mut out = Vec::new();
+    for m in info.used_memory() {
+        if !matches!(
+            m.access(),
+            OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+        ) {
+            continue;
+        }
+        let Some(lin) = m.virtual_address(0, |r, _, _| reg_value(s, r)) else {
+            continue;
+        };
+        let size = m.memory_size().size().clamp(1, 4096);
+        for i in 0..size {
+            if let Some(pa) = walk::translate(s, mem, lin.wrapping_add(i as u64)) {
+                out.push((pa, 1));
+            }
+        }
+    }
+    out
+}
+
+fn compare_ranges(
+    a: &GuestMemory,
+    b: &GuestMemory,
+    ranges: &[(u64, usize)],
+    out: &mut Vec<(u64, u8, u8)>,
+) {
+    for &(pa, len) in ranges {
+        for i in 0..len as u64 {
+            let x = a.read_le(pa + i, 1).ok();
+            let y = b.read_le(pa + i, 1).ok();
+            if x != y && out.len() < 16 {
+                out.push((pa + i, x.unwrap_or(0) as u8, y.unwrap_or(0) as u8));
+            }
+        }
+    }
+}
+
+/// Compares all of RAM; returns the first few differing bytes.
+fn compare_ram(a: &GuestMemory, b: &GuestMemory) -> Vec<(u64, u8, u8)> {
+    let mut out = Vec::new();
+    const CHUNK: usize = 1 << 20;
+    let mut ba = vec![0u8; CHUNK];
+    let mut bb = vec![0u8; CHUNK];
+    for r in a.regions() {
+        let mut off = 0;
+        while off < r.size() {
+            let n = CHUNK.min((r.size() - off) as usize);
+            let addr = r.base() + off;
+            if a.read(addr, &mut ba[..n]).is_err() || b.read(addr, &mut bb[..n]).is_err() {
+                break;
+            }
+            if ba[..n] != bb[..n] {
+                for i in 0..n {
+                    if ba[i] != bb[i] && out.len() < 16 {
+                        out.push((addr + i as u64, ba[i], bb[i]));
+                    }
+                }
+                return out;
+            }
+            off += n as u64;
+        }
+    }
+    out
+}
+
+fn copy_ranges(from: &GuestMemory, to: &GuestMemory, ranges: &[(u64, usize)]) {
+    for &(pa, len) in ranges {
+        let mut buf = vec![0u8; len];
+        if from.read(pa, &mut buf).is_ok() {
+            let _ = to.write(pa, &buf);
+        }
+    }
+}
+
+/// Runs a flat image on two backends in lockstep.
+///
+/// # Errors
+/// A backend or the machine cannot be set up.
+pub fn diff_image(image: &[u8], opts: &DiffOptions) -> Result<DiffReport, MachineError> {
+    // Backend A's side is a whole machine (its devices are the real ones); B gets its own copy
+    // of the same memory.
+    let machine = Machine::new(MachineConfig {
+        mem: opts.mem,
+        image: Some(image.to_vec()),
+        serial: opts.serial.clone(),
+        ..Default::default()
+    })?;
+    let (mem_b, _) = layout::build_memory(opts.mem, None)?;
+    let initial = layout::load_flat(&mem_b, image)?;
+    let a = make_side(opts.a, machine.memory().clone(), opts, &initial)?;
+    let b = make_side(opts.b, mem_b, opts, &initial)?;
+    Ok(lockstep(
+        a,
+        b,
+        machine.io().clone(),
+        machine.control().clone(),
+        opts,
+    ))
+}
+
+fn lockstep(
+    mut a: Side,
+    mut b: Side,
+    io: Arc<crate::machine::MachineIo>,
+    control: Arc<Control>,
+    opts: &DiffOptions,
+) -> DiffReport {
+    let recorder = Recorder::new(io.as_ref());
+    let replayer = Replayer::default();
+    let mut no_oracle: BTreeMap<String, u64> = BTreeMap::new();
+    let backends = (opts.a.name(), opts.b.name());
+    let mut formatter = IntelFormatter::new();
+    let mut step = 0u64;
+    let report = |steps, end, no_oracle| DiffReport {
+        steps,
+        end,
+        no_oracle,
+        backends,
+    };
+    loop {
+        if step >= opts.max_steps {
+            return report(step, DiffEnd::StepLimit, no_oracle);
+        }
+        let before = match a.vcpu.state() {
+            Ok(s) => s,
+            Err(e) => {
+                return report(
+                    step,
+                    DiffEnd::Agreed(StopReason::HostError(e.to_string())),
+                    no_oracle,
+                );
+            }
+        };
+        let (bytes, insn) = fetch_insn(&before, &a.mem);
+        let mut text = String::new();
+        formatter.format(&insn, &mut text);
+        let oracle = match opts.a {
+            DiffBackend::Kvm if a.pvm && !(before.cs.dpl == 3 && before.code_bitness() == 64) => {
+                Oracle::KvmEmulator
+            }
+            DiffBackend::Kvm => Oracle::Hardware,
+        };
+        let writes = written_ranges(&insn, &before, &a.mem);
+        let exit_a = a.vcpu.run(&recorder);
+        let events = recorder.take();
+        replayer.load(events);
+        let exit_b = b.vcpu.run(&replayer);
+        let (exit_a, mut exit_b) = match (exit_a, exit_b) {
+            (Ok(x), Ok(y)) => (x, y),
+            (Err(e), _) | (_, Err(e)) => {
+                return report(
+                    step,
+                    DiffEnd::Agreed(StopReason::HostError(e.to_string())),
+                    no_oracle,
+                );
+            }
+        };
+        // MOV SS / POP SS inhibit the single-step trap for one instruction on hardware.
+        let ss_load = matches!(insn.mnemonic(), Mnemonic::Mov | Mnemonic::Pop)
+            && insn.op0_register() == Register::SS;
+        if let Exit::Failed(f) = &exit_a
+            && f.what.starts_with("KVM internal error")
+        {
+            // No oracle: take B's result as A's and go on.
+            *no_oracle
+                .entry(format!("{:?}", insn.mnemonic()).to_lowercase())
+                .or_default() += 1;
+            if let Ok(sb) = b.vcpu.state() {
+                copy_ranges(&b.mem, &a.mem, &writes);
+                let _ = a.vcpu.set_state(&sb);
+            }
+            let _ = replayer.finish();
+            step += 1;
+            continue;
+        }
+        let (sa, mut sb) = match (a.vcpu.state(), b.vcpu.state()) {
+            (Ok(x), Ok(y)) => (x, y),
+            (Err(e), _) | (_, Err(e)) => {
+                return report(
+                    step,
+                    DiffEnd::Agreed(StopReason::HostError(e.to_string())),
+                    no_oracle,
+                );
+            }
+        };
+        if ss_load && sb.rip != sa.rip && matches!(exit_b, Exit::SingleStep) {
+            exit_b = match b.vcpu.run(&replayer) {
+                Ok(e) => e,
+                Err(e) => {
+                    return report(
+                        step,
+                        DiffEnd::Agreed(StopReason::HostError(e.to_string())),
+                        no_oracle,
+                    );
+                }
+            };
+            if let Ok(s) = b.vcpu.state() {
+                sb = s;
+            }
+        }
+        let is_hlt = insn.mnemonic() == Mnemonic::Hlt;
+        let same_exit = match (&exit_a, &exit_b) {
+            (Exit::SingleStep | Exit::Stopped, Exit::SingleStep | Exit::Stopped) => true,
+            (Exit::Halt | Exit::SingleStep, Exit::Halt | Exit::SingleStep) if is_hlt => true,
+            (Exit::Shutdown(_), Exit::Shutdown(_)) => true,
+            (x, y) => std::mem::discriminant(x) == std::mem::discriminant(y),
+        };
+        let undefined = iced_flags_to_rflags(insn.rflags_undefined());
+        let fields = compare(&sa, &sb, undefined);
+        let mut memory = Vec::new();
+        compare_ranges(&a.mem, &b.mem, &writes, &mut memory);
+        step += 1;
+        let stopping = control.stopping()
+            || matches!(exit_a, Exit::Shutdown(_) | Exit::Halt | Exit::Failed(_));
+        if memory.is_empty() && (step % opts.ram_every == 0 || stopping) {
+            memory = compare_ram(&a.mem, &b.mem);
+        }
+        let io_mismatch = replayer.finish();
+        if !same_exit || !fields.is_empty() || !memory.is_empty() || !io_mismatch.is_empty() {
+            return report(
+                step - 1,
+                DiffEnd::Diverged(Box::new(Divergence {
+                    step: step - 1,
+                    insn: StepInsn {
+                        cs: before.cs.selector,
+                        rip: before.rip,
+                        bytes,
+                        text,
+                    },
+                    oracle,
+                    before,
+                    a: sa,
+                    b: sb,
+                    exits: (!same_exit).then(|| (exit_name(&exit_a), exit_name(&exit_b))),
+                    fields,
+                    memory,
+                    io: io_mismatch,
+                })),
+                no_oracle,
+            );
+        }
+        match exit_a {
+            Exit::Shutdown(s) => {
+                return report(step, DiffEnd::Agreed(StopReason::TripleFault(s)), no_oracle);
+            }
+            Exit::Halt if sa.rflags & janus_accel::state::rflags::IF == 0 => {
+                return report(
+                    step,
+                    DiffEnd::Agreed(StopReason::HaltedInterruptsOff {
+                        vcpu: 0,
+                        cs: sa.cs.selector,
+                        rip: sa.rip,
+                    }),
+                    no_oracle,
+                );
+            }
+            Exit::Failed(f) => {
+                return report(step, DiffEnd::Agreed(StopReason::VcpuFailed(f)), no_oracle);
+            }
+            _ => {}
+        }
+        if is_hlt && sa.rflags & janus_accel::state::rflags::IF == 0 {
+            return report(
+                step,
+                DiffEnd::Agreed(StopReason::HaltedInterruptsOff {
+                    vcpu: 0,
+                    cs: sa.cs.selector,
+                    rip: sa.rip,
+                }),
+                no_oracle,
+            );
+        }
+        if let Some(r) = control.reason() {
+            return report(step, DiffEnd::Agreed(r), no_oracle);
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Device I/O in lockstep: backend A talks to the real devices and every access is recorded;
+//! backend B is served the recorded reads in order, and its writes are compared with A's, so both
+//! see the same inputs and any difference in what they send to devices is caught.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use janus_accel::IoHandler;
+
+/// The kind of a device access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoKind {
+    /// Port read.
+    PioRead,
+    /// Port write.
+    PioWrite,
+    /// MMIO read.
+    MmioRead,
+    /// MMIO write.
+    MmioWrite,
+}
+
+/// One device access and its data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IoEvent {
+    /// Which access.
+    pub kind: IoKind,
+    /// Port or physical address.
+    pub addr: u64,
+    /// Bytes read or written.
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Display for IoEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} {:#x} {:02x?}", self.kind, self.addr, self.data)
+    }
+}
+
+/// Wraps the real devices and records every access.
+#[allow(missing_debug_implementations)]
+pub struct Recorder<'a> {
+    inner: &'a dyn IoHandler,
+    log: Mutex<Vec<IoEvent>>,
+}
+
+impl<'a> Recorder<'a> {
+    /// Records accesses made through `inner`.
+    pub fn new(inner: &'a dyn IoHandler) -> Self {
+        Recorder {
+            inner,
+            log: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Takes the accesses recorded so far.
+    pub fn take(&self) -> Vec<IoEvent> {
+        std::mem::take(&mut *self.log.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn push(&self, kind: IoKind, addr: u64, data: &[u8]) {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(IoEvent {
+                kind,
+                addr,
+                data: data.to_vec(),
+            });
+    }
+}
+
+impl IoHandler for Recorder<'_> {
+    fn pio_read(&self, vcpu: usize, port: u16, data: &mut [u8]) {
+        self.inner.pio_read(vcpu, port, data);
+        self.push(IoKind::PioRead, u64::from(port), data);
+    }
+    fn pio_write(&self, vcpu: usize, port: u16, data: &[u8]) {
+        self.inner.pio_write(vcpu, port, data);
+        self.push(IoKind::PioWrite, u64::from(port), data);
+    }
+    fn mmio_read(&self, vcpu: usize, addr: u64, data: &mut [u8]) {
+        self.inner.mmio_read(vcpu, addr, data);
+        self.push(IoKind::MmioRead, addr, data);
+    }
+    fn mmio_write(&self, vcpu: usize, addr: u64, data: &[u8]) {
+        self.inner.mmio_write(vcpu, addr, data);
+        self.push(IoKind::MmioWrite, addr, data);
+    }
+}
+
+/// Serves recorded reads and checks writes against the recording.
+#[derive(Debug, Default)]
+pub struct Replayer {
+    events: Mutex<VecDeque<IoEvent>>,
+    mismatches: Mutex<Vec<String>>,
+}
+
+impl Replayer {
+    /// Loads the accesses the other backend made in this step.
+    pub fn load(&self, events: Vec<IoEvent>) {
+        *self.events.lock().unwrap_or_else(|p| p.into_inner()) = events.into();
+    }
+
+    /// Takes the mismatches found, including recorded accesses this backend did not make.
+    pub fn finish(&self) -> Vec<String> {
+        let mut m = std::mem::take(&mut *self.mismatches.lock().unwrap_or_else(|p| p.into_inner()));
+        for e in self
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            m.push(format!("backend b did not make the access {e}"));
+        }
+        m
+    }
+
+    fn next(&self, kind: IoKind, addr: u64, len: usize) -> Option<IoEvent> {
+        let e = self
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        match e {
+            Some(e) if e.kind == kind && e.addr == addr && e.data.len() == len => Some(e),
+            other => {
+                let what = match other {
+                    Some(e) => format!("backend a made {e}"),
+                    None => "backend a made no more accesses".into(),
+                };
+                self.mismatches
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!(
+                        "backend b made {kind:?} {addr:#x} ({len} bytes) but {what}"
+                    ));
+                None
+            }
+        }
+    }
+
+    fn read(&self, kind: IoKind, addr: u64, data: &mut [u8]) {
+        match self.next(kind, addr, data.len()) {
+            Some(e) => data.copy_from_slice(&e.data),
+            None => data.fill(0xff),
+        }
+    }
+
+    fn write(&self, kind: IoKind, addr: u64, data: &[u8]) {
+        if let Some(e) = self.next(kind, addr, data.len())
+            && e.data != data
+        {
+            self.mismatches
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!(
+                    "backend b wrote {:02x?} to {addr:#x}, backend a wrote {:02x?}",
+                    data, e.data
+                ));
+        }
+    }
+}
+
+impl IoHandler for Replayer {
+    fn pio_read(&self, _vcpu: usize, port: u16, data: &mut [u8]) {
+        self.read(IoKind::PioRead, u64::from(port), data);
+    }
+    fn pio_write(&self, _vcpu: usize, port: u16, data: &[u8]) {
+        self.write(IoKind::PioWrite, u64::from(port), data);
+    }
+    fn mmio_read(&self, _vcpu: usize, addr: u64, data: &mut [u8]) {
+        self.read(IoKind::MmioRead, addr, data);
+    }
+    fn mmio_write(&self, _vcpu: usize, addr: u64, data: &[u8]) {
+        self.write(IoKind::MmioWrite, addr, data);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed;
+    impl IoHandler for Fixed {
+        fn pio_read(&self, _: usize, port: u16, data: &mut [u8]) {
+            data.fill(port as u8);
+        }
+        fn pio_write(&self, _: usize, _: u16, _: &[u8]) {}
+        fn mmio_read(&self, _: usize, _: u64, data: &mut [u8]) {
+            data.fill(0xff);
+        }
+        fn mmio_write(&self, _: usize, _: u64, _: &[u8]) {}
+    }
+
+    #[test]
+    fn replays_reads_and_accepts_equal_writes() {
+        let rec = Recorder::new(&Fixed);
+        let mut b = [0u8; 1];
+        rec.pio_read(0, 0x71, &mut b);
+        rec.pio_write(0, 0x3f8, b"A");
+        let rep = Replayer::default();
+        rep.load(rec.take());
+        let mut c = [0u8; 1];
+        rep.pio_read(0, 0x71, &mut c);
+        assert_eq!(c, [0x71]);
+        rep.pio_write(0, 0x3f8, b"A");
+        assert!(rep.finish().is_empty());
+    }
+
+    #[test]
+    fn reports_different_writes_and_missing_accesses() {
+        let rec = Recorder::new(&Fixed);
+        rec.pio_write(0, 0x3f8, b"A");
+        rec.mmio_write(0, 0xd000_0000, &[1, 2, 3, 4]);
+        let rep = Replayer::default();
+        rep.load(rec.take());
+        rep.pio_write(0, 0x3f8, b"B");
+        let m = rep.finish();
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(m[0].contains("wrote [42]"), "{m:?}");
+        assert!(m[1].contains("did not make"), "{m:?}");
+    }
+
+    #[test]
+    fn reports_an_access_a_did_not_make() {
+        let rep = Replayer::default();
+        rep.load(vec![]);
+        let mut d = [0u8; 2];
+        rep.pio_read(0, 0x60, &mut d);
+        assert_eq!(d, [0xff, 0xff]);
+        assert_eq!(rep.finish().len(), 1);
+    }
+}
