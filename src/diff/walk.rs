@@ -73,11 +73,13 @@ mod tests {
     fn four_level_walk_with_2m_and_4k_pages() {
         let mut m = GuestMemory::new();
         m.add(0, 8 << 20, RegionKind::Ram).unwrap();
-        let mut s = CpuState::default();
-        s.cr0 = bits::CR0_PG | bits::CR0_PE;
-        s.cr4 = bits::CR4_PAE;
-        s.efer = bits::EFER_LMA | bits::EFER_LME;
-        s.cr3 = 0x1000;
+        let s = CpuState {
+            cr0: bits::CR0_PG | bits::CR0_PE,
+            cr4: bits::CR4_PAE,
+            efer: bits::EFER_LMA | bits::EFER_LME,
+            cr3: 0x1000,
+            ..Default::default()
+        };
         m.write_le(0x1000, 8, 0x2000 | 3).unwrap(); // PML4[0]
         m.write_le(0x2000, 8, 0x3000 | 3).unwrap(); // PDPT[0]
         m.write_le(0x3000, 8, 0x20_0000 | 0x83).unwrap(); // PD[0]: 2 MiB page at 2 MiB
