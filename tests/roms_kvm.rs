@@ -14,9 +14,18 @@ fn passes(name: &str, must_print: &[&str]) {
         return;
     }
     let r = run_rom(name, AccelKind::Kvm, T);
-    assert_eq!(r.reason, StopReason::GuestExit(0), "{name} output:\n{}", r.serial);
+    assert_eq!(
+        r.reason,
+        StopReason::GuestExit(0),
+        "{name} output:\n{}",
+        r.serial
+    );
     for line in must_print {
-        assert!(r.serial.contains(line), "{name} did not print {line:?}; output:\n{}", r.serial);
+        assert!(
+            r.serial.contains(line),
+            "{name} did not print {line:?}; output:\n{}",
+            r.serial
+        );
     }
 }
 
@@ -97,5 +106,25 @@ fn endless_loop_ends_at_the_timeout() {
     assert_eq!(r.reason, StopReason::Timeout);
     assert!(r.serial.contains("spinning forever"), "{}", r.serial);
     assert!(took < Duration::from_secs(5), "timeout took {took:?}");
-    assert!(took >= Duration::from_millis(1400), "stopped early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(1400),
+        "stopped early: {took:?}"
+    );
+}
+
+#[test]
+fn smp_machine_runs_with_aps_waiting() {
+    if !kvm_or_skip("smp") {
+        return;
+    }
+    let mut m = janus::Machine::new(janus::MachineConfig {
+        image: Some(common::rom("hello")),
+        smp: 4,
+        serial: janus::sink::SinkSpec::None,
+        timeout: Some(T),
+        ..Default::default()
+    })
+    .unwrap();
+    let o = m.run(AccelKind::Kvm).unwrap();
+    assert_eq!(o.reason, StopReason::GuestExit(0));
 }

@@ -198,3 +198,43 @@ fn serial_to_file_and_debugcon() {
     assert!(text.contains("Hello from janus"), "{text}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("Hello"));
 }
+
+#[test]
+fn ctrl_c_stops_the_guest_cleanly() {
+    if !kvm_present("ctrl-c") {
+        return;
+    }
+    let rom = roms().join("loop.bin");
+    let child = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args([
+            "run",
+            rom.to_str().unwrap(),
+            "--accel",
+            "kvm",
+            "--timeout",
+            "30",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{e}");
+    assert!(e.contains("interrupted (Ctrl-C)"), "{e}");
+}
+
+#[test]
+fn diff_subcommand_reports_agreement() {
+    if !kvm_present("diff") {
+        return;
+    }
+    let rom = roms().join("hello.bin");
+    let out = janus(&["diff", rom.to_str().unwrap(), "--a", "kvm", "--b", "kvm"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{e}");
+    assert!(e.contains("agreed on all"), "{e}");
+}

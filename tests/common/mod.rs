@@ -61,7 +61,10 @@ pub fn run_image(image: Vec<u8>, accel: AccelKind, timeout: Duration, tag: &str)
     drop(m);
     let serial = std::fs::read_to_string(&out).unwrap_or_default();
     let _ = std::fs::remove_file(&out);
-    Run { reason: outcome.reason, serial }
+    Run {
+        reason: outcome.reason,
+        serial,
+    }
 }
 
 /// Runs the named ROM.

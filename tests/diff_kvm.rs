@@ -1,0 +1,50 @@
+//! The lockstep differ on KVM against itself: the test ROMs agree at every step, and the stop
+//! reason is the guest's own.
+
+mod common;
+
+use common::{kvm_or_skip, rom};
+use janus::StopReason;
+use janus::diff::{DiffEnd, DiffOptions, diff_image};
+
+fn agrees(name: &str, want: fn(&StopReason) -> bool) {
+    if !kvm_or_skip(name) {
+        return;
+    }
+    let r = diff_image(&rom(name), &DiffOptions::default()).expect("differ starts");
+    match r.end {
+        DiffEnd::Agreed(reason) => assert!(want(&reason), "{name}: stopped with {reason}"),
+        DiffEnd::Diverged(d) => panic!("{name}: kvm against kvm diverged:\n{d}"),
+        DiffEnd::StepLimit => panic!("{name}: hit the step limit"),
+    }
+    assert!(r.steps > 100, "{name}: only {} steps", r.steps);
+}
+
+#[test]
+fn hello_agrees() {
+    agrees("hello", |r| *r == StopReason::GuestExit(0));
+}
+
+#[test]
+fn protmode_agrees() {
+    agrees("protmode", |r| *r == StopReason::GuestExit(0));
+}
+
+#[test]
+fn triple_fault_agrees() {
+    agrees("triple", |r| matches!(r, StopReason::TripleFault(_)));
+}
+
+#[test]
+fn step_limit_is_honoured() {
+    if !kvm_or_skip("step limit") {
+        return;
+    }
+    let opts = DiffOptions {
+        max_steps: 50,
+        ..Default::default()
+    };
+    let r = diff_image(&rom("realmode"), &opts).expect("differ starts");
+    assert!(matches!(r.end, DiffEnd::StepLimit));
+    assert_eq!(r.steps, 50);
+}
