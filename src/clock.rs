@@ -81,7 +81,9 @@ pub fn ns_to_ticks(ns: u64, hz: u64) -> u64 {
 /// up, so that `ns_to_ticks(ticks_to_ns(t, hz), hz) == t`).
 pub fn ticks_to_ns(ticks: u64, hz: u64) -> u64 {
     let hz = u128::from(hz.max(1));
-    (u128::from(ticks) * u128::from(NS_PER_SEC)).div_ceil(hz).min(u128::from(u64::MAX)) as u64
+    (u128::from(ticks) * u128::from(NS_PER_SEC))
+        .div_ceil(hz)
+        .min(u128::from(u64::MAX)) as u64
 }
 
 impl Clock {
@@ -236,7 +238,11 @@ impl Clock {
     /// kicks its sleeping vCPUs there, so they recompute how long to sleep). It runs with the
     /// device that armed the timer locked, so it must not lock devices.
     pub fn set_deadline_listener(&self, listener: DeadlineListener) {
-        *self.inner.listener.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener);
+        *self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(listener);
     }
 }
 
@@ -316,9 +322,12 @@ mod tests {
         c.advance_ns(5);
         assert_eq!(c.now_ns(), 1005);
         assert_eq!(c.tsc(), 1005); // 1 GHz TSC
-        assert_eq!(Clock::deterministic(0).mode(), ClockMode::Deterministic {
-            ns_per_instruction: 1
-        });
+        assert_eq!(
+            Clock::deterministic(0).mode(),
+            ClockMode::Deterministic {
+                ns_per_instruction: 1
+            }
+        );
     }
 
     #[test]
@@ -371,7 +380,10 @@ mod tests {
         let pit = 1_193_182;
         for t in [0, 1, 2, 65_536, 1_193_182, 1 << 40] {
             assert_eq!(ns_to_ticks(ticks_to_ns(t, pit), pit), t);
-            assert_eq!(ns_to_ticks(ticks_to_ns(t, pit) - u64::from(t > 0), pit), t.saturating_sub(1));
+            assert_eq!(
+                ns_to_ticks(ticks_to_ns(t, pit) - u64::from(t > 0), pit),
+                t.saturating_sub(1)
+            );
         }
         assert_eq!(ns_to_ticks(NS_PER_SEC, pit), pit);
         let c = Clock::new(ClockMode::RealTime, 2_000_000_000);

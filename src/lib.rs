@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod bus;
+pub mod clock;
 pub mod control;
 pub mod devices;
 pub mod diff;

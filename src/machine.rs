@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use janus_accel::kvm::{self, KvmAccel};
+use janus_accel::soft::SoftAccel;
 use janus_accel::{Accelerator, CpuState, ExitCounters, GuestMemory, IoHandler, Vcpu};
 
 use crate::bus::{Bus, BusError};
@@ -27,6 +28,8 @@ pub enum AccelKind {
     Kvm,
     /// KVM when it works, else the software backend.
     Auto,
+    /// The software backend's IR interpreter.
+    Interp,
 }
 
 /// Everything a machine is built from.
@@ -274,7 +277,24 @@ impl Machine {
     /// # Errors
     /// A backend that cannot be set up; once running, every stop is a [`RunOutcome`].
     pub fn run(&mut self, kind: AccelKind) -> Result<RunOutcome, MachineError> {
+        let kind = match kind {
+            AccelKind::Auto => match kvm::probe(&self.config.kvm_path) {
+                Ok(_) => {
+                    eprintln!("janus: --accel auto chose kvm ({} works)", self.config.kvm_path.display());
+                    AccelKind::Kvm
+                }
+                Err(e) => {
+                    eprintln!("janus: --accel auto chose the software interpreter: {e}");
+                    AccelKind::Interp
+                }
+            },
+            k => k,
+        };
         match kind {
+            AccelKind::Interp => {
+                let accel = SoftAccel::new(self.memory.clone(), self.config.smp);
+                self.run_on(&accel, "interp")
+            }
             AccelKind::Kvm | AccelKind::Auto => {
                 let accel = KvmAccel::new(&self.config.kvm_path, &self.memory, self.config.smp)?;
                 let max = accel.caps().max_vcpus;

@@ -44,6 +44,8 @@ enum AccelArg {
     Kvm,
     /// KVM when it works, else the software backend.
     Auto,
+    /// The software CPU's IR interpreter.
+    Interp,
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -83,12 +85,15 @@ struct RunArgs {
 enum DiffBackendArg {
     /// KVM, single-stepped.
     Kvm,
+    /// The software CPU's IR interpreter.
+    Interp,
 }
 
 impl From<DiffBackendArg> for DiffBackend {
     fn from(b: DiffBackendArg) -> Self {
         match b {
             DiffBackendArg::Kvm => DiffBackend::Kvm,
+            DiffBackendArg::Interp => DiffBackend::Interp,
         }
     }
 }
@@ -101,7 +106,7 @@ struct DiffArgs {
     #[arg(long, value_enum, default_value = "kvm")]
     a: DiffBackendArg,
     /// The backend checked against the reference.
-    #[arg(long, value_enum, default_value = "kvm")]
+    #[arg(long, value_enum, default_value = "interp")]
     b: DiffBackendArg,
     /// Guest memory.
     #[arg(long, short = 'm', default_value = "64M", value_parser = parse_mem_size)]
@@ -231,6 +236,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let kind = match args.accel.unwrap_or(AccelArg::Auto) {
         AccelArg::Kvm => AccelKind::Kvm,
         AccelArg::Auto => AccelKind::Auto,
+        AccelArg::Interp => AccelKind::Interp,
     };
     let mut machine = Machine::new(config)?;
     janus::signals::install_sigint_handler();
@@ -281,7 +287,7 @@ fn info(args: InfoArgs) -> Result<ExitCode> {
         }
         Err(e) => println!("kvm: unavailable: {e}"),
     }
-    println!("backends: kvm (when available); software backend: in progress");
+    println!("backends: kvm (when available), interp (always); jit: not yet");
     Ok(ExitCode::SUCCESS)
 }
 

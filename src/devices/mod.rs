@@ -4,6 +4,7 @@ pub mod cmos;
 pub mod debugcon;
 pub mod exit_port;
 pub mod i8042;
+pub mod pic;
 pub mod post;
 pub mod serial;
 

@@ -45,9 +45,12 @@ impl Chip {
         if self.ltim { 0xff } else { self.elcr }
     }
 
-    fn set_line(&mut self, irq: u8, high: bool) {
+    /// Sets input `irq`. An edge request stays latched if the line drops before INTA (so that
+    /// devices may pulse their line), unless `withdraw`, as for the cascade input, where the
+    /// request follows the slave's INT the way the real part's IRR follows its inputs.
+    fn set_line(&mut self, irq: u8, high: bool, withdraw: bool) {
         let bit = 1 << irq;
-        if self.level_mask() & bit != 0 {
+        if self.level_mask() & bit != 0 || (withdraw && !high) {
             // Level: the request follows the line.
             if high {
                 self.irr |= bit;
@@ -236,7 +239,7 @@ impl Pic {
     /// Sets the level of IRQ `line` (0-15; others are ignored).
     pub fn set_irq(&mut self, line: u8, high: bool) {
         if line < 16 {
-            self.chips[usize::from(line >> 3)].set_line(line & 7, high);
+            self.chips[usize::from(line >> 3)].set_line(line & 7, high, false);
             self.update();
         }
     }
@@ -251,26 +254,22 @@ impl Pic {
     /// IRQ 7, or of IRQ 15 with the master's IRQ 2 taken into service, as on real hardware.
     pub fn acknowledge(&mut self) -> u8 {
         let vector = match self.chips[0].pending(true) {
+            Some(2) if !self.chips[0].single => {
+                self.chips[0].intack(2);
+                match self.chips[1].pending(false) {
+                    Some(irq) => {
+                        self.chips[1].intack(irq);
+                        self.chips[1].vector_base | irq
+                    }
+                    None => {
+                        self.spurious += 1;
+                        self.chips[1].vector_base | 7
+                    }
+                }
+            }
             Some(irq) => {
                 self.chips[0].intack(irq);
-                if irq == 2 && !self.chips[0].single {
-                    let slave = &mut self.chips[1];
-                    // The slave's own request must be re-checked after the master's update.
-                    self.update_slave_line();
-                    match self.chips[1].pending(false) {
-                        Some(sirq) => {
-                            self.chips[1].intack(sirq);
-                            self.chips[1].vector_base | sirq
-                        }
-                        None => {
-                            self.spurious += 1;
-                            let _ = slave;
-                            self.chips[1].vector_base | 7
-                        }
-                    }
-                } else {
-                    self.chips[0].vector_base | irq
-                }
+                self.chips[0].vector_base | irq
             }
             None => {
                 self.spurious += 1;
@@ -284,7 +283,7 @@ impl Pic {
     /// The slave's INTR drives the master's IRQ 2.
     fn update_slave_line(&mut self) {
         let s = self.chips[1].pending(false).is_some();
-        self.chips[0].set_line(2, s);
+        self.chips[0].set_line(2, s, true);
     }
 
     fn update(&mut self) {
@@ -449,5 +448,302 @@ impl BusDevice for PicPort {
                 PortKind::Elcr => pic.set_elcr(reg as usize, b),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    struct Line(AtomicBool);
+    impl IrqLine for Line {
+        fn set_level(&self, high: bool) {
+            self.0.store(high, Ordering::SeqCst);
+        }
+    }
+
+    struct Pair {
+        pic: Arc<Mutex<Pic>>,
+        master: PicPort,
+        slave: PicPort,
+        elcr: PicPort,
+    }
+
+    impl Pair {
+        fn out(&mut self, port: u16, v: u8) {
+            let (dev, off) = match port {
+                0x20 | 0x21 => (&mut self.master, port - 0x20),
+                0xa0 | 0xa1 => (&mut self.slave, port - 0xa0),
+                _ => (&mut self.elcr, port - 0x4d0),
+            };
+            dev.write(0, u64::from(off), &[v]);
+        }
+        fn inb(&mut self, port: u16) -> u8 {
+            let (dev, off) = match port {
+                0x20 | 0x21 => (&mut self.master, port - 0x20),
+                0xa0 | 0xa1 => (&mut self.slave, port - 0xa0),
+                _ => (&mut self.elcr, port - 0x4d0),
+            };
+            let mut b = [0];
+            dev.read(0, u64::from(off), &mut b);
+            b[0]
+        }
+        fn irq(&self, line: u8, high: bool) {
+            self.pic.lock().unwrap().set_irq(line, high);
+        }
+        fn pending(&self) -> bool {
+            self.pic.lock().unwrap().has_interrupt()
+        }
+        fn ack(&self) -> u8 {
+            self.pic.lock().unwrap().acknowledge()
+        }
+        fn regs(&self, chip: usize) -> (u8, u8, u8) {
+            self.pic.lock().unwrap().registers(chip)
+        }
+    }
+
+    /// The pair as a BIOS leaves it: vectors 0x20 and 0x28, cascade on IRQ 2, 8086 mode, and
+    /// nothing masked.
+    fn pair_with(icw4: u8) -> Pair {
+        let pic = Pic::shared();
+        let mut p = Pair {
+            master: PicPort::master(pic.clone()),
+            slave: PicPort::slave(pic.clone()),
+            elcr: PicPort::elcr(pic.clone()),
+            pic,
+        };
+        for (base, vec, icw3) in [(0x20, 0x20, 0x04), (0xa0, 0x28, 0x02)] {
+            p.out(base, 0x11); // ICW1: edge, cascade, ICW4 needed
+            p.out(base + 1, vec); // ICW2
+            p.out(base + 1, icw3); // ICW3
+            p.out(base + 1, icw4); // ICW4
+            p.out(base + 1, 0x00); // OCW1: unmask all
+        }
+        p
+    }
+
+    fn pair() -> Pair {
+        pair_with(0x01)
+    }
+
+    #[test]
+    fn init_sequence_then_interrupt_ack_and_eoi() {
+        let mut p = pair();
+        let line = Arc::new(Line(AtomicBool::new(false)));
+        p.pic.lock().unwrap().set_intr(line.clone());
+        assert!(!p.pending());
+        p.irq(0, true);
+        assert!(p.pending() && line.0.load(Ordering::SeqCst));
+        assert_eq!(p.ack(), 0x20);
+        assert_eq!(p.regs(0), (0x00, 0x01, 0x00));
+        assert!(!line.0.load(Ordering::SeqCst));
+        // The line is still high but it is edge-triggered: no new request.
+        p.out(0x20, 0x20); // non-specific EOI
+        assert_eq!(p.regs(0).1, 0);
+        assert!(!p.pending());
+        p.irq(0, false);
+        p.irq(0, true);
+        assert!(p.pending());
+    }
+
+    #[test]
+    fn masking_holds_requests_until_unmasked() {
+        let mut p = pair();
+        p.out(0x21, 0x02); // mask IRQ 1
+        p.irq(1, true);
+        assert!(!p.pending());
+        assert_eq!(p.regs(0).0, 0x02); // requested but masked
+        assert_eq!(p.inb(0x21), 0x02);
+        p.out(0x21, 0x00);
+        assert!(p.pending());
+        assert_eq!(p.ack(), 0x21);
+    }
+
+    #[test]
+    fn fixed_priority_and_nesting() {
+        let mut p = pair();
+        p.irq(3, true);
+        p.irq(5, true);
+        assert_eq!(p.ack(), 0x23);
+        assert!(!p.pending(), "IRQ 5 must wait while IRQ 3 is in service");
+        p.irq(1, true);
+        assert!(p.pending(), "IRQ 1 outranks IRQ 3 and nests");
+        assert_eq!(p.ack(), 0x21);
+        assert_eq!(p.regs(0).1, 0x0a);
+        p.out(0x20, 0x20); // EOI ends IRQ 1, the highest in service
+        assert_eq!(p.regs(0).1, 0x08);
+        p.out(0x20, 0x63); // specific EOI for IRQ 3
+        assert_eq!(p.ack(), 0x25);
+    }
+
+    #[test]
+    fn rotation_on_eoi_and_set_priority() {
+        let mut p = pair();
+        p.irq(0, true);
+        assert_eq!(p.ack(), 0x20);
+        p.out(0x20, 0xa0); // rotate on non-specific EOI: IRQ 0 becomes lowest
+        p.irq(0, false);
+        p.irq(0, true);
+        p.irq(4, true);
+        assert_eq!(p.ack(), 0x24);
+        p.out(0x20, 0xe4); // rotate on specific EOI of IRQ 4: IRQ 5 is now highest
+        p.irq(6, true);
+        assert_eq!(p.ack(), 0x26);
+        p.out(0x20, 0x66);
+        p.out(0x20, 0xc3); // set priority: IRQ 3 lowest, IRQ 4 highest
+        p.irq(4, false);
+        p.irq(4, true);
+        assert_eq!(p.ack(), 0x24);
+        p.out(0x20, 0x64);
+        assert_eq!(p.ack(), 0x20);
+    }
+
+    #[test]
+    fn cascade_through_irq2() {
+        let mut p = pair();
+        p.irq(10, true);
+        assert!(p.pending());
+        assert_eq!(p.ack(), 0x2a);
+        assert_eq!(p.regs(0).1, 0x04);
+        assert_eq!(p.regs(1).1, 0x04);
+        // Masking on the slave hides its lines from the master.
+        p.out(0xa1, 0x08);
+        p.irq(11, true);
+        assert!(!p.pending());
+        p.out(0xa0, 0x20);
+        p.out(0x20, 0x20);
+        assert_eq!(p.regs(0).1 | p.regs(1).1, 0);
+        assert!(!p.pending());
+        p.out(0xa1, 0x00);
+        assert_eq!(p.ack(), 0x2b);
+    }
+
+    #[test]
+    fn level_triggered_lines_through_elcr() {
+        let mut p = pair();
+        p.out(0x4d1, 0x08); // IRQ 11 level-triggered
+        assert_eq!(p.inb(0x4d1), 0x08);
+        p.out(0x4d0, 0xff); // IRQ 0-2 cannot be level-triggered
+        assert_eq!(p.inb(0x4d0), 0xf8);
+        p.out(0x4d0, 0x00);
+        p.irq(11, true);
+        assert_eq!(p.ack(), 0x2b);
+        p.out(0xa0, 0x20);
+        p.out(0x20, 0x20);
+        assert!(p.pending(), "a level line still high requests again");
+        assert_eq!(p.ack(), 0x2b);
+        p.out(0xa0, 0x20);
+        p.out(0x20, 0x20);
+        p.irq(11, false);
+        assert!(!p.pending());
+        // ICW1.LTIM makes every line of that chip level-triggered.
+        p.out(0x20, 0x19);
+        p.out(0x21, 0x20);
+        p.out(0x21, 0x04);
+        p.out(0x21, 0x01);
+        p.irq(5, true);
+        assert_eq!(p.ack(), 0x25);
+        p.out(0x20, 0x20);
+        assert!(p.pending());
+    }
+
+    #[test]
+    fn spurious_irq7_and_irq15() {
+        let mut p = pair();
+        p.out(0x4d0, 0x20); // IRQ 5 level
+        p.irq(5, true);
+        assert!(p.pending());
+        p.irq(5, false); // gone before the INTA cycle
+        assert_eq!(p.ack(), 0x27);
+        assert_eq!(p.regs(0).1, 0, "a spurious IRQ 7 is not put in service");
+        p.out(0x4d1, 0x20); // IRQ 13 may not be level; IRQ 14 may
+        assert_eq!(p.inb(0x4d1), 0x00);
+        p.out(0x4d1, 0x40);
+        p.irq(14, true);
+        p.irq(14, false);
+        p.irq(14, true);
+        // The master saw IRQ 2; the slave's request vanishes before INTA.
+        let mut guard = p.pic.lock().unwrap();
+        guard.chips[1].irr = 0;
+        assert_eq!(guard.acknowledge(), 0x2f);
+        assert_eq!(
+            guard.registers(0).1,
+            0x04,
+            "the master's IRQ 2 is in service"
+        );
+        assert_eq!(guard.registers(1).1, 0x00);
+        assert_eq!(guard.spurious, 2);
+    }
+
+    #[test]
+    fn ocw3_reads_and_poll_mode() {
+        let mut p = pair();
+        p.irq(3, true);
+        p.irq(4, true);
+        assert_eq!(p.inb(0x20), 0x18); // IRR by default
+        p.out(0x20, 0x0b); // read ISR
+        assert_eq!(p.inb(0x20), 0x00);
+        p.out(0x20, 0x0c); // poll
+        assert_eq!(p.inb(0x20), 0x83);
+        assert_eq!(p.inb(0x20), 0x08, "one poll, then ISR reads again");
+        p.out(0x20, 0x0a); // read IRR
+        assert_eq!(p.inb(0x20), 0x10);
+        p.out(0x20, 0x0c);
+        assert_eq!(p.inb(0x20), 0x00, "IRQ 4 is below IRQ 3 in service");
+    }
+
+    #[test]
+    fn auto_eoi_and_special_mask_mode() {
+        let p = pair_with(0x03); // auto-EOI
+        p.irq(3, true);
+        assert_eq!(p.ack(), 0x23);
+        assert_eq!(p.regs(0).1, 0);
+        p.irq(5, true);
+        assert_eq!(p.ack(), 0x25);
+
+        let mut p = pair();
+        p.irq(3, true);
+        assert_eq!(p.ack(), 0x23);
+        p.irq(5, true);
+        assert!(!p.pending());
+        p.out(0x21, 0x08); // mask IRQ 3 ...
+        p.out(0x20, 0x68); // ... in special mask mode: lower priorities may interrupt
+        assert!(p.pending());
+        assert_eq!(p.ack(), 0x25);
+        p.out(0x20, 0x48); // special mask mode off
+        p.out(0x20, 0x65);
+        assert!(!p.pending());
+    }
+
+    #[test]
+    fn odd_accesses_never_panic() {
+        let mut p = pair();
+        p.irq(200, true);
+        p.irq(16, true);
+        assert!(!p.pending());
+        // A word write to 0x20 is a byte to 0x20 then one to 0x21.
+        p.master.write(0, 0, &[0x0b, 0x40]);
+        assert_eq!(p.inb(0x21), 0x40);
+        let mut w = [0u8; 4];
+        p.slave.read(0, 1, &mut w);
+        assert_eq!(w, [0, 0, 0, 0]);
+        p.elcr.write(0, 1, &[0xff, 0xff]);
+        assert_eq!(p.inb(0x4d1), 0xde);
+        // ICW1 in the middle of anything restarts initialisation; a bare data byte then is ICW2.
+        p.out(0x20, 0x13); // single, ICW4
+        p.out(0x21, 0x08);
+        p.out(0x21, 0x01);
+        p.irq(0, false);
+        p.irq(0, true);
+        assert_eq!(p.ack(), 0x08);
+        p.out(0x20, 0x40); // OCW2 "no operation"
+        p.out(0x20, 0x20);
+        p.irq(0, false);
+        // EOI with nothing in service is harmless.
+        p.out(0x20, 0x20);
+        p.out(0xa0, 0x60);
+        let fresh = Pic::default();
+        assert!(!fresh.has_interrupt());
     }
 }

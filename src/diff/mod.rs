@@ -28,6 +28,7 @@ use iced_x86::{
     Mnemonic, OpAccess, Register,
 };
 use janus_accel::kvm::KvmAccel;
+use janus_accel::soft::SoftAccel;
 use janus_accel::{Accelerator, CpuState, Exit, GuestMemory, Vcpu};
 
 use crate::control::{Control, StopReason};
@@ -42,6 +43,8 @@ use replay::{Recorder, Replayer};
 pub enum DiffBackend {
     /// KVM with single-step.
     Kvm,
+    /// The software CPU's IR interpreter.
+    Interp,
 }
 
 impl DiffBackend {
@@ -49,6 +52,7 @@ impl DiffBackend {
     pub fn name(self) -> &'static str {
         match self {
             DiffBackend::Kvm => "kvm",
+            DiffBackend::Interp => "interp",
         }
     }
 }
@@ -97,7 +101,7 @@ impl Default for DiffOptions {
     fn default() -> Self {
         DiffOptions {
             a: DiffBackend::Kvm,
-            b: DiffBackend::Kvm,
+            b: DiffBackend::Interp,
             mem: 64 << 20,
             max_steps: 10_000_000,
             ram_every: 10_000,
@@ -219,6 +223,10 @@ fn make_side(
             let accel = KvmAccel::new(&opts.kvm_path, &mem, 1)?;
             let pvm = accel.caps().flavour.starts_with("kvm_pvm");
             (Box::new(accel.create_vcpu(0)?), pvm)
+        }
+        DiffBackend::Interp => {
+            let accel = SoftAccel::new(mem.clone(), 1);
+            (Box::new(accel.create_vcpu(0)?), false)
         }
     };
     vcpu.set_state(initial)?;
@@ -421,6 +429,7 @@ fn lockstep(
                 Oracle::KvmEmulator
             }
             DiffBackend::Kvm => Oracle::Hardware,
+            DiffBackend::Interp => Oracle::Software,
         };
         let writes = written_ranges(&insn, &before, &a.mem);
         let exit_a = a.vcpu.run(&recorder);
@@ -478,6 +487,45 @@ fn lockstep(
             };
             if let Ok(s) = b.vcpu.state() {
                 sb = s;
+            }
+        }
+        // KVM runs a whole `rep ins/outs` in one I/O exit; the software backend steps one
+        // iteration at a time, as TF does on hardware. Let B catch up within the instruction.
+        let mut catch_up = 0;
+        let rep = insn.has_rep_prefix() || insn.has_repne_prefix();
+        let addr_size = InstructionInfoFactory::new()
+            .info(&insn)
+            .used_memory()
+            .first()
+            .map_or(iced_x86::CodeSize::Code64, |m| m.address_size());
+        let counter = |s: &CpuState| match addr_size {
+            iced_x86::CodeSize::Code16 => s.gpr[1] & 0xffff,
+            iced_x86::CodeSize::Code32 => s.gpr[1] & 0xffff_ffff,
+            _ => s.gpr[1],
+        };
+        while rep
+            && matches!(exit_b, Exit::SingleStep)
+            && sb.rip == before.rip
+            && (sa.rip != before.rip || counter(&sb) != counter(&sa))
+            && catch_up < 1 << 20
+        {
+            exit_b = match b.vcpu.run(&replayer) {
+                Ok(e) => e,
+                Err(e) => return report(step, DiffEnd::Agreed(StopReason::HostError(e.to_string())), no_oracle),
+            };
+            match b.vcpu.state() {
+                Ok(s) => sb = s,
+                Err(e) => return report(step, DiffEnd::Agreed(StopReason::HostError(e.to_string())), no_oracle),
+            }
+            catch_up += 1;
+        }
+        // CPUID describes each backend's own features: replay A's answer to B.
+        if insn.mnemonic() == Mnemonic::Cpuid && sa.rip == sb.rip {
+            for r in [0, 1, 2, 3] {
+                sb.gpr[r] = sa.gpr[r];
+            }
+            if let Err(e) = b.vcpu.set_state(&sb) {
+                return report(step, DiffEnd::Agreed(StopReason::HostError(e.to_string())), no_oracle);
             }
         }
         let is_hlt = insn.mnemonic() == Mnemonic::Hlt;

@@ -34,6 +34,8 @@ pub struct KvmVcpu {
     /// next KVM_RUN); state() must finish it first.
     io_pending: bool,
     pending_irq: Option<u8>,
+    /// RIP and RCX when a single step began.
+    step_start: Option<(u64, u64)>,
 }
 
 fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VcpuError {
@@ -86,6 +88,7 @@ impl KvmVcpu {
             blockirq,
             io_pending: false,
             pending_irq: None,
+            step_start: None,
         };
         v.set_state(&CpuState::reset(index == 0))?;
         Ok(v)
@@ -377,7 +380,29 @@ impl Vcpu for KvmVcpu {
 }
 
 impl KvmVcpu {
+    /// While single-stepping, an instruction that exited for I/O is complete once KVM has been
+    /// re-entered; some KVM flavours (kvm_pvm's emulator) then lose the single-step trap and run
+    /// on. So complete it with an immediate-exit entry, which runs no guest code, and report the
+    /// step here.
+    ///
+    /// An instruction may need several I/O exits (an MMIO access split at a page boundary): if
+    /// neither RIP nor RCX moved, it is still in progress and KVM is entered again.
+    fn step_after_io(&mut self) -> Result<Option<Exit>, VcpuError> {
+        self.complete_io()?;
+        let regs = self.fd.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+        if Some((regs.rip, regs.rcx)) == self.step_start {
+            return Ok(None);
+        }
+        Ok(Some(Exit::SingleStep))
+    }
+
     fn run_loop(&mut self, io: &dyn IoHandler) -> Result<Exit, VcpuError> {
+        self.step_start = None;
+        if self.single_step {
+            self.complete_io()?;
+            let regs = self.fd.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+            self.step_start = Some((regs.rip, regs.rcx));
+        }
         loop {
             if self.kicker.pending() {
                 return Ok(Exit::Stopped);
@@ -389,6 +414,11 @@ impl KvmVcpu {
                 Raw::Io { write } => {
                     self.serve_io(io, write);
                     self.io_pending = true;
+                    if self.single_step
+                        && let Some(exit) = self.step_after_io()?
+                    {
+                        return Ok(exit);
+                    }
                 }
                 Raw::MmioRead(addr, len) => {
                     let mut buf = [0u8; 8];
@@ -399,11 +429,21 @@ impl KvmVcpu {
                     mmio.data[..len].copy_from_slice(&buf[..len]);
                     self.counters.bump(ExitReasonKind::MmioRead);
                     self.io_pending = true;
+                    if self.single_step
+                        && let Some(exit) = self.step_after_io()?
+                    {
+                        return Ok(exit);
+                    }
                 }
                 Raw::MmioWrite(addr, data, len) => {
                     io.mmio_write(self.index, addr, &data[..len]);
                     self.counters.bump(ExitReasonKind::MmioWrite);
                     self.io_pending = true;
+                    if self.single_step
+                        && let Some(exit) = self.step_after_io()?
+                    {
+                        return Ok(exit);
+                    }
                 }
                 Raw::Hlt => {
                     self.counters.bump(ExitReasonKind::Halt);

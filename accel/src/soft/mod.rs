@@ -1,1 +1,274 @@
-//! The software backend: iced-x86 decode -> IR -> interpreter (the JIT compiles the same IR).
+//! The software backend: iced-x86 decode -> IR -> interpreter (a JIT will compile the same IR).
+//!
+//! [`SoftAccel`] creates [`SoftVcpu`]s over a [`GuestMemory`]. A vCPU fetches and decodes guest
+//! code through its soft MMU, lowers each basic block to a small IR ([`ir`]), caches the block by
+//! physical address and mode, and runs it in the interpreter. Flags are computed lazily; faults
+//! are precise; port I/O and every physical access outside RAM go to the [`IoHandler`].
+
+mod cache;
+mod cpu;
+mod decode;
+mod exception;
+mod flags;
+mod interp;
+pub mod ir;
+mod mmu;
+mod seg;
+mod translate;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use crate::exit::{Exit, ExitCounters, ExitReasonKind, VcpuFailure};
+use crate::io::IoHandler;
+use crate::kick::Kicker;
+use crate::memory::GuestMemory;
+use crate::state::CpuState;
+use crate::vcpu::{AccelCaps, Accelerator, Vcpu, VcpuError};
+
+use cpu::{Core, Ctx, Fault};
+use exception::{Delivered, Source};
+use interp::Outcome;
+
+/// The software accelerator: vCPUs that interpret guest code.
+#[derive(Debug)]
+pub struct SoftAccel {
+    memory: GuestMemory,
+    nr_vcpus: usize,
+}
+
+impl SoftAccel {
+    /// A software accelerator over `memory` for a machine of `nr_vcpus` vCPUs.
+    pub fn new(memory: GuestMemory, nr_vcpus: usize) -> Self {
+        SoftAccel { memory, nr_vcpus }
+    }
+}
+
+impl Accelerator for SoftAccel {
+    type Vcpu = SoftVcpu;
+
+    fn caps(&self) -> AccelCaps {
+        AccelCaps {
+            name: "soft",
+            flavour: "IR interpreter".into(),
+            single_step: true,
+            irqchip: false,
+            instruction_count: true,
+            max_vcpus: 256,
+            details: vec![("executor".into(), "interpreter".into())],
+        }
+    }
+
+    fn create_vcpu(&self, index: usize) -> Result<SoftVcpu, VcpuError> {
+        let mut core = Core::new(self.memory.clone(), index);
+        core.nr_vcpus = self.nr_vcpus;
+        Ok(SoftVcpu { core: Box::new(core), kicker: Kicker::new(), single_step: false })
+    }
+}
+
+/// One software vCPU.
+#[derive(Debug)]
+pub struct SoftVcpu {
+    core: Box<Core>,
+    kicker: Kicker,
+    single_step: bool,
+}
+
+impl SoftVcpu {
+    /// A failure exit at the current instruction.
+    fn failed(&mut self, what: &str, detail: &str) -> Exit {
+        let state = self.snapshot();
+        let bits = state.code_bitness();
+        let mut bytes = vec![0u8; 15];
+        let lin = state.linear_rip();
+        let ok = self.core.mem.read(lin, &mut bytes).is_ok();
+        let (insn_bytes, disassembly) = if ok && state.cr0 & crate::state::bits::CR0_PG == 0 {
+            let mut d = iced_x86::Decoder::with_ip(bits, &bytes, state.rip, 0);
+            let i = d.decode();
+            (bytes[..i.len()].to_vec(), Some(i.to_string()))
+        } else {
+            (Vec::new(), None)
+        };
+        self.core.counters.bump(ExitReasonKind::Failure);
+        Exit::Failed(Box::new(VcpuFailure {
+            what: what.into(),
+            detail: detail.into(),
+            insn_bytes,
+            disassembly,
+            state,
+        }))
+    }
+
+    fn snapshot(&self) -> CpuState {
+        let mut s = self.core.s.clone();
+        s.rflags = self.core.rflags();
+        s.tsc = self.core.tsc();
+        s
+    }
+
+    fn run_loop(&mut self, io: &dyn IoHandler) -> Exit {
+        loop {
+            if self.kicker.pending() {
+                self.core.counters.bump(ExitReasonKind::Interrupted);
+                return Exit::Stopped;
+            }
+            let mut ctx = Ctx { c: &mut self.core, io };
+            if let Some(e) = ctx.c.s.events.exception.take() {
+                match ctx.raise(e.vector, e.error_code) {
+                    Delivered::Ok => {}
+                    Delivered::Shutdown => return self.shutdown(),
+                    Delivered::Unsupported(w) => return self.failed("unsupported", w),
+                }
+                continue;
+            }
+            if let Some(v) = ctx.c.s.events.interrupt {
+                if ctx.interrupts_open() {
+                    ctx.c.s.events.interrupt = None;
+                    let rip = ctx.c.s.rip;
+                    match ctx.deliver(v, None, Source::External, rip) {
+                        Ok(()) => {}
+                        Err(Fault::Exc { vector, code }) => match ctx.raise(vector, code) {
+                            Delivered::Ok => {}
+                            Delivered::Shutdown => return self.shutdown(),
+                            Delivered::Unsupported(w) => return self.failed("unsupported", w),
+                        },
+                        Err(Fault::Unsupported(w)) => return self.failed("unsupported", w),
+                        Err(Fault::Halt) => {}
+                    }
+                    continue;
+                }
+            }
+            let ev = &mut ctx.c.s.events;
+            let shadow = ev.sti_shadow || ev.mov_ss_shadow;
+            let single = self.single_step || shadow;
+            let mode = translate::mode_key(ctx.c, single);
+            let rip = ctx.c.s.rip;
+            let block = match block_for(&mut ctx, mode, rip, single) {
+                Ok(b) => b,
+                Err(f) => {
+                    match self.fault(io, f, 0) {
+                        Some(exit) => return exit,
+                        None => {
+                            if self.single_step {
+                                return Exit::SingleStep;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            if shadow {
+                let ev = &mut ctx.c.s.events;
+                ev.sti_shadow = false;
+                ev.mov_ss_shadow = false;
+            }
+            ctx.c.smc = false;
+            match interp::run(&mut ctx, &block) {
+                Outcome::Done(n) => ctx.c.icount = ctx.c.icount.wrapping_add(u64::from(n)),
+                Outcome::Fault(n, f) => {
+                    if let Some(exit) = self.fault(io, f, n) {
+                        return exit;
+                    }
+                }
+            }
+            if self.single_step {
+                self.core.counters.bump(ExitReasonKind::Debug);
+                return Exit::SingleStep;
+            }
+        }
+    }
+
+    /// Handles a fault of instruction `n` of a block: `None` to go on running.
+    fn fault(&mut self, io: &dyn IoHandler, f: Fault, n: u16) -> Option<Exit> {
+        let mut ctx = Ctx { c: &mut self.core, io };
+        match f {
+            Fault::Halt => {
+                ctx.c.icount = ctx.c.icount.wrapping_add(u64::from(n) + 1);
+                ctx.c.counters.bump(ExitReasonKind::Halt);
+                Some(Exit::Halt)
+            }
+            Fault::Exc { vector, code } => {
+                ctx.c.icount = ctx.c.icount.wrapping_add(u64::from(n));
+                match ctx.raise(vector, code) {
+                    Delivered::Ok => None,
+                    Delivered::Shutdown => Some(self.shutdown()),
+                    Delivered::Unsupported(w) => Some(self.failed("unsupported", w)),
+                }
+            }
+            Fault::Unsupported(w) => {
+                ctx.c.icount = ctx.c.icount.wrapping_add(u64::from(n));
+                Some(self.failed("the software CPU cannot execute this", w))
+            }
+        }
+    }
+
+    fn shutdown(&mut self) -> Exit {
+        self.core.counters.bump(ExitReasonKind::Shutdown);
+        Exit::Shutdown(Box::new(self.snapshot()))
+    }
+}
+
+/// The cached block at `rip`, translating it on a miss.
+fn block_for(ctx: &mut Ctx, mode: u32, rip: u64, single: bool) -> Result<Arc<ir::Block>, Fault> {
+    let lin = if ctx.c.long64() { rip } else { ctx.c.s.cs.base.wrapping_add(rip) & 0xffff_ffff };
+    let user = ctx.c.cpl() == 3;
+    if let Ok(e) = ctx.translate(lin, mmu::Acc::X, user) {
+        let phys = e.phys | (lin & 0xfff);
+        if let Some(b) = ctx.c.cache.get(phys, mode, rip) {
+            return Ok(b);
+        }
+    }
+    let max = if single { 1 } else { translate::MAX_BLOCK };
+    let (b, cacheable) = translate::translate(ctx, mode, max)?;
+    if cacheable {
+        for page in ctx.c.cache.insert(b.clone()) {
+            ctx.c.tlb.protect_phys(page);
+        }
+    }
+    Ok(b)
+}
+
+impl Vcpu for SoftVcpu {
+    fn index(&self) -> usize {
+        self.core.index
+    }
+
+    fn state(&mut self) -> Result<CpuState, VcpuError> {
+        Ok(self.snapshot())
+    }
+
+    fn set_state(&mut self, state: &CpuState) -> Result<(), VcpuError> {
+        self.core.s = state.clone();
+        self.core.set_rflags(state.rflags);
+        self.core.tsc_offset = state.tsc.wrapping_sub(self.core.icount);
+        self.core.tlb.flush(false);
+        self.core.cache.clear();
+        Ok(())
+    }
+
+    fn run(&mut self, io: &dyn IoHandler) -> Result<Exit, VcpuError> {
+        Ok(self.run_loop(io))
+    }
+
+    fn set_single_step(&mut self, on: bool) -> Result<(), VcpuError> {
+        self.single_step = on;
+        Ok(())
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) -> Result<(), VcpuError> {
+        self.core.s.events.interrupt = Some(vector);
+        Ok(())
+    }
+
+    fn kicker(&self) -> Kicker {
+        self.kicker.clone()
+    }
+
+    fn counters(&self) -> ExitCounters {
+        let mut c = self.core.counters.clone();
+        c.instructions = Some(self.core.icount);
+        c
+    }
+}

@@ -1,0 +1,124 @@
+//! The translation cache: blocks keyed by (physical address, mode bits), a direct-mapped front
+//! for fast lookup, and per-page records of translated bytes (64-byte chunks) so that a guest
+//! write into translated code invalidates that page's blocks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::ir::Block;
+
+const FAST: usize = 4096;
+
+#[derive(Debug, Default)]
+struct PageInfo {
+    /// Bit i: bytes [64 i, 64 i + 64) of the page hold translated code.
+    mask: u64,
+    /// Keys of the blocks that start in this page.
+    keys: Vec<(u64, u32)>,
+}
+
+/// Translated blocks of one vCPU.
+#[derive(Debug)]
+pub struct Cache {
+    map: HashMap<(u64, u32), Arc<Block>>,
+    pages: HashMap<u64, PageInfo>,
+    fast: Vec<Option<Arc<Block>>>,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[inline]
+fn fast_index(phys: u64, mode: u32) -> usize {
+    ((phys ^ (phys >> 12) ^ u64::from(mode).wrapping_mul(0x9e37)) as usize) & (FAST - 1)
+}
+
+impl Cache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Cache { map: HashMap::new(), pages: HashMap::new(), fast: vec![None; FAST] }
+    }
+
+    /// Drops every block.
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.pages.clear();
+        self.fast.iter_mut().for_each(|f| *f = None);
+    }
+
+    /// The block for (phys, mode) translated at `rip`, if any.
+    #[inline]
+    pub fn get(&mut self, phys: u64, mode: u32, rip: u64) -> Option<Arc<Block>> {
+        let i = fast_index(phys, mode);
+        if let Some(b) = &self.fast[i] {
+            if b.phys == phys && b.mode == mode && b.rip == rip {
+                return Some(b.clone());
+            }
+        }
+        let b = self.map.get(&(phys, mode))?;
+        if b.rip != rip {
+            return None;
+        }
+        self.fast[i] = Some(b.clone());
+        Some(b.clone())
+    }
+
+    /// Adds a block; `chunks` are the (page, mask) pairs of the code it was translated from.
+    /// Returns the pages that became code pages.
+    pub fn insert(&mut self, b: Arc<Block>) -> Vec<u64> {
+        let key = (b.phys, b.mode);
+        let mut new_pages = Vec::new();
+        for &(page, mask) in &b.code {
+            let info = self.pages.entry(page).or_default();
+            if info.mask == 0 {
+                new_pages.push(page);
+            }
+            info.mask |= mask;
+        }
+        if let Some(info) = self.pages.get_mut(&(b.phys & !0xfff)) {
+            info.keys.push(key);
+        }
+        self.fast[fast_index(b.phys, b.mode)] = Some(b.clone());
+        self.map.insert(key, b);
+        new_pages
+    }
+
+    /// Whether bytes [pa, pa+len) overlap translated code.
+    #[inline]
+    pub fn is_code(&self, pa: u64, len: u64) -> bool {
+        if self.pages.is_empty() {
+            return false;
+        }
+        let page = pa & !0xfff;
+        let Some(info) = self.pages.get(&page) else {
+            return false;
+        };
+        let first = (pa & 0xfff) / 64;
+        let last = ((pa + len - 1).min(page + 0xfff) & 0xfff) / 64;
+        (first..=last).any(|c| info.mask & (1 << c) != 0)
+    }
+
+    /// Whether a physical page holds translated code.
+    pub fn page_has_code(&self, page: u64) -> bool {
+        self.pages.get(&page).is_some_and(|i| i.mask != 0)
+    }
+
+    /// Drops every block translated from the page.
+    pub fn invalidate_page(&mut self, page: u64) {
+        let Some(info) = self.pages.remove(&page) else {
+            return;
+        };
+        for key in info.keys {
+            self.map.remove(&key);
+            let i = fast_index(key.0, key.1);
+            if self.fast[i].as_ref().is_some_and(|b| (b.phys, b.mode) == key) {
+                self.fast[i] = None;
+            }
+        }
+        // Blocks that started in another page but spill into this one are not cached (see the
+        // translator), so nothing else refers to this page.
+    }
+}

@@ -1,0 +1,104 @@
+//! The IR interpreter: runs one translated block over a fixed array of temporaries, committing
+//! RIP at each instruction start so that a fault leaves the state at the faulting instruction.
+
+use super::cpu::{Ctx, Fault};
+use super::flags::{mask, sext};
+use super::ir::{BinOp, Block, Op, UnOp};
+
+/// How a block run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Ran to its end (or left early after self-modifying code): RIP is set.
+    Done(u16),
+    /// Instruction `n` faulted; RIP is its start.
+    Fault(u16, Fault),
+}
+
+#[inline]
+fn bin(op: BinOp, a: u64, b: u64, sz: u8) -> u64 {
+    let m = mask(sz);
+    let r = match op {
+        BinOp::Add => a.wrapping_add(b),
+        BinOp::Sub => a.wrapping_sub(b),
+        BinOp::And => a & b,
+        BinOp::Or => a | b,
+        BinOp::Xor => a ^ b,
+        BinOp::Shl => a << (b & 63),
+        BinOp::Shr => (a & m) >> (b & 63),
+        BinOp::Sar => (sext(a, sz) >> (b & 63)) as u64,
+        BinOp::Mul => a.wrapping_mul(b),
+    };
+    r & m
+}
+
+/// Executes `b`.
+pub fn run(ctx: &mut Ctx, b: &Block) -> Outcome {
+    let mut t = [0u64; 64];
+    let mut n = 0u16;
+    for op in &b.ops {
+        match *op {
+            Op::Insn { n: k, rip } => {
+                if ctx.c.smc {
+                    ctx.c.smc = false;
+                    ctx.c.s.rip = rip;
+                    return Outcome::Done(k);
+                }
+                n = k;
+                ctx.c.s.rip = rip;
+            }
+            Op::Const { d, v } => t[usize::from(d)] = v,
+            Op::Get { d, r, sz } => t[usize::from(d)] = ctx.c.get(r, sz),
+            Op::Set { r, s, sz } => ctx.c.set(r, sz, t[usize::from(s)]),
+            Op::Bin { op, d, a, b, sz } => {
+                t[usize::from(d)] = bin(op, t[usize::from(a)], t[usize::from(b)], sz);
+            }
+            Op::Un { op, d, a, sz } => {
+                let a = t[usize::from(a)];
+                t[usize::from(d)] = match op {
+                    UnOp::Not => !a & mask(sz),
+                    UnOp::Neg => a.wrapping_neg() & mask(sz),
+                    UnOp::Sext => sext(a, sz) as u64,
+                    UnOp::Zext => a & mask(sz),
+                };
+            }
+            Op::Flags { cc, sz, a, b, r } => {
+                let (a, b, r) = (t[usize::from(a)], t[usize::from(b)], t[usize::from(r)]);
+                ctx.c.lazy.set(cc, sz, a, b, r);
+            }
+            Op::Carry { d } => t[usize::from(d)] = u64::from(ctx.c.lazy.cf()),
+            Op::Cond { d, cc } => t[usize::from(d)] = u64::from(ctx.c.lazy.cond(cc)),
+            Op::Select { d, c, a, b } => {
+                t[usize::from(d)] =
+                    if t[usize::from(c)] != 0 { t[usize::from(a)] } else { t[usize::from(b)] };
+            }
+            Op::Load { d, seg, a, sz } => match ctx.read(seg, t[usize::from(a)], sz) {
+                Ok(v) => t[usize::from(d)] = v,
+                Err(f) => return Outcome::Fault(n, f),
+            },
+            Op::Store { seg, a, s, sz } => {
+                if let Err(f) = ctx.write(seg, t[usize::from(a)], sz, t[usize::from(s)]) {
+                    return Outcome::Fault(n, f);
+                }
+            }
+            Op::Call { f, n: k } => {
+                if let Err(e) = f(ctx, &b.insns[usize::from(k)]) {
+                    return Outcome::Fault(n, e);
+                }
+            }
+            Op::Jump { t: x } => {
+                ctx.c.s.rip = t[usize::from(x)];
+                return Outcome::Done(n + 1);
+            }
+            Op::Goto { rip } => {
+                ctx.c.s.rip = rip;
+                return Outcome::Done(n + 1);
+            }
+            Op::Branch { c, taken, fall } => {
+                ctx.c.s.rip = if t[usize::from(c)] != 0 { taken } else { fall };
+                return Outcome::Done(n + 1);
+            }
+            Op::End => return Outcome::Done(n + 1),
+        }
+    }
+    Outcome::Done(n + 1)
+}

@@ -1,0 +1,251 @@
+//! The IR: a flat list of compact ops over a small array of 64-bit temporaries, one block per
+//! guest basic block. Sizes are in bytes (1, 2, 4, 8); values are kept zero-extended. The
+//! interpreter executes it; a JIT can compile the same ops. `Display` prints it for golden tests.
+
+use std::fmt;
+
+use iced_x86::Instruction;
+
+use super::cpu::{Ctx, R};
+
+/// A temporary's index.
+pub type T = u8;
+
+/// A helper: semantics of a rare or long instruction, run on the decoded instruction.
+pub type HelperFn = fn(&mut Ctx, &Instruction) -> R<()>;
+
+/// Two-operand ALU operations (result masked to the op size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinOp {
+    /// a + b.
+    Add,
+    /// a - b.
+    Sub,
+    /// a & b.
+    And,
+    /// a | b.
+    Or,
+    /// a ^ b.
+    Xor,
+    /// a << (b & 63).
+    Shl,
+    /// a >> (b & 63) (logical, of the masked value).
+    Shr,
+    /// a >> (b & 63) (arithmetic, of the sign-extended value).
+    Sar,
+    /// a * b (low half).
+    Mul,
+}
+
+/// One-operand operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnOp {
+    /// !a.
+    Not,
+    /// -a.
+    Neg,
+    /// Sign-extends from the op size to 64 bits.
+    Sext,
+    /// Masks to the op size.
+    Zext,
+}
+
+/// One IR op.
+#[derive(Clone, Copy, Debug)]
+pub enum Op {
+    /// Start of the block's instruction `n`, at `rip`: commits RIP for precise exceptions.
+    Insn {
+        /// Index in the block.
+        n: u16,
+        /// Its RIP.
+        rip: u64,
+    },
+    /// d = v.
+    Const {
+        /// Destination.
+        d: T,
+        /// Value.
+        v: u64,
+    },
+    /// d = register `r` (16..=19: AH CH DH BH).
+    Get {
+        /// Destination.
+        d: T,
+        /// Register.
+        r: u8,
+        /// Size.
+        sz: u8,
+    },
+    /// Register `r` = s (32-bit writes zero the upper half).
+    Set {
+        /// Register.
+        r: u8,
+        /// Source.
+        s: T,
+        /// Size.
+        sz: u8,
+    },
+    /// d = a op b.
+    Bin {
+        /// Operation.
+        op: BinOp,
+        /// Destination.
+        d: T,
+        /// First operand.
+        a: T,
+        /// Second operand.
+        b: T,
+        /// Size.
+        sz: u8,
+    },
+    /// d = op a.
+    Un {
+        /// Operation.
+        op: UnOp,
+        /// Destination.
+        d: T,
+        /// Operand.
+        a: T,
+        /// Size.
+        sz: u8,
+    },
+    /// Records lazy flags.
+    Flags {
+        /// Kind.
+        cc: super::flags::CcOp,
+        /// Size.
+        sz: u8,
+        /// First operand.
+        a: T,
+        /// Second operand.
+        b: T,
+        /// Result.
+        r: T,
+    },
+    /// d = CF.
+    Carry {
+        /// Destination.
+        d: T,
+    },
+    /// d = condition `cc` holds.
+    Cond {
+        /// Destination.
+        d: T,
+        /// Condition code (0..15).
+        cc: u8,
+    },
+    /// d = c != 0 ? a : b.
+    Select {
+        /// Destination.
+        d: T,
+        /// Condition.
+        c: T,
+        /// If true.
+        a: T,
+        /// If false.
+        b: T,
+    },
+    /// d = memory at seg:a.
+    Load {
+        /// Destination.
+        d: T,
+        /// Segment register.
+        seg: u8,
+        /// Offset.
+        a: T,
+        /// Size.
+        sz: u8,
+    },
+    /// Memory at seg:a = s.
+    Store {
+        /// Segment register.
+        seg: u8,
+        /// Offset.
+        a: T,
+        /// Value.
+        s: T,
+        /// Size.
+        sz: u8,
+    },
+    /// Runs a helper on the block's instruction `n`.
+    Call {
+        /// The helper.
+        f: HelperFn,
+        /// Instruction index.
+        n: u16,
+    },
+    /// Ends the block: RIP = t.
+    Jump {
+        /// Target.
+        t: T,
+    },
+    /// Ends the block: RIP = rip.
+    Goto {
+        /// Target.
+        rip: u64,
+    },
+    /// Ends the block: RIP = c != 0 ? taken : fall.
+    Branch {
+        /// Condition.
+        c: T,
+        /// Target if true.
+        taken: u64,
+        /// Target if false.
+        fall: u64,
+    },
+    /// Ends the block: a helper has set RIP.
+    End,
+}
+
+/// A translated guest basic block.
+#[derive(Debug)]
+pub struct Block {
+    /// The ops.
+    pub ops: Vec<Op>,
+    /// The decoded instructions (helpers run on them; also for reports).
+    pub insns: Vec<Instruction>,
+    /// Physical address of the first byte.
+    pub phys: u64,
+    /// Mode bits it was translated under.
+    pub mode: u32,
+    /// RIP of the first instruction.
+    pub rip: u64,
+    /// (physical page, 64-byte chunk mask) of the code it covers.
+    pub code: Vec<(u64, u64)>,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Op::Insn { n, rip } => write!(f, "insn {n} @{rip:#x}"),
+            Op::Const { d, v } => write!(f, "t{d} = {v:#x}"),
+            Op::Get { d, r, sz } => write!(f, "t{d} = r{r}.{sz}"),
+            Op::Set { r, s, sz } => write!(f, "r{r}.{sz} = t{s}"),
+            Op::Bin { op, d, a, b, sz } => write!(f, "t{d} = {op:?}.{sz} t{a}, t{b}"),
+            Op::Un { op, d, a, sz } => write!(f, "t{d} = {op:?}.{sz} t{a}"),
+            Op::Flags { cc, sz, a, b, r } => write!(f, "flags {cc:?}.{sz} t{a}, t{b} -> t{r}"),
+            Op::Carry { d } => write!(f, "t{d} = cf"),
+            Op::Cond { d, cc } => write!(f, "t{d} = cond {cc:#x}"),
+            Op::Select { d, c, a, b } => write!(f, "t{d} = t{c} ? t{a} : t{b}"),
+            Op::Load { d, seg, a, sz } => write!(f, "t{d} = load.{sz} s{seg}:t{a}"),
+            Op::Store { seg, a, s, sz } => write!(f, "store.{sz} s{seg}:t{a} = t{s}"),
+            Op::Call { n, .. } => write!(f, "call helper (insn {n})"),
+            Op::Jump { t } => write!(f, "jump t{t}"),
+            Op::Goto { rip } => write!(f, "goto {rip:#x}"),
+            Op::Branch { c, taken, fall } => write!(f, "branch t{c} ? {taken:#x} : {fall:#x}"),
+            Op::End => f.write_str("end"),
+        }
+    }
+}
+
+impl fmt::Display for Block {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for op in &self.ops {
+            if let Op::Insn { n, .. } = op {
+                writeln!(f, "; {}", self.insns[usize::from(*n)])?;
+            }
+            writeln!(f, "  {op}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,467 @@
+//! The soft MMU: segmentation checks, page-table walks (32-bit with PSE, PAE, 4-level) with A/D
+//! bits and #PF error codes, a direct-mapped soft TLB per access kind holding host pointers for
+//! RAM pages, and the physical access path that sends everything outside RAM to MMIO.
+
+use crate::exit::ExitReasonKind;
+use crate::state::bits;
+
+use super::cpu::{Ctx, Fault, R, gp, seg, ss_fault, vec};
+
+/// TLB entries per access kind.
+const TLB_SIZE: usize = 512;
+const PAGE_MASK: u64 = !0xfff;
+const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// The kind of a memory access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acc {
+    /// Data read.
+    R = 0,
+    /// Data write.
+    W = 1,
+    /// Instruction fetch.
+    X = 2,
+}
+
+/// One TLB entry: a linear page mapped to a physical page, with the host address of the page
+/// when it is plain RAM (0 when accesses must take the slow path: MMIO, ROM writes, code pages).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TlbEntry {
+    /// Linear page | 1 (valid) | user << 1.
+    pub tag: u64,
+    /// Host address of the page, or 0.
+    pub host: usize,
+    /// Physical page address.
+    pub phys: u64,
+    /// A global page (survives CR3 writes).
+    pub global: bool,
+}
+
+/// The soft TLB: one direct-mapped array per access kind.
+#[derive(Debug)]
+pub struct Tlb {
+    e: Vec<TlbEntry>,
+}
+
+impl Default for Tlb {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tlb {
+    /// An empty TLB.
+    pub fn new() -> Self {
+        Tlb { e: vec![TlbEntry::default(); 3 * TLB_SIZE] }
+    }
+
+    /// Drops every entry (or every non-global one).
+    pub fn flush(&mut self, keep_global: bool) {
+        for e in &mut self.e {
+            if !(keep_global && e.global) {
+                e.tag = 0;
+            }
+        }
+    }
+
+    /// Drops the entries of one linear page (INVLPG).
+    pub fn flush_page(&mut self, lin: u64) {
+        let i = ((lin >> 12) as usize) & (TLB_SIZE - 1);
+        for k in 0..3 {
+            let e = &mut self.e[k * TLB_SIZE + i];
+            if e.tag & PAGE_MASK == lin & PAGE_MASK {
+                e.tag = 0;
+            }
+        }
+    }
+
+    /// Sends future writes to a physical page through the slow path (it now holds code).
+    pub fn protect_phys(&mut self, phys_page: u64) {
+        for e in &mut self.e[TLB_SIZE..2 * TLB_SIZE] {
+            if e.phys == phys_page {
+                e.host = 0;
+            }
+        }
+    }
+
+    #[inline]
+    fn slot(acc: Acc, lin: u64) -> usize {
+        acc as usize * TLB_SIZE + (((lin >> 12) as usize) & (TLB_SIZE - 1))
+    }
+}
+
+#[inline]
+fn tag(lin: u64, user: bool) -> u64 {
+    (lin & PAGE_MASK) | 1 | (u64::from(user) << 1)
+}
+
+/// Reads `sz` bytes from a host address.
+#[inline]
+fn host_read(p: usize, sz: u8) -> u64 {
+    let p = p as *const u8;
+    match sz {
+        1 => {
+            // SAFETY: `p` comes from `GuestMemory::host_ptr` for a whole page that the core's
+            // `GuestMemory` clone keeps mapped, and the access stays inside that page;
+            // unaligned reads are used because guest addresses have any alignment.
+            u64::from(unsafe { p.read() })
+        }
+        // SAFETY: as above.
+        2 => u64::from(unsafe { p.cast::<u16>().read_unaligned() }),
+        // SAFETY: as above.
+        4 => u64::from(unsafe { p.cast::<u32>().read_unaligned() }),
+        // SAFETY: as above.
+        _ => unsafe { p.cast::<u64>().read_unaligned() },
+    }
+}
+
+/// Writes `sz` bytes to a host address.
+#[inline]
+fn host_write(p: usize, sz: u8, v: u64) {
+    let p = p as *mut u8;
+    match sz {
+        1 => {
+            // SAFETY: as in `host_read`; the TLB only stores a host address for writes when the
+            // page is writable RAM.
+            unsafe { p.write(v as u8) }
+        }
+        // SAFETY: as above.
+        2 => unsafe { p.cast::<u16>().write_unaligned(v as u16) },
+        // SAFETY: as above.
+        4 => unsafe { p.cast::<u32>().write_unaligned(v as u32) },
+        // SAFETY: as above.
+        _ => unsafe { p.cast::<u64>().write_unaligned(v) },
+    }
+}
+
+impl Ctx<'_> {
+    /// Reads physical memory (RAM, ROM or MMIO).
+    pub fn phys_read(&mut self, pa: u64, sz: u8) -> u64 {
+        if let Some(p) = self.c.mem.host_ptr(pa, usize::from(sz), false) {
+            return host_read(p as usize, sz);
+        }
+        let mut b = [0u8; 8];
+        self.io.mmio_read(self.c.index, pa, &mut b[..usize::from(sz)]);
+        self.c.counters.bump(ExitReasonKind::MmioRead);
+        u64::from_le_bytes(b)
+    }
+
+    /// Writes physical memory, invalidating translated code it overwrites.
+    pub fn phys_write(&mut self, pa: u64, sz: u8, v: u64) {
+        if self.c.cache.is_code(pa, u64::from(sz)) {
+            self.c.cache.invalidate_page(pa & PAGE_MASK);
+            self.c.smc = true;
+        }
+        if let Some(p) = self.c.mem.host_ptr(pa, usize::from(sz), true) {
+            host_write(p as usize, sz, v);
+            return;
+        }
+        let b = v.to_le_bytes();
+        self.io.mmio_write(self.c.index, pa, &b[..usize::from(sz)]);
+        self.c.counters.bump(ExitReasonKind::MmioWrite);
+    }
+
+    fn pt_read(&mut self, pa: u64, sz: u8) -> u64 {
+        self.c.mem.read_le(pa, usize::from(sz)).unwrap_or(0)
+    }
+
+    fn pt_write(&mut self, pa: u64, sz: u8, v: u64) {
+        let _ = self.c.mem.write_le(pa, usize::from(sz), v);
+    }
+
+    /// Translates a linear address through the TLB, walking the page tables on a miss.
+    #[inline]
+    pub fn translate(&mut self, lin: u64, acc: Acc, user: bool) -> R<TlbEntry> {
+        let i = Tlb::slot(acc, lin);
+        let e = self.c.tlb.e[i];
+        if e.tag == tag(lin, user) {
+            return Ok(e);
+        }
+        self.fill(lin, acc, user)
+    }
+
+    #[cold]
+    fn fill(&mut self, lin: u64, acc: Acc, user: bool) -> R<TlbEntry> {
+        let (phys, global) = self.walk(lin, acc, user)?;
+        let phys = phys & PAGE_MASK;
+        let writable = acc == Acc::W;
+        let host = match self.c.mem.host_ptr(phys, 4096, writable) {
+            Some(p) if !(writable && self.c.cache.page_has_code(phys)) => p as usize,
+            _ => 0,
+        };
+        let e = TlbEntry { tag: tag(lin, user), host, phys, global };
+        self.c.tlb.e[Tlb::slot(acc, lin)] = e;
+        Ok(e)
+    }
+
+    fn page_fault(&mut self, lin: u64, acc: Acc, user: bool, present: bool, rsvd: bool) -> Fault {
+        let mut code = u32::from(present);
+        if acc == Acc::W {
+            code |= 2;
+        }
+        if user {
+            code |= 4;
+        }
+        if rsvd {
+            code |= 8;
+        }
+        if acc == Acc::X && self.c.s.efer & bits::EFER_NXE != 0 {
+            code |= 16;
+        }
+        self.c.s.cr2 = lin;
+        Fault::Exc { vector: vec::PF, code: Some(code) }
+    }
+
+    /// Walks the page tables for `lin`: the physical address and whether the page is global.
+    pub fn walk(&mut self, lin: u64, acc: Acc, user: bool) -> R<(u64, bool)> {
+        let s = &self.c.s;
+        if s.cr0 & bits::CR0_PG == 0 {
+            return Ok((lin & 0xffff_ffff, false));
+        }
+        let wp = s.cr0 & bits::CR0_WP != 0;
+        let nxe = s.efer & bits::EFER_NXE != 0;
+        let pge = s.cr4 & bits::CR4_PGE != 0;
+        let cr3 = s.cr3;
+        // (entry address, entry) of each level, for A/D updates.
+        let mut path: [(u64, u64, u8); 4] = [(0, 0, 0); 4];
+        let mut n = 0;
+        let mut allow_w = true;
+        let mut allow_u = true;
+        let mut nx = false;
+        let (phys, last);
+        if s.efer & bits::EFER_LMA != 0 || s.cr4 & bits::CR4_PAE != 0 {
+            let long = s.efer & bits::EFER_LMA != 0;
+            let (mut table, mut level) = if long {
+                (cr3 & ADDR_MASK, 4u32)
+            } else {
+                // PAE: the PDPTE, which has no R/W, U/S or NX bits.
+                let a = (cr3 & 0xffff_ffe0) + ((lin >> 30) & 3) * 8;
+                let e = self.pt_read(a, 8);
+                if e & 1 == 0 {
+                    return Err(self.page_fault(lin, acc, user, false, false));
+                }
+                (e & ADDR_MASK, 2u32)
+            };
+            loop {
+                let shift = 12 + 9 * (level - 1);
+                let a = table + ((lin >> shift) & 0x1ff) * 8;
+                let e = self.pt_read(a, 8);
+                if e & 1 == 0 {
+                    return Err(self.page_fault(lin, acc, user, false, false));
+                }
+                if e >> 63 != 0 && !nxe {
+                    return Err(self.page_fault(lin, acc, user, true, true));
+                }
+                allow_w &= e & 2 != 0;
+                allow_u &= e & 4 != 0;
+                nx |= e >> 63 != 0;
+                path[n] = (a, e, 8);
+                n += 1;
+                let leaf = level == 1 || (e & 0x80 != 0 && level <= 3);
+                if leaf {
+                    let off_mask = (1u64 << shift) - 1;
+                    phys = (e & ADDR_MASK & !off_mask) | (lin & off_mask);
+                    last = e;
+                    break;
+                }
+                table = e & ADDR_MASK;
+                level -= 1;
+            }
+        } else {
+            let a = (cr3 & 0xffff_f000) + ((lin >> 22) & 0x3ff) * 4;
+            let e = self.pt_read(a, 4);
+            if e & 1 == 0 {
+                return Err(self.page_fault(lin, acc, user, false, false));
+            }
+            allow_w &= e & 2 != 0;
+            allow_u &= e & 4 != 0;
+            path[n] = (a, e, 4);
+            n += 1;
+            if e & 0x80 != 0 && self.c.s.cr4 & bits::CR4_PSE != 0 {
+                let hi = ((e >> 13) & 0xff) << 32;
+                phys = (e & 0xffc0_0000) | hi | (lin & 0x3f_ffff);
+                last = e;
+            } else {
+                let a = (e & 0xffff_f000) + ((lin >> 12) & 0x3ff) * 4;
+                let e = self.pt_read(a, 4);
+                if e & 1 == 0 {
+                    return Err(self.page_fault(lin, acc, user, false, false));
+                }
+                allow_w &= e & 2 != 0;
+                allow_u &= e & 4 != 0;
+                path[n] = (a, e, 4);
+                n += 1;
+                phys = (e & 0xffff_f000) | (lin & 0xfff);
+                last = e;
+            }
+        }
+        let denied = (user && !allow_u)
+            || (acc == Acc::W && !allow_w && (user || wp))
+            || (acc == Acc::X && nx && nxe);
+        if denied {
+            return Err(self.page_fault(lin, acc, user, true, false));
+        }
+        for (i, &(a, e, sz)) in path[..n].iter().enumerate() {
+            let mut ne = e | 0x20;
+            if i == n - 1 && acc == Acc::W {
+                ne |= 0x40;
+            }
+            if ne != e {
+                self.pt_write(a, sz, ne);
+            }
+        }
+        Ok((phys, pge && last & 0x100 != 0))
+    }
+
+    /// Reads `sz` bytes at a linear address.
+    #[inline]
+    pub fn read_lin(&mut self, lin: u64, sz: u8, acc: Acc, user: bool) -> R<u64> {
+        if (lin & 0xfff) + u64::from(sz) <= 0x1000 {
+            let e = self.translate(lin, acc, user)?;
+            if e.host != 0 {
+                return Ok(host_read(e.host + (lin & 0xfff) as usize, sz));
+            }
+            return Ok(self.phys_read(e.phys | (lin & 0xfff), sz));
+        }
+        self.read_split(lin, sz, acc, user)
+    }
+
+    #[cold]
+    fn read_split(&mut self, lin: u64, sz: u8, acc: Acc, user: bool) -> R<u64> {
+        let wrap = self.lin_mask();
+        let second = (lin & PAGE_MASK).wrapping_add(0x1000) & wrap;
+        let e1 = self.translate(lin, acc, user)?;
+        let e2 = self.translate(second, acc, user)?;
+        let mut v = 0u64;
+        for i in 0..u64::from(sz) {
+            let a = lin.wrapping_add(i) & wrap;
+            let pa = if a & PAGE_MASK == lin & PAGE_MASK { e1.phys } else { e2.phys } | (a & 0xfff);
+            v |= self.phys_read(pa, 1) << (8 * i);
+        }
+        Ok(v)
+    }
+
+    /// Writes `sz` bytes at a linear address.
+    #[inline]
+    pub fn write_lin(&mut self, lin: u64, sz: u8, v: u64, user: bool) -> R<()> {
+        if (lin & 0xfff) + u64::from(sz) <= 0x1000 {
+            let e = self.translate(lin, Acc::W, user)?;
+            if e.host != 0 {
+                host_write(e.host + (lin & 0xfff) as usize, sz, v);
+                return Ok(());
+            }
+            self.phys_write(e.phys | (lin & 0xfff), sz, v);
+            return Ok(());
+        }
+        self.write_split(lin, sz, v, user)
+    }
+
+    #[cold]
+    fn write_split(&mut self, lin: u64, sz: u8, v: u64, user: bool) -> R<()> {
+        let wrap = self.lin_mask();
+        let second = (lin & PAGE_MASK).wrapping_add(0x1000) & wrap;
+        let e1 = self.translate(lin, Acc::W, user)?;
+        let e2 = self.translate(second, Acc::W, user)?;
+        for i in 0..u64::from(sz) {
+            let a = lin.wrapping_add(i) & wrap;
+            let pa = if a & PAGE_MASK == lin & PAGE_MASK { e1.phys } else { e2.phys } | (a & 0xfff);
+            self.phys_write(pa, 1, v >> (8 * i));
+        }
+        Ok(())
+    }
+
+    /// Checks a write is possible (both pages of a split access) without writing.
+    pub fn probe_write(&mut self, lin: u64, sz: u8, user: bool) -> R<()> {
+        self.translate(lin, Acc::W, user)?;
+        let end = lin.wrapping_add(u64::from(sz) - 1) & self.lin_mask();
+        if end & PAGE_MASK != lin & PAGE_MASK {
+            self.translate(end, Acc::W, user)?;
+        }
+        Ok(())
+    }
+
+    /// Mask of linear addresses: 64 bits in long mode, 32 otherwise.
+    #[inline]
+    pub fn lin_mask(&self) -> u64 {
+        if self.c.s.efer & bits::EFER_LMA != 0 { u64::MAX } else { 0xffff_ffff }
+    }
+
+    /// Applies segment `sg` to offset `off` for an access of `sz` bytes: the linear address,
+    /// or #GP/#SS(0) on a limit, type or canonical violation.
+    #[inline]
+    pub fn seg_addr(&self, sg: u8, off: u64, sz: u8, write: bool) -> R<u64> {
+        let c = &*self.c;
+        if c.long64() {
+            let lin = match sg {
+                seg::FS => c.s.fs.base.wrapping_add(off),
+                seg::GS => c.s.gs.base.wrapping_add(off),
+                _ => off,
+            };
+            let end = lin.wrapping_add(u64::from(sz) - 1);
+            if !canonical(lin) || !canonical(end) {
+                return Err(if sg == seg::SS { ss_fault(0) } else { gp(0) });
+            }
+            return Ok(lin);
+        }
+        let s = c.seg(sg);
+        let fault = || if sg == seg::SS { ss_fault(0) } else { gp(0) };
+        if c.pe() && c.s.rflags & crate::state::rflags::VM == 0 {
+            if s.unusable {
+                return Err(fault());
+            }
+            let code = s.typ & 8 != 0;
+            if write && (code || s.typ & 2 == 0) {
+                return Err(fault());
+            }
+            if !write && code && s.typ & 2 == 0 && sg != seg::CS {
+                return Err(fault());
+            }
+        }
+        let last = off.wrapping_add(u64::from(sz) - 1);
+        let limit = u64::from(s.limit);
+        if s.typ & 0xc == 0x4 {
+            // Expand-down data segment.
+            let top = if s.db { 0xffff_ffff } else { 0xffff };
+            if off <= limit || last > top || last < off {
+                return Err(fault());
+            }
+        } else if last > limit || last < off {
+            return Err(fault());
+        }
+        Ok(s.base.wrapping_add(off) & 0xffff_ffff)
+    }
+
+    /// Reads `sz` bytes at `sg:off`.
+    #[inline]
+    pub fn read(&mut self, sg: u8, off: u64, sz: u8) -> R<u64> {
+        let lin = self.seg_addr(sg, off, sz, false)?;
+        let user = self.c.cpl() == 3;
+        self.read_lin(lin, sz, Acc::R, user)
+    }
+
+    /// Writes `sz` bytes at `sg:off`.
+    #[inline]
+    pub fn write(&mut self, sg: u8, off: u64, sz: u8, v: u64) -> R<()> {
+        let lin = self.seg_addr(sg, off, sz, true)?;
+        let user = self.c.cpl() == 3;
+        self.write_lin(lin, sz, v, user)
+    }
+
+    /// Supervisor read at a linear address (descriptor tables, TSS, IDT).
+    pub fn sys_read(&mut self, lin: u64, sz: u8) -> R<u64> {
+        let lin = lin & self.lin_mask();
+        self.read_lin(lin, sz, Acc::R, false)
+    }
+
+    /// Supervisor write at a linear address.
+    pub fn sys_write(&mut self, lin: u64, sz: u8, v: u64) -> R<()> {
+        let lin = lin & self.lin_mask();
+        self.write_lin(lin, sz, v, false)
+    }
+}
+
+/// Whether a 64-bit address is canonical (48-bit).
+#[inline]
+pub fn canonical(a: u64) -> bool {
+    ((a as i64) << 16 >> 16) as u64 == a
+}

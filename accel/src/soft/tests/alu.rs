@@ -1,0 +1,338 @@
+//! ALU, shift, multiply/divide, bit and BCD instructions: results and all six arithmetic flags,
+//! run in 64-bit mode (BCD in real mode, where it exists).
+
+use iced_x86::code_asm::*;
+
+use super::*;
+use crate::state::Reg;
+
+const ARITH: u64 = 0x8d5;
+const CF: u64 = 0x1;
+const PF: u64 = 0x4;
+const AF: u64 = 0x10;
+const ZF: u64 = 0x40;
+const SF: u64 = 0x80;
+const OF: u64 = 0x800;
+
+pub fn run64(f: impl FnOnce(&mut CodeAssembler)) -> (Machine, CpuState) {
+    let mut m = Machine::new();
+    let code = asm(64, CODE, |a| {
+        f(a);
+        a.hlt().unwrap();
+    });
+    let s = long_state(&m);
+    m.load(CODE, &code);
+    m.set(&s);
+    let s = m.run_to_halt();
+    (m, s)
+}
+
+fn flags_after(f: impl FnOnce(&mut CodeAssembler)) -> (u64, CpuState) {
+    let (_, s) = run64(f);
+    (s.rflags & ARITH, s)
+}
+
+#[test]
+fn add_overflow_sets_of_sf_af() {
+    // mov al, 0x7f; mov bl, 1; add al, bl
+    let (f, s) = flags_after(|a| {
+        a.mov(al, 0x7f).unwrap();
+        a.mov(bl, 1).unwrap();
+        a.add(al, bl).unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rax) & 0xff, 0x80);
+    assert_eq!(f, OF | SF | AF);
+}
+
+#[test]
+fn sub_borrow_sets_cf_sf_pf_af() {
+    let (f, s) = flags_after(|a| {
+        a.mov(eax, 1).unwrap();
+        a.mov(ebx, 2).unwrap();
+        a.sub(eax, ebx).unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rax), 0xffff_ffff);
+    assert_eq!(f, CF | PF | AF | SF);
+}
+
+#[test]
+fn adc_and_sbb_use_carry() {
+    let (f, s) = flags_after(|a| {
+        a.stc().unwrap();
+        a.mov(al, 0xff).unwrap();
+        a.adc(al, 0).unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rax) & 0xff, 0);
+    assert_eq!(f, CF | PF | AF | ZF);
+    let (f, s) = flags_after(|a| {
+        a.stc().unwrap();
+        a.mov(rax, 0u64).unwrap();
+        a.sbb(rax, 0).unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rax), u64::MAX);
+    assert_eq!(f, CF | PF | AF | SF);
+}
+
+#[test]
+fn inc_dec_keep_carry() {
+    let (f, s) = flags_after(|a| {
+        a.stc().unwrap();
+        a.mov(eax, 0x7fff_ffff).unwrap();
+        a.inc(eax).unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rax), 0x8000_0000);
+    assert_eq!(f, CF | PF | AF | SF | OF);
+    let (f, _) = flags_after(|a| {
+        a.clc().unwrap();
+        a.mov(ecx, 1).unwrap();
+        a.dec(ecx).unwrap();
+    });
+    assert_eq!(f, ZF | PF);
+}
+
+#[test]
+fn neg_not_and_logic() {
+    let (f, s) = flags_after(|a| {
+        a.mov(al, 0x80).unwrap();
+        a.neg(al).unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rax) & 0xff, 0x80);
+    assert_eq!(f, CF | SF | OF);
+    let (f, s) = flags_after(|a| {
+        a.stc().unwrap();
+        a.mov(eax, 0xf0).unwrap();
+        a.and(eax, 0x0f).unwrap();
+        a.not(rbx).unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rax), 0);
+    assert_eq!(s.reg(Reg::Rbx), u64::MAX);
+    assert_eq!(f, ZF | PF);
+}
+
+#[test]
+fn cmp_and_conditions() {
+    let (_, s) = run64(|a| {
+        a.mov(eax, -5i32).unwrap();
+        a.cmp(eax, 3).unwrap();
+        a.setl(bl).unwrap(); // signed less: 1
+        a.setb(cl).unwrap(); // unsigned below: 0
+        a.mov(edx, 7).unwrap();
+        a.mov(esi, 9).unwrap();
+        a.cmovg(edx, esi).unwrap(); // not taken
+        a.cmovl(esi, eax).unwrap(); // taken
+    });
+    assert_eq!(s.reg(Reg::Rbx) & 0xff, 1);
+    assert_eq!(s.reg(Reg::Rcx) & 0xff, 0);
+    assert_eq!(s.reg(Reg::Rdx), 7);
+    assert_eq!(s.reg(Reg::Rsi), 0xffff_fffb);
+}
+
+#[test]
+fn shifts_set_cf_and_of() {
+    let (f, s) = flags_after(|a| {
+        a.mov(al, 0xc0).unwrap();
+        a.shl(al, 1).unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rax) & 0xff, 0x80);
+    assert_eq!(f, CF | SF);
+    let (f, _) = flags_after(|a| {
+        a.mov(al, 0x81).unwrap();
+        a.shr(al, 1).unwrap();
+    });
+    assert_eq!(f, CF | OF);
+    let (f, s) = flags_after(|a| {
+        a.mov(al, 0x81).unwrap();
+        a.mov(cl, 2).unwrap();
+        a.sar(al, cl).unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rax) & 0xff, 0xe0);
+    assert_eq!(f & (CF | SF | OF | ZF), SF);
+}
+
+#[test]
+fn rotates_change_only_cf_and_of() {
+    let (f, s) = flags_after(|a| {
+        a.xor(ecx, ecx).unwrap(); // ZF PF
+        a.mov(al, 0x81).unwrap();
+        a.rol(al, 1).unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rax) & 0xff, 0x03);
+    assert_eq!(f, ZF | PF | CF | OF);
+    let (f, s) = flags_after(|a| {
+        a.xor(ecx, ecx).unwrap();
+        a.stc().unwrap();
+        a.mov(al, 1).unwrap();
+        a.rcr(al, 1).unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rax) & 0xff, 0x80);
+    assert_eq!(f, ZF | PF | CF | OF);
+    let (_, s) = run64(|a| {
+        a.mov(eax, 0x1234_5678).unwrap();
+        a.ror(eax, 8).unwrap();
+        a.mov(bx, 0x8001).unwrap();
+        a.rcl(bx, 1).unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rax), 0x7812_3456);
+    assert_eq!(s.reg(Reg::Rbx) & 0xffff, 0x0002);
+}
+
+#[test]
+fn double_shifts() {
+    let (_, s) = run64(|a| {
+        a.mov(eax, 0x1234_5678).unwrap();
+        a.mov(ebx, 0x9abc_def0u32 as i32).unwrap();
+        a.shld(eax, ebx, 8).unwrap();
+        a.mov(ecx, 0x1111_2222).unwrap();
+        a.mov(edx, 0x3333_4444).unwrap();
+        a.shrd(ecx, edx, 16).unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rax), 0x3456_789a);
+    assert_eq!(s.reg(Reg::Rcx), 0x4444_1111);
+}
+
+#[test]
+fn mul_imul_div_idiv() {
+    let (f, s) = flags_after(|a| {
+        a.mov(eax, 0x8000_0000u32 as i32).unwrap();
+        a.mov(ecx, 2).unwrap();
+        a.mul(ecx).unwrap();
+    });
+    assert_eq!((s.reg(Reg::Rdx), s.reg(Reg::Rax)), (1, 0));
+    assert_eq!(f & (CF | OF), CF | OF);
+    let (f, s) = flags_after(|a| {
+        a.mov(eax, -2i32).unwrap();
+        a.imul_3(eax, eax, 3).unwrap();
+        a.mov(rbx, 0x4000_0000_0000_0000u64).unwrap();
+        a.imul_2(rbx, rbx).unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rax), 0xffff_fffa);
+    assert_eq!(f & (CF | OF), CF | OF);
+    let (_, s) = run64(|a| {
+        a.xor(edx, edx).unwrap();
+        a.mov(eax, 100).unwrap();
+        a.mov(ecx, 7).unwrap();
+        a.div(ecx).unwrap();
+        a.mov(esi, eax).unwrap();
+        a.mov(edi, edx).unwrap();
+        a.mov(eax, -100i32).unwrap();
+        a.cdq().unwrap();
+        a.idiv(ecx).unwrap();
+        a.mov(al, 200u32 as i32).unwrap();
+        a.mov(bl, 3).unwrap();
+    });
+    assert_eq!((s.reg(Reg::Rsi), s.reg(Reg::Rdi)), (14, 2));
+    assert_eq!(s.reg(Reg::Rdx), (-2i32) as u32 as u64);
+    assert_eq!(s.reg(Reg::Rax) & 0xffff_ff00, (-14i32 as u32 as u64) & 0xffff_ff00);
+}
+
+#[test]
+fn bit_scan_and_test() {
+    let (f, s) = flags_after(|a| {
+        a.mov(eax, 0x0010_0100).unwrap();
+        a.bsf(ebx, eax).unwrap();
+        a.bsr(ecx, eax).unwrap();
+        a.popcnt(edx, eax).unwrap();
+        a.lzcnt(esi, eax).unwrap();
+        a.bts(eax, 0).unwrap();
+        a.bt(eax, 8).unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rbx), 8);
+    assert_eq!(s.reg(Reg::Rcx), 20);
+    assert_eq!(s.reg(Reg::Rdx), 2);
+    assert_eq!(s.reg(Reg::Rsi), 11);
+    assert_eq!(s.reg(Reg::Rax), 0x0010_0101);
+    assert_eq!(f & CF, CF);
+}
+
+#[test]
+fn bt_with_memory_bit_string() {
+    let (m, _) = run64(|a| {
+        a.mov(rdi, 0x5000u64).unwrap();
+        a.mov(eax, 70).unwrap();
+        a.bts(dword_ptr(rdi), eax).unwrap(); // bit 6 of dword at 0x5008
+        a.mov(eax, -1i32).unwrap();
+        a.bts(dword_ptr(rdi), eax).unwrap(); // bit 31 of dword at 0x4ffc
+    });
+    assert_eq!(m.rd(0x5008, 4), 0x40);
+    assert_eq!(m.rd(0x4ffc, 4), 0x8000_0000);
+}
+
+#[test]
+fn xadd_cmpxchg() {
+    let (m, s) = run64(|a| {
+        a.mov(rdi, 0x5000u64).unwrap();
+        a.mov(dword_ptr(rdi), 10).unwrap();
+        a.mov(eax, 5).unwrap();
+        a.xadd(dword_ptr(rdi), eax).unwrap(); // [rdi] = 15, eax = 10
+        a.mov(ecx, 99).unwrap();
+        a.cmpxchg(dword_ptr(rdi), ecx).unwrap(); // 10 != 15: eax = 15, ZF=0
+        a.cmpxchg(dword_ptr(rdi), ecx).unwrap(); // equal: [rdi] = 99, ZF=1
+    });
+    assert_eq!(m.rd(0x5000, 4), 99);
+    assert_eq!(s.reg(Reg::Rax), 15);
+    assert_ne!(s.rflags & ZF, 0);
+}
+
+#[test]
+fn cmpxchg8b_and_16b() {
+    let (m, s) = run64(|a| {
+        a.mov(rdi, 0x5000u64).unwrap();
+        a.xor(eax, eax).unwrap();
+        a.xor(edx, edx).unwrap();
+        a.mov(ebx, 0x1111).unwrap();
+        a.mov(ecx, 0x2222).unwrap();
+        a.cmpxchg8b(qword_ptr(rdi)).unwrap();
+        a.mov(rsi, 0x5010u64).unwrap();
+        a.cmpxchg16b(xmmword_ptr(rsi)).unwrap(); // zero == rdx:rax? rax=0 rdx=0: yes
+    });
+    assert_eq!(m.rd(0x5000, 8), 0x2222_0000_1111);
+    assert_eq!(m.rd(0x5010, 8), 0x1111);
+    assert_eq!(m.rd(0x5018, 8), 0x2222);
+    assert_ne!(s.rflags & ZF, 0);
+}
+
+#[test]
+fn bcd_adjusts_in_real_mode() {
+    let mut m = Machine::new();
+    m.load(
+        CODE,
+        &[
+            0xb0, 0x15, // mov al, 0x15
+            0x04, 0x27, // add al, 0x27
+            0x27, // daa -> 0x42
+            0x88, 0xc3, // mov bl, al
+            0xb0, 0x06, // mov al, 6
+            0xb4, 0x00, // mov ah, 0
+            0x04, 0x07, // add al, 7  (0x0d)
+            0x37, // aaa -> ax = 0x0103
+            0x89, 0xc1, // mov cx, ax
+            0xb0, 0x4f, // mov al, 79
+            0xd4, 0x0a, // aam -> ah=7 al=9
+            0xd5, 0x0a, // aad -> al = 79
+            0xf4,
+        ],
+    );
+    m.set(&real_state());
+    let s = m.run_to_halt();
+    assert_eq!(s.reg(Reg::Rbx) & 0xff, 0x42);
+    assert_eq!(s.reg(Reg::Rcx) & 0xffff, 0x0103);
+    assert_eq!(s.reg(Reg::Rax) & 0xffff, 79);
+}
+
+#[test]
+fn conversions_bswap_xlat_lea() {
+    let (_, s) = run64(|a| {
+        a.mov(eax, 0x8000).unwrap();
+        a.cwde().unwrap(); // ax=0x8000 -> eax = 0xffff8000
+        a.cdqe().unwrap();
+        a.mov(rbx, rax).unwrap();
+        a.cqo().unwrap();
+        a.mov(ecx, 0x1122_3344).unwrap();
+        a.bswap(ecx).unwrap();
+        a.lea(rsi, qword_ptr(rcx + rcx * 2 + 5)).unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rbx), 0xffff_ffff_ffff_8000);
+    assert_eq!(s.reg(Reg::Rdx), u64::MAX);
+    assert_eq!(s.reg(Reg::Rcx), 0x4433_2211);
+    assert_eq!(s.reg(Reg::Rsi), 0x4433_2211 * 3 + 5);
+}

@@ -1,0 +1,184 @@
+//! 64-bit long mode: RIP-relative addressing, 64-bit stack, MSRs, SWAPGS, SYSCALL/SYSRET,
+//! IRETQ, #PF through the IDT with error code, CR2 and IST.
+
+use iced_x86::code_asm::*;
+
+use super::alu::run64;
+use super::*;
+use crate::state::Reg;
+
+#[test]
+fn rip_relative_and_64_bit_stack() {
+    let (_, s) = run64(|a| {
+        let mut data = a.create_label();
+        let mut over = a.create_label();
+        a.mov(rax, qword_ptr(data)).unwrap();
+        a.push(rax).unwrap();
+        a.pop(rbx).unwrap();
+        a.mov(r9, 0x1_0000_0000u64).unwrap();
+        a.add(r9, rbx).unwrap();
+        a.jmp(over).unwrap();
+        a.set_label(&mut data).unwrap();
+        a.dq(&[0x1122_3344_5566_7788]).unwrap();
+        a.set_label(&mut over).unwrap();
+        a.mov(r10d, -1i32).unwrap(); // zero-extends
+        a.mov(r11, -1i64).unwrap();
+        a.mov(r11w, 0).unwrap(); // merges
+    });
+    assert_eq!(s.reg(Reg::Rbx), 0x1122_3344_5566_7788);
+    assert_eq!(s.reg(Reg::R9), 0x1122_3345_5566_7788);
+    assert_eq!(s.reg(Reg::R10), 0xffff_ffff);
+    assert_eq!(s.reg(Reg::R11), 0xffff_ffff_ffff_0000);
+    assert_eq!(s.reg(Reg::Rsp), 0x70000);
+}
+
+#[test]
+fn msrs_swapgs_and_rdtsc() {
+    let (_, s) = run64(|a| {
+        a.mov(ecx, 0xc000_0101u32 as i32).unwrap(); // GS_BASE
+        a.mov(eax, 0x1000).unwrap();
+        a.xor(edx, edx).unwrap();
+        a.wrmsr().unwrap();
+        a.mov(ecx, 0xc000_0102u32 as i32).unwrap(); // KERNEL_GS_BASE
+        a.mov(eax, 0x2000).unwrap();
+        a.wrmsr().unwrap();
+        a.swapgs().unwrap();
+        a.mov(ecx, 0xc000_0080u32 as i32).unwrap();
+        a.rdmsr().unwrap();
+        a.mov(ebx, eax).unwrap();
+        a.rdtsc().unwrap();
+    });
+    assert_eq!(s.gs.base, 0x2000);
+    assert_eq!(s.kernel_gs_base, 0x1000);
+    assert_eq!(s.reg(Reg::Rbx), 0x500);
+}
+
+#[test]
+fn cpuid_reports_host_vendor_and_long_mode() {
+    let (_, s) = run64(|a| {
+        a.xor(eax, eax).unwrap();
+        a.cpuid().unwrap();
+        a.mov(r8d, ebx).unwrap();
+        a.mov(eax, 0x8000_0001u32 as i32).unwrap();
+        a.cpuid().unwrap();
+    });
+    let host = std::arch::x86_64::__cpuid(0);
+    assert_eq!(s.reg(Reg::R8), u64::from(host.ebx));
+    assert_ne!(s.reg(Reg::Rdx) & (1 << 29), 0);
+    assert_ne!(s.reg(Reg::Rdx) & (1 << 20), 0);
+}
+
+#[test]
+fn page_fault_error_code_cr2_and_ist() {
+    let mut m = Machine::new();
+    let s = long_state(&m);
+    // Map 0x400000 (PD entry 2) not present.
+    m.mem.write_le(PML4 + 0x2000 + 16, 8, 0).unwrap();
+    // TSS IST1 = 0x68000.
+    m.mem.write_le(TSS + 0x24, 8, 0x68000).unwrap();
+    gate64(&m, 14, 0x9000, 1);
+    m.load(0x9000, &[0x5b, 0xf4]); // pop rbx; hlt
+    let code = asm(64, CODE, |a| {
+        a.mov(rax, 0x400010u64).unwrap();
+        a.mov(dword_ptr(rax), 1).unwrap();
+    });
+    m.load(CODE, &code);
+    m.set(&s);
+    let st = m.run_to_halt();
+    assert_eq!(st.cr2, 0x400010);
+    assert_eq!(st.reg(Reg::Rbx), 0x2); // not present, write, supervisor
+    assert_eq!(st.reg(Reg::Rsp), 0x68000 - 40);
+    assert_eq!(m.rd(0x68000 - 40, 8), CODE + 10); // RIP of the faulting mov
+}
+
+#[test]
+fn user_access_to_supervisor_page_and_nx() {
+    let mut m = Machine::new();
+    let mut s = long_state(&m);
+    // PD entry 1 (0x200000): supervisor only.
+    m.mem.write_le(PML4 + 0x2000 + 8, 8, (1 << 21) | 0x83).unwrap();
+    m.mem.write_le(TSS + 4, 8, 0x60000).unwrap();
+    gate64(&m, 14, 0x9000, 0);
+    m.load(0x9000, &[0x5b, 0xf4]);
+    let code = asm(64, CODE, |a| {
+        a.mov(rax, 0x200000u64).unwrap();
+        a.mov(rcx, qword_ptr(rax)).unwrap();
+    });
+    m.load(CODE, &code);
+    s.cs = seg_from(CS64_USER, desc(0, 0xfffff, 0xfb, 0xa));
+    let dseg = seg_from(DS32_USER, desc(0, 0xfffff, 0xf3, 0xc));
+    s.ss = dseg;
+    m.set(&s);
+    let st = m.run_to_halt();
+    assert_eq!(st.reg(Reg::Rbx), 0x5); // present, read, user
+    assert_eq!(st.cs.selector, CS64);
+    assert_eq!(st.reg(Reg::Rsp), 0x60000 - 40);
+
+    // NX: execute from a no-execute page.
+    let mut m = Machine::new();
+    let mut s = long_state(&m);
+    s.efer |= crate::state::bits::EFER_NXE;
+    m.mem.write_le(PML4 + 0x2000 + 8, 8, (1 << 21) | 0x87 | 1 << 63).unwrap();
+    gate64(&m, 14, 0x9000, 0);
+    m.load(0x9000, &[0x5b, 0xf4]);
+    m.load(0x200000, &[0x90]);
+    m.load(CODE, &asm(64, CODE, |a| {
+        a.mov(rax, 0x200000u64).unwrap();
+        a.jmp(rax).unwrap();
+    }));
+    m.set(&s);
+    let st = m.run_to_halt();
+    assert_eq!(st.reg(Reg::Rbx), 0x11); // present, fetch
+    assert_eq!(st.cr2, 0x200000);
+}
+
+#[test]
+fn syscall_sysret_round_trip() {
+    let mut m = Machine::new();
+    let s = long_state(&m);
+    // STAR: kernel CS = 0x18 (SS 0x20 unused here), user base 0x38 -> CS 0x48|3, SS 0x40|3.
+    let code = asm(64, CODE, |a| {
+        let mut user = a.create_label();
+        let mut kernel = a.create_label();
+        a.mov(ecx, 0xc000_0081u32 as i32).unwrap();
+        a.xor(eax, eax).unwrap();
+        a.mov(edx, 0x0038_0018).unwrap();
+        a.wrmsr().unwrap();
+        a.mov(ecx, 0xc000_0082u32 as i32).unwrap();
+        a.lea(rax, qword_ptr(kernel)).unwrap();
+        a.xor(edx, edx).unwrap();
+        a.wrmsr().unwrap();
+        a.mov(ecx, 0xc000_0080u32 as i32).unwrap();
+        a.rdmsr().unwrap();
+        a.or(eax, 1).unwrap();
+        a.wrmsr().unwrap();
+        a.lea(rcx, qword_ptr(user)).unwrap();
+        a.mov(r11d, 0x202).unwrap();
+        a.sysretq().unwrap();
+        a.set_label(&mut user).unwrap();
+        a.mov(r12, 0x77u64).unwrap();
+        a.syscall().unwrap();
+        a.set_label(&mut kernel).unwrap();
+        a.hlt().unwrap();
+    });
+    m.load(CODE, &code);
+    m.set(&s);
+    let st = m.run_to_halt();
+    assert_eq!(st.reg(Reg::R12), 0x77);
+    assert_eq!(st.cs.selector, 0x18);
+    assert_eq!(st.reg(Reg::R11) & 0x200, 0x200);
+}
+
+#[test]
+fn iretq_returns_from_handler() {
+    let mut m = Machine::new();
+    let s = long_state(&m);
+    gate64(&m, 0x40, 0x9000, 0);
+    m.load(0x9000, &[0x48, 0xff, 0xc3, 0x48, 0xcf]); // inc rbx; iretq
+    m.load(CODE, &[0xcd, 0x40, 0xcd, 0x40, 0xf4]); // int 0x40; int 0x40; hlt
+    m.set(&s);
+    let st = m.run_to_halt();
+    assert_eq!(st.reg(Reg::Rbx), 2);
+    assert_eq!(st.reg(Reg::Rsp), 0x70000);
+    assert_eq!(st.rip, CODE + 5);
+}

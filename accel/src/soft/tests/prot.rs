@@ -1,0 +1,134 @@
+//! 32-bit protected mode with a flat GDT: memory, stack, far transfers, segment loads.
+
+use iced_x86::code_asm::*;
+
+use super::*;
+use crate::state::Reg;
+
+fn run32(f: impl FnOnce(&mut CodeAssembler)) -> (Machine, CpuState) {
+    let mut m = Machine::new();
+    let code = asm(32, CODE, |a| {
+        f(a);
+        a.hlt().unwrap();
+    });
+    let s = prot_state(&m);
+    m.load(CODE, &code);
+    m.set(&s);
+    let s = m.run_to_halt();
+    (m, s)
+}
+
+#[test]
+fn flat_memory_stack_and_calls() {
+    let (m, s) = run32(|a| {
+        let mut f = a.create_label();
+        let mut done = a.create_label();
+        a.mov(ebx, 0x12345).unwrap();
+        a.mov(dword_ptr(ebx * 2 + 0x100), 0xdead_beefu32 as i32).unwrap();
+        a.push(0x55).unwrap();
+        a.call(f).unwrap();
+        a.pop(ecx).unwrap();
+        a.jmp(done).unwrap();
+        a.set_label(&mut f).unwrap();
+        a.mov(eax, dword_ptr(esp + 4)).unwrap();
+        a.ret_1(0).unwrap();
+        a.set_label(&mut done).unwrap();
+    });
+    assert_eq!(m.rd(0x12345 * 2 + 0x100, 4), 0xdead_beef);
+    assert_eq!(s.reg(Reg::Rax), 0x55);
+    assert_eq!(s.reg(Reg::Rcx), 0x55);
+    assert_eq!(s.reg(Reg::Rsp), 0x70000);
+}
+
+#[test]
+fn segment_load_reads_gdt_and_sets_accessed() {
+    let (m, s) = run32(|a| {
+        a.mov(ax, DS32 as u32).unwrap();
+        a.mov(es, ax).unwrap();
+        a.mov(cx, es).unwrap();
+        a.lar(edx, ecx).unwrap();
+        a.lsl(esi, ecx).unwrap();
+    });
+    assert_eq!(s.es.selector, DS32);
+    assert_eq!(s.reg(Reg::Rdx), 0x00cf_9300);
+    assert_eq!(s.reg(Reg::Rsi), 0xffff_ffff);
+    // Accessed bit in the descriptor.
+    assert_ne!(m.rd(GDT + 0x10 + 5, 1) & 1, 0);
+}
+
+#[test]
+fn loading_a_bad_selector_raises_gp_with_the_selector() {
+    let mut m = Machine::new();
+    let s = prot_state(&m);
+    gate32(&m, 13, CS32, 0x9000, 0xe);
+    m.load(0x9000, &[0x5b, 0xf4]); // pop ebx (error code); hlt
+    // mov ax, 0x0200; mov ds, ax (beyond the GDT limit)
+    m.load(CODE, &[0x66, 0xb8, 0x00, 0x02, 0x8e, 0xd8, 0xf4]);
+    m.set(&s);
+    let s = m.run_to_halt();
+    assert_eq!(s.reg(Reg::Rbx), 0x200);
+    assert_eq!(m.rd(0x70000 - 12, 4), CODE + 4); // the faulting EIP
+}
+
+#[test]
+fn far_call_and_far_return_32() {
+    let mut m = Machine::new();
+    let s = prot_state(&m);
+    // call far 0x08:0x9000 ; hlt   /   0x9000: mov eax, 7; retf
+    let mut code = vec![0x9a, 0x00, 0x90, 0x00, 0x00, 0x08, 0x00];
+    code.push(0xf4);
+    m.load(CODE, &code);
+    m.load(0x9000, &[0xb8, 7, 0, 0, 0, 0xcb]);
+    m.set(&s);
+    let s = m.run_to_halt();
+    assert_eq!(s.reg(Reg::Rax), 7);
+    assert_eq!(s.rip, CODE + 8);
+    assert_eq!(s.reg(Reg::Rsp), 0x70000);
+}
+
+#[test]
+fn interrupt_to_ring0_from_ring3_switches_stack() {
+    let mut m = Machine::new();
+    let mut s = prot_state(&m);
+    // 32-bit TSS: ESP0 = 0x60000, SS0 = DS32.
+    m.mem.write_le(TSS + 4, 4, 0x60000).unwrap();
+    m.mem.write_le(TSS + 8, 2, u64::from(DS32)).unwrap();
+    m.mem.write_le(GDT + 0x38, 8, desc(TSS as u32, 0x67, 0x89, 0)).unwrap();
+    s.tr = seg_from(TSS_SEL, desc(TSS as u32, 0x67, 0x8b, 0));
+    // int 0x80 gate with DPL 3.
+    let d = u64::from(0x9000u32 & 0xffff) | u64::from(CS32) << 16 | 0xee_u64 << 40;
+    m.mem.write_le(IDT + 8 * 0x80, 8, d).unwrap();
+    m.load(0x9000, &[0xf4]);
+    s.cs = seg_from(CS32_USER, desc(0, 0xfffff, 0xfb, 0xc));
+    let dseg = seg_from(DS32_USER, desc(0, 0xfffff, 0xf3, 0xc));
+    (s.ds, s.es, s.ss) = (dseg, dseg, dseg);
+    s.gpr[4] = 0x50000;
+    m.load(CODE, &[0xcd, 0x80]);
+    m.set(&s);
+    let s = m.run_to_halt();
+    assert_eq!(s.cs.selector, CS32);
+    assert_eq!(s.ss.selector, DS32);
+    assert_eq!(s.reg(Reg::Rsp), 0x60000 - 20);
+    assert_eq!(m.rd(0x60000 - 20, 4), CODE + 2); // EIP
+    assert_eq!(m.rd(0x60000 - 16, 4), u64::from(CS32_USER));
+    assert_eq!(m.rd(0x60000 - 8, 4), 0x50000); // old ESP
+    assert_eq!(m.rd(0x60000 - 4, 4), u64::from(DS32_USER));
+}
+
+#[test]
+fn privileged_instruction_in_ring3_raises_gp() {
+    let mut m = Machine::new();
+    let mut s = prot_state(&m);
+    gate32(&m, 13, CS32, 0x9000, 0xe);
+    m.load(0x9000, &[0x5b, 0xf4]); // pop ebx; hlt
+    m.mem.write_le(TSS + 4, 4, 0x60000).unwrap();
+    m.mem.write_le(TSS + 8, 2, u64::from(DS32)).unwrap();
+    s.cs = seg_from(CS32_USER, desc(0, 0xfffff, 0xfb, 0xc));
+    let dseg = seg_from(DS32_USER, desc(0, 0xfffff, 0xf3, 0xc));
+    (s.ds, s.es, s.ss) = (dseg, dseg, dseg);
+    m.load(CODE, &[0xf4]); // hlt at CPL 3
+    m.set(&s);
+    let s = m.run_to_halt();
+    assert_eq!(s.rip, 0x9002);
+    assert_eq!(s.reg(Reg::Rbx), 0);
+}

@@ -1,0 +1,110 @@
+//! String instructions with REP prefixes, DF, address sizes, and port strings.
+
+use iced_x86::code_asm::*;
+
+use super::alu::run64;
+use super::*;
+use crate::state::Reg;
+
+#[test]
+fn rep_movsb_and_stosd() {
+    let (m, s) = run64(|a| {
+        a.mov(rsi, 0x5000u64).unwrap();
+        a.mov(rdi, 0x6000u64).unwrap();
+        a.mov(dword_ptr(rsi), 0x4433_2211).unwrap();
+        a.mov(ecx, 4).unwrap();
+        a.rep().movsb().unwrap();
+        a.mov(eax, 0xaabb_ccddu32 as i32).unwrap();
+        a.mov(ecx, 3).unwrap();
+        a.rep().stosd().unwrap();
+    });
+    assert_eq!(m.rd(0x6000, 4), 0x4433_2211);
+    assert_eq!(m.rd(0x6004, 4), 0xaabb_ccdd);
+    assert_eq!(m.rd(0x600c, 4), 0xaabb_ccdd);
+    assert_eq!(s.reg(Reg::Rcx), 0);
+    assert_eq!(s.reg(Reg::Rdi), 0x6010);
+    assert_eq!(s.reg(Reg::Rsi), 0x5004);
+}
+
+#[test]
+fn backwards_with_df() {
+    let (m, s) = run64(|a| {
+        a.std().unwrap();
+        a.mov(rdi, 0x6006u64).unwrap();
+        a.mov(ax, 0x7777).unwrap();
+        a.mov(ecx, 4).unwrap();
+        a.rep().stosw().unwrap();
+        a.cld().unwrap();
+    });
+    assert_eq!(m.rd(0x6000, 8), 0x7777_7777_7777_7777);
+    assert_eq!(s.reg(Reg::Rdi), 0x5ffe);
+}
+
+#[test]
+fn repe_cmpsb_stops_at_difference() {
+    let (_, s) = run64(|a| {
+        a.mov(rsi, 0x5000u64).unwrap();
+        a.mov(rdi, 0x6000u64).unwrap();
+        a.mov(dword_ptr(rsi), 0x4433_2211).unwrap();
+        a.mov(dword_ptr(rdi), 0x4499_2211).unwrap();
+        a.mov(ecx, 4).unwrap();
+        a.repe().cmpsb().unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rcx), 1);
+    assert_eq!(s.reg(Reg::Rsi), 0x5003);
+    assert_eq!(s.rflags & 0x40, 0);
+}
+
+#[test]
+fn repne_scasb_finds_byte() {
+    let (_, s) = run64(|a| {
+        a.mov(rdi, 0x6000u64).unwrap();
+        a.mov(qword_ptr(rdi), 0x0000_0000_4300_0000).unwrap();
+        a.mov(al, 0x43).unwrap();
+        a.mov(ecx, 100).unwrap();
+        a.repne().scasb().unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rdi), 0x6004);
+    assert_eq!(s.reg(Reg::Rcx), 96);
+    assert_ne!(s.rflags & 0x40, 0);
+}
+
+#[test]
+fn outs_and_ins_in_real_mode_with_16_bit_addresses() {
+    let mut m = Machine::new();
+    m.load(0x500, b"hi!");
+    m.load(
+        CODE,
+        &[
+            0xbe, 0x00, 0x05, // mov si, 0x500
+            0xba, 0xf8, 0x03, // mov dx, 0x3f8
+            0xb9, 0x03, 0x00, // mov cx, 3
+            0xf3, 0x6e, // rep outsb
+            0xbf, 0x00, 0x06, // mov di, 0x600
+            0xb1, 0x02, // mov cl, 2
+            0xf3, 0x6c, // rep insb
+            0xac, // lodsb (reads 0x503)
+            0xf4,
+        ],
+    );
+    m.set(&real_state());
+    let s = m.run_to_halt();
+    assert_eq!(m.io.port_bytes(0x3f8), b"hi!".to_vec());
+    assert_eq!(m.rd(0x600, 2), 0xffff);
+    assert_eq!(s.reg(Reg::Rsi), 0x504);
+    assert_eq!(s.reg(Reg::Rdi), 0x602);
+}
+
+#[test]
+fn long_rep_yields_and_resumes() {
+    let (m, s) = run64(|a| {
+        a.mov(rdi, 0x100000u64).unwrap();
+        a.mov(al, 0x5a).unwrap();
+        a.mov(ecx, 100_000).unwrap();
+        a.rep().stosb().unwrap();
+    });
+    assert_eq!(m.rd(0x100000 + 99_999, 1), 0x5a);
+    assert_eq!(s.reg(Reg::Rcx), 0);
+    // mov, mov, mov, rep stosb, hlt: each counted once.
+    assert_eq!(m.cpu.counters().instructions, Some(5));
+}

@@ -1,0 +1,345 @@
+//! Control flow: JMP/Jcc/CALL/RET near (IR), LOOP/LOOPcc/JCXZ (IR), and far JMP/CALL/RET, INT n,
+//! INT3, INTO, INT1, IRET/IRETD/IRETQ and BOUND (helpers).
+
+use iced_x86::{Code, Instruction, Mnemonic, OpKind};
+
+use super::{Builder, op_size};
+use crate::soft::cpu::{Ctx, Fault, R, UD, gp, seg, vec};
+use crate::soft::exception::Source;
+use crate::soft::flags::{mask, sext};
+use crate::soft::ir::{BinOp, Op};
+use crate::soft::seg::from_desc;
+use crate::state::rflags;
+
+pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
+    use Mnemonic::*;
+    let m = i.mnemonic();
+    match m {
+        Jmp => match i.op0_kind() {
+            OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
+                b.end(Op::Goto { rip: i.near_branch_target() });
+            }
+            OpKind::FarBranch16 | OpKind::FarBranch32 => b.call_end(far_jmp_call),
+            _ if i.is_jmp_far_indirect() => b.call_end(far_jmp_call),
+            _ => {
+                let t = b.rd(i, 0, op_size(i, 0));
+                b.end(Op::Jump { t });
+            }
+        },
+        Jo | Jno | Jb | Jae | Je | Jne | Jbe | Ja | Js | Jns | Jp | Jnp | Jl | Jge | Jle | Jg => {
+            let c = b.t();
+            b.op(Op::Cond { d: c, cc: super::mov::cc(i) });
+            b.end(Op::Branch { c, taken: i.near_branch_target(), fall: i.next_ip() });
+        }
+        Call => match i.op0_kind() {
+            OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
+                let sz = (-i.stack_pointer_increment()).clamp(2, 8) as u8;
+                let r = b.k(i.next_ip());
+                b.push(r, sz);
+                b.end(Op::Goto { rip: i.near_branch_target() });
+            }
+            OpKind::FarBranch16 | OpKind::FarBranch32 => b.call_end(far_jmp_call),
+            _ if i.is_call_far_indirect() => b.call_end(far_jmp_call),
+            _ => {
+                let sz = op_size(i, 0);
+                let t = b.rd(i, 0, sz);
+                let r = b.k(i.next_ip());
+                b.push(r, sz);
+                b.end(Op::Jump { t });
+            }
+        },
+        Ret => {
+            let sz = i.stack_pointer_increment_ret();
+            let (v, nsp) = b.pop_peek(sz);
+            let st = b.stack;
+            let nsp = if i.op_count() > 0 {
+                let k = b.k(i.immediate(0) & 0xffff);
+                b.bin(BinOp::Add, nsp, k, st)
+            } else {
+                nsp
+            };
+            b.set(4, st, nsp);
+            b.end(Op::Jump { t: v });
+        }
+        Loop | Loope | Loopne | Jcxz | Jecxz | Jrcxz => {
+            let name = format!("{:?}", i.code());
+            let asz = match m {
+                Jcxz => 2,
+                Jecxz => 4,
+                Jrcxz => 8,
+                _ if name.ends_with("_RCX") => 8,
+                _ if name.ends_with("_ECX") => 4,
+                _ => 2,
+            };
+            let cx = b.get(1, asz);
+            let c = if matches!(m, Jcxz | Jecxz | Jrcxz) {
+                let z = b.k(0);
+                let d = b.t();
+                // cx == 0  <=>  (cx - 1) borrows; use a select on cx.
+                let one = b.k(1);
+                b.op(Op::Select { d, c: cx, a: z, b: one });
+                d
+            } else {
+                let one = b.k(1);
+                let n = b.bin(BinOp::Sub, cx, one, asz);
+                b.set(1, asz, n);
+                let z = b.k(0);
+                let nz = b.t();
+                b.op(Op::Select { d: nz, c: n, a: one, b: z });
+                if m == Loop {
+                    nz
+                } else {
+                    let zf = b.t();
+                    b.op(Op::Cond { d: zf, cc: if m == Loope { 4 } else { 5 } });
+                    b.bin(BinOp::And, nz, zf, 1)
+                }
+            };
+            b.end(Op::Branch { c, taken: i.near_branch_target(), fall: i.next_ip() });
+        }
+        Retf => b.call_end(far_ret),
+        Iret | Iretd | Iretq => b.call_end(iret),
+        Int | Int3 | Into | Int1 => b.call_end(int),
+        Bound => b.call(bound),
+        _ => return false,
+    }
+    true
+}
+
+trait RetSize {
+    fn stack_pointer_increment_ret(&self) -> u8;
+}
+
+impl RetSize for Instruction {
+    fn stack_pointer_increment_ret(&self) -> u8 {
+        match self.code() {
+            Code::Retnw | Code::Retnw_imm16 => 2,
+            Code::Retnd | Code::Retnd_imm16 => 4,
+            _ => 8,
+        }
+    }
+}
+
+fn far_target(c: &mut Ctx, i: &Instruction) -> R<(u16, u64, u8)> {
+    Ok(match i.op0_kind() {
+        OpKind::FarBranch16 => (i.far_branch_selector(), u64::from(i.far_branch16()), 2),
+        OpKind::FarBranch32 => (i.far_branch_selector(), u64::from(i.far_branch32()), 4),
+        _ => {
+            let sz = (i.memory_size().size() as u8).saturating_sub(2).clamp(2, 8);
+            let (s, a) = c.ea(i);
+            let off = c.read(s, a, sz)?;
+            let am = mask(super::addr_size(i));
+            let sel = c.read(s, a.wrapping_add(u64::from(sz)) & am, 2)? as u16;
+            (sel, off, sz)
+        }
+    })
+}
+
+fn far_jmp_call(c: &mut Ctx, i: &Instruction) -> R<()> {
+    let call = i.mnemonic() == Mnemonic::Call;
+    let (sel, off, sz) = far_target(c, i)?;
+    let old_cs = u64::from(c.c.s.cs.selector);
+    let ret = i.next_ip();
+    if !c.c.pe() || c.c.s.rflags & rflags::VM != 0 {
+        if call {
+            let st = c.c.stack_size();
+            let sp0 = c.c.get(4, st);
+            c.push(old_cs, sz)?;
+            if let Err(e) = c.push(ret, sz) {
+                c.c.set(4, st, sp0);
+                return Err(e);
+            }
+        }
+        c.c.s.cs.selector = sel;
+        c.c.s.cs.base = u64::from(sel) << 4;
+        c.c.s.rip = off & mask(sz);
+        return Ok(());
+    }
+    let d = c.read_desc(sel).map_err(|_| gp(u32::from(sel & 0xfffc)))?;
+    if d & (1 << 44) == 0 {
+        return Err(Fault::Unsupported("far transfer through a call gate or task"));
+    }
+    let d = c.check_code(sel, true)?;
+    let cs = from_desc(sel, d);
+    let cpl = c.c.cpl();
+    let target = if c.c.s.long_mode_active() && cs.l { off } else { off & mask(sz.min(4)) };
+    if !(c.c.s.long_mode_active() && cs.l) && target > u64::from(cs.limit) {
+        return Err(gp(0));
+    }
+    if call {
+        let st = c.c.stack_size();
+        let sp0 = c.c.get(4, st);
+        c.push(old_cs, sz)?;
+        if let Err(e) = c.push(ret, sz) {
+            c.c.set(4, st, sp0);
+            return Err(e);
+        }
+    }
+    c.load_cs(sel, d, cpl)?;
+    c.c.s.rip = target;
+    Ok(())
+}
+
+fn far_ret(c: &mut Ctx, i: &Instruction) -> R<()> {
+    let sz: u8 = match i.code() {
+        Code::Retfw | Code::Retfw_imm16 => 2,
+        Code::Retfd | Code::Retfd_imm16 => 4,
+        _ => 8,
+    };
+    let imm = if i.op_count() > 0 { i.immediate(0) & 0xffff } else { 0 };
+    let off = c.peek(0, sz)?;
+    let sel = c.peek(u64::from(sz), sz)? as u16;
+    if !c.c.pe() || c.c.s.rflags & rflags::VM != 0 {
+        c.sp_add(2 * u64::from(sz) + imm);
+        c.c.s.cs.selector = sel;
+        c.c.s.cs.base = u64::from(sel) << 4;
+        c.c.s.rip = off & mask(sz);
+        return Ok(());
+    }
+    let cpl = c.c.cpl();
+    let rpl = (sel & 3) as u8;
+    if rpl < cpl {
+        return Err(gp(u32::from(sel & 0xfffc)));
+    }
+    let d = c.check_code(sel, false)?;
+    let cs = from_desc(sel, d);
+    let conforming = cs.typ & 4 != 0;
+    if (conforming && cs.dpl > rpl) || (!conforming && cs.dpl != rpl) {
+        return Err(gp(u32::from(sel & 0xfffc)));
+    }
+    if rpl > cpl {
+        let k = 2 * u64::from(sz) + imm;
+        let nsp = c.peek(k, sz)?;
+        let nss = c.peek(k + u64::from(sz), sz)? as u16;
+        c.load_cs(sel, d, rpl)?;
+        c.load_seg(seg::SS, nss)?;
+        let st = c.c.stack_size();
+        c.c.set(4, st, nsp.wrapping_add(imm));
+        for s in [seg::ES, seg::DS, seg::FS, seg::GS] {
+            let x = *c.c.seg(s);
+            if !x.unusable && x.dpl < rpl && x.typ & 0xc != 0xc {
+                *c.c.seg_mut(s) = crate::state::Segment { unusable: true, ..Default::default() };
+            }
+        }
+    } else {
+        c.load_cs(sel, d, cpl)?;
+        c.sp_add(2 * u64::from(sz) + imm);
+    }
+    c.c.s.rip = if c.c.long64() { off } else { off & mask(sz.min(4)) };
+    Ok(())
+}
+
+fn iret(c: &mut Ctx, i: &Instruction) -> R<()> {
+    let sz: u8 = match i.code() {
+        Code::Iretw => 2,
+        Code::Iretd => 4,
+        _ => 8,
+    };
+    let k = u64::from(sz);
+    let ip = c.peek(0, sz)?;
+    let sel = c.peek(k, sz)? as u16;
+    let fl = c.peek(2 * k, sz)?;
+    let cur = c.c.rflags();
+    if !c.c.pe() {
+        c.sp_add(3 * k);
+        c.c.s.cs.selector = sel;
+        c.c.s.cs.base = u64::from(sel) << 4;
+        c.c.s.rip = ip & mask(sz);
+        let m = if sz == 2 { 0xffff } else { 0x257fd5 };
+        c.c.set_rflags((cur & !m) | (fl & m));
+        return Ok(());
+    }
+    if c.c.s.rflags & rflags::VM != 0 {
+        return Err(Fault::Unsupported("IRET in virtual-8086 mode"));
+    }
+    if cur & rflags::NT != 0 && !c.c.s.long_mode_active() {
+        return Err(Fault::Unsupported("IRET task return"));
+    }
+    let cpl = c.c.cpl();
+    if fl & rflags::VM != 0 && cpl == 0 && sz == 4 {
+        return Err(Fault::Unsupported("IRET to virtual-8086 mode"));
+    }
+    let rpl = (sel & 3) as u8;
+    if rpl < cpl {
+        return Err(gp(u32::from(sel & 0xfffc)));
+    }
+    let d = c.check_code(sel, false)?;
+    let cs = from_desc(sel, d);
+    let conforming = cs.typ & 4 != 0;
+    if (conforming && cs.dpl > rpl) || (!conforming && cs.dpl != rpl) {
+        return Err(gp(u32::from(sel & 0xfffc)));
+    }
+    let mut m = super::stack::popf_mask(c) | rflags::RF;
+    if cpl == 0 {
+        m |= rflags::IF | rflags::IOPL | rflags::VIF | rflags::VIP;
+    }
+    m &= mask(sz);
+    let long = c.c.long64();
+    if rpl > cpl || long {
+        let nsp = c.peek(3 * k, sz)?;
+        let nss = c.peek(4 * k, sz)? as u16;
+        c.load_cs(sel, d, rpl)?;
+        if nss & 0xfffc == 0 && c.c.long64() && rpl < 3 {
+            c.c.s.ss = crate::state::Segment { selector: nss, unusable: true, dpl: rpl, db: true, ..Default::default() };
+        } else {
+            c.load_seg(seg::SS, nss)?;
+        }
+        let st = c.c.stack_size();
+        c.c.set(4, if long { 8 } else { st }, nsp);
+        if rpl > cpl {
+            for s in [seg::ES, seg::DS, seg::FS, seg::GS] {
+                let x = *c.c.seg(s);
+                if !x.unusable && x.dpl < rpl && x.typ & 0xc != 0xc {
+                    let base = x.base;
+                    *c.c.seg_mut(s) = crate::state::Segment { unusable: true, base, ..Default::default() };
+                }
+            }
+        }
+    } else {
+        c.load_cs(sel, d, cpl)?;
+        c.sp_add(3 * k);
+    }
+    c.c.set_rflags((cur & !m) | (fl & m));
+    c.c.s.rip = if c.c.long64() { ip } else { ip & mask(sz.min(4)) };
+    Ok(())
+}
+
+fn int(c: &mut Ctx, i: &Instruction) -> R<()> {
+    let (v, src) = match i.mnemonic() {
+        Mnemonic::Int3 => (vec::BP, Source::Software),
+        Mnemonic::Int1 => (vec::DB, Source::Exception),
+        Mnemonic::Into => {
+            if !c.c.lazy.of() {
+                c.c.s.rip = i.next_ip();
+                return Ok(());
+            }
+            (vec::OF, Source::Software)
+        }
+        _ => (i.immediate(0) as u8, Source::Software),
+    };
+    if c.c.s.rflags & rflags::VM != 0 {
+        return Err(Fault::Unsupported("INT in virtual-8086 mode"));
+    }
+    let save = c.c.s.clone();
+    let lazy = c.c.lazy;
+    if let Err(e) = c.deliver(v, None, src, i.next_ip()) {
+        c.c.s = save;
+        c.c.lazy = lazy;
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn bound(c: &mut Ctx, i: &Instruction) -> R<()> {
+    if i.op1_kind() != OpKind::Memory {
+        return Err(UD);
+    }
+    let sz = op_size(i, 0);
+    let idx = sext(c.rd(i, 0)?, sz);
+    let (s, a) = c.ea(i);
+    let lo = sext(c.read(s, a, sz)?, sz);
+    let hi = sext(c.read(s, a.wrapping_add(u64::from(sz)) & mask(super::addr_size(i)), sz)?, sz);
+    if idx < lo || idx > hi {
+        return Err(Fault::Exc { vector: vec::BR, code: None });
+    }
+    Ok(())
+}

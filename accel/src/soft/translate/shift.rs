@@ -1,0 +1,155 @@
+//! Shifts and rotates: SHL/SHR/SAR by an immediate in IR with lazy flags; by CL, and ROL ROR
+//! RCL RCR SHLD SHRD, as helpers that compute CF and OF exactly.
+
+use iced_x86::{Instruction, Mnemonic, OpKind};
+
+use super::{Builder, op_size};
+use crate::soft::cpu::{Ctx, R};
+use crate::soft::flags::{CcOp, mask, parity, sign_bit};
+use crate::soft::ir::BinOp;
+use crate::state::rflags::{AF, CF, OF, PF, SF, ZF};
+
+pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
+    use Mnemonic::*;
+    let m = i.mnemonic();
+    match m {
+        Shl | Sal | Shr | Sar => {
+            let sz = op_size(i, 0);
+            if i.op1_kind() == OpKind::Register {
+                b.call(shift);
+                return true;
+            }
+            let cnt = i.immediate(1) & if sz == 8 { 63 } else { 31 };
+            if cnt == 0 {
+                // Reads the operand (it may fault) and changes nothing else.
+                let _ = b.rd(i, 0, sz);
+                return true;
+            }
+            let x = b.rd(i, 0, sz);
+            let k = b.k(cnt);
+            let (op, cc) = match m {
+                Shr => (BinOp::Shr, CcOp::Shr),
+                Sar => (BinOp::Sar, CcOp::Sar),
+                _ => (BinOp::Shl, CcOp::Shl),
+            };
+            let r = b.bin(op, x, k, sz);
+            b.wr(i, 0, sz, r);
+            b.flags(cc, sz, x, k, r);
+        }
+        Rol | Ror | Rcl | Rcr => b.call(shift),
+        Shld | Shrd => b.call(double_shift),
+        _ => return false,
+    }
+    true
+}
+
+fn szp(f: u64, r: u64, sz: u8) -> u64 {
+    let mut f = f & !(SF | ZF | PF);
+    if r & mask(sz) == 0 {
+        f |= ZF;
+    }
+    if r & sign_bit(sz) != 0 {
+        f |= SF;
+    }
+    if parity(r) {
+        f |= PF;
+    }
+    f
+}
+
+fn set_co(f: u64, cf: bool, of: bool) -> u64 {
+    (f & !(CF | OF)) | if cf { CF } else { 0 } | if of { OF } else { 0 }
+}
+
+fn shift(c: &mut Ctx, i: &Instruction) -> R<()> {
+    let sz = op_size(i, 0);
+    let bits = u32::from(sz) * 8;
+    let m = mask(sz);
+    let v = c.rd(i, 0)?;
+    let cnt = (c.rd_sz(i, 1, 1)? & if sz == 8 { 63 } else { 31 }) as u32;
+    if cnt == 0 {
+        return Ok(());
+    }
+    let f = c.c.rflags();
+    let msb = |x: u64| x & sign_bit(sz) != 0;
+    let (r, flags) = match i.mnemonic() {
+        Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar => {
+            let (r, cc) = match i.mnemonic() {
+                Mnemonic::Shr => ((v & m) >> cnt, CcOp::Shr),
+                Mnemonic::Sar => ((crate::soft::flags::sext(v, sz) >> cnt) as u64 & m, CcOp::Sar),
+                _ => ((v << cnt) & m, CcOp::Shl),
+            };
+            c.wr(i, 0, r)?;
+            c.c.lazy.set(cc, sz, v, u64::from(cnt), r);
+            return Ok(());
+        }
+        Mnemonic::Rol => {
+            let n = cnt % bits;
+            let r = ((v << n) | (v & m) >> ((bits - n) % bits)) & m;
+            let r = if n == 0 { v & m } else { r };
+            let cf = r & 1 != 0;
+            (r, set_co(f, cf, msb(r) ^ cf))
+        }
+        Mnemonic::Ror => {
+            let n = cnt % bits;
+            let r = if n == 0 { v & m } else { (((v & m) >> n) | (v << (bits - n))) & m };
+            (r, set_co(f, msb(r), msb(r) ^ (r & (sign_bit(sz) >> 1) != 0)))
+        }
+        Mnemonic::Rcl => {
+            let n = cnt % (bits + 1);
+            let mut r = v & m;
+            let mut cf = f & CF != 0;
+            for _ in 0..n {
+                let out = msb(r);
+                r = ((r << 1) | u64::from(cf)) & m;
+                cf = out;
+            }
+            (r, set_co(f, cf, msb(r) ^ cf))
+        }
+        _ => {
+            let n = cnt % (bits + 1);
+            let mut r = v & m;
+            let mut cf = f & CF != 0;
+            let of = msb(r) ^ cf;
+            for _ in 0..n {
+                let out = r & 1 != 0;
+                r = (r >> 1) | if cf { sign_bit(sz) } else { 0 };
+                cf = out;
+            }
+            (r, set_co(f, cf, of))
+        }
+    };
+    c.wr(i, 0, r)?;
+    c.c.set_rflags(flags);
+    Ok(())
+}
+
+fn double_shift(c: &mut Ctx, i: &Instruction) -> R<()> {
+    let sz = op_size(i, 0);
+    let bits = u32::from(sz) * 8;
+    let m = mask(sz);
+    let d = c.rd(i, 0)? & m;
+    let s = c.rd(i, 1)? & m;
+    let cnt = (c.rd_sz(i, 2, 1)? & if sz == 8 { 63 } else { 31 }) as u32;
+    if cnt == 0 {
+        return Ok(());
+    }
+    let (r, cf) = if i.mnemonic() == Mnemonic::Shld {
+        // dest:src:src shifted left, high part kept (counts above the size are undefined).
+        let cat = (u128::from(d) << (2 * bits)) | (u128::from(s) << bits) | u128::from(s);
+        let sh = cat << cnt;
+        let r = (sh >> (2 * bits)) as u64 & m;
+        let cf = (cat >> (3 * bits - cnt)) & 1 != 0;
+        (r, cf)
+    } else {
+        let cat = (u128::from(s) << (2 * bits)) | (u128::from(s) << bits) | u128::from(d);
+        let r = (cat >> cnt) as u64 & m;
+        let cf = (cat >> (cnt - 1)) & 1 != 0;
+        (r, cf)
+    };
+    c.wr(i, 0, r)?;
+    let of = (r ^ d) & sign_bit(sz) != 0;
+    let f = szp(set_co(c.c.rflags(), cf, of), r, sz) & !AF;
+    c.c.set_rflags(f);
+    Ok(())
+}

@@ -1,0 +1,563 @@
+//! The 8254 programmable interval timer (ports 0x40-0x43) driven by the machine's [`Clock`] at
+//! 1.193182 MHz, and system control port B (0x61), which gates channel 2 and shows its output for
+//! calibration loops.
+//!
+//! Counters are computed from the clock when read, never ticked. Channel 0's output drives IRQ 0
+//! through the [`IrqLine`] given to [`Pit::set_irq`]; because nothing runs between accesses, the
+//! machine calls [`Pit::poll`] once the clock passes the deadline the PIT keeps in its clock
+//! [`Timer`] (every register access polls too). Rising edges that happened since the last poll
+//! are delivered as one pulse on the line: a late poll coalesces ticks, and the count is
+//! returned for statistics.
+
+use std::sync::{Arc, Mutex};
+
+use super::IrqLine;
+use crate::bus::BusDevice;
+use crate::clock::{Clock, Timer, ns_to_ticks, ticks_to_ns};
+
+/// The PIT's input clock, in Hz.
+pub const PIT_HZ: u64 = 1_193_182;
+
+/// Port B's refresh-request bit toggles every 15.085 us, as on a PC.
+const REFRESH_PERIOD_NS: u64 = 15_085;
+
+const ACCESS_LO: u8 = 1;
+const ACCESS_HI: u8 = 2;
+const ACCESS_WORD: u8 = 3;
+
+/// One counter.
+#[derive(Debug, Clone)]
+struct Channel {
+    mode: u8,
+    /// Bits 3-1 of the control word as written (modes 6 and 7 alias 2 and 3).
+    mode_bits: u8,
+    access: u8,
+    bcd: bool,
+    gate: bool,
+    /// The count register as last written (the "CR"), 1..=65536 (10000 in BCD).
+    programmed: u32,
+    /// A whole count was written since the control word.
+    loaded: bool,
+    /// The counting element holds a count and counts (modes 1 and 5: has been triggered).
+    armed: bool,
+    /// Counting is not held by the gate.
+    running: bool,
+    /// The counting element's reload value.
+    count: u32,
+    /// Absolute PIT tick at which the elapsed count was `base`.
+    start: u64,
+    base: u64,
+    /// Modes 2 and 3: `programmed` replaces `count` at tick `reload_at`, the end of the period.
+    reload_at: Option<u64>,
+    null_count: bool,
+    /// What the counter reads while it is not counting.
+    frozen: u16,
+    write_hi_next: bool,
+    write_lo: u8,
+    read_hi_next: bool,
+    latch: Option<(u16, bool)>,
+    status_latch: Option<u8>,
+    /// Rising edges of OUT counted since the last poll, and the tick they were counted up to.
+    edges: u64,
+    synced: u64,
+}
+
+impl Channel {
+    fn new(gate: bool) -> Self {
+        Channel {
+            mode: 0,
+            mode_bits: 0,
+            access: ACCESS_WORD,
+            bcd: false,
+            gate,
+            programmed: 0x10000,
+            loaded: false,
+            armed: false,
+            running: false,
+            count: 0x10000,
+            start: 0,
+            base: 0,
+            reload_at: None,
+            null_count: true,
+            frozen: 0,
+            write_hi_next: false,
+            write_lo: 0,
+            read_hi_next: false,
+            latch: None,
+            status_latch: None,
+            edges: 0,
+            synced: 0,
+        }
+    }
+
+    fn modulus(&self) -> u32 {
+        if self.bcd { 10_000 } else { 0x10000 }
+    }
+
+    /// Ticks counted by the counting element at absolute tick `now`.
+    fn elapsed(&self, now: u64) -> u64 {
+        self.base + if self.running { now.saturating_sub(self.start) } else { 0 }
+    }
+
+    fn out_at(&self, d: u64) -> bool {
+        let n = u64::from(self.count);
+        match self.mode {
+            0 | 1 => d >= n,
+            2 => d % n != n - 1,
+            3 => d % n < n.div_ceil(2),
+            _ => d != n,
+        }
+    }
+
+    /// OUT at tick `now`.
+    fn out(&self, now: u64) -> bool {
+        if (self.mode == 2 || self.mode == 3) && !self.gate {
+            return true;
+        }
+        if !self.armed {
+            return self.mode != 0;
+        }
+        self.out_at(self.elapsed(now))
+    }
+
+    /// Rising edges of OUT for elapsed counts in (d0, d1].
+    fn rising_edges(&self, d0: u64, d1: u64) -> u64 {
+        let n = u64::from(self.count);
+        if d1 <= d0 {
+            return 0;
+        }
+        match self.mode {
+            0 | 1 => u64::from(d0 < n && n <= d1),
+            2 | 3 if n >= 2 => d1 / n - d0 / n,
+            2 | 3 => 0,
+            _ => u64::from(d0 <= n && n < d1),
+        }
+    }
+
+    /// Counts edges up to `now` and applies a reload that fell due.
+    fn sync(&mut self, now: u64) {
+        if !self.armed {
+            self.synced = now;
+            return;
+        }
+        if let Some(at) = self.reload_at
+            && self.running
+            && now >= at
+        {
+            let (d0, d1) = (self.elapsed(self.synced.min(at)), self.elapsed(at));
+            self.edges += self.rising_edges(d0, d1);
+            self.count = self.programmed;
+            self.start = at;
+            self.base = 0;
+            self.reload_at = None;
+            self.null_count = false;
+            self.synced = at;
+        }
+        let (d0, d1) = (self.elapsed(self.synced.max(self.start)), self.elapsed(now));
+        self.edges += self.rising_edges(d0, d1);
+        self.synced = now;
+    }
+
+    /// The absolute tick of OUT's next rising edge, if it will rise without a register access.
+    fn next_edge(&self, now: u64) -> Option<u64> {
+        if !self.armed || !self.running {
+            return None;
+        }
+        let (n, d) = (u64::from(self.count), self.elapsed(now));
+        let next = match self.mode {
+            0 | 1 => (d < n).then_some(n),
+            2 | 3 => (n >= 2).then_some((d / n + 1) * n),
+            _ => (d <= n).then_some(n + 1),
+        }?;
+        let tick = (self.start + next).checked_sub(self.base)?;
+        Some(self.reload_at.map_or(tick, |at| at.min(tick)))
+    }
+
+    /// The counter's value now (binary, before BCD encoding).
+    fn value(&self, now: u64) -> u16 {
+        if !self.armed {
+            return self.frozen;
+        }
+        let (n, d, m) = (
+            u64::from(self.count),
+            self.elapsed(now),
+            u64::from(self.modulus()),
+        );
+        let v = match self.mode {
+            0 | 1 | 4 | 5 => (n + m - d % m) % m,
+            2 => n - d % n,
+            3 => {
+                let phase = d % n;
+                if n % 2 == 0 {
+                    n - 2 * (phase % (n / 2))
+                } else if phase < n.div_ceil(2) {
+                    n - 2 * phase
+                } else {
+                    n - 1 - 2 * (phase - n.div_ceil(2))
+                }
+            }
+            _ => 0,
+        };
+        (v % m) as u16
+    }
+
+    fn encoded_value(&self, now: u64) -> u16 {
+        let v = self.value(now);
+        if self.bcd { to_bcd(v) } else { v }
+    }
+
+    fn status(&self, now: u64) -> u8 {
+        (u8::from(self.out(now)) << 7)
+            | (u8::from(self.null_count) << 6)
+            | (self.access << 4)
+            | (self.mode_bits << 1)
+            | u8::from(self.bcd)
+    }
+
+    fn start_counting(&mut self, now: u64) {
+        self.count = self.programmed;
+        self.armed = true;
+        self.running = true;
+        self.start = now;
+        self.base = 0;
+        self.synced = now;
+        self.reload_at = None;
+        self.null_count = false;
+    }
+
+    fn control(&mut self, now: u64, v: u8) {
+        self.frozen = self.value(now);
+        let mode_bits = (v >> 1) & 7;
+        *self = Channel {
+            mode: if mode_bits >= 6 { mode_bits - 4 } else { mode_bits },
+            mode_bits,
+            access: (v >> 4) & 3,
+            bcd: v & 1 != 0,
+            frozen: self.frozen,
+            edges: self.edges,
+            programmed: self.programmed,
+            ..Channel::new(self.gate)
+        };
+        self.synced = now;
+    }
+
+    fn load(&mut self, now: u64, raw: u16) {
+        let n = if self.bcd {
+            u32::from(from_bcd(raw))
+        } else {
+            u32::from(raw)
+        };
+        self.programmed = if n == 0 { self.modulus() } else { n };
+        self.loaded = true;
+        match self.mode {
+            1 | 5 => self.null_count = true, // loaded by the next trigger
+            2 | 3 if self.armed && self.running => {
+                let (n, d) = (u64::from(self.count), self.elapsed(now));
+                self.reload_at = Some(self.start + (d / n + 1) * n - self.base);
+                self.null_count = true;
+            }
+            2 | 3 if !self.gate => self.null_count = true, // loaded when the gate rises
+            _ => {
+                self.start_counting(now);
+                self.running = self.gate || self.mode == 2 || self.mode == 3;
+            }
+        }
+    }
+
+    fn write(&mut self, now: u64, v: u8) {
+        self.sync(now);
+        match self.access {
+            ACCESS_LO => self.load(now, u16::from(v)),
+            ACCESS_HI => self.load(now, u16::from(v) << 8),
+            _ if !self.write_hi_next => {
+                self.write_lo = v;
+                self.write_hi_next = true;
+                if self.mode == 0 {
+                    // Writing the first byte stops a mode 0 count (OUT stays low).
+                    self.frozen = self.value(now);
+                    self.armed = false;
+                }
+            }
+            _ => {
+                self.write_hi_next = false;
+                self.load(now, u16::from(self.write_lo) | u16::from(v) << 8);
+            }
+        }
+    }
+
+    fn read(&mut self, now: u64) -> u8 {
+        if let Some(s) = self.status_latch.take() {
+            return s;
+        }
+        let (v, hi) = match self.latch {
+            Some((v, hi_next)) => {
+                let word_lo = self.access == ACCESS_WORD && !hi_next;
+                self.latch = word_lo.then_some((v, true));
+                (v, self.access == ACCESS_HI || (self.access == ACCESS_WORD && hi_next))
+            }
+            None => {
+                let v = self.encoded_value(now);
+                let hi = match self.access {
+                    ACCESS_HI => true,
+                    ACCESS_WORD => std::mem::replace(&mut self.read_hi_next, !self.read_hi_next),
+                    _ => false,
+                };
+                (v, hi)
+            }
+        };
+        if hi { (v >> 8) as u8 } else { v as u8 }
+    }
+
+    fn latch_count(&mut self, now: u64) {
+        if self.latch.is_none() {
+            self.latch = Some((self.encoded_value(now), false));
+        }
+    }
+
+    fn set_gate(&mut self, now: u64, high: bool) {
+        self.sync(now);
+        let rising = high && !self.gate;
+        self.gate = high;
+        match self.mode {
+            0 | 4 if self.armed => {
+                if high && !self.running {
+                    self.start = now;
+                    self.running = true;
+                } else if !high && self.running {
+                    self.base = self.elapsed(now);
+                    self.running = false;
+                }
+            }
+            1 | 5 if rising && self.loaded => self.start_counting(now),
+            2 | 3 if !high && self.running => {
+                self.base = self.elapsed(now);
+                self.running = false;
+            }
+            2 | 3 if rising && self.loaded => self.start_counting(now),
+            _ => {}
+        }
+    }
+}
+
+fn to_bcd(v: u16) -> u16 {
+    let v = v % 10_000;
+    (v / 1000) << 12 | (v / 100 % 10) << 8 | (v / 10 % 10) << 4 | v % 10
+}
+
+fn from_bcd(v: u16) -> u16 {
+    (v >> 12) * 1000 + (v >> 8 & 0xf) * 100 + (v >> 4 & 0xf) * 10 + (v & 0xf)
+}
+
+/// The three channels and port 0x61.
+pub struct Pit {
+    clock: Clock,
+    timer: Timer,
+    channels: [Channel; 3],
+    /// Port 0x61 bits 0-3 as written (gate 2, speaker enable, parity and channel check).
+    port_b: u8,
+    irq: Option<Arc<dyn IrqLine>>,
+    irq_level: bool,
+    /// Channel 0 rising edges seen by [`Pit::poll`] (more than one pulse each when coalesced).
+    pub ticks: u64,
+}
+
+impl std::fmt::Debug for Pit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pit")
+            .field("channels", &self.channels)
+            .field("port_b", &self.port_b)
+            .field("timer", &self.timer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pit {
+    /// A PIT on `clock` with no channel programmed (firmware programs channel 0). Channel 0 and
+    /// 1 gates are tied high; channel 2's follows port 0x61 bit 0, initially low.
+    pub fn new(clock: &Clock) -> Self {
+        Pit {
+            timer: clock.timer("pit"),
+            clock: clock.clone(),
+            channels: [Channel::new(true), Channel::new(true), Channel::new(false)],
+            port_b: 0,
+            irq: None,
+            irq_level: false,
+            ticks: 0,
+        }
+    }
+
+    /// A PIT shared between the bus (0x40-0x43), [`SystemPortB`] and the machine's timer service.
+    pub fn shared(clock: &Clock) -> Arc<Mutex<Self>> {
+        Arc::new(Mutex::new(Self::new(clock)))
+    }
+
+    /// Wires channel 0's output (IRQ 0 on a PC).
+    pub fn set_irq(&mut self, irq: Arc<dyn IrqLine>) {
+        irq.set_level(self.irq_level);
+        self.irq = Some(irq);
+        self.poll();
+    }
+
+    fn now_tick(&self) -> u64 {
+        ns_to_ticks(self.clock.now_ns(), PIT_HZ)
+    }
+
+    /// Brings channel 0's output line up to the clock: rising edges since the last poll become
+    /// one pulse, then the line takes OUT's level; re-arms the clock timer for the next edge.
+    /// Returns the number of rising edges seen (0 if none). Cheap; call it whenever the clock
+    /// passes [`Timer::deadline`] (the machine's timer service) or more often.
+    pub fn poll(&mut self) -> u64 {
+        let now = self.now_tick();
+        let ch = &mut self.channels[0];
+        ch.sync(now);
+        let edges = std::mem::take(&mut ch.edges);
+        let out = ch.out(now);
+        let next = ch.next_edge(now);
+        if let Some(irq) = &self.irq {
+            if edges > 0 {
+                irq.set_level(!out);
+                irq.set_level(out);
+            } else if out != self.irq_level {
+                irq.set_level(out);
+            }
+        }
+        self.irq_level = out;
+        self.ticks += edges;
+        self.timer.set(next.map(|t| ticks_to_ns(t, PIT_HZ)));
+        edges
+    }
+
+    /// The virtual time of channel 0's next rising edge, if armed.
+    pub fn deadline(&self) -> Option<u64> {
+        self.timer.deadline()
+    }
+
+    /// Sets the gate input of `channel` (0-2; others are ignored). On a PC only channel 2's gate
+    /// is wired (to port 0x61 bit 0).
+    pub fn set_gate(&mut self, channel: usize, high: bool) {
+        let now = self.now_tick();
+        if let Some(ch) = self.channels.get_mut(channel) {
+            ch.set_gate(now, high);
+        }
+        self.poll();
+    }
+
+    /// OUT of `channel` now (false for channels that do not exist).
+    pub fn out(&self, channel: usize) -> bool {
+        let now = self.now_tick();
+        self.channels.get(channel).is_some_and(|c| c.out(now))
+    }
+
+    fn write_control(&mut self, v: u8) {
+        let now = self.now_tick();
+        let sel = usize::from(v >> 6);
+        if sel == 3 {
+            // Read-back: bit 5 low latches counts, bit 4 low latches status.
+            for (i, ch) in self.channels.iter_mut().enumerate() {
+                if v & (2 << i) == 0 {
+                    continue;
+                }
+                if v & 0x10 == 0 && ch.status_latch.is_none() {
+                    ch.status_latch = Some(ch.status(now));
+                }
+                if v & 0x20 == 0 {
+                    ch.latch_count(now);
+                }
+            }
+            return;
+        }
+        let ch = &mut self.channels[sel];
+        ch.sync(now);
+        if v & 0x30 == 0 {
+            ch.latch_count(now);
+        } else {
+            ch.control(now, v);
+        }
+    }
+
+    /// Reads port 0x40 + `reg` (0-3).
+    fn read_port(&mut self, reg: u64) -> u8 {
+        let now = self.now_tick();
+        match reg {
+            0..=2 => self.channels[reg as usize].read(now),
+            _ => 0xff, // the control register is write-only
+        }
+    }
+
+    /// Writes port 0x40 + `reg` (0-3).
+    fn write_port(&mut self, reg: u64, v: u8) {
+        let now = self.now_tick();
+        match reg {
+            0..=2 => self.channels[reg as usize].write(now, v),
+            _ => self.write_control(v),
+        }
+        self.poll();
+    }
+
+    /// Port 0x61 as read: bits 0-3 as written, 4 the refresh toggle, 5 channel 2's OUT.
+    pub fn read_port_b(&self) -> u8 {
+        let refresh = (self.clock.now_ns() / REFRESH_PERIOD_NS) & 1 == 1;
+        self.port_b | u8::from(refresh) << 4 | u8::from(self.out(2)) << 5
+    }
+
+    /// Port 0x61 as written: bit 0 gates channel 2, bit 1 enables the speaker (not emulated),
+    /// bits 2-3 are stored; the rest are read-only.
+    pub fn write_port_b(&mut self, v: u8) {
+        self.port_b = v & 0x0f;
+        self.set_gate(2, v & 1 != 0);
+    }
+}
+
+impl BusDevice for Pit {
+    fn label(&self) -> &str {
+        "pit"
+    }
+
+    fn read(&mut self, _vcpu: usize, offset: u64, data: &mut [u8]) {
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = self.read_port((offset + i as u64) & 3);
+        }
+    }
+
+    fn write(&mut self, _vcpu: usize, offset: u64, data: &[u8]) {
+        for (i, &b) in data.iter().enumerate() {
+            self.write_port((offset + i as u64) & 3, b);
+        }
+    }
+}
+
+/// System control port B (0x61), a view of the PIT's channel 2 gate and output.
+#[derive(Debug)]
+pub struct SystemPortB {
+    pit: Arc<Mutex<Pit>>,
+}
+
+impl SystemPortB {
+    /// Port 0x61 over `pit`.
+    pub fn new(pit: Arc<Mutex<Pit>>) -> Self {
+        SystemPortB { pit }
+    }
+}
+
+impl BusDevice for SystemPortB {
+    fn label(&self) -> &str {
+        "port61"
+    }
+
+    fn read(&mut self, _vcpu: usize, _offset: u64, data: &mut [u8]) {
+        let v = self
+            .pit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read_port_b();
+        data.fill(0xff);
+        data[0] = v;
+    }
+
+    fn write(&mut self, _vcpu: usize, _offset: u64, data: &[u8]) {
+        self.pit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_port_b(data[0]);
+    }
+}
