@@ -11,10 +11,20 @@ use janus::devices::serial::Serial;
 
 fn bus(c: &mut Criterion) {
     let mut pio = Bus::new("pio");
-    pio.insert(0x80, 1, Arc::new(Mutex::new(Post::default()))).unwrap();
-    pio.insert(0x3f8, 8, Arc::new(Mutex::new(Serial::new(Box::new(std::io::sink()), Arc::default()))))
+    pio.insert(0x80, 1, Arc::new(Mutex::new(Post::default())))
         .unwrap();
-    c.bench_function("pio write to POST port", |b| b.iter(|| pio.write(0, black_box(0x80), &[1])));
+    pio.insert(
+        0x3f8,
+        8,
+        Arc::new(Mutex::new(Serial::new(
+            Box::new(std::io::sink()),
+            Arc::default(),
+        ))),
+    )
+    .unwrap();
+    c.bench_function("pio write to POST port", |b| {
+        b.iter(|| pio.write(0, black_box(0x80), &[1]))
+    });
     c.bench_function("pio read of unassigned port", |b| {
         b.iter(|| {
             let mut d = [0u8; 1];

@@ -11,6 +11,9 @@
 //! deadline ([`Clock::advance_to`]), so a run repeats exactly. The instruction counter is shared by
 //! all vCPUs: with more than one vCPU running freely the interleaving, and so the time each vCPU
 //! sees, depends on the host scheduler.
+//!
+//! Simplified: a whole number of ns per instruction; one guest TSC frequency per clock and no
+//! per-vCPU TSC offset (a guest that writes IA32_TSC is the backend's business).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod control;
 pub mod devices;
 pub mod diff;
+pub mod fuzz;
 pub mod layout;
 pub mod machine;
 pub mod signals;

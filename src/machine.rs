@@ -280,7 +280,10 @@ impl Machine {
         let kind = match kind {
             AccelKind::Auto => match kvm::probe(&self.config.kvm_path) {
                 Ok(_) => {
-                    eprintln!("janus: --accel auto chose kvm ({} works)", self.config.kvm_path.display());
+                    eprintln!(
+                        "janus: --accel auto chose kvm ({} works)",
+                        self.config.kvm_path.display()
+                    );
                     AccelKind::Kvm
                 }
                 Err(e) => {

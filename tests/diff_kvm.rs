@@ -5,13 +5,18 @@ mod common;
 
 use common::{kvm_or_skip, rom};
 use janus::StopReason;
-use janus::diff::{DiffEnd, DiffOptions, diff_image};
+use janus::diff::{DiffBackend, DiffEnd, DiffOptions, diff_image};
 
 fn agrees(name: &str, want: fn(&StopReason) -> bool) {
     if !kvm_or_skip(name) {
         return;
     }
-    let r = diff_image(&rom(name), &DiffOptions::default()).expect("differ starts");
+    let opts = DiffOptions {
+        a: DiffBackend::Kvm,
+        b: DiffBackend::Kvm,
+        ..Default::default()
+    };
+    let r = diff_image(&rom(name), &opts).expect("differ starts");
     match r.end {
         DiffEnd::Agreed(reason) => assert!(want(&reason), "{name}: stopped with {reason}"),
         DiffEnd::Diverged(d) => panic!("{name}: kvm against kvm diverged:\n{d}"),

@@ -36,6 +36,8 @@ enum Command {
     /// Run a guest on two backends in lockstep and report the first instruction where they
     /// disagree.
     Diff(DiffArgs),
+    /// Generate random programs and run them on two backends in lockstep.
+    Fuzz(FuzzArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,9 +101,92 @@ impl From<DiffBackendArg> for DiffBackend {
 }
 
 #[derive(clap::Args, Debug)]
+struct FuzzArgs {
+    /// Execution mode of the generated programs.
+    #[arg(long, default_value = "long64")]
+    mode: janus::fuzz::setup::FuzzMode,
+    /// Seed of the run (the same seed generates the same programs).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Instructions to compare.
+    #[arg(long, default_value_t = 10_000)]
+    count: u64,
+    /// Parallel workers.
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// Random instructions per program.
+    #[arg(long, default_value_t = 64)]
+    len: usize,
+    /// The reference backend.
+    #[arg(long, value_enum, default_value = "kvm")]
+    a: DiffBackendArg,
+    /// The backend checked against the reference.
+    #[arg(long, value_enum, default_value = "interp")]
+    b: DiffBackendArg,
+    /// Directory for reproducers of divergences.
+    #[arg(long, default_value = "fuzz-out")]
+    out: PathBuf,
+    /// Keep diverging cases as generated, without shrinking.
+    #[arg(long)]
+    no_shrink: bool,
+    /// The KVM device node.
+    #[arg(long, default_value = kvm::DEFAULT_DEVICE, hide_short_help = true)]
+    kvm_device: PathBuf,
+}
+
+fn fuzz(args: FuzzArgs) -> Result<ExitCode> {
+    let opts = janus::fuzz::FuzzOptions {
+        mode: args.mode,
+        seed: args.seed,
+        count: args.count,
+        jobs: args.jobs.max(1),
+        program_len: args.len.clamp(1, 2000),
+        a: args.a.into(),
+        b: args.b.into(),
+        kvm_path: args.kvm_device,
+        progress: true,
+        out_dir: Some(args.out),
+        shrink: !args.no_shrink,
+    };
+    let s = janus::fuzz::fuzz(&opts)?;
+    let total: u64 = s.by_mnemonic.values().sum();
+    println!(
+        "fuzz {} seed {}: {} instructions in {} programs, {:.1} s, {} divergences",
+        args.mode.name(),
+        args.seed,
+        s.instructions,
+        s.programs,
+        s.elapsed.as_secs_f64(),
+        total
+    );
+    for (m, n) in &s.by_mnemonic {
+        println!("  diverged at {m}: {n}");
+    }
+    for (m, n) in &s.no_oracle {
+        println!("  no oracle for {m}: {n} (the reference could not run it)");
+    }
+    for f in &s.found {
+        if let Some(p) = &f.file {
+            println!("  reproducer for {}: {}", f.mnemonic, p.display());
+        }
+    }
+    if let Some(f) = s.found.first() {
+        println!("first divergence (shrunk):\n{}", f.report);
+    }
+    Ok(if total == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(DIVERGED)
+    })
+}
+
+#[derive(clap::Args, Debug)]
 struct DiffArgs {
     /// A flat image (the bundled demo when omitted).
     image: Option<PathBuf>,
+    /// Replay a reproducer written by `janus fuzz` instead of running an image.
+    #[arg(long, conflicts_with = "image")]
+    repro: Option<PathBuf>,
     /// The reference backend.
     #[arg(long, value_enum, default_value = "kvm")]
     a: DiffBackendArg,
@@ -129,6 +214,14 @@ struct DiffArgs {
 const DIVERGED: u8 = 10;
 
 fn diff(args: DiffArgs) -> Result<ExitCode> {
+    if let Some(path) = &args.repro {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read reproducer {}", path.display()))?;
+        let r = janus::fuzz::repro::Repro::parse(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let report = janus::fuzz::run_case(&r, args.a.into(), args.b.into(), &args.kvm_device)?;
+        return Ok(print_diff(report, 0.0));
+    }
     let image = match &args.image {
         Some(p) => read_file(p, "image")?,
         None => DEMO.to_vec(),
@@ -144,7 +237,10 @@ fn diff(args: DiffArgs) -> Result<ExitCode> {
     };
     let start = std::time::Instant::now();
     let report = diff_image(&image, &opts)?;
-    let secs = start.elapsed().as_secs_f64();
+    Ok(print_diff(report, start.elapsed().as_secs_f64()))
+}
+
+fn print_diff(report: janus::diff::DiffReport, secs: f64) -> ExitCode {
     let (a, b) = report.backends;
     for (m, n) in &report.no_oracle {
         eprintln!("janus diff: no oracle for {n} x {m} (backend a could not run it)");
@@ -156,21 +252,21 @@ fn diff(args: DiffArgs) -> Result<ExitCode> {
                 "janus diff: {a} and {b} diverged after {} agreeing steps ({secs:.1} s)",
                 report.steps
             );
-            Ok(ExitCode::from(DIVERGED))
+            ExitCode::from(DIVERGED)
         }
         DiffEnd::StepLimit => {
             eprintln!(
                 "janus diff: {a} and {b} agreed on all {} steps (step limit; {secs:.1} s)",
                 report.steps
             );
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
         DiffEnd::Agreed(reason) => {
             eprintln!(
                 "janus diff: {a} and {b} agreed on all {} steps ({secs:.1} s); guest stopped: {reason}",
                 report.steps
             );
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
     }
 }
@@ -311,6 +407,7 @@ fn main() -> ExitCode {
         Some(Command::Run(a)) => run(a),
         Some(Command::Info(a)) => info(a),
         Some(Command::Diff(a)) => diff(a),
+        Some(Command::Fuzz(a)) => fuzz(a),
         None => run(RunArgs::default()),
     };
     match result {

@@ -4,7 +4,10 @@ pub mod cmos;
 pub mod debugcon;
 pub mod exit_port;
 pub mod i8042;
+pub mod ioapic;
+pub mod lapic;
 pub mod pic;
+pub mod pit;
 pub mod post;
 pub mod serial;
 

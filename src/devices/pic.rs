@@ -7,6 +7,12 @@
 //! when the CPU takes the interrupt it calls [`Pic::acknowledge`], the INTA cycle, for the vector.
 //! The bus sees the pair through three [`PicPort`]s. Lock order: device -> PIC -> INTR line; the
 //! INTR line must not lock devices.
+//!
+//! Simplified: an edge request stays latched if its line drops before INTA (as in QEMU, so that
+//! devices may pulse lines); the real part would withdraw it and answer with the spurious
+//! IRQ 7, which here happens only for level lines and masking races. The cascade input does
+//! follow the slave's INT. ICW3 is ignored (the PC wiring is fixed), as are ICW4's 8080 and
+//! buffered modes.
 
 use std::sync::{Arc, Mutex};
 
@@ -719,6 +725,9 @@ mod tests {
     #[test]
     fn odd_accesses_never_panic() {
         let mut p = pair();
+        p.master.read(0, 0, &mut []);
+        p.master.write(0, 0, &[]);
+        p.elcr.write(0, 7, &[0x00]); // offsets wrap to the two ports
         p.irq(200, true);
         p.irq(16, true);
         assert!(!p.pending());

@@ -8,6 +8,11 @@
 //! [`Timer`] (every register access polls too). Rising edges that happened since the last poll
 //! are delivered as one pulse on the line: a late poll coalesces ticks, and the count is
 //! returned for statistics.
+//!
+//! Simplified: a count is loaded at the write, not on the next input clock edge (one tick
+//! earlier than the real part); in mode 3 with an odd count the counter's values are close but
+//! not exact (OUT's timing is exact); the speaker makes no sound; channel 1's output goes
+//! nowhere.
 
 use std::sync::{Arc, Mutex};
 
@@ -96,7 +101,12 @@ impl Channel {
 
     /// Ticks counted by the counting element at absolute tick `now`.
     fn elapsed(&self, now: u64) -> u64 {
-        self.base + if self.running { now.saturating_sub(self.start) } else { 0 }
+        self.base
+            + if self.running {
+                now.saturating_sub(self.start)
+            } else {
+                0
+            }
     }
 
     fn out_at(&self, d: u64) -> bool {
@@ -229,7 +239,11 @@ impl Channel {
         self.frozen = self.value(now);
         let mode_bits = (v >> 1) & 7;
         *self = Channel {
-            mode: if mode_bits >= 6 { mode_bits - 4 } else { mode_bits },
+            mode: if mode_bits >= 6 {
+                mode_bits - 4
+            } else {
+                mode_bits
+            },
             mode_bits,
             access: (v >> 4) & 3,
             bcd: v & 1 != 0,
@@ -293,13 +307,19 @@ impl Channel {
             Some((v, hi_next)) => {
                 let word_lo = self.access == ACCESS_WORD && !hi_next;
                 self.latch = word_lo.then_some((v, true));
-                (v, self.access == ACCESS_HI || (self.access == ACCESS_WORD && hi_next))
+                (
+                    v,
+                    self.access == ACCESS_HI || (self.access == ACCESS_WORD && hi_next),
+                )
             }
             None => {
                 let v = self.encoded_value(now);
                 let hi = match self.access {
                     ACCESS_HI => true,
-                    ACCESS_WORD => std::mem::replace(&mut self.read_hi_next, !self.read_hi_next),
+                    ACCESS_WORD => {
+                        self.read_hi_next = !self.read_hi_next;
+                        !self.read_hi_next
+                    }
                     _ => false,
                 };
                 (v, hi)
@@ -341,7 +361,7 @@ impl Channel {
 
 fn to_bcd(v: u16) -> u16 {
     let v = v % 10_000;
-    (v / 1000) << 12 | (v / 100 % 10) << 8 | (v / 10 % 10) << 4 | v % 10
+    ((v / 1000) << 12) | ((v / 100 % 10) << 8) | ((v / 10 % 10) << 4) | (v % 10)
 }
 
 fn from_bcd(v: u16) -> u16 {
@@ -443,13 +463,22 @@ impl Pit {
     }
 
     /// OUT of `channel` now (false for channels that do not exist).
-    pub fn out(&self, channel: usize) -> bool {
-        let now = self.now_tick();
+    pub fn out(&mut self, channel: usize) -> bool {
+        let now = self.sync_all();
         self.channels.get(channel).is_some_and(|c| c.out(now))
     }
 
-    fn write_control(&mut self, v: u8) {
+    /// Brings every channel up to the clock (a reload may have fallen due); returns the tick.
+    fn sync_all(&mut self) -> u64 {
         let now = self.now_tick();
+        for ch in &mut self.channels {
+            ch.sync(now);
+        }
+        now
+    }
+
+    fn write_control(&mut self, v: u8) {
+        let now = self.sync_all();
         let sel = usize::from(v >> 6);
         if sel == 3 {
             // Read-back: bit 5 low latches counts, bit 4 low latches status.
@@ -467,7 +496,6 @@ impl Pit {
             return;
         }
         let ch = &mut self.channels[sel];
-        ch.sync(now);
         if v & 0x30 == 0 {
             ch.latch_count(now);
         } else {
@@ -477,7 +505,7 @@ impl Pit {
 
     /// Reads port 0x40 + `reg` (0-3).
     fn read_port(&mut self, reg: u64) -> u8 {
-        let now = self.now_tick();
+        let now = self.sync_all();
         match reg {
             0..=2 => self.channels[reg as usize].read(now),
             _ => 0xff, // the control register is write-only
@@ -495,7 +523,7 @@ impl Pit {
     }
 
     /// Port 0x61 as read: bits 0-3 as written, 4 the refresh toggle, 5 channel 2's OUT.
-    pub fn read_port_b(&self) -> u8 {
+    pub fn read_port_b(&mut self) -> u8 {
         let refresh = (self.clock.now_ns() / REFRESH_PERIOD_NS) & 1 == 1;
         self.port_b | u8::from(refresh) << 4 | u8::from(self.out(2)) << 5
     }
@@ -551,13 +579,353 @@ impl BusDevice for SystemPortB {
             .unwrap_or_else(|p| p.into_inner())
             .read_port_b();
         data.fill(0xff);
-        data[0] = v;
+        if let Some(b) = data.first_mut() {
+            *b = v;
+        }
     }
 
     fn write(&mut self, _vcpu: usize, _offset: u64, data: &[u8]) {
-        self.pit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .write_port_b(data[0]);
+        if let Some(&v) = data.first() {
+            self.pit
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .write_port_b(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records every level the line is driven to.
+    #[derive(Default)]
+    struct Line(Mutex<Vec<bool>>);
+    impl IrqLine for Line {
+        fn set_level(&self, high: bool) {
+            self.0.lock().unwrap().push(high);
+        }
+    }
+    impl Line {
+        fn rises(&self) -> usize {
+            let v = self.0.lock().unwrap();
+            v.windows(2).filter(|w| !w[0] && w[1]).count() + usize::from(v.first() == Some(&true))
+        }
+    }
+
+    struct Rig {
+        clock: Clock,
+        pit: Arc<Mutex<Pit>>,
+        line: Arc<Line>,
+        port_b: SystemPortB,
+    }
+
+    impl Rig {
+        fn new() -> Self {
+            let clock = Clock::deterministic(1);
+            let pit = Pit::shared(&clock);
+            let line = Arc::new(Line::default());
+            pit.lock().unwrap().set_irq(line.clone());
+            line.0.lock().unwrap().clear();
+            Rig {
+                port_b: SystemPortB::new(pit.clone()),
+                clock,
+                pit,
+                line,
+            }
+        }
+        /// Moves the clock to absolute PIT tick `t`.
+        fn at(&self, t: u64) {
+            self.clock.advance_to(ticks_to_ns(t, PIT_HZ));
+        }
+        fn out(&self, port: u64, v: u8) {
+            self.pit.lock().unwrap().write(0, port - 0x40, &[v]);
+        }
+        fn inb(&self, port: u64) -> u8 {
+            let mut b = [0];
+            self.pit.lock().unwrap().read(0, port - 0x40, &mut b);
+            b[0]
+        }
+        fn count(&self, port: u64) -> u16 {
+            u16::from(self.inb(port)) | u16::from(self.inb(port)) << 8
+        }
+        fn program(&self, ch: u8, control: u8, count: u16) {
+            self.out(0x43, ch << 6 | control);
+            self.out(0x40 + u64::from(ch), count as u8);
+            self.out(0x40 + u64::from(ch), (count >> 8) as u8);
+        }
+        fn poll(&self) -> u64 {
+            self.pit.lock().unwrap().poll()
+        }
+        fn b(&mut self) -> u8 {
+            let mut b = [0];
+            self.port_b.read(0, 0, &mut b);
+            b[0]
+        }
+    }
+
+    #[test]
+    fn mode0_interrupt_on_terminal_count() {
+        let r = Rig::new();
+        r.program(0, 0x30, 100);
+        assert!(!r.pit.lock().unwrap().out(0));
+        assert_eq!(
+            r.pit.lock().unwrap().deadline(),
+            Some(ticks_to_ns(100, PIT_HZ))
+        );
+        r.at(99);
+        assert_eq!(r.count(0x40), 1);
+        assert_eq!(r.poll(), 0);
+        r.at(100);
+        assert_eq!(r.clock.expired(), vec!["pit".to_string()]);
+        assert_eq!(r.poll(), 1);
+        assert_eq!(r.line.rises(), 1);
+        assert!(*r.line.0.lock().unwrap().last().unwrap());
+        assert_eq!(r.pit.lock().unwrap().deadline(), None, "one interrupt only");
+        r.at(101);
+        assert_eq!(r.count(0x40), 0xffff, "the counter wraps and goes on");
+        // Reprogramming lowers OUT at once.
+        r.out(0x43, 0x30);
+        assert!(!*r.line.0.lock().unwrap().last().unwrap());
+    }
+
+    #[test]
+    fn mode2_rate_generator_periods_and_coalescing() {
+        let r = Rig::new();
+        r.program(0, 0x34, 10);
+        assert_eq!(r.line.rises(), 1, "the control word raises OUT");
+        r.line.0.lock().unwrap().clear();
+        r.at(35);
+        assert_eq!(r.count(0x40), 5);
+        assert_eq!(r.poll(), 3);
+        assert_eq!(r.line.rises(), 1, "late ticks come as one pulse");
+        assert_eq!(
+            r.pit.lock().unwrap().deadline(),
+            Some(ticks_to_ns(40, PIT_HZ))
+        );
+        r.at(39);
+        assert!(
+            !r.pit.lock().unwrap().out(0),
+            "OUT is low for the last tick of a period"
+        );
+        r.at(40);
+        assert!(r.pit.lock().unwrap().out(0));
+        assert_eq!(r.count(0x40), 10);
+        assert_eq!(r.poll(), 1);
+        // A second of count 2 is 596591 periods, delivered without a loop.
+        r.program(0, 0x34, 2);
+        r.at(40 + PIT_HZ);
+        assert_eq!(r.poll(), PIT_HZ / 2);
+    }
+
+    #[test]
+    fn mode2_new_count_waits_for_the_end_of_the_period() {
+        let r = Rig::new();
+        r.program(0, 0x34, 100);
+        r.at(30);
+        r.program(0, 0x34 & 0x0f | 0x30, 0); // same mode, control word restarts: count 65536
+        r.at(40);
+        assert_eq!(r.count(0x40), 65536u32.wrapping_sub(10) as u16);
+        r.program(0, 0x34, 100);
+        r.at(60);
+        r.out(0x40, 50);
+        r.out(0x40, 0);
+        r.out(0x43, 0xe2); // read-back status of channel 0
+        assert_eq!(
+            r.inb(0x40) & 0x40,
+            0x40,
+            "null count until the new count is loaded"
+        );
+        assert_eq!(r.count(0x40), 80);
+        r.at(160); // the period started at 40 ends at 140
+        assert_eq!(r.count(0x40), 30);
+        assert_eq!(r.poll(), 1);
+        r.at(210);
+        assert_eq!(r.poll(), 1);
+        r.out(0x43, 0xe2);
+        assert_eq!(r.inb(0x40) & 0x40, 0);
+    }
+
+    #[test]
+    fn mode3_square_wave_even_and_odd() {
+        let r = Rig::new();
+        r.program(0, 0x36, 10);
+        let seen: Vec<(u16, bool)> = (0..=10)
+            .map(|t| {
+                r.at(t);
+                (r.count(0x40), r.pit.lock().unwrap().out(0))
+            })
+            .collect();
+        assert_eq!(
+            seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+            [10, 8, 6, 4, 2, 10, 8, 6, 4, 2, 10]
+        );
+        assert_eq!(seen.iter().filter(|s| s.1).count(), 6);
+        assert!(seen[4].1 && !seen[5].1 && seen[10].1);
+        assert_eq!(r.poll(), 1);
+        r.program(0, 0x36, 5);
+        let start = 10;
+        let outs: Vec<bool> = (0..5)
+            .map(|t| {
+                r.at(start + t);
+                r.pit.lock().unwrap().out(0)
+            })
+            .collect();
+        assert_eq!(outs, [true, true, true, false, false]);
+    }
+
+    #[test]
+    fn latch_and_read_back() {
+        let r = Rig::new();
+        r.program(0, 0x34, 1000);
+        r.at(100);
+        r.out(0x43, 0x00); // latch channel 0
+        r.at(200);
+        r.out(0x43, 0x00); // ignored: already latched
+        assert_eq!(r.count(0x40), 900);
+        assert_eq!(r.count(0x40), 800, "the latch is gone after two reads");
+        // Read-back: status and count of channel 0; status first.
+        r.out(0x43, 0xc2);
+        r.at(300);
+        assert_eq!(r.inb(0x40), 0x80 | 0x30 | 0x04);
+        assert_eq!(r.count(0x40), 800);
+        // Status alone, and a control word without a count shows null count.
+        r.out(0x43, 0x76); // channel 1, lo/hi, mode 3
+        r.out(0x43, 0xe4);
+        assert_eq!(r.inb(0x41), 0x80 | 0x40 | 0x30 | 0x06);
+        // Low-byte-only and high-byte-only access.
+        r.out(0x43, 0x50); // channel 1, lsb only, mode 0
+        r.out(0x41, 0x20);
+        r.at(310);
+        assert_eq!(r.inb(0x41), 0x16);
+        assert_eq!(r.inb(0x41), 0x16);
+        r.out(0x43, 0x60); // msb only
+        r.out(0x41, 0x02);
+        r.at(311);
+        assert_eq!(r.inb(0x41), 0x01, "0x0200 - 1 = 0x01ff");
+    }
+
+    #[test]
+    fn port_61_gates_channel_2_for_calibration() {
+        let mut r = Rig::new();
+        // As Linux's pit_calibrate_tsc: gate on, speaker off, mode 0, lo/hi.
+        let b = r.b();
+        r.port_b.write(0, 0, &[(b & !0x02) | 0x01]);
+        r.out(0x43, 0xb0);
+        r.out(0x42, 0xe8);
+        r.out(0x42, 0x03);
+        r.at(999);
+        assert_eq!(r.b() & 0x21, 0x01);
+        r.at(1000);
+        assert_eq!(r.b() & 0x21, 0x21);
+        // Gate low holds a mode 0 count; bits 2-3 stick, bit 5 and up are read-only.
+        r.port_b.write(0, 0, &[0xfc]);
+        assert_eq!(r.b() & 0xef, 0x2c);
+        r.out(0x43, 0xb0);
+        r.out(0x42, 0x10);
+        r.out(0x42, 0x00);
+        r.at(2000);
+        assert_eq!(r.count(0x42), 0x10, "gate low: not counting");
+        r.port_b.write(0, 0, &[0x01]);
+        r.at(2005);
+        assert_eq!(r.count(0x42), 0x0b);
+        // The refresh bit toggles every 15.085 us.
+        let t = r.clock.now_ns();
+        r.clock.advance_to((t / 15_085 + 1) * 15_085);
+        let a = r.b() & 0x10;
+        r.clock.advance_ns(15_085);
+        assert_ne!(r.b() & 0x10, a);
+    }
+
+    #[test]
+    fn hardware_triggered_modes_1_and_5_and_strobe_4() {
+        let mut r = Rig::new();
+        r.out(0x43, 0xb2); // channel 2, mode 1
+        r.out(0x42, 10);
+        r.out(0x42, 0);
+        assert!(r.pit.lock().unwrap().out(2), "mode 1 waits for a trigger");
+        r.at(50);
+        r.port_b.write(0, 0, &[1]);
+        assert!(!r.pit.lock().unwrap().out(2));
+        r.at(59);
+        assert!(!r.pit.lock().unwrap().out(2));
+        r.at(60);
+        assert!(r.pit.lock().unwrap().out(2));
+        // Mode 5: one strobe, N+1 ticks after the trigger.
+        r.port_b.write(0, 0, &[0]);
+        r.out(0x43, 0xba);
+        r.out(0x42, 5);
+        r.out(0x42, 0);
+        r.port_b.write(0, 0, &[1]);
+        let outs: Vec<bool> = (0..8)
+            .map(|t| {
+                r.at(60 + t);
+                r.pit.lock().unwrap().out(2)
+            })
+            .collect();
+        assert_eq!(outs, [true, true, true, true, true, false, true, true]);
+        // Mode 4 on channel 0: the strobe is an interrupt.
+        r.program(0, 0x38, 20); // at tick 67
+        r.at(67 + 20);
+        assert!(!r.pit.lock().unwrap().out(0));
+        assert_eq!(r.poll(), 0);
+        r.at(67 + 21);
+        assert_eq!(r.poll(), 1);
+        assert_eq!(r.pit.lock().unwrap().deadline(), None);
+    }
+
+    #[test]
+    fn bcd_counting() {
+        let r = Rig::new();
+        r.program(0, 0x31, 0x0100); // mode 0, BCD 100
+        r.at(1);
+        assert_eq!(r.count(0x40), 0x0099);
+        r.at(101);
+        assert_eq!(r.count(0x40), 0x9999, "BCD wraps at 10000");
+        r.program(0, 0x35, 0x0000); // mode 2, BCD 0 = 10000
+        assert_eq!(
+            r.pit.lock().unwrap().deadline(),
+            Some(ticks_to_ns(101 + 10_000, PIT_HZ))
+        );
+    }
+
+    #[test]
+    fn odd_accesses_never_panic() {
+        let r = Rig::new();
+        let mut port_b = SystemPortB::new(r.pit.clone());
+        port_b.read(0, 0, &mut []);
+        port_b.write(0, 0, &[]);
+        let mut w = [0u8; 4];
+        port_b.read(0, 0, &mut w);
+        assert_eq!(w[1..], [0xff; 3]);
+        r.pit.lock().unwrap().read(0, 0, &mut []);
+        r.pit.lock().unwrap().write(0, 0, &[]);
+        assert_eq!(r.inb(0x43), 0xff, "the control register is write-only");
+        // Unprogrammed channels read something and raise nothing.
+        let _ = r.count(0x40);
+        assert_eq!(r.poll(), 0);
+        // A word access covers two ports.
+        let mut w = [0u8; 2];
+        r.pit.lock().unwrap().read(0, 2, &mut w);
+        r.pit.lock().unwrap().write(0, 3, &[0x34, 0x00]);
+        // Mode 2 and 3 with count 1 (illegal on the real part) and read-back of nothing.
+        r.program(0, 0x34, 1);
+        r.at(10);
+        let _ = r.poll();
+        r.program(0, 0x36, 1);
+        r.at(20);
+        let _ = r.poll();
+        r.out(0x43, 0xc0);
+        r.out(0x43, 0xfe); // read-back with neither count nor status
+        let mut pit = r.pit.lock().unwrap();
+        pit.set_gate(7, true);
+        assert!(!pit.out(9));
+        // Half a count, then a control word: the stale byte is dropped.
+        pit.write(0, 0x43 - 0x40, &[0x30]);
+        pit.write(0, 0, &[0x12]);
+        pit.write(0, 3, &[0x30]);
+        assert!(!pit.channels[0].write_hi_next);
+        assert_eq!(to_bcd(1234), 0x1234);
+        assert_eq!(from_bcd(0x9999), 9999);
     }
 }

@@ -29,10 +29,10 @@ use iced_x86::{
 };
 use janus_accel::kvm::KvmAccel;
 use janus_accel::soft::SoftAccel;
-use janus_accel::{Accelerator, CpuState, Exit, GuestMemory, Vcpu};
+use janus_accel::{Accelerator, CpuState, Exit, GuestMemory, MemoryError, Vcpu};
 
 use crate::control::{Control, StopReason};
-use crate::layout;
+use crate::layout::{self, LoadError};
 use crate::machine::{Machine, MachineConfig, MachineError};
 use crate::sink::SinkSpec;
 use compare::{FieldDiff, compare, iced_flags_to_rflags};
@@ -367,6 +367,20 @@ fn copy_ranges(from: &GuestMemory, to: &GuestMemory, ranges: &[(u64, usize)]) {
 /// # Errors
 /// A backend or the machine cannot be set up.
 pub fn diff_image(image: &[u8], opts: &DiffOptions) -> Result<DiffReport, MachineError> {
+    diff_prepared(image, &|_| Ok(()), None, opts)
+}
+
+/// Runs a flat image on two backends in lockstep, after `prepare` has written extra structures
+/// into both memories, from `initial` (or the boot-sector state).
+///
+/// # Errors
+/// A backend or the machine cannot be set up.
+pub fn diff_prepared(
+    image: &[u8],
+    prepare: &dyn Fn(&GuestMemory) -> Result<(), MemoryError>,
+    initial: Option<&CpuState>,
+    opts: &DiffOptions,
+) -> Result<DiffReport, MachineError> {
     // Backend A's side is a whole machine (its devices are the real ones); B gets its own copy
     // of the same memory.
     let machine = Machine::new(MachineConfig {
@@ -376,9 +390,12 @@ pub fn diff_image(image: &[u8], opts: &DiffOptions) -> Result<DiffReport, Machin
         ..Default::default()
     })?;
     let (mem_b, _) = layout::build_memory(opts.mem, None)?;
-    let initial = layout::load_flat(&mem_b, image)?;
-    let a = make_side(opts.a, machine.memory().clone(), opts, &initial)?;
-    let b = make_side(opts.b, mem_b, opts, &initial)?;
+    let boot = layout::load_flat(&mem_b, image)?;
+    prepare(machine.memory()).map_err(LoadError::from)?;
+    prepare(&mem_b).map_err(LoadError::from)?;
+    let initial = initial.unwrap_or(&boot);
+    let a = make_side(opts.a, machine.memory().clone(), opts, initial)?;
+    let b = make_side(opts.b, mem_b, opts, initial)?;
     Ok(lockstep(
         a,
         b,
@@ -511,11 +528,23 @@ fn lockstep(
         {
             exit_b = match b.vcpu.run(&replayer) {
                 Ok(e) => e,
-                Err(e) => return report(step, DiffEnd::Agreed(StopReason::HostError(e.to_string())), no_oracle),
+                Err(e) => {
+                    return report(
+                        step,
+                        DiffEnd::Agreed(StopReason::HostError(e.to_string())),
+                        no_oracle,
+                    );
+                }
             };
             match b.vcpu.state() {
                 Ok(s) => sb = s,
-                Err(e) => return report(step, DiffEnd::Agreed(StopReason::HostError(e.to_string())), no_oracle),
+                Err(e) => {
+                    return report(
+                        step,
+                        DiffEnd::Agreed(StopReason::HostError(e.to_string())),
+                        no_oracle,
+                    );
+                }
             }
             catch_up += 1;
         }
@@ -525,7 +554,11 @@ fn lockstep(
                 sb.gpr[r] = sa.gpr[r];
             }
             if let Err(e) = b.vcpu.set_state(&sb) {
-                return report(step, DiffEnd::Agreed(StopReason::HostError(e.to_string())), no_oracle);
+                return report(
+                    step,
+                    DiffEnd::Agreed(StopReason::HostError(e.to_string())),
+                    no_oracle,
+                );
             }
         }
         let is_hlt = insn.mnemonic() == Mnemonic::Hlt;
@@ -535,8 +568,53 @@ fn lockstep(
             (Exit::Shutdown(_), Exit::Shutdown(_)) => true,
             (x, y) => std::mem::discriminant(x) == std::mem::discriminant(y),
         };
+        // An exception delivered by the step: hardware single-step runs into the handler (the
+        // trap is taken after its first instruction, or not until a HLT there), while the
+        // software backend stops at the handler's entry. Let B catch up to A's RIP.
+        let mut catch_up = 0;
+        while sb.rip != sa.rip
+            && sb.rip != before.rip
+            && matches!(exit_b, Exit::SingleStep)
+            && catch_up < 4
+        {
+            let rsp_before = sb.gpr[4];
+            exit_b = match b.vcpu.run(&replayer) {
+                Ok(e) => e,
+                Err(e) => {
+                    return report(
+                        step,
+                        DiffEnd::Agreed(StopReason::HostError(e.to_string())),
+                        no_oracle,
+                    );
+                }
+            };
+            match b.vcpu.state() {
+                Ok(s) => sb = s,
+                Err(e) => {
+                    return report(
+                        step,
+                        DiffEnd::Agreed(StopReason::HostError(e.to_string())),
+                        no_oracle,
+                    );
+                }
+            }
+            let _ = rsp_before;
+            catch_up += 1;
+        }
         let undefined = iced_flags_to_rflags(insn.rflags_undefined());
         let fields = compare(&sa, &sb, undefined);
+        // Flags the instruction left undefined are pinned to A's values, so that a later
+        // instruction reading them compares defined behaviour only.
+        if fields.is_empty() && (sa.rflags ^ sb.rflags) & undefined != 0 {
+            sb.rflags = (sb.rflags & !undefined) | (sa.rflags & undefined);
+            if let Err(e) = b.vcpu.set_state(&sb) {
+                return report(
+                    step,
+                    DiffEnd::Agreed(StopReason::HostError(e.to_string())),
+                    no_oracle,
+                );
+            }
+        }
         let mut memory = Vec::new();
         compare_ranges(&a.mem, &b.mem, &writes, &mut memory);
         step += 1;

@@ -23,6 +23,8 @@ pub struct Cache {
     map: HashMap<(u64, u32), Arc<Block>>,
     pages: HashMap<u64, PageInfo>,
     fast: Vec<Option<Arc<Block>>>,
+    /// Bumped whenever blocks are dropped.
+    pub epoch: u64,
 }
 
 impl Default for Cache {
@@ -39,11 +41,17 @@ fn fast_index(phys: u64, mode: u32) -> usize {
 impl Cache {
     /// An empty cache.
     pub fn new() -> Self {
-        Cache { map: HashMap::new(), pages: HashMap::new(), fast: vec![None; FAST] }
+        Cache {
+            map: HashMap::new(),
+            pages: HashMap::new(),
+            fast: vec![None; FAST],
+            epoch: 0,
+        }
     }
 
     /// Drops every block.
     pub fn clear(&mut self) {
+        self.epoch += 1;
         self.map.clear();
         self.pages.clear();
         self.fast.iter_mut().for_each(|f| *f = None);
@@ -111,14 +119,68 @@ impl Cache {
         let Some(info) = self.pages.remove(&page) else {
             return;
         };
+        self.epoch += 1;
         for key in info.keys {
             self.map.remove(&key);
             let i = fast_index(key.0, key.1);
-            if self.fast[i].as_ref().is_some_and(|b| (b.phys, b.mode) == key) {
+            if self.fast[i]
+                .as_ref()
+                .is_some_and(|b| (b.phys, b.mode) == key)
+            {
                 self.fast[i] = None;
             }
         }
         // Blocks that started in another page but spill into this one are not cached (see the
         // translator), so nothing else refers to this page.
+    }
+}
+
+const JMP: usize = 1024;
+
+#[derive(Debug, Clone)]
+struct JmpEntry {
+    block: Arc<Block>,
+    lin: u64,
+    key: u32,
+    epoch: u64,
+}
+
+/// A direct-mapped cache from the linear address of a block to the block, valid while neither
+/// the TLB nor the translation cache changed (their generations): it skips the TLB lookup, the
+/// hash lookup and the reference count of the block on the hot path.
+#[derive(Debug)]
+pub struct JmpCache {
+    e: Vec<Option<JmpEntry>>,
+}
+
+impl Default for JmpCache {
+    fn default() -> Self {
+        JmpCache { e: vec![None; JMP] }
+    }
+}
+
+impl JmpCache {
+    #[inline]
+    fn index(lin: u64) -> usize {
+        ((lin ^ (lin >> 10)) as usize) & (JMP - 1)
+    }
+
+    /// The block for (linear address, key) if still valid for generation `epoch`.
+    #[inline]
+    pub fn get(&self, lin: u64, key: u32, epoch: u64) -> Option<&Arc<Block>> {
+        match &self.e[Self::index(lin)] {
+            Some(e) if e.lin == lin && e.key == key && e.epoch == epoch => Some(&e.block),
+            _ => None,
+        }
+    }
+
+    /// Remembers a block.
+    pub fn put(&mut self, lin: u64, key: u32, epoch: u64, block: Arc<Block>) {
+        self.e[Self::index(lin)] = Some(JmpEntry {
+            block,
+            lin,
+            key,
+            epoch,
+        });
     }
 }

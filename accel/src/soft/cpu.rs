@@ -73,26 +73,41 @@ pub mod vec {
 }
 
 /// #UD.
-pub const UD: Fault = Fault::Exc { vector: vec::UD, code: None };
+pub const UD: Fault = Fault::Exc {
+    vector: vec::UD,
+    code: None,
+};
 
 /// #GP with an error code.
 pub fn gp(code: u32) -> Fault {
-    Fault::Exc { vector: vec::GP, code: Some(code) }
+    Fault::Exc {
+        vector: vec::GP,
+        code: Some(code),
+    }
 }
 
 /// #SS with an error code.
 pub fn ss_fault(code: u32) -> Fault {
-    Fault::Exc { vector: vec::SS, code: Some(code) }
+    Fault::Exc {
+        vector: vec::SS,
+        code: Some(code),
+    }
 }
 
 /// #NP with an error code.
 pub fn np(code: u32) -> Fault {
-    Fault::Exc { vector: vec::NP, code: Some(code) }
+    Fault::Exc {
+        vector: vec::NP,
+        code: Some(code),
+    }
 }
 
 /// #TS with an error code.
 pub fn ts(code: u32) -> Fault {
-    Fault::Exc { vector: vec::TS, code: Some(code) }
+    Fault::Exc {
+        vector: vec::TS,
+        code: Some(code),
+    }
 }
 
 /// The software vCPU's state.

@@ -64,16 +64,23 @@ impl Ctx<'_> {
             let mask = if bitness == 32 { 0xffff_ffff } else { 0xffff };
             insn.set_next_ip(rip.wrapping_add(len) & mask);
         }
-        Ok(Fetched { insn, phys: e1.phys | (lin & 0xfff), crosses: (lin & 0xfff) + len > 0x1000 })
+        Ok(Fetched {
+            insn,
+            phys: e1.phys | (lin & 0xfff),
+            crosses: (lin & 0xfff) + len > 0x1000,
+        })
     }
 
     fn copy_code(&mut self, pa: u64, out: &mut [u8]) {
         if self.c.mem.read(pa, out).is_err() {
             // Code outside RAM or straddling regions: read byte by byte (MMIO reads 0xff).
             for (i, b) in out.iter_mut().enumerate() {
-                *b = self.c.mem.read_le(pa + i as u64, 1).map_or(0xff, |v| v as u8);
+                *b = self
+                    .c
+                    .mem
+                    .read_le(pa + i as u64, 1)
+                    .map_or(0xff, |v| v as u8);
             }
         }
     }
 }
-

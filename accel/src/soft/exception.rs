@@ -41,7 +41,10 @@ impl Ctx<'_> {
         for _ in 0..4 {
             match self.deliver(cur.0, cur.1, Source::Exception, self.c.s.rip) {
                 Ok(()) => return Delivered::Ok,
-                Err(Fault::Exc { vector: v2, code: c2 }) => {
+                Err(Fault::Exc {
+                    vector: v2,
+                    code: c2,
+                }) => {
                     if first == vec::DF {
                         return Delivered::Shutdown;
                     }
@@ -64,7 +67,9 @@ impl Ctx<'_> {
             return self.deliver_real(v, ret);
         }
         if self.c.s.rflags & rflags::VM != 0 {
-            return Err(Fault::Unsupported("interrupt delivery in virtual-8086 mode"));
+            return Err(Fault::Unsupported(
+                "interrupt delivery in virtual-8086 mode",
+            ));
         }
         let long = self.c.s.long_mode_active();
         let gsz: u64 = if long { 16 } else { 8 };
@@ -79,7 +84,11 @@ impl Ctx<'_> {
         let typ = ((lo >> 40) & 0x1f) as u8;
         let dpl = ((lo >> 45) & 3) as u8;
         let present = lo & (1 << 47) != 0;
-        let valid = if long { matches!(typ, 0xe | 0xf) } else { matches!(typ, 0x6 | 0x7 | 0xe | 0xf | 0x5) };
+        let valid = if long {
+            matches!(typ, 0xe | 0xf)
+        } else {
+            matches!(typ, 0x6 | 0x7 | 0xe | 0xf | 0x5)
+        };
         if !valid {
             return Err(gp(gerr));
         }
@@ -103,7 +112,9 @@ impl Ctx<'_> {
         if sel & 0xfffc == 0 {
             return Err(gp(ext));
         }
-        let d = self.read_desc(sel).map_err(|_| gp(u32::from(sel & 0xfffc) + ext))?;
+        let d = self
+            .read_desc(sel)
+            .map_err(|_| gp(u32::from(sel & 0xfffc) + ext))?;
         let cs = from_desc(sel, d);
         let serr = u32::from(sel & 0xfffc) + ext;
         if !cs.s || cs.typ & 8 == 0 || cs.dpl > cpl || (long && !cs.l) {
@@ -167,7 +178,9 @@ impl Ctx<'_> {
                     let a = tr.base + 2 + u64::from(new_cpl) * 4;
                     (self.sys_read(a, 2)?, self.sys_read(a + 2, 2)? as u16)
                 };
-                let sd = self.read_desc(nss).map_err(|_| super::cpu::ts(u32::from(nss & 0xfffc)))?;
+                let sd = self
+                    .read_desc(nss)
+                    .map_err(|_| super::cpu::ts(u32::from(nss & 0xfffc)))?;
                 ss = from_desc(nss, sd);
                 if ss.dpl != new_cpl || !ss.s || ss.typ & 0xa != 2 {
                     return Err(super::cpu::ts(u32::from(nss & 0xfffc)));
@@ -197,7 +210,11 @@ impl Ctx<'_> {
             let sz = if ss.db { 4 } else { 2 };
             let spv = (sp & !spm) | p;
             self.c.set(4, sz, spv);
-            self.c.s.rip = if gate32 { off & 0xffff_ffff } else { off & 0xffff };
+            self.c.s.rip = if gate32 {
+                off & 0xffff_ffff
+            } else {
+                off & 0xffff
+            };
         }
         let mut f = self.c.rflags() & !(rflags::TF | rflags::NT | rflags::RF | rflags::VM);
         if !trap {
@@ -222,7 +239,8 @@ impl Ctx<'_> {
         self.c.s.cs.selector = sel;
         self.c.s.cs.base = u64::from(sel) << 4;
         self.c.s.rip = e & 0xffff;
-        self.c.set_rflags(f & !(rflags::IF | rflags::TF | rflags::AC | rflags::RF));
+        self.c
+            .set_rflags(f & !(rflags::IF | rflags::TF | rflags::AC | rflags::RF));
         Ok(())
     }
 

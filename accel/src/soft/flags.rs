@@ -55,7 +55,14 @@ pub struct Lazy {
 
 impl Default for Lazy {
     fn default() -> Self {
-        Lazy { op: CcOp::Eflags, sz: 1, a: 0, b: 0, res: 0, aux: 0 }
+        Lazy {
+            op: CcOp::Eflags,
+            sz: 1,
+            a: 0,
+            b: 0,
+            res: 0,
+            aux: 0,
+        }
     }
 }
 
@@ -99,23 +106,43 @@ impl Lazy {
             CcOp::Add => self.res & m < self.a & m,
             CcOp::Adc => {
                 let cin = self.res.wrapping_sub(self.a).wrapping_sub(self.b) & m;
-                if cin != 0 { self.res & m <= self.a & m } else { self.res & m < self.a & m }
+                if cin != 0 {
+                    self.res & m <= self.a & m
+                } else {
+                    self.res & m < self.a & m
+                }
             }
             CcOp::Sub => self.a & m < self.b & m,
             CcOp::Sbb => {
                 let bin = self.a.wrapping_sub(self.b).wrapping_sub(self.res) & m;
-                if bin != 0 { self.a & m <= self.b & m } else { self.a & m < self.b & m }
+                if bin != 0 {
+                    self.a & m <= self.b & m
+                } else {
+                    self.a & m < self.b & m
+                }
             }
             CcOp::Logic => false,
             CcOp::Inc | CcOp::Dec => self.aux != 0,
             CcOp::Shl => {
                 let bits = u64::from(self.sz) * 8;
-                if self.b > bits { false } else { (u128::from(self.a) << self.b) >> bits & 1 != 0 }
+                if self.b > bits {
+                    false
+                } else {
+                    (u128::from(self.a) << self.b) >> bits & 1 != 0
+                }
             }
             CcOp::Shr | CcOp::Sar => {
-                let v = if self.op == CcOp::Sar { sext(self.a, self.sz) as u64 } else { self.a & m };
+                let v = if self.op == CcOp::Sar {
+                    sext(self.a, self.sz) as u64
+                } else {
+                    self.a & m
+                };
                 let c = self.b.wrapping_sub(1);
-                if c >= 64 { (v as i64) < 0 && self.op == CcOp::Sar } else { (v >> c) & 1 != 0 }
+                if c >= 64 {
+                    (v as i64) < 0 && self.op == CcOp::Sar
+                } else {
+                    (v >> c) & 1 != 0
+                }
             }
             CcOp::Mul => self.aux != 0,
         }
@@ -124,19 +151,31 @@ impl Lazy {
     /// Zero flag.
     #[inline]
     pub fn zf(&self) -> bool {
-        if self.op == CcOp::Eflags { self.aux & ZF != 0 } else { self.res & mask(self.sz) == 0 }
+        if self.op == CcOp::Eflags {
+            self.aux & ZF != 0
+        } else {
+            self.res & mask(self.sz) == 0
+        }
     }
 
     /// Sign flag.
     #[inline]
     pub fn sf(&self) -> bool {
-        if self.op == CcOp::Eflags { self.aux & SF != 0 } else { self.res & sign_bit(self.sz) != 0 }
+        if self.op == CcOp::Eflags {
+            self.aux & SF != 0
+        } else {
+            self.res & sign_bit(self.sz) != 0
+        }
     }
 
     /// Parity flag.
     #[inline]
     pub fn pf(&self) -> bool {
-        if self.op == CcOp::Eflags { self.aux & PF != 0 } else { parity(self.res) }
+        if self.op == CcOp::Eflags {
+            self.aux & PF != 0
+        } else {
+            parity(self.res)
+        }
     }
 
     /// Auxiliary carry flag.
@@ -294,7 +333,10 @@ mod tests {
     #[test]
     fn shift_flags() {
         // shl al, 1 with al = 0x80 -> 0, CF=1, OF=1
-        assert_eq!(flags(CcOp::Shl, 1, 0x80, 1, 0) & (CF | OF | ZF), CF | OF | ZF);
+        assert_eq!(
+            flags(CcOp::Shl, 1, 0x80, 1, 0) & (CF | OF | ZF),
+            CF | OF | ZF
+        );
         // shr al, 1 with al = 0x81 -> 0x40, CF=1, OF=1 (msb of original)
         assert_eq!(flags(CcOp::Shr, 1, 0x81, 1, 0x40) & (CF | OF), CF | OF);
         // sar al, 1 with 0x81 -> 0xc0, CF=1, OF=0

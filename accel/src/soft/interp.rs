@@ -31,9 +31,12 @@ fn bin(op: BinOp, a: u64, b: u64, sz: u8) -> u64 {
     r & m
 }
 
-/// Executes `b`.
-pub fn run(ctx: &mut Ctx, b: &Block) -> Outcome {
-    let mut t = [0u64; 64];
+/// Number of temporaries a block may use.
+pub const TEMPS: usize = 256;
+
+/// Executes `b` with the temporaries `t` (kept by the caller: nothing is allocated or cleared
+/// per block).
+pub fn run(ctx: &mut Ctx, b: &Block, t: &mut [u64; TEMPS]) -> Outcome {
     let mut n = 0u16;
     for op in &b.ops {
         match *op {
@@ -65,11 +68,50 @@ pub fn run(ctx: &mut Ctx, b: &Block) -> Outcome {
                 let (a, b, r) = (t[usize::from(a)], t[usize::from(b)], t[usize::from(r)]);
                 ctx.c.lazy.set(cc, sz, a, b, r);
             }
+            Op::AluR {
+                op,
+                cc,
+                r,
+                s,
+                sz,
+                write,
+            } => {
+                let a = ctx.c.get(r, sz);
+                let b = ctx.c.get(s, sz);
+                let v = bin(op, a, b, sz);
+                if write {
+                    ctx.c.set(r, sz, v);
+                }
+                ctx.c.lazy.set(cc, sz, a, b, v);
+            }
+            Op::AluI {
+                op,
+                cc,
+                r,
+                sz,
+                write,
+                imm,
+            } => {
+                let a = ctx.c.get(r, sz);
+                let b = imm as i64 as u64 & mask(sz);
+                let v = bin(op, a, b, sz);
+                if write {
+                    ctx.c.set(r, sz, v);
+                }
+                ctx.c.lazy.set(cc, sz, a, b, v);
+            }
+            Op::BranchCc { cc, taken, fall } => {
+                ctx.c.s.rip = if ctx.c.lazy.cond(cc) { taken } else { fall };
+                return Outcome::Done(b.insns.len() as u16);
+            }
             Op::Carry { d } => t[usize::from(d)] = u64::from(ctx.c.lazy.cf()),
             Op::Cond { d, cc } => t[usize::from(d)] = u64::from(ctx.c.lazy.cond(cc)),
             Op::Select { d, c, a, b } => {
-                t[usize::from(d)] =
-                    if t[usize::from(c)] != 0 { t[usize::from(a)] } else { t[usize::from(b)] };
+                t[usize::from(d)] = if t[usize::from(c)] != 0 {
+                    t[usize::from(a)]
+                } else {
+                    t[usize::from(b)]
+                };
             }
             Op::Load { d, seg, a, sz } => match ctx.read(seg, t[usize::from(a)], sz) {
                 Ok(v) => t[usize::from(d)] = v,
@@ -87,18 +129,18 @@ pub fn run(ctx: &mut Ctx, b: &Block) -> Outcome {
             }
             Op::Jump { t: x } => {
                 ctx.c.s.rip = t[usize::from(x)];
-                return Outcome::Done(n + 1);
+                return Outcome::Done(b.insns.len() as u16);
             }
             Op::Goto { rip } => {
                 ctx.c.s.rip = rip;
-                return Outcome::Done(n + 1);
+                return Outcome::Done(b.insns.len() as u16);
             }
             Op::Branch { c, taken, fall } => {
                 ctx.c.s.rip = if t[usize::from(c)] != 0 { taken } else { fall };
-                return Outcome::Done(n + 1);
+                return Outcome::Done(b.insns.len() as u16);
             }
-            Op::End => return Outcome::Done(n + 1),
+            Op::End => return Outcome::Done(b.insns.len() as u16),
         }
     }
-    Outcome::Done(n + 1)
+    Outcome::Done(b.insns.len() as u16)
 }

@@ -122,6 +122,36 @@ pub enum Op {
         /// Result.
         r: T,
     },
+    /// Fused register ALU op: r = r op (register `s`), with flags (write = false for CMP/TEST).
+    AluR {
+        /// Operation.
+        op: BinOp,
+        /// Flags kind.
+        cc: super::flags::CcOp,
+        /// Destination (and first source) register.
+        r: u8,
+        /// Second source register.
+        s: u8,
+        /// Size.
+        sz: u8,
+        /// Whether the result is written back.
+        write: bool,
+    },
+    /// Fused register-immediate ALU op: r = r op imm, with flags.
+    AluI {
+        /// Operation.
+        op: BinOp,
+        /// Flags kind.
+        cc: super::flags::CcOp,
+        /// Destination (and first source) register.
+        r: u8,
+        /// Size.
+        sz: u8,
+        /// Whether the result is written back.
+        write: bool,
+        /// The immediate, sign-extended.
+        imm: i32,
+    },
     /// d = CF.
     Carry {
         /// Destination.
@@ -193,6 +223,15 @@ pub enum Op {
         /// Target if false.
         fall: u64,
     },
+    /// Ends the block: RIP = condition `cc` ? taken : fall.
+    BranchCc {
+        /// Condition code.
+        cc: u8,
+        /// Target if true.
+        taken: u64,
+        /// Target if false.
+        fall: u64,
+    },
     /// Ends the block: a helper has set RIP.
     End,
 }
@@ -212,6 +251,8 @@ pub struct Block {
     pub rip: u64,
     /// (physical page, 64-byte chunk mask) of the code it covers.
     pub code: Vec<(u64, u64)>,
+    /// Index in `ops` of each instruction's first op (for dumps).
+    pub starts: Vec<u32>,
 }
 
 impl fmt::Display for Op {
@@ -224,6 +265,37 @@ impl fmt::Display for Op {
             Op::Bin { op, d, a, b, sz } => write!(f, "t{d} = {op:?}.{sz} t{a}, t{b}"),
             Op::Un { op, d, a, sz } => write!(f, "t{d} = {op:?}.{sz} t{a}"),
             Op::Flags { cc, sz, a, b, r } => write!(f, "flags {cc:?}.{sz} t{a}, t{b} -> t{r}"),
+            Op::AluR {
+                op,
+                cc,
+                r,
+                s,
+                sz,
+                write,
+            } => {
+                write!(
+                    f,
+                    "r{r}.{sz} {}= {op:?} r{s} (flags {cc:?})",
+                    if write { "" } else { "?" }
+                )
+            }
+            Op::AluI {
+                op,
+                cc,
+                r,
+                sz,
+                write,
+                imm,
+            } => {
+                write!(
+                    f,
+                    "r{r}.{sz} {}= {op:?} {imm:#x} (flags {cc:?})",
+                    if write { "" } else { "?" }
+                )
+            }
+            Op::BranchCc { cc, taken, fall } => {
+                write!(f, "branch cond {cc:#x} ? {taken:#x} : {fall:#x}")
+            }
             Op::Carry { d } => write!(f, "t{d} = cf"),
             Op::Cond { d, cc } => write!(f, "t{d} = cond {cc:#x}"),
             Op::Select { d, c, a, b } => write!(f, "t{d} = t{c} ? t{a} : t{b}"),
@@ -240,9 +312,9 @@ impl fmt::Display for Op {
 
 impl fmt::Display for Block {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for op in &self.ops {
-            if let Op::Insn { n, .. } = op {
-                writeln!(f, "; {}", self.insns[usize::from(*n)])?;
+        for (k, op) in self.ops.iter().enumerate() {
+            if let Some(n) = self.starts.iter().position(|&s| s as usize == k) {
+                writeln!(f, "; {}", self.insns[n])?;
             }
             writeln!(f, "  {op}")?;
         }

@@ -41,6 +41,8 @@ pub struct TlbEntry {
 #[derive(Debug)]
 pub struct Tlb {
     e: Vec<TlbEntry>,
+    /// Bumped on every flush, so that caches keyed by linear address know to revalidate.
+    pub epoch: u64,
 }
 
 impl Default for Tlb {
@@ -52,11 +54,15 @@ impl Default for Tlb {
 impl Tlb {
     /// An empty TLB.
     pub fn new() -> Self {
-        Tlb { e: vec![TlbEntry::default(); 3 * TLB_SIZE] }
+        Tlb {
+            e: vec![TlbEntry::default(); 3 * TLB_SIZE],
+            epoch: 0,
+        }
     }
 
     /// Drops every entry (or every non-global one).
     pub fn flush(&mut self, keep_global: bool) {
+        self.epoch += 1;
         for e in &mut self.e {
             if !(keep_global && e.global) {
                 e.tag = 0;
@@ -66,6 +72,7 @@ impl Tlb {
 
     /// Drops the entries of one linear page (INVLPG).
     pub fn flush_page(&mut self, lin: u64) {
+        self.epoch += 1;
         let i = ((lin >> 12) as usize) & (TLB_SIZE - 1);
         for k in 0..3 {
             let e = &mut self.e[k * TLB_SIZE + i];
@@ -141,7 +148,8 @@ impl Ctx<'_> {
             return host_read(p as usize, sz);
         }
         let mut b = [0u8; 8];
-        self.io.mmio_read(self.c.index, pa, &mut b[..usize::from(sz)]);
+        self.io
+            .mmio_read(self.c.index, pa, &mut b[..usize::from(sz)]);
         self.c.counters.bump(ExitReasonKind::MmioRead);
         u64::from_le_bytes(b)
     }
@@ -189,7 +197,12 @@ impl Ctx<'_> {
             Some(p) if !(writable && self.c.cache.page_has_code(phys)) => p as usize,
             _ => 0,
         };
-        let e = TlbEntry { tag: tag(lin, user), host, phys, global };
+        let e = TlbEntry {
+            tag: tag(lin, user),
+            host,
+            phys,
+            global,
+        };
         self.c.tlb.e[Tlb::slot(acc, lin)] = e;
         Ok(e)
     }
@@ -209,7 +222,10 @@ impl Ctx<'_> {
             code |= 16;
         }
         self.c.s.cr2 = lin;
-        Fault::Exc { vector: vec::PF, code: Some(code) }
+        Fault::Exc {
+            vector: vec::PF,
+            code: Some(code),
+        }
     }
 
     /// Walks the page tables for `lin`: the physical address and whether the page is global.
@@ -335,7 +351,11 @@ impl Ctx<'_> {
         let mut v = 0u64;
         for i in 0..u64::from(sz) {
             let a = lin.wrapping_add(i) & wrap;
-            let pa = if a & PAGE_MASK == lin & PAGE_MASK { e1.phys } else { e2.phys } | (a & 0xfff);
+            let pa = if a & PAGE_MASK == lin & PAGE_MASK {
+                e1.phys
+            } else {
+                e2.phys
+            } | (a & 0xfff);
             v |= self.phys_read(pa, 1) << (8 * i);
         }
         Ok(v)
@@ -364,7 +384,11 @@ impl Ctx<'_> {
         let e2 = self.translate(second, Acc::W, user)?;
         for i in 0..u64::from(sz) {
             let a = lin.wrapping_add(i) & wrap;
-            let pa = if a & PAGE_MASK == lin & PAGE_MASK { e1.phys } else { e2.phys } | (a & 0xfff);
+            let pa = if a & PAGE_MASK == lin & PAGE_MASK {
+                e1.phys
+            } else {
+                e2.phys
+            } | (a & 0xfff);
             self.phys_write(pa, 1, v >> (8 * i));
         }
         Ok(())
@@ -383,7 +407,11 @@ impl Ctx<'_> {
     /// Mask of linear addresses: 64 bits in long mode, 32 otherwise.
     #[inline]
     pub fn lin_mask(&self) -> u64 {
-        if self.c.s.efer & bits::EFER_LMA != 0 { u64::MAX } else { 0xffff_ffff }
+        if self.c.s.efer & bits::EFER_LMA != 0 {
+            u64::MAX
+        } else {
+            0xffff_ffff
+        }
     }
 
     /// Applies segment `sg` to offset `off` for an access of `sz` bytes: the linear address,

@@ -64,7 +64,13 @@ impl Accelerator for SoftAccel {
     fn create_vcpu(&self, index: usize) -> Result<SoftVcpu, VcpuError> {
         let mut core = Core::new(self.memory.clone(), index);
         core.nr_vcpus = self.nr_vcpus;
-        Ok(SoftVcpu { core: Box::new(core), kicker: Kicker::new(), single_step: false })
+        Ok(SoftVcpu {
+            core: Box::new(core),
+            kicker: Kicker::new(),
+            single_step: false,
+            jmp: cache::JmpCache::default(),
+            temps: Box::new([0; interp::TEMPS]),
+        })
     }
 }
 
@@ -74,6 +80,8 @@ pub struct SoftVcpu {
     core: Box<Core>,
     kicker: Kicker,
     single_step: bool,
+    jmp: cache::JmpCache,
+    temps: Box<[u64; interp::TEMPS]>,
 }
 
 impl SoftVcpu {
@@ -114,7 +122,10 @@ impl SoftVcpu {
                 self.core.counters.bump(ExitReasonKind::Interrupted);
                 return Exit::Stopped;
             }
-            let mut ctx = Ctx { c: &mut self.core, io };
+            let mut ctx = Ctx {
+                c: &mut self.core,
+                io,
+            };
             if let Some(e) = ctx.c.s.events.exception.take() {
                 match ctx.raise(e.vector, e.error_code) {
                     Delivered::Ok => {}
@@ -145,10 +156,22 @@ impl SoftVcpu {
             let single = self.single_step || shadow;
             let mode = translate::mode_key(ctx.c, single);
             let rip = ctx.c.s.rip;
-            let block = match block_for(&mut ctx, mode, rip, single) {
-                Ok(b) => b,
-                Err(f) => {
-                    match self.fault(io, f, 0) {
+            let lin = if ctx.c.long64() {
+                rip
+            } else {
+                ctx.c.s.cs.base.wrapping_add(rip) & 0xffff_ffff
+            };
+            let key = mode | u32::from(ctx.c.cpl()) << 8;
+            let epoch = ctx.c.tlb.epoch.wrapping_add(ctx.c.cache.epoch);
+            let mut uncached = None;
+            if self.jmp.get(lin, key, epoch).is_none() {
+                match block_for(&mut ctx, mode, rip, single) {
+                    Ok((b, true)) => {
+                        let epoch = ctx.c.tlb.epoch.wrapping_add(ctx.c.cache.epoch);
+                        self.jmp.put(lin, key, epoch, b);
+                    }
+                    Ok((b, false)) => uncached = Some(b),
+                    Err(f) => match self.fault(io, f, 0) {
                         Some(exit) => return exit,
                         None => {
                             if self.single_step {
@@ -156,8 +179,16 @@ impl SoftVcpu {
                             }
                             continue;
                         }
-                    }
+                    },
                 }
+            }
+            let epoch = ctx.c.tlb.epoch.wrapping_add(ctx.c.cache.epoch);
+            let block = match &uncached {
+                Some(b) => b,
+                None => match self.jmp.get(lin, key, epoch) {
+                    Some(b) => b,
+                    None => continue,
+                },
             };
             if shadow {
                 let ev = &mut ctx.c.s.events;
@@ -165,7 +196,7 @@ impl SoftVcpu {
                 ev.mov_ss_shadow = false;
             }
             ctx.c.smc = false;
-            match interp::run(&mut ctx, &block) {
+            match interp::run(&mut ctx, block, &mut self.temps) {
                 Outcome::Done(n) => ctx.c.icount = ctx.c.icount.wrapping_add(u64::from(n)),
                 Outcome::Fault(n, f) => {
                     if let Some(exit) = self.fault(io, f, n) {
@@ -182,7 +213,10 @@ impl SoftVcpu {
 
     /// Handles a fault of instruction `n` of a block: `None` to go on running.
     fn fault(&mut self, io: &dyn IoHandler, f: Fault, n: u16) -> Option<Exit> {
-        let mut ctx = Ctx { c: &mut self.core, io };
+        let mut ctx = Ctx {
+            c: &mut self.core,
+            io,
+        };
         match f {
             Fault::Halt => {
                 ctx.c.icount = ctx.c.icount.wrapping_add(u64::from(n) + 1);
@@ -211,13 +245,22 @@ impl SoftVcpu {
 }
 
 /// The cached block at `rip`, translating it on a miss.
-fn block_for(ctx: &mut Ctx, mode: u32, rip: u64, single: bool) -> Result<Arc<ir::Block>, Fault> {
-    let lin = if ctx.c.long64() { rip } else { ctx.c.s.cs.base.wrapping_add(rip) & 0xffff_ffff };
+fn block_for(
+    ctx: &mut Ctx,
+    mode: u32,
+    rip: u64,
+    single: bool,
+) -> Result<(Arc<ir::Block>, bool), Fault> {
+    let lin = if ctx.c.long64() {
+        rip
+    } else {
+        ctx.c.s.cs.base.wrapping_add(rip) & 0xffff_ffff
+    };
     let user = ctx.c.cpl() == 3;
     if let Ok(e) = ctx.translate(lin, mmu::Acc::X, user) {
         let phys = e.phys | (lin & 0xfff);
         if let Some(b) = ctx.c.cache.get(phys, mode, rip) {
-            return Ok(b);
+            return Ok((b, true));
         }
     }
     let max = if single { 1 } else { translate::MAX_BLOCK };
@@ -227,7 +270,7 @@ fn block_for(ctx: &mut Ctx, mode: u32, rip: u64, single: bool) -> Result<Arc<ir:
             ctx.c.tlb.protect_phys(page);
         }
     }
-    Ok(b)
+    Ok((b, cacheable))
 }
 
 impl Vcpu for SoftVcpu {

@@ -73,6 +73,8 @@ impl Ctx<'_> {
             let s = self.c.seg_mut(sr);
             s.selector = sel;
             s.base = u64::from(sel) << 4;
+            s.unusable = false;
+            s.present = true;
             if self.c.s.rflags & rflags::VM != 0 {
                 *self.c.seg_mut(sr) = Segment::real_mode(sel, sr == seg::CS);
                 self.c.seg_mut(sr).dpl = 3;
@@ -86,7 +88,11 @@ impl Ctx<'_> {
                 return Err(gp(0));
             }
             let s = self.c.seg_mut(sr);
-            *s = Segment { selector: sel, unusable: true, ..Default::default() };
+            *s = Segment {
+                selector: sel,
+                unusable: true,
+                ..Default::default()
+            };
             if sr == seg::SS {
                 s.dpl = cpl;
                 s.db = true;
@@ -147,8 +153,11 @@ impl Ctx<'_> {
         let rpl = (sel & 3) as u8;
         let conforming = s.typ & 4 != 0;
         if same_priv {
-            if conforming { if s.dpl > cpl { return Err(gp(err)) } }
-            else if rpl > cpl || s.dpl != cpl {
+            if conforming {
+                if s.dpl > cpl {
+                    return Err(gp(err));
+                }
+            } else if rpl > cpl || s.dpl != cpl {
                 return Err(gp(err));
             }
         }

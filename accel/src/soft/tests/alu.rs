@@ -222,7 +222,10 @@ fn mul_imul_div_idiv() {
     });
     assert_eq!((s.reg(Reg::Rsi), s.reg(Reg::Rdi)), (14, 2));
     assert_eq!(s.reg(Reg::Rdx), (-2i32) as u32 as u64);
-    assert_eq!(s.reg(Reg::Rax) & 0xffff_ff00, (-14i32 as u32 as u64) & 0xffff_ff00);
+    assert_eq!(
+        s.reg(Reg::Rax) & 0xffff_ff00,
+        (-14i32 as u32 as u64) & 0xffff_ff00
+    );
 }
 
 #[test]
@@ -335,4 +338,19 @@ fn conversions_bswap_xlat_lea() {
     assert_eq!(s.reg(Reg::Rdx), u64::MAX);
     assert_eq!(s.reg(Reg::Rcx), 0x4433_2211);
     assert_eq!(s.reg(Reg::Rsi), 0x4433_2211 * 3 + 5);
+}
+
+#[test]
+fn double_shifts_64() {
+    let (f, s) = flags_after(|a| {
+        a.mov(rax, 0x8000_0000_0000_0001u64).unwrap();
+        a.mov(rbx, 0xf000_0000_0000_0000u64).unwrap();
+        a.shld(rax, rbx, 4).unwrap();
+        a.mov(rcx, 0x10u64).unwrap();
+        a.mov(rdx, 0x3u64).unwrap();
+        a.shrd(rcx, rdx, 63).unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rax), 0x0000_0000_0000_001f);
+    assert_eq!(s.reg(Reg::Rcx), 0x6);
+    assert_eq!(f & CF, 0);
 }

@@ -10,22 +10,28 @@ use super::*;
 fn integer_loop_mips() {
     let mut m = Machine::new();
     let s = long_state(&m);
-    m.load(CODE, &asm(64, CODE, |a| {
-        let mut l = a.create_label();
-        a.mov(ecx, 20_000_000).unwrap();
-        a.mov(rdi, 0x5000u64).unwrap();
-        a.set_label(&mut l).unwrap();
-        a.add(rax, rcx).unwrap();
-        a.xor(rbx, rax).unwrap();
-        a.mov(qword_ptr(rdi), rbx).unwrap();
-        a.dec(ecx).unwrap();
-        a.jnz(l).unwrap();
-        a.hlt().unwrap();
-    }));
+    m.load(
+        CODE,
+        &asm(64, CODE, |a| {
+            let mut l = a.create_label();
+            a.mov(ecx, 20_000_000).unwrap();
+            a.mov(rdi, 0x5000u64).unwrap();
+            a.set_label(&mut l).unwrap();
+            a.add(rax, rcx).unwrap();
+            a.xor(rbx, rax).unwrap();
+            a.mov(qword_ptr(rdi), rbx).unwrap();
+            a.dec(ecx).unwrap();
+            a.jnz(l).unwrap();
+            a.hlt().unwrap();
+        }),
+    );
     m.set(&s);
     let t = std::time::Instant::now();
     m.run_to_halt();
     let dt = t.elapsed().as_secs_f64();
     let n = m.cpu.counters().instructions.unwrap();
-    println!("{n} instructions in {dt:.3} s: {:.1} MIPS", n as f64 / dt / 1e6);
+    println!(
+        "{n} instructions in {dt:.3} s: {:.1} MIPS",
+        n as f64 / dt / 1e6
+    );
 }

@@ -80,10 +80,13 @@ fn gp_while_delivering_gp_escalates_to_double_fault() {
     gate32(&m, 13, 0, 0x9000, 0xe);
     gate32(&m, 8, CS32, 0x9100, 0xe);
     m.load(0x9100, &[0x5b, 0xf4]);
-    m.load(CODE, &asm(32, CODE, |a| {
-        a.mov(ax, 0x200).unwrap();
-        a.mov(ds, ax).unwrap();
-    }));
+    m.load(
+        CODE,
+        &asm(32, CODE, |a| {
+            a.mov(ax, 0x200).unwrap();
+            a.mov(ds, ax).unwrap();
+        }),
+    );
     m.set(&s);
     let st = m.run_to_halt();
     assert_eq!(st.rip, 0x9102);

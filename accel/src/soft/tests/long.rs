@@ -96,7 +96,9 @@ fn user_access_to_supervisor_page_and_nx() {
     let mut m = Machine::new();
     let mut s = long_state(&m);
     // PD entry 1 (0x200000): supervisor only.
-    m.mem.write_le(PML4 + 0x2000 + 8, 8, (1 << 21) | 0x83).unwrap();
+    m.mem
+        .write_le(PML4 + 0x2000 + 8, 8, (1 << 21) | 0x83)
+        .unwrap();
     m.mem.write_le(TSS + 4, 8, 0x60000).unwrap();
     gate64(&m, 14, 0x9000, 0);
     m.load(0x9000, &[0x5b, 0xf4]);
@@ -118,14 +120,19 @@ fn user_access_to_supervisor_page_and_nx() {
     let mut m = Machine::new();
     let mut s = long_state(&m);
     s.efer |= crate::state::bits::EFER_NXE;
-    m.mem.write_le(PML4 + 0x2000 + 8, 8, (1 << 21) | 0x87 | 1 << 63).unwrap();
+    m.mem
+        .write_le(PML4 + 0x2000 + 8, 8, (1 << 21) | 0x87 | 1 << 63)
+        .unwrap();
     gate64(&m, 14, 0x9000, 0);
     m.load(0x9000, &[0x5b, 0xf4]);
     m.load(0x200000, &[0x90]);
-    m.load(CODE, &asm(64, CODE, |a| {
-        a.mov(rax, 0x200000u64).unwrap();
-        a.jmp(rax).unwrap();
-    }));
+    m.load(
+        CODE,
+        &asm(64, CODE, |a| {
+            a.mov(rax, 0x200000u64).unwrap();
+            a.jmp(rax).unwrap();
+        }),
+    );
     m.set(&s);
     let st = m.run_to_halt();
     assert_eq!(st.reg(Reg::Rbx), 0x11); // present, fetch
@@ -181,4 +188,28 @@ fn iretq_returns_from_handler() {
     assert_eq!(st.reg(Reg::Rbx), 2);
     assert_eq!(st.reg(Reg::Rsp), 0x70000);
     assert_eq!(st.rip, CODE + 5);
+}
+
+#[test]
+fn instruction_crossing_into_a_missing_page_faults_on_that_page() {
+    let mut m = Machine::new();
+    let s = long_state(&m);
+    gate64(&m, 14, 0x9000, 0);
+    m.load(0x9000, &[0x5b, 0xf4]); // pop rbx; hlt
+    // mov eax, 0x11223344 split across 0x3fffff / 0x400000.
+    m.load(0x3ffffd, &[0x90, 0x90, 0xb8, 0x44, 0x33, 0x22, 0x11, 0xf4]);
+    let mut st = s.clone();
+    st.rip = 0x3ffffd;
+    m.set(&st);
+    let r = m.run_to_halt();
+    assert_eq!(r.reg(Reg::Rax), 0x1122_3344);
+    assert_eq!(r.rip, 0x400005);
+
+    // Now with the second page unmapped.
+    m.mem.write_le(PML4 + 0x2000 + 16, 8, 0).unwrap();
+    m.set(&st);
+    let r = m.run_to_halt();
+    assert_eq!(r.cr2, 0x400000);
+    assert_eq!(r.reg(Reg::Rbx), 0);
+    assert_eq!(m.rd(r.reg(Reg::Rsp), 8), 0x3fffff); // RIP of the split mov
 }

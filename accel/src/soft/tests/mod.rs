@@ -6,11 +6,14 @@ mod alu;
 mod bench;
 mod exceptions;
 mod fuzz;
+mod golden;
 mod long;
 mod modes;
 mod prot;
 mod real;
+mod roms;
 mod string;
+mod system;
 
 use std::sync::Mutex;
 
@@ -76,7 +79,11 @@ impl Machine {
         let mut mem = GuestMemory::new();
         mem.add(0, RAM, RegionKind::Ram).unwrap();
         let cpu = SoftAccel::new(mem.clone(), 1).create_vcpu(0).unwrap();
-        Machine { mem, cpu, io: TestIo::default() }
+        Machine {
+            mem,
+            cpu,
+            io: TestIo::default(),
+        }
     }
 
     pub fn load(&self, addr: u64, bytes: &[u8]) {
@@ -172,8 +179,14 @@ pub fn prot_state(m: &Machine) -> CpuState {
     write_gdt(m);
     let mut s = CpuState::boot_sector();
     s.cr0 |= bits::CR0_PE;
-    s.gdt = DescriptorTable { base: GDT, limit: 0x4f };
-    s.idt = DescriptorTable { base: IDT, limit: 0x7ff };
+    s.gdt = DescriptorTable {
+        base: GDT,
+        limit: 0x4f,
+    };
+    s.idt = DescriptorTable {
+        base: IDT,
+        limit: 0x7ff,
+    };
     s.cs = seg_from(CS32, desc(0, 0xfffff, 0x9b, 0xc));
     let d = seg_from(DS32, desc(0, 0xfffff, 0x93, 0xc));
     (s.ds, s.es, s.fs, s.gs, s.ss) = (d, d, d, d, d);
@@ -203,7 +216,10 @@ pub fn long_state(m: &Machine) -> CpuState {
     s.cr3 = PML4;
     s.efer = bits::EFER_LME | bits::EFER_LMA;
     s.cs = seg_from(CS64, desc(0, 0xfffff, 0x9b, 0xa));
-    s.idt = DescriptorTable { base: IDT, limit: 0xfff };
+    s.idt = DescriptorTable {
+        base: IDT,
+        limit: 0xfff,
+    };
     s
 }
 
@@ -224,5 +240,7 @@ pub fn gate64(m: &Machine, v: u8, off: u64, ist: u8) {
         | 0x8e_u64 << 40
         | ((off >> 16) & 0xffff) << 48;
     m.mem.write_le(IDT + 16 * u64::from(v), 8, lo).unwrap();
-    m.mem.write_le(IDT + 16 * u64::from(v) + 8, 8, off >> 32).unwrap();
+    m.mem
+        .write_le(IDT + 16 * u64::from(v) + 8, 8, off >> 32)
+        .unwrap();
 }

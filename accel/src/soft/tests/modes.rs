@@ -21,7 +21,8 @@ fn real_to_protected_to_long_mode() {
         a.or(al, 1).unwrap();
         a.mov(cr0, eax).unwrap();
         // jmp dword 0x08:0x7d00
-        a.db(&[0x66, 0xea, 0x00, 0x7d, 0x00, 0x00, 0x08, 0x00]).unwrap();
+        a.db(&[0x66, 0xea, 0x00, 0x7d, 0x00, 0x00, 0x08, 0x00])
+            .unwrap();
     });
     let prot = asm(32, 0x7d00, |a| {
         a.mov(ax, DS32 as u32).unwrap();
@@ -79,11 +80,14 @@ fn protected_32_bit_paging_with_4m_pages_and_pae() {
     s.cr3 = pd;
     s.cr4 |= bits::CR4_PSE;
     s.cr0 |= bits::CR0_PG;
-    m.load(CODE, &asm(32, CODE, |a| {
-        a.mov(eax, dword_ptr(0x405000)).unwrap();
-        a.mov(dword_ptr(0x405004), 0x77).unwrap();
-        a.hlt().unwrap();
-    }));
+    m.load(
+        CODE,
+        &asm(32, CODE, |a| {
+            a.mov(eax, dword_ptr(0x405000)).unwrap();
+            a.mov(dword_ptr(0x405004), 0x77).unwrap();
+            a.hlt().unwrap();
+        }),
+    );
     m.set(&s);
     let st = m.run_to_halt();
     assert_eq!(st.reg(Reg::Rax), 0xfeed);
@@ -103,10 +107,13 @@ fn protected_32_bit_paging_with_4m_pages_and_pae() {
     s.cr3 = pdpt;
     s.cr4 |= bits::CR4_PAE;
     s.cr0 |= bits::CR0_PG;
-    m.load(CODE, &asm(32, CODE, |a| {
-        a.mov(eax, dword_ptr(0x205000)).unwrap();
-        a.hlt().unwrap();
-    }));
+    m.load(
+        CODE,
+        &asm(32, CODE, |a| {
+            a.mov(eax, dword_ptr(0x205000)).unwrap();
+            a.hlt().unwrap();
+        }),
+    );
     m.set(&s);
     let st = m.run_to_halt();
     assert_eq!(st.reg(Reg::Rax), 0xbeef);
@@ -122,15 +129,18 @@ fn invlpg_and_cr3_reload_flush_the_tlb() {
     let pt = 0x30000u64;
     m.mem.write_le(PML4 + 0x2000 + 24, 8, pt | 7).unwrap();
     m.mem.write_le(pt, 8, 0x5000 | 7).unwrap();
-    m.load(CODE, &asm(64, CODE, |a| {
-        a.mov(rax, qword_ptr(0x600000)).unwrap();
-        a.mov(rbx, pt).unwrap();
-        a.mov(qword_ptr(rbx), 0x7007).unwrap();
-        a.mov(rcx, qword_ptr(0x600000)).unwrap(); // stale TLB entry: still 1
-        a.invlpg(byte_ptr(0x600000)).unwrap();
-        a.mov(rdx, qword_ptr(0x600000)).unwrap(); // 2
-        a.hlt().unwrap();
-    }));
+    m.load(
+        CODE,
+        &asm(64, CODE, |a| {
+            a.mov(rax, qword_ptr(0x600000)).unwrap();
+            a.mov(rbx, pt).unwrap();
+            a.mov(qword_ptr(rbx), 0x7007).unwrap();
+            a.mov(rcx, qword_ptr(0x600000)).unwrap(); // stale TLB entry: still 1
+            a.invlpg(byte_ptr(0x600000)).unwrap();
+            a.mov(rdx, qword_ptr(0x600000)).unwrap(); // 2
+            a.hlt().unwrap();
+        }),
+    );
     m.set(&s);
     let st = m.run_to_halt();
     assert_eq!(st.reg(Reg::Rax), 1);
@@ -142,13 +152,16 @@ fn invlpg_and_cr3_reload_flush_the_tlb() {
 fn mmio_outside_ram_goes_to_the_handler() {
     let mut m = Machine::new();
     let s = prot_state(&m);
-    m.load(CODE, &asm(32, CODE, |a| {
-        a.mov(ebx, 0xfee0_00b0u32).unwrap();
-        a.mov(dword_ptr(ebx), 0x1234).unwrap();
-        a.mov(ebx, 0xfec0_0000u32).unwrap();
-        a.mov(eax, dword_ptr(ebx)).unwrap();
-        a.hlt().unwrap();
-    }));
+    m.load(
+        CODE,
+        &asm(32, CODE, |a| {
+            a.mov(ebx, 0xfee0_00b0u32).unwrap();
+            a.mov(dword_ptr(ebx), 0x1234).unwrap();
+            a.mov(ebx, 0xfec0_0000u32).unwrap();
+            a.mov(eax, dword_ptr(ebx)).unwrap();
+            a.hlt().unwrap();
+        }),
+    );
     m.set(&s);
     let st = m.run_to_halt();
     assert_eq!(st.reg(Reg::Rax), 0xffff_ffff);

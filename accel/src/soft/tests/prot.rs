@@ -24,7 +24,8 @@ fn flat_memory_stack_and_calls() {
         let mut f = a.create_label();
         let mut done = a.create_label();
         a.mov(ebx, 0x12345).unwrap();
-        a.mov(dword_ptr(ebx * 2 + 0x100), 0xdead_beefu32 as i32).unwrap();
+        a.mov(dword_ptr(ebx * 2 + 0x100), 0xdead_beefu32 as i32)
+            .unwrap();
         a.push(0x55).unwrap();
         a.call(f).unwrap();
         a.pop(ecx).unwrap();
@@ -93,7 +94,9 @@ fn interrupt_to_ring0_from_ring3_switches_stack() {
     // 32-bit TSS: ESP0 = 0x60000, SS0 = DS32.
     m.mem.write_le(TSS + 4, 4, 0x60000).unwrap();
     m.mem.write_le(TSS + 8, 2, u64::from(DS32)).unwrap();
-    m.mem.write_le(GDT + 0x38, 8, desc(TSS as u32, 0x67, 0x89, 0)).unwrap();
+    m.mem
+        .write_le(GDT + 0x38, 8, desc(TSS as u32, 0x67, 0x89, 0))
+        .unwrap();
     s.tr = seg_from(TSS_SEL, desc(TSS as u32, 0x67, 0x8b, 0));
     // int 0x80 gate with DPL 3.
     let d = u64::from(0x9000u32 & 0xffff) | u64::from(CS32) << 16 | 0xee_u64 << 40;

@@ -14,13 +14,70 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
     use Mnemonic::*;
     let m = i.mnemonic();
     match m {
+        Add | Sub | And | Or | Xor | Cmp | Test if fusable(i) => {
+            let sz = op_size(i, 0);
+            let (op, cc) = match m {
+                Add => (BinOp::Add, CcOp::Add),
+                Sub | Cmp => (BinOp::Sub, CcOp::Sub),
+                And | Test => (BinOp::And, CcOp::Logic),
+                Or => (BinOp::Or, CcOp::Logic),
+                _ => (BinOp::Xor, CcOp::Logic),
+            };
+            let write = m != Cmp && m != Test;
+            let (r, _) = super::gpr(i.op0_register()).unwrap_or((0, 1));
+            if i.op1_kind() == OpKind::Register {
+                let (s, _) = super::gpr(i.op1_register()).unwrap_or((0, 1));
+                b.op(Op::AluR {
+                    op,
+                    cc,
+                    r,
+                    s,
+                    sz,
+                    write,
+                });
+            } else {
+                let imm = i.immediate(1) & crate::soft::flags::mask(sz);
+                let imm = crate::soft::flags::sext(imm, sz) as i32;
+                b.op(Op::AluI {
+                    op,
+                    cc,
+                    r,
+                    sz,
+                    write,
+                    imm,
+                });
+            }
+        }
+        Inc | Dec if i.op0_kind() == OpKind::Register => {
+            let sz = op_size(i, 0);
+            let (r, _) = super::gpr(i.op0_register()).unwrap_or((0, 1));
+            let (op, cc) = if m == Inc {
+                (BinOp::Add, CcOp::Inc)
+            } else {
+                (BinOp::Sub, CcOp::Dec)
+            };
+            b.op(Op::AluI {
+                op,
+                cc,
+                r,
+                sz,
+                write: true,
+                imm: 1,
+            });
+        }
         Add | Adc | Sub | Sbb | And | Or | Xor | Cmp | Test => {
             let sz = op_size(i, 0);
             let x = b.rd(i, 0, sz);
             let y = b.rd(i, 1, sz);
             let (op, cc) = match m {
                 Add | Adc => (BinOp::Add, if m == Add { CcOp::Add } else { CcOp::Adc }),
-                Sub | Sbb | Cmp => (BinOp::Sub, match m { Sbb => CcOp::Sbb, _ => CcOp::Sub }),
+                Sub | Sbb | Cmp => (
+                    BinOp::Sub,
+                    match m {
+                        Sbb => CcOp::Sbb,
+                        _ => CcOp::Sub,
+                    },
+                ),
                 And | Test => (BinOp::And, CcOp::Logic),
                 Or => (BinOp::Or, CcOp::Logic),
                 _ => (BinOp::Xor, CcOp::Logic),
@@ -44,7 +101,11 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
             let sz = op_size(i, 0);
             let x = b.rd(i, 0, sz);
             let one = b.k(1);
-            let (op, cc) = if m == Inc { (BinOp::Add, CcOp::Inc) } else { (BinOp::Sub, CcOp::Dec) };
+            let (op, cc) = if m == Inc {
+                (BinOp::Add, CcOp::Inc)
+            } else {
+                (BinOp::Sub, CcOp::Dec)
+            };
             let r = b.bin(op, x, one, sz);
             b.wr(i, 0, sz, r);
             b.flags(cc, sz, x, one, r);
@@ -71,6 +132,22 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
     true
 }
 
+/// A register destination and a register or small immediate source: one fused op.
+fn fusable(i: &Instruction) -> bool {
+    if i.op0_kind() != OpKind::Register || super::gpr(i.op0_register()).is_none() {
+        return false;
+    }
+    match i.op1_kind() {
+        OpKind::Register => super::gpr(i.op1_register()).is_some(),
+        OpKind::Memory => false,
+        _ => {
+            let sz = op_size(i, 0);
+            let v = crate::soft::flags::sext(i.immediate(1) & crate::soft::flags::mask(sz), sz);
+            i32::try_from(v).is_ok()
+        }
+    }
+}
+
 fn xadd(c: &mut Ctx, i: &Instruction) -> R<()> {
     let sz = op_size(i, 0);
     let d = c.rd(i, 0)?;
@@ -78,7 +155,8 @@ fn xadd(c: &mut Ctx, i: &Instruction) -> R<()> {
     let r = d.wrapping_add(s);
     c.wr(i, 0, r)?;
     c.wr(i, 1, d)?;
-    c.c.lazy.set(CcOp::Add, sz, d, s, r & crate::soft::flags::mask(sz));
+    c.c.lazy
+        .set(CcOp::Add, sz, d, s, r & crate::soft::flags::mask(sz));
     Ok(())
 }
 

@@ -43,12 +43,20 @@ fn bcd(c: &mut Ctx, i: &Instruction) -> R<()> {
             let mut ncf = false;
             let mut naf = false;
             if al & 0xf > 9 || af {
-                r = if daa { r.wrapping_add(6) } else { r.wrapping_sub(6) };
+                r = if daa {
+                    r.wrapping_add(6)
+                } else {
+                    r.wrapping_sub(6)
+                };
                 ncf = cf || if daa { al > 0xf9 } else { al < 6 };
                 naf = true;
             }
             if al > 0x99 || cf {
-                r = if daa { r.wrapping_add(0x60) } else { r.wrapping_sub(0x60) };
+                r = if daa {
+                    r.wrapping_add(0x60)
+                } else {
+                    r.wrapping_sub(0x60)
+                };
                 ncf = true;
             }
             c.c.set(0, 1, u64::from(r));
@@ -67,7 +75,11 @@ fn bcd(c: &mut Ctx, i: &Instruction) -> R<()> {
             let ax = c.c.get(0, 2) as u16;
             let nax = if al & 0xf > 9 || af {
                 nf |= CF | AF;
-                if aaa { ax.wrapping_add(0x106) } else { ax.wrapping_sub(6).wrapping_sub(0x100) }
+                if aaa {
+                    ax.wrapping_add(0x106)
+                } else {
+                    ax.wrapping_sub(6).wrapping_sub(0x100)
+                }
             } else {
                 ax
             };
@@ -80,7 +92,10 @@ fn bcd(c: &mut Ctx, i: &Instruction) -> R<()> {
         Mnemonic::Aam => {
             let base = i.immediate(0) as u8;
             if base == 0 {
-                return Err(Fault::Exc { vector: vec::DE, code: None });
+                return Err(Fault::Exc {
+                    vector: vec::DE,
+                    code: None,
+                });
             }
             let r = al % base;
             c.c.set(0, 2, u64::from(al / base) << 8 | u64::from(r));

@@ -29,7 +29,10 @@ fn bt(c: &mut Ctx, i: &Instruction) -> R<()> {
             let o = sext(off, sz);
             let am = mask(super::addr_size(i));
             let words = o.div_euclid(bits as i64);
-            (a.wrapping_add((words * i64::from(sz)) as u64) & am, o.rem_euclid(bits as i64) as u64)
+            (
+                a.wrapping_add((words * i64::from(sz)) as u64) & am,
+                o.rem_euclid(bits as i64) as u64,
+            )
         } else {
             (a, off % bits)
         };
@@ -63,7 +66,11 @@ fn bsf_bsr(c: &mut Ctx, i: &Instruction) -> R<()> {
         c.c.set_rflags(f | ZF);
         return Ok(());
     }
-    let r = if i.mnemonic() == Mnemonic::Bsr { 63 - u64::from(v.leading_zeros()) } else { u64::from(v.trailing_zeros()) };
+    let r = if i.mnemonic() == Mnemonic::Bsr {
+        63 - u64::from(v.leading_zeros())
+    } else {
+        u64::from(v.trailing_zeros())
+    };
     c.wr(i, 0, r)?;
     c.c.set_rflags(f);
     Ok(())

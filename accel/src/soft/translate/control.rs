@@ -17,7 +17,9 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
     match m {
         Jmp => match i.op0_kind() {
             OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
-                b.end(Op::Goto { rip: i.near_branch_target() });
+                b.end(Op::Goto {
+                    rip: i.near_branch_target(),
+                });
             }
             OpKind::FarBranch16 | OpKind::FarBranch32 => b.call_end(far_jmp_call),
             _ if i.is_jmp_far_indirect() => b.call_end(far_jmp_call),
@@ -27,16 +29,21 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
             }
         },
         Jo | Jno | Jb | Jae | Je | Jne | Jbe | Ja | Js | Jns | Jp | Jnp | Jl | Jge | Jle | Jg => {
-            let c = b.t();
-            b.op(Op::Cond { d: c, cc: super::mov::cc(i) });
-            b.end(Op::Branch { c, taken: i.near_branch_target(), fall: i.next_ip() });
+            let cc = super::mov::cc(i);
+            b.end(Op::BranchCc {
+                cc,
+                taken: i.near_branch_target(),
+                fall: i.next_ip(),
+            });
         }
         Call => match i.op0_kind() {
             OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
                 let sz = (-i.stack_pointer_increment()).clamp(2, 8) as u8;
                 let r = b.k(i.next_ip());
                 b.push(r, sz);
-                b.end(Op::Goto { rip: i.near_branch_target() });
+                b.end(Op::Goto {
+                    rip: i.near_branch_target(),
+                });
             }
             OpKind::FarBranch16 | OpKind::FarBranch32 => b.call_end(far_jmp_call),
             _ if i.is_call_far_indirect() => b.call_end(far_jmp_call),
@@ -77,7 +84,12 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
                 let d = b.t();
                 // cx == 0  <=>  (cx - 1) borrows; use a select on cx.
                 let one = b.k(1);
-                b.op(Op::Select { d, c: cx, a: z, b: one });
+                b.op(Op::Select {
+                    d,
+                    c: cx,
+                    a: z,
+                    b: one,
+                });
                 d
             } else {
                 let one = b.k(1);
@@ -85,16 +97,28 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
                 b.set(1, asz, n);
                 let z = b.k(0);
                 let nz = b.t();
-                b.op(Op::Select { d: nz, c: n, a: one, b: z });
+                b.op(Op::Select {
+                    d: nz,
+                    c: n,
+                    a: one,
+                    b: z,
+                });
                 if m == Loop {
                     nz
                 } else {
                     let zf = b.t();
-                    b.op(Op::Cond { d: zf, cc: if m == Loope { 4 } else { 5 } });
+                    b.op(Op::Cond {
+                        d: zf,
+                        cc: if m == Loope { 4 } else { 5 },
+                    });
                     b.bin(BinOp::And, nz, zf, 1)
                 }
             };
-            b.end(Op::Branch { c, taken: i.near_branch_target(), fall: i.next_ip() });
+            b.end(Op::Branch {
+                c,
+                taken: i.near_branch_target(),
+                fall: i.next_ip(),
+            });
         }
         Retf => b.call_end(far_ret),
         Iret | Iretd | Iretq => b.call_end(iret),
@@ -156,12 +180,18 @@ fn far_jmp_call(c: &mut Ctx, i: &Instruction) -> R<()> {
     }
     let d = c.read_desc(sel).map_err(|_| gp(u32::from(sel & 0xfffc)))?;
     if d & (1 << 44) == 0 {
-        return Err(Fault::Unsupported("far transfer through a call gate or task"));
+        return Err(Fault::Unsupported(
+            "far transfer through a call gate or task",
+        ));
     }
     let d = c.check_code(sel, true)?;
     let cs = from_desc(sel, d);
     let cpl = c.c.cpl();
-    let target = if c.c.s.long_mode_active() && cs.l { off } else { off & mask(sz.min(4)) };
+    let target = if c.c.s.long_mode_active() && cs.l {
+        off
+    } else {
+        off & mask(sz.min(4))
+    };
     if !(c.c.s.long_mode_active() && cs.l) && target > u64::from(cs.limit) {
         return Err(gp(0));
     }
@@ -185,7 +215,11 @@ fn far_ret(c: &mut Ctx, i: &Instruction) -> R<()> {
         Code::Retfd | Code::Retfd_imm16 => 4,
         _ => 8,
     };
-    let imm = if i.op_count() > 0 { i.immediate(0) & 0xffff } else { 0 };
+    let imm = if i.op_count() > 0 {
+        i.immediate(0) & 0xffff
+    } else {
+        0
+    };
     let off = c.peek(0, sz)?;
     let sel = c.peek(u64::from(sz), sz)? as u16;
     if !c.c.pe() || c.c.s.rflags & rflags::VM != 0 {
@@ -217,14 +251,21 @@ fn far_ret(c: &mut Ctx, i: &Instruction) -> R<()> {
         for s in [seg::ES, seg::DS, seg::FS, seg::GS] {
             let x = *c.c.seg(s);
             if !x.unusable && x.dpl < rpl && x.typ & 0xc != 0xc {
-                *c.c.seg_mut(s) = crate::state::Segment { unusable: true, ..Default::default() };
+                *c.c.seg_mut(s) = crate::state::Segment {
+                    unusable: true,
+                    ..Default::default()
+                };
             }
         }
     } else {
         c.load_cs(sel, d, cpl)?;
         c.sp_add(2 * u64::from(sz) + imm);
     }
-    c.c.s.rip = if c.c.long64() { off } else { off & mask(sz.min(4)) };
+    c.c.s.rip = if c.c.long64() {
+        off
+    } else {
+        off & mask(sz.min(4))
+    };
     Ok(())
 }
 
@@ -279,7 +320,13 @@ fn iret(c: &mut Ctx, i: &Instruction) -> R<()> {
         let nss = c.peek(4 * k, sz)? as u16;
         c.load_cs(sel, d, rpl)?;
         if nss & 0xfffc == 0 && c.c.long64() && rpl < 3 {
-            c.c.s.ss = crate::state::Segment { selector: nss, unusable: true, dpl: rpl, db: true, ..Default::default() };
+            c.c.s.ss = crate::state::Segment {
+                selector: nss,
+                unusable: true,
+                dpl: rpl,
+                db: true,
+                ..Default::default()
+            };
         } else {
             c.load_seg(seg::SS, nss)?;
         }
@@ -290,7 +337,11 @@ fn iret(c: &mut Ctx, i: &Instruction) -> R<()> {
                 let x = *c.c.seg(s);
                 if !x.unusable && x.dpl < rpl && x.typ & 0xc != 0xc {
                     let base = x.base;
-                    *c.c.seg_mut(s) = crate::state::Segment { unusable: true, base, ..Default::default() };
+                    *c.c.seg_mut(s) = crate::state::Segment {
+                        unusable: true,
+                        base,
+                        ..Default::default()
+                    };
                 }
             }
         }
@@ -299,7 +350,11 @@ fn iret(c: &mut Ctx, i: &Instruction) -> R<()> {
         c.sp_add(3 * k);
     }
     c.c.set_rflags((cur & !m) | (fl & m));
-    c.c.s.rip = if c.c.long64() { ip } else { ip & mask(sz.min(4)) };
+    c.c.s.rip = if c.c.long64() {
+        ip
+    } else {
+        ip & mask(sz.min(4))
+    };
     Ok(())
 }
 
@@ -337,9 +392,19 @@ fn bound(c: &mut Ctx, i: &Instruction) -> R<()> {
     let idx = sext(c.rd(i, 0)?, sz);
     let (s, a) = c.ea(i);
     let lo = sext(c.read(s, a, sz)?, sz);
-    let hi = sext(c.read(s, a.wrapping_add(u64::from(sz)) & mask(super::addr_size(i)), sz)?, sz);
+    let hi = sext(
+        c.read(
+            s,
+            a.wrapping_add(u64::from(sz)) & mask(super::addr_size(i)),
+            sz,
+        )?,
+        sz,
+    );
     if idx < lo || idx > hi {
-        return Err(Fault::Exc { vector: vec::BR, code: None });
+        return Err(Fault::Exc {
+            vector: vec::BR,
+            code: None,
+        });
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod bit;
 mod control;
 mod io;
 mod mov;
+mod msr;
 mod muldiv;
 pub mod operand;
 mod shift;
@@ -335,8 +336,24 @@ fn lockable(i: &Instruction) -> bool {
     use Mnemonic::*;
     matches!(
         i.mnemonic(),
-        Add | Adc | And | Btc | Btr | Bts | Cmpxchg | Cmpxchg8b | Cmpxchg16b | Dec | Inc | Neg
-            | Not | Or | Sbb | Sub | Xor | Xadd | Xchg
+        Add | Adc
+            | And
+            | Btc
+            | Btr
+            | Bts
+            | Cmpxchg
+            | Cmpxchg8b
+            | Cmpxchg16b
+            | Dec
+            | Inc
+            | Neg
+            | Not
+            | Or
+            | Sbb
+            | Sub
+            | Xor
+            | Xadd
+            | Xchg
     ) && i.op0_kind() == OpKind::Memory
 }
 
@@ -352,6 +369,8 @@ pub fn translate(ctx: &mut Ctx, mode: u32, max: usize) -> R<(Arc<Block>, bool)> 
     let mut cacheable = true;
     let mut mask = 0u64;
     let mut page = 0;
+    let mut prev_risky = false;
+    let mut starts = Vec::new();
     loop {
         let f = match ctx.fetch_decode(rip, bitness) {
             Ok(f) => f,
@@ -375,9 +394,21 @@ pub fn translate(ctx: &mut Ctx, mode: u32, max: usize) -> R<(Arc<Block>, bool)> 
             mask |= 1 << c;
         }
         let n = b.insns.len() as u16;
+        let at = b.ops.len();
         b.op(Op::Insn { n, rip });
         b.insns.push(f.insn);
         lower(&mut b, &f.insn);
+        // The RIP commit is needed only where something can fault or look at RIP, or right
+        // after a store (which may have overwritten this very code).
+        let risky = |op: &Op| matches!(op, Op::Load { .. } | Op::Store { .. } | Op::Call { .. });
+        let needs = b.ops[at + 1..].iter().any(risky) || prev_risky || n == 0;
+        prev_risky = b.ops[at + 1..]
+            .iter()
+            .any(|op| matches!(op, Op::Store { .. } | Op::Call { .. }));
+        if !needs {
+            b.ops.remove(at);
+        }
+        starts.push(at as u32);
         let next = f.insn.next_ip();
         if f.crosses {
             cacheable = false;
@@ -398,6 +429,7 @@ pub fn translate(ctx: &mut Ctx, mode: u32, max: usize) -> R<(Arc<Block>, bool)> 
         mode,
         rip: start_rip,
         code: vec![(page, mask)],
+        starts,
     };
     Ok((Arc::new(block), cacheable))
 }

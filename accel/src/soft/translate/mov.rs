@@ -64,8 +64,8 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
                 b.wr(i, 1, sz, x);
             }
         }
-        Nop | Pause | Endbr32 | Endbr64 | Prefetch | Prefetchw | Prefetchnta | Prefetcht0
-        | Prefetcht1 | Prefetcht2 | Lfence | Mfence | Sfence => {}
+        Nop | Reservednop | Pause | Endbr32 | Endbr64 | Prefetch | Prefetchw | Prefetchnta
+        | Prefetcht0 | Prefetcht1 | Prefetcht2 | Lfence | Mfence | Sfence => {}
         Cmovo | Cmovno | Cmovb | Cmovae | Cmove | Cmovne | Cmovbe | Cmova | Cmovs | Cmovns
         | Cmovp | Cmovnp | Cmovl | Cmovge | Cmovle | Cmovg => {
             let sz = op_size(i, 0);
@@ -74,11 +74,16 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
             let c = b.t();
             b.op(Op::Cond { d: c, cc: cc(i) });
             let d = b.t();
-            b.op(Op::Select { d, c, a: src, b: old });
+            b.op(Op::Select {
+                d,
+                c,
+                a: src,
+                b: old,
+            });
             b.wr(i, 0, sz, d);
         }
-        Seto | Setno | Setb | Setae | Sete | Setne | Setbe | Seta | Sets | Setns | Setp
-        | Setnp | Setl | Setge | Setle | Setg => {
+        Seto | Setno | Setb | Setae | Sete | Setne | Setbe | Seta | Sets | Setns | Setp | Setnp
+        | Setl | Setge | Setle | Setg => {
             let c = b.t();
             b.op(Op::Cond { d: c, cc: cc(i) });
             b.wr(i, 0, 1, c);

@@ -7,7 +7,10 @@ use super::{Builder, op_size};
 use crate::soft::cpu::{Ctx, Fault, R, vec};
 use crate::soft::flags::{CcOp, mask, sext};
 
-const DE: Fault = Fault::Exc { vector: vec::DE, code: None };
+const DE: Fault = Fault::Exc {
+    vector: vec::DE,
+    code: None,
+};
 
 pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
     match i.mnemonic() {

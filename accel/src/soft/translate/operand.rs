@@ -19,7 +19,8 @@ impl Ctx<'_> {
                 off = off.wrapping_add(self.c.get(r, asz));
             }
             if let Some((r, _)) = gpr(i.memory_index()) {
-                off = off.wrapping_add(self.c.get(r, asz) << i.memory_index_scale().trailing_zeros());
+                off =
+                    off.wrapping_add(self.c.get(r, asz) << i.memory_index_scale().trailing_zeros());
             }
         }
         (sreg(i.memory_segment()), off & m)

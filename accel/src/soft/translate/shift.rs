@@ -76,7 +76,10 @@ fn shift(c: &mut Ctx, i: &Instruction) -> R<()> {
         Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar => {
             let (r, cc) = match i.mnemonic() {
                 Mnemonic::Shr => ((v & m) >> cnt, CcOp::Shr),
-                Mnemonic::Sar => ((crate::soft::flags::sext(v, sz) >> cnt) as u64 & m, CcOp::Sar),
+                Mnemonic::Sar => (
+                    (crate::soft::flags::sext(v, sz) >> cnt) as u64 & m,
+                    CcOp::Sar,
+                ),
                 _ => ((v << cnt) & m, CcOp::Shl),
             };
             c.wr(i, 0, r)?;
@@ -92,8 +95,15 @@ fn shift(c: &mut Ctx, i: &Instruction) -> R<()> {
         }
         Mnemonic::Ror => {
             let n = cnt % bits;
-            let r = if n == 0 { v & m } else { (((v & m) >> n) | (v << (bits - n))) & m };
-            (r, set_co(f, msb(r), msb(r) ^ (r & (sign_bit(sz) >> 1) != 0)))
+            let r = if n == 0 {
+                v & m
+            } else {
+                (((v & m) >> n) | (v << (bits - n))) & m
+            };
+            (
+                r,
+                set_co(f, msb(r), msb(r) ^ (r & (sign_bit(sz) >> 1) != 0)),
+            )
         }
         Mnemonic::Rcl => {
             let n = cnt % (bits + 1);
@@ -134,18 +144,24 @@ fn double_shift(c: &mut Ctx, i: &Instruction) -> R<()> {
     if cnt == 0 {
         return Ok(());
     }
-    let (r, cf) = if i.mnemonic() == Mnemonic::Shld {
+    let shld = i.mnemonic() == Mnemonic::Shld;
+    let (r, cf) = if bits == 64 {
+        // cnt is 1..=63 here.
+        if shld {
+            let cat = u128::from(d) << 64 | u128::from(s);
+            (((cat << cnt) >> 64) as u64, (cat >> (128 - cnt)) & 1 != 0)
+        } else {
+            let cat = u128::from(s) << 64 | u128::from(d);
+            ((cat >> cnt) as u64, (cat >> (cnt - 1)) & 1 != 0)
+        }
+    } else if shld {
         // dest:src:src shifted left, high part kept (counts above the size are undefined).
         let cat = (u128::from(d) << (2 * bits)) | (u128::from(s) << bits) | u128::from(s);
-        let sh = cat << cnt;
-        let r = (sh >> (2 * bits)) as u64 & m;
-        let cf = (cat >> (3 * bits - cnt)) & 1 != 0;
-        (r, cf)
+        let r = ((cat << cnt) >> (2 * bits)) as u64 & m;
+        (r, (cat >> (3 * bits - cnt)) & 1 != 0)
     } else {
         let cat = (u128::from(s) << (2 * bits)) | (u128::from(s) << bits) | u128::from(d);
-        let r = (cat >> cnt) as u64 & m;
-        let cf = (cat >> (cnt - 1)) & 1 != 0;
-        (r, cf)
+        ((cat >> cnt) as u64 & m, (cat >> (cnt - 1)) & 1 != 0)
     };
     c.wr(i, 0, r)?;
     let of = (r ^ d) & sign_bit(sz) != 0;

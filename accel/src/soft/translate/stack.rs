@@ -79,7 +79,11 @@ fn pop_mem(c: &mut Ctx, i: &Instruction) -> R<()> {
 }
 
 fn pusha(c: &mut Ctx, i: &Instruction) -> R<()> {
-    let sz: u8 = if i.mnemonic() == Mnemonic::Pushad { 4 } else { 2 };
+    let sz: u8 = if i.mnemonic() == Mnemonic::Pushad {
+        4
+    } else {
+        2
+    };
     let st = c.c.stack_size();
     let sp0 = c.c.get(4, st);
     for (k, r) in [0u8, 1, 2, 3, 4, 5, 6, 7].into_iter().enumerate() {
@@ -92,7 +96,11 @@ fn pusha(c: &mut Ctx, i: &Instruction) -> R<()> {
 }
 
 fn popa(c: &mut Ctx, i: &Instruction) -> R<()> {
-    let sz: u8 = if i.mnemonic() == Mnemonic::Popad { 4 } else { 2 };
+    let sz: u8 = if i.mnemonic() == Mnemonic::Popad {
+        4
+    } else {
+        2
+    };
     let mut v = [0u64; 8];
     for (k, x) in v.iter_mut().enumerate() {
         *x = c.peek(u64::from(sz) * k as u64, sz)?;
@@ -117,8 +125,17 @@ fn pushf(c: &mut Ctx, i: &Instruction) -> R<()> {
 
 /// The RFLAGS bits POPF/IRET may change at the current privilege.
 pub fn popf_mask(c: &Ctx) -> u64 {
-    let mut m = rflags::CF | rflags::PF | rflags::AF | rflags::ZF | rflags::SF | rflags::TF
-        | rflags::DF | rflags::OF | rflags::NT | rflags::AC | rflags::ID;
+    let mut m = rflags::CF
+        | rflags::PF
+        | rflags::AF
+        | rflags::ZF
+        | rflags::SF
+        | rflags::TF
+        | rflags::DF
+        | rflags::OF
+        | rflags::NT
+        | rflags::AC
+        | rflags::ID;
     let cpl = c.c.cpl();
     let iopl = ((c.c.s.rflags & rflags::IOPL) >> 12) as u8;
     if cpl <= iopl {

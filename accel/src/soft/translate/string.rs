@@ -19,7 +19,8 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
         Movsb | Movsw | Movsd | Movsq | Stosb | Stosw | Stosd | Stosq | Lodsb | Lodsw | Lodsd
         | Lodsq | Cmpsb | Cmpsw | Cmpsd | Cmpsq | Scasb | Scasw | Scasd | Scasq | Insb | Insw
         | Insd | Outsb | Outsw | Outsd => {
-            if i.mnemonic() == Movsd && i.op0_kind() == OpKind::Register {
+            let plain = |k: OpKind| matches!(k, OpKind::Register | OpKind::Memory);
+            if i.mnemonic() == Movsd && (plain(i.op0_kind()) || plain(i.op1_kind())) {
                 return false; // SSE2 MOVSD
             }
             if i.mnemonic() == Cmpsd && i.op_count() > 2 {
@@ -60,13 +61,20 @@ fn string(c: &mut Ctx, i: &Instruction) -> R<()> {
     let asz = addr_size(i);
     let am = mask(asz);
     let rep = i.has_rep_prefix() || i.has_repne_prefix();
-    let is_cmp = matches!(m, Cmpsb | Cmpsw | Cmpsd | Cmpsq | Scasb | Scasw | Scasd | Scasq);
+    let is_cmp = matches!(
+        m,
+        Cmpsb | Cmpsw | Cmpsd | Cmpsq | Scasb | Scasw | Scasd | Scasq
+    );
     let is_io = matches!(m, Insb | Insw | Insd | Outsb | Outsw | Outsd);
     if is_io && !io_allowed(c) {
         return Err(crate::soft::cpu::gp(0));
     }
     let src_seg = super::sreg(i.memory_segment());
-    let step = if c.c.s.rflags & rflags::DF != 0 { (sz as u64).wrapping_neg() } else { u64::from(sz) };
+    let step = if c.c.s.rflags & rflags::DF != 0 {
+        (sz as u64).wrapping_neg()
+    } else {
+        u64::from(sz)
+    };
     let mut n = 0u32;
     loop {
         if rep && c.c.get(1, asz) == 0 {
@@ -95,13 +103,15 @@ fn string(c: &mut Ctx, i: &Instruction) -> R<()> {
             Cmpsb | Cmpsw | Cmpsd | Cmpsq => {
                 let a = c.read(src_seg, si, sz)?;
                 let b = c.read(seg::ES, di, sz)?;
-                c.c.lazy.set(CcOp::Sub, sz, a, b, a.wrapping_sub(b) & mask(sz));
+                c.c.lazy
+                    .set(CcOp::Sub, sz, a, b, a.wrapping_sub(b) & mask(sz));
                 (dsi, ddi) = (true, true);
             }
             Scasb | Scasw | Scasd | Scasq => {
                 let a = c.c.get(0, sz);
                 let b = c.read(seg::ES, di, sz)?;
-                c.c.lazy.set(CcOp::Sub, sz, a, b, a.wrapping_sub(b) & mask(sz));
+                c.c.lazy
+                    .set(CcOp::Sub, sz, a, b, a.wrapping_sub(b) & mask(sz));
                 ddi = true;
             }
             Insb | Insw | Insd => {

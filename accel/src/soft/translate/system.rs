@@ -1,14 +1,13 @@
-//! System instructions: flag control (CLI STI CLD STD CLC STC CMC), HLT, CPUID, descriptor-table
+//! System instructions: flag control (CLI STI CLD STD CLC STC CMC), HLT, descriptor-table
 //! registers (LGDT LIDT SGDT SIDT LLDT LTR SLDT STR), control and debug registers, LMSW SMSW
-//! CLTS, MSRs, RDTSC/RDTSCP, SWAPGS, SYSCALL/SYSRET, SYSENTER/SYSEXIT, INVLPG, LAR LSL VERR
-//! VERW ARPL, UD0/UD1/UD2, cache-control no-ops.
+//! CLTS, INVLPG, LAR LSL VERR VERW ARPL, UD0/UD1/UD2, cache-control no-ops (MSRs, CPUID and
+//! fast system calls are in msr.rs).
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 use super::{Builder, op_size};
 use crate::soft::cpu::{Ctx, Fault, R, UD, gp};
 use crate::soft::flags::mask;
-use crate::soft::mmu::canonical;
 use crate::soft::seg::from_desc;
 use crate::state::{Segment, bits, rflags};
 
@@ -19,17 +18,19 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
         Cli | Sti => b.call_then_stop(cli_sti, next),
         Cld | Std | Clc | Stc | Cmc | Clac | Stac => b.call(flag_op),
         Hlt => b.call_end(hlt),
-        Cpuid => b.call(cpuid),
+        Cpuid => b.call(super::msr::cpuid),
         Lgdt | Lidt | Lldt | Ltr => b.call_then_stop(load_table, next),
         Sgdt | Sidt | Sldt | Str => b.call(store_table),
         Mov => b.call_then_stop(mov_cr_dr, next),
         Lmsw | Clts => b.call_then_stop(cr0_misc, next),
         Smsw => b.call(smsw),
-        Rdmsr => b.call(rdmsr),
-        Wrmsr => b.call_then_stop(wrmsr, next),
-        Rdtsc | Rdtscp => b.call(rdtsc),
-        Swapgs => b.call(swapgs),
-        Syscall | Sysret | Sysretq | Sysenter | Sysexit | Sysexitq => b.call_end(fast_syscall),
+        Rdmsr => b.call(super::msr::rdmsr),
+        Wrmsr => b.call_then_stop(super::msr::wrmsr, next),
+        Rdtsc | Rdtscp => b.call(super::msr::rdtsc),
+        Swapgs => b.call(super::msr::swapgs),
+        Syscall | Sysret | Sysretq | Sysenter | Sysexit | Sysexitq => {
+            b.call_end(super::msr::fast_syscall)
+        }
         Invlpg => b.call_then_stop(invlpg, next),
         Lar | Lsl | Verr | Verw => b.call(lar_lsl),
         Arpl => b.call(arpl),
@@ -40,12 +41,16 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
     true
 }
 
-fn need_cpl0(c: &Ctx) -> R<()> {
+pub(super) fn need_cpl0(c: &Ctx) -> R<()> {
     if c.c.cpl() != 0 { Err(gp(0)) } else { Ok(()) }
 }
 
 fn need_pe(c: &Ctx) -> R<()> {
-    if !c.c.pe() || c.c.s.rflags & rflags::VM != 0 { Err(UD) } else { Ok(()) }
+    if !c.c.pe() || c.c.s.rflags & rflags::VM != 0 {
+        Err(UD)
+    } else {
+        Ok(())
+    }
 }
 
 fn cli_sti(c: &mut Ctx, i: &Instruction) -> R<()> {
@@ -86,56 +91,6 @@ fn hlt(c: &mut Ctx, i: &Instruction) -> R<()> {
     Err(Fault::Halt)
 }
 
-fn host_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
-    let r = std::arch::x86_64::__cpuid_count(leaf, sub);
-    [r.eax, r.ebx, r.ecx, r.edx]
-}
-
-/// CPUID as this backend implements it: the host's vendor, family and brand, and only the
-/// features the software CPU executes.
-pub fn cpuid_leaf(index: usize, nr_vcpus: usize, leaf: u32, sub: u32) -> [u32; 4] {
-    match leaf {
-        0 => {
-            let h = host_cpuid(0, 0);
-            [h[0].min(7), h[1], h[2], h[3]]
-        }
-        1 => {
-            let h = host_cpuid(1, 0);
-            let ebx = (index as u32) << 24 | (nr_vcpus.min(255) as u32) << 16 | 8 << 8;
-            let ecx = 1 << 13 | 1 << 23; // CMPXCHG16B, POPCNT
-            let mut edx = 1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 8 | 1 << 9 | 1 << 11 | 1 << 13
-                | 1 << 15 | 1 << 17 | 1 << 19; // PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PSE36 CLFSH
-            if nr_vcpus > 1 {
-                edx |= 1 << 28;
-            }
-            [h[0], ebx, ecx, edx]
-        }
-        0x8000_0000 => {
-            let h = host_cpuid(0x8000_0000, 0);
-            [0x8000_0008, h[1], h[2], h[3]]
-        }
-        0x8000_0001 => {
-            let h = host_cpuid(0x8000_0001, 0);
-            // LAHF/SAHF in 64-bit mode, LZCNT; SYSCALL, NX, RDTSCP, LM.
-            [h[0], 0, 1 | 1 << 5, 1 << 11 | 1 << 20 | 1 << 27 | 1 << 29]
-        }
-        0x8000_0002..=0x8000_0004 => host_cpuid(leaf, 0),
-        0x8000_0008 => [(host_cpuid(0x8000_0008, 0)[0] & 0xffff).max(0x3024), 0, 0, 0],
-        _ => {
-            let _ = sub;
-            [0; 4]
-        }
-    }
-}
-
-fn cpuid(c: &mut Ctx, _: &Instruction) -> R<()> {
-    let r = cpuid_leaf(c.c.index, c.c.nr_vcpus, c.c.get(0, 4) as u32, c.c.get(1, 4) as u32);
-    for (reg, v) in [0u8, 3, 1, 2].into_iter().zip(r) {
-        c.c.set(reg, 4, u64::from(v));
-    }
-    Ok(())
-}
-
 fn load_table(c: &mut Ctx, i: &Instruction) -> R<()> {
     need_cpl0(c)?;
     match i.mnemonic() {
@@ -150,20 +105,31 @@ fn load_table(c: &mut Ctx, i: &Instruction) -> R<()> {
                 c.read(s, a.wrapping_add(2) & am, 8)?
             } else {
                 let b = c.read(s, a.wrapping_add(2) & am, 4)?;
-                if op_size(i, 0) == 2 && i.code_size() != iced_x86::CodeSize::Code32 && !is_32bit_op(i) {
+                if op_size(i, 0) == 2
+                    && i.code_size() != iced_x86::CodeSize::Code32
+                    && !is_32bit_op(i)
+                {
                     b & 0xff_ffff
                 } else {
                     b
                 }
             };
             let t = crate::state::DescriptorTable { base, limit };
-            if i.mnemonic() == Mnemonic::Lgdt { c.c.s.gdt = t } else { c.c.s.idt = t }
+            if i.mnemonic() == Mnemonic::Lgdt {
+                c.c.s.gdt = t
+            } else {
+                c.c.s.idt = t
+            }
         }
         Mnemonic::Lldt => {
             need_pe(c)?;
             let sel = c.rd_sz(i, 0, 2)? as u16;
             if sel & 0xfffc == 0 {
-                c.c.s.ldt = Segment { selector: sel, unusable: true, ..Default::default() };
+                c.c.s.ldt = Segment {
+                    selector: sel,
+                    unusable: true,
+                    ..Default::default()
+                };
                 return Ok(());
             }
             if sel & 4 != 0 {
@@ -202,8 +168,10 @@ fn load_table(c: &mut Ctx, i: &Instruction) -> R<()> {
 }
 
 fn is_32bit_op(i: &Instruction) -> bool {
-    matches!(i.code(), iced_x86::Code::Lgdt_m1632 | iced_x86::Code::Lidt_m1632)
-        && i.code_size() == iced_x86::CodeSize::Code32
+    matches!(
+        i.code(),
+        iced_x86::Code::Lgdt_m1632 | iced_x86::Code::Lidt_m1632
+    ) && i.code_size() == iced_x86::CodeSize::Code32
 }
 
 fn store_table(c: &mut Ctx, i: &Instruction) -> R<()> {
@@ -212,7 +180,11 @@ fn store_table(c: &mut Ctx, i: &Instruction) -> R<()> {
             if i.op0_kind() != OpKind::Memory {
                 return Err(UD);
             }
-            let t = if i.mnemonic() == Mnemonic::Sgdt { c.c.s.gdt } else { c.c.s.idt };
+            let t = if i.mnemonic() == Mnemonic::Sgdt {
+                c.c.s.gdt
+            } else {
+                c.c.s.idt
+            };
             let (s, a) = c.ea(i);
             let am = mask(super::addr_size(i));
             let bsz = if c.c.long64() { 8 } else { 4 };
@@ -221,8 +193,16 @@ fn store_table(c: &mut Ctx, i: &Instruction) -> R<()> {
         }
         m => {
             need_pe(c)?;
-            let v = u64::from(if m == Mnemonic::Sldt { c.c.s.ldt.selector } else { c.c.s.tr.selector });
-            if i.op0_kind() == OpKind::Memory { c.wr_sz(i, 0, 2, v)? } else { c.wr(i, 0, v)? }
+            let v = u64::from(if m == Mnemonic::Sldt {
+                c.c.s.ldt.selector
+            } else {
+                c.c.s.tr.selector
+            });
+            if i.op0_kind() == OpKind::Memory {
+                c.wr_sz(i, 0, 2, v)?
+            } else {
+                c.wr(i, 0, v)?
+            }
         }
     }
     Ok(())
@@ -266,7 +246,11 @@ pub fn write_cr(c: &mut Ctx, n: u8, v: u64) -> R<()> {
         }
         2 => c.c.s.cr2 = v,
         3 => {
-            c.c.s.cr3 = v & if c.c.s.long_mode_active() { 0x000f_ffff_ffff_ffff } else { 0xffff_ffff };
+            c.c.s.cr3 = v & if c.c.s.long_mode_active() {
+                0x000f_ffff_ffff_ffff
+            } else {
+                0xffff_ffff
+            };
             c.c.tlb.flush(true);
         }
         4 => {
@@ -301,7 +285,11 @@ fn mov_cr_dr(c: &mut Ctx, i: &Instruction) -> R<()> {
     let sz = if wide { 8 } else { 4 };
     let dr45 = |n: u8, c: &Ctx| -> R<u8> {
         if n == 4 || n == 5 {
-            if c.c.s.cr4 & (1 << 3) != 0 { Err(UD) } else { Ok(n + 2) }
+            if c.c.s.cr4 & (1 << 3) != 0 {
+                Err(UD)
+            } else {
+                Ok(n + 2)
+            }
         } else if n > 7 {
             Err(UD)
         } else {
@@ -349,216 +337,11 @@ fn cr0_misc(c: &mut Ctx, i: &Instruction) -> R<()> {
 
 fn smsw(c: &mut Ctx, i: &Instruction) -> R<()> {
     let v = c.c.s.cr0;
-    if i.op0_kind() == OpKind::Memory { c.wr_sz(i, 0, 2, v) } else { c.wr(i, 0, v) }
-}
-
-mod msr {
-    pub const TSC: u32 = 0x10;
-    pub const APIC_BASE: u32 = 0x1b;
-    pub const SYSENTER_CS: u32 = 0x174;
-    pub const SYSENTER_ESP: u32 = 0x175;
-    pub const SYSENTER_EIP: u32 = 0x176;
-    pub const EFER: u32 = 0xc000_0080;
-    pub const STAR: u32 = 0xc000_0081;
-    pub const LSTAR: u32 = 0xc000_0082;
-    pub const CSTAR: u32 = 0xc000_0083;
-    pub const SFMASK: u32 = 0xc000_0084;
-    pub const FS_BASE: u32 = 0xc000_0100;
-    pub const GS_BASE: u32 = 0xc000_0101;
-    pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
-    pub const TSC_AUX: u32 = 0xc000_0103;
-}
-
-fn rdmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
-    need_cpl0(c)?;
-    let s = &c.c.s;
-    let v = match c.c.get(1, 4) as u32 {
-        msr::TSC => c.c.tsc(),
-        msr::APIC_BASE => s.apic_base,
-        msr::SYSENTER_CS => s.sysenter_cs,
-        msr::SYSENTER_ESP => s.sysenter_esp,
-        msr::SYSENTER_EIP => s.sysenter_eip,
-        msr::EFER => s.efer,
-        msr::STAR => s.star,
-        msr::LSTAR => s.lstar,
-        msr::CSTAR => s.cstar,
-        msr::SFMASK => s.sfmask,
-        msr::FS_BASE => s.fs.base,
-        msr::GS_BASE => s.gs.base,
-        msr::KERNEL_GS_BASE => s.kernel_gs_base,
-        msr::TSC_AUX => s.tsc_aux,
-        _ => return Err(gp(0)),
-    };
-    c.c.set(0, 4, v & 0xffff_ffff);
-    c.c.set(2, 4, v >> 32);
-    Ok(())
-}
-
-fn wrmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
-    need_cpl0(c)?;
-    let v = c.c.get(0, 4) | c.c.get(2, 4) << 32;
-    let addr_ok = canonical(v);
-    let idx = c.c.get(1, 4) as u32;
-    let icount = c.c.icount;
-    let s = &mut c.c.s;
-    match idx {
-        msr::TSC => c.c.tsc_offset = v.wrapping_sub(icount),
-        msr::APIC_BASE => s.apic_base = v,
-        msr::SYSENTER_CS => s.sysenter_cs = v & 0xffff,
-        msr::SYSENTER_ESP if addr_ok => s.sysenter_esp = v,
-        msr::SYSENTER_EIP if addr_ok => s.sysenter_eip = v,
-        msr::EFER => {
-            let allowed = bits::EFER_SCE | bits::EFER_LME | bits::EFER_NXE;
-            if v & !(allowed | bits::EFER_LMA) != 0 {
-                return Err(gp(0));
-            }
-            if s.cr0 & bits::CR0_PG != 0 && (v ^ s.efer) & bits::EFER_LME != 0 {
-                return Err(gp(0));
-            }
-            s.efer = (v & allowed) | (s.efer & bits::EFER_LMA);
-        }
-        msr::STAR => s.star = v,
-        msr::LSTAR if addr_ok => s.lstar = v,
-        msr::CSTAR if addr_ok => s.cstar = v,
-        msr::SFMASK => s.sfmask = v & 0xffff_ffff,
-        msr::FS_BASE if addr_ok => s.fs.base = v,
-        msr::GS_BASE if addr_ok => s.gs.base = v,
-        msr::KERNEL_GS_BASE if addr_ok => s.kernel_gs_base = v,
-        msr::TSC_AUX => s.tsc_aux = v & 0xffff_ffff,
-        _ => return Err(gp(0)),
+    if i.op0_kind() == OpKind::Memory {
+        c.wr_sz(i, 0, 2, v)
+    } else {
+        c.wr(i, 0, v)
     }
-    if idx == msr::EFER {
-        c.c.tlb.flush(false);
-    }
-    Ok(())
-}
-
-fn rdtsc(c: &mut Ctx, i: &Instruction) -> R<()> {
-    if c.c.s.cr4 & (1 << 2) != 0 && c.c.cpl() != 0 {
-        return Err(gp(0));
-    }
-    let t = c.c.tsc();
-    c.c.set(0, 4, t & 0xffff_ffff);
-    c.c.set(2, 4, t >> 32);
-    if i.mnemonic() == Mnemonic::Rdtscp {
-        let aux = c.c.s.tsc_aux;
-        c.c.set(1, 4, aux);
-    }
-    Ok(())
-}
-
-fn swapgs(c: &mut Ctx, _: &Instruction) -> R<()> {
-    if !c.c.long64() {
-        return Err(UD);
-    }
-    need_cpl0(c)?;
-    let s = &mut c.c.s;
-    std::mem::swap(&mut s.gs.base, &mut s.kernel_gs_base);
-    Ok(())
-}
-
-fn flat(sel: u16, code: bool, dpl: u8, long: bool) -> Segment {
-    Segment {
-        selector: sel,
-        base: 0,
-        limit: 0xffff_ffff,
-        typ: if code { 0xb } else { 0x3 },
-        s: true,
-        dpl,
-        present: true,
-        l: code && long,
-        db: !(code && long),
-        g: true,
-        ..Default::default()
-    }
-}
-
-fn fast_syscall(c: &mut Ctx, i: &Instruction) -> R<()> {
-    let lma = c.c.s.long_mode_active();
-    let next = i.next_ip();
-    match i.mnemonic() {
-        Mnemonic::Syscall => {
-            if c.c.s.efer & bits::EFER_SCE == 0 || !c.c.pe() {
-                return Err(UD);
-            }
-            let sel = ((c.c.s.star >> 32) & 0xfffc) as u16;
-            let f = c.c.rflags();
-            if lma {
-                c.c.set(1, 8, next);
-                c.c.set(11, 8, f & !rflags::RF);
-                c.c.s.rip = if c.c.long64() { c.c.s.lstar } else { c.c.s.cstar };
-                c.c.set_rflags(f & !c.c.s.sfmask & !rflags::RF);
-            } else {
-                c.c.set(1, 4, next);
-                c.c.s.rip = c.c.s.star & 0xffff_ffff;
-                c.c.set_rflags(f & !(rflags::VM | rflags::IF | rflags::RF));
-            }
-            c.c.s.cs = flat(sel, true, 0, lma);
-            c.c.s.ss = flat(sel + 8, false, 0, false);
-        }
-        Mnemonic::Sysret | Mnemonic::Sysretq => {
-            if c.c.s.efer & bits::EFER_SCE == 0 || !c.c.pe() {
-                return Err(UD);
-            }
-            if c.c.cpl() != 0 {
-                return Err(gp(0));
-            }
-            let base = ((c.c.s.star >> 48) & 0xffff) as u16;
-            let q = i.mnemonic() == Mnemonic::Sysretq;
-            let rip = if q { c.c.get(1, 8) } else { c.c.get(1, 4) };
-            if q && !canonical(rip) {
-                return Err(gp(0));
-            }
-            if lma {
-                let f = c.c.get(11, 8);
-                c.c.set_rflags((f & 0x3c_7fd7) | rflags::FIXED);
-            } else {
-                c.c.s.rflags |= rflags::IF;
-            }
-            c.c.s.cs = if q { flat((base + 16) | 3, true, 3, true) } else { flat(base | 3, true, 3, false) };
-            let mut ss = flat((base + 8) | 3, false, 3, false);
-            ss.dpl = 3;
-            c.c.s.ss = ss;
-            c.c.s.rip = rip;
-        }
-        Mnemonic::Sysenter => {
-            if !c.c.pe() {
-                return Err(gp(0));
-            }
-            let cs = (c.c.s.sysenter_cs & 0xfffc) as u16;
-            if cs == 0 {
-                return Err(gp(0));
-            }
-            let f = c.c.rflags();
-            c.c.set_rflags(f & !(rflags::VM | rflags::IF | rflags::RF));
-            c.c.s.cs = flat(cs, true, 0, lma);
-            c.c.s.ss = flat(cs + 8, false, 0, false);
-            c.c.s.rip = if lma { c.c.s.sysenter_eip } else { c.c.s.sysenter_eip & 0xffff_ffff };
-            let sp = c.c.s.sysenter_esp;
-            c.c.set(4, 8, if lma { sp } else { sp & 0xffff_ffff });
-        }
-        _ => {
-            let cs = (c.c.s.sysenter_cs & 0xfffc) as u16;
-            if !c.c.pe() || c.c.cpl() != 0 || cs == 0 {
-                return Err(gp(0));
-            }
-            let q = i.mnemonic() == Mnemonic::Sysexitq;
-            if q {
-                c.c.s.cs = flat((cs + 32) | 3, true, 3, true);
-                c.c.s.ss = flat((cs + 40) | 3, false, 3, false);
-                c.c.s.rip = c.c.get(2, 8);
-                let sp = c.c.get(1, 8);
-                c.c.set(4, 8, sp);
-            } else {
-                c.c.s.cs = flat((cs + 16) | 3, true, 3, false);
-                c.c.s.ss = flat((cs + 24) | 3, false, 3, false);
-                c.c.s.rip = c.c.get(2, 4);
-                let sp = c.c.get(1, 4);
-                c.c.set(4, 8, sp);
-            }
-        }
-    }
-    Ok(())
 }
 
 fn invlpg(c: &mut Ctx, i: &Instruction) -> R<()> {
@@ -576,7 +359,11 @@ fn invlpg(c: &mut Ctx, i: &Instruction) -> R<()> {
 fn lar_lsl(c: &mut Ctx, i: &Instruction) -> R<()> {
     need_pe(c)?;
     let m = i.mnemonic();
-    let n = if matches!(m, Mnemonic::Lar | Mnemonic::Lsl) { 1 } else { 0 };
+    let n = if matches!(m, Mnemonic::Lar | Mnemonic::Lsl) {
+        1
+    } else {
+        0
+    };
     let sel = c.rd_sz(i, n, 2)? as u16;
     let f = c.c.rflags() & !rflags::ZF;
     let fail = |c: &mut Ctx| {
@@ -586,7 +373,9 @@ fn lar_lsl(c: &mut Ctx, i: &Instruction) -> R<()> {
     if sel & 0xfffc == 0 {
         return fail(c);
     }
-    let Ok(d) = c.read_desc(sel) else { return fail(c) };
+    let Ok(d) = c.read_desc(sel) else {
+        return fail(c);
+    };
     let s = from_desc(sel, d);
     let code = s.s && s.typ & 8 != 0;
     let conforming = code && s.typ & 4 != 0;

@@ -1,0 +1,300 @@
+//! Model-specific registers and what hangs off them: CPUID (the host's vendor and family, only
+//! the features this backend executes), RDMSR/WRMSR, RDTSC/RDTSCP, SWAPGS, SYSCALL/SYSRET and
+//! SYSENTER/SYSEXIT.
+
+use iced_x86::{Instruction, Mnemonic};
+
+use super::system::need_cpl0;
+use crate::soft::cpu::{Ctx, R, UD, gp};
+use crate::soft::mmu::canonical;
+use crate::state::{Segment, bits, rflags};
+
+fn host_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
+    let r = std::arch::x86_64::__cpuid_count(leaf, sub);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+/// CPUID as this backend implements it: the host's vendor, family and brand, and only the
+/// features the software CPU executes.
+pub fn cpuid_leaf(index: usize, nr_vcpus: usize, leaf: u32, sub: u32) -> [u32; 4] {
+    match leaf {
+        0 => {
+            let h = host_cpuid(0, 0);
+            [h[0].min(7), h[1], h[2], h[3]]
+        }
+        1 => {
+            let h = host_cpuid(1, 0);
+            let ebx = (index as u32) << 24 | (nr_vcpus.min(255) as u32) << 16 | 8 << 8;
+            let ecx = 1 << 13 | 1 << 23; // CMPXCHG16B, POPCNT
+            let mut edx = 1 << 3
+                | 1 << 4
+                | 1 << 5
+                | 1 << 6
+                | 1 << 8
+                | 1 << 9
+                | 1 << 11
+                | 1 << 13
+                | 1 << 15
+                | 1 << 17
+                | 1 << 19; // PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PSE36 CLFSH
+            if nr_vcpus > 1 {
+                edx |= 1 << 28;
+            }
+            [h[0], ebx, ecx, edx]
+        }
+        0x8000_0000 => {
+            let h = host_cpuid(0x8000_0000, 0);
+            [0x8000_0008, h[1], h[2], h[3]]
+        }
+        0x8000_0001 => {
+            let h = host_cpuid(0x8000_0001, 0);
+            // LAHF/SAHF in 64-bit mode, LZCNT; SYSCALL, NX, RDTSCP, LM.
+            [h[0], 0, 1 | 1 << 5, 1 << 11 | 1 << 20 | 1 << 27 | 1 << 29]
+        }
+        0x8000_0002..=0x8000_0004 => host_cpuid(leaf, 0),
+        0x8000_0008 => [
+            (host_cpuid(0x8000_0008, 0)[0] & 0xffff).max(0x3024),
+            0,
+            0,
+            0,
+        ],
+        _ => {
+            let _ = sub;
+            [0; 4]
+        }
+    }
+}
+
+pub(super) fn cpuid(c: &mut Ctx, _: &Instruction) -> R<()> {
+    let r = cpuid_leaf(
+        c.c.index,
+        c.c.nr_vcpus,
+        c.c.get(0, 4) as u32,
+        c.c.get(1, 4) as u32,
+    );
+    for (reg, v) in [0u8, 3, 1, 2].into_iter().zip(r) {
+        c.c.set(reg, 4, u64::from(v));
+    }
+    Ok(())
+}
+
+mod index {
+    pub const TSC: u32 = 0x10;
+    pub const APIC_BASE: u32 = 0x1b;
+    pub const SYSENTER_CS: u32 = 0x174;
+    pub const SYSENTER_ESP: u32 = 0x175;
+    pub const SYSENTER_EIP: u32 = 0x176;
+    pub const EFER: u32 = 0xc000_0080;
+    pub const STAR: u32 = 0xc000_0081;
+    pub const LSTAR: u32 = 0xc000_0082;
+    pub const CSTAR: u32 = 0xc000_0083;
+    pub const SFMASK: u32 = 0xc000_0084;
+    pub const FS_BASE: u32 = 0xc000_0100;
+    pub const GS_BASE: u32 = 0xc000_0101;
+    pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
+    pub const TSC_AUX: u32 = 0xc000_0103;
+}
+
+pub(super) fn rdmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
+    need_cpl0(c)?;
+    let s = &c.c.s;
+    let v = match c.c.get(1, 4) as u32 {
+        index::TSC => c.c.tsc(),
+        index::APIC_BASE => s.apic_base,
+        index::SYSENTER_CS => s.sysenter_cs,
+        index::SYSENTER_ESP => s.sysenter_esp,
+        index::SYSENTER_EIP => s.sysenter_eip,
+        index::EFER => s.efer,
+        index::STAR => s.star,
+        index::LSTAR => s.lstar,
+        index::CSTAR => s.cstar,
+        index::SFMASK => s.sfmask,
+        index::FS_BASE => s.fs.base,
+        index::GS_BASE => s.gs.base,
+        index::KERNEL_GS_BASE => s.kernel_gs_base,
+        index::TSC_AUX => s.tsc_aux,
+        _ => return Err(gp(0)),
+    };
+    c.c.set(0, 4, v & 0xffff_ffff);
+    c.c.set(2, 4, v >> 32);
+    Ok(())
+}
+
+pub(super) fn wrmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
+    need_cpl0(c)?;
+    let v = c.c.get(0, 4) | c.c.get(2, 4) << 32;
+    let addr_ok = canonical(v);
+    let idx = c.c.get(1, 4) as u32;
+    let icount = c.c.icount;
+    let s = &mut c.c.s;
+    match idx {
+        index::TSC => c.c.tsc_offset = v.wrapping_sub(icount),
+        index::APIC_BASE => s.apic_base = v,
+        index::SYSENTER_CS => s.sysenter_cs = v & 0xffff,
+        index::SYSENTER_ESP if addr_ok => s.sysenter_esp = v,
+        index::SYSENTER_EIP if addr_ok => s.sysenter_eip = v,
+        index::EFER => {
+            let allowed = bits::EFER_SCE | bits::EFER_LME | bits::EFER_NXE;
+            if v & !(allowed | bits::EFER_LMA) != 0 {
+                return Err(gp(0));
+            }
+            if s.cr0 & bits::CR0_PG != 0 && (v ^ s.efer) & bits::EFER_LME != 0 {
+                return Err(gp(0));
+            }
+            s.efer = (v & allowed) | (s.efer & bits::EFER_LMA);
+        }
+        index::STAR => s.star = v,
+        index::LSTAR if addr_ok => s.lstar = v,
+        index::CSTAR if addr_ok => s.cstar = v,
+        index::SFMASK => s.sfmask = v & 0xffff_ffff,
+        index::FS_BASE if addr_ok => s.fs.base = v,
+        index::GS_BASE if addr_ok => s.gs.base = v,
+        index::KERNEL_GS_BASE if addr_ok => s.kernel_gs_base = v,
+        index::TSC_AUX => s.tsc_aux = v & 0xffff_ffff,
+        _ => return Err(gp(0)),
+    }
+    if idx == index::EFER {
+        c.c.tlb.flush(false);
+    }
+    Ok(())
+}
+
+pub(super) fn rdtsc(c: &mut Ctx, i: &Instruction) -> R<()> {
+    if c.c.s.cr4 & (1 << 2) != 0 && c.c.cpl() != 0 {
+        return Err(gp(0));
+    }
+    let t = c.c.tsc();
+    c.c.set(0, 4, t & 0xffff_ffff);
+    c.c.set(2, 4, t >> 32);
+    if i.mnemonic() == Mnemonic::Rdtscp {
+        let aux = c.c.s.tsc_aux;
+        c.c.set(1, 4, aux);
+    }
+    Ok(())
+}
+
+pub(super) fn swapgs(c: &mut Ctx, _: &Instruction) -> R<()> {
+    if !c.c.long64() {
+        return Err(UD);
+    }
+    need_cpl0(c)?;
+    let s = &mut c.c.s;
+    std::mem::swap(&mut s.gs.base, &mut s.kernel_gs_base);
+    Ok(())
+}
+
+fn flat(sel: u16, code: bool, dpl: u8, long: bool) -> Segment {
+    Segment {
+        selector: sel,
+        base: 0,
+        limit: 0xffff_ffff,
+        typ: if code { 0xb } else { 0x3 },
+        s: true,
+        dpl,
+        present: true,
+        l: code && long,
+        db: !(code && long),
+        g: true,
+        ..Default::default()
+    }
+}
+
+pub(super) fn fast_syscall(c: &mut Ctx, i: &Instruction) -> R<()> {
+    let lma = c.c.s.long_mode_active();
+    let next = i.next_ip();
+    match i.mnemonic() {
+        Mnemonic::Syscall => {
+            if c.c.s.efer & bits::EFER_SCE == 0 || !c.c.pe() {
+                return Err(UD);
+            }
+            let sel = ((c.c.s.star >> 32) & 0xfffc) as u16;
+            let f = c.c.rflags();
+            if lma {
+                c.c.set(1, 8, next);
+                c.c.set(11, 8, f & !rflags::RF);
+                c.c.s.rip = if c.c.long64() {
+                    c.c.s.lstar
+                } else {
+                    c.c.s.cstar
+                };
+                c.c.set_rflags(f & !c.c.s.sfmask & !rflags::RF);
+            } else {
+                c.c.set(1, 4, next);
+                c.c.s.rip = c.c.s.star & 0xffff_ffff;
+                c.c.set_rflags(f & !(rflags::VM | rflags::IF | rflags::RF));
+            }
+            c.c.s.cs = flat(sel, true, 0, lma);
+            c.c.s.ss = flat(sel + 8, false, 0, false);
+        }
+        Mnemonic::Sysret | Mnemonic::Sysretq => {
+            if c.c.s.efer & bits::EFER_SCE == 0 || !c.c.pe() {
+                return Err(UD);
+            }
+            if c.c.cpl() != 0 {
+                return Err(gp(0));
+            }
+            let base = ((c.c.s.star >> 48) & 0xffff) as u16;
+            let q = i.mnemonic() == Mnemonic::Sysretq;
+            let rip = if q { c.c.get(1, 8) } else { c.c.get(1, 4) };
+            if q && !canonical(rip) {
+                return Err(gp(0));
+            }
+            if lma {
+                let f = c.c.get(11, 8);
+                c.c.set_rflags((f & 0x3c_7fd7) | rflags::FIXED);
+            } else {
+                c.c.s.rflags |= rflags::IF;
+            }
+            c.c.s.cs = if q {
+                flat((base + 16) | 3, true, 3, true)
+            } else {
+                flat(base | 3, true, 3, false)
+            };
+            let mut ss = flat((base + 8) | 3, false, 3, false);
+            ss.dpl = 3;
+            c.c.s.ss = ss;
+            c.c.s.rip = rip;
+        }
+        Mnemonic::Sysenter => {
+            if !c.c.pe() {
+                return Err(gp(0));
+            }
+            let cs = (c.c.s.sysenter_cs & 0xfffc) as u16;
+            if cs == 0 {
+                return Err(gp(0));
+            }
+            let f = c.c.rflags();
+            c.c.set_rflags(f & !(rflags::VM | rflags::IF | rflags::RF));
+            c.c.s.cs = flat(cs, true, 0, lma);
+            c.c.s.ss = flat(cs + 8, false, 0, false);
+            c.c.s.rip = if lma {
+                c.c.s.sysenter_eip
+            } else {
+                c.c.s.sysenter_eip & 0xffff_ffff
+            };
+            let sp = c.c.s.sysenter_esp;
+            c.c.set(4, 8, if lma { sp } else { sp & 0xffff_ffff });
+        }
+        _ => {
+            let cs = (c.c.s.sysenter_cs & 0xfffc) as u16;
+            if !c.c.pe() || c.c.cpl() != 0 || cs == 0 {
+                return Err(gp(0));
+            }
+            let q = i.mnemonic() == Mnemonic::Sysexitq;
+            if q {
+                c.c.s.cs = flat((cs + 32) | 3, true, 3, true);
+                c.c.s.ss = flat((cs + 40) | 3, false, 3, false);
+                c.c.s.rip = c.c.get(2, 8);
+                let sp = c.c.get(1, 8);
+                c.c.set(4, 8, sp);
+            } else {
+                c.c.s.cs = flat((cs + 16) | 3, true, 3, false);
+                c.c.s.ss = flat((cs + 24) | 3, false, 3, false);
+                c.c.s.rip = c.c.get(2, 4);
+                let sp = c.c.get(1, 4);
+                c.c.set(4, 8, sp);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,468 @@
+//! The random program generator: valid instruction streams for one mode, built with iced-x86's
+//! encoder from the table of every general-purpose instruction form (`Code`) valid in that mode.
+//!
+//! Operands are random registers (never rBX, rBP or rSP, which anchor the sandbox and stack),
+//! immediates biased towards edge values, and memory operands `[rBX + disp8]`, so every memory
+//! access stays inside the sandbox. String instructions get rSI/rDI/rCX set up first. The
+//! program ends with HLT (a #GP at CPL3, which the supervisor's handler turns into HLT too).
+
+use iced_x86::{
+    BlockEncoder, BlockEncoderOptions, Code, Encoder, FlowControl, Instruction, InstructionBlock,
+    InstructionInfoFactory, MemoryOperand, Mnemonic, OpAccess, OpCodeOperandKind as K, Register,
+    RepPrefixKind,
+};
+
+use super::setup::{FuzzMode, PROGRAM, SANDBOX};
+
+/// The mnemonics the generator draws from: the general-purpose instructions of the software
+/// backend, minus those whose results differ by design (RDTSC), that leave the sandbox (control
+/// flow, segment loads, I/O) or that change how stepping works (POPF may set TF).
+const MNEMONICS: &[Mnemonic] = {
+    use Mnemonic::*;
+    &[
+        Add, Adc, Sub, Sbb, And, Or, Xor, Cmp, Test, Inc, Dec, Neg, Not, Mov, Movzx, Movsx, Movsxd,
+        Lea, Xchg, Push, Pop, Shl, Shr, Sar, Sal, Rol, Ror, Rcl, Rcr, Shld, Shrd, Mul, Imul, Div,
+        Idiv, Bt, Bts, Btr, Btc, Bsf, Bsr, Bswap, Cmovo, Cmovno, Cmovb, Cmovae, Cmove, Cmovne,
+        Cmovbe, Cmova, Cmovs, Cmovns, Cmovp, Cmovnp, Cmovl, Cmovge, Cmovle, Cmovg, Seto, Setno,
+        Setb, Setae, Sete, Setne, Setbe, Seta, Sets, Setns, Setp, Setnp, Setl, Setge, Setle, Setg,
+        Cbw, Cwde, Cdqe, Cwd, Cdq, Cqo, Lahf, Sahf, Clc, Stc, Cmc, Cld, Std, Xadd, Cmpxchg,
+        Cmpxchg8b, Daa, Das, Aaa, Aas, Aam, Aad, Xlatb, Nop, Pusha, Pushad, Popcnt, Lzcnt, Tzcnt,
+    ]
+};
+
+/// A candidate instruction form and what its operands need.
+#[derive(Clone, Debug)]
+struct Form {
+    code: Code,
+    kinds: Vec<K>,
+}
+
+/// The forms valid in one mode, computed once per generator.
+#[derive(Debug)]
+pub struct Generator {
+    mode: FuzzMode,
+    forms: Vec<Form>,
+    rng: fastrand::Rng,
+}
+
+/// One generated program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Program {
+    /// Encoded bytes, ending with HLT.
+    pub bytes: Vec<u8>,
+    /// Instructions (without the set-up ones for string operations and the final HLT).
+    pub count: usize,
+}
+
+fn supported(k: K) -> bool {
+    matches!(
+        k,
+        K::r8_or_mem
+            | K::r16_or_mem
+            | K::r32_or_mem
+            | K::r64_or_mem
+            | K::mem
+            | K::r8_reg
+            | K::r8_opcode
+            | K::r16_reg
+            | K::r16_rm
+            | K::r16_opcode
+            | K::r32_reg
+            | K::r32_rm
+            | K::r32_opcode
+            | K::r64_reg
+            | K::r64_rm
+            | K::r64_opcode
+            | K::al
+            | K::cl
+            | K::ax
+            | K::eax
+            | K::rax
+            | K::imm8
+            | K::imm8_const_1
+            | K::imm8sex16
+            | K::imm8sex32
+            | K::imm8sex64
+            | K::imm16
+            | K::imm32
+            | K::imm32sex64
+            | K::imm64
+            | K::seg_rBX_al
+    )
+}
+
+impl Generator {
+    /// A generator for `mode` seeded with `seed`.
+    pub fn new(mode: FuzzMode, seed: u64) -> Self {
+        let mut forms = Vec::new();
+        for code in Code::values() {
+            let op = code.op_code();
+            let ok_mode = match mode.bitness() {
+                16 => op.mode16(),
+                32 => op.mode32(),
+                _ => op.mode64(),
+            };
+            if !ok_mode
+                || !op.is_instruction()
+                || code.encoding() != iced_x86::EncodingKind::Legacy
+                || code.flow_control() != FlowControl::Next
+                || code.is_privileged()
+                || op.decoder_option() != 0
+                || !MNEMONICS.contains(&code.mnemonic())
+            {
+                continue;
+            }
+            let kinds: Vec<K> = op.op_kinds().to_vec();
+            if kinds.iter().all(|&k| supported(k)) {
+                forms.push(Form { code, kinds });
+            }
+        }
+        Generator {
+            mode,
+            forms,
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    /// Restarts the random sequence from `seed`.
+    pub fn reseed(&mut self, seed: u64) {
+        self.rng = fastrand::Rng::with_seed(seed);
+    }
+
+    /// How many instruction forms this mode draws from.
+    pub fn forms(&self) -> usize {
+        self.forms.len()
+    }
+
+    fn gpr(&mut self, size: u32) -> Register {
+        use Register::*;
+        let regs: &[Register] = match (size, self.mode.bitness()) {
+            (1, 64) => &[
+                AL, CL, DL, AH, CH, DH, SIL, DIL, R8L, R9L, R10L, R11L, R12L, R13L, R14L, R15L,
+            ],
+            (1, _) => &[AL, CL, DL, AH, CH, DH],
+            (2, 64) => &[
+                AX, CX, DX, SI, DI, R8W, R9W, R10W, R11W, R12W, R13W, R14W, R15W,
+            ],
+            (2, _) => &[AX, CX, DX, SI, DI],
+            (4, 64) => &[
+                EAX, ECX, EDX, ESI, EDI, R8D, R9D, R10D, R11D, R12D, R13D, R14D, R15D,
+            ],
+            (4, _) => &[EAX, ECX, EDX, ESI, EDI],
+            _ => &[
+                RAX, RCX, RDX, RSI, RDI, R8, R9, R10, R11, R12, R13, R14, R15,
+            ],
+        };
+        regs[self.rng.usize(..regs.len())]
+    }
+
+    fn imm(&mut self, bits: u32) -> i64 {
+        let edge = [
+            0i64,
+            1,
+            -1,
+            2,
+            0x7f,
+            -0x80,
+            0x7fff,
+            -0x8000,
+            0x7fff_ffff,
+            -0x8000_0000,
+            31,
+            32,
+            63,
+            64,
+        ];
+        let v = if self.rng.u8(..4) == 0 {
+            edge[self.rng.usize(..edge.len())]
+        } else {
+            self.rng.i64(..)
+        };
+        match bits {
+            8 => i64::from(v as i8),
+            16 => i64::from(v as i16),
+            32 => i64::from(v as i32),
+            _ => v,
+        }
+    }
+
+    fn mem(&mut self) -> MemoryOperand {
+        let base = match self.mode.bitness() {
+            16 => Register::BX,
+            32 => Register::EBX,
+            _ => Register::RBX,
+        };
+        MemoryOperand::with_base_displ(base, self.rng.i64(-64..64))
+    }
+
+    /// Builds one random instance of `form`, or `None` when the encoder refuses the combination.
+    fn instance(&mut self, form: &Form) -> Option<Instruction> {
+        let mut ops = Vec::with_capacity(form.kinds.len());
+        for &k in &form.kinds {
+            let reg_or_mem = self.rng.bool();
+            ops.push(match k {
+                K::r8_or_mem if reg_or_mem => Op::R(self.gpr(1)),
+                K::r16_or_mem if reg_or_mem => Op::R(self.gpr(2)),
+                K::r32_or_mem if reg_or_mem => Op::R(self.gpr(4)),
+                K::r64_or_mem if reg_or_mem => Op::R(self.gpr(8)),
+                K::r8_or_mem | K::r16_or_mem | K::r32_or_mem | K::r64_or_mem | K::mem => {
+                    Op::M(self.mem())
+                }
+                K::seg_rBX_al => Op::M(self.mem()),
+                K::r8_reg | K::r8_opcode => Op::R(self.gpr(1)),
+                K::r16_reg | K::r16_rm | K::r16_opcode => Op::R(self.gpr(2)),
+                K::r32_reg | K::r32_rm | K::r32_opcode => Op::R(self.gpr(4)),
+                K::r64_reg | K::r64_rm | K::r64_opcode => Op::R(self.gpr(8)),
+                K::al => Op::R(Register::AL),
+                K::cl => Op::R(Register::CL),
+                K::ax => Op::R(Register::AX),
+                K::eax => Op::R(Register::EAX),
+                K::rax => Op::R(Register::RAX),
+                K::imm8_const_1 => Op::I(1),
+                K::imm8 => Op::I(self.imm(8) as u8 as i32),
+                K::imm8sex16 | K::imm8sex32 | K::imm8sex64 => Op::I(self.imm(8) as i32),
+                K::imm16 => Op::I(self.imm(16) as u16 as i32),
+                K::imm32 | K::imm32sex64 => Op::I(self.imm(32) as i32),
+                K::imm64 => Op::Q(self.imm(64)),
+                _ => return None,
+            });
+        }
+        // XLAT's operand is implicit in the encoding: take it from the decoder.
+        if form.code.mnemonic() == Mnemonic::Xlatb {
+            return Some(
+                iced_x86::Decoder::new(
+                    self.mode.bitness(),
+                    &[0xd7],
+                    iced_x86::DecoderOptions::NONE,
+                )
+                .decode(),
+            );
+        }
+        let mut insn = build(form.code, &ops)?;
+        if form.kinds.first().is_some_and(|k| {
+            matches!(
+                k,
+                K::r8_or_mem | K::r16_or_mem | K::r32_or_mem | K::r64_or_mem | K::mem
+            )
+        }) && matches!(ops.first(), Some(Op::M(_)))
+            && self.rng.u8(..8) == 0
+            && lockable(form.code.mnemonic())
+        {
+            insn.set_has_lock_prefix(true);
+        }
+        if writes_reserved(&insn) {
+            return None;
+        }
+        Some(insn)
+    }
+
+    /// A string instruction with its rSI, rDI and rCX set up inside the sandbox.
+    fn string_op(&mut self, out: &mut Vec<Instruction>) -> Option<()> {
+        let bits = self.mode.bitness();
+        let (si, di, cx) = match bits {
+            16 => (Register::SI, Register::DI, Register::CX),
+            32 => (Register::ESI, Register::EDI, Register::ECX),
+            _ => (Register::ESI, Register::EDI, Register::ECX),
+        };
+        let movk = |r: Register| match r.size() {
+            2 => Code::Mov_r16_imm16,
+            _ => Code::Mov_r32_imm32,
+        };
+        let src = SANDBOX - 0x400 + self.rng.u64(..0x100);
+        let dst = SANDBOX + 0x200 + self.rng.u64(..0x100);
+        out.push(Instruction::with2(movk(si), si, src as u32).ok()?);
+        out.push(Instruction::with2(movk(di), di, dst as u32).ok()?);
+        out.push(Instruction::with2(movk(cx), cx, self.rng.u32(..9)).ok()?);
+        let rep = match self.rng.u8(..3) {
+            0 => RepPrefixKind::None,
+            1 => RepPrefixKind::Repe,
+            _ => RepPrefixKind::Repne,
+        };
+        let width = [1u32, 2, 4, 8][self.rng.usize(..if bits == 64 { 4 } else { 3 })];
+        let a = bits.clamp(16, 32);
+        let a = if bits == 64 && self.rng.bool() { 64 } else { a };
+        let insn = match (self.rng.u8(..5), width) {
+            (0, 1) => Instruction::with_movsb(a, Register::None, rep),
+            (0, 2) => Instruction::with_movsw(a, Register::None, rep),
+            (0, 4) => Instruction::with_movsd(a, Register::None, rep),
+            (0, _) => Instruction::with_movsq(a, Register::None, rep),
+            (1, 1) => Instruction::with_stosb(a, rep),
+            (1, 2) => Instruction::with_stosw(a, rep),
+            (1, 4) => Instruction::with_stosd(a, rep),
+            (1, _) => Instruction::with_stosq(a, rep),
+            (2, 1) => Instruction::with_lodsb(a, Register::None, rep),
+            (2, 2) => Instruction::with_lodsw(a, Register::None, rep),
+            (2, 4) => Instruction::with_lodsd(a, Register::None, rep),
+            (2, _) => Instruction::with_lodsq(a, Register::None, rep),
+            (3, 1) => Instruction::with_cmpsb(a, Register::None, rep),
+            (3, 2) => Instruction::with_cmpsw(a, Register::None, rep),
+            (3, 4) => Instruction::with_cmpsd(a, Register::None, rep),
+            (3, _) => Instruction::with_cmpsq(a, Register::None, rep),
+            (_, 1) => Instruction::with_scasb(a, rep),
+            (_, 2) => Instruction::with_scasw(a, rep),
+            (_, 4) => Instruction::with_scasd(a, rep),
+            (_, _) => Instruction::with_scasq(a, rep),
+        }
+        .ok()?;
+        out.push(insn);
+        Some(())
+    }
+
+    /// Generates a program of `len` random instructions followed by HLT.
+    pub fn program(&mut self, len: usize) -> Program {
+        let mut insns: Vec<Instruction> = Vec::with_capacity(len * 2);
+        let mut count = 0;
+        let mut attempts = 0;
+        while count < len && attempts < len * 50 {
+            attempts += 1;
+            if self.rng.u8(..16) == 0 {
+                if self.string_op(&mut insns).is_some() {
+                    count += 1;
+                }
+                continue;
+            }
+            let form = self.forms[self.rng.usize(..self.forms.len())].clone();
+            let Some(insn) = self.instance(&form) else {
+                continue;
+            };
+            // Check that it encodes alone before keeping it.
+            let mut enc = Encoder::new(self.mode.bitness());
+            if enc.encode(&insn, 0).is_err() {
+                continue;
+            }
+            insns.push(insn);
+            count += 1;
+        }
+        insns.push(Instruction::with(Code::Hlt));
+        let bytes = encode(self.mode.bitness(), &insns).unwrap_or_else(|| vec![0xf4]);
+        Program { bytes, count }
+    }
+}
+
+fn lockable(m: Mnemonic) -> bool {
+    use Mnemonic::*;
+    matches!(
+        m,
+        Add | Adc
+            | Sub
+            | Sbb
+            | And
+            | Or
+            | Xor
+            | Inc
+            | Dec
+            | Neg
+            | Not
+            | Bts
+            | Btr
+            | Btc
+            | Xadd
+            | Cmpxchg
+            | Cmpxchg8b
+            | Xchg
+    )
+}
+
+/// Whether the instruction writes rBX, rBP or (other than by a push) rSP.
+fn writes_reserved(insn: &Instruction) -> bool {
+    let mut f = InstructionInfoFactory::new();
+    let info = f.info(insn);
+    let stack_op = matches!(
+        insn.mnemonic(),
+        Mnemonic::Push | Mnemonic::Pop | Mnemonic::Pusha | Mnemonic::Pushad
+    );
+    info.used_registers().iter().any(|u| {
+        let written = matches!(
+            u.access(),
+            OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+        );
+        let full = u.register().full_register();
+        written
+            && (full == Register::RBX
+                || full == Register::RBP
+                || (full == Register::RSP && !stack_op))
+    })
+}
+
+enum Op {
+    R(Register),
+    M(MemoryOperand),
+    I(i32),
+    Q(i64),
+}
+
+fn build(code: Code, ops: &[Op]) -> Option<Instruction> {
+    use Op::{I, M, Q, R};
+    let r = match ops {
+        [] => Ok(Instruction::with(code)),
+        [R(a)] => Instruction::with1(code, *a),
+        [M(a)] => Instruction::with1(code, *a),
+        [I(a)] => Instruction::with1(code, *a),
+        [R(a), R(b)] => Instruction::with2(code, *a, *b),
+        [R(a), M(b)] => Instruction::with2(code, *a, *b),
+        [M(a), R(b)] => Instruction::with2(code, *a, *b),
+        [R(a), I(b)] => Instruction::with2(code, *a, *b),
+        [M(a), I(b)] => Instruction::with2(code, *a, *b),
+        [R(a), Q(b)] => Instruction::with2(code, *a, *b),
+        [R(a), R(b), I(c)] => Instruction::with3(code, *a, *b, *c),
+        [R(a), M(b), I(c)] => Instruction::with3(code, *a, *b, *c),
+        [M(a), R(b), I(c)] => Instruction::with3(code, *a, *b, *c),
+        [R(a), R(b), R(c)] => Instruction::with3(code, *a, *b, *c),
+        [M(a), R(b), R(c)] => Instruction::with3(code, *a, *b, *c),
+        _ => return None,
+    };
+    r.ok()
+}
+
+/// Encodes a list of instructions at the program address.
+pub fn encode(bitness: u32, insns: &[Instruction]) -> Option<Vec<u8>> {
+    let block = InstructionBlock::new(insns, PROGRAM);
+    BlockEncoder::encode(bitness, block, BlockEncoderOptions::NONE)
+        .ok()
+        .map(|r| r.code_buffer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced_x86::{Decoder, DecoderOptions};
+
+    #[test]
+    fn every_mode_has_many_forms_and_programs_decode() {
+        for mode in FuzzMode::ALL {
+            let mut g = Generator::new(mode, 1);
+            assert!(g.forms() > 300, "{mode:?}: only {} forms", g.forms());
+            let p = g.program(200);
+            assert_eq!(p.count, 200);
+            let mut d = Decoder::with_ip(mode.bitness(), &p.bytes, PROGRAM, DecoderOptions::NONE);
+            let mut n = 0;
+            let mut last = Mnemonic::INVALID;
+            while d.can_decode() {
+                let i = d.decode();
+                assert!(
+                    !i.is_invalid(),
+                    "{mode:?}: invalid instruction at {:x} in {:02x?}",
+                    i.ip(),
+                    &p.bytes[(i.ip() - PROGRAM) as usize..]
+                );
+                assert!(
+                    !writes_reserved(&i) || i.mnemonic() == Mnemonic::Hlt,
+                    "{mode:?}: {i} writes a reserved register"
+                );
+                last = i.mnemonic();
+                n += 1;
+            }
+            assert!(n >= 200);
+            assert_eq!(last, Mnemonic::Hlt);
+        }
+    }
+
+    #[test]
+    fn same_seed_same_program() {
+        let a = Generator::new(FuzzMode::Long64, 42).program(50);
+        let b = Generator::new(FuzzMode::Long64, 42).program(50);
+        assert_eq!(a, b);
+        let c = Generator::new(FuzzMode::Long64, 43).program(50);
+        assert_ne!(a, c);
+    }
+}

@@ -1,0 +1,280 @@
+//! `janus fuzz`: random programs run on two backends in lockstep, hunting for the first
+//! instruction where they disagree. Each divergence is shrunk and saved as a reproducer.
+
+pub mod generator;
+pub mod repro;
+pub mod setup;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::diff::{DiffBackend, DiffEnd, DiffOptions, DiffReport, diff_prepared};
+use crate::machine::MachineError;
+use generator::Generator;
+use repro::{Repro, shrink};
+use setup::{FuzzMode, MEM_SIZE, PROGRAM_MAX};
+
+/// Options of a fuzzing run.
+#[derive(Clone, Debug)]
+pub struct FuzzOptions {
+    /// Execution mode of the programs.
+    pub mode: FuzzMode,
+    /// Seed of the whole run; case `i` uses a seed derived from it.
+    pub seed: u64,
+    /// Stop after this many instructions have been compared.
+    pub count: u64,
+    /// Parallel workers.
+    pub jobs: usize,
+    /// Random instructions per program.
+    pub program_len: usize,
+    /// Reference backend.
+    pub a: DiffBackend,
+    /// Checked backend.
+    pub b: DiffBackend,
+    /// KVM device node.
+    pub kvm_path: PathBuf,
+    /// Print a progress line on stderr.
+    pub progress: bool,
+    /// Where to write reproducers (none written when `None`).
+    pub out_dir: Option<PathBuf>,
+    /// Shrink diverging cases.
+    pub shrink: bool,
+}
+
+impl Default for FuzzOptions {
+    fn default() -> Self {
+        FuzzOptions {
+            mode: FuzzMode::Long64,
+            seed: 1,
+            count: 10_000,
+            jobs: 1,
+            program_len: 64,
+            a: DiffBackend::Kvm,
+            b: DiffBackend::Interp,
+            kvm_path: PathBuf::from(janus_accel::kvm::DEFAULT_DEVICE),
+            progress: false,
+            out_dir: None,
+            shrink: true,
+        }
+    }
+}
+
+/// One divergence found.
+#[derive(Clone, Debug)]
+pub struct Found {
+    /// The (shrunk) case.
+    pub repro: Repro,
+    /// The mnemonic it diverged at.
+    pub mnemonic: String,
+    /// The divergence report of the shrunk case.
+    pub report: String,
+    /// Where the reproducer was written.
+    pub file: Option<PathBuf>,
+}
+
+/// What a fuzzing run found.
+#[derive(Clone, Debug, Default)]
+pub struct FuzzSummary {
+    /// Instructions compared.
+    pub instructions: u64,
+    /// Programs run.
+    pub programs: u64,
+    /// Divergences by mnemonic (all of them, not only those kept).
+    pub by_mnemonic: BTreeMap<String, u64>,
+    /// One shrunk reproducer per mnemonic.
+    pub found: Vec<Found>,
+    /// Instructions the reference could not run, by mnemonic.
+    pub no_oracle: BTreeMap<String, u64>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Builds case number `index` of a run.
+pub fn make_case(g: &mut Generator, mode: FuzzMode, seed: u64, index: u64, len: usize) -> Repro {
+    let case_seed = splitmix(seed ^ splitmix(index));
+    g.reseed(case_seed);
+    let mut rng = fastrand::Rng::with_seed(case_seed ^ 0x5555);
+    let mut gpr = [0u64; 16];
+    for r in &mut gpr {
+        *r = match rng.u8(..4) {
+            0 => rng.u64(..0x100),
+            1 => [
+                0,
+                1,
+                u64::MAX,
+                0x8000_0000,
+                0x7fff_ffff,
+                0x8000_0000_0000_0000,
+            ][rng.usize(..6)],
+            _ => rng.u64(..),
+        };
+    }
+    let flags = rng.u64(..) & 0x8d5;
+    let program = g.program(len).bytes;
+    Repro {
+        mode,
+        gpr,
+        flags,
+        program,
+    }
+}
+
+/// Runs one case in lockstep.
+///
+/// # Errors
+/// A backend cannot be set up.
+pub fn run_case(
+    r: &Repro,
+    a: DiffBackend,
+    b: DiffBackend,
+    kvm_path: &std::path::Path,
+) -> Result<DiffReport, MachineError> {
+    let opts = DiffOptions {
+        a,
+        b,
+        mem: MEM_SIZE,
+        max_steps: 100_000,
+        ram_every: 1_000_000,
+        kvm_path: kvm_path.to_path_buf(),
+        ..Default::default()
+    };
+    let mut program = r.program.clone();
+    program.truncate(PROGRAM_MAX);
+    let state = setup::initial_state(r.mode, r.gpr, r.flags);
+    let mode = r.mode;
+    diff_prepared(
+        &program,
+        &move |m| setup::prepare(m, mode),
+        Some(&state),
+        &opts,
+    )
+}
+
+fn mnemonic_of(text: &str) -> String {
+    text.split_whitespace().next().unwrap_or("?").to_string()
+}
+
+/// Runs the fuzzer.
+///
+/// # Errors
+/// A backend cannot be set up.
+pub fn fuzz(opts: &FuzzOptions) -> Result<FuzzSummary, MachineError> {
+    let start = Instant::now();
+    let next = AtomicU64::new(0);
+    let done = AtomicU64::new(0);
+    let summary = Mutex::new(FuzzSummary::default());
+    let error: Mutex<Option<MachineError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..opts.jobs.max(1) {
+            scope.spawn(|| {
+                let mut g = Generator::new(opts.mode, opts.seed);
+                while done.load(Ordering::Relaxed) < opts.count {
+                    if error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                        return;
+                    }
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let case = make_case(&mut g, opts.mode, opts.seed, index, opts.program_len);
+                    let report = match run_case(&case, opts.a, opts.b, &opts.kvm_path) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            if let Ok(mut slot) = error.lock() {
+                                *slot = Some(e);
+                            }
+                            return;
+                        }
+                    };
+                    let n = done.fetch_add(report.steps, Ordering::Relaxed) + report.steps;
+                    let found = if let DiffEnd::Diverged(d) = &report.end {
+                        let m = mnemonic_of(&d.insn.text);
+                        let known = summary.lock().map(|s| s.by_mnemonic.contains_key(&m)).unwrap_or(true);
+                        let kept = (!known).then(|| keep(opts, &case, &m, index));
+                        Some((m, kept))
+                    } else {
+                        None
+                    };
+                    let Ok(mut s) = summary.lock() else { return };
+                    s.instructions += report.steps;
+                    s.programs += 1;
+                    for (k, v) in &report.no_oracle {
+                        *s.no_oracle.entry(k.clone()).or_default() += v;
+                    }
+                    if let Some((m, kept)) = found {
+                        *s.by_mnemonic.entry(m).or_default() += 1;
+                        if let Some(f) = kept.flatten() {
+                            s.found.push(f);
+                        }
+                    }
+                    if opts.progress {
+                        let secs = start.elapsed().as_secs_f64().max(1e-3);
+                        eprint!(
+                            "\rfuzz {}: {n}/{} instructions, {} programs, {} divergences, {:.0} insn/s   ",
+                            opts.mode.name(),
+                            opts.count,
+                            s.programs,
+                            s.by_mnemonic.values().sum::<u64>(),
+                            n as f64 / secs
+                        );
+                    }
+                }
+            });
+        }
+    });
+    if opts.progress {
+        eprintln!();
+    }
+    if let Some(e) = error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let mut s = summary.into_inner().unwrap_or_else(|p| p.into_inner());
+    s.elapsed = start.elapsed();
+    Ok(s)
+}
+
+/// Shrinks a diverging case and writes its reproducer.
+fn keep(opts: &FuzzOptions, case: &Repro, mnemonic: &str, index: u64) -> Option<Found> {
+    let mut diverges = |r: &Repro| match run_case(r, opts.a, opts.b, &opts.kvm_path) {
+        Ok(DiffReport {
+            end: DiffEnd::Diverged(d),
+            ..
+        }) => mnemonic_of(&d.insn.text) == mnemonic,
+        _ => false,
+    };
+    let small = if opts.shrink {
+        shrink(case, &mut diverges)
+    } else {
+        case.clone()
+    };
+    let report = match run_case(&small, opts.a, opts.b, &opts.kvm_path) {
+        Ok(DiffReport {
+            end: DiffEnd::Diverged(d),
+            ..
+        }) => d.to_string(),
+        _ => return None,
+    };
+    let file = opts.out_dir.as_ref().and_then(|dir| {
+        let _ = std::fs::create_dir_all(dir);
+        let p = dir.join(format!(
+            "{}-{}-seed{}-case{index}.repro",
+            opts.mode.name(),
+            mnemonic,
+            opts.seed
+        ));
+        std::fs::write(&p, small.to_text()).ok().map(|_| p)
+    });
+    Some(Found {
+        repro: small,
+        mnemonic: mnemonic.to_string(),
+        report,
+        file,
+    })
+}
