@@ -11,6 +11,7 @@ use janus_accel::soft::SoftAccel;
 use janus_accel::{Accelerator, CpuState, ExitCounters, GuestMemory, IoHandler, Vcpu};
 
 use crate::bus::{Bus, BusError};
+use crate::clock::Clock;
 use crate::control::{Control, StopReason};
 use crate::devices::cmos::Cmos;
 use crate::devices::debugcon::DebugCon;
@@ -19,6 +20,7 @@ use crate::devices::i8042::{I8042, I8042Port, Port92};
 use crate::devices::post::Post;
 use crate::devices::serial::{InputQueue, Serial};
 use crate::layout::{self, Layout, LoadError};
+use crate::platform::Platform;
 use crate::sink::SinkSpec;
 
 /// Which CPU backend runs the guest.
@@ -109,6 +111,8 @@ pub struct MachineIo {
     pub pio: Bus,
     /// MMIO bus.
     pub mmio: Bus,
+    /// The interrupt controllers, when janus provides them.
+    pub platform: Option<Arc<Platform>>,
 }
 
 impl IoHandler for MachineIo {
@@ -123,6 +127,14 @@ impl IoHandler for MachineIo {
     }
     fn mmio_write(&self, vcpu: usize, addr: u64, data: &[u8]) {
         self.mmio.write(vcpu, addr, data);
+    }
+    fn interrupt_pending(&self, vcpu: usize) -> bool {
+        self.platform
+            .as_ref()
+            .is_some_and(|p| p.interrupt_pending(vcpu))
+    }
+    fn acknowledge_interrupt(&self, vcpu: usize) -> Option<u8> {
+        self.platform.as_ref()?.acknowledge(vcpu)
     }
 }
 
@@ -219,11 +231,17 @@ impl Machine {
         )?;
         pio.insert(0xe9, 1, debugcon.clone())?;
         pio.insert(0x80, 1, post.clone())?;
-        pio.insert(
-            0x70,
-            2,
-            Arc::new(Mutex::new(Cmos::new(layout.low_ram, layout.high_ram))),
-        )?;
+        let platform = Platform::new(config.smp, Clock::real_time());
+        let cmos = Arc::new(Mutex::new(Cmos::new(layout.low_ram, layout.high_ram)));
+        cmos.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .attach_periodic(platform.clock(), platform.isa_irq(8));
+        platform.set_rtc(cmos.clone());
+        serial
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_irq(platform.isa_irq(4));
+        pio.insert(0x70, 2, cmos)?;
         pio.insert(
             0x60,
             1,
@@ -231,7 +249,8 @@ impl Machine {
         )?;
         pio.insert(0x64, 1, Arc::new(Mutex::new(I8042Port::command(i8042))))?;
         pio.insert(0x92, 1, Arc::new(Mutex::new(Port92::new(control.clone()))))?;
-        let mmio = Bus::new("mmio");
+        let mut mmio = Bus::new("mmio");
+        platform.attach(&mut pio, &mut mmio)?;
 
         Ok(Machine {
             config,
@@ -239,7 +258,11 @@ impl Machine {
             layout,
             initial,
             control,
-            io: Arc::new(MachineIo { pio, mmio }),
+            io: Arc::new(MachineIo {
+                pio,
+                mmio,
+                platform: Some(platform),
+            }),
             serial,
             debugcon,
             post,
@@ -326,6 +349,9 @@ impl Machine {
                 v.set_state(&self.initial)?;
             }
             self.control.add_kicker(v.kicker());
+            if let Some(p) = &self.io.platform {
+                p.add_vcpu(i, v.kicker());
+            }
             vcpus.push(v);
         }
         if self.config.stdin && self.config.serial == SinkSpec::Stdio {
@@ -342,7 +368,16 @@ impl Machine {
                 .map_err(MachineError::Thread)?;
             threads.push(t);
         }
+        let timers = self.io.platform.clone().map(|p| {
+            let control = self.control.clone();
+            std::thread::Builder::new()
+                .name("timers".into())
+                .spawn(move || p.timer_loop(&|| control.stopping()))
+        });
         self.wait_for_stop(start);
+        if let Some(Ok(t)) = timers {
+            let _ = t.join();
+        }
         let mut counters = ExitCounters::default();
         for t in threads {
             match t.join() {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use janus_accel::{Exit, ExitCounters, SystemEventKind, Vcpu, rflags_if};
+use janus_accel::{CpuState, Exit, ExitCounters, IoHandler, SystemEventKind, Vcpu, rflags_if};
 
 use crate::control::{Control, StopReason};
 use crate::machine::MachineIo;
@@ -47,11 +47,16 @@ pub fn handle_exit(index: usize, exit: Exit, ctx: &mut dyn ExitContext) -> Actio
                 return Action::Leave;
             }
             match ctx.halt_state() {
-                Ok((false, cs, rip)) => Action::Stop(StopReason::HaltedInterruptsOff {
-                    vcpu: index,
-                    cs,
-                    rip,
-                }),
+                // Only the BSP ends the machine this way: an AP parked with interrupts off
+                // still answers INIT and NMI.
+                Ok((false, cs, rip)) if index == 0 => {
+                    Action::Stop(StopReason::HaltedInterruptsOff {
+                        vcpu: index,
+                        cs,
+                        rip,
+                    })
+                }
+                Ok((false, _, _)) => Action::WaitForInterrupt,
                 Ok((true, _, _)) => Action::WaitForInterrupt,
                 Err(e) => Action::Stop(StopReason::HostError(e)),
             }
@@ -93,8 +98,26 @@ pub fn vcpu_thread<V: Vcpu>(
 ) -> ExitCounters {
     let kicker = vcpu.kicker();
     if !started {
-        while !control.wait_stopping(Duration::from_millis(100)) {}
-        return vcpu.counters();
+        // An application processor waits for INIT and a start-up IPI.
+        let Some(platform) = io.platform.clone() else {
+            while !control.wait_stopping(Duration::from_millis(100)) {}
+            return vcpu.counters();
+        };
+        loop {
+            if control.stopping() {
+                return vcpu.counters();
+            }
+            if let Some(v) = platform.take_sipi(vcpu.index()) {
+                if let Err(e) = vcpu.set_state(&CpuState::startup_ipi(v)) {
+                    let i = vcpu.index();
+                    control.request_stop(StopReason::HostError(format!("vCPU {i}: {e}")));
+                    return vcpu.counters();
+                }
+                break;
+            }
+            while !kicker.pending() && !control.wait_stopping(Duration::from_millis(10)) {}
+            kicker.clear();
+        }
     }
     let index = vcpu.index();
     loop {
@@ -120,9 +143,12 @@ pub fn vcpu_thread<V: Vcpu>(
                 }
             }
             Action::WaitForInterrupt => {
-                // Nothing raises interrupts yet but a stop: wait for one, in short slices so a
-                // later interrupt source can be polled here.
-                while !kicker.pending() && !control.wait_stopping(Duration::from_millis(10)) {}
+                // Sleep until an interrupt is raised for this vCPU (which kicks it) or the
+                // machine stops; one may already be waiting from before the HLT.
+                while !kicker.pending()
+                    && !io.interrupt_pending(index)
+                    && !control.wait_stopping(Duration::from_millis(10))
+                {}
                 if control.stopping() {
                     break;
                 }
@@ -166,10 +192,15 @@ mod tests {
 
     #[test]
     fn halt_with_interrupts_off_stops_naming_the_place() {
+        // An AP parked this way still answers INIT; the BSP cannot be woken.
         assert_eq!(
             handle_exit(1, Exit::Halt, &mut ctx(false, false)),
+            Action::WaitForInterrupt
+        );
+        assert_eq!(
+            handle_exit(0, Exit::Halt, &mut ctx(false, false)),
             Action::Stop(StopReason::HaltedInterruptsOff {
-                vcpu: 1,
+                vcpu: 0,
                 cs: 0x10,
                 rip: 0x1234
             })

@@ -102,13 +102,15 @@ pub enum ExitReasonKind {
     SystemEvent,
     /// Entry failure or internal error.
     Failure,
+    /// The guest became able to take an interrupt janus had waiting.
+    InterruptWindow,
     /// Any other exit.
     Other,
 }
 
 impl ExitReasonKind {
     /// Every kind, in report order.
-    pub const ALL: [ExitReasonKind; 11] = [
+    pub const ALL: [ExitReasonKind; 12] = [
         ExitReasonKind::IoIn,
         ExitReasonKind::IoOut,
         ExitReasonKind::MmioRead,
@@ -119,6 +121,7 @@ impl ExitReasonKind {
         ExitReasonKind::Shutdown,
         ExitReasonKind::SystemEvent,
         ExitReasonKind::Failure,
+        ExitReasonKind::InterruptWindow,
         ExitReasonKind::Other,
     ];
 
@@ -135,6 +138,7 @@ impl ExitReasonKind {
             ExitReasonKind::Shutdown => "shutdown",
             ExitReasonKind::SystemEvent => "system-event",
             ExitReasonKind::Failure => "failure",
+            ExitReasonKind::InterruptWindow => "irq-window",
             ExitReasonKind::Other => "other",
         }
     }

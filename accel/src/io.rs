@@ -13,4 +13,18 @@ pub trait IoHandler: Sync {
     fn mmio_read(&self, vcpu: usize, addr: u64, data: &mut [u8]);
     /// An MMIO write at a guest physical address outside RAM.
     fn mmio_write(&self, vcpu: usize, addr: u64, data: &[u8]);
+
+    /// Whether an external interrupt may be waiting for `vcpu` (a cheap check that backends make
+    /// whenever the guest can take an interrupt). A machine without interrupt controllers has
+    /// none.
+    fn interrupt_pending(&self, _vcpu: usize) -> bool {
+        false
+    }
+
+    /// The interrupt acknowledge cycle: the vector of the highest-priority interrupt for `vcpu`,
+    /// now in service, or `None` if nothing is deliverable after all. Called only when the guest
+    /// can take an interrupt (IF set, no interrupt shadow).
+    fn acknowledge_interrupt(&self, _vcpu: usize) -> Option<u8> {
+        None
+    }
 }

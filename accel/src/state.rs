@@ -343,6 +343,16 @@ impl CpuState {
         s
     }
 
+    /// The state an application processor starts in after a start-up IPI with `vector`: real
+    /// mode at `vector << 8`:0000.
+    pub fn startup_ipi(vector: u8) -> Self {
+        let mut s = Self::reset(false);
+        s.cs = Segment::real_mode(u16::from(vector) << 8, true);
+        s.rip = 0;
+        s.cr0 = bits::CR0_ET;
+        s
+    }
+
     /// Reads a general-purpose register.
     pub fn reg(&self, r: Reg) -> u64 {
         self.gpr[r as usize]

@@ -234,6 +234,7 @@ fn diff(args: DiffArgs) -> Result<ExitCode> {
         ram_every: args.ram_every.max(1),
         serial: args.serial,
         kvm_path: args.kvm_device,
+        whole_program: None,
     };
     let start = std::time::Instant::now();
     let report = diff_image(&image, &opts)?;

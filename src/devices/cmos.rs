@@ -3,11 +3,16 @@
 //! Time and date registers read the host's time of day (UTC, as QEMU's default `-rtc base=utc`),
 //! in BCD or binary and 24- or 12-hour form as status register B selects. The memory-size bytes
 //! are filled the way PC firmware and QEMU fill them, so guests can size memory without a BIOS.
-//! Periodic, alarm and update interrupts come with the interrupt controllers.
+//! The periodic interrupt (status B PIE, rate in status A) raises IRQ 8 through
+//! [`Cmos::attach_periodic`]; alarm and update interrupts are not modelled yet.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
+use super::IrqLine;
 use crate::bus::BusDevice;
+use crate::clock::{Clock, Timer};
 
 const REG_SECONDS: usize = 0x00;
 const REG_MINUTES: usize = 0x02;
@@ -23,6 +28,9 @@ const REG_D: usize = 0x0d;
 const REG_CENTURY: usize = 0x32;
 
 const B_24H: u8 = 0x02;
+const B_PIE: u8 = 0x40;
+const C_IRQF: u8 = 0x80;
+const C_PF: u8 = 0x40;
 const B_BINARY: u8 = 0x04;
 
 /// A calendar time, as the RTC shows it.
@@ -81,6 +89,22 @@ pub struct Cmos {
     /// Seconds added to the host clock (the guest set the time).
     offset: i64,
     now: fn() -> u64,
+    periodic: Option<Periodic>,
+}
+
+/// The periodic-interrupt machinery: a clock timer and the IRQ 8 line.
+struct Periodic {
+    timer: Timer,
+    irq: Arc<dyn IrqLine>,
+    next: Option<u64>,
+}
+
+impl std::fmt::Debug for Periodic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Periodic")
+            .field("next", &self.next)
+            .finish()
+    }
 }
 
 fn host_now() -> u64 {
@@ -133,7 +157,67 @@ impl Cmos {
             ram,
             offset: 0,
             now,
+            periodic: None,
         }
+    }
+
+    /// Wires the periodic interrupt to `irq`, timed by `clock`.
+    pub fn attach_periodic(&mut self, clock: &Clock, irq: Arc<dyn IrqLine>) {
+        self.periodic = Some(Periodic {
+            timer: clock.timer("rtc"),
+            irq,
+            next: None,
+        });
+        self.rearm();
+    }
+
+    /// The periodic rate from status A as a period in ns, if enabled.
+    fn period_ns(&self) -> Option<u64> {
+        // Only armed while interrupts are enabled, so an idle RTC costs no host wake-ups.
+        if self.ram[REG_B] & B_PIE == 0 {
+            return None;
+        }
+        let rate = u32::from(self.ram[REG_A] & 0x0f);
+        match rate {
+            0 => None,
+            1 | 2 => Some((1u64 << (rate + 6)) * 1_000_000_000 / 32_768),
+            r => Some((1u64 << (r - 1)) * 1_000_000_000 / 32_768),
+        }
+    }
+
+    fn rearm(&mut self) {
+        let period = self.period_ns();
+        let Some(p) = self.periodic.as_mut() else {
+            return;
+        };
+        match period {
+            Some(ns) => {
+                let next = p.timer.clock().now_ns() + ns;
+                p.next = Some(next);
+                p.timer.set_deadline(next);
+            }
+            None => {
+                p.next = None;
+                p.timer.clear();
+            }
+        }
+    }
+
+    /// Fires the periodic interrupt if its time has come (called by the machine's timer
+    /// thread).
+    pub fn poll(&mut self) {
+        let Some(p) = self.periodic.as_ref() else {
+            return;
+        };
+        let Some(next) = p.next else { return };
+        if p.timer.clock().now_ns() < next {
+            return;
+        }
+        self.ram[REG_C] |= C_PF | C_IRQF;
+        if let Some(p) = &self.periodic {
+            p.irq.set_level(true);
+        }
+        self.rearm();
     }
 
     fn now(&self) -> DateTime {
@@ -181,7 +265,15 @@ impl Cmos {
             REG_MONTH => self.encode(t.month),
             REG_YEAR => self.encode(t.year % 100),
             REG_CENTURY => self.encode(t.year / 100),
-            REG_C => std::mem::take(&mut self.ram[REG_C]),
+            REG_C => {
+                let v = std::mem::take(&mut self.ram[REG_C]);
+                if v & C_IRQF != 0
+                    && let Some(p) = &self.periodic
+                {
+                    p.irq.set_level(false);
+                }
+                v
+            }
             _ => self.ram[reg & 0x7f],
         }
     }
@@ -202,8 +294,15 @@ impl Cmos {
                 self.offset += set(t.hour, h, 3600);
             }
             REG_DAY => self.offset += set(t.day, self.decode(v), 86_400),
-            REG_C | REG_D => {}                  // read-only
-            REG_A => self.ram[REG_A] = v & 0x7f, // UIP is read-only
+            REG_C | REG_D => {} // read-only
+            REG_B => {
+                self.ram[REG_B] = v;
+                self.rearm();
+            }
+            REG_A => {
+                self.ram[REG_A] = v & 0x7f; // UIP is read-only
+                self.rearm();
+            }
             _ => self.ram[reg & 0x7f] = v,
         }
     }

@@ -44,7 +44,7 @@ pub fn iced_flags_to_rflags(bits: u32) -> u64 {
         .fold(0, |a, b| a | b)
 }
 
-fn seg(out: &mut Vec<FieldDiff>, name: &str, a: &Segment, b: &Segment) {
+fn seg(out: &mut Vec<FieldDiff>, name: &str, a: &Segment, b: &Segment, long_mode: bool) {
     let mut push = |field: &str, x: u64, y: u64| {
         if x != y {
             out.push(FieldDiff {
@@ -55,8 +55,10 @@ fn seg(out: &mut Vec<FieldDiff>, name: &str, a: &Segment, b: &Segment) {
         }
     };
     push("sel", a.selector.into(), b.selector.into());
-    if a.unusable && b.unusable {
-        // Hidden parts of an unusable (null) segment are not architecturally visible.
+    let null = |s: &Segment| s.selector & !3 == 0 && name != "cs" && name != "tr";
+    if (a.unusable && b.unusable) || (long_mode && null(a) && null(b)) {
+        // Hidden parts of an unusable segment, or of a null data/stack selector in 64-bit mode
+        // (where CPUs and KVM report different attributes), are not architecturally visible.
         return;
     }
     push("base", a.base, b.base);
@@ -120,7 +122,13 @@ pub fn compare(a: &CpuState, b: &CpuState, undefined_flags: u64) -> Vec<FieldDif
         ("ldt", &a.ldt, &b.ldt),
         ("tr", &a.tr, &b.tr),
     ] {
-        seg(&mut out, name, x, y);
+        seg(
+            &mut out,
+            name,
+            x,
+            y,
+            a.long_mode_active() && b.long_mode_active(),
+        );
     }
     out
 }

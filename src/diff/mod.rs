@@ -95,6 +95,21 @@ pub struct DiffOptions {
     pub serial: SinkSpec,
     /// The KVM device node.
     pub kvm_path: PathBuf,
+    /// Compare only at the end of the whole program instead of after every instruction.
+    pub whole_program: Option<WholeProgram>,
+}
+
+/// Whole-program comparison, for where single-stepping the reference is not possible: on
+/// kvm_pvm, a single-step trap in CPL3 code is delivered to the guest instead of exiting to
+/// janus. Both backends run to the end; the final states and all of memory are compared. The
+/// shrinker then finds the instruction responsible.
+#[derive(Clone, Debug, Default)]
+pub struct WholeProgram {
+    /// RFLAGS bits some instruction of the program leaves undefined: masked in the final
+    /// state.
+    pub undefined_flags: u64,
+    /// Physical addresses of saved RFLAGS images (exception frames) to mask the same way.
+    pub flag_slots: Vec<u64>,
 }
 
 impl Default for DiffOptions {
@@ -107,6 +122,7 @@ impl Default for DiffOptions {
             ram_every: 10_000,
             serial: SinkSpec::None,
             kvm_path: PathBuf::from(janus_accel::kvm::DEFAULT_DEVICE),
+            whole_program: None,
         }
     }
 }
@@ -230,7 +246,7 @@ fn make_side(
         }
     };
     vcpu.set_state(initial)?;
-    vcpu.set_single_step(true)?;
+    vcpu.set_single_step(opts.whole_program.is_none())?;
     Ok(Side { vcpu, mem, pvm })
 }
 
@@ -412,6 +428,9 @@ fn lockstep(
     control: Arc<Control>,
     opts: &DiffOptions,
 ) -> DiffReport {
+    if let Some(w) = &opts.whole_program {
+        return whole_program(a, b, io, control, opts, w);
+    }
     let recorder = Recorder::new(io.as_ref());
     let replayer = Replayer::default();
     let mut no_oracle: BTreeMap<String, u64> = BTreeMap::new();
@@ -453,7 +472,7 @@ fn lockstep(
         let events = recorder.take();
         replayer.load(events);
         let exit_b = b.vcpu.run(&replayer);
-        let (exit_a, mut exit_b) = match (exit_a, exit_b) {
+        let (mut exit_a, mut exit_b) = match (exit_a, exit_b) {
             (Ok(x), Ok(y)) => (x, y),
             (Err(e), _) | (_, Err(e)) => {
                 return report(
@@ -481,7 +500,7 @@ fn lockstep(
             step += 1;
             continue;
         }
-        let (sa, mut sb) = match (a.vcpu.state(), b.vcpu.state()) {
+        let (mut sa, mut sb) = match (a.vcpu.state(), b.vcpu.state()) {
             (Ok(x), Ok(y)) => (x, y),
             (Err(e), _) | (_, Err(e)) => {
                 return report(
@@ -547,6 +566,38 @@ fn lockstep(
                 }
             }
             catch_up += 1;
+        }
+        // KVM's emulator may end a batch after the last iteration (RCX exhausted, or the
+        // REPE/REPNE condition met) with RIP still at the instruction and RF set: RIP moves on
+        // only at the next entry, without another iteration. B has finished the instruction,
+        // as hardware does: step A once more to let it finish too.
+        if rep
+            && sa.rip == before.rip
+            && sb.rip == insn.next_ip()
+            && counter(&sa) == counter(&sb)
+            && matches!(exit_a, Exit::SingleStep)
+        {
+            exit_a = match a.vcpu.run(&recorder) {
+                Ok(e) => e,
+                Err(e) => {
+                    return report(
+                        step,
+                        DiffEnd::Agreed(StopReason::HostError(e.to_string())),
+                        no_oracle,
+                    );
+                }
+            };
+            replayer.load(recorder.take());
+            match a.vcpu.state() {
+                Ok(s) => sa = s,
+                Err(e) => {
+                    return report(
+                        step,
+                        DiffEnd::Agreed(StopReason::HostError(e.to_string())),
+                        no_oracle,
+                    );
+                }
+            }
         }
         // CPUID describes each backend's own features: replay A's answer to B.
         if insn.mnemonic() == Mnemonic::Cpuid && sa.rip == sb.rip {
@@ -667,7 +718,11 @@ fn lockstep(
             }
             _ => {}
         }
-        if is_hlt && sa.rflags & janus_accel::state::rflags::IF == 0 {
+        // A HLT ran inside the step (an exception handler's first instruction, which hardware
+        // single-step runs before trapping and B ran while catching up): the software CPU now
+        // stays halted, so with interrupts off the run is over.
+        let halted_b = matches!(exit_b, Exit::Halt);
+        if (is_hlt || halted_b) && sa.rflags & janus_accel::state::rflags::IF == 0 {
             return report(
                 step,
                 DiffEnd::Agreed(StopReason::HaltedInterruptsOff {
@@ -681,5 +736,111 @@ fn lockstep(
         if let Some(r) = control.reason() {
             return report(step, DiffEnd::Agreed(r), no_oracle);
         }
+    }
+}
+
+/// Runs both backends to the end of the program and compares once (see [`WholeProgram`]).
+fn whole_program(
+    mut a: Side,
+    mut b: Side,
+    io: Arc<crate::machine::MachineIo>,
+    control: Arc<Control>,
+    opts: &DiffOptions,
+    w: &WholeProgram,
+) -> DiffReport {
+    let backends = (opts.a.name(), opts.b.name());
+    let recorder = Recorder::new(io.as_ref());
+    let replayer = Replayer::default();
+    let host_error = |e: janus_accel::VcpuError| DiffReport {
+        steps: 0,
+        end: DiffEnd::Agreed(StopReason::HostError(e.to_string())),
+        no_oracle: BTreeMap::new(),
+        backends,
+    };
+    let before = match a.vcpu.state() {
+        Ok(s) => s,
+        Err(e) => return host_error(e),
+    };
+    let run_to_end = |side: &mut Side,
+                      io: &dyn janus_accel::IoHandler|
+     -> Result<Exit, janus_accel::VcpuError> {
+        loop {
+            match side.vcpu.run(io)? {
+                Exit::Stopped | Exit::SingleStep => continue,
+                e => return Ok(e),
+            }
+        }
+    };
+    let exit_a = match run_to_end(&mut a, &recorder) {
+        Ok(e) => e,
+        Err(e) => return host_error(e),
+    };
+    replayer.load(recorder.take());
+    let exit_b = match run_to_end(&mut b, &replayer) {
+        Ok(e) => e,
+        Err(e) => return host_error(e),
+    };
+    let (sa, sb) = match (a.vcpu.state(), b.vcpu.state()) {
+        (Ok(x), Ok(y)) => (x, y),
+        (Err(e), _) | (_, Err(e)) => return host_error(e),
+    };
+    let steps = b
+        .vcpu
+        .counters()
+        .instructions
+        .or(a.vcpu.counters().instructions)
+        .unwrap_or(0);
+    for &slot in &w.flag_slots {
+        if let (Ok(x), Ok(y)) = (a.mem.read_le(slot, 8), b.mem.read_le(slot, 8))
+            && (x ^ y) & !w.undefined_flags == 0
+        {
+            let _ = b.mem.write_le(slot, 8, x);
+        }
+    }
+    let same_exit = std::mem::discriminant(&exit_a) == std::mem::discriminant(&exit_b);
+    let fields = compare(&sa, &sb, w.undefined_flags);
+    let memory = compare_ram(&a.mem, &b.mem);
+    let io_mismatch = replayer.finish();
+    let end = if !same_exit || !fields.is_empty() || !memory.is_empty() || !io_mismatch.is_empty() {
+        let (bytes, insn) = fetch_insn(&before, &a.mem);
+        let mut text = String::new();
+        IntelFormatter::new().format(&insn, &mut text);
+        DiffEnd::Diverged(Box::new(Divergence {
+            step: 0,
+            insn: StepInsn {
+                cs: before.cs.selector,
+                rip: before.rip,
+                bytes,
+                text: format!("{text} (whole program compared)"),
+            },
+            oracle: if a.pvm {
+                Oracle::Hardware
+            } else {
+                Oracle::Software
+            },
+            before,
+            a: sa,
+            b: sb,
+            exits: (!same_exit).then(|| (exit_name(&exit_a), exit_name(&exit_b))),
+            fields,
+            memory,
+            io: io_mismatch,
+        }))
+    } else {
+        match exit_a {
+            Exit::Shutdown(s) => DiffEnd::Agreed(StopReason::TripleFault(s)),
+            Exit::Failed(f) => DiffEnd::Agreed(StopReason::VcpuFailed(f)),
+            _ => DiffEnd::Agreed(control.reason().unwrap_or(StopReason::HaltedInterruptsOff {
+                vcpu: 0,
+                cs: sa.cs.selector,
+                rip: sa.rip,
+            })),
+        }
+    };
+    DiffReport {
+        steps,
+        end,
+        no_oracle: BTreeMap::new(),
+        backends,
     }
 }

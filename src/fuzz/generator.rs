@@ -30,6 +30,30 @@ const MNEMONICS: &[Mnemonic] = {
     ]
 };
 
+/// Forms left out where the reference is KVM's instruction emulator (real, prot32 and long64 on
+/// kvm_pvm hosts) because the emulator gets them wrong; user64 runs them on the CPU itself:
+///
+/// - LZCNT and TZCNT: the emulator ignores the F3 prefix and runs BSR and BSF.
+/// - POPCNT, AAA, AAS, DAA: the emulator cannot run them (KVM internal error: no oracle, and
+///   the step would count as compared).
+/// - AAM, AAD: the emulator sets SF and ZF from the whole of AX/EAX (its operand size) rather
+///   than from AL.
+/// - BSF/BSR r32 in 64-bit mode: with a zero source the emulator zero-extends the destination;
+///   the CPU leaves all 64 bits alone.
+/// - CMPXCHG with a 32-bit register destination in 64-bit mode (in `instance`): when the
+///   comparison fails the emulator writes the destination back, zero-extending it; the CPU
+///   does not write it.
+fn emulator_quirk(mode: FuzzMode, code: Code) -> bool {
+    use Mnemonic::*;
+    if mode == FuzzMode::User64 {
+        return false;
+    }
+    matches!(
+        code.mnemonic(),
+        Lzcnt | Tzcnt | Popcnt | Aaa | Aas | Daa | Aam | Aad
+    ) || (mode == FuzzMode::Long64 && matches!(code, Code::Bsf_r32_rm32 | Code::Bsr_r32_rm32))
+}
+
 /// A candidate instruction form and what its operands need.
 #[derive(Clone, Debug)]
 struct Form {
@@ -109,6 +133,7 @@ impl Generator {
                 || code.is_privileged()
                 || op.decoder_option() != 0
                 || !MNEMONICS.contains(&code.mnemonic())
+                || emulator_quirk(mode, code)
             {
                 continue;
             }
@@ -253,6 +278,36 @@ impl Generator {
         if writes_reserved(&insn) {
             return None;
         }
+        // CMPXCHG r32 (see `emulator_quirk`).
+        if self.mode == FuzzMode::Long64
+            && form.code == Code::Cmpxchg_rm32_r32
+            && insn.op0_kind() == iced_x86::OpKind::Register
+        {
+            return None;
+        }
+        // BT/BTS/BTR/BTC [mem], reg reach far outside the sandbox (the register is a signed
+        // bit offset), often into MMIO. Single-stepped, the KVM backend loses the second MMIO
+        // exit of an instruction (the write of a read-modify-write, the second half of an
+        // access split at a page boundary): the completion entry after the first exit
+        // (immediate exit, accel/src/kvm/vcpu.rs `complete_io`) ends in another KVM_EXIT_MMIO,
+        // which is dropped. Left to user64 until that is fixed.
+        if self.mode != FuzzMode::User64
+            && matches!(
+                form.code.mnemonic(),
+                Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
+            )
+            && insn.op0_kind() == iced_x86::OpKind::Memory
+            && insn.op1_kind() == iced_x86::OpKind::Register
+        {
+            return None;
+        }
+        // 16-bit SHLD/SHRD by more than 16: the result is architecturally undefined.
+        if matches!(
+            form.code,
+            Code::Shld_rm16_r16_imm8 | Code::Shrd_rm16_r16_imm8
+        ) {
+            insn.set_immediate8(insn.immediate8() % 17);
+        }
         Some(insn)
     }
 
@@ -313,6 +368,7 @@ impl Generator {
         let mut insns: Vec<Instruction> = Vec::with_capacity(len * 2);
         let mut count = 0;
         let mut attempts = 0;
+        let mut undefined = 0u32;
         while count < len && attempts < len * 50 {
             attempts += 1;
             if self.rng.u8(..16) == 0 {
@@ -330,6 +386,12 @@ impl Generator {
             if enc.encode(&insn, 0).is_err() {
                 continue;
             }
+            // Never read a flag an earlier instruction left undefined: the backends may
+            // legitimately disagree on it, and the result would too.
+            if insn.rflags_read() & undefined != 0 {
+                continue;
+            }
+            undefined = (undefined & !defines(&insn)) | insn.rflags_undefined();
             insns.push(insn);
             count += 1;
         }
@@ -337,6 +399,19 @@ impl Generator {
         let bytes = encode(self.mode.bitness(), &insns).unwrap_or_else(|| vec![0xf4]);
         Program { bytes, count }
     }
+}
+
+/// The flags an instruction gives a defined value (written, set or cleared).
+fn defines(insn: &Instruction) -> u32 {
+    (insn.rflags_written() | insn.rflags_set() | insn.rflags_cleared()) & !insn.rflags_undefined()
+}
+
+/// The RFLAGS bits (iced-x86 `RflagsBits`) that any instruction of `program` leaves undefined:
+/// what a whole-program comparison must mask in the final flags.
+pub fn undefined_flags(bitness: u32, program: &[u8]) -> u32 {
+    iced_x86::Decoder::with_ip(bitness, program, PROGRAM, iced_x86::DecoderOptions::NONE)
+        .into_iter()
+        .fold(0, |acc, i| acc | i.rflags_undefined())
 }
 
 fn lockable(m: Mnemonic) -> bool {

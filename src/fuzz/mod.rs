@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::diff::{DiffBackend, DiffEnd, DiffOptions, DiffReport, diff_prepared};
+use crate::diff::{DiffBackend, DiffEnd, DiffOptions, DiffReport, WholeProgram, diff_prepared};
 use crate::machine::MachineError;
 use generator::Generator;
 use repro::{Repro, shrink};
@@ -148,6 +148,19 @@ pub fn run_case(
         kvm_path: kvm_path.to_path_buf(),
         ..Default::default()
     };
+    // On kvm_pvm a single-step trap at CPL3 is delivered to the guest, so user-mode programs
+    // are compared as a whole there (the shrinker finds the instruction).
+    let whole =
+        r.mode == FuzzMode::User64 && a == DiffBackend::Kvm && janus_accel::kvm::is_paravirtual();
+    let opts = DiffOptions {
+        whole_program: whole.then(|| WholeProgram {
+            undefined_flags: crate::diff::compare::iced_flags_to_rflags(
+                generator::undefined_flags(r.mode.bitness(), &r.program),
+            ),
+            flag_slots: vec![setup::KSTACK - 0x18],
+        }),
+        ..opts
+    };
     let mut program = r.program.clone();
     program.truncate(PROGRAM_MAX);
     let state = setup::initial_state(r.mode, r.gpr, r.flags);
@@ -193,7 +206,9 @@ pub fn fuzz(opts: &FuzzOptions) -> Result<FuzzSummary, MachineError> {
                             return;
                         }
                     };
-                    let n = done.fetch_add(report.steps, Ordering::Relaxed) + report.steps;
+                    // A program that diverges at once still counts its one instruction.
+                    let steps = report.steps.max(1);
+                    let n = done.fetch_add(steps, Ordering::Relaxed) + steps;
                     let found = if let DiffEnd::Diverged(d) = &report.end {
                         let m = mnemonic_of(&d.insn.text);
                         let known = summary.lock().map(|s| s.by_mnemonic.contains_key(&m)).unwrap_or(true);
@@ -203,7 +218,7 @@ pub fn fuzz(opts: &FuzzOptions) -> Result<FuzzSummary, MachineError> {
                         None
                     };
                     let Ok(mut s) = summary.lock() else { return };
-                    s.instructions += report.steps;
+                    s.instructions += steps;
                     s.programs += 1;
                     for (k, v) in &report.no_oracle {
                         *s.no_oracle.entry(k.clone()).or_default() += v;
@@ -214,7 +229,8 @@ pub fn fuzz(opts: &FuzzOptions) -> Result<FuzzSummary, MachineError> {
                             s.found.push(f);
                         }
                     }
-                    if opts.progress {
+                    let due = s.programs % 64 == 0 || n >= opts.count;
+                    if opts.progress && due {
                         let secs = start.elapsed().as_secs_f64().max(1e-3);
                         eprint!(
                             "\rfuzz {}: {n}/{} instructions, {} programs, {} divergences, {:.0} insn/s   ",

@@ -27,7 +27,8 @@ const GDT: u64 = 0x1000;
 const IDT: u64 = 0x2000;
 const TSS: u64 = 0x3000;
 const HANDLER: u64 = 0x4000;
-const KSTACK: u64 = 0xe000;
+/// Top of the ring-0 stack (TSS.RSP0): exception frames from CPL3 land just below it.
+pub const KSTACK: u64 = 0xe000;
 const PML4: u64 = 0x10000;
 
 /// Guest memory a fuzz case needs.
@@ -132,9 +133,13 @@ pub fn prepare(mem: &GuestMemory, mode: FuzzMode) -> Result<(), MemoryError> {
     for (i, d) in gdt.iter().enumerate() {
         mem.write_le(GDT + i as u64 * 8, 8, *d)?;
     }
-    // TSS: RSP0 (64-bit) and ESP0/SS0 (32-bit) both point at the ring-0 stack.
-    mem.write_le(TSS + 4, 8, KSTACK)?;
-    mem.write_le(TSS + 8, 2, 0x10)?;
+    // TSS: the ring-0 stack, as RSP0 (64-bit layout) or ESP0 and SS0 (32-bit layout).
+    if mode == FuzzMode::Prot32 {
+        mem.write_le(TSS + 4, 4, KSTACK)?;
+        mem.write_le(TSS + 8, 2, 0x10)?;
+    } else {
+        mem.write_le(TSS + 4, 8, KSTACK)?;
+    }
     // IVT and IDT: every vector goes to the handler.
     for v in 0..32u64 {
         match mode {

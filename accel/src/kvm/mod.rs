@@ -114,8 +114,14 @@ fn host_has_hw_virt() -> bool {
         .unwrap_or(false)
 }
 
+/// Whether /dev/kvm is a paravirtual flavour without VT-x/AMD-V (kvm_pvm), where only CPL3 code
+/// runs on the CPU and single-step traps in CPL3 code reach the guest instead of janus.
+pub fn is_paravirtual() -> bool {
+    Path::new("/sys/module/kvm_pvm").exists()
+}
+
 fn flavour() -> String {
-    let pvm = Path::new("/sys/module/kvm_pvm").exists();
+    let pvm = is_paravirtual();
     let hw = host_has_hw_virt();
     match (pvm, hw) {
         (true, _) => "kvm_pvm (no VT-x/AMD-V: CPL3 64-bit code runs natively, real-mode, \

@@ -36,6 +36,8 @@ pub struct KvmVcpu {
     pending_irq: Option<u8>,
     /// RIP and RCX when a single step began.
     step_start: Option<(u64, u64)>,
+    /// Halted by HLT until an interrupt is delivered.
+    halted: bool,
 }
 
 fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VcpuError {
@@ -89,6 +91,7 @@ impl KvmVcpu {
             io_pending: false,
             pending_irq: None,
             step_start: None,
+            halted: false,
         };
         v.set_state(&CpuState::reset(index == 0))?;
         Ok(v)
@@ -233,28 +236,64 @@ impl KvmVcpu {
         })))
     }
 
-    fn try_inject(&mut self) -> Result<(), VcpuError> {
+    /// Injects the queued interrupt if the guest can take it now (else asks KVM to exit when it
+    /// can); returns whether it was injected.
+    fn try_inject(&mut self) -> Result<bool, VcpuError> {
         let Some(vector) = self.pending_irq else {
-            return Ok(());
+            return Ok(false);
         };
         let run = self.fd.get_kvm_run();
         if run.ready_for_interrupt_injection != 0 && run.if_flag != 0 {
-            let irq = kvm_bindings::kvm_interrupt {
-                irq: u32::from(vector),
-            };
-            // SAFETY: KVM_INTERRUPT takes a pointer to a kvm_interrupt, which lives across the
-            // call; the fd is a vCPU fd.
-            let ret = unsafe { vmm_sys_util::ioctl::ioctl_with_ref(&self.fd, KVM_INTERRUPT, &irq) };
-            if ret < 0 {
-                return Err(VcpuError::Kvm {
-                    op: "KVM_INTERRUPT",
-                    source: kvm_ioctls::Error::last(),
-                });
-            }
+            self.queue_interrupt(vector)?;
             self.pending_irq = None;
             self.fd.get_kvm_run().request_interrupt_window = 0;
+            Ok(true)
         } else {
             self.fd.get_kvm_run().request_interrupt_window = 1;
+            Ok(false)
+        }
+    }
+
+    /// Takes an interrupt from the machine's interrupt controllers when the guest can accept
+    /// one now; otherwise asks KVM for an interrupt-window exit.
+    fn poll_controllers(&mut self, io: &dyn IoHandler) -> Result<(), VcpuError> {
+        if self.pending_irq.is_some() || !io.interrupt_pending(self.index) {
+            return Ok(());
+        }
+        if self.halted {
+            // A vCPU halted with IF set takes the interrupt; KVM's readiness flags from the HLT
+            // exit may still count the STI shadow that covered the HLT.
+            let regs = self.fd.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+            if regs.rflags & crate::state::rflags::IF != 0
+                && let Some(v) = io.acknowledge_interrupt(self.index)
+            {
+                self.queue_interrupt(v)?;
+                self.halted = false;
+            }
+            return Ok(());
+        }
+        let run = self.fd.get_kvm_run();
+        if run.ready_for_interrupt_injection != 0 && run.if_flag != 0 {
+            self.pending_irq = io.acknowledge_interrupt(self.index);
+        } else {
+            run.request_interrupt_window = 1;
+        }
+        Ok(())
+    }
+
+    /// Queues `vector` with KVM_INTERRUPT; KVM delivers it as soon as the guest can take it.
+    fn queue_interrupt(&mut self, vector: u8) -> Result<(), VcpuError> {
+        let irq = kvm_bindings::kvm_interrupt {
+            irq: u32::from(vector),
+        };
+        // SAFETY: KVM_INTERRUPT takes a pointer to a kvm_interrupt, which lives across the
+        // call; the fd is a vCPU fd.
+        let ret = unsafe { vmm_sys_util::ioctl::ioctl_with_ref(&self.fd, KVM_INTERRUPT, &irq) };
+        if ret < 0 {
+            return Err(VcpuError::Kvm {
+                op: "KVM_INTERRUPT",
+                source: kvm_ioctls::Error::last(),
+            });
         }
         Ok(())
     }
@@ -270,6 +309,9 @@ fn patch_cpuid(cpuid: &mut CpuId, index: usize, nr_vcpus: usize) {
                     | ((nr_vcpus.clamp(1, 255) as u32) << 16);
                 // Hypervisor present.
                 e.ecx |= 1 << 31;
+                // The local APIC is janus's (no in-kernel irqchip), and KVM does not pass the
+                // TSC-deadline and x2APIC MSRs to userspace: do not advertise them.
+                e.ecx &= !((1 << 24) | (1 << 21));
             }
             0xb | 0x1f => e.edx = index as u32,
             _ => {}
@@ -337,6 +379,7 @@ impl Vcpu for KvmVcpu {
         self.fd
             .set_vcpu_events(&ev)
             .map_err(kvm_err("KVM_SET_VCPU_EVENTS"))?;
+        self.halted = false;
         Ok(())
     }
 
@@ -407,7 +450,15 @@ impl KvmVcpu {
             if self.kicker.pending() {
                 return Ok(Exit::Stopped);
             }
-            self.try_inject()?;
+            self.poll_controllers(io)?;
+            if self.try_inject()? {
+                self.halted = false;
+            }
+            if self.halted {
+                // HLT holds until an interrupt is delivered (KVM keeps no halted state when the
+                // interrupt controllers are janus's).
+                return Ok(Exit::Halt);
+            }
             self.io_pending = false;
             let raw = self.run_once()?;
             match raw {
@@ -447,6 +498,7 @@ impl KvmVcpu {
                 }
                 Raw::Hlt => {
                     self.counters.bump(ExitReasonKind::Halt);
+                    self.halted = true;
                     return Ok(Exit::Halt);
                 }
                 Raw::Debug => {
@@ -484,7 +536,7 @@ impl KvmVcpu {
                     self.counters.bump(ExitReasonKind::Interrupted);
                     self.fd.set_kvm_immediate_exit(0);
                 }
-                Raw::IrqWindow => self.counters.bump(ExitReasonKind::Other),
+                Raw::IrqWindow => self.counters.bump(ExitReasonKind::InterruptWindow),
                 Raw::Other(what) => {
                     self.counters.bump(ExitReasonKind::Other);
                     return self.failure("unexpected KVM exit", what);

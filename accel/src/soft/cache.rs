@@ -25,7 +25,23 @@ pub struct Cache {
     fast: Vec<Option<Arc<Block>>>,
     /// Bumped whenever blocks are dropped.
     pub epoch: u64,
+    /// JIT hook: what changed since the JIT last looked (recorded only when set).
+    pub jit: Option<JitEvents>,
 }
+
+// ---- JIT hook (soft/jit/) ----
+/// Changes of the cache that compiled code must follow: recorded while `Cache::jit` is set,
+/// drained by the JIT before it runs code.
+#[derive(Debug, Default)]
+pub struct JitEvents {
+    /// Physical pages whose blocks were dropped (their compiled code must be unchained).
+    pub dropped: Vec<u64>,
+    /// Physical pages that became code pages (writes to them must take the slow path).
+    pub new_code: Vec<u64>,
+    /// Every block was dropped.
+    pub cleared: bool,
+}
+// ---- end of JIT hook ----
 
 impl Default for Cache {
     fn default() -> Self {
@@ -46,6 +62,7 @@ impl Cache {
             pages: HashMap::new(),
             fast: vec![None; FAST],
             epoch: 0,
+            jit: None,
         }
     }
 
@@ -55,6 +72,9 @@ impl Cache {
         self.map.clear();
         self.pages.clear();
         self.fast.iter_mut().for_each(|f| *f = None);
+        if let Some(j) = &mut self.jit {
+            j.cleared = true;
+        }
     }
 
     /// The block for (phys, mode) translated at `rip`, if any.
@@ -91,6 +111,9 @@ impl Cache {
         }
         self.fast[fast_index(b.phys, b.mode)] = Some(b.clone());
         self.map.insert(key, b);
+        if let Some(j) = &mut self.jit {
+            j.new_code.extend_from_slice(&new_pages);
+        }
         new_pages
     }
 
@@ -120,6 +143,9 @@ impl Cache {
             return;
         };
         self.epoch += 1;
+        if let Some(j) = &mut self.jit {
+            j.dropped.push(page);
+        }
         for key in info.keys {
             self.map.remove(&key);
             let i = fast_index(key.0, key.1);

@@ -140,6 +140,8 @@ pub struct Core {
     pub nr_vcpus: usize,
     /// Debug registers DR0-DR7 (stored only; breakpoints are not implemented).
     pub dr: [u64; 8],
+    /// Single-stepping: a REP string instruction runs one iteration per step, as with TF.
+    pub single_step: bool,
 }
 
 impl Core {
@@ -159,6 +161,7 @@ impl Core {
             tsc_offset: 0,
             nr_vcpus: 1,
             dr: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
+            single_step: false,
         }
     }
 

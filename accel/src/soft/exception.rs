@@ -124,7 +124,10 @@ impl Ctx<'_> {
             return Err(np(serr));
         }
         let new_cpl = if cs.typ & 4 != 0 { cpl } else { cs.dpl };
-        let old_flags = self.c.rflags();
+        // Faults push RFLAGS with RF set, so that the faulting instruction's restart does not
+        // take an instruction breakpoint again (SDM 17.3.1.1); traps and interrupts do not.
+        let fault = src == Source::Exception && !matches!(v, 1 | 3 | 4);
+        let old_flags = self.c.rflags() | if fault { rflags::RF } else { 0 };
         let old_cs = self.c.s.cs.selector;
         let old_ss = self.c.s.ss;
         let old_sp = self.c.s.gpr[4];

@@ -342,23 +342,50 @@ impl Ctx<'_> {
         self.read_split(lin, sz, acc, user)
     }
 
+    /// An access that crosses a page boundary: both pages are translated first (so a fault
+    /// on either leaves memory untouched), then it is split at the boundary into two accesses,
+    /// as KVM does, so a device sees the same accesses on every backend.
     #[cold]
     fn read_split(&mut self, lin: u64, sz: u8, acc: Acc, user: bool) -> R<u64> {
+        let (pa1, pa2, n1) = self.split(lin, sz, acc, user)?;
+        let mut b = [0u8; 8];
+        self.phys_read_bytes(pa1, &mut b[..n1]);
+        self.phys_read_bytes(pa2, &mut b[n1..usize::from(sz)]);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// The physical addresses of both parts of a page-crossing access and the length of the
+    /// first.
+    fn split(&mut self, lin: u64, sz: u8, acc: Acc, user: bool) -> R<(u64, u64, usize)> {
         let wrap = self.lin_mask();
         let second = (lin & PAGE_MASK).wrapping_add(0x1000) & wrap;
         let e1 = self.translate(lin, acc, user)?;
         let e2 = self.translate(second, acc, user)?;
-        let mut v = 0u64;
-        for i in 0..u64::from(sz) {
-            let a = lin.wrapping_add(i) & wrap;
-            let pa = if a & PAGE_MASK == lin & PAGE_MASK {
-                e1.phys
-            } else {
-                e2.phys
-            } | (a & 0xfff);
-            v |= self.phys_read(pa, 1) << (8 * i);
+        let n1 = (0x1000 - (lin & 0xfff)) as usize;
+        debug_assert!(n1 < usize::from(sz));
+        Ok((e1.phys | (lin & 0xfff), e2.phys, n1))
+    }
+
+    /// Reads physical bytes that lie in one page (RAM, ROM or one MMIO access).
+    fn phys_read_bytes(&mut self, pa: u64, out: &mut [u8]) {
+        if self.c.mem.read(pa, out).is_ok() {
+            return;
         }
-        Ok(v)
+        self.io.mmio_read(self.c.index, pa, out);
+        self.c.counters.bump(ExitReasonKind::MmioRead);
+    }
+
+    /// Writes physical bytes that lie in one page, invalidating translated code they overwrite.
+    fn phys_write_bytes(&mut self, pa: u64, data: &[u8]) {
+        if self.c.cache.is_code(pa, data.len() as u64) {
+            self.c.cache.invalidate_page(pa & PAGE_MASK);
+            self.c.smc = true;
+        }
+        if self.c.mem.write(pa, data).is_ok() {
+            return;
+        }
+        self.io.mmio_write(self.c.index, pa, data);
+        self.c.counters.bump(ExitReasonKind::MmioWrite);
     }
 
     /// Writes `sz` bytes at a linear address.
@@ -378,19 +405,10 @@ impl Ctx<'_> {
 
     #[cold]
     fn write_split(&mut self, lin: u64, sz: u8, v: u64, user: bool) -> R<()> {
-        let wrap = self.lin_mask();
-        let second = (lin & PAGE_MASK).wrapping_add(0x1000) & wrap;
-        let e1 = self.translate(lin, Acc::W, user)?;
-        let e2 = self.translate(second, Acc::W, user)?;
-        for i in 0..u64::from(sz) {
-            let a = lin.wrapping_add(i) & wrap;
-            let pa = if a & PAGE_MASK == lin & PAGE_MASK {
-                e1.phys
-            } else {
-                e2.phys
-            } | (a & 0xfff);
-            self.phys_write(pa, 1, v >> (8 * i));
-        }
+        let (pa1, pa2, n1) = self.split(lin, sz, Acc::W, user)?;
+        let b = v.to_le_bytes();
+        self.phys_write_bytes(pa1, &b[..n1]);
+        self.phys_write_bytes(pa2, &b[n1..usize::from(sz)]);
         Ok(())
     }
 

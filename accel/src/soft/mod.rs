@@ -12,6 +12,7 @@ mod exception;
 mod flags;
 mod interp;
 pub mod ir;
+mod jit;
 mod mmu;
 mod seg;
 mod translate;
@@ -32,17 +33,35 @@ use cpu::{Core, Ctx, Fault};
 use exception::{Delivered, Source};
 use interp::Outcome;
 
-/// The software accelerator: vCPUs that interpret guest code.
+pub use jit::JitStats;
+
+/// The software accelerator: vCPUs that interpret guest code or run it compiled by the JIT.
 #[derive(Debug)]
 pub struct SoftAccel {
     memory: GuestMemory,
     nr_vcpus: usize,
+    jit: bool,
 }
 
 impl SoftAccel {
-    /// A software accelerator over `memory` for a machine of `nr_vcpus` vCPUs.
+    /// A software accelerator over `memory` for a machine of `nr_vcpus` vCPUs (interpreter).
     pub fn new(memory: GuestMemory, nr_vcpus: usize) -> Self {
-        SoftAccel { memory, nr_vcpus }
+        // Test builds: JANUS_SOFT_JIT=1 runs every software-CPU test under the JIT.
+        let jit = cfg!(test) && std::env::var_os("JANUS_SOFT_JIT").is_some();
+        SoftAccel {
+            memory,
+            nr_vcpus,
+            jit,
+        }
+    }
+
+    /// The same, with vCPUs that compile guest code (`jit`) or interpret it.
+    pub fn with_jit(memory: GuestMemory, nr_vcpus: usize, jit: bool) -> Self {
+        SoftAccel {
+            memory,
+            nr_vcpus,
+            jit,
+        }
     }
 }
 
@@ -52,24 +71,44 @@ impl Accelerator for SoftAccel {
     fn caps(&self) -> AccelCaps {
         AccelCaps {
             name: "soft",
-            flavour: "IR interpreter".into(),
+            flavour: if self.jit {
+                "JIT (dynasmrt, x86-64)".into()
+            } else {
+                "IR interpreter".into()
+            },
             single_step: true,
             irqchip: false,
             instruction_count: true,
             max_vcpus: 256,
-            details: vec![("executor".into(), "interpreter".into())],
+            details: vec![(
+                "executor".into(),
+                if self.jit { "jit" } else { "interpreter" }.into(),
+            )],
         }
     }
 
     fn create_vcpu(&self, index: usize) -> Result<SoftVcpu, VcpuError> {
         let mut core = Core::new(self.memory.clone(), index);
         core.nr_vcpus = self.nr_vcpus;
+        let kicker = Kicker::new();
+        let jit = if self.jit {
+            core.cache.jit = Some(cache::JitEvents::default());
+            let j = jit::Jit::new(&kicker, jit::DEFAULT_CODE_CACHE).map_err(|e| {
+                VcpuError::Unsupported(format!("cannot map the JIT's code memory: {e}"))
+            })?;
+            Some(Box::new(j))
+        } else {
+            None
+        };
         Ok(SoftVcpu {
             core: Box::new(core),
-            kicker: Kicker::new(),
+            kicker,
             single_step: false,
             jmp: cache::JmpCache::default(),
             temps: Box::new([0; interp::TEMPS]),
+            jit,
+            index,
+            halted: false,
         })
     }
 }
@@ -82,6 +121,12 @@ pub struct SoftVcpu {
     single_step: bool,
     jmp: cache::JmpCache,
     temps: Box<[u64; interp::TEMPS]>,
+    /// The JIT, when this vCPU runs compiled code.
+    jit: Option<Box<jit::Jit>>,
+    /// This vCPU's index (APIC id).
+    index: usize,
+    /// Halted by HLT until an interrupt is delivered.
+    halted: bool,
 }
 
 impl SoftVcpu {
@@ -137,6 +182,7 @@ impl SoftVcpu {
             if let Some(v) = ctx.c.s.events.interrupt {
                 if ctx.interrupts_open() {
                     ctx.c.s.events.interrupt = None;
+                    self.halted = false;
                     let rip = ctx.c.s.rip;
                     match ctx.deliver(v, None, Source::External, rip) {
                         Ok(()) => {}
@@ -150,6 +196,20 @@ impl SoftVcpu {
                     }
                     continue;
                 }
+            }
+            // Interrupt controllers of the machine: acknowledge when the guest can take one.
+            if ctx.c.s.events.interrupt.is_none()
+                && ctx.interrupts_open()
+                && io.interrupt_pending(self.index)
+                && let Some(v) = io.acknowledge_interrupt(self.index)
+            {
+                ctx.c.s.events.interrupt = Some(v);
+                self.halted = false;
+                continue;
+            }
+            if self.halted {
+                // HLT holds until an interrupt is delivered.
+                return Exit::Halt;
             }
             let ev = &mut ctx.c.s.events;
             let shadow = ev.sti_shadow || ev.mov_ss_shadow;
@@ -196,7 +256,12 @@ impl SoftVcpu {
                 ev.mov_ss_shadow = false;
             }
             ctx.c.smc = false;
-            match interp::run(&mut ctx, block, &mut self.temps) {
+            // JIT hook: compiled code runs the block (and what it chains to) unless stepping.
+            let outcome = match self.jit.as_deref_mut() {
+                Some(j) if !single => j.run(&mut ctx, block, lin, key, uncached.is_none()),
+                _ => interp::run(&mut ctx, block, &mut self.temps),
+            };
+            match outcome {
                 Outcome::Done(n) => ctx.c.icount = ctx.c.icount.wrapping_add(u64::from(n)),
                 Outcome::Fault(n, f) => {
                     if let Some(exit) = self.fault(io, f, n) {
@@ -221,6 +286,7 @@ impl SoftVcpu {
             Fault::Halt => {
                 ctx.c.icount = ctx.c.icount.wrapping_add(u64::from(n) + 1);
                 ctx.c.counters.bump(ExitReasonKind::Halt);
+                self.halted = true;
                 Some(Exit::Halt)
             }
             Fault::Exc { vector, code } => {
@@ -236,6 +302,17 @@ impl SoftVcpu {
                 Some(self.failed("the software CPU cannot execute this", w))
             }
         }
+    }
+
+    /// The JIT's counters, when this vCPU runs compiled code.
+    pub fn jit_stats(&self) -> Option<JitStats> {
+        self.jit.as_ref().map(|j| j.stats())
+    }
+
+    /// The JIT, for its tests.
+    #[cfg(test)]
+    fn jit(&self) -> Option<&jit::Jit> {
+        self.jit.as_deref()
     }
 
     fn shutdown(&mut self) -> Exit {
@@ -288,6 +365,7 @@ impl Vcpu for SoftVcpu {
         self.core.tsc_offset = state.tsc.wrapping_sub(self.core.icount);
         self.core.tlb.flush(false);
         self.core.cache.clear();
+        self.halted = false;
         Ok(())
     }
 
@@ -297,6 +375,7 @@ impl Vcpu for SoftVcpu {
 
     fn set_single_step(&mut self, on: bool) -> Result<(), VcpuError> {
         self.single_step = on;
+        self.core.single_step = on;
         Ok(())
     }
 

@@ -153,8 +153,15 @@ fn xadd(c: &mut Ctx, i: &Instruction) -> R<()> {
     let d = c.rd(i, 0)?;
     let s = c.rd(i, 1)?;
     let r = d.wrapping_add(s);
-    c.wr(i, 0, r)?;
-    c.wr(i, 1, d)?;
+    if i.op0_kind() == OpKind::Memory {
+        // The store may fault: it goes first, so the register is untouched if it does.
+        c.wr(i, 0, r)?;
+        c.wr(i, 1, d)?;
+    } else {
+        // SRC := DEST, then DEST := sum: with one register for both, the sum wins.
+        c.wr(i, 1, d)?;
+        c.wr(i, 0, r)?;
+    }
     c.c.lazy
         .set(CcOp::Add, sz, d, s, r & crate::soft::flags::mask(sz));
     Ok(())

@@ -4,7 +4,7 @@ use iced_x86::{Instruction, Mnemonic};
 
 use super::Builder;
 use crate::soft::cpu::{Ctx, Fault, R, vec};
-use crate::soft::flags::parity;
+use crate::soft::flags::{CcOp, parity};
 use crate::state::rflags::{AF, CF, OF, PF, SF, ZF};
 
 pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
@@ -102,10 +102,14 @@ fn bcd(c: &mut Ctx, i: &Instruction) -> R<()> {
             c.c.set_rflags(szp(f & !(CF | AF | OF), r));
         }
         _ => {
+            // The flags are those of the 8-bit addition AL + AH * imm (CF, AF and OF are
+            // undefined; this is what Intel CPUs give, checked on the host).
             let base = i.immediate(0) as u8;
-            let r = al.wrapping_add(ah.wrapping_mul(base));
+            let prod = ah.wrapping_mul(base);
+            let r = al.wrapping_add(prod);
             c.c.set(0, 2, u64::from(r));
-            c.c.set_rflags(szp(f & !(CF | AF | OF), r));
+            c.c.lazy
+                .set(CcOp::Add, 1, u64::from(al), u64::from(prod), u64::from(r));
         }
     }
     Ok(())

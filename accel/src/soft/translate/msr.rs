@@ -42,6 +42,8 @@ pub fn cpuid_leaf(index: usize, nr_vcpus: usize, leaf: u32, sub: u32) -> [u32; 4
             }
             [h[0], ebx, ecx, edx]
         }
+        // BMI1 (ANDN BEXTR BLSI BLSMSK BLSR TZCNT).
+        7 if sub == 0 => [0, 1 << 3, 0, 0],
         0x8000_0000 => {
             let h = host_cpuid(0x8000_0000, 0);
             [0x8000_0008, h[1], h[2], h[3]]

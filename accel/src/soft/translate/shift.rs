@@ -21,8 +21,10 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
             }
             let cnt = i.immediate(1) & if sz == 8 { 63 } else { 31 };
             if cnt == 0 {
-                // Reads the operand (it may fault) and changes nothing else.
-                let _ = b.rd(i, 0, sz);
+                // Writes the operand back unchanged and leaves the flags alone: hardware does
+                // the write (a 32-bit register is zero-extended, a read-only page faults).
+                let x = b.rd(i, 0, sz);
+                b.wr(i, 0, sz, x);
                 return true;
             }
             let x = b.rd(i, 0, sz);
@@ -68,7 +70,13 @@ fn shift(c: &mut Ctx, i: &Instruction) -> R<()> {
     let v = c.rd(i, 0)?;
     let cnt = (c.rd_sz(i, 1, 1)? & if sz == 8 { 63 } else { 31 }) as u32;
     if cnt == 0 {
-        return Ok(());
+        // The operand is written back unchanged (see the immediate form); flags are kept.
+        return c.wr(i, 0, v);
+    }
+    let rotate_through_carry = matches!(i.mnemonic(), Mnemonic::Rcl | Mnemonic::Rcr);
+    if rotate_through_carry && cnt % (bits + 1) == 0 {
+        // A full turn through CF (8 and 16 bits): the value comes back and no flag changes.
+        return c.wr(i, 0, v);
     }
     let f = c.c.rflags();
     let msb = |x: u64| x & sign_bit(sz) != 0;
@@ -142,7 +150,7 @@ fn double_shift(c: &mut Ctx, i: &Instruction) -> R<()> {
     let s = c.rd(i, 1)? & m;
     let cnt = (c.rd_sz(i, 2, 1)? & if sz == 8 { 63 } else { 31 }) as u32;
     if cnt == 0 {
-        return Ok(());
+        return c.wr(i, 0, d);
     }
     let shld = i.mnemonic() == Mnemonic::Shld;
     let (r, cf) = if bits == 64 {
@@ -154,14 +162,17 @@ fn double_shift(c: &mut Ctx, i: &Instruction) -> R<()> {
             let cat = u128::from(s) << 64 | u128::from(d);
             ((cat >> cnt) as u64, (cat >> (cnt - 1)) & 1 != 0)
         }
-    } else if shld {
-        // dest:src:src shifted left, high part kept (counts above the size are undefined).
-        let cat = (u128::from(d) << (2 * bits)) | (u128::from(s) << bits) | u128::from(s);
-        let r = ((cat << cnt) >> (2 * bits)) as u64 & m;
-        (r, (cat >> (3 * bits - cnt)) & 1 != 0)
     } else {
-        let cat = (u128::from(s) << (2 * bits)) | (u128::from(s) << bits) | u128::from(d);
-        ((cat >> cnt) as u64 & m, (cat >> (cnt - 1)) & 1 != 0)
+        // 16 and 32 bits: the count (up to 31) shifts the 3-operand concatenation
+        // dest:src:dest. For 16-bit counts above 16 the architecture leaves the result
+        // undefined; this is what Intel CPUs do (checked on the host for every count).
+        let cat = (u128::from(d) << (2 * bits)) | (u128::from(s) << bits) | u128::from(d);
+        if shld {
+            let r = ((cat << cnt) >> (2 * bits)) as u64 & m;
+            (r, (cat >> (3 * bits - cnt)) & 1 != 0)
+        } else {
+            ((cat >> cnt) as u64 & m, (cat >> (cnt - 1)) & 1 != 0)
+        }
     };
     c.wr(i, 0, r)?;
     let of = (r ^ d) & sign_bit(sz) != 0;

@@ -1,7 +1,8 @@
 //! String instructions: MOVS STOS LODS CMPS SCAS INS OUTS, with REP/REPE/REPNE, any address
 //! size and DF. Each iteration commits its register updates only after its memory accesses, so
 //! a fault mid-REP leaves RSI/RDI/RCX at the faulting iteration with RIP at the instruction. Long
-//! REPs yield every few thousand iterations (RIP stays, the run loop resumes them).
+//! REPs yield every few thousand iterations (RIP stays, the run loop resumes them); while
+//! single-stepping they yield after every iteration, as the TF trap does on hardware.
 
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
@@ -154,8 +155,9 @@ fn string(c: &mut Ctx, i: &Instruction) -> R<()> {
             }
         }
         n += 1;
-        if n >= CHUNK {
-            // Yield: RIP stays at this instruction; it does not retire yet.
+        if n >= CHUNK || c.c.single_step {
+            // Yield: RIP stays at this instruction; it does not retire yet. Single-stepping
+            // traps after every iteration, as TF does on hardware.
             c.c.icount = c.c.icount.wrapping_sub(1);
             return Ok(());
         }

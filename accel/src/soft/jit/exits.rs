@@ -1,0 +1,285 @@
+//! Block entry and exits, instruction boundaries and helper calls. Every exit first writes the
+//! cached state back and counts the block's instructions; a direct exit then leaves through a
+//! `jmp rel32` that the dispatcher patches to the next block once it exists (a chain), an
+//! indirect exit looks its target up in the jump cache, and everything else returns to the
+//! dispatcher. Out-of-line stubs are queued in `Gen::cold` and emitted after the block.
+
+use dynasmrt::{DynasmApi, DynasmLabelApi, dynasm};
+
+use super::super::ir::{HelperFn, T};
+use super::alloc::{ALLOCATABLE, CALLER_SAVED, Own};
+use super::buffer::{self, code};
+use super::codegen::{
+    CORE_CR0, CORE_CS_BASE, CORE_ICOUNT, CORE_RIP, CORE_SMC, ExitRec, Gen, RT_ATTENTION,
+    RT_CUR_KEY, RT_JC, RT_NONFLAT, V, fits32, x64,
+};
+use super::rt::{CallSite, JC_ENTRIES, JC_SHIFT};
+
+impl Gen<'_> {
+    /// Stores a constant RIP.
+    pub fn store_rip(&mut self, rip: u64) {
+        self.store_imm64(CORE_RIP, rip);
+    }
+
+    /// The block's entry: the attention check.
+    pub fn prologue(&mut self) {
+        let attn = self.a.new_dynamic_label();
+        x64!(self.a
+            ; mov rax, QWORD [r14 + RT_ATTENTION]
+            ; cmp BYTE [rax], 0
+            ; jne =>attn
+        );
+        if self.flat != 0 {
+            // Compiled for flat segments: leave if one is not (the dispatcher recompiles).
+            let flat = self.flat as i32;
+            x64!(self.a ; test QWORD [r14 + RT_NONFLAT], flat ; jnz =>attn);
+        }
+        let rip = self.b.rip;
+        self.cold.push(Box::new(move |g: &mut Gen| {
+            x64!(g.a ; =>attn);
+            g.store_rip(rip);
+            x64!(g.a ; jmp ->exit_done);
+        }));
+    }
+
+    /// An instruction boundary: leaves if the previous instruction overwrote translated code.
+    pub(super) fn insn(&mut self, n: u16, rip: u64) {
+        if self.risky && n > 0 {
+            let l = self.a.new_dynamic_label();
+            x64!(self.a ; cmp BYTE [r15 + CORE_SMC], 0 ; jne =>l);
+            let stores = self.pending_stores();
+            self.cold.push(Box::new(move |g: &mut Gen| {
+                x64!(g.a ; =>l);
+                g.emit_stores(&stores);
+                g.store_rip(rip);
+                x64!(g.a ; add r13, i32::from(n) ; jmp ->exit_done);
+            }));
+        }
+        self.risky = false;
+        self.n = n;
+        self.rip = rip;
+    }
+
+    /// Counts the block's instructions and, where the block may have changed things, leaves
+    /// for the dispatcher if translated code was overwritten or the mode changed (RIP must be
+    /// stored already when `stored`).
+    fn leave_checks(&mut self) {
+        if self.writes {
+            x64!(self.a ; cmp BYTE [r15 + CORE_SMC], 0 ; jne ->exit_done);
+        }
+        if self.calls_helpers {
+            let key = self.key as i32;
+            x64!(self.a ; cmp QWORD [r14 + RT_CUR_KEY], key ; jne ->exit_done);
+        }
+    }
+
+    /// Looks the linear address in RAX up in the jump cache and jumps there on a hit (RCX and
+    /// RDX are clobbered; everything is stored).
+    fn jc_lookup(&mut self) {
+        let key = self.key as i32;
+        let mask = (JC_ENTRIES - 1) as i32;
+        x64!(self.a
+            ; mov rcx, rax
+            ; shr rcx, 12
+            ; xor rcx, rax
+            ; and ecx, mask
+            ; shl ecx, JC_SHIFT as i8
+            ; cmp rax, QWORD [r14 + rcx + RT_JC]
+            ; jne >miss
+        );
+        if self.calls_helpers {
+            x64!(self.a
+                ; mov rdx, QWORD [r14 + RT_CUR_KEY]
+                ; cmp rdx, QWORD [r14 + rcx + RT_JC + 8]
+            );
+        } else {
+            x64!(self.a ; cmp QWORD [r14 + rcx + RT_JC + 8], key);
+        }
+        x64!(self.a
+            ; jne >miss
+            ; jmp QWORD [r14 + rcx + RT_JC + 16]
+            ; miss:
+        );
+    }
+
+    /// Puts the linear address of the RIP in RAX into RAX.
+    fn rip_to_lin(&mut self) {
+        if self.bits != 64 {
+            x64!(self.a ; add eax, DWORD [r15 + CORE_CS_BASE]);
+        }
+    }
+
+    /// A direct exit to `target` (everything stored).
+    fn exit_const(&mut self, target: u64) {
+        let n = self.b.insns.len() as i32;
+        x64!(self.a ; add r13, n);
+        if self.writes || self.calls_helpers {
+            self.store_rip(target);
+            self.leave_checks();
+        }
+        let lin_mask = if self.bits == 64 {
+            u64::MAX
+        } else {
+            0xffff_ffff
+        };
+        let tlin = self.lin.wrapping_sub(self.b.rip).wrapping_add(target) & lin_mask;
+        let cross_page = (tlin ^ self.lin) >> 12 != 0;
+        let stub = self.a.new_dynamic_label();
+        let via_jc = self.a.new_dynamic_label();
+        if cross_page {
+            x64!(self.a ; test BYTE [r15 + CORE_CR0 + 3], 0x80u8 as i8 ; jnz =>via_jc);
+        }
+        let at = self.a.offset().0;
+        x64!(self.a ; jmp =>stub);
+        let idx = self.exits.len();
+        let id = ((self.exit_base + idx) as u64) << 8 | code::CHAIN;
+        self.exits.push(ExitRec {
+            at,
+            stub: 0,
+            target,
+            cross_page,
+        });
+        let bits = self.bits;
+        self.cold.push(Box::new(move |g: &mut Gen| {
+            g.exits[idx].stub = g.a.offset().0;
+            x64!(g.a ; =>stub);
+            g.store_rip(target);
+            x64!(g.a ; mov eax, id as i32 ; jmp ->exit);
+            if cross_page {
+                x64!(g.a ; =>via_jc);
+                g.store_rip(target);
+                if bits == 64 {
+                    g.mov_imm(0, target);
+                } else {
+                    x64!(g.a ; mov eax, target as u32 as i32);
+                    g.rip_to_lin();
+                }
+                g.jc_lookup();
+                x64!(g.a ; mov eax, id as i32 ; jmp ->exit);
+            }
+        }));
+    }
+
+    /// `Goto`.
+    pub(super) fn goto(&mut self, target: u64) {
+        self.sync();
+        self.exit_const(target);
+    }
+
+    /// `Jump`: an indirect branch.
+    pub(super) fn jump(&mut self, t: T) {
+        self.sync();
+        let v = self.val(t);
+        match v {
+            V::R(h) => x64!(self.a ; mov QWORD [r15 + CORE_RIP], Rq(h) ; mov rax, Rq(h)),
+            V::I(x) => {
+                self.store_rip(x);
+                self.mov_imm(0, x);
+            }
+        }
+        let n = self.b.insns.len() as i32;
+        x64!(self.a ; add r13, n);
+        self.leave_checks();
+        self.rip_to_lin();
+        self.jc_lookup();
+        x64!(self.a ; jmp ->exit_done);
+    }
+
+    /// `End`: a helper has set RIP.
+    pub(super) fn end(&mut self) {
+        self.sync();
+        let n = self.b.insns.len() as i32;
+        x64!(self.a ; add r13, n);
+        self.leave_checks();
+        x64!(self.a ; mov rax, QWORD [r15 + CORE_RIP]);
+        self.rip_to_lin();
+        self.jc_lookup();
+        x64!(self.a ; jmp ->exit_done);
+    }
+
+    /// `Branch` on a temporary.
+    pub(super) fn branch(&mut self, c: T, taken: u64, fall: u64) {
+        self.sync();
+        match self.val(c) {
+            V::I(x) => self.exit_const(if x != 0 { taken } else { fall }),
+            V::R(h) => {
+                let l = self.a.new_dynamic_label();
+                x64!(self.a ; test Rq(h), Rq(h) ; jnz =>l);
+                self.exit_const(fall);
+                x64!(self.a ; =>l);
+                self.exit_const(taken);
+            }
+        }
+    }
+
+    /// `BranchCc` on a condition of the flags.
+    pub(super) fn branch_cc(&mut self, cc: u8, taken: u64, fall: u64) {
+        self.sync();
+        if taken == fall {
+            self.exit_const(taken);
+            return;
+        }
+        let hc = self.host_cond(cc);
+        let l = self.a.new_dynamic_label();
+        self.jcc(hc, l);
+        self.exit_const(fall);
+        x64!(self.a ; =>l);
+        self.exit_const(taken);
+    }
+
+    /// `Call`: a helper compiled natively, or called with the state written back.
+    pub(super) fn call(&mut self, f: HelperFn, n: u16) {
+        let insn = self.b.insns[usize::from(n)];
+        if let Some(nat) = super::native::Native::of(&insn) {
+            self.native(nat);
+            return;
+        }
+        self.sync();
+        for h in ALLOCATABLE {
+            if CALLER_SAVED & (1 << h) != 0 && matches!(self.r.own[usize::from(h)], Own::Temp(_)) {
+                self.evict(h);
+            }
+        }
+        self.forget_state();
+        let rip = self.rip;
+        self.store_rip(rip);
+        let site = (self.call_base + self.calls.len()) as i32;
+        self.calls.push(CallSite {
+            f,
+            block: self.b.clone(),
+            n,
+        });
+        let fault = self.fault_label(self.n);
+        x64!(self.a
+            ; mov QWORD [r15 + CORE_ICOUNT], r13
+            ; mov rdi, r14
+            ; mov esi, site
+            ; mov rax, QWORD buffer::call_helper as *const () as usize as i64
+            ; call rax
+            ; mov r13, QWORD [r15 + CORE_ICOUNT]
+            ; test rax, rax
+            ; jnz =>fault
+        );
+        self.risky = true;
+    }
+
+    /// Emits the queued out-of-line code and the fault exits.
+    pub fn epilogue(&mut self) {
+        while !self.cold.is_empty() {
+            let c = std::mem::take(&mut self.cold);
+            for f in c {
+                f(self);
+            }
+        }
+        for (n, l) in std::mem::take(&mut self.fault_labels) {
+            let fault = code::FAULT as i32;
+            x64!(self.a
+                ; =>l
+                ; add r13, i32::from(n)
+                ; mov eax, fault
+                ; jmp ->exit
+            );
+        }
+        let _ = fits32(0);
+    }
+}

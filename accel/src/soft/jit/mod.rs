@@ -1,0 +1,571 @@
+//! The JIT: compiles the software CPU's IR to x86-64 host code with dynasmrt.
+//!
+//! The run loop (`soft/mod.rs`) finds or translates the next block as it does for the
+//! interpreter, then hands it to [`Jit::run`], which compiles it on first use and enters it.
+//! Compiled code runs on from block to block without coming back: direct exits are chained (their
+//! `jmp` patched to the next block once that exists and is in the same page, or anywhere while
+//! paging is off), indirect exits look their target up in a jump cache, and each block checks
+//! the attention flag on entry. Code returns to the run loop when it needs it: a miss, a fault, an
+//! overwritten page, a helper that changed the mode. Blocks the generator cannot compile, blocks
+//! that cross a page and single-stepping run in the interpreter, which stays the reference.
+//!
+//! Modules: `buffer` (code memory, entry, the `unsafe` shims), `rt` (the context generated code
+//! sees), `codegen`/`ops`/`flags`/`mem`/`exits`/`native` (code generation), `alloc` (register
+//! allocation), `analysis` (liveness), `slow` (what the shims do).
+
+// dynasm! converts every dynamic register operand with `.into()`, which clippy flags.
+#![allow(clippy::useless_conversion)]
+
+mod alloc;
+mod analysis;
+mod buffer;
+mod codegen;
+mod exits;
+mod flags;
+mod mem;
+mod native;
+mod ops;
+mod rt;
+mod slow;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::cpu::Ctx;
+use super::interp::{self, Outcome, TEMPS};
+use super::ir::{Block, Op};
+use crate::kick::Kicker;
+
+use buffer::{CodeBuf, code};
+use codegen::{ExitRec, Gen, Unsupported};
+use rt::Rt;
+
+/// Default size of the code cache.
+pub const DEFAULT_CODE_CACHE: usize = 32 << 20;
+/// A block is compiled on its second run: code that runs once (firmware, set-up) is not worth it.
+const HOT: u32 = 2;
+/// A page whose compiled code was overwritten this many times runs in the interpreter (code
+/// that rewrites itself all the time is cheaper to interpret than to recompile).
+const SMC_LIMIT: u32 = 8;
+
+/// JIT counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JitStats {
+    /// Blocks compiled.
+    pub compiled: u64,
+    /// Exits patched to jump straight to their next block.
+    pub chained: u64,
+    /// Compiled blocks dropped because their code was overwritten.
+    pub invalidated: u64,
+    /// Block runs in the interpreter (blocks the JIT does not compile, single steps).
+    pub interpreted: u64,
+    /// Blocks the generator refused (they run in the interpreter).
+    pub refused: u64,
+    /// Times the code cache was emptied because it was full (or every block was dropped).
+    pub flushes: u64,
+    /// Entries into compiled code from the run loop.
+    pub entries: u64,
+    /// Memory accesses that took the slow path.
+    pub slow_accesses: u64,
+    /// Bytes of code in the cache.
+    pub code_bytes: u64,
+}
+
+/// What the JIT knows of one block.
+#[derive(Debug)]
+#[cfg_attr(not(test), allow(dead_code))]
+struct Entry {
+    block: Arc<Block>,
+    /// Host address of its code, or `None` when it runs in the interpreter.
+    code: Option<usize>,
+    /// Runs so far while not compiled.
+    runs: u32,
+    /// The generator refused it.
+    refused: bool,
+    /// Segment accesses its code assumes flat (`Rt::nonflat` bits).
+    flat: u64,
+    /// Compile it without assuming flat segments (they were not, once).
+    no_flat: bool,
+    /// Exits (ids) chained to it.
+    incoming: Vec<usize>,
+    /// Its own exits (ids).
+    exits: std::ops::Range<usize>,
+    /// Offsets of its code in the buffer.
+    span: std::ops::Range<usize>,
+}
+
+/// One chainable exit.
+#[derive(Debug)]
+struct Exit {
+    rec: ExitRec,
+    /// The block it belongs to (key in `Jit::blocks`), or `None` once that was dropped.
+    src: Option<usize>,
+    /// Key of the source block.
+    key: u32,
+    /// Whether it is patched.
+    chained: bool,
+}
+
+/// The JIT of one vCPU.
+#[derive(Debug)]
+pub struct Jit {
+    buf: CodeBuf,
+    cap: usize,
+    room: usize,
+    rt: Box<Rt>,
+    blocks: HashMap<usize, Entry>,
+    by_page: HashMap<u64, Vec<usize>>,
+    exits: Vec<Exit>,
+    chain_from: Option<usize>,
+    /// Invalidations of compiled code per physical page.
+    smc_pages: HashMap<u64, u32>,
+    /// Runs before a block is compiled (tests compile on the first).
+    hot: u32,
+    temps: Box<[u64; TEMPS]>,
+    stats: JitStats,
+}
+
+fn block_id(b: &Arc<Block>) -> usize {
+    Arc::as_ptr(b) as usize
+}
+
+/// Why a block cannot be compiled (checked before any code is emitted).
+fn check(b: &Block) -> Result<(), Unsupported> {
+    let mut ended = false;
+    for op in &b.ops {
+        match *op {
+            Op::AluR { r, s, .. } if r >= 16 || s >= 16 => {
+                return Err(Unsupported("ALU op on AH-BH"));
+            }
+            Op::AluI { r, .. } if r >= 16 => return Err(Unsupported("ALU op on AH-BH")),
+            Op::Jump { .. }
+            | Op::Goto { .. }
+            | Op::Branch { .. }
+            | Op::BranchCc { .. }
+            | Op::End => ended = true,
+            _ => {}
+        }
+    }
+    if !ended {
+        return Err(Unsupported("block without an exit"));
+    }
+    if b.ops.len() > 4096 {
+        return Err(Unsupported("block too long"));
+    }
+    Ok(())
+}
+
+impl Jit {
+    /// A JIT with a code cache of `cap` bytes, polling `kicker` at block entry.
+    pub fn new(kicker: &Kicker, cap: usize) -> std::io::Result<Jit> {
+        Self::with_room(kicker, cap, buffer::BLOCK_ROOM)
+    }
+
+    /// The same, flushing the cache when less than `room` bytes are free.
+    pub fn with_room(kicker: &Kicker, cap: usize, room: usize) -> std::io::Result<Jit> {
+        let mut rt = Rt::new();
+        rt.attention = kicker.flag() as *const _ as usize;
+        Ok(Jit {
+            buf: CodeBuf::new(cap, room)?,
+            cap,
+            room,
+            rt,
+            blocks: HashMap::new(),
+            by_page: HashMap::new(),
+            exits: Vec::new(),
+            chain_from: None,
+            smc_pages: HashMap::new(),
+            hot: if cfg!(test) { 1 } else { HOT },
+            temps: Box::new([0; TEMPS]),
+            stats: JitStats::default(),
+        })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> JitStats {
+        let mut s = self.stats;
+        s.slow_accesses = self.rt.slow;
+        s.code_bytes = self.buf.used() as u64;
+        s
+    }
+
+    /// Empties the code cache (`full`: because it was full, which the counters report).
+    fn flush(&mut self, full: bool) {
+        if let Ok(b) = CodeBuf::new(self.cap, self.room) {
+            self.buf = b;
+        }
+        self.blocks.clear();
+        self.by_page.clear();
+        self.exits.clear();
+        self.rt.calls.clear();
+        self.rt.flush_jc();
+        self.smc_pages.clear();
+        self.chain_from = None;
+        if full {
+            self.stats.flushes += 1;
+        }
+    }
+
+    /// Drops the blocks of a physical page, unchaining every jump into them.
+    fn drop_page(&mut self, page: u64) {
+        let Some(ids) = self.by_page.remove(&page) else {
+            return;
+        };
+        let mut had_code = false;
+        for id in ids {
+            let Some(e) = self.blocks.remove(&id) else {
+                continue;
+            };
+            if e.code.is_some() {
+                self.stats.invalidated += 1;
+                had_code = true;
+            }
+            for x in e.incoming {
+                let ex = &mut self.exits[x];
+                if ex.chained && ex.src.is_some() {
+                    let (at, stub) = (ex.rec.at, ex.rec.stub);
+                    ex.chained = false;
+                    let _ = self.buf.patch_jmp(at, self.buf_addr(stub));
+                }
+            }
+            for x in e.exits {
+                self.exits[x].src = None;
+            }
+        }
+        if had_code {
+            *self.smc_pages.entry(page).or_default() += 1;
+        }
+    }
+
+    /// Forgets a block's code (unchaining jumps into it); it is compiled again without
+    /// assuming flat segments.
+    fn uncompile(&mut self, id: usize) {
+        let Some(e) = self.blocks.get_mut(&id) else {
+            return;
+        };
+        e.code = None;
+        e.no_flat = true;
+        e.flat = 0;
+        let incoming = std::mem::take(&mut e.incoming);
+        let own = e.exits.clone();
+        for x in incoming {
+            let ex = &mut self.exits[x];
+            if ex.chained && ex.src.is_some() {
+                let (at, stub) = (ex.rec.at, ex.rec.stub);
+                ex.chained = false;
+                let _ = self.buf.patch_jmp(at, self.buf_addr(stub));
+            }
+        }
+        for x in own {
+            self.exits[x].src = None;
+        }
+        self.rt.flush_jc();
+    }
+
+    fn buf_addr(&self, off: usize) -> usize {
+        self.buf.addr(dynasmrt::AssemblyOffset(off))
+    }
+
+    /// Takes note of what happened to the translation cache since the last run.
+    fn catch_up(&mut self, ctx: &mut Ctx) {
+        let Some(ev) = ctx.c.cache.jit.as_mut() else {
+            return;
+        };
+        if ev.cleared {
+            ev.cleared = false;
+            ev.dropped.clear();
+            ev.new_code.clear();
+            self.rt.flush_tlb();
+            if !self.blocks.is_empty() {
+                self.flush(false);
+            }
+            return;
+        }
+        let dropped = std::mem::take(&mut ev.dropped);
+        let new_code = std::mem::take(&mut ev.new_code);
+        for p in dropped {
+            self.drop_page(p);
+        }
+        for p in new_code {
+            self.rt.protect_phys(p);
+        }
+    }
+
+    /// Compiles `b` (or records that it runs in the interpreter): its code's address and
+    /// offsets.
+    fn compile(
+        &mut self,
+        ctx: &Ctx,
+        b: &Arc<Block>,
+        lin: u64,
+        key: u32,
+        flat_ok: bool,
+    ) -> Option<(usize, std::ops::Range<usize>, u64)> {
+        if let Err(Unsupported(_)) = check(b) {
+            self.stats.refused += 1;
+            return None;
+        }
+        let exit_base = self.exits.len();
+        let call_base = self.rt.calls.len();
+        let mut g = Gen {
+            a: &mut self.buf.asm,
+            b,
+            key,
+            bits: ctx.c.s.code_bitness(),
+            lin,
+            r: alloc::Regs::default(),
+            fk: codegen::Fk::Unknown,
+            hf: false,
+            n: 0,
+            rip: b.rip,
+            k: 0,
+            risky: false,
+            writes: false,
+            calls_helpers: false,
+            flat: 0,
+            an: analysis::Analysis::new(&b.ops),
+            cold: Vec::new(),
+            fault_labels: Vec::new(),
+            exits: Vec::new(),
+            exit_base,
+            calls: Vec::new(),
+            call_base,
+        };
+        for op in &b.ops {
+            match *op {
+                Op::Store { .. } => g.writes = true,
+                Op::Call { n, .. } if native::Native::of(&b.insns[usize::from(n)]).is_none() => {
+                    g.writes = true;
+                    g.calls_helpers = true;
+                }
+                _ => {}
+            }
+        }
+        // Accesses through segments that are flat now are compiled without limit checks or
+        // base, in blocks that cannot change segments themselves (no helper calls).
+        if g.bits != 64 && !g.calls_helpers && flat_ok {
+            for op in &b.ops {
+                let (seg, write) = match *op {
+                    Op::Load { seg, .. } => (seg, false),
+                    Op::Store { seg, .. } => (seg, true),
+                    _ => continue,
+                };
+                let bit = 1u64 << (u32::from(seg) + if write { 8 } else { 0 });
+                if self.rt.nonflat & bit == 0 {
+                    g.flat |= bit;
+                }
+            }
+        }
+        let flat = g.flat;
+        use dynasmrt::DynasmApi;
+        let entry = g.a.offset();
+        g.prologue();
+        for (k, op) in b.ops.iter().enumerate() {
+            g.k = k;
+            if g.op(op).is_err() {
+                // `check` rules these out before anything is emitted.
+                unreachable!("op refused after the check");
+            }
+            if matches!(
+                op,
+                Op::Jump { .. }
+                    | Op::Goto { .. }
+                    | Op::Branch { .. }
+                    | Op::BranchCc { .. }
+                    | Op::End
+            ) {
+                break;
+            }
+        }
+        g.epilogue();
+        let (exits, calls) = (std::mem::take(&mut g.exits), std::mem::take(&mut g.calls));
+        if self.buf.commit().is_err() {
+            self.flush(true);
+            return None;
+        }
+        let id = block_id(b);
+        for rec in exits {
+            self.exits.push(Exit {
+                rec,
+                src: Some(id),
+                key,
+                chained: false,
+            });
+        }
+        self.rt.calls.extend(calls);
+        self.stats.compiled += 1;
+        Some((self.buf.addr(entry), entry.0..self.buf.used(), flat))
+    }
+
+    /// Every block that ran compiled, by RIP: its IR, and its code's offset and bytes.
+    #[cfg(test)]
+    pub fn dump(&self) -> Vec<(u64, String, usize, Vec<u8>)> {
+        let mut v: Vec<_> = self
+            .blocks
+            .values()
+            .filter_map(|e| {
+                let (off, bytes) = self.code_of(&e.block)?;
+                Some((e.block.rip, e.block.to_string(), off, bytes))
+            })
+            .collect();
+        v.sort_by_key(|x| x.0);
+        v
+    }
+
+    /// The generated code of a block that ran compiled: its offset in the buffer and bytes.
+    #[cfg(test)]
+    pub fn code_of(&self, b: &Arc<Block>) -> Option<(usize, Vec<u8>)> {
+        let e = self.blocks.get(&block_id(b))?;
+        e.code?;
+        let bytes = self.buf.bytes(e.span.clone());
+        Some((e.span.start, bytes))
+    }
+
+    /// Patches the exit that just left compiled code to jump to `to`, when that is sound.
+    fn chain(&mut self, ctx: &Ctx, exit: usize, to: usize, b: &Arc<Block>, key: u32) {
+        let Some(code) = self.blocks.get(&to).and_then(|e| e.code) else {
+            return;
+        };
+        let Some(ex) = self.exits.get(exit) else {
+            return;
+        };
+        if ex.chained || ex.src.is_none() || ex.key != key || ex.rec.target != b.rip {
+            return;
+        }
+        let paging = ctx.c.s.cr0 & crate::state::bits::CR0_PG != 0;
+        if ex.rec.cross_page && paging {
+            return;
+        }
+        let at = ex.rec.at;
+        if self.buf.patch_jmp(at, code).is_ok() {
+            self.exits[exit].chained = true;
+            if let Some(e) = self.blocks.get_mut(&to) {
+                e.incoming.push(exit);
+            }
+            self.stats.chained += 1;
+        }
+    }
+
+    /// Runs block `b` (whose first byte is at linear address `lin`, under `key`) and whatever
+    /// compiled code it leads to. `cacheable` is false for blocks the translation cache does not
+    /// keep (they run in the interpreter).
+    pub fn run(
+        &mut self,
+        ctx: &mut Ctx,
+        b: &Arc<Block>,
+        lin: u64,
+        key: u32,
+        cacheable: bool,
+    ) -> Outcome {
+        self.catch_up(ctx);
+        let chain_from = self.chain_from.take();
+        if !cacheable {
+            self.stats.interpreted += 1;
+            return interp::run(ctx, b, &mut self.temps);
+        }
+        let id = block_id(b);
+        let mut chain_from = chain_from;
+        let page = b.phys & !0xfff;
+        let e = self.blocks.entry(id).or_insert_with(|| {
+            self.by_page.entry(page).or_default().push(id);
+            Entry {
+                block: b.clone(),
+                code: None,
+                runs: 0,
+                refused: false,
+                flat: 0,
+                no_flat: false,
+                incoming: Vec::new(),
+                exits: 0..0,
+                span: 0..0,
+            }
+        });
+        if e.code.is_none() {
+            e.runs += 1;
+            let demoted = self.smc_pages.get(&page).is_some_and(|&n| n >= SMC_LIMIT);
+            if e.refused || e.runs < self.hot || demoted {
+                self.stats.interpreted += 1;
+                return interp::run(ctx, b, &mut self.temps);
+            }
+            let flushes = self.stats.flushes;
+            if !self.buf.has_room() {
+                self.flush(true);
+                self.blocks.insert(
+                    id,
+                    Entry {
+                        block: b.clone(),
+                        code: None,
+                        runs: self.hot,
+                        refused: false,
+                        flat: 0,
+                        no_flat: false,
+                        incoming: Vec::new(),
+                        exits: 0..0,
+                        span: 0..0,
+                    },
+                );
+                self.by_page.entry(page).or_default().push(id);
+            }
+            let first = self.exits.len();
+            let flat_ok = !self.blocks.get(&id).is_some_and(|e| e.no_flat);
+            self.rt.refresh(ctx);
+            let compiled = self.compile(ctx, b, lin, key, flat_ok);
+            let n = self.exits.len();
+            if self.stats.flushes != flushes {
+                chain_from = None;
+            }
+            let Some(e) = self.blocks.get_mut(&id) else {
+                self.stats.interpreted += 1;
+                return interp::run(ctx, b, &mut self.temps);
+            };
+            match compiled {
+                Some((code, span, flat)) => {
+                    e.code = Some(code);
+                    e.exits = first..n;
+                    e.span = span;
+                    e.flat = flat;
+                }
+                None => {
+                    e.refused = true;
+                    self.stats.interpreted += 1;
+                    return interp::run(ctx, b, &mut self.temps);
+                }
+            }
+        }
+        self.rt.refresh(ctx);
+        if self
+            .blocks
+            .get(&id)
+            .is_some_and(|e| e.flat & self.rt.nonflat != 0)
+        {
+            // Compiled for flat segments that are not flat any more: recompile it without.
+            self.uncompile(id);
+            self.stats.interpreted += 1;
+            return interp::run(ctx, b, &mut self.temps);
+        }
+        let Some(code) = self.blocks.get(&id).and_then(|e| e.code) else {
+            self.stats.interpreted += 1;
+            return interp::run(ctx, b, &mut self.temps);
+        };
+        if let Some(x) = chain_from {
+            self.chain(ctx, x, id, b, key);
+        }
+        self.rt.jc_put(lin, u64::from(key), code as u64);
+        self.stats.entries += 1;
+        let r = self.buf.enter(&mut self.rt, ctx, code);
+        match r & 0xff {
+            code::CHAIN => {
+                self.chain_from = Some((r >> 8) as usize);
+                Outcome::Done(0)
+            }
+            code::FAULT => match self.rt.fault.take() {
+                Some(f) => Outcome::Fault(0, f),
+                None => Outcome::Done(0),
+            },
+            _ => Outcome::Done(0),
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! The PC's interrupt controllers and timers wired together for every backend: the 8259A pair,
+//! the 8254 PIT, the IOAPIC, one local APIC per vCPU, the RTC's periodic interrupt, and the
+//! machine clock with a timer thread that fires their deadlines.
+//!
+//! Interrupts reach a vCPU through [`Platform::interrupt_pending`] (a lock-free flag the backends
+//! check whenever the guest can take an interrupt) and [`Platform::acknowledge`] (the INTA cycle:
+//! LAPIC first, then the PIC through LINT0/ExtINT on the BSP). Whoever raises an interrupt for a
+//! vCPU sets its flag and kicks it, so a running vCPU notices at its next block or KVM entry
+//! and a halted one wakes.
+//!
+//! Lock order (no path takes them the other way): a device -> PIC or IOAPIC -> APIC bus; a vCPU's
+//! LAPIC -> APIC bus -> IOAPIC. The APIC bus never locks a LAPIC: it queues messages in the target
+//! vCPU's inbox, which the vCPU drains into its LAPIC when it acknowledges.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use janus_accel::Kicker;
+
+use crate::bus::{Bus, BusError};
+use crate::clock::Clock;
+use crate::devices::IrqLine;
+use crate::devices::cmos::Cmos;
+use crate::devices::ioapic::{IOAPIC_BASE, IOAPIC_SIZE, Ioapic};
+use crate::devices::lapic::{
+    APIC_DEFAULT_BASE, AddressCell, ApicBus, InterruptMessage, Lapic, LapicConfig, LapicMmio, route,
+};
+use crate::devices::pic::{Pic, PicPort};
+use crate::devices::pit::{Pit, SystemPortB};
+
+/// One vCPU's side of the interrupt wiring.
+#[derive(Debug, Default)]
+struct CpuLine {
+    inbox: Mutex<Vec<InterruptMessage>>,
+    pending: AtomicBool,
+    kicker: OnceLock<Kicker>,
+}
+
+impl CpuLine {
+    /// Something may be waiting: set the flag and kick the vCPU.
+    fn raise(&self) {
+        self.pending.store(true, Ordering::SeqCst);
+        if let Some(k) = self.kicker.get() {
+            k.kick();
+        }
+    }
+}
+
+/// The machine's side of the APIC bus.
+struct Apic {
+    cpus: Arc<Vec<CpuLine>>,
+    addresses: Vec<Arc<AddressCell>>,
+    ioapic: Weak<Mutex<Ioapic>>,
+}
+
+impl ApicBus for Apic {
+    fn deliver(&self, msg: InterruptMessage) {
+        let addrs: Vec<_> = self.addresses.iter().map(|a| a.get()).collect();
+        for t in route(&msg, &addrs) {
+            if let Some(cpu) = self.cpus.get(t) {
+                cpu.inbox
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(msg);
+                cpu.raise();
+            }
+        }
+    }
+
+    fn eoi(&self, vector: u8) {
+        if let Some(io) = self.ioapic.upgrade() {
+            io.lock().unwrap_or_else(|p| p.into_inner()).eoi(vector);
+        }
+    }
+}
+
+/// The PIC's INTR output, wired to the BSP.
+struct Intr(Arc<Vec<CpuLine>>);
+
+impl IrqLine for Intr {
+    fn set_level(&self, high: bool) {
+        if high && let Some(cpu) = self.0.first() {
+            cpu.raise();
+        }
+    }
+}
+
+/// An ISA interrupt line: drives the PIC input and the IOAPIC pin (IRQ 0 is pin 2, as on PCs).
+#[derive(Debug)]
+pub struct IsaIrq {
+    pic: Arc<Mutex<Pic>>,
+    ioapic: Arc<Mutex<Ioapic>>,
+    irq: u8,
+}
+
+impl IrqLine for IsaIrq {
+    fn set_level(&self, high: bool) {
+        self.pic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_irq(self.irq, high);
+        let pin = if self.irq == 0 {
+            2
+        } else {
+            usize::from(self.irq)
+        };
+        self.ioapic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_irq(pin, high);
+    }
+}
+
+/// The interrupt controllers and timers of one machine.
+pub struct Platform {
+    clock: Clock,
+    pic: Arc<Mutex<Pic>>,
+    pit: Arc<Mutex<Pit>>,
+    ioapic: Arc<Mutex<Ioapic>>,
+    lapics: Vec<Arc<Mutex<Lapic>>>,
+    cpus: Arc<Vec<CpuLine>>,
+    rtc: OnceLock<Arc<Mutex<Cmos>>>,
+    wake: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl std::fmt::Debug for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Platform")
+            .field("vcpus", &self.lapics.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Platform {
+    /// Builds the controllers for `nr_vcpus` vCPUs on `clock`.
+    pub fn new(nr_vcpus: usize, clock: Clock) -> Arc<Self> {
+        let cpus: Arc<Vec<CpuLine>> = Arc::new((0..nr_vcpus).map(|_| CpuLine::default()).collect());
+        let pic = Pic::shared();
+        lock(&pic).set_intr(Arc::new(Intr(cpus.clone())));
+        let ioapic = Ioapic::shared(nr_vcpus as u8);
+        let lapics: Vec<Arc<Mutex<Lapic>>> = (0..nr_vcpus)
+            .map(|i| Arc::new(Mutex::new(Lapic::new(LapicConfig::new(i as u32), &clock))))
+            .collect();
+        let apic: Arc<dyn ApicBus> = Arc::new(Apic {
+            cpus: cpus.clone(),
+            addresses: lapics.iter().map(|l| lock(l).address_cell()).collect(),
+            ioapic: Arc::downgrade(&ioapic),
+        });
+        lock(&ioapic).set_bus(apic.clone());
+        for l in &lapics {
+            lock(l).set_bus(apic.clone());
+        }
+        let pit = Pit::shared(&clock);
+        let p = Arc::new(Platform {
+            clock: clock.clone(),
+            pic,
+            pit,
+            ioapic,
+            lapics,
+            cpus,
+            rtc: OnceLock::new(),
+            wake: Arc::new((Mutex::new(false), Condvar::new())),
+        });
+        lock(&p.pit).set_irq(p.isa_irq(0));
+        let wake = p.wake.clone();
+        clock.set_deadline_listener(Arc::new(move |_| {
+            *lock(&wake.0) = true;
+            wake.1.notify_all();
+        }));
+        p
+    }
+
+    /// The interrupt line of ISA IRQ `irq`.
+    pub fn isa_irq(&self, irq: u8) -> Arc<dyn IrqLine> {
+        Arc::new(IsaIrq {
+            pic: self.pic.clone(),
+            ioapic: self.ioapic.clone(),
+            irq,
+        })
+    }
+
+    /// The machine clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Puts the controllers on the buses: PIC 0x20/0xA0/0x4D0, PIT 0x40, port 0x61, IOAPIC and
+    /// LAPIC MMIO.
+    ///
+    /// # Errors
+    /// A range collides with a device already there.
+    pub fn attach(&self, pio: &mut Bus, mmio: &mut Bus) -> Result<(), BusError> {
+        pio.insert(
+            0x20,
+            2,
+            Arc::new(Mutex::new(PicPort::master(self.pic.clone()))),
+        )?;
+        pio.insert(
+            0xa0,
+            2,
+            Arc::new(Mutex::new(PicPort::slave(self.pic.clone()))),
+        )?;
+        pio.insert(
+            0x4d0,
+            2,
+            Arc::new(Mutex::new(PicPort::elcr(self.pic.clone()))),
+        )?;
+        pio.insert(0x40, 4, self.pit.clone())?;
+        pio.insert(
+            0x61,
+            1,
+            Arc::new(Mutex::new(SystemPortB::new(self.pit.clone()))),
+        )?;
+        mmio.insert(IOAPIC_BASE, IOAPIC_SIZE, self.ioapic.clone())?;
+        mmio.insert(
+            APIC_DEFAULT_BASE,
+            0x1000,
+            Arc::new(Mutex::new(LapicMmio::new(self.lapics.clone()))),
+        )?;
+        Ok(())
+    }
+
+    /// Lets the timer thread poll the RTC's periodic interrupt.
+    pub fn set_rtc(&self, rtc: Arc<Mutex<Cmos>>) {
+        let _ = self.rtc.set(rtc);
+    }
+
+    /// Registers vCPU `index`'s kicker, so that interrupts for it wake it.
+    pub fn add_vcpu(&self, index: usize, kicker: Kicker) {
+        if let Some(c) = self.cpus.get(index) {
+            let _ = c.kicker.set(kicker);
+        }
+    }
+
+    /// Whether an interrupt may be waiting for `vcpu`.
+    pub fn interrupt_pending(&self, vcpu: usize) -> bool {
+        self.cpus
+            .get(vcpu)
+            .is_some_and(|c| c.pending.load(Ordering::Acquire))
+    }
+
+    /// Delivers queued messages to the vCPU's LAPIC and runs its timer.
+    fn sync(&self, vcpu: usize, lapic: &mut Lapic) {
+        let msgs = std::mem::take(&mut *lock(&self.cpus[vcpu].inbox));
+        for m in &msgs {
+            lapic.receive(m);
+        }
+        lapic.poll();
+    }
+
+    /// The INTA cycle for `vcpu`: the LAPIC's highest interrupt, else (BSP) the PIC's.
+    pub fn acknowledge(&self, vcpu: usize) -> Option<u8> {
+        let cpu = self.cpus.get(vcpu)?;
+        cpu.pending.store(false, Ordering::SeqCst);
+        let mut lapic = lock(&self.lapics[vcpu]);
+        self.sync(vcpu, &mut lapic);
+        if let Some(v) = lapic.next_interrupt() {
+            lapic.acknowledge(v);
+            cpu.pending.store(true, Ordering::SeqCst);
+            return Some(v);
+        }
+        let extint = lapic.take_extint();
+        if extint || (vcpu == 0 && lapic.accepts_pic_interrupts()) {
+            drop(lapic);
+            let mut pic = lock(&self.pic);
+            if extint || pic.has_interrupt() {
+                let v = pic.acknowledge();
+                cpu.pending.store(true, Ordering::SeqCst);
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// For an application processor waiting after INIT: the start-up vector of a SIPI that
+    /// arrived, if any.
+    pub fn take_sipi(&self, vcpu: usize) -> Option<u8> {
+        let mut lapic = lock(self.lapics.get(vcpu)?);
+        self.sync(vcpu, &mut lapic);
+        let _ = lapic.take_init();
+        lapic.take_sipi()
+    }
+
+    /// Runs the timers until `stop` says so: sleeps until the next deadline (or until a device
+    /// arms an earlier one), then polls the PIT, the RTC and the LAPICs whose time has come.
+    pub fn timer_loop(&self, stop: &dyn Fn() -> bool) {
+        while !stop() {
+            let wait = self
+                .clock
+                .host_wait()
+                .unwrap_or(Duration::from_millis(50))
+                .min(Duration::from_millis(50));
+            {
+                let (flag, cv) = &*self.wake;
+                let mut woken = lock(flag);
+                if !*woken && !wait.is_zero() {
+                    woken = cv
+                        .wait_timeout(woken, wait)
+                        .map(|r| r.0)
+                        .unwrap_or_else(|p| p.into_inner().0);
+                }
+                *woken = false;
+            }
+            for label in self.clock.expired() {
+                match label.as_str() {
+                    "pit" => {
+                        lock(&self.pit).poll();
+                    }
+                    "rtc" => {
+                        if let Some(rtc) = self.rtc.get() {
+                            lock(rtc).poll();
+                        }
+                    }
+                    l => {
+                        if let Some(i) = l
+                            .strip_prefix("lapic")
+                            .and_then(|n| n.parse::<usize>().ok())
+                            && let Some(lapic) = self.lapics.get(i)
+                        {
+                            lock(lapic).poll();
+                            self.cpus[i].raise();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pic_interrupt_reaches_the_bsp_through_lint0() {
+        let p = Platform::new(2, Clock::real_time());
+        let mut pio = Bus::new("pio");
+        let mut mmio = Bus::new("mmio");
+        p.attach(&mut pio, &mut mmio).unwrap();
+        // ICW1-4 for the master: vector base 0x20, then unmask IRQ 4 only.
+        for (port, v) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0xef),
+        ] {
+            pio.write(0, port, &[v]);
+        }
+        assert!(!p.interrupt_pending(0));
+        p.isa_irq(4).set_level(true);
+        assert!(p.interrupt_pending(0));
+        assert!(!p.interrupt_pending(1));
+        assert_eq!(p.acknowledge(0), Some(0x24));
+        assert_eq!(p.acknowledge(1), None);
+    }
+
+    #[test]
+    fn ipis_wake_the_target_and_sipi_is_seen_by_a_waiting_ap() {
+        let p = Platform::new(2, Clock::real_time());
+        let mut pio = Bus::new("pio");
+        let mut mmio = Bus::new("mmio");
+        p.attach(&mut pio, &mut mmio).unwrap();
+        let k = Kicker::new();
+        p.add_vcpu(1, k.clone());
+        let icr_hi = APIC_DEFAULT_BASE + 0x310;
+        let icr_lo = APIC_DEFAULT_BASE + 0x300;
+        // Software-enable the BSP's LAPIC (SVR), then INIT and SIPI (vector 0x9a) to APIC id 1.
+        mmio.write(0, APIC_DEFAULT_BASE + 0xf0, &0x1ffu32.to_le_bytes());
+        mmio.write(0, icr_hi, &(1u32 << 24).to_le_bytes());
+        mmio.write(0, icr_lo, &0x4500u32.to_le_bytes());
+        mmio.write(0, icr_hi, &(1u32 << 24).to_le_bytes());
+        mmio.write(0, icr_lo, &0x469au32.to_le_bytes());
+        assert!(k.pending());
+        assert_eq!(p.take_sipi(1), Some(0x9a));
+    }
+}

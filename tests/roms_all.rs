@@ -1,0 +1,123 @@
+//! Every test ROM on every backend present: the same serial output and stop reason on the
+//! software interpreter and on KVM (which runs only where /dev/kvm works; see common).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{kvm_or_skip, run_rom};
+use janus::{AccelKind, Machine, MachineConfig, StopReason};
+
+const T: Duration = Duration::from_secs(60);
+
+/// The backends to run on: the interpreter always, KVM when present.
+fn backends(test: &str) -> Vec<AccelKind> {
+    let mut v = vec![AccelKind::Interp];
+    if kvm_or_skip(test) {
+        v.push(AccelKind::Kvm);
+    }
+    v
+}
+
+fn passes(name: &str, must_print: &[&str]) {
+    for accel in backends(name) {
+        let r = run_rom(name, accel, T);
+        assert_eq!(
+            r.reason,
+            StopReason::GuestExit(0),
+            "{name} on {accel:?}:\n{}",
+            r.serial
+        );
+        for line in must_print {
+            assert!(
+                r.serial.contains(line),
+                "{name} on {accel:?} did not print {line:?}:\n{}",
+                r.serial
+            );
+        }
+    }
+}
+
+macro_rules! rom_test {
+    ($name:ident, $($line:expr),*) => {
+        #[test]
+        fn $name() {
+            passes(stringify!($name), &[$($line),*]);
+        }
+    };
+}
+
+rom_test!(hello, "Hello from janus", "hello: PASS");
+rom_test!(realmode, "realmode: PASS");
+rom_test!(protmode, "protmode: PASS");
+rom_test!(longmode, "longmode: PASS");
+rom_test!(portio, "written by rep outsb", "portio: PASS");
+rom_test!(cmos, "cmos: PASS");
+rom_test!(mmio, "mmio: PASS");
+rom_test!(demo, "demo finished: all modes OK");
+rom_test!(pit_pic, "pit_pic: PASS");
+rom_test!(lapic_timer, "lapic_timer: PASS");
+rom_test!(ioapic_uart, "ioapic_uart: PASS");
+rom_test!(rtc_periodic, "rtc_periodic: PASS");
+
+#[test]
+fn smp_starts_three_aps() {
+    for accel in backends("smp") {
+        let out =
+            std::env::temp_dir().join(format!("janus-smp-{}-{accel:?}.serial", std::process::id()));
+        let mut m = Machine::new(MachineConfig {
+            image: Some(common::rom("smp")),
+            smp: 4,
+            serial: janus::sink::SinkSpec::File(out.clone()),
+            timeout: Some(T),
+            ..Default::default()
+        })
+        .unwrap();
+        let o = m.run(accel).unwrap();
+        drop(m);
+        let serial = std::fs::read_to_string(&out).unwrap_or_default();
+        let _ = std::fs::remove_file(&out);
+        assert_eq!(o.reason, StopReason::GuestExit(0), "{accel:?}:\n{serial}");
+        for ap in ["AP 1 up", "AP 2 up", "AP 3 up", "APs up: 3"] {
+            assert!(serial.contains(ap), "{accel:?}: {ap} missing:\n{serial}");
+        }
+    }
+}
+
+#[test]
+fn triple_fault_on_every_backend() {
+    for accel in backends("triple") {
+        let r = run_rom("triple", accel, T);
+        assert!(
+            matches!(r.reason, StopReason::TripleFault(_)),
+            "{accel:?}: {}",
+            r.reason
+        );
+    }
+}
+
+#[test]
+fn halt_with_interrupts_off_on_every_backend() {
+    for accel in backends("halt") {
+        let r = run_rom("halt", accel, T);
+        assert!(
+            matches!(r.reason, StopReason::HaltedInterruptsOff { vcpu: 0, .. }),
+            "{accel:?}: {}",
+            r.reason
+        );
+    }
+}
+
+#[test]
+fn endless_loop_stops_at_the_timeout_on_every_backend() {
+    for accel in backends("loop") {
+        let start = std::time::Instant::now();
+        let r = run_rom("loop", accel, Duration::from_millis(800));
+        assert_eq!(r.reason, StopReason::Timeout, "{accel:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{accel:?}: {:?}",
+            start.elapsed()
+        );
+    }
+}
