@@ -32,6 +32,8 @@ pub enum AccelKind {
     Auto,
     /// The software backend's IR interpreter.
     Interp,
+    /// The software backend with its JIT (x86-64 hosts).
+    Jit,
 }
 
 /// Everything a machine is built from.
@@ -310,8 +312,8 @@ impl Machine {
                     AccelKind::Kvm
                 }
                 Err(e) => {
-                    eprintln!("janus: --accel auto chose the software interpreter: {e}");
-                    AccelKind::Interp
+                    eprintln!("janus: --accel auto chose the JIT: {e}");
+                    AccelKind::Jit
                 }
             },
             k => k,
@@ -320,6 +322,10 @@ impl Machine {
             AccelKind::Interp => {
                 let accel = SoftAccel::new(self.memory.clone(), self.config.smp);
                 self.run_on(&accel, "interp")
+            }
+            AccelKind::Jit => {
+                let accel = SoftAccel::with_jit(self.memory.clone(), self.config.smp, true);
+                self.run_on(&accel, "jit")
             }
             AccelKind::Kvm | AccelKind::Auto => {
                 let accel = KvmAccel::new(&self.config.kvm_path, &self.memory, self.config.smp)?;

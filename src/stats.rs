@@ -36,6 +36,9 @@ pub fn format(o: &RunOutcome) -> String {
             n as f64 / secs / 1e6
         );
     }
+    for (k, v) in &o.counters.extra {
+        let _ = writeln!(s, "  {k:<20}{v}");
+    }
     let _ = writeln!(
         s,
         "  unassigned          pio {} reads, {} writes; mmio {} reads, {} writes",

@@ -150,6 +150,8 @@ pub struct ExitCounters {
     counts: [u64; ExitReasonKind::ALL.len()],
     /// Guest instructions retired, when the backend can count them exactly.
     pub instructions: Option<u64>,
+    /// Backend-specific counters (e.g. the JIT's blocks compiled), by name, summed on merge.
+    pub extra: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl ExitCounters {
@@ -179,6 +181,9 @@ impl ExitCounters {
     pub fn merge(&mut self, other: &ExitCounters) {
         for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
             *a += b;
+        }
+        for (k, v) in &other.extra {
+            *self.extra.entry(k).or_default() += v;
         }
         self.instructions = match (self.instructions, other.instructions) {
             (Some(a), Some(b)) => Some(a + b),

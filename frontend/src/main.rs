@@ -48,6 +48,8 @@ enum AccelArg {
     Auto,
     /// The software CPU's IR interpreter.
     Interp,
+    /// The software CPU's JIT.
+    Jit,
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -89,6 +91,8 @@ enum DiffBackendArg {
     Kvm,
     /// The software CPU's IR interpreter.
     Interp,
+    /// The software CPU's JIT.
+    Jit,
 }
 
 impl From<DiffBackendArg> for DiffBackend {
@@ -96,6 +100,7 @@ impl From<DiffBackendArg> for DiffBackend {
         match b {
             DiffBackendArg::Kvm => DiffBackend::Kvm,
             DiffBackendArg::Interp => DiffBackend::Interp,
+            DiffBackendArg::Jit => DiffBackend::Jit,
         }
     }
 }
@@ -334,6 +339,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         AccelArg::Kvm => AccelKind::Kvm,
         AccelArg::Auto => AccelKind::Auto,
         AccelArg::Interp => AccelKind::Interp,
+        AccelArg::Jit => AccelKind::Jit,
     };
     let mut machine = Machine::new(config)?;
     janus::signals::install_sigint_handler();
@@ -384,7 +390,7 @@ fn info(args: InfoArgs) -> Result<ExitCode> {
         }
         Err(e) => println!("kvm: unavailable: {e}"),
     }
-    println!("backends: kvm (when available), interp (always); jit: not yet");
+    println!("backends: kvm (when available), jit (x86-64 hosts), interp (always)");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -45,6 +45,8 @@ pub enum DiffBackend {
     Kvm,
     /// The software CPU's IR interpreter.
     Interp,
+    /// The software CPU's JIT.
+    Jit,
 }
 
 impl DiffBackend {
@@ -53,6 +55,7 @@ impl DiffBackend {
         match self {
             DiffBackend::Kvm => "kvm",
             DiffBackend::Interp => "interp",
+            DiffBackend::Jit => "jit",
         }
     }
 }
@@ -240,8 +243,8 @@ fn make_side(
             let pvm = accel.caps().flavour.starts_with("kvm_pvm");
             (Box::new(accel.create_vcpu(0)?), pvm)
         }
-        DiffBackend::Interp => {
-            let accel = SoftAccel::new(mem.clone(), 1);
+        DiffBackend::Interp | DiffBackend::Jit => {
+            let accel = SoftAccel::with_jit(mem.clone(), 1, kind == DiffBackend::Jit);
             (Box::new(accel.create_vcpu(0)?), false)
         }
     };
@@ -465,7 +468,7 @@ fn lockstep(
                 Oracle::KvmEmulator
             }
             DiffBackend::Kvm => Oracle::Hardware,
-            DiffBackend::Interp => Oracle::Software,
+            DiffBackend::Interp | DiffBackend::Jit => Oracle::Software,
         };
         let writes = written_ranges(&insn, &before, &a.mem);
         let exit_a = a.vcpu.run(&recorder);

@@ -391,6 +391,19 @@ impl Vcpu for SoftVcpu {
     fn counters(&self) -> ExitCounters {
         let mut c = self.core.counters.clone();
         c.instructions = Some(self.core.icount);
+        if let Some(j) = self.jit_stats() {
+            for (k, v) in [
+                ("jit blocks compiled", j.compiled),
+                ("jit blocks chained", j.chained),
+                ("jit blocks invalidated", j.invalidated),
+                ("jit blocks interpreted", j.interpreted),
+                ("jit blocks refused", j.refused),
+                ("jit cache flushes", j.flushes),
+                ("jit slow memory accesses", j.slow_accesses),
+            ] {
+                c.extra.insert(k, v);
+            }
+        }
         c
     }
 }
