@@ -2,6 +2,7 @@
 //! and their devices, the loaders, the vCPU threads and the run loop.
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod bus;
 pub mod clock;
 pub mod control;

@@ -47,6 +47,12 @@ pub struct MachineConfig {
     pub image: Option<Vec<u8>>,
     /// A BIOS ROM mapped at the top of 4 GiB; the vCPU starts at the reset vector.
     pub bios: Option<Vec<u8>>,
+    /// A kernel (bzImage, PVH vmlinux or multiboot image), booted directly.
+    pub kernel: Option<Vec<u8>>,
+    /// An initrd (or multiboot module) for the kernel.
+    pub initrd: Option<Vec<u8>>,
+    /// The kernel command line.
+    pub cmdline: String,
     /// Where the UART's output goes.
     pub serial: SinkSpec,
     /// Where the 0xe9 debug console's output goes.
@@ -66,6 +72,9 @@ impl Default for MachineConfig {
             smp: 1,
             image: None,
             bios: None,
+            kernel: None,
+            initrd: None,
+            cmdline: String::new(),
             serial: SinkSpec::Stdio,
             debugcon: SinkSpec::None,
             timeout: None,
@@ -101,6 +110,9 @@ pub enum MachineError {
     /// A vCPU could not be created or initialised.
     #[error("vCPU set-up: {0}")]
     Vcpu(#[from] janus_accel::VcpuError),
+    /// The kernel could not be loaded.
+    #[error("kernel: {0}")]
+    Kernel(#[from] crate::loader::KernelError),
     /// A vCPU thread could not be spawned.
     #[error("cannot start a vCPU thread: {0}")]
     Thread(std::io::Error),
@@ -166,6 +178,8 @@ pub struct RunOutcome {
 /// A built machine, ready to run.
 pub struct Machine {
     config: MachineConfig,
+    /// What the kernel loader did, for reports.
+    boot: Option<String>,
     memory: GuestMemory,
     layout: Layout,
     initial: CpuState,
@@ -201,10 +215,23 @@ impl Machine {
         }
         let bios_size = config.bios.as_ref().map(|b| b.len() as u64);
         let (memory, layout) = layout::build_memory(config.mem, bios_size)?;
-        let initial = match (&config.bios, &config.image) {
-            (Some(rom), _) => layout::load_bios(&memory, rom)?,
-            (None, Some(img)) => layout::load_flat(&memory, img)?,
-            (None, None) => return Err(LoadError::EmptyImage.into()),
+        let mut boot = None;
+        let initial = match (&config.kernel, &config.bios, &config.image) {
+            (Some(k), _, _) => {
+                let info = crate::loader::load_kernel(
+                    &memory,
+                    &layout,
+                    k,
+                    config.initrd.as_deref(),
+                    &config.cmdline,
+                )?;
+                let state = info.state.clone();
+                boot = Some(info.to_string());
+                state
+            }
+            (None, Some(rom), _) => layout::load_bios(&memory, rom)?,
+            (None, None, Some(img)) => layout::load_flat(&memory, img)?,
+            (None, None, None) => return Err(LoadError::EmptyImage.into()),
         };
         let control = Arc::new(Control::new());
         let input: InputQueue = Arc::default();
@@ -260,6 +287,7 @@ impl Machine {
             layout,
             initial,
             control,
+            boot,
             io: Arc::new(MachineIo {
                 pio,
                 mmio,
@@ -275,6 +303,11 @@ impl Machine {
     /// Guest memory.
     pub fn memory(&self) -> &GuestMemory {
         &self.memory
+    }
+
+    /// What the kernel loader did (format, addresses), when a kernel was loaded.
+    pub fn boot_info(&self) -> Option<&str> {
+        self.boot.as_deref()
     }
 
     /// The memory layout.

@@ -1,5 +1,7 @@
 //! `janus`: run an x86 guest under KVM or in software, and report on the host.
 
+mod bench;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -38,6 +40,8 @@ enum Command {
     Diff(DiffArgs),
     /// Generate random programs and run them on two backends in lockstep.
     Fuzz(FuzzArgs),
+    /// Run the built-in guest workloads on several backends and compare them.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +72,15 @@ struct RunArgs {
     /// A firmware ROM mapped at the top of 4 GiB; the CPU starts at its reset vector.
     #[arg(long)]
     bios: Option<PathBuf>,
+    /// Boot a kernel directly: a Linux bzImage, a vmlinux with a PVH note, or a multiboot image.
+    #[arg(long, conflicts_with_all = ["image", "bios"])]
+    kernel: Option<PathBuf>,
+    /// An initrd for --kernel (a module for multiboot kernels).
+    #[arg(long, requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// The kernel command line.
+    #[arg(long, requires = "kernel", default_value = "")]
+    append: String,
     /// Where the COM1 UART goes: stdio, none or file:PATH.
     #[arg(long, default_value = "stdio")]
     serial: Option<SinkSpec>,
@@ -312,11 +325,21 @@ fn read_file(path: &PathBuf, what: &str) -> Result<Vec<u8>> {
 }
 
 fn run(args: RunArgs) -> Result<ExitCode> {
-    let image = match (&args.image, &args.bios) {
-        (Some(p), _) => Some(read_file(p, "image")?),
-        (None, None) => Some(DEMO.to_vec()),
-        (None, Some(_)) => None,
+    let image = match (&args.image, &args.bios, &args.kernel) {
+        (Some(p), _, _) => Some(read_file(p, "image")?),
+        (None, None, None) => Some(DEMO.to_vec()),
+        _ => None,
     };
+    let kernel = args
+        .kernel
+        .as_ref()
+        .map(|p| read_file(p, "kernel"))
+        .transpose()?;
+    let initrd = args
+        .initrd
+        .as_ref()
+        .map(|p| read_file(p, "initrd"))
+        .transpose()?;
     let bios = args
         .bios
         .as_ref()
@@ -327,6 +350,9 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         smp: args.smp,
         image,
         bios,
+        kernel,
+        initrd,
+        cmdline: args.append.clone(),
         serial: args.serial.unwrap_or(SinkSpec::Stdio),
         debugcon: args.debugcon.unwrap_or(SinkSpec::None),
         timeout: args.timeout,
@@ -342,6 +368,11 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         AccelArg::Jit => AccelKind::Jit,
     };
     let mut machine = Machine::new(config)?;
+    if let Some(b) = machine.boot_info()
+        && args.stats
+    {
+        eprintln!("janus: {b}");
+    }
     janus::signals::install_sigint_handler();
     let outcome = machine.run(kind)?;
     eprintln!("janus: {}", outcome.reason);
@@ -415,6 +446,7 @@ fn main() -> ExitCode {
         Some(Command::Info(a)) => info(a),
         Some(Command::Diff(a)) => diff(a),
         Some(Command::Fuzz(a)) => fuzz(a),
+        Some(Command::Bench(a)) => bench::run(a).map(|()| ExitCode::SUCCESS),
         None => run(RunArgs::default()),
     };
     match result {

@@ -506,6 +506,40 @@ impl Ctx<'_> {
     }
 }
 
+impl Ctx<'_> {
+    /// The error code of a page fault raised by the instruction at RIP, corrected for a
+    /// read-modify-write operand: the CPU reads it with write intent, so a fault on the read
+    /// reports a write (bit 1) just as the write would. Faults are rare: the instruction is
+    /// decoded again here rather than marking every read-modify-write load in the IR.
+    pub fn rmw_page_fault(&mut self, code: Option<u32>) -> Option<u32> {
+        let Some(c) = code else {
+            return code;
+        };
+        if c & (2 | 16) != 0 {
+            return code;
+        }
+        let cr2 = self.c.s.cr2;
+        let bits = self.c.s.code_bitness();
+        let f = self.fetch_decode(self.c.s.rip, bits);
+        self.c.s.cr2 = cr2;
+        match f {
+            Ok(f) if is_rmw(&f.insn) => Some(c | 2),
+            _ => code,
+        }
+    }
+}
+
+/// Whether the instruction reads and writes its memory operand (ADD [m], r; INC [m]; BTS [m];
+/// XCHG; CMPXCHG...).
+fn is_rmw(i: &iced_x86::Instruction) -> bool {
+    use iced_x86::OpAccess;
+    i.op0_kind() == iced_x86::OpKind::Memory
+        && matches!(
+            iced_x86::InstructionInfoFactory::new().info(i).op0_access(),
+            OpAccess::ReadWrite | OpAccess::ReadCondWrite
+        )
+}
+
 /// Whether a 64-bit address is canonical (48-bit).
 #[inline]
 pub fn canonical(a: u64) -> bool {

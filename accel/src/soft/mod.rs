@@ -291,6 +291,11 @@ impl SoftVcpu {
             }
             Fault::Exc { vector, code } => {
                 ctx.c.icount = ctx.c.icount.wrapping_add(u64::from(n));
+                let code = if vector == cpu::vec::PF {
+                    ctx.rmw_page_fault(code)
+                } else {
+                    code
+                };
                 match ctx.raise(vector, code) {
                     Delivered::Ok => None,
                     Delivered::Shutdown => Some(self.shutdown()),

@@ -82,6 +82,8 @@ pub struct Regs {
     pub fdirty: u8,
     /// Registers the current op must keep.
     pub locked: u16,
+    /// Registers holding guest registers for the whole block (a loop's registers).
+    pub pinned: u16,
 }
 
 impl Default for Regs {
@@ -96,6 +98,7 @@ impl Default for Regs {
             flag: [FLoc::None; 4],
             fdirty: 0,
             locked: 0,
+            pinned: 0,
         }
     }
 }
@@ -109,14 +112,22 @@ impl Regs {
 
     /// The register to take for a new value, preferring a free one, then a value that needs
     /// no store, then the least recently used.
+    /// Registers pinned for a loop are taken only when nothing else is left (the loop then
+    /// leaves through a normal exit).
     pub fn victim(&self) -> u8 {
+        self.victim_among(self.locked | self.pinned)
+            .or_else(|| self.victim_among(self.locked))
+            .expect("every host register is locked")
+    }
+
+    fn victim_among(&self, skip: u16) -> Option<u8> {
         let mut best = None;
         for &h in &ALLOCATABLE {
-            if self.locked & (1 << h) != 0 {
+            if skip & (1 << h) != 0 {
                 continue;
             }
             let cost = match self.own[usize::from(h)] {
-                Own::Free => return h,
+                Own::Free => return Some(h),
                 Own::Scratch => continue,
                 Own::Guest(g) if self.gdirty & (1 << g) == 0 => 1,
                 Own::Flag(f) if self.fdirty & (1 << f) == 0 => 1,
@@ -128,7 +139,7 @@ impl Regs {
                 best = Some((key, h));
             }
         }
-        best.map(|(_, h)| h).expect("every host register is locked")
+        best.map(|(_, h)| h)
     }
 
     /// Host registers holding something (for saving around calls).

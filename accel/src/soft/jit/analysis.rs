@@ -129,6 +129,15 @@ fn observed_after(ops: &[Op], k: usize) -> bool {
     true
 }
 
+/// The instruction boundary right after a store at op `k`, when the store is the last op of its
+/// instruction: then a write into translated code can leave from the store's slow path.
+pub fn boundary_after(ops: &[Op], k: usize) -> Option<(u16, u64)> {
+    match ops.get(k + 1) {
+        Some(&Op::Insn { n, rip }) => Some((n, rip)),
+        _ => None,
+    }
+}
+
 /// `a op b` at size `sz`, exactly as the interpreter computes it.
 pub fn fold(op: BinOp, a: u64, b: u64, sz: u8) -> u64 {
     let m = mask(sz);

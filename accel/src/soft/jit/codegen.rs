@@ -124,6 +124,8 @@ pub enum Src {
     Imm(u64),
     /// A byte.
     Byte(u8),
+    /// Two bytes.
+    Word(u16),
 }
 
 /// Why compilation gave up (the block then runs in the interpreter).
@@ -178,6 +180,9 @@ pub struct Gen<'a> {
     pub calls_helpers: bool,
     /// Segment accesses compiled for flat segments (`Rt::nonflat` bits), checked on entry.
     pub flat: u64,
+    /// A block that jumps back to its own start: guest registers kept in host registers across
+    /// iterations (guest, host), and the label after they are loaded.
+    pub looping: Option<(Vec<(u8, u8)>, DynamicLabel)>,
     /// Liveness facts.
     pub an: Analysis,
     /// Out-of-line code, emitted after the block.
@@ -231,6 +236,7 @@ impl<'a> Gen<'a> {
                 self.r.temp[usize::from(t)] = TLoc::Spill;
             }
             Own::Guest(g) => {
+                self.r.pinned &= !(1 << h);
                 if self.r.gdirty & (1 << g) != 0 {
                     let off = Self::gpr(g);
                     x64!(self.a ; mov QWORD [r15 + off], Rq(h));
@@ -465,7 +471,17 @@ impl<'a> Gen<'a> {
                 };
                 v.push(Store { off: home, src });
             }
-            if !mem {
+            if !mem && LAZY_SZ == LAZY_OP + 1 {
+                v.push(Store {
+                    off: LAZY_OP,
+                    src: Src::Word(u16::from(sz) << 8 | cc as u16),
+                });
+            } else if !mem && LAZY_OP == LAZY_SZ + 1 {
+                v.push(Store {
+                    off: LAZY_SZ,
+                    src: Src::Word((cc as u16) << 8 | u16::from(sz)),
+                });
+            } else if !mem {
                 v.push(Store {
                     off: LAZY_OP,
                     src: Src::Byte(cc as u8),
@@ -487,6 +503,7 @@ impl<'a> Gen<'a> {
                 Src::Reg(h) => x64!(self.a ; mov QWORD [r15 + off], Rq(h)),
                 Src::Imm(x) => self.store_imm64(off, x),
                 Src::Byte(b) => x64!(self.a ; mov BYTE [r15 + off], b as i8),
+                Src::Word(w) => x64!(self.a ; mov WORD [r15 + off], w as i16),
             }
         }
     }

@@ -11,7 +11,7 @@ use super::alloc::{ALLOCATABLE, CALLER_SAVED, Own};
 use super::buffer::{self, code};
 use super::codegen::{
     CORE_CR0, CORE_CS_BASE, CORE_ICOUNT, CORE_RIP, CORE_SMC, ExitRec, Gen, RT_ATTENTION,
-    RT_CUR_KEY, RT_JC, RT_NONFLAT, V, fits32, x64,
+    RT_CUR_KEY, RT_JC, RT_NONFLAT, Store, V, fits32, x64,
 };
 use super::rt::{CallSite, JC_ENTRIES, JC_SHIFT};
 
@@ -40,6 +40,73 @@ impl Gen<'_> {
             g.store_rip(rip);
             x64!(g.a ; jmp ->exit_done);
         }));
+        self.loop_entry();
+    }
+
+    /// A looping block: loads its guest registers into the host registers they keep for the
+    /// whole block, then the loop head.
+    fn loop_entry(&mut self) {
+        let Some((regs, head)) = self.looping.clone() else {
+            return;
+        };
+        for &(g, h) in &regs {
+            let off = Self::gpr(g);
+            x64!(self.a ; mov Rq(h), QWORD [r15 + off]);
+            self.r.own[usize::from(h)] = Own::Guest(g);
+            self.r.guest[usize::from(g)] = Some(h);
+            self.r.pinned |= 1 << h;
+            // From the second iteration on they may differ from the core's copy.
+            self.r.gdirty |= 1 << g;
+        }
+        x64!(self.a ; =>head);
+    }
+
+    /// Whether an exit to `target` can be the loop's back edge (the registers are where the
+    /// loop head expects them).
+    fn back_edge(&self, target: u64) -> bool {
+        match &self.looping {
+            Some((regs, _)) if target == self.b.rip => regs
+                .iter()
+                .all(|&(g, h)| self.r.guest[usize::from(g)] == Some(h)),
+            _ => false,
+        }
+    }
+
+    /// The loop's back edge: flags are written back (the head knows nothing of them), guest
+    /// registers stay; the attention flag and overwritten code are checked on the way.
+    /// `stores` write the state back when the loop is left here.
+    fn loop_back(&mut self, stores: Vec<Store>) {
+        let Some((regs, head)) = self.looping.clone() else {
+            return;
+        };
+        // The head has only the kept registers: write back the others.
+        for g in 0..16u8 {
+            if self.r.gdirty & (1 << g) != 0 && !regs.iter().any(|&(k, _)| k == g) {
+                if let Some(h) = self.r.guest[usize::from(g)] {
+                    let off = Self::gpr(g);
+                    x64!(self.a ; mov QWORD [r15 + off], Rq(h));
+                }
+            }
+        }
+        let n = self.b.insns.len() as i32;
+        let leave = self.a.new_dynamic_label();
+        x64!(self.a ; add r13, n);
+        if self.writes {
+            x64!(self.a ; cmp BYTE [r15 + CORE_SMC], 0 ; jne =>leave);
+        }
+        x64!(self.a
+            ; mov rax, QWORD [r14 + RT_ATTENTION]
+            ; cmp BYTE [rax], 0
+            ; jne =>leave
+            ; jmp =>head
+        );
+        let rip = self.b.rip;
+        self.cold.push(Box::new(move |g: &mut Gen| {
+            x64!(g.a ; =>leave);
+            g.emit_stores(&stores);
+            g.store_rip(rip);
+            x64!(g.a ; jmp ->exit_done);
+        }));
     }
 
     /// An instruction boundary: leaves if the previous instruction overwrote translated code.
@@ -63,11 +130,13 @@ impl Gen<'_> {
     /// Counts the block's instructions and, where the block may have changed things, leaves
     /// for the dispatcher if translated code was overwritten or the mode changed (RIP must be
     /// stored already when `stored`).
-    fn leave_checks(&mut self) {
+    /// `key`: whether the next block must have been compiled under this block's key (direct
+    /// exits; the jump cache compares the run-time key itself).
+    fn leave_checks(&mut self, key: bool) {
         if self.writes {
             x64!(self.a ; cmp BYTE [r15 + CORE_SMC], 0 ; jne ->exit_done);
         }
-        if self.calls_helpers {
+        if self.calls_helpers && key {
             let key = self.key as i32;
             x64!(self.a ; cmp QWORD [r14 + RT_CUR_KEY], key ; jne ->exit_done);
         }
@@ -115,7 +184,7 @@ impl Gen<'_> {
         x64!(self.a ; add r13, n);
         if self.writes || self.calls_helpers {
             self.store_rip(target);
-            self.leave_checks();
+            self.leave_checks(true);
         }
         let lin_mask = if self.bits == 64 {
             u64::MAX
@@ -162,6 +231,12 @@ impl Gen<'_> {
 
     /// `Goto`.
     pub(super) fn goto(&mut self, target: u64) {
+        if self.back_edge(target) {
+            self.sync_flags();
+            let stores = self.pending_stores();
+            self.loop_back(stores);
+            return;
+        }
         self.sync();
         self.exit_const(target);
     }
@@ -179,7 +254,7 @@ impl Gen<'_> {
         }
         let n = self.b.insns.len() as i32;
         x64!(self.a ; add r13, n);
-        self.leave_checks();
+        self.leave_checks(false);
         self.rip_to_lin();
         self.jc_lookup();
         x64!(self.a ; jmp ->exit_done);
@@ -190,7 +265,7 @@ impl Gen<'_> {
         self.sync();
         let n = self.b.insns.len() as i32;
         x64!(self.a ; add r13, n);
-        self.leave_checks();
+        self.leave_checks(false);
         x64!(self.a ; mov rax, QWORD [r15 + CORE_RIP]);
         self.rip_to_lin();
         self.jc_lookup();
@@ -199,6 +274,26 @@ impl Gen<'_> {
 
     /// `Branch` on a temporary.
     pub(super) fn branch(&mut self, c: T, taken: u64, fall: u64) {
+        if taken != fall && (self.back_edge(taken) || self.back_edge(fall)) {
+            let v = self.val(c);
+            let h = self.in_reg(v);
+            self.sync_flags();
+            let (back, other, cc) = if self.back_edge(taken) {
+                (taken, fall, 5)
+            } else {
+                (fall, taken, 4)
+            };
+            let _ = back;
+            let l = self.a.new_dynamic_label();
+            let stores = self.pending_stores();
+            x64!(self.a ; test Rq(h), Rq(h));
+            self.jcc(cc, l);
+            self.sync();
+            self.exit_const(other);
+            x64!(self.a ; =>l);
+            self.loop_back(stores);
+            return;
+        }
         self.sync();
         match self.val(c) {
             V::I(x) => self.exit_const(if x != 0 { taken } else { fall }),
@@ -214,6 +309,23 @@ impl Gen<'_> {
 
     /// `BranchCc` on a condition of the flags.
     pub(super) fn branch_cc(&mut self, cc: u8, taken: u64, fall: u64) {
+        if taken != fall && (self.back_edge(taken) || self.back_edge(fall)) {
+            self.sync_flags();
+            let hc = self.host_cond(cc);
+            let (other, hc) = if self.back_edge(taken) {
+                (fall, hc)
+            } else {
+                (taken, hc ^ 1)
+            };
+            let l = self.a.new_dynamic_label();
+            let stores = self.pending_stores();
+            self.jcc(hc, l);
+            self.sync();
+            self.exit_const(other);
+            x64!(self.a ; =>l);
+            self.loop_back(stores);
+            return;
+        }
         self.sync();
         if taken == fall {
             self.exit_const(taken);

@@ -149,6 +149,7 @@ impl Gen<'_> {
     pub fn flag_stores(&self) -> Vec<Store> {
         let mut v = self.pending_stores();
         v.retain(|s| s.off == LAZY_OP || s.off == LAZY_SZ || LAZY_HOME.contains(&s.off));
+        debug_assert!(v.len() <= 6);
         v
     }
 
@@ -418,7 +419,8 @@ impl Gen<'_> {
         write: bool,
     ) -> Result<(), Unsupported> {
         if r >= 16 || s.is_some_and(|s| s >= 16) {
-            return Err(Unsupported("ALU op on AH-BH"));
+            self.alu_high(op, cc, r, s, imm, write);
+            return Ok(());
         }
         let live = self.an.flags_live(self.k);
         if !live && !write {
@@ -469,9 +471,68 @@ impl Gen<'_> {
             self.arith(Ar::of(op), sz, t, src);
             fr = FLoc::Reg(t);
         }
-        self.install(cc, sz, [fa, fb, fr, x]);
-        self.hf = true;
+        if live {
+            self.install(cc, sz, [fa, fb, fr, x]);
+            self.hf = true;
+        }
         Ok(())
+    }
+
+    /// A byte register into a new scratch register (16..=19: AH CH DH BH).
+    fn byte_reg(&mut self, r: u8) -> u8 {
+        let g = self.guest(r & 15, true);
+        let t = self.alloc();
+        if r >= 16 {
+            x64!(self.a ; mov Rq(t), Rq(g) ; shr Rq(t), 8 ; movzx Rd(t), Rb(t));
+        } else {
+            x64!(self.a ; movzx Rd(t), Rb(g));
+        }
+        t
+    }
+
+    /// Byte ALU ops with AH-BH as an operand.
+    fn alu_high(&mut self, op: BinOp, cc: CcOp, r: u8, s: Option<u8>, imm: i32, write: bool) {
+        let live = self.an.flags_live(self.k);
+        let x = if live && matches!(cc, CcOp::Inc | CcOp::Dec) {
+            self.carry_value()
+        } else {
+            FLoc::None
+        };
+        let a = self.byte_reg(r);
+        let b = match s {
+            Some(s) => V::R(self.byte_reg(s)),
+            None => V::I(imm as u64 & 0xff),
+        };
+        let res = self.alloc();
+        x64!(self.a ; mov Rq(res), Rq(a));
+        self.arith(Ar::of(op), 1, res, b);
+        if write {
+            let g = self.guest(r & 15, true);
+            if r >= 16 {
+                let t = self.alloc();
+                x64!(self.a
+                    ; movzx Rd(t), Rb(res)
+                    ; shl Rd(t), 8
+                    ; and Rq(g), !0xff00
+                    ; or Rq(g), Rq(t)
+                );
+            } else {
+                x64!(self.a ; mov Rb(g), Rb(res));
+            }
+            self.dirty(r & 15);
+        }
+        if live {
+            let (fa, fb) = if cc == CcOp::Logic {
+                (FLoc::None, FLoc::None)
+            } else {
+                let fb = match b {
+                    V::R(h) => FLoc::Reg(h),
+                    V::I(v) => FLoc::Imm(v),
+                };
+                (FLoc::Reg(a), fb)
+            };
+            self.install(cc, 1, [fa, fb, FLoc::Reg(res), x]);
+        }
     }
 
     /// The `Carry` and `Cond` ops.

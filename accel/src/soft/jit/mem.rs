@@ -12,8 +12,8 @@ use super::super::ir::T;
 use super::alloc::CALLER_SAVED;
 use super::buffer;
 use super::codegen::{
-    CORE_RIP, Gen, RT_SAVE, RT_SEG_BASE, RT_SEG_RLIM, RT_SEG_WLIM, RT_TLB_GEN, RT_TLB_WGEN, V,
-    fits32, x64,
+    CORE_RIP, CORE_SMC, Gen, RT_SAVE, RT_SEG_BASE, RT_SEG_RLIM, RT_SEG_WLIM, RT_TLB_GEN,
+    RT_TLB_WGEN, V, fits32, x64,
 };
 use super::rt::{TLB_ENTRIES, TLB_SHIFT};
 
@@ -191,6 +191,9 @@ impl Gen<'_> {
         let (rip, n) = (self.rip, self.n);
         let fault = self.fault_label(n);
         let segsz = i32::from(sg) | i32::from(sz) << 8;
+        // When the store ends its instruction, a write into translated code leaves from here
+        // (the state is stored; RIP and the count are the next instruction's).
+        let boundary = super::analysis::boundary_after(&self.b.ops, self.k);
         self.cold.push(Box::new(move |g: &mut Gen| {
             x64!(g.a ; =>slow);
             let save = live & CALLER_SAVED;
@@ -212,9 +215,17 @@ impl Gen<'_> {
                 ; test rax, rax
                 ; jnz =>fault
             );
+            if let Some((next_n, next_rip)) = boundary {
+                let stay = g.a.new_dynamic_label();
+                x64!(g.a ; cmp BYTE [r15 + CORE_SMC], 0 ; je =>stay);
+                g.store_imm64(CORE_RIP, next_rip);
+                x64!(g.a ; add r13, i32::from(next_n) ; jmp ->exit_done ; =>stay);
+            }
             g.restore_regs(save, None);
             x64!(g.a ; jmp =>back);
         }));
-        self.risky = true;
+        if boundary.is_none() {
+            self.risky = true;
+        }
     }
 }

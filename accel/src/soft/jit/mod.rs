@@ -76,8 +76,9 @@ pub struct JitStats {
 
 /// What the JIT knows of one block.
 #[derive(Debug)]
-#[cfg_attr(not(test), allow(dead_code))]
 struct Entry {
+    /// The block (blocks are keyed by address: holding it keeps the address from being reused).
+    #[cfg_attr(not(test), allow(dead_code))]
     block: Arc<Block>,
     /// Host address of its code, or `None` when it runs in the interpreter.
     code: Option<usize>,
@@ -94,7 +95,24 @@ struct Entry {
     /// Its own exits (ids).
     exits: std::ops::Range<usize>,
     /// Offsets of its code in the buffer.
+    #[cfg_attr(not(test), allow(dead_code))]
     span: std::ops::Range<usize>,
+}
+
+impl Entry {
+    fn new(b: &Arc<Block>, runs: u32) -> Entry {
+        Entry {
+            block: b.clone(),
+            code: None,
+            runs,
+            refused: false,
+            flat: 0,
+            no_flat: false,
+            incoming: Vec::new(),
+            exits: 0..0,
+            span: 0..0,
+        }
+    }
 }
 
 /// One chainable exit.
@@ -124,6 +142,8 @@ pub struct Jit {
     smc_pages: HashMap<u64, u32>,
     /// Runs before a block is compiled (tests compile on the first).
     hot: u32,
+    /// `JANUS_JIT_PERFMAP=1`: /tmp/perf-PID.map, naming compiled blocks for `perf report`.
+    perf_map: Option<std::fs::File>,
     temps: Box<[u64; TEMPS]>,
     stats: JitStats,
 }
@@ -132,15 +152,59 @@ fn block_id(b: &Arc<Block>) -> usize {
     Arc::as_ptr(b) as usize
 }
 
+/// Host registers that keep a looping block's guest registers (not RAX and RCX, which exits
+/// and shifts use).
+const LOOP_REGS: [u8; 9] = [3, 5, 6, 7, 8, 9, 10, 11, 2];
+/// At most this many guest registers are kept (the most used), leaving room for temporaries
+/// and flags.
+const LOOP_MAX: usize = 5;
+
+/// For a block that jumps back to its own start: its guest registers and the host registers
+/// that keep them across iterations.
+fn loop_regs(b: &Block, _lin: u64) -> Option<Vec<(u8, u8)>> {
+    let back = b.ops.iter().any(|op| match *op {
+        Op::Goto { rip } => rip == b.rip,
+        Op::Branch { taken, fall, .. } | Op::BranchCc { taken, fall, .. } => {
+            (taken == b.rip) != (fall == b.rip)
+        }
+        _ => false,
+    });
+    if !back {
+        return None;
+    }
+    let mut uses = [0u32; 16];
+    for op in &b.ops {
+        match *op {
+            Op::Get { r, .. } | Op::Set { r, .. } | Op::AluI { r, .. } => {
+                uses[usize::from(r & 15)] += 1
+            }
+            Op::AluR { r, s, .. } => {
+                uses[usize::from(r & 15)] += 1;
+                uses[usize::from(s & 15)] += 1;
+            }
+            Op::Call { n, .. } => match native::Native::of(&b.insns[usize::from(n)]) {
+                Some(native::Native::Rot { r, .. }) => uses[usize::from(r)] += 1,
+                Some(native::Native::Imul { d, s, .. }) => {
+                    uses[usize::from(d)] += 1;
+                    uses[usize::from(s)] += 1;
+                }
+                None => return None,
+            },
+            _ => {}
+        }
+    }
+    let mut regs: Vec<u8> = (0..16u8).filter(|&g| uses[usize::from(g)] > 0).collect();
+    regs.sort_by_key(|&g| std::cmp::Reverse(uses[usize::from(g)]));
+    regs.truncate(LOOP_MAX);
+    regs.sort_unstable();
+    Some(regs.into_iter().zip(LOOP_REGS).collect())
+}
+
 /// Why a block cannot be compiled (checked before any code is emitted).
 fn check(b: &Block) -> Result<(), Unsupported> {
     let mut ended = false;
     for op in &b.ops {
         match *op {
-            Op::AluR { r, s, .. } if r >= 16 || s >= 16 => {
-                return Err(Unsupported("ALU op on AH-BH"));
-            }
-            Op::AluI { r, .. } if r >= 16 => return Err(Unsupported("ALU op on AH-BH")),
             Op::Jump { .. }
             | Op::Goto { .. }
             | Op::Branch { .. }
@@ -179,6 +243,14 @@ impl Jit {
             chain_from: None,
             smc_pages: HashMap::new(),
             hot: if cfg!(test) { 1 } else { HOT },
+            perf_map: std::env::var_os("JANUS_JIT_PERFMAP").and_then(|_| {
+                let path = format!("/tmp/perf-{}.map", std::process::id());
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .ok()
+            }),
             temps: Box::new([0; TEMPS]),
             stats: JitStats::default(),
         })
@@ -326,6 +398,7 @@ impl Jit {
             writes: false,
             calls_helpers: false,
             flat: 0,
+            looping: None,
             an: analysis::Analysis::new(&b.ops),
             cold: Vec::new(),
             fault_labels: Vec::new(),
@@ -334,9 +407,11 @@ impl Jit {
             calls: Vec::new(),
             call_base,
         };
-        for op in &b.ops {
+        for (k, op) in b.ops.iter().enumerate() {
             match *op {
-                Op::Store { .. } => g.writes = true,
+                Op::Store { .. } if analysis::boundary_after(&b.ops, k).is_none() => {
+                    g.writes = true
+                }
                 Op::Call { n, .. } if native::Native::of(&b.insns[usize::from(n)]).is_none() => {
                     g.writes = true;
                     g.calls_helpers = true;
@@ -360,6 +435,9 @@ impl Jit {
             }
         }
         let flat = g.flat;
+        if !g.calls_helpers {
+            g.looping = loop_regs(b, lin).map(|r| (r, g.a.new_dynamic_label()));
+        }
         use dynasmrt::DynasmApi;
         let entry = g.a.offset();
         g.prologue();
@@ -397,6 +475,17 @@ impl Jit {
         }
         self.rt.calls.extend(calls);
         self.stats.compiled += 1;
+        if let Some(f) = &mut self.perf_map {
+            use std::io::Write;
+            let _ = writeln!(
+                f,
+                "{:x} {:x} guest_{:x}_{:x}",
+                self.buf.addr(entry),
+                self.buf.used() - entry.0,
+                b.rip,
+                b.phys
+            );
+        }
         Some((self.buf.addr(entry), entry.0..self.buf.used(), flat))
     }
 
@@ -471,17 +560,7 @@ impl Jit {
         let page = b.phys & !0xfff;
         let e = self.blocks.entry(id).or_insert_with(|| {
             self.by_page.entry(page).or_default().push(id);
-            Entry {
-                block: b.clone(),
-                code: None,
-                runs: 0,
-                refused: false,
-                flat: 0,
-                no_flat: false,
-                incoming: Vec::new(),
-                exits: 0..0,
-                span: 0..0,
-            }
+            Entry::new(b, 0)
         });
         if e.code.is_none() {
             e.runs += 1;
@@ -493,20 +572,7 @@ impl Jit {
             let flushes = self.stats.flushes;
             if !self.buf.has_room() {
                 self.flush(true);
-                self.blocks.insert(
-                    id,
-                    Entry {
-                        block: b.clone(),
-                        code: None,
-                        runs: self.hot,
-                        refused: false,
-                        flat: 0,
-                        no_flat: false,
-                        incoming: Vec::new(),
-                        exits: 0..0,
-                        span: 0..0,
-                    },
-                );
+                self.blocks.insert(id, Entry::new(b, self.hot));
                 self.by_page.entry(page).or_default().push(id);
             }
             let first = self.exits.len();

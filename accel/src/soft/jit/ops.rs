@@ -44,7 +44,8 @@ impl Gen<'_> {
             self.dirty(g);
             return;
         }
-        if sz == 8 {
+        let pinned = self.r.guest[usize::from(r)].is_some_and(|h| self.r.pinned & (1 << h) != 0);
+        if sz == 8 && !pinned {
             if let TLoc::Reg(h) = self.r.temp[usize::from(s)] {
                 if self.dies(s) {
                     self.r.temp[usize::from(s)] = TLoc::None;

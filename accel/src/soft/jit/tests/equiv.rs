@@ -60,3 +60,23 @@ fn jit_int_loop_32() {
     assert!(st.compiled >= 2 && st.chained >= 1, "{st:?}");
     assert_eq!(s.gpr[1], 0);
 }
+
+#[test]
+fn jit_high_byte_registers_16() {
+    same_both_ways(
+        16,
+        |a| {
+            a.mov(ax, 0x12f0).unwrap();
+            a.mov(bx, 0x3480).unwrap();
+            a.add(ah, bh).unwrap();
+            a.adc(al, ah).unwrap();
+            a.inc(ch).unwrap();
+            a.sub(dh, 3).unwrap();
+            a.cmp(ah, bl).unwrap();
+            a.xor(bh, al).unwrap();
+            a.dec(ah).unwrap();
+        },
+        &none,
+        0,
+    );
+}

@@ -61,6 +61,10 @@ fn field_names() -> Vec<(&'static str, i32, String)> {
         ("r14", RT_CUR_KEY, "cur_key".into()),
         ("r14", RT_TLB_GEN, "tlb_gen".into()),
         ("r14", RT_TLB_WGEN, "tlb_wgen".into()),
+        ("r14", RT_NONFLAT, "nonflat".into()),
+        ("r14+rcx", RT_JC, "jc.lin".into()),
+        ("r14+rcx", RT_JC + 8, "jc.key".into()),
+        ("r14+rcx", RT_JC + 16, "jc.code".into()),
     ];
     for (k, n) in ["a", "b", "res", "aux"].iter().enumerate() {
         v.push(("r15", LAZY_HOME[k], format!("lazy.{n}")));
@@ -208,9 +212,11 @@ fn golden_branchy_inner_loop_32() {
     // flat segments, compare and branch.
     let got = dump(32, |a| {
         let mut shift = a.create_label();
+        a.mov(dword_ptr(0x100038u32), 7).unwrap();
         a.mov(esi, 0x100040).unwrap();
         a.mov(eax, 5).unwrap();
         a.mov(edx, 9).unwrap();
+        a.jmp(shift).unwrap();
         a.set_label(&mut shift).unwrap();
         a.mov(dword_ptr(esi), edx).unwrap();
         a.sub(esi, 4).unwrap();

@@ -74,3 +74,9 @@ pub fn same_both_ways(
     }
     (mj, sj)
 }
+
+#[test]
+fn jit_vcpu_is_send() {
+    fn send<T: Send>() {}
+    send::<super::super::SoftVcpu>();
+}

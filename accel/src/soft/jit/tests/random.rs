@@ -235,7 +235,9 @@ fn random_insn(rng: &mut Rng, bits: u32, r: &Regs, depth: &mut u32) -> Option<In
 
 /// A random program: registers seeded, a body of `len` instructions with forward branches,
 /// looped `reps` times, then HLT.
-fn program(rng: &mut Rng, bits: u32, len: usize, reps: u32) -> Vec<u8> {
+/// `jumps`: whether the body has forward branches (without, a short body is one block that
+/// jumps back to itself).
+fn program(rng: &mut Rng, bits: u32, len: usize, reps: u32, jumps: bool) -> Vec<u8> {
     let r = Regs::new(bits);
     let mut a = CodeAssembler::new(bits).unwrap();
     let w = if bits == 64 { 3 } else { 2 };
@@ -279,7 +281,7 @@ fn program(rng: &mut Rng, bits: u32, len: usize, reps: u32) -> Vec<u8> {
                 k += 1;
             }
         }
-        if rng.below(12) == 0 {
+        if jumps && rng.below(12) == 0 {
             let l = a.create_label();
             let cc = rng.below(16);
             let jcc = [
@@ -345,9 +347,14 @@ fn fuzz(bits: u32, seed: u64) {
         .unwrap_or(60);
     let mut rng = Rng(seed);
     for p in 0..programs {
-        let len = 8 + rng.below(120);
+        let jumps = p % 2 == 0;
+        let len = if jumps {
+            8 + rng.below(120)
+        } else {
+            2 + rng.below(40)
+        };
         let reps = 1 + rng.below(6) as u32;
-        let code = program(&mut rng, bits, len, reps);
+        let code = program(&mut rng, bits, len, reps, jumps);
         let fill: Vec<u8> = (0..0x1000).map(|_| rng.next() as u8).collect();
         let setup = |m: &Machine, _: &mut CpuState| {
             m.mem.load(SANDBOX, &fill).unwrap();

@@ -244,3 +244,25 @@ fn jit_code_compiled_for_flat_segments_follows_a_segment_change() {
     assert_eq!(s.reg(Reg::Rbx), 101);
     assert!(m.cpu.jit_stats().unwrap().compiled > 0);
 }
+
+#[test]
+fn jit_smc_in_a_loop_that_keeps_registers() {
+    // One block that loops on itself and rewrites the immediate of its own `add ebx, imm32`
+    // each time (as benches/guests/smc.asm does).
+    let (_, s) = same_both_ways(
+        32,
+        |a| {
+            let mut top = a.create_label();
+            a.mov(ecx, 30).unwrap();
+            a.xor(ebx, ebx).unwrap();
+            a.set_label(&mut top).unwrap(); // CODE + 7
+            a.mov(dword_ptr(CODE + 15), ecx).unwrap(); // 6 bytes; the imm32 below at CODE + 15
+            a.add(ebx, 0x1000_0000).unwrap(); // 81 c3 imm32 at CODE + 13
+            a.dec(ecx).unwrap();
+            a.jnz(top).unwrap();
+        },
+        &none,
+        0x10000,
+    );
+    assert_eq!(s.reg(Reg::Rbx), (1..=30).sum::<u64>());
+}
