@@ -113,6 +113,8 @@ pub struct WholeProgram {
     pub undefined_flags: u64,
     /// Physical addresses of saved RFLAGS images (exception frames) to mask the same way.
     pub flag_slots: Vec<u64>,
+    /// Wall-time limit for each backend's run.
+    pub time_limit: std::time::Duration,
 }
 
 impl Default for DiffOptions {
@@ -764,24 +766,46 @@ fn whole_program(
         Ok(s) => s,
         Err(e) => return host_error(e),
     };
-    let run_to_end = |side: &mut Side,
-                      io: &dyn janus_accel::IoHandler|
-     -> Result<Exit, janus_accel::VcpuError> {
-        loop {
-            match side.vcpu.run(io)? {
-                Exit::Stopped | Exit::SingleStep => continue,
-                e => return Ok(e),
+    // A program that never ends (a REP with a huge count after shrinking removed its set-up)
+    // is cut off by a watchdog: that is a step limit, not a divergence.
+    let timed_out = std::sync::atomic::AtomicBool::new(false);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let kickers = [a.vcpu.kicker(), b.vcpu.kicker()];
+    let results = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let start = std::time::Instant::now();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                if start.elapsed() > w.time_limit {
+                    timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+                    for k in &kickers {
+                        k.kick();
+                    }
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
+        });
+        let run_to_end = |side: &mut Side, io: &dyn janus_accel::IoHandler| -> Result<Option<Exit>, janus_accel::VcpuError> {
+            loop {
+                match side.vcpu.run(io)? {
+                    Exit::Stopped | Exit::SingleStep if timed_out.load(std::sync::atomic::Ordering::SeqCst) => return Ok(None),
+                    Exit::Stopped | Exit::SingleStep => continue,
+                    e => return Ok(Some(e)),
+                }
+            }
+        };
+        let ra = run_to_end(&mut a, &recorder);
+        replayer.load(recorder.take());
+        let rb = ra.as_ref().ok().and_then(|x| x.as_ref()).map(|_| run_to_end(&mut b, &replayer));
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (ra, rb)
+    });
+    let (exit_a, exit_b) = match results {
+        (Err(e), _) | (_, Some(Err(e))) => return host_error(e),
+        (Ok(Some(x)), Some(Ok(Some(y)))) => (x, y),
+        _ => {
+            return DiffReport { steps: 0, end: DiffEnd::StepLimit, no_oracle: BTreeMap::new(), backends };
         }
-    };
-    let exit_a = match run_to_end(&mut a, &recorder) {
-        Ok(e) => e,
-        Err(e) => return host_error(e),
-    };
-    replayer.load(recorder.take());
-    let exit_b = match run_to_end(&mut b, &replayer) {
-        Ok(e) => e,
-        Err(e) => return host_error(e),
     };
     let (sa, sb) = match (a.vcpu.state(), b.vcpu.state()) {
         (Ok(x), Ok(y)) => (x, y),

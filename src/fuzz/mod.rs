@@ -143,7 +143,7 @@ pub fn run_case(
         a,
         b,
         mem: MEM_SIZE,
-        max_steps: 100_000,
+        max_steps: 20_000,
         ram_every: 1_000_000,
         kvm_path: kvm_path.to_path_buf(),
         ..Default::default()
@@ -158,6 +158,7 @@ pub fn run_case(
                 generator::undefined_flags(r.mode.bitness(), &r.program),
             ),
             flag_slots: vec![setup::KSTACK - 0x18],
+            time_limit: std::time::Duration::from_secs(2),
         }),
         ..opts
     };
