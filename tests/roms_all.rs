@@ -10,17 +10,36 @@ use janus::{AccelKind, Machine, MachineConfig, StopReason};
 
 const T: Duration = Duration::from_secs(60);
 
-/// The backends to run on: the interpreter always, KVM when present.
+/// The backends to run on: the interpreter and the JIT always, KVM when present.
 fn backends(test: &str) -> Vec<AccelKind> {
-    let mut v = vec![AccelKind::Interp];
+    let mut v = vec![AccelKind::Interp, AccelKind::Jit];
     if kvm_or_skip(test) {
         v.push(AccelKind::Kvm);
     }
     v
 }
 
+/// For ROMs whose ring-0 exception and paging work kvm_pvm's instruction emulator cannot run
+/// (it stops with an internal error or a spurious triple fault, as QEMU with KVM does there):
+/// KVM only where the host has VT-x or AMD-V.
+fn backends_hw_kvm(test: &str) -> Vec<AccelKind> {
+    let mut v = vec![AccelKind::Interp, AccelKind::Jit];
+    if janus_accel::kvm::is_paravirtual() {
+        eprintln!(
+            "!!!! {test}: not run on KVM: this host's KVM is kvm_pvm (see docs/architecture.md) !!!!"
+        );
+    } else if kvm_or_skip(test) {
+        v.push(AccelKind::Kvm);
+    }
+    v
+}
+
 fn passes(name: &str, must_print: &[&str]) {
-    for accel in backends(name) {
+    passes_on(name, must_print, backends(name));
+}
+
+fn passes_on(name: &str, must_print: &[&str], on: Vec<AccelKind>) {
+    for accel in on {
         let r = run_rom(name, accel, T);
         assert_eq!(
             r.reason,
@@ -59,6 +78,21 @@ rom_test!(pit_pic, "pit_pic: PASS");
 rom_test!(lapic_timer, "lapic_timer: PASS");
 rom_test!(ioapic_uart, "ioapic_uart: PASS");
 rom_test!(rtc_periodic, "rtc_periodic: PASS");
+
+macro_rules! rom_test_hw {
+    ($name:ident, $($line:expr),*) => {
+        #[test]
+        fn $name() {
+            let name = stringify!($name);
+            passes_on(name, &[$($line),*], backends_hw_kvm(name));
+        }
+    };
+}
+
+rom_test_hw!(exceptions, "exceptions: PASS");
+rom_test_hw!(pagewalk, "pagewalk: PASS");
+rom_test_hw!(privilege, "privilege: PASS");
+rom_test_hw!(syscall64, "syscall64: PASS");
 
 #[test]
 fn smp_starts_three_aps() {

@@ -253,6 +253,7 @@ fn diff(args: DiffArgs) -> Result<ExitCode> {
         serial: args.serial,
         kvm_path: args.kvm_device,
         whole_program: None,
+        plant_bug_in_b: false,
     };
     let start = std::time::Instant::now();
     let report = diff_image(&image, &opts)?;

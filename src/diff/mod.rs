@@ -100,6 +100,10 @@ pub struct DiffOptions {
     pub kvm_path: PathBuf,
     /// Compare only at the end of the whole program instead of after every instruction.
     pub whole_program: Option<WholeProgram>,
+    /// Test-only: backend B, when software, gets the deliberately wrong flag of
+    /// `SoftAccel::plant_flag_bug`, so that a test can prove the differ catches it.
+    #[doc(hidden)]
+    pub plant_bug_in_b: bool,
 }
 
 /// Whole-program comparison, for where single-stepping the reference is not possible: on
@@ -128,6 +132,7 @@ impl Default for DiffOptions {
             serial: SinkSpec::None,
             kvm_path: PathBuf::from(janus_accel::kvm::DEFAULT_DEVICE),
             whole_program: None,
+            plant_bug_in_b: false,
         }
     }
 }
@@ -238,6 +243,7 @@ fn make_side(
     mem: GuestMemory,
     opts: &DiffOptions,
     initial: &CpuState,
+    planted: bool,
 ) -> Result<Side, MachineError> {
     let (mut vcpu, pvm): (Box<dyn Vcpu + Send>, bool) = match kind {
         DiffBackend::Kvm => {
@@ -246,7 +252,10 @@ fn make_side(
             (Box::new(accel.create_vcpu(0)?), pvm)
         }
         DiffBackend::Interp | DiffBackend::Jit => {
-            let accel = SoftAccel::with_jit(mem.clone(), 1, kind == DiffBackend::Jit);
+            let mut accel = SoftAccel::with_jit(mem.clone(), 1, kind == DiffBackend::Jit);
+            if planted {
+                accel = accel.plant_flag_bug();
+            }
             (Box::new(accel.create_vcpu(0)?), false)
         }
     };
@@ -415,8 +424,8 @@ pub fn diff_prepared(
     prepare(machine.memory()).map_err(LoadError::from)?;
     prepare(&mem_b).map_err(LoadError::from)?;
     let initial = initial.unwrap_or(&boot);
-    let a = make_side(opts.a, machine.memory().clone(), opts, initial)?;
-    let b = make_side(opts.b, mem_b, opts, initial)?;
+    let a = make_side(opts.a, machine.memory().clone(), opts, initial, false)?;
+    let b = make_side(opts.b, mem_b, opts, initial, opts.plant_bug_in_b)?;
     Ok(lockstep(
         a,
         b,
@@ -785,10 +794,16 @@ fn whole_program(
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
         });
-        let run_to_end = |side: &mut Side, io: &dyn janus_accel::IoHandler| -> Result<Option<Exit>, janus_accel::VcpuError> {
+        let run_to_end = |side: &mut Side,
+                          io: &dyn janus_accel::IoHandler|
+         -> Result<Option<Exit>, janus_accel::VcpuError> {
             loop {
                 match side.vcpu.run(io)? {
-                    Exit::Stopped | Exit::SingleStep if timed_out.load(std::sync::atomic::Ordering::SeqCst) => return Ok(None),
+                    Exit::Stopped | Exit::SingleStep
+                        if timed_out.load(std::sync::atomic::Ordering::SeqCst) =>
+                    {
+                        return Ok(None);
+                    }
                     Exit::Stopped | Exit::SingleStep => continue,
                     e => return Ok(Some(e)),
                 }
@@ -796,7 +811,11 @@ fn whole_program(
         };
         let ra = run_to_end(&mut a, &recorder);
         replayer.load(recorder.take());
-        let rb = ra.as_ref().ok().and_then(|x| x.as_ref()).map(|_| run_to_end(&mut b, &replayer));
+        let rb = ra
+            .as_ref()
+            .ok()
+            .and_then(|x| x.as_ref())
+            .map(|_| run_to_end(&mut b, &replayer));
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         (ra, rb)
     });
@@ -804,7 +823,12 @@ fn whole_program(
         (Err(e), _) | (_, Some(Err(e))) => return host_error(e),
         (Ok(Some(x)), Some(Ok(Some(y)))) => (x, y),
         _ => {
-            return DiffReport { steps: 0, end: DiffEnd::StepLimit, no_oracle: BTreeMap::new(), backends };
+            return DiffReport {
+                steps: 0,
+                end: DiffEnd::StepLimit,
+                no_oracle: BTreeMap::new(),
+                backends,
+            };
         }
     };
     let (sa, sb) = match (a.vcpu.state(), b.vcpu.state()) {

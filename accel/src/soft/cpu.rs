@@ -142,6 +142,8 @@ pub struct Core {
     pub dr: [u64; 8],
     /// Single-stepping: a REP string instruction runs one iteration per step, as with TF.
     pub single_step: bool,
+    /// Test-only: report CF inverted after ADD (see `SoftAccel::plant_flag_bug`).
+    pub planted_bug: bool,
 }
 
 impl Core {
@@ -162,13 +164,19 @@ impl Core {
             nr_vcpus: 1,
             dr: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
             single_step: false,
+            planted_bug: false,
         }
     }
 
     /// RFLAGS with the arithmetic flags folded in.
     #[inline]
     pub fn rflags(&self) -> u64 {
-        (self.s.rflags & !ARITH) | self.lazy.all() | rflags::FIXED
+        let f = (self.s.rflags & !ARITH) | self.lazy.all() | rflags::FIXED;
+        if self.planted_bug && self.lazy.op == crate::soft::flags::CcOp::Add {
+            // The deliberately wrong flag of `SoftAccel::plant_flag_bug`.
+            return f ^ rflags::CF;
+        }
+        f
     }
 
     /// Replaces RFLAGS (all bits; callers mask what the instruction may change).

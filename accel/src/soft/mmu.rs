@@ -12,6 +12,16 @@ const TLB_SIZE: usize = 512;
 const PAGE_MASK: u64 = !0xfff;
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
+/// Address bits of paging-structure entries at and above MAXPHYADDR (as CPUID 0x80000008
+/// reports it, the host's): reserved, a #PF with the RSVD bit when set in a present entry.
+fn reserved_high() -> u64 {
+    static MASK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *MASK.get_or_init(|| {
+        let bits = (std::arch::x86_64::__cpuid(0x8000_0008).eax & 0xff).clamp(36, 52);
+        ADDR_MASK & !((1u64 << bits) - 1)
+    })
+}
+
 /// The kind of a memory access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Acc {
@@ -265,7 +275,7 @@ impl Ctx<'_> {
                 if e & 1 == 0 {
                     return Err(self.page_fault(lin, acc, user, false, false));
                 }
-                if e >> 63 != 0 && !nxe {
+                if (e >> 63 != 0 && !nxe) || e & reserved_high() != 0 {
                     return Err(self.page_fault(lin, acc, user, true, true));
                 }
                 allow_w &= e & 2 != 0;

@@ -41,6 +41,7 @@ pub struct SoftAccel {
     memory: GuestMemory,
     nr_vcpus: usize,
     jit: bool,
+    planted_bug: bool,
 }
 
 impl SoftAccel {
@@ -52,6 +53,7 @@ impl SoftAccel {
             memory,
             nr_vcpus,
             jit,
+            planted_bug: false,
         }
     }
 
@@ -61,7 +63,16 @@ impl SoftAccel {
             memory,
             nr_vcpus,
             jit,
+            planted_bug: false,
         }
+    }
+
+    /// Test-only switch: the vCPUs report CF inverted after ADD, a deliberately wrong flag
+    /// computation that the lockstep differ's own test must catch at the right instruction.
+    #[doc(hidden)]
+    pub fn plant_flag_bug(mut self) -> Self {
+        self.planted_bug = true;
+        self
     }
 }
 
@@ -90,6 +101,7 @@ impl Accelerator for SoftAccel {
     fn create_vcpu(&self, index: usize) -> Result<SoftVcpu, VcpuError> {
         let mut core = Core::new(self.memory.clone(), index);
         core.nr_vcpus = self.nr_vcpus;
+        core.planted_bug = self.planted_bug;
         let kicker = Kicker::new();
         let jit = if self.jit {
             core.cache.jit = Some(cache::JitEvents::default());

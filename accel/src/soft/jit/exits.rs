@@ -74,20 +74,31 @@ impl Gen<'_> {
 
     /// The loop's back edge: flags are written back (the head knows nothing of them), guest
     /// registers stay; the attention flag and overwritten code are checked on the way.
-    /// `stores` write the state back when the loop is left here.
-    fn loop_back(&mut self, stores: Vec<Store>) {
-        let Some((regs, head)) = self.looping.clone() else {
+    /// What the back edge stores: the guest registers the loop head does not keep (their
+    /// stores), and everything (should the loop be left there). Taken before the other exit's
+    /// write-back changes the compile-time state.
+    fn back_stores(&self) -> (Vec<Store>, Vec<Store>) {
+        let kept = |g: u8| {
+            self.looping
+                .as_ref()
+                .is_some_and(|(regs, _)| regs.iter().any(|&(k, _)| k == g))
+        };
+        let all = self.pending_stores();
+        let others = all
+            .iter()
+            .copied()
+            .filter(|s| (0..16u8).any(|g| s.off == Self::gpr(g) && !kept(g)))
+            .collect();
+        (others, all)
+    }
+
+    /// The loop's back edge, with the stores `back_stores` gave.
+    fn loop_back(&mut self, (others, stores): (Vec<Store>, Vec<Store>)) {
+        let Some((_, head)) = self.looping.clone() else {
             return;
         };
         // The head has only the kept registers: write back the others.
-        for g in 0..16u8 {
-            if self.r.gdirty & (1 << g) != 0 && !regs.iter().any(|&(k, _)| k == g) {
-                if let Some(h) = self.r.guest[usize::from(g)] {
-                    let off = Self::gpr(g);
-                    x64!(self.a ; mov QWORD [r15 + off], Rq(h));
-                }
-            }
-        }
+        self.emit_stores(&others);
         let n = self.b.insns.len() as i32;
         let leave = self.a.new_dynamic_label();
         x64!(self.a ; add r13, n);
@@ -233,7 +244,7 @@ impl Gen<'_> {
     pub(super) fn goto(&mut self, target: u64) {
         if self.back_edge(target) {
             self.sync_flags();
-            let stores = self.pending_stores();
+            let stores = self.back_stores();
             self.loop_back(stores);
             return;
         }
@@ -285,7 +296,7 @@ impl Gen<'_> {
             };
             let _ = back;
             let l = self.a.new_dynamic_label();
-            let stores = self.pending_stores();
+            let stores = self.back_stores();
             x64!(self.a ; test Rq(h), Rq(h));
             self.jcc(cc, l);
             self.sync();
@@ -318,7 +329,7 @@ impl Gen<'_> {
                 (taken, hc ^ 1)
             };
             let l = self.a.new_dynamic_label();
-            let stores = self.pending_stores();
+            let stores = self.back_stores();
             self.jcc(hc, l);
             self.sync();
             self.exit_const(other);

@@ -3,7 +3,7 @@
 //! tables in guest memory; one file per instruction family or topic.
 
 mod alu;
-mod bench;
+mod conformance;
 mod exceptions;
 mod fuzz;
 mod golden;
@@ -11,7 +11,6 @@ mod long;
 mod modes;
 mod prot;
 mod real;
-mod roms;
 mod string;
 mod system;
 
@@ -26,11 +25,12 @@ use crate::memory::{GuestMemory, RegionKind};
 use crate::state::{CpuState, DescriptorTable, Segment, bits};
 use crate::vcpu::{Accelerator, Vcpu};
 
-/// Records port and MMIO writes; reads return all ones.
+/// Records port and MMIO writes and MMIO reads; reads return all ones.
 #[derive(Debug, Default)]
 pub struct TestIo {
     pub writes: Mutex<Vec<(u16, Vec<u8>)>>,
     pub mmio: Mutex<Vec<(u64, Vec<u8>)>>,
+    pub mmio_reads: Mutex<Vec<(u64, usize)>>,
 }
 
 impl TestIo {
@@ -52,7 +52,8 @@ impl IoHandler for TestIo {
     fn pio_write(&self, _: usize, port: u16, data: &[u8]) {
         self.writes.lock().unwrap().push((port, data.to_vec()));
     }
-    fn mmio_read(&self, _: usize, _: u64, data: &mut [u8]) {
+    fn mmio_read(&self, _: usize, addr: u64, data: &mut [u8]) {
+        self.mmio_reads.lock().unwrap().push((addr, data.len()));
         data.fill(0xff);
     }
     fn mmio_write(&self, _: usize, addr: u64, data: &[u8]) {

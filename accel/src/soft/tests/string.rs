@@ -108,3 +108,45 @@ fn long_rep_yields_and_resumes() {
     // mov, mov, mov, rep stosb, hlt: each counted once.
     assert_eq!(m.cpu.counters().instructions, Some(5));
 }
+
+#[test]
+fn single_step_runs_one_rep_iteration_per_step() {
+    // As with TF on hardware: RIP stays at the instruction until the last iteration.
+    let mut m = Machine::new();
+    let s = long_state(&m);
+    let code = asm(64, CODE, |a| {
+        a.mov(rdi, 0x6000u64).unwrap();
+        a.mov(ecx, 3).unwrap();
+        a.rep().stosb().unwrap();
+        a.xor(ecx, ecx).unwrap();
+        a.rep().stosb().unwrap(); // RCX = 0: one step, no iteration
+        a.mov(rsi, 0x6000u64).unwrap();
+        a.mov(ecx, 8).unwrap();
+        a.repe().cmpsb().unwrap(); // [0x6000] = 0 vs [0x6003] = 0, then 0 vs 1: 2 steps
+        a.hlt().unwrap();
+    });
+    m.load(CODE, &code);
+    m.load(0x6004, &[1]);
+    m.set(&s);
+    m.cpu.set_single_step(true).unwrap();
+    let mut step = |m: &mut Machine| {
+        assert_eq!(m.run(), Exit::SingleStep);
+        let s = m.state();
+        (s.rip, s.reg(Reg::Rcx), s.reg(Reg::Rdi))
+    };
+    step(&mut m);
+    step(&mut m);
+    let rep = CODE + 15;
+    assert_eq!(step(&mut m), (rep, 2, 0x6001));
+    assert_eq!(step(&mut m), (rep, 1, 0x6002));
+    assert_eq!(step(&mut m), (rep + 2, 0, 0x6003));
+    step(&mut m);
+    assert_eq!(step(&mut m), (rep + 6, 0, 0x6003));
+    step(&mut m);
+    step(&mut m);
+    let cmps = rep + 6 + 15;
+    assert_eq!(step(&mut m), (cmps, 7, 0x6004));
+    assert_eq!(step(&mut m), (cmps + 2, 6, 0x6005));
+    // Each REP retires once, when it finishes.
+    assert_eq!(m.cpu.counters().instructions, Some(8));
+}

@@ -1,5 +1,5 @@
-//! Port I/O: IN and OUT with an immediate or DX port, checked against IOPL in protected mode
-//! (there is no TSS I/O bitmap: a denied access raises #GP(0)).
+//! Port I/O: IN and OUT with an immediate or DX port, checked against IOPL and the TSS I/O
+//! permission bitmap in protected mode (a denied access raises #GP(0)).
 
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
@@ -25,11 +25,11 @@ fn port(c: &Ctx, i: &Instruction, n: u32) -> u16 {
 }
 
 fn port_in(c: &mut Ctx, i: &Instruction) -> R<()> {
-    if !super::string::io_allowed(c) {
-        return Err(gp(0));
-    }
     let sz = op_size(i, 0);
     let p = port(c, i, 1);
+    if !super::string::io_allowed(c, p, sz)? {
+        return Err(gp(0));
+    }
     let mut b = [0u8; 4];
     c.io.pio_read(c.c.index, p, &mut b[..usize::from(sz)]);
     c.c.counters.bump(ExitReasonKind::IoIn);
@@ -38,11 +38,11 @@ fn port_in(c: &mut Ctx, i: &Instruction) -> R<()> {
 }
 
 fn port_out(c: &mut Ctx, i: &Instruction) -> R<()> {
-    if !super::string::io_allowed(c) {
-        return Err(gp(0));
-    }
     let sz = op_size(i, 1);
     let p = port(c, i, 0);
+    if !super::string::io_allowed(c, p, sz)? {
+        return Err(gp(0));
+    }
     let v = c.c.get(0, sz) as u32;
     c.io.pio_write(c.c.index, p, &v.to_le_bytes()[..usize::from(sz)]);
     c.c.counters.bump(ExitReasonKind::IoOut);

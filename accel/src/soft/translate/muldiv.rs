@@ -1,11 +1,14 @@
 //! MUL, IMUL (one, two and three operands), DIV and IDIV with #DE on a zero divisor or a
-//! quotient that does not fit. After MUL/IMUL CF = OF = "the high half is significant".
+//! quotient that does not fit. After MUL/IMUL CF = OF = "the high half is significant"; the
+//! undefined flags get the values an Intel CPU gives; DIV and IDIV leave every flag alone, as
+//! Intel CPUs do.
 
 use iced_x86::{Instruction, Mnemonic};
 
 use super::{Builder, op_size};
 use crate::soft::cpu::{Ctx, Fault, R, vec};
-use crate::soft::flags::{CcOp, mask, sext};
+use crate::soft::flags::{mask, parity, sext, sign_bit};
+use crate::state::rflags::{AF, CF, OF, PF, SF, ZF};
 
 const DE: Fault = Fault::Exc {
     vector: vec::DE,
@@ -55,8 +58,19 @@ fn mul(c: &mut Ctx, i: &Instruction) -> R<()> {
     } else {
         c.wr_sz(i, 0, sz, lo)?;
     }
-    c.c.lazy.set(CcOp::Mul, sz, a, b, lo);
-    c.c.lazy.aux = u64::from(ovf);
+    // CF = OF = "the high half is significant". SF ZF AF PF are undefined: Intel CPUs give SF
+    // and PF from the low half, and clear ZF (even for a zero product) and AF.
+    let mut f = c.c.rflags() & !(CF | PF | AF | ZF | SF | OF);
+    if ovf {
+        f |= CF | OF;
+    }
+    if lo & sign_bit(sz) != 0 {
+        f |= SF;
+    }
+    if parity(lo) {
+        f |= PF;
+    }
+    c.c.set_rflags(f);
     Ok(())
 }
 

@@ -47,12 +47,28 @@ fn addr_size(i: &Instruction) -> u8 {
 }
 
 /// Whether port I/O is allowed at the current privilege (no TSS bitmap: IOPL only).
-pub fn io_allowed(c: &Ctx) -> bool {
+pub fn io_allowed(c: &mut Ctx, port: u16, size: u8) -> R<bool> {
     if !c.c.pe() {
-        return true;
+        return Ok(true);
     }
     let iopl = ((c.c.s.rflags & rflags::IOPL) >> 12) as u8;
-    c.c.s.rflags & rflags::VM == 0 && c.c.cpl() <= iopl
+    if c.c.s.rflags & rflags::VM == 0 && c.c.cpl() <= iopl {
+        return Ok(true);
+    }
+    // The TSS I/O permission bitmap (SDM 20.5.2): every bit of the accessed ports must be
+    // clear, and the bytes holding them inside the TSS limit.
+    let tr = c.c.s.tr;
+    if tr.unusable || !matches!(tr.typ, 0x9 | 0xb) || tr.limit < 0x67 {
+        return Ok(false);
+    }
+    let base = c.sys_read(tr.base + 0x66, 2)?;
+    let byte = base + u64::from(port / 8);
+    if byte + 1 > u64::from(tr.limit) {
+        return Ok(false);
+    }
+    let bits = c.sys_read(tr.base + byte, 2)?;
+    let want = ((1u64 << size) - 1) << (port % 8);
+    Ok(bits & want == 0)
 }
 
 fn string(c: &mut Ctx, i: &Instruction) -> R<()> {
@@ -67,8 +83,11 @@ fn string(c: &mut Ctx, i: &Instruction) -> R<()> {
         Cmpsb | Cmpsw | Cmpsd | Cmpsq | Scasb | Scasw | Scasd | Scasq
     );
     let is_io = matches!(m, Insb | Insw | Insd | Outsb | Outsw | Outsd);
-    if is_io && !io_allowed(c) {
-        return Err(crate::soft::cpu::gp(0));
+    if is_io {
+        let port = c.c.get(2, 2) as u16;
+        if !io_allowed(c, port, sz)? {
+            return Err(crate::soft::cpu::gp(0));
+        }
     }
     let src_seg = super::sreg(i.memory_segment());
     let step = if c.c.s.rflags & rflags::DF != 0 {

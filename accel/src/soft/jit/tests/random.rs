@@ -356,6 +356,10 @@ fn fuzz(bits: u32, seed: u64) {
         let reps = 1 + rng.below(6) as u32;
         let code = program(&mut rng, bits, len, reps, jumps);
         let fill: Vec<u8> = (0..0x1000).map(|_| rng.next() as u8).collect();
+        if std::env::var("JANUS_JIT_FUZZ_DUMP").is_ok_and(|v| v == p.to_string()) {
+            std::fs::write(format!("/tmp/jitfuzz-{bits}-{p}.code"), &code).unwrap();
+            std::fs::write(format!("/tmp/jitfuzz-{bits}-{p}.fill"), &fill).unwrap();
+        }
         let setup = |m: &Machine, _: &mut CpuState| {
             m.mem.load(SANDBOX, &fill).unwrap();
         };
@@ -364,14 +368,29 @@ fn fuzz(bits: u32, seed: u64) {
             setup(&m, &mut s);
             m.load(CODE, &code);
             m.set(&s);
+            // A watchdog: a program that does not halt in time is reported, not waited for.
+            let k = crate::vcpu::Vcpu::kicker(&m.cpu);
+            let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let d = done.clone();
+            let dog = std::thread::spawn(move || {
+                for _ in 0..200 {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                    if d.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                }
+                k.kick();
+            });
             let e = m.run();
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            dog.join().unwrap();
             let s = m.state();
             (m, e, s)
         };
         let (mi, ei, si) = run(Machine::new());
         let (mj, ej, sj) = run(jit_machine());
         let ctx = || format!("mode {bits}, program {p} (seed {seed:#x})");
-        assert_eq!(ei, ej, "{}: exits differ", ctx());
+        assert_eq!(ei, ej, "{}: exits differ\ncode: {code:02x?}", ctx());
         assert_eq!(
             si,
             sj,
@@ -396,4 +415,44 @@ fn jit_random_programs_32() {
 #[test]
 fn jit_random_programs_64() {
     fuzz(64, 0xd1b5_4a32_d192_ed03);
+}
+
+/// Replays a program dumped with `JANUS_JIT_FUZZ_DUMP=N` (`JANUS_JIT_REPLAY=/tmp/jitfuzz-64-N`),
+/// printing both final states after each number of loop iterations.
+#[test]
+#[ignore]
+fn jit_replay_dumped_program() {
+    let Ok(base) = std::env::var("JANUS_JIT_REPLAY") else {
+        return;
+    };
+    let bits = if base.contains("-32-") { 32 } else { 64 };
+    let code = std::fs::read(format!("{base}.code")).unwrap();
+    let fill = std::fs::read(format!("{base}.fill")).unwrap();
+    let mov_cnt: &[u8] = if bits == 64 { &[0x49, 0xbf] } else { &[0xbf] };
+    let p = code
+        .windows(mov_cnt.len())
+        .position(|w| w == mov_cnt)
+        .unwrap()
+        + mov_cnt.len();
+    for reps in 1..=code[p] {
+        let mut c = code.clone();
+        c[p] = reps;
+        let run = |mut m: Machine| {
+            let s = state_for(&m, bits);
+            m.mem.load(SANDBOX, &fill).unwrap();
+            m.load(CODE, &c);
+            m.set(&s);
+            let e = m.run();
+            (e, m.state(), m)
+        };
+        let (_, si, _) = run(Machine::new());
+        let (_, sj, m) = run(jit_machine());
+        println!("reps {reps}: same {}\ninterp:\n{si}\njit:\n{sj}", si == sj);
+        if si != sj {
+            for (rip, ir, _, _) in m.cpu.jit().unwrap().dump() {
+                println!("block {rip:#x}\n{ir}");
+            }
+            break;
+        }
+    }
 }
