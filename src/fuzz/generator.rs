@@ -406,6 +406,19 @@ fn defines(insn: &Instruction) -> u32 {
     (insn.rflags_written() | insn.rflags_set() | insn.rflags_cleared()) & !insn.rflags_undefined()
 }
 
+/// Whether some instruction of `program` reads a flag that an earlier one left undefined (the
+/// generator never makes such programs; the shrinker must not either).
+pub fn reads_undefined_flags(bitness: u32, program: &[u8]) -> bool {
+    let mut undefined = 0u32;
+    for i in iced_x86::Decoder::with_ip(bitness, program, PROGRAM, iced_x86::DecoderOptions::NONE) {
+        if i.rflags_read() & undefined != 0 {
+            return true;
+        }
+        undefined = (undefined & !defines(&i)) | i.rflags_undefined();
+    }
+    false
+}
+
 /// The RFLAGS bits (iced-x86 `RflagsBits`) that any instruction of `program` leaves undefined:
 /// what a whole-program comparison must mask in the final flags.
 pub fn undefined_flags(bitness: u32, program: &[u8]) -> u32 {
