@@ -5,6 +5,8 @@
 //! physical address and mode, and runs it in the interpreter. Flags are computed lazily; faults
 //! are precise; port I/O and every physical access outside RAM go to the [`IoHandler`].
 
+#[doc(hidden)]
+pub mod bench_api;
 mod cache;
 mod cpu;
 mod decode;
