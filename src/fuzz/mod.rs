@@ -263,7 +263,10 @@ pub fn fuzz(opts: &FuzzOptions) -> Result<FuzzSummary, MachineError> {
 
 fn diverges_at(r: &Repro, opts: &FuzzOptions, mnemonic: &str) -> bool {
     match run_case(r, opts.a, opts.b, &opts.kvm_path) {
-        Ok(DiffReport { end: DiffEnd::Diverged(d), .. }) => mnemonic_of(&d.insn.text) == mnemonic,
+        Ok(DiffReport {
+            end: DiffEnd::Diverged(d),
+            ..
+        }) => mnemonic_of(&d.insn.text) == mnemonic,
         _ => false,
     }
 }
