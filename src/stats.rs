@@ -37,7 +37,7 @@ pub fn format(o: &RunOutcome) -> String {
         );
     }
     for (k, v) in &o.counters.extra {
-        let _ = writeln!(s, "  {k:<20}{v}");
+        let _ = writeln!(s, "  {k}: {v}");
     }
     let _ = writeln!(
         s,

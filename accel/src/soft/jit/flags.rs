@@ -355,7 +355,14 @@ impl Gen<'_> {
             Fk::Known {
                 cc: CcOp::Inc | CcOp::Dec,
                 ..
-            } => return self.r.flag[fv::X],
+            } => {
+                // Kept as it is; its register must survive the op's other allocations.
+                let x = self.r.flag[fv::X];
+                if let FLoc::Reg(h) = x {
+                    self.lock(V::R(h));
+                }
+                return x;
+            }
             Fk::Known {
                 cc: CcOp::Logic, ..
             } => return FLoc::Imm(0),
@@ -379,6 +386,21 @@ impl Gen<'_> {
         FLoc::Reg(t)
     }
 
+    /// Frees the registers of the pending flag values other than `keep` (once nothing will read
+    /// them: an op that replaces the flags has taken what it needs).
+    fn drop_flag_values(&mut self, keep: FLoc) {
+        for f in [fv::A, fv::B, fv::R, fv::X] {
+            if let FLoc::Reg(h) = self.r.flag[f] {
+                if keep != FLoc::Reg(h) {
+                    self.r.own[usize::from(h)] = Own::Free;
+                    self.r.locked &= !(1 << h);
+                    self.r.flag[f] = FLoc::None;
+                    self.r.fdirty &= !(1 << f);
+                }
+            }
+        }
+    }
+
     /// A flag value taken from temporary `t`.
     fn flag_from(&mut self, t: T) -> FLoc {
         match self.val(t) {
@@ -397,6 +419,7 @@ impl Gen<'_> {
         } else {
             FLoc::None
         };
+        self.drop_flag_values(x);
         let fr = self.flag_from(r);
         let (fa, fb) = if cc == CcOp::Logic {
             (FLoc::None, FLoc::None)
@@ -431,6 +454,9 @@ impl Gen<'_> {
         } else {
             FLoc::None
         };
+        if live {
+            self.drop_flag_values(x);
+        }
         let g = self.guest(r, true);
         let src = match s {
             Some(s) => V::R(self.guest(s, true)),

@@ -564,7 +564,15 @@ impl Jit {
         });
         if e.code.is_none() {
             e.runs += 1;
-            let demoted = self.smc_pages.get(&page).is_some_and(|&n| n >= SMC_LIMIT);
+            let mut demoted = self.smc_pages.get(&page).is_some_and(|&n| n >= SMC_LIMIT);
+            // Tests: JANUS_JIT_ONLY=RIP,... compiles only those blocks (to find a culprit).
+            if cfg!(test) {
+                if let Ok(only) = std::env::var("JANUS_JIT_ONLY") {
+                    demoted |= !only
+                        .split(',')
+                        .any(|x| u64::from_str_radix(x.trim_start_matches("0x"), 16) == Ok(b.rip));
+                }
+            }
             if e.refused || e.runs < self.hot || demoted {
                 self.stats.interpreted += 1;
                 return interp::run(ctx, b, &mut self.temps);

@@ -1,7 +1,7 @@
 //! Helper calls that the JIT compiles itself because they sit in hot loops: ROL and ROR of a
 //! register by a constant, and two- and three-operand IMUL on registers. Each follows its
 //! helper exactly (results, and the flags the helper leaves in `Lazy`: explicit flags after a
-//! rotate, `Mul` with the overflow in `aux` after IMUL); the equivalence tests hold them to it.
+//! rotate and after IMUL); the equivalence tests hold them to it.
 
 use dynasmrt::{DynasmApi, dynasm};
 use iced_x86::{Instruction, Mnemonic, OpKind};
@@ -93,6 +93,12 @@ impl Gen<'_> {
                 let bits = u32::from(sz) * 8;
                 let cnt = u32::from(cnt) & if sz == 8 { 63 } else { 31 };
                 if cnt == 0 {
+                    // The operand is written back unchanged (a 32-bit write clears the top).
+                    if sz == 4 {
+                        let g = self.guest(r, true);
+                        x64!(self.a ; mov Rd(g), Rd(g));
+                        self.dirty(r);
+                    }
                     return;
                 }
                 let n = (cnt % bits) as i8;
@@ -167,18 +173,26 @@ impl Gen<'_> {
                 if !live {
                     return;
                 }
+                // As the helper: CF = OF = overflow, SF and PF from the low half, ZF and AF
+                // clear, as explicit flags.
                 let x = self.alloc();
-                let res = self.alloc();
+                let t = self.alloc();
+                x64!(self.a ; setc Rb(x) ; movzx Rd(x), Rb(x));
+                match sz {
+                    2 => x64!(self.a ; test Rw(gd), Rw(gd)),
+                    4 => x64!(self.a ; test Rd(gd), Rd(gd)),
+                    _ => x64!(self.a ; test Rq(gd), Rq(gd)),
+                }
                 x64!(self.a
-                    ; setc Rb(x)
-                    ; movzx Rd(x), Rb(x)
-                    ; mov Rq(res), Rq(gd)
+                    ; pushfq
+                    ; pop Rq(t)
+                    ; and Rd(t), 0x84
+                    ; neg Rd(x)
+                    ; and Rd(x), 0x801
+                    ; or Rd(t), Rd(x)
                 );
-                self.install(
-                    CcOp::Mul,
-                    sz,
-                    [FLoc::None, FLoc::None, FLoc::Reg(res), FLoc::Reg(x)],
-                );
+                let flags = [FLoc::None, FLoc::None, FLoc::None, FLoc::Reg(t)];
+                self.install(CcOp::Eflags, sz, flags);
             }
         }
     }

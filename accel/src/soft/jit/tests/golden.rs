@@ -21,6 +21,11 @@ fn dump(bits: u32, f: impl Fn(&mut CodeAssembler)) -> String {
     );
     m.set(&s);
     assert_eq!(m.run(), Exit::Halt);
+    disasm_blocks(&m, bits)
+}
+
+/// The IR and disassembled host code of every block `m` compiled.
+pub(super) fn disasm_blocks(m: &Machine, bits: u32) -> String {
     let mut out = String::new();
     let mut fmt = IntelFormatter::new();
     let mut text = String::new();

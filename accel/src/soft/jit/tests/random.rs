@@ -432,11 +432,12 @@ fn jit_replay_dumped_program() {
     let p = code
         .windows(mov_cnt.len())
         .position(|w| w == mov_cnt)
-        .unwrap()
-        + mov_cnt.len();
-    for reps in 1..=code[p] {
+        .map(|p| p + mov_cnt.len());
+    for reps in 1..=p.map_or(1, |p| code[p]) {
         let mut c = code.clone();
-        c[p] = reps;
+        if let Some(p) = p {
+            c[p] = reps;
+        }
         let run = |mut m: Machine| {
             let s = state_for(&m, bits);
             m.mem.load(SANDBOX, &fill).unwrap();
@@ -449,10 +450,65 @@ fn jit_replay_dumped_program() {
         let (_, sj, m) = run(jit_machine());
         println!("reps {reps}: same {}\ninterp:\n{si}\njit:\n{sj}", si == sj);
         if si != sj {
-            for (rip, ir, _, _) in m.cpu.jit().unwrap().dump() {
-                println!("block {rip:#x}\n{ir}");
-            }
+            println!("{}", super::golden::disasm_blocks(&m, bits));
             break;
         }
     }
+}
+
+/// Shrinks a dumped program (`JANUS_JIT_REPLAY`) by turning instructions into NOPs while the
+/// two runs still disagree, and prints what is left.
+#[test]
+#[ignore]
+fn jit_shrink_dumped_program() {
+    let Ok(base) = std::env::var("JANUS_JIT_REPLAY") else {
+        return;
+    };
+    let bits = if base.contains("-32-") { 32 } else { 64 };
+    let mut code = std::fs::read(format!("{base}.code")).unwrap();
+    let fill = std::fs::read(format!("{base}.fill")).unwrap();
+    let differs = |c: &[u8]| {
+        let run = |mut m: Machine| {
+            let s = state_for(&m, bits);
+            m.mem.load(SANDBOX, &fill).unwrap();
+            m.load(CODE, c);
+            m.set(&s);
+            let e = m.run();
+            (e, m.state())
+        };
+        run(Machine::new()) != run(jit_machine())
+    };
+    assert!(differs(&code));
+    let insns: Vec<(usize, usize)> = {
+        let mut d = iced_x86::Decoder::with_ip(bits, &code, CODE, 0);
+        let mut v = Vec::new();
+        while d.can_decode() {
+            let i = d.decode();
+            v.push(((i.ip() - CODE) as usize, i.len()));
+        }
+        v
+    };
+    for &(at, len) in insns.iter().rev() {
+        let mut c = code.clone();
+        let i = iced_x86::Decoder::with_ip(bits, &code[at..], CODE + at as u64, 0).decode();
+        if i.is_jcc_short_or_near()
+            || i.mnemonic() == iced_x86::Mnemonic::Hlt
+            || i.mnemonic() == iced_x86::Mnemonic::Dec
+                && i.op0_register() == iced_x86::Register::R15
+        {
+            continue;
+        }
+        c[at..at + len].fill(0x90);
+        if differs(&c) {
+            code = c;
+        }
+    }
+    let mut d = iced_x86::Decoder::with_ip(bits, &code, CODE, 0);
+    while d.can_decode() {
+        let i = d.decode();
+        if i.mnemonic() != iced_x86::Mnemonic::Nop {
+            println!("{:#x}: {i}", i.ip());
+        }
+    }
+    std::fs::write(format!("{base}.shrunk"), &code).unwrap();
 }
