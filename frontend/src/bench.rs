@@ -281,23 +281,33 @@ fn plot(results: &[Vec<Summary>], path: &Path) -> Result<()> {
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..n as f64, 0f64..max * 1.1)
+        .build_cartesian_2d(0f64..n as f64, -max * 0.08..max * 1.1)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let names: Vec<&str> = results.iter().map(|r| r[0].workload).collect();
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(n * 2)
-        .x_label_formatter(&|x| {
-            let i = x.floor() as usize;
-            if (x - i as f64 - 0.5).abs() < 0.26 {
-                names.get(i).map_or(String::new(), |s| s.to_string())
-            } else {
-                String::new()
-            }
-        })
+        .disable_x_axis()
         .y_desc("MIPS")
         .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Workload names under their groups of bars.
+    let style =
+        ("sans-serif", 14)
+            .into_font()
+            .color(&BLACK)
+            .pos(plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Center,
+                plotters::style::text_anchor::VPos::Center,
+            ));
+    chart
+        .draw_series(names.iter().enumerate().map(|(i, name)| {
+            Text::new(
+                name.to_string(),
+                (i as f64 + 0.5, -max * 0.04),
+                style.clone(),
+            )
+        }))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let colors = [
         RGBColor(31, 119, 180),
