@@ -88,7 +88,8 @@ fn shift_by_zero_of_a_read_only_page_faults_as_a_write() {
 fn read_modify_write_of_a_missing_page_faults_as_a_write() {
     // Above 8 MiB nothing is mapped. The CPU reads a read-modify-write operand with write
     // intent: add [m], bts [m], xchg [m] report W; a plain read and BT do not.
-    let cases: [(fn(&mut CodeAssembler), u64); 5] = [
+    type Case = (fn(&mut CodeAssembler), u64);
+    let cases: [Case; 5] = [
         (|a| a.add(dword_ptr(rdi), 1).unwrap(), 2),
         (|a| a.bts(qword_ptr(rdi), rax).unwrap(), 2),
         (|a| a.xchg(qword_ptr(rdi), rax).unwrap(), 2),

@@ -129,7 +129,7 @@ fn single_step_runs_one_rep_iteration_per_step() {
     m.load(0x6004, &[1]);
     m.set(&s);
     m.cpu.set_single_step(true).unwrap();
-    let mut step = |m: &mut Machine| {
+    let step = |m: &mut Machine| {
         assert_eq!(m.run(), Exit::SingleStep);
         let s = m.state();
         (s.rip, s.reg(Reg::Rcx), s.reg(Reg::Rdi))

@@ -96,6 +96,8 @@ fn cli_and_port_io_at_cpl3_raise_gp() {
         m.load(0x9000, &[0xf4]);
         m.mem.write_le(TSS + 4, 4, 0x60000).unwrap();
         m.mem.write_le(TSS + 8, 2, u64::from(DS32)).unwrap();
+        // I/O map base past the TSS limit: no port is permitted at CPL3 with IOPL 0.
+        m.mem.write_le(TSS + 0x66, 2, 0x68).unwrap();
         s.cs = seg_from(CS32_USER, desc(0, 0xfffff, 0xfb, 0xc));
         let dseg = seg_from(DS32_USER, desc(0, 0xfffff, 0xf3, 0xc));
         (s.ds, s.es, s.ss) = (dseg, dseg, dseg);
