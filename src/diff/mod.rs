@@ -383,11 +383,23 @@ fn compare_ram(a: &GuestMemory, b: &GuestMemory) -> Vec<(u64, u8, u8)> {
     out
 }
 
-fn copy_ranges(from: &GuestMemory, to: &GuestMemory, ranges: &[(u64, usize)]) {
-    for &(pa, len) in ranges {
-        let mut buf = vec![0u8; len];
-        if from.read(pa, &mut buf).is_ok() {
-            let _ = to.write(pa, &buf);
+/// Makes `to`'s RAM equal to `from`'s, copying only the chunks that differ.
+fn copy_ram(from: &GuestMemory, to: &GuestMemory) {
+    const CHUNK: usize = 64 << 10;
+    let mut a = vec![0u8; CHUNK];
+    let mut b = vec![0u8; CHUNK];
+    for r in from.regions() {
+        let mut off = 0;
+        while off < r.size() {
+            let n = CHUNK.min((r.size() - off) as usize);
+            let addr = r.base() + off;
+            if from.read(addr, &mut a[..n]).is_ok()
+                && to.read(addr, &mut b[..n]).is_ok()
+                && a[..n] != b[..n]
+            {
+                let _ = to.write(addr, &a[..n]);
+            }
+            off += n as u64;
         }
     }
 }
@@ -507,7 +519,9 @@ fn lockstep(
                 .entry(format!("{:?}", insn.mnemonic()).to_lowercase())
                 .or_default() += 1;
             if let Ok(sb) = b.vcpu.state() {
-                copy_ranges(&b.mem, &a.mem, &writes);
+                // All of memory, not only the instruction's operands: an INT3 or INTO that
+                // delivers an exception also writes its frame on the stack.
+                copy_ram(&b.mem, &a.mem);
                 let _ = a.vcpu.set_state(&sb);
             }
             let _ = replayer.finish();
@@ -614,8 +628,15 @@ fn lockstep(
             }
         }
         // CPUID describes each backend's own features: replay A's answer to B.
-        if insn.mnemonic() == Mnemonic::Cpuid && sa.rip == sb.rip {
-            for r in [0, 1, 2, 3] {
+        // So do the time-stamp counter reads: each backend has its own clock.
+        let replayed: &[usize] = match insn.mnemonic() {
+            Mnemonic::Cpuid => &[0, 1, 2, 3],
+            Mnemonic::Rdtsc => &[0, 2],
+            Mnemonic::Rdtscp => &[0, 1, 2],
+            _ => &[],
+        };
+        if !replayed.is_empty() && sa.rip == sb.rip {
+            for &r in replayed {
                 sb.gpr[r] = sa.gpr[r];
             }
             if let Err(e) = b.vcpu.set_state(&sb) {
