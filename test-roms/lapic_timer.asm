@@ -42,7 +42,8 @@
 TIMER_VEC       equ 0x61            ; the timer's vector (class 6)
 LOW_VEC         equ 0x41            ; class 4: held by TPR 0x40
 HIGH_VEC        equ 0x51            ; class 5: above TPR 0x40
-ONESHOT_COUNT   equ 200000          ; x16: 3.2 ms at 1 GHz
+ONESHOT_COUNT   equ 2000000         ; x16: 32 ms at 1 GHz (long enough that a busy host cannot
+                                    ; let it expire between two MMIO accesses)
 PERIODIC_COUNT  equ 62500           ; x16: 1 ms at 1 GHz
 TSC_DELTA       equ 2000000         ; TSC-deadline: 2 M TSC cycles ahead
 WD_PIT_COUNT    equ 11932           ; watchdog: 100 Hz

@@ -53,3 +53,29 @@ fn step_limit_is_honoured() {
     assert!(matches!(r.end, DiffEnd::StepLimit));
     assert_eq!(r.steps, 50);
 }
+
+#[test]
+fn test_roms_agree_kvm_against_interp_and_jit() {
+    if !kvm_or_skip("roms in lockstep") {
+        return;
+    }
+    for b in [DiffBackend::Interp, DiffBackend::Jit] {
+        for name in [
+            "hello", "realmode", "protmode", "longmode", "portio", "demo",
+        ] {
+            let opts = DiffOptions {
+                a: DiffBackend::Kvm,
+                b,
+                ..Default::default()
+            };
+            let r = diff_image(&rom(name), &opts).expect("differ starts");
+            match r.end {
+                DiffEnd::Agreed(reason) => {
+                    assert_eq!(reason, StopReason::GuestExit(0), "{name} {b:?}")
+                }
+                DiffEnd::Diverged(d) => panic!("{name}: kvm and {b:?} diverged:\n{d}"),
+                DiffEnd::StepLimit => panic!("{name}: step limit"),
+            }
+        }
+    }
+}

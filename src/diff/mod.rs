@@ -264,6 +264,15 @@ fn make_side(
     Ok(Side { vcpu, mem, pvm })
 }
 
+/// One more step of `side` (its I/O served by `io`): the exit and the state after it.
+fn step_once(
+    side: &mut Side,
+    io: &dyn janus_accel::IoHandler,
+) -> Result<(Exit, CpuState), janus_accel::VcpuError> {
+    let exit = side.vcpu.run(io)?;
+    Ok((exit, side.vcpu.state()?))
+}
+
 fn exit_name(e: &Exit) -> String {
     match e {
         Exit::Halt => "halt".into(),
@@ -539,8 +548,8 @@ fn lockstep(
             }
         };
         if ss_load && sb.rip != sa.rip && matches!(exit_b, Exit::SingleStep) {
-            exit_b = match b.vcpu.run(&replayer) {
-                Ok(e) => e,
+            match step_once(&mut b, &replayer) {
+                Ok((e, s)) => (exit_b, sb) = (e, s),
                 Err(e) => {
                     return report(
                         step,
@@ -548,9 +557,6 @@ fn lockstep(
                         no_oracle,
                     );
                 }
-            };
-            if let Ok(s) = b.vcpu.state() {
-                sb = s;
             }
         }
         // KVM runs a whole `rep ins/outs` in one I/O exit; the software backend steps one
@@ -573,18 +579,8 @@ fn lockstep(
             && (sa.rip != before.rip || counter(&sb) != counter(&sa))
             && catch_up < 1 << 20
         {
-            exit_b = match b.vcpu.run(&replayer) {
-                Ok(e) => e,
-                Err(e) => {
-                    return report(
-                        step,
-                        DiffEnd::Agreed(StopReason::HostError(e.to_string())),
-                        no_oracle,
-                    );
-                }
-            };
-            match b.vcpu.state() {
-                Ok(s) => sb = s,
+            match step_once(&mut b, &replayer) {
+                Ok((e, s)) => (exit_b, sb) = (e, s),
                 Err(e) => {
                     return report(
                         step,
@@ -663,19 +659,8 @@ fn lockstep(
             && matches!(exit_b, Exit::SingleStep)
             && catch_up < 4
         {
-            let rsp_before = sb.gpr[4];
-            exit_b = match b.vcpu.run(&replayer) {
-                Ok(e) => e,
-                Err(e) => {
-                    return report(
-                        step,
-                        DiffEnd::Agreed(StopReason::HostError(e.to_string())),
-                        no_oracle,
-                    );
-                }
-            };
-            match b.vcpu.state() {
-                Ok(s) => sb = s,
+            match step_once(&mut b, &replayer) {
+                Ok((e, s)) => (exit_b, sb) = (e, s),
                 Err(e) => {
                     return report(
                         step,
@@ -684,7 +669,6 @@ fn lockstep(
                     );
                 }
             }
-            let _ = rsp_before;
             catch_up += 1;
         }
         let undefined = iced_flags_to_rflags(insn.rflags_undefined());
