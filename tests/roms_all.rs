@@ -74,10 +74,49 @@ rom_test!(portio, "written by rep outsb", "portio: PASS");
 rom_test!(cmos, "cmos: PASS");
 rom_test!(mmio, "mmio: PASS");
 rom_test!(demo, "demo finished: all modes OK");
-rom_test!(pit_pic, "pit_pic: PASS");
-rom_test!(lapic_timer, "lapic_timer: PASS");
-rom_test!(ioapic_uart, "ioapic_uart: PASS");
-rom_test!(rtc_periodic, "rtc_periodic: PASS");
+/// The interrupt ROMs check real-time behaviour (timer periods against a watchdog timer). On a
+/// loaded host, and on kvm_pvm where ring-0 code is emulated at about 2 M instructions per
+/// second, a descheduled vCPU thread can miss such a window, so one failure is retried once,
+/// loudly; two failures fail the test.
+fn passes_timed(name: &str, must_print: &[&str]) {
+    for accel in backends(name) {
+        let mut r = run_rom(name, accel, T);
+        if r.reason != StopReason::GuestExit(0) {
+            eprintln!(
+                "!!!! {name} on {accel:?} failed once ({}); retrying:\n{}",
+                r.reason, r.serial
+            );
+            r = run_rom(name, accel, T);
+        }
+        assert_eq!(
+            r.reason,
+            StopReason::GuestExit(0),
+            "{name} on {accel:?}:\n{}",
+            r.serial
+        );
+        for line in must_print {
+            assert!(
+                r.serial.contains(line),
+                "{name} on {accel:?} did not print {line:?}:\n{}",
+                r.serial
+            );
+        }
+    }
+}
+
+macro_rules! timed_rom_test {
+    ($name:ident, $($line:expr),*) => {
+        #[test]
+        fn $name() {
+            passes_timed(stringify!($name), &[$($line),*]);
+        }
+    };
+}
+
+timed_rom_test!(pit_pic, "pit_pic: PASS");
+timed_rom_test!(lapic_timer, "lapic_timer: PASS");
+timed_rom_test!(ioapic_uart, "ioapic_uart: PASS");
+timed_rom_test!(rtc_periodic, "rtc_periodic: PASS");
 
 macro_rules! rom_test_hw {
     ($name:ident, $($line:expr),*) => {
