@@ -35,12 +35,24 @@ fn backends_hw_kvm(test: &str) -> Vec<AccelKind> {
 }
 
 fn passes(name: &str, must_print: &[&str]) {
-    passes_on(name, must_print, backends(name));
+    passes_on(name, must_print, backends(name), 0);
 }
 
-fn passes_on(name: &str, must_print: &[&str], on: Vec<AccelKind>) {
+/// Runs `name` on each backend and checks it exits 0 and prints `must_print`; a failure is
+/// retried up to `retries` times, loudly.
+fn passes_on(name: &str, must_print: &[&str], on: Vec<AccelKind>, retries: usize) {
     for accel in on {
-        let r = run_rom(name, accel, T);
+        let mut r = run_rom(name, accel, T);
+        for _ in 0..retries {
+            if r.reason == StopReason::GuestExit(0) {
+                break;
+            }
+            eprintln!(
+                "!!!! {name} on {accel:?} failed ({}); retrying:\n{}",
+                r.reason, r.serial
+            );
+            r = run_rom(name, accel, T);
+        }
         assert_eq!(
             r.reason,
             StopReason::GuestExit(0),
@@ -79,29 +91,7 @@ rom_test!(demo, "demo finished: all modes OK");
 /// second, a descheduled vCPU thread can miss such a window, so one failure is retried once,
 /// loudly; two failures fail the test.
 fn passes_timed(name: &str, must_print: &[&str]) {
-    for accel in backends(name) {
-        let mut r = run_rom(name, accel, T);
-        if r.reason != StopReason::GuestExit(0) {
-            eprintln!(
-                "!!!! {name} on {accel:?} failed once ({}); retrying:\n{}",
-                r.reason, r.serial
-            );
-            r = run_rom(name, accel, T);
-        }
-        assert_eq!(
-            r.reason,
-            StopReason::GuestExit(0),
-            "{name} on {accel:?}:\n{}",
-            r.serial
-        );
-        for line in must_print {
-            assert!(
-                r.serial.contains(line),
-                "{name} on {accel:?} did not print {line:?}:\n{}",
-                r.serial
-            );
-        }
-    }
+    passes_on(name, must_print, backends(name), 1);
 }
 
 macro_rules! timed_rom_test {
@@ -123,7 +113,7 @@ macro_rules! rom_test_hw {
         #[test]
         fn $name() {
             let name = stringify!($name);
-            passes_on(name, &[$($line),*], backends_hw_kvm(name));
+            passes_on(name, &[$($line),*], backends_hw_kvm(name), 0);
         }
     };
 }
