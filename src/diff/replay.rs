@@ -96,6 +96,9 @@ pub struct Replayer {
     mismatches: Mutex<Vec<String>>,
 }
 
+/// Mismatches kept per step.
+const MAX_MISMATCHES: usize = 32;
+
 impl Replayer {
     /// Loads the accesses the other backend made in this step.
     pub fn load(&self, events: Vec<IoEvent>) {
@@ -111,7 +114,9 @@ impl Replayer {
             .unwrap_or_else(|p| p.into_inner())
             .drain(..)
         {
-            m.push(format!("backend b did not make the access {e}"));
+            if m.len() < MAX_MISMATCHES {
+                m.push(format!("backend b did not make the access {e}"));
+            }
         }
         m
     }
@@ -129,14 +134,20 @@ impl Replayer {
                     Some(e) => format!("backend a made {e}"),
                     None => "backend a made no more accesses".into(),
                 };
-                self.mismatches
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(format!(
-                        "backend b made {kind:?} {addr:#x} ({len} bytes) but {what}"
-                    ));
+                self.mismatch(format!(
+                    "backend b made {kind:?} {addr:#x} ({len} bytes) but {what}"
+                ));
                 None
             }
+        }
+    }
+
+    /// Records a mismatch; only the first few are kept (a runaway REP into MMIO would otherwise
+    /// fill memory with them).
+    fn mismatch(&self, m: String) {
+        let mut v = self.mismatches.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() < MAX_MISMATCHES {
+            v.push(m);
         }
     }
 
@@ -151,13 +162,10 @@ impl Replayer {
         if let Some(e) = self.next(kind, addr, data.len())
             && e.data != data
         {
-            self.mismatches
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(format!(
-                    "backend b wrote {:02x?} to {addr:#x}, backend a wrote {:02x?}",
-                    data, e.data
-                ));
+            self.mismatch(format!(
+                "backend b wrote {:02x?} to {addr:#x}, backend a wrote {:02x?}",
+                data, e.data
+            ));
         }
     }
 }

@@ -27,8 +27,30 @@ const MNEMONICS: &[Mnemonic] = {
         Setb, Setae, Sete, Setne, Setbe, Seta, Sets, Setns, Setp, Setnp, Setl, Setge, Setle, Setg,
         Cbw, Cwde, Cdqe, Cwd, Cdq, Cqo, Lahf, Sahf, Clc, Stc, Cmc, Cld, Std, Xadd, Cmpxchg,
         Cmpxchg8b, Daa, Das, Aaa, Aas, Aam, Aad, Xlatb, Nop, Pusha, Pushad, Popcnt, Lzcnt, Tzcnt,
+        Andn, Bextr, Blsi, Blsmsk, Blsr,
     ]
 };
+
+/// VEX-encoded general-purpose instructions (BMI1): drawn in user64 only, where the CPU runs
+/// them (KVM's instruction emulator does not decode VEX).
+const VEX_MNEMONICS: &[Mnemonic] = &[
+    Mnemonic::Andn,
+    Mnemonic::Bextr,
+    Mnemonic::Blsi,
+    Mnemonic::Blsmsk,
+    Mnemonic::Blsr,
+];
+
+/// Legacy encodings everywhere; VEX (BMI1) where the CPU itself is the reference.
+fn encoding_ok(mode: FuzzMode, code: Code) -> bool {
+    match code.encoding() {
+        iced_x86::EncodingKind::Legacy => !VEX_MNEMONICS.contains(&code.mnemonic()),
+        iced_x86::EncodingKind::VEX => {
+            mode == FuzzMode::User64 && VEX_MNEMONICS.contains(&code.mnemonic())
+        }
+        _ => false,
+    }
+}
 
 /// Forms left out where the reference is KVM's instruction emulator (real, prot32 and long64 on
 /// kvm_pvm hosts) because the emulator gets them wrong; user64 runs them on the CPU itself:
@@ -112,6 +134,8 @@ fn supported(k: K) -> bool {
             | K::imm32sex64
             | K::imm64
             | K::seg_rBX_al
+            | K::r32_vvvv
+            | K::r64_vvvv
     )
 }
 
@@ -128,7 +152,7 @@ impl Generator {
             };
             if !ok_mode
                 || !op.is_instruction()
-                || code.encoding() != iced_x86::EncodingKind::Legacy
+                || !encoding_ok(mode, code)
                 || code.flow_control() != FlowControl::Next
                 || code.is_privileged()
                 || op.decoder_option() != 0
@@ -238,6 +262,8 @@ impl Generator {
                 K::r16_reg | K::r16_rm | K::r16_opcode => Op::R(self.gpr(2)),
                 K::r32_reg | K::r32_rm | K::r32_opcode => Op::R(self.gpr(4)),
                 K::r64_reg | K::r64_rm | K::r64_opcode => Op::R(self.gpr(8)),
+                K::r32_vvvv => Op::R(self.gpr(4)),
+                K::r64_vvvv => Op::R(self.gpr(8)),
                 K::al => Op::R(Register::AL),
                 K::cl => Op::R(Register::CL),
                 K::ax => Op::R(Register::AX),
@@ -496,6 +522,7 @@ fn build(code: Code, ops: &[Op]) -> Option<Instruction> {
         [R(a), M(b), I(c)] => Instruction::with3(code, *a, *b, *c),
         [M(a), R(b), I(c)] => Instruction::with3(code, *a, *b, *c),
         [R(a), R(b), R(c)] => Instruction::with3(code, *a, *b, *c),
+        [R(a), R(b), M(c)] => Instruction::with3(code, *a, *b, *c),
         [M(a), R(b), R(c)] => Instruction::with3(code, *a, *b, *c),
         _ => return None,
     };

@@ -360,3 +360,47 @@ fn accesses_crossing_a_page_are_split_there_for_mmio() {
     assert_eq!(st.reg(Reg::Rcx), 0xffff_ffff);
     assert_eq!(m.rd(0x7f_fffe, 2), 0x2211);
 }
+
+#[test]
+fn mul_undefined_flags_and_div_flags_are_intel_s() {
+    // After MUL/IMUL: CF = OF = high half significant, SF and PF from the low half, ZF and AF
+    // clear even for a zero product. DIV and IDIV leave every flag as it was.
+    let (_, s) = run64(|a| {
+        a.mov(rax, 0x8d5u64).unwrap();
+        a.push(rax).unwrap();
+        a.popfq().unwrap();
+        a.xor(eax, eax).unwrap();
+        a.mov(ecx, 5).unwrap();
+        a.mul(ecx).unwrap(); // 0 * 5
+    });
+    assert_eq!(s.reg(Reg::Rax), 0);
+    assert_eq!(s.rflags & ARITH, PF);
+    let (_, s) = run64(|a| {
+        a.mov(eax, -3i32).unwrap();
+        a.mov(ecx, 0x1000_0000).unwrap();
+        a.imul_2(eax, ecx).unwrap(); // 0xd0000000 fits: SF, PF (low byte 0)
+    });
+    assert_eq!(s.rflags & ARITH, SF | PF);
+    let (_, s) = run64(|a| {
+        a.mov(rax, 0x8d5u64).unwrap();
+        a.push(rax).unwrap();
+        a.popfq().unwrap();
+        a.mov(eax, 0x4000_0000).unwrap();
+        a.mov(ecx, 4).unwrap();
+        a.imul_2(eax, ecx).unwrap(); // overflow to a zero low half: ZF still clear
+    });
+    assert_eq!(s.reg(Reg::Rax), 0);
+    assert_eq!(s.rflags & ARITH, CF | OF | PF);
+    let (_, s) = run64(|a| {
+        a.mov(rax, 0x8d5u64).unwrap();
+        a.push(rax).unwrap();
+        a.popfq().unwrap();
+        a.mov(eax, 100).unwrap();
+        a.xor(edx, edx).unwrap(); // flags: ZF PF
+        a.stc().unwrap();
+        a.mov(ecx, 7).unwrap();
+        a.div(ecx).unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rax), 14);
+    assert_eq!(s.rflags & ARITH, ZF | PF | CF);
+}
