@@ -17,6 +17,7 @@ pub mod ir;
 mod jit;
 mod mmu;
 mod seg;
+mod trace;
 mod translate;
 
 #[cfg(test)]
@@ -123,6 +124,7 @@ impl Accelerator for SoftAccel {
             jit,
             index,
             halted: false,
+            trace: trace::Trace::from_env(),
         })
     }
 }
@@ -141,11 +143,16 @@ pub struct SoftVcpu {
     index: usize,
     /// Halted by HLT until an interrupt is delivered.
     halted: bool,
+    /// `JANUS_SOFT_TRACE` debug tracing.
+    trace: Option<Box<trace::Trace>>,
 }
 
 impl SoftVcpu {
     /// A failure exit at the current instruction.
     fn failed(&mut self, what: &str, detail: &str) -> Exit {
+        if let Some(t) = &self.trace {
+            t.dump(self.index);
+        }
         let state = self.snapshot();
         let bits = state.code_bitness();
         let mut bytes = vec![0u8; 15];
@@ -227,7 +234,7 @@ impl SoftVcpu {
             }
             let ev = &mut ctx.c.s.events;
             let shadow = ev.sti_shadow || ev.mov_ss_shadow;
-            let single = self.single_step || shadow;
+            let single = self.single_step || shadow || self.trace.as_ref().is_some_and(|t| t.insns);
             let mode = translate::mode_key(ctx.c, single);
             let rip = ctx.c.s.rip;
             let lin = if ctx.c.long64() {
@@ -270,6 +277,16 @@ impl SoftVcpu {
                 ev.mov_ss_shadow = false;
             }
             ctx.c.smc = false;
+            if let Some(t) = self.trace.as_deref_mut() {
+                t.block(self.index, lin, ctx.c.icount);
+                if t.insns {
+                    let g = &ctx.c.s.gpr;
+                    eprintln!(
+                        "trace[{}]: {lin:#x} {:<40} rax={:x} rcx={:x} rdx={:x} rbx={:x} rsp={:x} rbp={:x} rsi={:x} rdi={:x}",
+                        self.index, block.insns[0], g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]
+                    );
+                }
+            }
             // JIT hook: compiled code runs the block (and what it chains to) unless stepping.
             let outcome = match self.jit.as_deref_mut() {
                 Some(j) if !single => j.run(&mut ctx, block, lin, key, uncached.is_none()),
@@ -305,6 +322,13 @@ impl SoftVcpu {
             }
             Fault::Exc { vector, code } => {
                 ctx.c.icount = ctx.c.icount.wrapping_add(u64::from(n));
+                if self.trace.as_ref().is_some_and(|t| t.exc) {
+                    let s = &ctx.c.s;
+                    eprintln!(
+                        "trace[{}]: exception {vector} code {code:x?} at {:04x}:{:#x} cr2={:#x} icount {}",
+                        self.index, s.cs.selector, s.rip, s.cr2, ctx.c.icount
+                    );
+                }
                 let code = if vector == cpu::vec::PF {
                     ctx.rmw_page_fault(code)
                 } else {
@@ -335,6 +359,9 @@ impl SoftVcpu {
     }
 
     fn shutdown(&mut self) -> Exit {
+        if let Some(t) = &self.trace {
+            t.dump(self.index);
+        }
         self.core.counters.bump(ExitReasonKind::Shutdown);
         Exit::Shutdown(Box::new(self.snapshot()))
     }
