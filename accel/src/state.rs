@@ -280,11 +280,16 @@ pub struct CpuState {
     pub sysenter_eip: u64,
     /// IA32_TSC_AUX (RDTSCP).
     pub tsc_aux: u64,
+    /// IA32_PAT: the page attribute table (eight memory types, one per byte).
+    pub pat: u64,
     /// Time-stamp counter.
     pub tsc: u64,
     /// Interrupt shadow and pending events.
     pub events: Events,
 }
+
+/// IA32_PAT after RESET: WB, WT, UC-, UC, twice.
+pub const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 
 /// Default IA32_APIC_BASE: the xAPIC at 0xFEE00000, globally enabled.
 pub const APIC_BASE_DEFAULT: u64 = 0xfee0_0000 | (1 << 11);
@@ -327,6 +332,7 @@ impl CpuState {
             },
             cr0: bits::CR0_ET | bits::CR0_NW | bits::CR0_CD,
             apic_base: APIC_BASE_DEFAULT | if bsp { 1 << 8 } else { 0 },
+            pat: PAT_DEFAULT,
             // EDX after reset holds the processor signature; janus's loaders set what they need.
             ..Default::default()
         }

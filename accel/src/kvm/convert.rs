@@ -13,7 +13,7 @@ const SHADOW_MOV_SS: u8 = 1;
 const SHADOW_STI: u8 = 2;
 
 /// The MSRs janus saves and restores through KVM_GET/SET_MSRS, in this order.
-pub const MSR_INDICES: [u32; 10] = [
+pub const MSR_INDICES: [u32; 11] = [
     0x0000_0174, // IA32_SYSENTER_CS
     0x0000_0175, // IA32_SYSENTER_ESP
     0x0000_0176, // IA32_SYSENTER_EIP
@@ -24,6 +24,7 @@ pub const MSR_INDICES: [u32; 10] = [
     0xc000_0102, // KERNEL_GS_BASE
     0xc000_0103, // TSC_AUX
     0x0000_0010, // TSC
+    0x0000_0277, // IA32_PAT
 ];
 
 pub(crate) fn seg_from_kvm(k: &kvm_segment) -> Segment {
@@ -171,6 +172,7 @@ pub(crate) fn msrs_into(state: &mut CpuState, entries: &[kvm_msr_entry]) {
             0xc000_0102 => state.kernel_gs_base = v,
             0xc000_0103 => state.tsc_aux = v,
             0x10 => state.tsc = v,
+            0x277 => state.pat = v,
             _ => {}
         }
     }
@@ -192,6 +194,7 @@ pub(crate) fn msrs_from(state: &CpuState, supported: &[u32]) -> Vec<kvm_msr_entr
                 0xc000_0084 => state.sfmask,
                 0xc000_0102 => state.kernel_gs_base,
                 0xc000_0103 => state.tsc_aux,
+                0x277 => state.pat,
                 _ => state.tsc,
             };
             kvm_msr_entry {
@@ -301,6 +304,7 @@ mod tests {
             (back.star, back.lstar, back.tsc_aux, back.tsc),
             (1, 2, 7, 99)
         );
+        assert_eq!(back.pat, crate::state::PAT_DEFAULT);
         events_into(&mut back, &events_from(&s));
         assert_eq!(back.events, s.events);
     }

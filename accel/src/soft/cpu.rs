@@ -144,6 +144,8 @@ pub struct Core {
     pub single_step: bool,
     /// Test-only: report CF inverted after ADD (see `SoftAccel::plant_flag_bug`).
     pub planted_bug: bool,
+    /// MSRs kept only by this backend (IA32_MISC_ENABLE, MTRRs).
+    pub msrs: super::translate::SoftMsrs,
 }
 
 impl Core {
@@ -165,6 +167,7 @@ impl Core {
             dr: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
             single_step: false,
             planted_bug: false,
+            msrs: Default::default(),
         }
     }
 

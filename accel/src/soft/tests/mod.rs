@@ -9,6 +9,7 @@ mod fuzz;
 mod golden;
 mod long;
 mod modes;
+mod msr;
 mod prot;
 mod real;
 mod string;

@@ -18,6 +18,8 @@ mod system;
 
 use std::sync::Arc;
 
+pub use msr::SoftMsrs;
+
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 use super::cpu::{Ctx, R, UD};

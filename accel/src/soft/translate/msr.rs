@@ -82,7 +82,18 @@ pub(super) fn cpuid(c: &mut Ctx, _: &Instruction) -> R<()> {
 
 mod index {
     pub const TSC: u32 = 0x10;
+    pub const PLATFORM_ID: u32 = 0x17;
     pub const APIC_BASE: u32 = 0x1b;
+    pub const FEATURE_CONTROL: u32 = 0x3a;
+    pub const BIOS_SIGN_ID: u32 = 0x8b;
+    pub const MTRRCAP: u32 = 0xfe;
+    pub const MISC_ENABLE: u32 = 0x1a0;
+    pub const MTRR_VAR: std::ops::RangeInclusive<u32> = 0x200..=0x20f;
+    pub const MTRR_FIX64K: u32 = 0x250;
+    pub const MTRR_FIX16K: std::ops::RangeInclusive<u32> = 0x258..=0x259;
+    pub const MTRR_FIX4K: std::ops::RangeInclusive<u32> = 0x268..=0x26f;
+    pub const PAT: u32 = 0x277;
+    pub const MTRR_DEF_TYPE: u32 = 0x2ff;
     pub const SYSENTER_CS: u32 = 0x174;
     pub const SYSENTER_ESP: u32 = 0x175;
     pub const SYSENTER_EIP: u32 = 0x176;
@@ -97,11 +108,90 @@ mod index {
     pub const TSC_AUX: u32 = 0xc000_0103;
 }
 
+/// IA32_MISC_ENABLE as this CPU reports it: fast strings on, branch trace storage and PEBS
+/// unavailable (read-only bits); the guest may set or clear the rest, which change nothing.
+pub const MISC_ENABLE_DEFAULT: u64 = 1 | 1 << 11 | 1 << 12;
+const MISC_ENABLE_RO: u64 = 1 << 11 | 1 << 12;
+
+/// IA32_MTRRCAP: 8 variable ranges, the fixed ranges, write-combining; no SMRR.
+pub const MTRRCAP: u64 = 8 | 1 << 8 | 1 << 10;
+
+/// IA32_BIOS_SIGN_ID: microcode revision 1 in the high half (a CPU that runs no microcode
+/// update reports a revision; 0 reads as "unknown" to some guests).
+const BIOS_SIGN_ID: u64 = 1 << 32;
+
+/// A memory type an MTRR may hold: UC, WC, WT, WP, WB.
+fn mtrr_type_ok(t: u64) -> bool {
+    matches!(t, 0 | 1 | 4 | 5 | 6)
+}
+
+/// A fixed-range MTRR (eight types, one per byte) or IA32_PAT (eight entries; PAT also takes
+/// 7, UC-): every byte a valid type.
+fn types_ok(v: u64, pat: bool) -> bool {
+    v.to_le_bytes()
+        .iter()
+        .all(|&b| mtrr_type_ok(u64::from(b)) || (pat && b == 7))
+}
+
+/// Physical-address bits at and above MAXPHYADDR, reserved in MTRR base and mask registers.
+fn above_maxphyaddr() -> u64 {
+    let bits = cpuid_leaf(0, 1, 0x8000_0008, 0)[0] & 0xff;
+    !((1u64 << bits) - 1)
+}
+
+/// The slot of a fixed-range MTRR in [`SoftMsrs::mtrr_fixed`].
+fn fixed_slot(idx: u32) -> Option<usize> {
+    match idx {
+        index::MTRR_FIX64K => Some(0),
+        _ if index::MTRR_FIX16K.contains(&idx) => Some((idx - 0x258 + 1) as usize),
+        _ if index::MTRR_FIX4K.contains(&idx) => Some((idx - 0x268 + 3) as usize),
+        _ => None,
+    }
+}
+
+/// MSRs only the software CPU keeps (KVM keeps its own): IA32_MISC_ENABLE and the MTRRs. The
+/// MTRRs are stored and checked, never applied (memory types do not change what the software
+/// CPU computes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SoftMsrs {
+    /// IA32_MISC_ENABLE.
+    pub misc_enable: u64,
+    /// IA32_MTRR_DEF_TYPE.
+    pub mtrr_def_type: u64,
+    /// The fixed-range MTRRs: 64K_00000, 16K_80000, 16K_A0000, 4K_C0000 .. 4K_F8000.
+    pub mtrr_fixed: [u64; 11],
+    /// The variable-range MTRRs: PHYSBASE0, PHYSMASK0, ... PHYSMASK7.
+    pub mtrr_var: [u64; 16],
+}
+
+impl Default for SoftMsrs {
+    fn default() -> Self {
+        SoftMsrs {
+            misc_enable: MISC_ENABLE_DEFAULT,
+            mtrr_def_type: 0,
+            mtrr_fixed: [0; 11],
+            mtrr_var: [0; 16],
+        }
+    }
+}
+
 pub(super) fn rdmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
     need_cpl0(c)?;
     let s = &c.c.s;
-    let v = match c.c.get(1, 4) as u32 {
+    let m = &c.c.msrs;
+    let idx = c.c.get(1, 4) as u32;
+    let v = match idx {
         index::TSC => c.c.tsc(),
+        index::PLATFORM_ID => 0,
+        // Locked, VMX and SMX off (neither is advertised).
+        index::FEATURE_CONTROL => 1,
+        index::BIOS_SIGN_ID => BIOS_SIGN_ID,
+        index::MTRRCAP => MTRRCAP,
+        index::MISC_ENABLE => m.misc_enable,
+        index::PAT => s.pat,
+        index::MTRR_DEF_TYPE => m.mtrr_def_type,
+        _ if index::MTRR_VAR.contains(&idx) => m.mtrr_var[(idx - 0x200) as usize],
+        _ if fixed_slot(idx).is_some() => m.mtrr_fixed[fixed_slot(idx).unwrap_or(0)],
         index::APIC_BASE => s.apic_base,
         index::SYSENTER_CS => s.sysenter_cs,
         index::SYSENTER_ESP => s.sysenter_esp,
@@ -129,8 +219,26 @@ pub(super) fn wrmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
     let idx = c.c.get(1, 4) as u32;
     let icount = c.c.icount;
     let s = &mut c.c.s;
+    let m = &mut c.c.msrs;
     match idx {
         index::TSC => c.c.tsc_offset = v.wrapping_sub(icount),
+        // Writing 0 before CPUID is how a kernel asks for the microcode revision.
+        index::BIOS_SIGN_ID => {}
+        index::MISC_ENABLE => m.misc_enable = (v & !MISC_ENABLE_RO) | MISC_ENABLE_DEFAULT,
+        index::PAT if types_ok(v, true) => s.pat = v,
+        index::MTRR_DEF_TYPE if v & !0xcff == 0 && mtrr_type_ok(v & 0xff) => {
+            m.mtrr_def_type = v;
+        }
+        _ if index::MTRR_VAR.contains(&idx) => {
+            let reserved = above_maxphyaddr() | if idx & 1 == 0 { 0xf00 } else { 0x7ff };
+            if v & reserved != 0 || (idx & 1 == 0 && !mtrr_type_ok(v & 0xff)) {
+                return Err(gp(0));
+            }
+            m.mtrr_var[(idx - 0x200) as usize] = v;
+        }
+        _ if fixed_slot(idx).is_some() && types_ok(v, false) => {
+            m.mtrr_fixed[fixed_slot(idx).unwrap_or(0)] = v;
+        }
         index::APIC_BASE => s.apic_base = v,
         index::SYSENTER_CS => s.sysenter_cs = v & 0xffff,
         index::SYSENTER_ESP if addr_ok => s.sysenter_esp = v,
