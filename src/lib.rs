@@ -2,6 +2,7 @@
 //! and their devices, the loaders, the vCPU threads and the run loop.
 #![deny(missing_docs)]
 
+pub mod acpi;
 pub mod bench;
 pub mod bus;
 pub mod clock;
@@ -12,6 +13,7 @@ pub mod fuzz;
 pub mod layout;
 pub mod loader;
 pub mod machine;
+pub mod mptable;
 pub mod platform;
 pub mod signals;
 pub mod sink;

@@ -216,6 +216,7 @@ impl Machine {
         let bios_size = config.bios.as_ref().map(|b| b.len() as u64);
         let (memory, layout) = layout::build_memory(config.mem, bios_size)?;
         let mut boot = None;
+        let mut kernel_info = None;
         let initial = match (&config.kernel, &config.bios, &config.image) {
             (Some(k), _, _) => {
                 let info = crate::loader::load_kernel(
@@ -227,12 +228,35 @@ impl Machine {
                 )?;
                 let state = info.state.clone();
                 boot = Some(info.to_string());
+                kernel_info = Some(info);
                 state
             }
             (None, Some(rom), _) => layout::load_bios(&memory, rom)?,
             (None, None, Some(img)) => layout::load_flat(&memory, img)?,
             (None, None, None) => return Err(LoadError::EmptyImage.into()),
         };
+        // ACPI and MP tables in the BIOS area, unless a BIOS ROM is there (it makes its own) or
+        // a flat image reaches into it.
+        let flat_end = config
+            .image
+            .as_ref()
+            .filter(|_| config.kernel.is_none() && config.bios.is_none())
+            .map_or(0, |i| layout::FLAT_LOAD_ADDR + i.len() as u64);
+        let tables = if config.bios.is_none() && flat_end <= crate::acpi::FIRMWARE_TABLES_BASE {
+            crate::acpi::write_firmware_tables(
+                &memory,
+                &crate::acpi::TablesConfig {
+                    nr_vcpus: config.smp,
+                    ioapic_id: config.smp as u8,
+                },
+            )
+            .ok()
+        } else {
+            None
+        };
+        if let (Some(t), Some(k)) = (tables, &kernel_info) {
+            crate::acpi::announce_rsdp(&memory, k, t.rsdp);
+        }
         let control = Arc::new(Control::new());
         let input: InputQueue = Arc::default();
         let serial_out = config.serial.open().map_err(|source| MachineError::Sink {
@@ -271,6 +295,14 @@ impl Machine {
             .unwrap_or_else(|p| p.into_inner())
             .set_irq(platform.isa_irq(4));
         pio.insert(0x70, 2, cmos)?;
+        pio.insert(
+            u64::from(crate::devices::acpi_pm::PM_BASE),
+            crate::devices::acpi_pm::PM_LEN,
+            Arc::new(Mutex::new(crate::devices::acpi_pm::AcpiPm::new(
+                control.clone(),
+                platform.clock().clone(),
+            ))),
+        )?;
         pio.insert(
             0x60,
             1,
@@ -521,6 +553,7 @@ mod tests {
             "cmos-rtc",
             "i8042-cmd",
             "port92",
+            "acpi-pm",
         ] {
             assert!(
                 labels.iter().any(|l| l == want),

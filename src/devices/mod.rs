@@ -1,5 +1,6 @@
 //! The machine's devices, each behind [`crate::bus::BusDevice`].
 
+pub mod acpi_pm;
 pub mod cmos;
 pub mod debugcon;
 pub mod exit_port;

@@ -442,6 +442,8 @@ pub fn diff_prepared(
     })?;
     let (mem_b, _) = layout::build_memory(opts.mem, None)?;
     let boot = layout::load_flat(&mem_b, image)?;
+    // Everything else the machine put in memory (the firmware tables) too.
+    copy_ram(machine.memory(), &mem_b);
     prepare(machine.memory()).map_err(LoadError::from)?;
     prepare(&mem_b).map_err(LoadError::from)?;
     let initial = initial.unwrap_or(&boot);

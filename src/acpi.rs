@@ -1,0 +1,519 @@
+//! The ACPI tables janus gives a guest, generated from the machine's configuration: RSDP, RSDT
+//! and XSDT, FADT (with a FACS), a DSDT whose only object is `\_S5` (the power-off sleep type),
+//! and the MADT (one local APIC per vCPU, the IOAPIC, the ISA interrupt source overrides and the
+//! LINT1 NMI). Layouts follow ACPI 6.5, chapter 5.2.
+//!
+//! The tables sit in the BIOS area with the MP tables ([`crate::mptable`]), where an OS looks
+//! for the RSDP (a 16-byte-aligned "RSD PTR " between 0xE0000 and 0xFFFFF): see
+//! [`write_firmware_tables`]. The power-management registers the FADT names are the
+//! [`crate::devices::acpi_pm`] device.
+//!
+//! Simplified: no SCI is ever raised (there are no events: no power button, no GPEs); the DSDT
+//! describes no devices (an OS finds the PC devices at their legacy addresses); S5 is the only
+//! sleep state.
+
+use janus_accel::GuestMemory;
+
+use crate::devices::acpi_pm::{PM_TMR_PORT, PM1_CNT_SLP_TYP_S5, PM1A_CNT_PORT, PM1A_EVT_PORT};
+use crate::devices::ioapic::IOAPIC_BASE;
+use crate::devices::lapic::APIC_DEFAULT_BASE;
+
+/// Where janus puts its firmware tables: the start of the 64 KiB BIOS segment, where both the
+/// RSDP search (0xE0000-0xFFFFF) and the MP floating pointer search (0xF0000-0xFFFFF) look.
+pub const FIRMWARE_TABLES_BASE: u64 = 0xf_0000;
+/// The most bytes the firmware tables take (255 vCPUs fit with room to spare).
+pub const FIRMWARE_TABLES_MAX: u64 = 0x1_0000;
+/// The OEM id in every table.
+pub const OEM_ID: &[u8; 6] = b"JANUS ";
+/// The OEM table id in every table.
+pub const OEM_TABLE_ID: &[u8; 8] = b"JANUSVM ";
+/// The SCI's ISA IRQ (level-triggered, active high, as on PIIX/ICH chipsets).
+pub const SCI_IRQ: u8 = 9;
+
+/// Length of a system description table header.
+pub const HEADER_LEN: usize = 36;
+
+/// The byte that makes `bytes` sum to zero.
+pub fn checksum(bytes: &[u8]) -> u8 {
+    0u8.wrapping_sub(bytes.iter().fold(0u8, |a, &b| a.wrapping_add(b)))
+}
+
+/// Whether `bytes` sum to zero (mod 256).
+pub fn sums_to_zero(bytes: &[u8]) -> bool {
+    bytes.iter().fold(0u8, |a, &b| a.wrapping_add(b)) == 0
+}
+
+/// A table under construction: the header is filled in by [`Table::finish`].
+struct Table {
+    bytes: Vec<u8>,
+}
+
+impl Table {
+    fn new(signature: &[u8; 4], revision: u8) -> Self {
+        let mut bytes = vec![0u8; HEADER_LEN];
+        bytes[0..4].copy_from_slice(signature);
+        bytes[8] = revision;
+        bytes[10..16].copy_from_slice(OEM_ID);
+        bytes[16..24].copy_from_slice(OEM_TABLE_ID);
+        bytes[24..28].copy_from_slice(&1u32.to_le_bytes()); // OEM revision
+        bytes[28..32].copy_from_slice(b"JNUS"); // creator id
+        bytes[32..36].copy_from_slice(&1u32.to_le_bytes()); // creator revision
+        Table { bytes }
+    }
+
+    fn u8(&mut self, v: u8) -> &mut Self {
+        self.bytes.push(v);
+        self
+    }
+    fn u16(&mut self, v: u16) -> &mut Self {
+        self.bytes.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn u32(&mut self, v: u32) -> &mut Self {
+        self.bytes.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn u64(&mut self, v: u64) -> &mut Self {
+        self.bytes.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn raw(&mut self, v: &[u8]) -> &mut Self {
+        self.bytes.extend_from_slice(v);
+        self
+    }
+    /// A Generic Address Structure for `len` bytes of system I/O space at `port` (`len` 0: none).
+    fn gas_io(&mut self, port: u16, len: u8) -> &mut Self {
+        if len == 0 {
+            return self.raw(&[0; 12]);
+        }
+        // Space 1 (system I/O), register bit width, bit offset 0, access size (1 byte .. 4 dword).
+        let access = match len {
+            1 => 1,
+            2 => 2,
+            _ => 3,
+        };
+        self.u8(1).u8(len * 8).u8(0).u8(access).u64(u64::from(port))
+    }
+
+    /// Sets the length and the checksum.
+    fn finish(mut self) -> Vec<u8> {
+        let len = self.bytes.len() as u32;
+        self.bytes[4..8].copy_from_slice(&len.to_le_bytes());
+        self.bytes[9] = 0;
+        self.bytes[9] = checksum(&self.bytes);
+        self.bytes
+    }
+}
+
+/// The AML of the DSDT: `Name (\_S5, Package (4) { SLP_TYP, SLP_TYP, 0, 0 })`.
+fn dsdt() -> Vec<u8> {
+    let mut t = Table::new(b"DSDT", 2);
+    t.raw(&[
+        0x08,
+        b'_',
+        b'S',
+        b'5',
+        b'_', // NameOp "_S5_"
+        0x12,
+        0x08,
+        0x04, // PackageOp, PkgLength 8, NumElements 4
+        0x0a,
+        PM1_CNT_SLP_TYP_S5, // BytePrefix SLP_TYPa
+        0x0a,
+        PM1_CNT_SLP_TYP_S5, // BytePrefix SLP_TYPb
+        0x00,
+        0x00, // Zero, Zero (reserved)
+    ]);
+    t.finish()
+}
+
+/// The FACS (64 bytes, no header checksum; it must be 64-byte aligned).
+fn facs() -> Vec<u8> {
+    let mut b = vec![0u8; 64];
+    b[0..4].copy_from_slice(b"FACS");
+    b[4..8].copy_from_slice(&64u32.to_le_bytes());
+    b[32] = 2; // version
+    b
+}
+
+/// The FADT (revision 6, 276 bytes) pointing at the FACS and DSDT.
+fn fadt(facs: u64, dsdt: u64) -> Vec<u8> {
+    let mut t = Table::new(b"FACP", 6);
+    t.u32(facs as u32) // FIRMWARE_CTRL
+        .u32(dsdt as u32) // DSDT
+        .u8(0) // reserved (INT_MODEL in ACPI 1.0)
+        .u8(0) // preferred PM profile: unspecified
+        .u16(u16::from(SCI_IRQ))
+        .u32(0) // SMI_CMD: none, the hardware is always in ACPI mode
+        .u8(0) // ACPI_ENABLE
+        .u8(0) // ACPI_DISABLE
+        .u8(0) // S4BIOS_REQ
+        .u8(0) // PSTATE_CNT
+        .u32(u32::from(PM1A_EVT_PORT))
+        .u32(0) // PM1b_EVT_BLK
+        .u32(u32::from(PM1A_CNT_PORT))
+        .u32(0) // PM1b_CNT_BLK
+        .u32(0) // PM2_CNT_BLK
+        .u32(u32::from(PM_TMR_PORT))
+        .u32(0) // GPE0_BLK
+        .u32(0) // GPE1_BLK
+        .u8(4) // PM1_EVT_LEN
+        .u8(2) // PM1_CNT_LEN
+        .u8(0) // PM2_CNT_LEN
+        .u8(4) // PM_TMR_LEN
+        .u8(0) // GPE0_BLK_LEN
+        .u8(0) // GPE1_BLK_LEN
+        .u8(0) // GPE1_BASE
+        .u8(0) // CST_CNT
+        .u16(101) // P_LVL2_LAT: > 100, C2 not supported
+        .u16(1001) // P_LVL3_LAT: > 1000, C3 not supported
+        .u16(0) // FLUSH_SIZE
+        .u16(0) // FLUSH_STRIDE
+        .u8(0) // DUTY_OFFSET
+        .u8(0) // DUTY_WIDTH
+        .u8(0) // DAY_ALRM
+        .u8(0) // MON_ALRM
+        .u8(0x32) // CENTURY: the CMOS register holding it
+        .u16(0x0003) // IAPC_BOOT_ARCH: LEGACY_DEVICES, 8042
+        .u8(0)
+        // Flags: WBINVD, PROC_C1, SLP_BUTTON (none), RTC_S4, RESET_REG_SUP (port 0x92 is not
+        // the reset register, so off), TMR_VAL_EXT off (24-bit timer).
+        .u32(1 | 1 << 2 | 1 << 5 | 1 << 7)
+        .gas_io(0, 0) // RESET_REG
+        .u8(0) // RESET_VALUE
+        .u16(0) // ARM_BOOT_ARCH
+        .u8(5) // FADT minor version: ACPI 6.5
+        .u64(facs) // X_FIRMWARE_CTRL
+        .u64(dsdt) // X_DSDT
+        .gas_io(PM1A_EVT_PORT, 4)
+        .gas_io(0, 0) // X_PM1b_EVT_BLK
+        .gas_io(PM1A_CNT_PORT, 2)
+        .gas_io(0, 0) // X_PM1b_CNT_BLK
+        .gas_io(0, 0) // X_PM2_CNT_BLK
+        .gas_io(PM_TMR_PORT, 4)
+        .gas_io(0, 0) // X_GPE0_BLK
+        .gas_io(0, 0) // X_GPE1_BLK
+        .gas_io(0, 0) // SLEEP_CONTROL_REG
+        .gas_io(0, 0) // SLEEP_STATUS_REG
+        .raw(b"JANUS\0\0\0"); // hypervisor vendor identity
+    t.finish()
+}
+
+/// The MADT for `nr_vcpus` vCPUs (APIC ids 0..n, ACPI processor UIDs the same) and the IOAPIC
+/// with APIC id `ioapic_id`.
+fn madt(nr_vcpus: usize, ioapic_id: u8) -> Vec<u8> {
+    let mut t = Table::new(b"APIC", 5);
+    t.u32(APIC_DEFAULT_BASE as u32).u32(1); // local APIC address; PCAT_COMPAT (8259 pair present)
+    for i in 0..nr_vcpus {
+        // Processor Local APIC: UID, APIC id, flags (enabled).
+        t.u8(0).u8(8).u8(i as u8).u8(i as u8).u32(1);
+    }
+    // I/O APIC: id, reserved, address, GSI base.
+    t.u8(1)
+        .u8(12)
+        .u8(ioapic_id)
+        .u8(0)
+        .u32(IOAPIC_BASE as u32)
+        .u32(0);
+    // Interrupt source overrides: ISA IRQ 0 is GSI 2 (edge, high: "conforms to the bus");
+    // the SCI is level-triggered, active high.
+    t.u8(2).u8(10).u8(0).u8(0).u32(2).u16(0);
+    t.u8(2)
+        .u8(10)
+        .u8(0)
+        .u8(SCI_IRQ)
+        .u32(u32::from(SCI_IRQ))
+        .u16(0x000d);
+    // Local APIC NMI: every processor (UID 0xff), LINT1, conforming.
+    t.u8(4).u8(6).u8(0xff).u16(0).u8(1);
+    t.finish()
+}
+
+/// A root table (RSDT with 32-bit or XSDT with 64-bit entries) listing `tables`.
+fn root(signature: &[u8; 4], tables: &[u64], wide: bool) -> Vec<u8> {
+    let mut t = Table::new(signature, 1);
+    for &a in tables {
+        if wide {
+            t.u64(a);
+        } else {
+            t.u32(a as u32);
+        }
+    }
+    t.finish()
+}
+
+/// The RSDP (revision 2, 36 bytes) with both checksums.
+fn rsdp(rsdt: u64, xsdt: u64) -> Vec<u8> {
+    let mut b = Vec::with_capacity(36);
+    b.extend_from_slice(b"RSD PTR ");
+    b.push(0); // checksum of the first 20 bytes
+    b.extend_from_slice(OEM_ID);
+    b.push(2); // revision: ACPI 2.0 and later
+    b.extend_from_slice(&(rsdt as u32).to_le_bytes());
+    b.extend_from_slice(&36u32.to_le_bytes());
+    b.extend_from_slice(&xsdt.to_le_bytes());
+    b.extend_from_slice(&[0; 4]); // extended checksum, reserved
+    b[8] = checksum(&b[..20]);
+    b[32] = checksum(&b);
+    b
+}
+
+/// Everything the firmware tables are built from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TablesConfig {
+    /// Number of vCPUs (APIC ids 0 to n-1).
+    pub nr_vcpus: usize,
+    /// The IOAPIC's APIC id.
+    pub ioapic_id: u8,
+}
+
+/// Where the tables went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TablesInfo {
+    /// The RSDP's physical address.
+    pub rsdp: u64,
+    /// The MP floating pointer structure's physical address.
+    pub mp_floating: u64,
+    /// One past the last byte written.
+    pub end: u64,
+}
+
+/// Builds the ACPI and MP tables for a machine whose tables live at `base` (16-byte aligned):
+/// returns the bytes to write at `base` and where the RSDP and MP floating pointer are.
+pub fn build_firmware_tables(config: &TablesConfig, base: u64) -> (Vec<u8>, TablesInfo) {
+    let mut blob = Vec::new();
+    let align = |blob: &mut Vec<u8>, a: usize| {
+        while blob.len() % a != 0 {
+            blob.push(0);
+        }
+    };
+    // The RSDP and the MP floating pointer first, at fixed places; the rest after them.
+    blob.resize(0x40, 0);
+    let place = |blob: &mut Vec<u8>, bytes: &[u8], a: usize| -> u64 {
+        align(blob, a);
+        let at = base + blob.len() as u64;
+        blob.extend_from_slice(bytes);
+        at
+    };
+    let facs_at = place(&mut blob, &facs(), 64);
+    let dsdt_at = place(&mut blob, &dsdt(), 16);
+    let fadt_at = place(&mut blob, &fadt(facs_at, dsdt_at), 16);
+    let madt_at = place(&mut blob, &madt(config.nr_vcpus, config.ioapic_id), 16);
+    let rsdt_at = place(&mut blob, &root(b"RSDT", &[fadt_at, madt_at], false), 16);
+    let xsdt_at = place(&mut blob, &root(b"XSDT", &[fadt_at, madt_at], true), 16);
+    align(&mut blob, 16);
+    let mp_table_at = base + blob.len() as u64;
+    let mp = crate::mptable::config_table(config.nr_vcpus, config.ioapic_id);
+    blob.extend_from_slice(&mp);
+    let r = rsdp(rsdt_at, xsdt_at);
+    blob[..r.len()].copy_from_slice(&r);
+    let f = crate::mptable::floating_pointer(mp_table_at);
+    blob[0x30..0x40].copy_from_slice(&f);
+    let end = base + blob.len() as u64;
+    (
+        blob,
+        TablesInfo {
+            rsdp: base,
+            mp_floating: base + 0x30,
+            end,
+        },
+    )
+}
+
+/// Why the firmware tables were not written.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TablesError {
+    /// Their place is not writable RAM (a BIOS ROM is mapped there: the firmware makes its own).
+    #[error("the BIOS area at {0:#x} is not RAM")]
+    NotRam(u64),
+    /// The tables do not fit in the BIOS area.
+    #[error("the firmware tables need {0} bytes, more than the BIOS area holds")]
+    TooLarge(usize),
+}
+
+/// Writes the ACPI and MP tables for `config` at [`FIRMWARE_TABLES_BASE`].
+///
+/// # Errors
+/// [`TablesError`] when that place is not RAM or the tables do not fit.
+pub fn write_firmware_tables(
+    mem: &GuestMemory,
+    config: &TablesConfig,
+) -> Result<TablesInfo, TablesError> {
+    let base = FIRMWARE_TABLES_BASE;
+    let (blob, info) = build_firmware_tables(config, base);
+    if blob.len() as u64 > FIRMWARE_TABLES_MAX {
+        return Err(TablesError::TooLarge(blob.len()));
+    }
+    match mem.region(base) {
+        Some(r)
+            if r.kind() == janus_accel::RegionKind::Ram
+                && r.base() + r.size() >= base + blob.len() as u64 => {}
+        _ => return Err(TablesError::NotRam(base)),
+    }
+    mem.write(base, &blob)
+        .map_err(|_| TablesError::NotRam(base))?;
+    Ok(info)
+}
+
+/// Tells a directly booted kernel where the RSDP is: `boot_params.acpi_rsdp_addr` (offset 0x70,
+/// boot protocol 2.14 and later) for a bzImage, `hvm_start_info.rsdp_paddr` (offset 0x20) for
+/// PVH. Multiboot has no such field: the kernel scans the BIOS area, where the RSDP is anyway.
+pub fn announce_rsdp(mem: &GuestMemory, boot: &crate::loader::BootInfo, rsdp: u64) {
+    use crate::loader::KernelFormat;
+    let at = match boot.format {
+        KernelFormat::BzImage { protocol, .. } if protocol >= 0x020e => boot.info_addr + 0x70,
+        KernelFormat::Pvh { .. } => boot.info_addr + 0x20,
+        _ => return,
+    };
+    let _ = mem.write(at, &rsdp.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u16_at(b: &[u8], o: usize) -> u16 {
+        u16::from_le_bytes(b[o..o + 2].try_into().unwrap())
+    }
+    fn u32_at(b: &[u8], o: usize) -> u32 {
+        u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+    }
+    fn u64_at(b: &[u8], o: usize) -> u64 {
+        u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+    }
+
+    /// The table at physical `addr` of a blob placed at `base`, checked: signature, length,
+    /// checksum.
+    fn table<'a>(blob: &'a [u8], base: u64, addr: u64, sig: &[u8; 4]) -> &'a [u8] {
+        let o = (addr - base) as usize;
+        assert_eq!(&blob[o..o + 4], sig);
+        let len = u32_at(blob, o + 4) as usize;
+        let t = &blob[o..o + len];
+        assert!(sums_to_zero(t), "{} checksum", String::from_utf8_lossy(sig));
+        assert_eq!(&t[10..16], OEM_ID);
+        t
+    }
+
+    fn find_rsdp(blob: &[u8], base: u64) -> u64 {
+        (0..blob.len())
+            .step_by(16)
+            .find(|&o| &blob[o..o + 8] == b"RSD PTR ")
+            .map(|o| base + o as u64)
+            .expect("no RSDP")
+    }
+
+    #[test]
+    fn tables_parse_back_with_valid_checksums() {
+        for n in [1usize, 2, 4, 255] {
+            let base = FIRMWARE_TABLES_BASE;
+            let (blob, info) = build_firmware_tables(
+                &TablesConfig {
+                    nr_vcpus: n,
+                    ioapic_id: n as u8,
+                },
+                base,
+            );
+            assert!(
+                blob.len() as u64 <= FIRMWARE_TABLES_MAX,
+                "{n}: {}",
+                blob.len()
+            );
+            let rsdp_at = find_rsdp(&blob, base);
+            assert_eq!(rsdp_at, info.rsdp);
+            let r = &blob[(rsdp_at - base) as usize..][..36];
+            assert!(sums_to_zero(&r[..20]));
+            assert!(sums_to_zero(r));
+            assert_eq!(r[15], 2);
+            let rsdt = table(&blob, base, u64::from(u32_at(r, 16)), b"RSDT");
+            let xsdt = table(&blob, base, u64_at(r, 24), b"XSDT");
+            let r_entries: Vec<u64> = rsdt[36..]
+                .chunks(4)
+                .map(|c| u64::from(u32_at(c, 0)))
+                .collect();
+            let x_entries: Vec<u64> = xsdt[36..].chunks(8).map(|c| u64_at(c, 0)).collect();
+            assert_eq!(r_entries, x_entries);
+            assert_eq!(r_entries.len(), 2);
+            let fadt = table(&blob, base, r_entries[0], b"FACP");
+            assert_eq!(fadt.len(), 276);
+            assert_eq!(fadt[8], 6);
+            assert_eq!(u16_at(fadt, 46), u16::from(SCI_IRQ));
+            assert_eq!(u32_at(fadt, 64), u32::from(PM1A_CNT_PORT));
+            assert_eq!(u32_at(fadt, 76), u32::from(PM_TMR_PORT));
+            assert_eq!(fadt[89], 2);
+            assert_eq!(u64_at(fadt, 140), u64::from(u32_at(fadt, 40)));
+            // X_PM1a_CNT_BLK: system I/O, 16 bits, the same port.
+            assert_eq!(fadt[172], 1);
+            assert_eq!(fadt[173], 16);
+            assert_eq!(u64_at(fadt, 176), u64::from(PM1A_CNT_PORT));
+            let facs_at = u64::from(u32_at(fadt, 36));
+            assert_eq!(facs_at % 64, 0);
+            assert_eq!(&blob[(facs_at - base) as usize..][..4], b"FACS");
+            let dsdt = table(&blob, base, u64::from(u32_at(fadt, 40)), b"DSDT");
+            let s5 = dsdt.windows(4).position(|w| w == b"_S5_").expect("no _S5_");
+            assert_eq!(dsdt[s5 - 1], 0x08);
+            assert_eq!(dsdt[s5 + 4], 0x12);
+            assert_eq!(
+                usize::from(dsdt[s5 + 5]),
+                dsdt.len() - (s5 + 5),
+                "package length"
+            );
+            assert_eq!(&dsdt[s5 + 7..s5 + 9], &[0x0a, PM1_CNT_SLP_TYP_S5]);
+            let madt = table(&blob, base, r_entries[1], b"APIC");
+            assert_eq!(u64::from(u32_at(madt, 36)), APIC_DEFAULT_BASE);
+            let (mut lapics, mut ioapics, mut overrides) = (Vec::new(), 0, Vec::new());
+            let mut o = 44;
+            while o < madt.len() {
+                let (ty, len) = (madt[o], usize::from(madt[o + 1]));
+                assert!(len >= 2 && o + len <= madt.len());
+                match ty {
+                    0 => {
+                        assert_eq!(u32_at(madt, o + 4) & 1, 1);
+                        lapics.push(madt[o + 3]);
+                    }
+                    1 => {
+                        ioapics += 1;
+                        assert_eq!(madt[o + 2], n as u8);
+                        assert_eq!(u64::from(u32_at(madt, o + 4)), IOAPIC_BASE);
+                    }
+                    2 => overrides.push((madt[o + 3], u32_at(madt, o + 4))),
+                    4 => assert_eq!(madt[o + 5], 1),
+                    t => panic!("unexpected MADT entry {t}"),
+                }
+                o += len;
+            }
+            assert_eq!(o, madt.len());
+            assert_eq!(lapics, (0..n as u8).collect::<Vec<_>>());
+            assert_eq!(ioapics, 1);
+            assert_eq!(overrides, vec![(0, 2), (SCI_IRQ, u32::from(SCI_IRQ))]);
+            // The MP floating pointer is where info says.
+            let f = (info.mp_floating - base) as usize;
+            assert_eq!(&blob[f..f + 4], b"_MP_");
+        }
+    }
+
+    #[test]
+    fn tables_go_to_ram_only() {
+        let (mem, _) = crate::layout::build_memory(16 << 20, None).unwrap();
+        let cfg = TablesConfig {
+            nr_vcpus: 2,
+            ioapic_id: 2,
+        };
+        let info = write_firmware_tables(&mem, &cfg).unwrap();
+        assert_eq!(info.rsdp, FIRMWARE_TABLES_BASE);
+        let mut sig = [0u8; 8];
+        mem.read(info.rsdp, &mut sig).unwrap();
+        assert_eq!(&sig, b"RSD PTR ");
+        let (mem, _) = crate::layout::build_memory(16 << 20, Some(128 << 10)).unwrap();
+        assert_eq!(
+            write_firmware_tables(&mem, &cfg),
+            Err(TablesError::NotRam(FIRMWARE_TABLES_BASE))
+        );
+    }
+
+    #[test]
+    fn checksum_makes_the_sum_zero() {
+        let mut b = vec![1u8, 2, 250, 9];
+        b.push(checksum(&b));
+        assert!(sums_to_zero(&b));
+    }
+}
