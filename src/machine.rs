@@ -63,6 +63,9 @@ pub struct MachineConfig {
     pub stdin: bool,
     /// The KVM device node.
     pub kvm_path: PathBuf,
+    /// Deterministic time (`--icount SHIFT`): the clock advances 2^SHIFT ns per retired
+    /// instruction (software backends only); `None` is real time.
+    pub icount: Option<u32>,
 }
 
 impl Default for MachineConfig {
@@ -80,6 +83,7 @@ impl Default for MachineConfig {
             timeout: None,
             stdin: false,
             kvm_path: PathBuf::from(kvm::DEFAULT_DEVICE),
+            icount: None,
         }
     }
 }
@@ -116,6 +120,14 @@ pub enum MachineError {
     /// A vCPU thread could not be spawned.
     #[error("cannot start a vCPU thread: {0}")]
     Thread(std::io::Error),
+    /// `--icount` asked of a backend that cannot count instructions.
+    #[error(
+        "--icount needs a software backend (--accel jit or interp): KVM cannot count instructions"
+    )]
+    IcountNeedsSoftware,
+    /// `--icount` shift out of range.
+    #[error("--icount {0} is out of range (0 to {ICOUNT_SHIFT_MAX})")]
+    IcountShift(u32),
 }
 
 /// The devices and buses that vCPUs reach: the machine's [`IoHandler`].
@@ -149,6 +161,14 @@ impl IoHandler for MachineIo {
     }
     fn acknowledge_interrupt(&self, vcpu: usize) -> Option<u8> {
         self.platform.as_ref()?.acknowledge(vcpu)
+    }
+    fn counts_instructions(&self) -> bool {
+        self.platform
+            .as_ref()
+            .is_some_and(|p| p.clock().is_deterministic())
+    }
+    fn retired(&self, vcpu: usize, n: u64) -> Option<u64> {
+        Some(self.platform.as_ref()?.retired(vcpu, n))
     }
 }
 
@@ -203,6 +223,8 @@ impl std::fmt::Debug for Machine {
 
 /// Most vCPUs a machine may have (the xAPIC id space).
 pub const MAX_VCPUS: usize = 255;
+/// The largest `--icount` shift (2^20 ns, about 1 ms, per instruction).
+pub const ICOUNT_SHIFT_MAX: u32 = 20;
 
 impl Machine {
     /// Builds memory, loads the image or BIOS, and wires the devices.
@@ -284,7 +306,12 @@ impl Machine {
         )?;
         pio.insert(0xe9, 1, debugcon.clone())?;
         pio.insert(0x80, 1, post.clone())?;
-        let platform = Platform::new(config.smp, Clock::real_time());
+        let clock = match config.icount {
+            None => Clock::real_time(),
+            Some(shift) if shift <= ICOUNT_SHIFT_MAX => Clock::deterministic(1 << shift),
+            Some(shift) => return Err(MachineError::IcountShift(shift)),
+        };
+        let platform = Platform::new(config.smp, clock);
         let cmos = Arc::new(Mutex::new(Cmos::new(layout.low_ram, layout.high_ram)));
         cmos.lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -368,6 +395,13 @@ impl Machine {
     /// A backend that cannot be set up; once running, every stop is a [`RunOutcome`].
     pub fn run(&mut self, kind: AccelKind) -> Result<RunOutcome, MachineError> {
         let kind = match kind {
+            AccelKind::Auto if self.config.icount.is_some() => {
+                eprintln!("janus: --accel auto chose the JIT: --icount needs a software backend");
+                AccelKind::Jit
+            }
+            AccelKind::Kvm if self.config.icount.is_some() => {
+                return Err(MachineError::IcountNeedsSoftware);
+            }
             AccelKind::Auto => match kvm::probe(&self.config.kvm_path) {
                 Ok(_) => {
                     eprintln!(
@@ -439,12 +473,18 @@ impl Machine {
                 .map_err(MachineError::Thread)?;
             threads.push(t);
         }
-        let timers = self.io.platform.clone().map(|p| {
-            let control = self.control.clone();
-            std::thread::Builder::new()
-                .name("timers".into())
-                .spawn(move || p.timer_loop(&|| control.stopping()))
-        });
+        // Deterministic time fires timers from the vCPUs themselves (Platform::retired).
+        let timers = self
+            .io
+            .platform
+            .clone()
+            .filter(|p| !p.clock().is_deterministic())
+            .map(|p| {
+                let control = self.control.clone();
+                std::thread::Builder::new()
+                    .name("timers".into())
+                    .spawn(move || p.timer_loop(&|| control.stopping()))
+            });
         self.wait_for_stop(start);
         if let Some(Ok(t)) = timers {
             let _ = t.join();

@@ -12,7 +12,7 @@
 //! LAPIC -> APIC bus -> IOAPIC. The APIC bus never locks a LAPIC: it queues messages in the target
 //! vCPU's inbox, which the vCPU drains into its LAPIC when it acknowledges.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -122,6 +122,11 @@ pub struct Platform {
     cpus: Arc<Vec<CpuLine>>,
     rtc: OnceLock<Arc<Mutex<Cmos>>>,
     wake: Arc<(Mutex<bool>, Condvar)>,
+    /// No timer is due before this virtual time (a lower bound kept by the deadline listener;
+    /// deterministic time polls only once the clock passes it).
+    next_due: Arc<AtomicU64>,
+    /// Per vCPU: halted or not started (deterministic time jumps only when all are).
+    idle: Vec<AtomicBool>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -165,10 +170,14 @@ impl Platform {
             cpus,
             rtc: OnceLock::new(),
             wake: Arc::new((Mutex::new(false), Condvar::new())),
+            next_due: Arc::new(AtomicU64::new(u64::MAX)),
+            idle: (0..nr_vcpus).map(|i| AtomicBool::new(i > 0)).collect(),
         });
         lock(&p.pit).set_irq(p.isa_irq(0));
         let wake = p.wake.clone();
-        clock.set_deadline_listener(Arc::new(move |_| {
+        let next_due = p.next_due.clone();
+        clock.set_deadline_listener(Arc::new(move |ns| {
+            next_due.fetch_min(ns, Ordering::AcqRel);
             *lock(&wake.0) = true;
             wake.1.notify_all();
         }));
@@ -306,29 +315,71 @@ impl Platform {
                 }
                 *woken = false;
             }
-            for label in self.clock.expired() {
-                match label.as_str() {
-                    "pit" => {
-                        lock(&self.pit).poll();
+            self.poll_timers();
+        }
+    }
+
+    /// Polls the PIT, the RTC and the LAPICs whose deadline has passed (they raise their
+    /// interrupts and re-arm).
+    pub fn poll_timers(&self) {
+        self.next_due.store(u64::MAX, Ordering::Release);
+        for label in self.clock.expired() {
+            match label.as_str() {
+                "pit" => {
+                    lock(&self.pit).poll();
+                }
+                "rtc" => {
+                    if let Some(rtc) = self.rtc.get() {
+                        lock(rtc).poll();
                     }
-                    "rtc" => {
-                        if let Some(rtc) = self.rtc.get() {
-                            lock(rtc).poll();
-                        }
-                    }
-                    l => {
-                        if let Some(i) = l
-                            .strip_prefix("lapic")
-                            .and_then(|n| n.parse::<usize>().ok())
-                            && let Some(lapic) = self.lapics.get(i)
-                        {
-                            lock(lapic).poll();
-                            self.cpus[i].raise();
-                        }
+                }
+                l => {
+                    if let Some(i) = l
+                        .strip_prefix("lapic")
+                        .and_then(|n| n.parse::<usize>().ok())
+                        && let Some(lapic) = self.lapics.get(i)
+                    {
+                        lock(lapic).poll();
+                        self.cpus[i].raise();
                     }
                 }
             }
         }
+        if let Some(d) = self.clock.next_deadline() {
+            self.next_due.fetch_min(d, Ordering::AcqRel);
+        }
+    }
+
+    /// Deterministic time: `vcpu` retired `n` instructions (at a block boundary). Moves the
+    /// clock, fires the timers that are due and returns the guest TSC.
+    pub fn retired(&self, _vcpu: usize, n: u64) -> u64 {
+        self.clock.advance_instructions(n);
+        if self.clock.now_ns() >= self.next_due.load(Ordering::Acquire) {
+            self.poll_timers();
+        }
+        self.clock.tsc()
+    }
+
+    /// Marks `vcpu` idle (halted, or waiting for a start-up IPI) or running again.
+    pub fn set_idle(&self, vcpu: usize, idle: bool) {
+        if let Some(f) = self.idle.get(vcpu) {
+            f.store(idle, Ordering::SeqCst);
+        }
+    }
+
+    /// Deterministic time with every vCPU idle: jumps the clock to the next timer deadline and
+    /// fires it. Returns whether it did (false in real time, with a vCPU running, or with no
+    /// timer armed).
+    pub fn idle_jump(&self) -> bool {
+        if !self.clock.is_deterministic() || !self.idle.iter().all(|f| f.load(Ordering::SeqCst)) {
+            return false;
+        }
+        let Some(d) = self.clock.next_deadline() else {
+            return false;
+        };
+        self.clock.advance_to(d);
+        self.poll_timers();
+        true
     }
 }
 

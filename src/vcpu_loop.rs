@@ -113,6 +113,7 @@ pub fn vcpu_thread<V: Vcpu>(
                     control.request_stop(StopReason::HostError(format!("vCPU {i}: {e}")));
                     return vcpu.counters();
                 }
+                platform.set_idle(vcpu.index(), false);
                 break;
             }
             while !kicker.pending() && !control.wait_stopping(Duration::from_millis(10)) {}
@@ -144,11 +145,24 @@ pub fn vcpu_thread<V: Vcpu>(
             }
             Action::WaitForInterrupt => {
                 // Sleep until an interrupt is raised for this vCPU (which kicks it) or the
-                // machine stops; one may already be waiting from before the HLT.
-                while !kicker.pending()
-                    && !io.interrupt_pending(index)
-                    && !control.wait_stopping(Duration::from_millis(10))
-                {}
+                // machine stops; one may already be waiting from before the HLT. Under
+                // deterministic time, once every vCPU waits, the clock jumps to the next timer
+                // deadline instead of sleeping.
+                let platform = io.platform.as_deref();
+                if let Some(p) = platform {
+                    p.set_idle(index, true);
+                }
+                while !kicker.pending() && !io.interrupt_pending(index) {
+                    if platform.is_some_and(|p| p.idle_jump()) {
+                        continue;
+                    }
+                    if control.wait_stopping(Duration::from_millis(10)) {
+                        break;
+                    }
+                }
+                if let Some(p) = platform {
+                    p.set_idle(index, false);
+                }
                 if control.stopping() {
                     break;
                 }

@@ -27,4 +27,20 @@ pub trait IoHandler: Sync {
     fn acknowledge_interrupt(&self, _vcpu: usize) -> Option<u8> {
         None
     }
+
+    /// Deterministic time (`--icount`): whether the machine's clock moves with the instructions
+    /// a backend retires, so that the backend must call [`IoHandler::retired`]. Asked once per
+    /// [`crate::Vcpu::run`]; backends that cannot count instructions (KVM) never ask.
+    fn counts_instructions(&self) -> bool {
+        false
+    }
+
+    /// Deterministic time: `vcpu` retired `n` more instructions. Called at every block
+    /// boundary, where interrupts are taken: the machine moves its clock and fires the timers
+    /// whose deadline passed, raising their interrupts as usual, so that an interrupt arrives
+    /// at the same instruction in every run. Returns the guest TSC now, when the machine's
+    /// clock defines it.
+    fn retired(&self, _vcpu: usize, _n: u64) -> Option<u64> {
+        None
+    }
 }

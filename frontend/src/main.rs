@@ -93,6 +93,10 @@ struct RunArgs {
     /// Print run statistics (wall time, exits by reason) on exit.
     #[arg(long)]
     stats: bool,
+    /// Deterministic time on the software CPU: the clock (TSC, PIT, LAPIC timer, RTC) advances
+    /// 2^SHIFT ns per retired instruction, so a run with timer interrupts repeats exactly.
+    #[arg(long, value_name = "SHIFT")]
+    icount: Option<u32>,
     /// The KVM device node.
     #[arg(long, default_value = kvm::DEFAULT_DEVICE, hide_short_help = true)]
     kvm_device: Option<PathBuf>,
@@ -357,6 +361,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         serial: args.serial.unwrap_or(SinkSpec::Stdio),
         debugcon: args.debugcon.unwrap_or(SinkSpec::None),
         timeout: args.timeout,
+        icount: args.icount,
         stdin: true,
         kvm_path: args
             .kvm_device

@@ -41,6 +41,8 @@ pub const LAZY_HOME: [i32; 4] = [
 ];
 /// Offset of the attention flag's address in `Rt`.
 pub const RT_ATTENTION: i32 = offset_of!(Rt, attention) as i32;
+/// Offset of the instruction-count limit.
+pub const RT_ICOUNT_LIMIT: i32 = offset_of!(Rt, icount_limit) as i32;
 /// Offset of the runtime key.
 pub const RT_CUR_KEY: i32 = offset_of!(Rt, cur_key) as i32;
 /// Offset of the register save area.
@@ -180,6 +182,8 @@ pub struct Gen<'a> {
     pub calls_helpers: bool,
     /// Segment accesses compiled for flat segments (`Rt::nonflat` bits), checked on entry.
     pub flat: u64,
+    /// Deterministic time: block entries and loop back edges check `Rt::icount_limit`.
+    pub icount: bool,
     /// A block that jumps back to its own start: guest registers kept in host registers across
     /// iterations (guest, host), and the label after they are loaded.
     pub looping: Option<(Vec<(u8, u8)>, DynamicLabel)>,

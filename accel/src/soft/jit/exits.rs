@@ -11,7 +11,7 @@ use super::alloc::{ALLOCATABLE, CALLER_SAVED, Own};
 use super::buffer::{self, code};
 use super::codegen::{
     CORE_CR0, CORE_CS_BASE, CORE_ICOUNT, CORE_RIP, CORE_SMC, ExitRec, Gen, RT_ATTENTION,
-    RT_CUR_KEY, RT_JC, RT_NONFLAT, Store, V, fits32, x64,
+    RT_CUR_KEY, RT_ICOUNT_LIMIT, RT_JC, RT_NONFLAT, Store, V, fits32, x64,
 };
 use super::rt::{CallSite, JC_ENTRIES, JC_SHIFT};
 
@@ -29,6 +29,10 @@ impl Gen<'_> {
             ; cmp BYTE [rax], 0
             ; jne =>attn
         );
+        if self.icount {
+            // Deterministic time: the machine's next timer deadline, in instructions.
+            x64!(self.a ; cmp r13, QWORD [r14 + RT_ICOUNT_LIMIT] ; jae =>attn);
+        }
         if self.flat != 0 {
             // Compiled for flat segments: leave if one is not (the dispatcher recompiles).
             let flat = self.flat as i32;
@@ -109,8 +113,11 @@ impl Gen<'_> {
             ; mov rax, QWORD [r14 + RT_ATTENTION]
             ; cmp BYTE [rax], 0
             ; jne =>leave
-            ; jmp =>head
         );
+        if self.icount {
+            x64!(self.a ; cmp r13, QWORD [r14 + RT_ICOUNT_LIMIT] ; jae =>leave);
+        }
+        x64!(self.a ; jmp =>head);
         let rip = self.b.rip;
         self.cold.push(Box::new(move |g: &mut Gen| {
             x64!(g.a ; =>leave);

@@ -146,6 +146,8 @@ pub struct Jit {
     perf_map: Option<std::fs::File>,
     temps: Box<[u64; TEMPS]>,
     stats: JitStats,
+    /// Code is compiled for deterministic time (see [`Jit::set_icount_limit`]).
+    icount: bool,
 }
 
 fn block_id(b: &Arc<Block>) -> usize {
@@ -253,7 +255,20 @@ impl Jit {
             }),
             temps: Box::new([0; TEMPS]),
             stats: JitStats::default(),
+            icount: false,
         })
+    }
+
+    /// Deterministic time: compiled code comes back to the dispatcher at the first block entry
+    /// (or loop iteration) where the instruction count has reached `limit`, exactly where the
+    /// interpreter, which comes back after every block, would see the deadline. The first call
+    /// drops the code compiled without the check.
+    pub fn set_icount_limit(&mut self, limit: u64) {
+        if !self.icount {
+            self.icount = true;
+            self.flush(false);
+        }
+        self.rt.icount_limit = limit;
     }
 
     /// The counters.
@@ -398,6 +413,7 @@ impl Jit {
             writes: false,
             calls_helpers: false,
             flat: 0,
+            icount: self.icount,
             looping: None,
             an: analysis::Analysis::new(&b.ops),
             cold: Vec::new(),

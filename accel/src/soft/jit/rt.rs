@@ -136,6 +136,10 @@ pub struct Rt {
     pub seen: (u64, u64),
     /// Slow-path memory accesses (statistics).
     pub slow: u64,
+    /// Deterministic time: compiled code returns to the dispatcher at the first block entry
+    /// where the instruction count reached this (checked only by code compiled with
+    /// `Gen::icount`).
+    pub icount_limit: u64,
 }
 
 impl Rt {
@@ -161,6 +165,7 @@ impl Rt {
             calls: Vec::new(),
             seen: (u64::MAX, u64::MAX),
             slow: 0,
+            icount_limit: u64::MAX,
         });
         rt.tlb_base = rt.tlb.as_ptr() as usize;
         rt
