@@ -3,8 +3,20 @@
 //! Time and date registers read the host's time of day (UTC, as QEMU's default `-rtc base=utc`),
 //! in BCD or binary and 24- or 12-hour form as status register B selects. The memory-size bytes
 //! are filled the way PC firmware and QEMU fill them, so guests can size memory without a BIOS.
-//! The periodic interrupt (status B PIE, rate in status A) raises IRQ 8 through
-//! [`Cmos::attach_periodic`]; alarm and update interrupts are not modelled yet.
+//! Interrupts on IRQ 8, once [`Cmos::attach_periodic`] has wired the line and the machine clock:
+//! the periodic interrupt (status B PIE, rate in status A), the update-ended interrupt (UIE,
+//! once a second as the time registers advance) and the alarm (AIE, when seconds, minutes and
+//! hours match the alarm registers 0x01/0x03/0x05, a value 0xC0-0xFF matching anything). Status
+//! C holds the flags (IRQF, PF, AF, UF) until read. Status A's UIP reads 1 during the 244 us
+//! before each update.
+//!
+//! Once attached, the clock runs from the host's time of day at attach time (whole seconds)
+//! plus the machine clock, so under `--icount` seconds tick with retired instructions.
+//!
+//! Simplified: PF, AF and UF are set only while their interrupt is enabled (a real MC146818
+//! sets them regardless; keeping timers for disabled sources would cost host wake-ups); the
+//! divider chain bits of status A other than the rate are ignored; SET (status B bit 7) stops
+//! update and alarm interrupts but not the time itself.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,11 +39,24 @@ const REG_C: usize = 0x0c;
 const REG_D: usize = 0x0d;
 const REG_CENTURY: usize = 0x32;
 
+const REG_SECONDS_ALARM: usize = 0x01;
+const REG_MINUTES_ALARM: usize = 0x03;
+const REG_HOURS_ALARM: usize = 0x05;
+
+const A_UIP: u8 = 0x80;
 const B_24H: u8 = 0x02;
+const B_BINARY: u8 = 0x04;
+const B_UIE: u8 = 0x10;
+const B_AIE: u8 = 0x20;
 const B_PIE: u8 = 0x40;
+const B_SET: u8 = 0x80;
 const C_IRQF: u8 = 0x80;
 const C_PF: u8 = 0x40;
-const B_BINARY: u8 = 0x04;
+const C_AF: u8 = 0x20;
+const C_UF: u8 = 0x10;
+/// How long before an update UIP reads 1 (244 us, as the MC146818 with a 32.768 kHz base).
+const UIP_NS: u64 = 244_000;
+const NS: u64 = 1_000_000_000;
 
 /// A calendar time, as the RTC shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,17 +117,23 @@ pub struct Cmos {
     periodic: Option<Periodic>,
 }
 
-/// The periodic-interrupt machinery: a clock timer and the IRQ 8 line.
+/// The interrupt machinery: clock timers for the periodic interrupt and for the once-a-second
+/// update (which also checks the alarm), and the IRQ 8 line.
 struct Periodic {
     timer: Timer,
     irq: Arc<dyn IrqLine>,
     next: Option<u64>,
+    update_timer: Timer,
+    next_update: Option<u64>,
+    /// Host time of day (seconds since the epoch) when the clock read 0.
+    base_secs: u64,
 }
 
 impl std::fmt::Debug for Periodic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Periodic")
             .field("next", &self.next)
+            .field("next_update", &self.next_update)
             .finish()
     }
 }
@@ -161,14 +192,30 @@ impl Cmos {
         }
     }
 
-    /// Wires the periodic interrupt to `irq`, timed by `clock`.
+    /// Wires the RTC's interrupts to `irq`, timed by `clock`; from now on the time of day runs
+    /// on `clock` too.
     pub fn attach_periodic(&mut self, clock: &Clock, irq: Arc<dyn IrqLine>) {
         self.periodic = Some(Periodic {
             timer: clock.timer("rtc"),
             irq,
             next: None,
+            update_timer: clock.timer("rtc"),
+            next_update: None,
+            base_secs: (self.now)().saturating_sub(clock.now_ns() / NS),
         });
         self.rearm();
+    }
+
+    /// The RTC's time in ns since the epoch.
+    fn epoch_ns(&self) -> u64 {
+        let (secs, frac) = match &self.periodic {
+            Some(p) => {
+                let t = p.timer.clock().now_ns();
+                (p.base_secs + t / NS, t % NS)
+            }
+            None => ((self.now)(), 0),
+        };
+        ((secs as i64 + self.offset).max(0) as u64) * NS + frac
     }
 
     /// The periodic rate from status A as a period in ns, if enabled.
@@ -187,9 +234,24 @@ impl Cmos {
 
     fn rearm(&mut self) {
         let period = self.period_ns();
+        // The next update, while update or alarm interrupts are enabled.
+        let b = self.ram[REG_B];
+        let to_update =
+            (b & (B_UIE | B_AIE) != 0 && b & B_SET == 0).then(|| NS - self.epoch_ns() % NS);
         let Some(p) = self.periodic.as_mut() else {
             return;
         };
+        match to_update {
+            Some(ns) => {
+                let next = p.timer.clock().now_ns() + ns;
+                p.next_update = Some(next);
+                p.update_timer.set_deadline(next);
+            }
+            None => {
+                p.next_update = None;
+                p.update_timer.clear();
+            }
+        }
         match period {
             Some(ns) => {
                 let next = p.timer.clock().now_ns() + ns;
@@ -203,25 +265,54 @@ impl Cmos {
         }
     }
 
-    /// Fires the periodic interrupt if its time has come (called by the machine's timer
-    /// thread).
+    /// Fires the periodic, update-ended and alarm interrupts whose time has come (called by the
+    /// machine when the RTC's clock timers expire).
     pub fn poll(&mut self) {
         let Some(p) = self.periodic.as_ref() else {
             return;
         };
-        let Some(next) = p.next else { return };
-        if p.timer.clock().now_ns() < next {
+        let now = p.timer.clock().now_ns();
+        let periodic_due = p.next.is_some_and(|n| now >= n);
+        let update_due = p.next_update.is_some_and(|n| now >= n);
+        if !periodic_due && !update_due {
             return;
         }
-        self.ram[REG_C] |= C_PF | C_IRQF;
-        if let Some(p) = &self.periodic {
-            p.irq.set_level(true);
+        let b = self.ram[REG_B];
+        let mut flags = 0;
+        if periodic_due {
+            flags |= C_PF;
+        }
+        if update_due {
+            if b & B_UIE != 0 {
+                flags |= C_UF;
+            }
+            if b & B_AIE != 0 && self.alarm_matches() {
+                flags |= C_AF;
+            }
+        }
+        if flags != 0 {
+            self.ram[REG_C] |= flags | C_IRQF;
+            if let Some(p) = &self.periodic {
+                p.irq.set_level(true);
+            }
         }
         self.rearm();
     }
 
+    /// Whether the time now matches the alarm registers (0xC0-0xFF: any value).
+    fn alarm_matches(&self) -> bool {
+        let t = self.now();
+        let field = |reg: usize, now: u8| {
+            let a = self.ram[reg];
+            a >= 0xc0 || a == now
+        };
+        field(REG_SECONDS_ALARM, self.encode(t.second))
+            && field(REG_MINUTES_ALARM, self.encode(t.minute))
+            && field(REG_HOURS_ALARM, self.encode_hour(t.hour))
+    }
+
     fn now(&self) -> DateTime {
-        DateTime::from_unix(((self.now)() as i64 + self.offset).max(0) as u64)
+        DateTime::from_unix(self.epoch_ns() / NS)
     }
 
     fn encode(&self, v: u32) -> u8 {
@@ -265,6 +356,9 @@ impl Cmos {
             REG_MONTH => self.encode(t.month),
             REG_YEAR => self.encode(t.year % 100),
             REG_CENTURY => self.encode(t.year / 100),
+            REG_A if self.periodic.is_some() && self.epoch_ns() % NS >= NS - UIP_NS => {
+                self.ram[REG_A] | A_UIP
+            }
             REG_C => {
                 let v = std::mem::take(&mut self.ram[REG_C]);
                 if v & C_IRQF != 0
@@ -403,5 +497,102 @@ mod tests {
         c.write(0, 0, &[0x40]);
         c.write(0, 1, &[0x99]);
         assert_eq!(rd(&mut c, 0x40), 0x99);
+    }
+
+    /// Records IRQ 8's level changes.
+    #[derive(Default)]
+    struct Line(std::sync::Mutex<Vec<bool>>);
+
+    impl IrqLine for Line {
+        fn set_level(&self, high: bool) {
+            self.0.lock().unwrap().push(high);
+        }
+    }
+
+    fn wr(c: &mut Cmos, reg: u8, v: u8) {
+        c.write(0, 0, &[reg]);
+        c.write(0, 1, &[v]);
+    }
+
+    fn attached() -> (Cmos, Clock, Arc<Line>) {
+        let clock = Clock::deterministic(1);
+        let line = Arc::new(Line::default());
+        let mut c = Cmos::with_clock(64 << 20, 0, fixed);
+        c.attach_periodic(&clock, line.clone());
+        (c, clock, line)
+    }
+
+    #[test]
+    fn update_ended_interrupt_once_a_second_with_uip_before_it() {
+        let (mut c, clock, line) = attached();
+        assert_eq!(clock.next_deadline(), None, "nothing armed while disabled");
+        wr(&mut c, 0x0b, B_24H | B_UIE);
+        assert_eq!(clock.next_deadline(), Some(NS));
+        clock.advance_to(NS - 100_000);
+        assert_eq!(rd(&mut c, 0x0a) & A_UIP, A_UIP);
+        c.poll();
+        assert!(line.0.lock().unwrap().is_empty(), "not yet");
+        clock.advance_to(NS);
+        assert_eq!(rd(&mut c, 0x0a) & A_UIP, 0);
+        c.poll();
+        assert_eq!(
+            rd(&mut c, 0x00),
+            0x44,
+            "the seconds advanced with the clock"
+        );
+        assert_eq!(*line.0.lock().unwrap(), vec![true]);
+        assert_eq!(rd(&mut c, 0x0c), C_IRQF | C_UF);
+        assert_eq!(*line.0.lock().unwrap(), vec![true, false]);
+        assert_eq!(rd(&mut c, 0x0c), 0, "reading C cleared it");
+        assert_eq!(clock.next_deadline(), Some(2 * NS));
+        // SET stops updates.
+        wr(&mut c, 0x0b, B_24H | B_UIE | B_SET);
+        assert_eq!(clock.next_deadline(), None);
+    }
+
+    #[test]
+    fn alarm_fires_when_the_time_matches_with_dont_care_fields() {
+        let (mut c, clock, line) = attached();
+        // 09:15:43 now: alarm at 09:15:45 (BCD, 24-hour).
+        wr(&mut c, 0x01, 0x45);
+        wr(&mut c, 0x03, 0x15);
+        wr(&mut c, 0x05, 0x09);
+        wr(&mut c, 0x0b, B_24H | B_AIE);
+        clock.advance_to(NS);
+        c.poll();
+        assert_eq!(rd(&mut c, 0x0c), 0, "09:15:44 does not match");
+        assert!(line.0.lock().unwrap().is_empty());
+        clock.advance_to(2 * NS);
+        c.poll();
+        assert_eq!(rd(&mut c, 0x0c), C_IRQF | C_AF);
+        // Any hour and minute, second 50: five seconds later.
+        wr(&mut c, 0x05, 0xc0);
+        wr(&mut c, 0x03, 0xff);
+        wr(&mut c, 0x01, 0x50);
+        for s in 3..=7 {
+            clock.advance_to(s * NS);
+            c.poll();
+            let want = if s == 7 { C_IRQF | C_AF } else { 0 };
+            assert_eq!(rd(&mut c, 0x0c), want, "second {s}");
+        }
+        // With the update interrupt on as well, both flags come together.
+        wr(&mut c, 0x0b, B_24H | B_AIE | B_UIE);
+        wr(&mut c, 0x01, 0x51);
+        clock.advance_to(8 * NS);
+        c.poll();
+        assert_eq!(rd(&mut c, 0x0c), C_IRQF | C_AF | C_UF);
+    }
+
+    #[test]
+    fn periodic_interrupt_sets_pf_at_the_programmed_rate() {
+        let (mut c, clock, line) = attached();
+        wr(&mut c, 0x0a, 0x26); // 1024 Hz
+        wr(&mut c, 0x0b, B_24H | B_PIE);
+        let period = 976_562; // 1e9 / 1024, rounded down
+        assert_eq!(clock.next_deadline(), Some(period));
+        clock.advance_to(period);
+        c.poll();
+        assert_eq!(rd(&mut c, 0x0c), C_IRQF | C_PF);
+        assert_eq!(*line.0.lock().unwrap(), vec![true, false]);
     }
 }
