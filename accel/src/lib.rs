@@ -24,5 +24,7 @@ pub use exit::{Exit, ExitCounters, ExitReasonKind, SystemEventKind, VcpuFailure}
 pub use io::IoHandler;
 pub use kick::Kicker;
 pub use memory::{GuestMemory, MemoryError, Region, RegionKind};
-pub use state::{CpuState, DescriptorTable, Events, PendingException, Reg, Segment, rflags_if};
+pub use state::{
+    CpuState, DescriptorTable, Events, FpuState, PendingException, Reg, Segment, rflags_if,
+};
 pub use vcpu::{AccelCaps, Accelerator, Vcpu, VcpuError};

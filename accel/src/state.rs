@@ -209,6 +209,12 @@ pub mod bits {
     pub const CR4_PAE: u64 = 1 << 5;
     /// CR4.PGE: global pages.
     pub const CR4_PGE: u64 = 1 << 7;
+    /// CR4.OSFXSR: FXSAVE/FXRSTOR and SSE enabled by the OS.
+    pub const CR4_OSFXSR: u64 = 1 << 9;
+    /// CR4.OSXMMEXCPT: unmasked SIMD floating-point exceptions raise #XM (else #UD).
+    pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
+    /// CR4.OSXSAVE: XSAVE family and XGETBV/XSETBV enabled.
+    pub const CR4_OSXSAVE: u64 = 1 << 18;
     /// EFER.SCE: SYSCALL enable.
     pub const EFER_SCE: u64 = 1 << 0;
     /// EFER.LME: long mode enable.
@@ -286,6 +292,62 @@ pub struct CpuState {
     pub tsc: u64,
     /// Interrupt shadow and pending events.
     pub events: Events,
+    /// x87, SSE and XCR0 state.
+    pub fpu: FpuState,
+}
+
+/// The x87 FPU, SSE and XSAVE-control state, in the form FXSAVE stores it: ST registers in
+/// stack order (ST0 first, not by physical register) and the abridged tag word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FpuState {
+    /// x87 control word.
+    pub fcw: u16,
+    /// x87 status word (TOP in bits 11-13).
+    pub fsw: u16,
+    /// Abridged tag word: bit `i` set when physical register `i` is not empty.
+    pub ftw: u8,
+    /// Opcode of the last non-control x87 instruction (11 bits).
+    pub fop: u16,
+    /// Linear address of the last non-control x87 instruction.
+    pub fip: u64,
+    /// Linear address of the last x87 memory operand.
+    pub fdp: u64,
+    /// ST0..ST7: 80-bit extended-precision values in the low bits.
+    pub st: [u128; 8],
+    /// XMM0..XMM15.
+    pub xmm: [u128; 16],
+    /// SSE control and status register.
+    pub mxcsr: u32,
+    /// Extended control register 0 (XSETBV), the enabled XSAVE components.
+    pub xcr0: u64,
+}
+
+impl FpuState {
+    /// The state at RESET (SDM Vol. 3 Table 9-1): FCW 0x40, FTW 0x5555 (every register holds
+    /// +0.0, so the abridged tag is all ones), MXCSR 0x1F80, XCR0 = 1 (x87 only).
+    pub const RESET: FpuState = FpuState {
+        fcw: 0x40,
+        fsw: 0,
+        ftw: 0xff,
+        fop: 0,
+        fip: 0,
+        fdp: 0,
+        st: [0; 8],
+        xmm: [0; 16],
+        mxcsr: 0x1f80,
+        xcr0: 1,
+    };
+
+    /// TOP: the physical register that is ST0.
+    pub fn top(&self) -> u8 {
+        ((self.fsw >> 11) & 7) as u8
+    }
+}
+
+impl Default for FpuState {
+    fn default() -> Self {
+        Self::RESET
+    }
 }
 
 /// IA32_PAT after RESET: WB, WT, UC-, UC, twice.

@@ -1,7 +1,7 @@
 //! Comparing two CpuStates field by field, masking what the architecture leaves undefined.
 
 use janus_accel::state::{GPR_NAMES, rflags};
-use janus_accel::{CpuState, Segment};
+use janus_accel::{CpuState, FpuState, Segment};
 
 /// One field that differs between backend A and backend B.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +72,40 @@ fn seg(out: &mut Vec<FieldDiff>, name: &str, a: &Segment, b: &Segment, long_mode
     push("unusable", a.unusable.into(), b.unusable.into());
 }
 
+/// The x87 and SSE registers: `st0`..`st7` (significand; `.exp` for sign and exponent, bits
+/// 64-79), `xmm0`..`xmm15` (low half; `.hi` for bits 64-127), and the control words by name.
+fn fpu(out: &mut Vec<FieldDiff>, a: &FpuState, b: &FpuState) {
+    let mut push = |field: String, x: u64, y: u64| {
+        if x != y {
+            out.push(FieldDiff { field, a: x, b: y });
+        }
+    };
+    push("fcw".into(), a.fcw.into(), b.fcw.into());
+    push("fsw".into(), a.fsw.into(), b.fsw.into());
+    push("ftw".into(), a.ftw.into(), b.ftw.into());
+    push("fop".into(), a.fop.into(), b.fop.into());
+    push("fip".into(), a.fip, b.fip);
+    push("fdp".into(), a.fdp, b.fdp);
+    for i in 0..8 {
+        push(format!("st{i}"), a.st[i] as u64, b.st[i] as u64);
+        push(
+            format!("st{i}.exp"),
+            (a.st[i] >> 64) as u64,
+            (b.st[i] >> 64) as u64,
+        );
+    }
+    for i in 0..16 {
+        push(format!("xmm{i}"), a.xmm[i] as u64, b.xmm[i] as u64);
+        push(
+            format!("xmm{i}.hi"),
+            (a.xmm[i] >> 64) as u64,
+            (b.xmm[i] >> 64) as u64,
+        );
+    }
+    push("mxcsr".into(), a.mxcsr.into(), b.mxcsr.into());
+    push("xcr0".into(), a.xcr0, b.xcr0);
+}
+
 /// Compares everything but the TSC (which runs on its own on every backend); `undefined_flags`
 /// are RFLAGS bits whose value the last instruction left undefined.
 pub fn compare(a: &CpuState, b: &CpuState, undefined_flags: u64) -> Vec<FieldDiff> {
@@ -112,6 +146,7 @@ pub fn compare(a: &CpuState, b: &CpuState, undefined_flags: u64) -> Vec<FieldDif
     push("sysenter_cs", a.sysenter_cs, b.sysenter_cs);
     push("sysenter_esp", a.sysenter_esp, b.sysenter_esp);
     push("sysenter_eip", a.sysenter_eip, b.sysenter_eip);
+    fpu(&mut out, &a.fpu, &b.fpu);
     for (name, x, y) in [
         ("cs", &a.cs, &b.cs),
         ("ss", &a.ss, &b.ss),
@@ -157,6 +192,19 @@ mod tests {
         assert_eq!(names, ["rbx", "rflags", "ds.base"]);
         let d = compare(&a, &b, rflags::AF);
         assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn fpu_registers_are_named() {
+        let a = CpuState::boot_sector();
+        let mut b = a.clone();
+        b.fpu.xmm[3] |= 1 << 100;
+        b.fpu.st[0] ^= 1;
+        b.fpu.mxcsr ^= 0x40;
+        b.fpu.fsw ^= 0x4000;
+        let d = compare(&a, &b, 0);
+        let names: Vec<&str> = d.iter().map(|d| d.field.as_str()).collect();
+        assert_eq!(names, ["fsw", "st0", "xmm3.hi", "mxcsr"]);
     }
 
     #[test]

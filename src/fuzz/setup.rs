@@ -186,6 +186,13 @@ pub fn initial_state(mode: FuzzMode, gpr: [u64; 16], flags: u64) -> CpuState {
                 | rflags::SF
                 | rflags::OF
                 | rflags::DF));
+    // SSE enabled; x87 and SSE as after FNINIT with every exception masked; XMM registers
+    // derived from the general registers, so a reproducer (which saves those) rebuilds them.
+    s.fpu.fcw = 0x37f;
+    s.fpu.ftw = 0;
+    for (i, x) in s.fpu.xmm.iter_mut().enumerate() {
+        *x = u128::from(gpr[i]) | u128::from(gpr[(i + 5) % 16]) << 64;
+    }
     let mask = |v: u64, bits: u32| if bits == 64 { v } else { v & ((1 << bits) - 1) };
     match mode {
         FuzzMode::Real => {
@@ -219,6 +226,8 @@ pub fn initial_state(mode: FuzzMode, gpr: [u64; 16], flags: u64) -> CpuState {
             }
         }
     }
+    s.cr4 |= bits::CR4_OSFXSR | bits::CR4_OSXMMEXCPT;
+    s.cr0 |= bits::CR0_NE | bits::CR0_MP;
     if mode != FuzzMode::Real {
         s.gdt = DescriptorTable {
             base: GDT,

@@ -3,7 +3,7 @@
 
 use kvm_bindings::{
     KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_SHADOW, kvm_dtable, kvm_msr_entry,
-    kvm_regs, kvm_segment, kvm_sregs, kvm_vcpu_events,
+    kvm_regs, kvm_segment, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
 };
 
 use crate::state::{CpuState, DescriptorTable, Events, PendingException, Segment};
@@ -245,6 +245,109 @@ pub(crate) fn events_from(state: &CpuState) -> kvm_vcpu_events {
     e
 }
 
+/// The bytes of an XSAVE area (`kvm_xsave.region` is an array of 32-bit words).
+fn xsave_bytes(x: &kvm_xsave, at: usize, out: &mut [u8]) {
+    for (k, b) in out.iter_mut().enumerate() {
+        let i = at + k;
+        *b = x.region[i / 4].to_le_bytes()[i % 4];
+    }
+}
+
+fn xsave_put(x: &mut kvm_xsave, at: usize, data: &[u8]) {
+    for (k, &b) in data.iter().enumerate() {
+        let i = at + k;
+        let mut w = x.region[i / 4].to_le_bytes();
+        w[i % 4] = b;
+        x.region[i / 4] = u32::from_le_bytes(w);
+    }
+}
+
+/// x87 and SSE registers from KVM_GET_XSAVE's area: the legacy region in FXSAVE64 form, a
+/// component whose XSTATE_BV bit is clear being in its initial configuration. (KVM_GET_FPU is
+/// not used: on kvm_pvm it reports MXCSR as 0 and its XMM values are not the guest's.)
+pub(crate) fn xsave_into(state: &mut CpuState, x: &kvm_xsave) {
+    let mut a = [0u8; 520];
+    xsave_bytes(x, 0, &mut a);
+    let u16_at = |i: usize| u16::from_le_bytes([a[i], a[i + 1]]);
+    let u32_at = |i: usize| u32::from_le_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+    let u64_at = |i: usize| u64::from(u32_at(i)) | u64::from(u32_at(i + 4)) << 32;
+    let u128_at = |i: usize| u128::from(u64_at(i)) | u128::from(u64_at(i + 8)) << 64;
+    let bv = u64_at(512);
+    let p = &mut state.fpu;
+    if bv & 1 != 0 {
+        p.fcw = u16_at(0);
+        p.fsw = u16_at(2);
+        p.ftw = a[4];
+        p.fop = u16_at(6);
+        p.fip = u64_at(8);
+        p.fdp = u64_at(16);
+        for (n, d) in p.st.iter_mut().enumerate() {
+            *d = u128_at(32 + 16 * n) & ((1u128 << 80) - 1);
+        }
+    } else {
+        (p.fcw, p.fsw, p.ftw, p.fop, p.fip, p.fdp) = (0x37f, 0, 0, 0, 0, 0);
+        p.st = [0; 8];
+    }
+    p.mxcsr = u32_at(24);
+    for (n, d) in p.xmm.iter_mut().enumerate() {
+        *d = if bv & 2 != 0 {
+            u128_at(160 + 16 * n)
+        } else {
+            0
+        };
+    }
+}
+
+/// KVM_SET_XSAVE's area: `base` (from KVM_GET_XSAVE, so that other components are kept) with
+/// the x87 and SSE registers of `state`, both marked present in XSTATE_BV.
+pub(crate) fn xsave_from(state: &CpuState, base: &kvm_xsave) -> kvm_xsave {
+    let mut x = kvm_xsave {
+        region: base.region,
+        ..Default::default()
+    };
+    let p = &state.fpu;
+    xsave_put(&mut x, 0, &p.fcw.to_le_bytes());
+    xsave_put(&mut x, 2, &p.fsw.to_le_bytes());
+    xsave_put(&mut x, 4, &[p.ftw, 0]);
+    xsave_put(&mut x, 6, &p.fop.to_le_bytes());
+    xsave_put(&mut x, 8, &p.fip.to_le_bytes());
+    xsave_put(&mut x, 16, &p.fdp.to_le_bytes());
+    xsave_put(&mut x, 24, &p.mxcsr.to_le_bytes());
+    for (n, v) in p.st.iter().enumerate() {
+        xsave_put(
+            &mut x,
+            32 + 16 * n,
+            &(v & ((1u128 << 80) - 1)).to_le_bytes(),
+        );
+    }
+    for (n, v) in p.xmm.iter().enumerate() {
+        xsave_put(&mut x, 160 + 16 * n, &v.to_le_bytes());
+    }
+    let mut bv = [0u8; 8];
+    xsave_bytes(&x, 512, &mut bv);
+    xsave_put(&mut x, 512, &(u64::from_le_bytes(bv) | 3).to_le_bytes());
+    x
+}
+
+/// XCR0 from KVM_GET_XCRS (unchanged if the list has no XCR0).
+pub(crate) fn xcrs_into(state: &mut CpuState, x: &kvm_xcrs) {
+    let n = (x.nr_xcrs as usize).min(x.xcrs.len());
+    if let Some(e) = x.xcrs[..n].iter().find(|e| e.xcr == 0) {
+        state.fpu.xcr0 = e.value;
+    }
+}
+
+/// KVM_SET_XCRS's structure: XCR0 only.
+pub(crate) fn xcrs_from(state: &CpuState) -> kvm_xcrs {
+    let mut x = kvm_xcrs {
+        nr_xcrs: 1,
+        ..Default::default()
+    };
+    x.xcrs[0].xcr = 0;
+    x.xcrs[0].value = state.fpu.xcr0;
+    x
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,6 +410,34 @@ mod tests {
         assert_eq!(back.pat, crate::state::PAT_DEFAULT);
         events_into(&mut back, &events_from(&s));
         assert_eq!(back.events, s.events);
+    }
+
+    #[test]
+    fn fpu_and_xcr0_round_trip() {
+        let mut s = sample();
+        s.fpu.fcw = 0x27f;
+        s.fpu.fsw = 0x3800;
+        s.fpu.ftw = 0x80;
+        s.fpu.fop = 0x1e9;
+        s.fpu.fip = 0x40_1000;
+        s.fpu.fdp = 0x60_0008;
+        s.fpu.st[0] = 0x3fff_8000_0000_0000_0000;
+        s.fpu.xmm[3] = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+        s.fpu.mxcsr = 0x9fc0;
+        s.fpu.xcr0 = 3;
+        let mut back = CpuState::default();
+        xsave_into(&mut back, &xsave_from(&s, &kvm_xsave::default()));
+        xcrs_into(&mut back, &xcrs_from(&s));
+        assert_eq!(back.fpu, s.fpu);
+        // XSTATE_BV clear: the initial configuration, whatever the area holds.
+        let mut x = xsave_from(&s, &kvm_xsave::default());
+        x.region[128] = 0;
+        xsave_into(&mut back, &x);
+        assert_eq!(
+            (back.fpu.fcw, back.fpu.st[0], back.fpu.xmm[3]),
+            (0x37f, 0, 0)
+        );
+        assert_eq!(back.fpu.mxcsr, 0x9fc0);
     }
 
     #[test]

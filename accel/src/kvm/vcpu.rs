@@ -351,6 +351,12 @@ impl Vcpu for KvmVcpu {
             .get_vcpu_events()
             .map_err(kvm_err("KVM_GET_VCPU_EVENTS"))?;
         convert::events_into(&mut s, &events);
+        let xsave = self.fd.get_xsave().map_err(kvm_err("KVM_GET_XSAVE"))?;
+        convert::xsave_into(&mut s, &xsave);
+        // KVM_GET_XCRS fails where the host has no XSAVE (KVM_CAP_XCRS absent); XCR0 is then 1.
+        if let Ok(x) = self.fd.get_xcrs() {
+            convert::xcrs_into(&mut s, &x);
+        }
         if s.events.interrupt.is_none() {
             s.events.interrupt = self.pending_irq;
         }
@@ -379,6 +385,19 @@ impl Vcpu for KvmVcpu {
         self.fd
             .set_vcpu_events(&ev)
             .map_err(kvm_err("KVM_SET_VCPU_EVENTS"))?;
+        // XCR0 before the FPU registers: it decides which components the guest may use.
+        if self.fd.get_xcrs().is_ok() {
+            self.fd
+                .set_xcrs(&convert::xcrs_from(state))
+                .map_err(kvm_err("KVM_SET_XCRS"))?;
+        }
+        let base = self.fd.get_xsave().map_err(kvm_err("KVM_GET_XSAVE"))?;
+        let xsave = convert::xsave_from(state, &base);
+        // SAFETY: KVM_SET_XSAVE reads the vCPU's user-ABI XSAVE size, which exceeds the 4 KiB
+        // of `kvm_xsave` only for dynamically enabled components (AMX) that a VMM must first
+        // request with ARCH_REQ_XCOMP_GUEST_PERM; janus never does, so the read stays inside
+        // `xsave`, a whole `kvm_xsave` built from KVM_GET_XSAVE's output.
+        unsafe { self.fd.set_xsave(&xsave) }.map_err(kvm_err("KVM_SET_XSAVE"))?;
         self.halted = false;
         Ok(())
     }

@@ -58,6 +58,8 @@ pub mod vec {
     pub const BR: u8 = 5;
     /// Invalid opcode.
     pub const UD: u8 = 6;
+    /// Device not available (x87/SSE with CR0.EM or CR0.TS).
+    pub const NM: u8 = 7;
     /// Double fault.
     pub const DF: u8 = 8;
     /// Invalid TSS.
@@ -70,6 +72,10 @@ pub mod vec {
     pub const GP: u8 = 13;
     /// Page fault.
     pub const PF: u8 = 14;
+    /// x87 floating-point error.
+    pub const MF: u8 = 16;
+    /// SIMD floating-point exception.
+    pub const XM: u8 = 19;
 }
 
 /// #UD.

@@ -5,6 +5,7 @@
 mod alu;
 mod conformance;
 mod exceptions;
+mod fpu;
 mod fuzz;
 mod golden;
 mod long;

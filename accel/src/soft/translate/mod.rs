@@ -6,15 +6,18 @@ mod alu;
 mod bcd;
 mod bit;
 mod control;
+mod fpstate;
 mod io;
 mod mov;
 mod msr;
 mod muldiv;
 pub mod operand;
 mod shift;
+mod sse;
 mod stack;
 mod string;
 mod system;
+mod x87;
 
 use std::sync::Arc;
 
@@ -323,6 +326,7 @@ fn lower(b: &mut Builder, i: &Instruction) {
         || shift::lower(b, i)
         || muldiv::lower(b, i)
         || bcd::lower(b, i)
+        || sse::lower(b, i)
         || string::lower(b, i)
         || bit::lower(b, i)
         || stack::lower(b, i)

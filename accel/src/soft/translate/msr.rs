@@ -20,13 +20,19 @@ pub fn cpuid_leaf(index: usize, nr_vcpus: usize, leaf: u32, sub: u32) -> [u32; 4
     match leaf {
         0 => {
             let h = host_cpuid(0, 0);
-            [h[0].min(7), h[1], h[2], h[3]]
+            [h[0].min(0xd), h[1], h[2], h[3]]
         }
         1 => {
             let h = host_cpuid(1, 0);
             let ebx = (index as u32) << 24 | (nr_vcpus.min(255) as u32) << 16 | 8 << 8;
-            let ecx = 1 << 13 | 1 << 23; // CMPXCHG16B, POPCNT
-            let mut edx = 1 << 3
+            // CMPXCHG16B, POPCNT, XSAVE (OSXSAVE, bit 27, is CR4.OSXSAVE: see `cpuid`).
+            let ecx = 1 << 13 | 1 << 23 | 1 << 26;
+            // FPU, FXSR, SSE, SSE2 and:
+            let mut edx = 1
+                | 1 << 24
+                | 1 << 25
+                | 1 << 26
+                | 1 << 3
                 | 1 << 4
                 | 1 << 5
                 | 1 << 6
@@ -44,6 +50,12 @@ pub fn cpuid_leaf(index: usize, nr_vcpus: usize, leaf: u32, sub: u32) -> [u32; 4
         }
         // BMI1 (ANDN BEXTR BLSI BLSMSK BLSR TZCNT).
         7 if sub == 0 => [0, 1 << 3, 0, 0],
+        // XSAVE: x87 and SSE only, both in the 512-byte legacy region, so every enabled XCR0
+        // needs 576 bytes; no XSAVEOPT, XSAVEC, XGETBV with ECX=1 or XSAVES (sub-leaf 1).
+        0xd if sub == 0 => {
+            let size = super::fpstate::XSAVE_SIZE;
+            [super::fpstate::XCR0_SUPPORTED as u32, size, size, 0]
+        }
         0x8000_0000 => {
             let h = host_cpuid(0x8000_0000, 0);
             [0x8000_0008, h[1], h[2], h[3]]
@@ -74,6 +86,10 @@ pub(super) fn cpuid(c: &mut Ctx, _: &Instruction) -> R<()> {
         c.c.get(0, 4) as u32,
         c.c.get(1, 4) as u32,
     );
+    let mut r = r;
+    if c.c.get(0, 4) == 1 && c.c.s.cr4 & crate::state::bits::CR4_OSXSAVE != 0 {
+        r[2] |= 1 << 27;
+    }
     for (reg, v) in [0u8, 3, 1, 2].into_iter().zip(r) {
         c.c.set(reg, 4, u64::from(v));
     }

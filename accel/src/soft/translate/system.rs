@@ -254,7 +254,18 @@ pub fn write_cr(c: &mut Ctx, n: u8, v: u64) -> R<()> {
             c.c.tlb.flush(true);
         }
         4 => {
-            let known = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400;
+            let known = 0x1
+                | 0x2
+                | 0x4
+                | 0x8
+                | 0x10
+                | 0x20
+                | 0x40
+                | 0x80
+                | 0x100
+                | bits::CR4_OSFXSR
+                | bits::CR4_OSXMMEXCPT
+                | bits::CR4_OSXSAVE;
             if v & !known != 0 {
                 return Err(gp(0));
             }

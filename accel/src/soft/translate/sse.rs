@@ -1,0 +1,229 @@
+//! SSE and SSE2: every legacy-encoded SSE/SSE2 instruction on XMM registers runs on the host's
+//! SSE unit through `soft::native` with the guest's MXCSR (exceptions masked, then judged
+//! here); state instructions (FXSAVE, XSAVE, LDMXCSR...) are in fpstate.rs. MMX-register forms
+//! and SSE3 and later raise #UD: CPUID does not advertise them.
+
+use iced_x86::{CpuidFeature, Instruction, Mnemonic, OpKind, Register};
+
+use super::fpstate::{self, check_sse, read_bytes, write_bytes};
+use super::{Builder, gpr};
+use crate::soft::cpu::{Ctx, Fault, R, UD, vec};
+use crate::soft::native::{self, Run};
+use crate::state::{bits, rflags};
+
+pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
+    use Mnemonic::*;
+    let next = i.next_ip();
+    match i.mnemonic() {
+        Fxsave | Fxsave64 | Fxrstor | Fxrstor64 => b.call(fpstate::fxsave),
+        Xsave | Xsave64 | Xrstor | Xrstor64 => b.call(fpstate::xsave),
+        Xgetbv => b.call(fpstate::xgetbv),
+        Xsetbv => b.call_then_stop(fpstate::xgetbv, next),
+        Ldmxcsr | Stmxcsr => b.call(fpstate::mxcsr),
+        Movnti => {
+            let sz = super::op_size(i, 1);
+            let v = b.rd(i, 1, sz);
+            b.wr(i, 0, sz, v);
+        }
+        Maskmovdqu => b.call(maskmovdqu),
+        Wait => return super::x87::lower(b, i),
+        _ => {
+            let f = i.cpuid_features();
+            if f.iter().any(|x| {
+                use CpuidFeature::*;
+                matches!(x, FPU | FPU287 | FPU287XL_ONLY | FPU387 | FPU387SL_ONLY)
+            }) {
+                return super::x87::lower(b, i);
+            }
+            let sse = f
+                .iter()
+                .all(|x| matches!(x, CpuidFeature::SSE | CpuidFeature::SSE2));
+            let mmx = (0..i.op_count())
+                .any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_mm());
+            if !sse || mmx || f.is_empty() {
+                return false;
+            }
+            b.call(sse_native);
+        }
+    }
+    true
+}
+
+/// The memory operand of a native instruction: (operand index, size, store?).
+fn mem_operand(i: &Instruction, x87: bool) -> Option<(u32, usize, bool)> {
+    let n = (0..i.op_count()).find(|&n| i.op_kind(n) == OpKind::Memory)?;
+    let size = i.memory_size().size();
+    let store = if x87 {
+        use Mnemonic::*;
+        matches!(i.mnemonic(), Fst | Fstp | Fist | Fistp | Fisttp | Fbstp)
+    } else {
+        n == 0
+    };
+    Some((n, size, store))
+}
+
+/// The same-size RAX (slot 0) or RCX (slot 1).
+fn slot_reg(slot: usize, sz: u8) -> Register {
+    match (slot, sz) {
+        (0, 8) => Register::RAX,
+        (0, 4) => Register::EAX,
+        (0, 2) => Register::AX,
+        (0, _) => Register::AL,
+        (_, 8) => Register::RCX,
+        (_, 4) => Register::ECX,
+        (_, 2) => Register::CX,
+        _ => Register::CL,
+    }
+}
+
+/// What a native execution produced, before it is committed.
+pub(super) struct Native {
+    /// The FXSAVE64 image after the instruction.
+    pub area: native::FxArea,
+    /// Host RFLAGS after it.
+    pub flags: u64,
+    /// RAX after it (the first general-purpose operand).
+    pub rax: u64,
+    /// The memory operand: (segment, offset, bytes, store?).
+    pub mem: Option<(u8, u64, [u8; 64], usize, bool)>,
+}
+
+/// Runs `i` natively on the guest's x87/SSE state (exceptions masked); commits nothing.
+pub(super) fn run_native(c: &mut Ctx, i: &Instruction, x87: bool) -> R<Native> {
+    let mut r = *i;
+    let mut buf = [0u8; 64];
+    let mut mem = None;
+    if let Some((_, size, store)) = mem_operand(i, x87) {
+        if size > 64 {
+            return Err(Fault::Unsupported("x87/SSE memory operand over 64 bytes"));
+        }
+        let (s, off) = if !x87
+            && size == 16
+            && !matches!(
+                i.mnemonic(),
+                Mnemonic::Movups | Mnemonic::Movupd | Mnemonic::Movdqu
+            ) {
+            fpstate::aligned(c, i, 16)?
+        } else {
+            c.ea(i)
+        };
+        let m = fpstate::asz_mask(i);
+        if !store {
+            read_bytes(c, s, off, &mut buf[..size], m)?;
+        }
+        mem = Some((s, off, size, store));
+        r.set_memory_base(Register::RDI);
+        r.set_memory_index(Register::None);
+        r.set_memory_index_scale(1);
+        r.set_memory_displacement64(0);
+        r.set_memory_displ_size(0);
+        r.set_segment_prefix(Register::None);
+    }
+    let mut gprs = [0u64; 3];
+    let mut slot = 0;
+    for n in 0..i.op_count() {
+        if i.op_kind(n) != OpKind::Register {
+            continue;
+        }
+        if let Some((x, sz)) = gpr(i.op_register(n)) {
+            gprs[slot.min(1)] = c.c.get(x, 8);
+            r.set_op_register(n, slot_reg(slot, sz));
+            slot += 1;
+        }
+    }
+    gprs[2] = c.c.rflags()
+        & (rflags::CF | rflags::PF | rflags::AF | rflags::ZF | rflags::SF | rflags::OF);
+    let Some(code) = native::encode(&r) else {
+        return Err(Fault::Unsupported(
+            "x87/SSE instruction the host encoder refuses",
+        ));
+    };
+    let mut area = fpstate::stub_area(&c.c.s.fpu);
+    let flags = native::execute(
+        &code,
+        Run {
+            area: &mut area,
+            mem: &mut buf,
+            gpr: &mut gprs,
+        },
+    )
+    .map_err(|_| Fault::Unsupported("no executable memory for x87/SSE stubs"))?;
+    Ok(Native {
+        area,
+        flags,
+        rax: gprs[0],
+        mem: mem.map(|(s, off, size, store)| (s, off, buf, size, store)),
+    })
+}
+
+/// Writes a native instruction's memory result, if it stores.
+pub(super) fn store_result(c: &mut Ctx, i: &Instruction, n: &Native) -> R<()> {
+    if let Some((s, off, buf, size, true)) = n.mem {
+        write_bytes(c, s, off, &buf[..size], fpstate::asz_mask(i))?;
+    }
+    Ok(())
+}
+
+/// The comparison flags of COMISS/UCOMISS/FCOMI...: ZF PF CF from the host, OF SF AF clear.
+pub(super) fn set_compare_flags(c: &mut Ctx, host: u64) {
+    let arith = rflags::CF | rflags::PF | rflags::AF | rflags::ZF | rflags::SF | rflags::OF;
+    let f = c.c.rflags() & !arith;
+    c.c.set_rflags(f | (host & (rflags::ZF | rflags::PF | rflags::CF)));
+}
+
+fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
+    check_sse(c)?;
+    let n = run_native(c, i, false)?;
+    let old = c.c.s.fpu.mxcsr;
+    let raised =
+        u32::from_le_bytes([n.area.0[24], n.area.0[25], n.area.0[26], n.area.0[27]]) & 0x3f;
+    let unmasked = raised & !(old >> 7) & 0x3f;
+    if unmasked != 0 {
+        // Pre-computation exceptions (invalid, denormal, divide) that are unmasked stop the
+        // instruction before the post-computation ones are looked for; nothing is written.
+        let pre = raised & 0x7;
+        let set = if pre & !(old >> 7) != 0 { pre } else { raised };
+        c.c.s.fpu.mxcsr = old | set;
+        return Err(if c.c.s.cr4 & bits::CR4_OSXMMEXCPT != 0 {
+            Fault::Exc {
+                vector: vec::XM,
+                code: None,
+            }
+        } else {
+            UD
+        });
+    }
+    store_result(c, i, &n)?;
+    fpstate::get_xmm(&n.area.0, &mut c.c.s.fpu);
+    c.c.s.fpu.mxcsr = old | raised;
+    if i.op0_kind() == OpKind::Register {
+        if let Some((x, sz)) = gpr(i.op0_register()) {
+            c.c.set(x, sz, n.rax);
+        }
+    }
+    if matches!(
+        i.mnemonic(),
+        Mnemonic::Comiss | Mnemonic::Ucomiss | Mnemonic::Comisd | Mnemonic::Ucomisd
+    ) {
+        set_compare_flags(c, n.flags);
+    }
+    Ok(())
+}
+
+/// MASKMOVDQU: the bytes of the first operand whose mask byte has bit 7 set go to DS:rDI.
+fn maskmovdqu(c: &mut Ctx, i: &Instruction) -> R<()> {
+    check_sse(c)?;
+    let reg = |r: Register| (r as u32 - Register::XMM0 as u32) as usize;
+    let data = c.c.s.fpu.xmm[reg(i.op0_register())].to_le_bytes();
+    let mask = c.c.s.fpu.xmm[reg(i.op1_register())].to_le_bytes();
+    let asz = super::addr_size(i);
+    let base = c.c.get(7, asz);
+    let seg = super::sreg(i.memory_segment());
+    let m = crate::soft::flags::mask(asz);
+    for k in 0..16 {
+        if mask[k] & 0x80 != 0 {
+            c.write(seg, base.wrapping_add(k as u64) & m, 1, u64::from(data[k]))?;
+        }
+    }
+    Ok(())
+}
