@@ -12,6 +12,7 @@ mod cpu;
 mod decode;
 mod exception;
 mod flags;
+mod icount;
 mod interp;
 pub mod ir;
 mod jit;
@@ -118,6 +119,7 @@ impl Accelerator for SoftAccel {
         };
         Ok(SoftVcpu {
             core: Box::new(core),
+            time: icount::TimeSync::default(),
             kicker,
             single_step: false,
             jmp: cache::JmpCache::default(),
@@ -134,6 +136,8 @@ impl Accelerator for SoftAccel {
 #[derive(Debug)]
 pub struct SoftVcpu {
     core: Box<Core>,
+    /// Deterministic time (`--icount`).
+    time: icount::TimeSync,
     kicker: Kicker,
     single_step: bool,
     jmp: cache::JmpCache,
@@ -185,6 +189,12 @@ impl SoftVcpu {
 
     fn run_loop(&mut self, io: &dyn IoHandler) -> Exit {
         loop {
+            // A block boundary: under deterministic time, report the instructions retired.
+            if let Some(limit) = self.time.sync(io, self.index, &mut self.core)
+                && let Some(j) = self.jit.as_deref_mut()
+            {
+                j.set_icount_limit(limit);
+            }
             if self.kicker.pending() {
                 self.core.counters.bump(ExitReasonKind::Interrupted);
                 return Exit::Stopped;
@@ -413,10 +423,12 @@ impl Vcpu for SoftVcpu {
         self.core.tlb.flush(false);
         self.core.cache.clear();
         self.halted = false;
+        self.time.reset();
         Ok(())
     }
 
     fn run(&mut self, io: &dyn IoHandler) -> Result<Exit, VcpuError> {
+        self.time.begin(io);
         Ok(self.run_loop(io))
     }
 
