@@ -227,6 +227,10 @@ struct DiffArgs {
     /// Where backend A's serial output goes.
     #[arg(long, default_value = "none")]
     serial: SinkSpec,
+    /// Deterministic time with timer interrupts: the clock advances 2^SHIFT ns per instruction
+    /// A retires and each interrupt is injected into both backends before the same instruction.
+    #[arg(long, value_name = "SHIFT")]
+    icount: Option<u32>,
     /// The KVM device node.
     #[arg(long, default_value = kvm::DEFAULT_DEVICE, hide_short_help = true)]
     kvm_device: PathBuf,
@@ -258,6 +262,7 @@ fn diff(args: DiffArgs) -> Result<ExitCode> {
         kvm_path: args.kvm_device,
         whole_program: None,
         plant_bug_in_b: false,
+        icount: args.icount,
     };
     let start = std::time::Instant::now();
     let report = diff_image(&image, &opts)?;

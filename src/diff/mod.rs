@@ -14,6 +14,14 @@
 //! the next instruction has run (B is stepped once more to catch up); interrupts are blocked
 //! while stepping (KVM_GUESTDBG_BLOCKIRQ). An instruction KVM cannot run (internal error) has no
 //! oracle: it is counted, B's result is copied to A, and the run goes on.
+//!
+//! Timer interrupts (`DiffOptions::icount`): the machine's clock is deterministic and driven
+//! from here, by the instructions the software side retired after each step; its timers fire
+//! between steps, and an interrupt the controllers have for vCPU 0 is injected into both
+//! backends before the same instruction (software against software). KVM cannot take an
+//! interrupt while single-stepping (KVM_GUESTDBG_BLOCKIRQ): against KVM the software side
+//! delivers it and runs the handler's first instruction, and KVM is given that state and memory
+//! (that step has no oracle). A halted pair waits by jumping the clock to the next deadline.
 
 pub mod compare;
 pub mod replay;
@@ -104,6 +112,11 @@ pub struct DiffOptions {
     /// `SoftAccel::plant_flag_bug`, so that a test can prove the differ catches it.
     #[doc(hidden)]
     pub plant_bug_in_b: bool,
+    /// Deterministic time with timer interrupts (`--icount SHIFT`): the machine's clock
+    /// advances 2^SHIFT ns per instruction A retires, its timers fire between steps, and each
+    /// interrupt is injected into both backends before the same instruction. `None`: no clock
+    /// runs and no interrupt is delivered.
+    pub icount: Option<u32>,
 }
 
 /// Whole-program comparison, for where single-stepping the reference is not possible: on
@@ -133,6 +146,7 @@ impl Default for DiffOptions {
             kvm_path: PathBuf::from(janus_accel::kvm::DEFAULT_DEVICE),
             whole_program: None,
             plant_bug_in_b: false,
+            icount: None,
         }
     }
 }
@@ -271,6 +285,78 @@ fn step_once(
 ) -> Result<(Exit, CpuState), janus_accel::VcpuError> {
     let exit = side.vcpu.run(io)?;
     Ok((exit, side.vcpu.state()?))
+}
+
+/// The instructions retired by the software side of a lockstep pair (A when both are).
+fn software_count(a: &Side, b: &Side) -> u64 {
+    a.vcpu
+        .counters()
+        .instructions
+        .or(b.vcpu.counters().instructions)
+        .unwrap_or(0)
+}
+
+/// What the differ does before a step under deterministic time.
+enum TimedStep {
+    /// Step as usual.
+    Run,
+    /// This interrupt was injected into both backends: the step delivers it.
+    Inject(u8),
+    /// The software side delivered this interrupt and ran the handler's first instruction; the
+    /// KVM side was given its state and memory (KVM_GUESTDBG_BLOCKIRQ keeps KVM from taking an
+    /// interrupt while single-stepping).
+    Delivered,
+    /// Both are halted and the clock jumped to the next timer: look again.
+    Idle,
+    /// Both are halted and no timer is armed: nothing can wake the guest.
+    Asleep,
+}
+
+/// Before a step under deterministic time: injects the interrupt the controllers have for
+/// vCPU 0 when A can take one (IF set, no interrupt shadow), into both backends, or, with KVM on
+/// one side, delivers it on the software side and copies the result to KVM. With both halted
+/// and nothing to take, jumps the clock to the next timer deadline.
+fn interrupt_step(
+    p: &crate::platform::Platform,
+    (a, b): (&mut Side, &mut Side),
+    kinds: (DiffBackend, DiffBackend),
+    io: &dyn janus_accel::IoHandler,
+    halted: bool,
+) -> Result<TimedStep, janus_accel::VcpuError> {
+    if p.interrupt_pending(0) {
+        let s = a.vcpu.state()?;
+        let open = s.rflags & janus_accel::state::rflags::IF != 0
+            && !s.events.sti_shadow
+            && !s.events.mov_ss_shadow
+            && s.events.interrupt.is_none();
+        if open && let Some(v) = p.acknowledge(0) {
+            let (soft, kvm) = match kinds {
+                (DiffBackend::Kvm, _) => (b, a),
+                (_, DiffBackend::Kvm) => (a, b),
+                _ => {
+                    a.vcpu.inject_interrupt(v)?;
+                    b.vcpu.inject_interrupt(v)?;
+                    return Ok(TimedStep::Inject(v));
+                }
+            };
+            soft.vcpu.inject_interrupt(v)?;
+            soft.vcpu.run(io)?;
+            copy_ram(&soft.mem, &kvm.mem);
+            kvm.vcpu.set_state(&soft.vcpu.state()?)?;
+            return Ok(TimedStep::Delivered);
+        }
+    }
+    if halted && !p.interrupt_pending(0) {
+        p.set_idle(0, true);
+        let jumped = p.idle_jump();
+        p.set_idle(0, false);
+        return Ok(if jumped {
+            TimedStep::Idle
+        } else {
+            TimedStep::Asleep
+        });
+    }
+    Ok(TimedStep::Run)
 }
 
 fn exit_name(e: &Exit) -> String {
@@ -438,6 +524,7 @@ pub fn diff_prepared(
         mem: opts.mem,
         image: Some(image.to_vec()),
         serial: opts.serial.clone(),
+        icount: opts.icount,
         ..Default::default()
     })?;
     let (mem_b, _) = layout::build_memory(opts.mem, None)?;
@@ -480,9 +567,62 @@ fn lockstep(
         no_oracle,
         backends,
     };
+    // Deterministic time: the machine's interrupt controllers and clock, driven from here.
+    let timed = io
+        .platform
+        .clone()
+        .filter(|p| opts.icount.is_some() && p.clock().is_deterministic());
+    if timed.is_some() && opts.a == DiffBackend::Kvm && opts.b == DiffBackend::Kvm {
+        return report(
+            0,
+            DiffEnd::Agreed(StopReason::HostError(
+                "--icount in lockstep needs a software backend on one side".into(),
+            )),
+            no_oracle,
+        );
+    }
+    let mut halted = false;
+    let mut retired = software_count(&a, &b);
     loop {
         if step >= opts.max_steps {
             return report(step, DiffEnd::StepLimit, no_oracle);
+        }
+        let mut injected = None;
+        if let Some(p) = &timed {
+            let kinds = (opts.a, opts.b);
+            match interrupt_step(p, (&mut a, &mut b), kinds, io.as_ref(), halted) {
+                Ok(TimedStep::Inject(v)) => {
+                    injected = Some(v);
+                    halted = false;
+                }
+                Ok(TimedStep::Delivered) => {
+                    halted = false;
+                    step += 1;
+                    let now = software_count(&a, &b);
+                    p.retired(0, now.wrapping_sub(retired));
+                    retired = now;
+                    continue;
+                }
+                Ok(TimedStep::Idle) => continue,
+                Ok(TimedStep::Asleep) => {
+                    return report(
+                        step,
+                        DiffEnd::Agreed(StopReason::HostError(
+                            "halted with no timer armed: nothing can wake the guest in lockstep"
+                                .into(),
+                        )),
+                        no_oracle,
+                    );
+                }
+                Ok(TimedStep::Run) => {}
+                Err(e) => {
+                    return report(
+                        step,
+                        DiffEnd::Agreed(StopReason::HostError(e.to_string())),
+                        no_oracle,
+                    );
+                }
+            }
         }
         let before = match a.vcpu.state() {
             Ok(s) => s,
@@ -496,6 +636,11 @@ fn lockstep(
         };
         let (bytes, insn) = fetch_insn(&before, &a.mem);
         let mut text = String::new();
+        if let Some(v) = injected {
+            text = format!(
+                "(interrupt {v:#04x} delivered, then the handler's first instruction; before it) "
+            );
+        }
         formatter.format(&insn, &mut text);
         let oracle = match opts.a {
             DiffBackend::Kvm if a.pvm && !(before.cs.dpl == 3 && before.code_bitness() == 64) => {
@@ -690,9 +835,21 @@ fn lockstep(
         let mut memory = Vec::new();
         compare_ranges(&a.mem, &b.mem, &writes, &mut memory);
         step += 1;
+        if let Some(p) = &timed {
+            // Time moves with the instructions the software side retired.
+            let now = software_count(&a, &b);
+            p.retired(0, now.wrapping_sub(retired));
+            retired = now;
+            // A halt holds (the software CPU stays halted; KVM's single-step may report the HLT
+            // as a step and would run on) until an interrupt is delivered.
+            halted = (is_hlt || matches!(exit_a, Exit::Halt) || matches!(exit_b, Exit::Halt))
+                && sa.rflags & janus_accel::state::rflags::IF != 0;
+        }
         let stopping = control.stopping()
-            || matches!(exit_a, Exit::Shutdown(_) | Exit::Halt | Exit::Failed(_));
-        if memory.is_empty() && (step % opts.ram_every == 0 || stopping) {
+            || matches!(exit_a, Exit::Shutdown(_) | Exit::Failed(_))
+            || (matches!(exit_a, Exit::Halt) && timed.is_none());
+        // An interrupt frame is written where the decoded instruction says nothing of.
+        if memory.is_empty() && (step % opts.ram_every == 0 || stopping || injected.is_some()) {
             memory = compare_ram(&a.mem, &b.mem);
         }
         let io_mismatch = replayer.finish();
