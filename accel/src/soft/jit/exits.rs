@@ -109,9 +109,13 @@ impl Gen<'_> {
         if self.writes {
             x64!(self.a ; cmp BYTE [r15 + CORE_SMC], 0 ; jne =>leave);
         }
+        // RAX may hold a guest register here (one the head keeps, or one the leave path
+        // writes back): the flag's address goes through it with RAX saved around.
         x64!(self.a
+            ; push rax
             ; mov rax, QWORD [r14 + RT_ATTENTION]
             ; cmp BYTE [rax], 0
+            ; pop rax
             ; jne =>leave
         );
         if self.icount {

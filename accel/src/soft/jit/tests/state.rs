@@ -173,6 +173,57 @@ fn jit_kick_stops_a_chained_loop() {
 }
 
 #[test]
+fn jit_kick_at_a_loop_back_edge_keeps_every_register() {
+    // A loop whose guest registers stay in host registers across iterations: the attention check on the back edge must not clobber them. It once loaded the
+    // flag's address into RAX, and the exit wrote that host pointer back as a guest register
+    // (a Linux kernel's mpihelp_submul_1 then faulted on a wild index after a timer interrupt).
+    for _ in 0..3 {
+        let mut m = jit_machine();
+        let s = state_for(&m, 64);
+        m.load(
+            CODE,
+            &asm(64, CODE, |a| {
+                let mut l = a.create_label();
+                // More registers than the loop head keeps: the rest are reloaded at the head
+                // and written back on the back edge.
+                a.xor(edx, edx).unwrap(); // the test state starts with DL = 0x80
+                a.set_label(&mut l).unwrap();
+                for (k, r) in [rdx, r8, rsi, rdi, r9, r10, r11, rax]
+                    .into_iter()
+                    .enumerate()
+                {
+                    a.add(r, k as i32 + 1).unwrap();
+                }
+                a.jmp(l).unwrap();
+            }),
+        );
+        m.set(&s);
+        let k = m.cpu.kicker();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            k.kick();
+        });
+        assert_eq!(m.run(), Exit::Stopped);
+        t.join().unwrap();
+        let st = m.state();
+        let n = st.reg(Reg::Rdx);
+        assert!(n > 100, "{st}");
+        let regs = [
+            Reg::R8,
+            Reg::Rsi,
+            Reg::Rdi,
+            Reg::R9,
+            Reg::R10,
+            Reg::R11,
+            Reg::Rax,
+        ];
+        for (k, r) in regs.into_iter().enumerate() {
+            assert_eq!(st.reg(r), (k as u64 + 2) * n, "{r:?}\n{st}");
+        }
+    }
+}
+
+#[test]
 fn jit_small_code_cache_is_flushed_and_refilled() {
     // 300 distinct blocks run 3 times through a 1 MiB cache that takes a block only while
     // 1008 KiB are free, so that it fills every hundred blocks or so.
