@@ -13,6 +13,7 @@ pub mod fuzz;
 pub mod layout;
 pub mod loader;
 pub mod machine;
+pub mod milestones;
 pub mod mptable;
 pub mod platform;
 pub mod signals;

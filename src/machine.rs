@@ -20,6 +20,7 @@ use crate::devices::i8042::{I8042, I8042Port, Port92};
 use crate::devices::post::Post;
 use crate::devices::serial::{InputQueue, Serial};
 use crate::layout::{self, Layout, LoadError};
+use crate::milestones::{BootTimes, MemoryUse, Milestones};
 use crate::platform::Platform;
 use crate::sink::SinkSpec;
 
@@ -63,6 +64,11 @@ pub struct MachineConfig {
     pub stdin: bool,
     /// The KVM device node.
     pub kvm_path: PathBuf,
+    /// When janus was launched: the zero of the boot milestones under `--stats` (`None`: when
+    /// the machine is built).
+    pub launched: Option<Instant>,
+    /// A string watched for in the serial output, timed under `--stats` (`--marker`).
+    pub marker: String,
     /// Deterministic time (`--icount SHIFT`): the clock advances 2^SHIFT ns per retired
     /// instruction (software backends only); `None` is real time.
     pub icount: Option<u32>,
@@ -83,6 +89,8 @@ impl Default for MachineConfig {
             timeout: None,
             stdin: false,
             kvm_path: PathBuf::from(kvm::DEFAULT_DEVICE),
+            launched: None,
+            marker: crate::milestones::DEFAULT_MARKER.into(),
             icount: None,
         }
     }
@@ -193,6 +201,10 @@ pub struct RunOutcome {
     pub serial_bytes: u64,
     /// POST port writes.
     pub post_writes: u64,
+    /// Boot milestones from launch: first guest entry, first serial byte, the marker.
+    pub boot: BootTimes,
+    /// Peak RSS and guest memory touched (`None` without /proc).
+    pub memory_use: Option<MemoryUse>,
 }
 
 /// A built machine, ready to run.
@@ -209,6 +221,7 @@ pub struct Machine {
     debugcon: Arc<Mutex<DebugCon>>,
     post: Arc<Mutex<Post>>,
     input: InputQueue,
+    milestones: Arc<Milestones>,
 }
 
 impl std::fmt::Debug for Machine {
@@ -292,6 +305,11 @@ impl Machine {
                 what: "debugcon",
                 source,
             })?;
+        let milestones = Arc::new(Milestones::new(
+            config.launched.unwrap_or_else(Instant::now),
+            &config.marker,
+        ));
+        let serial_out = crate::milestones::watch(serial_out, milestones.clone());
         let serial = Arc::new(Mutex::new(Serial::new(serial_out, input.clone())));
         let debugcon = Arc::new(Mutex::new(DebugCon::new(debugcon_out)));
         let post = Arc::new(Mutex::new(Post::default()));
@@ -356,6 +374,7 @@ impl Machine {
             debugcon,
             post,
             input,
+            milestones,
         })
     }
 
@@ -467,9 +486,15 @@ impl Machine {
         for (i, v) in vcpus.into_iter().enumerate() {
             let io = self.io.clone();
             let control = self.control.clone();
+            let milestones = self.milestones.clone();
             let t = std::thread::Builder::new()
                 .name(format!("vcpu{i}"))
-                .spawn(move || crate::vcpu_loop::vcpu_thread(v, io, control, i == 0))
+                .spawn(move || {
+                    if i == 0 {
+                        milestones.entered();
+                    }
+                    crate::vcpu_loop::vcpu_thread(v, io, control, i == 0)
+                })
                 .map_err(MachineError::Thread)?;
             threads.push(t);
         }
@@ -526,6 +551,8 @@ impl Machine {
             mmio_unassigned: self.io.mmio.unassigned(),
             serial_bytes,
             post_writes,
+            boot: self.milestones.times(),
+            memory_use: MemoryUse::measure(&self.memory),
         })
     }
 

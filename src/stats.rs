@@ -5,6 +5,7 @@ use std::fmt::Write;
 use janus_accel::ExitReasonKind;
 
 use crate::machine::RunOutcome;
+use std::time::Duration;
 
 /// Formats the statistics of a run as lines for stderr.
 pub fn format(o: &RunOutcome) -> String {
@@ -45,6 +46,31 @@ pub fn format(o: &RunOutcome) -> String {
         o.pio_unassigned.0, o.pio_unassigned.1, o.mmio_unassigned.0, o.mmio_unassigned.1
     );
     let _ = writeln!(s, "  serial bytes out    {}", o.serial_bytes);
+    let ms = |d: Option<Duration>| {
+        d.map_or("never".into(), |d| {
+            format!("{:.3} ms", d.as_secs_f64() * 1e3)
+        })
+    };
+    let _ = writeln!(s, "  launch to entry     {}", ms(o.boot.first_entry));
+    let _ = writeln!(s, "  launch to serial    {}", ms(o.boot.first_serial));
+    if !o.boot.marker_text.is_empty() {
+        let _ = writeln!(
+            s,
+            "  launch to marker    {} ({:?})",
+            ms(o.boot.marker),
+            o.boot.marker_text
+        );
+    }
+    if let Some(m) = o.memory_use {
+        let mib = |b: u64| b as f64 / f64::from(1 << 20);
+        let _ = writeln!(
+            s,
+            "  peak RSS            {:.1} MiB (guest memory touched {:.1} MiB, janus {:.1} MiB)",
+            mib(m.peak_rss),
+            mib(m.guest_touched),
+            mib(m.overhead())
+        );
+    }
     let _ = write!(s, "  post port writes    {}", o.post_writes);
     s
 }
@@ -53,8 +79,8 @@ pub fn format(o: &RunOutcome) -> String {
 mod tests {
     use super::*;
     use crate::control::StopReason;
+    use crate::milestones::{BootTimes, MemoryUse};
     use janus_accel::ExitCounters;
-    use std::time::Duration;
 
     #[test]
     fn lists_exits_by_reason_and_rate() {
@@ -71,11 +97,33 @@ mod tests {
             mmio_unassigned: (0, 0),
             serial_bytes: 10,
             post_writes: 0,
+            boot: BootTimes {
+                first_entry: Some(Duration::from_micros(1500)),
+                first_serial: Some(Duration::from_millis(40)),
+                marker: None,
+                marker_text: "JANUS-INIT-OK".into(),
+            },
+            memory_use: Some(MemoryUse {
+                peak_rss: 10 << 20,
+                guest_touched: 6 << 20,
+            }),
         };
         let s = format(&o);
         assert!(s.contains("io-out            1000"), "{s}");
         assert!(s.contains("hlt               1"), "{s}");
         assert!(s.contains("1001 (1001 per second)"), "{s}");
         assert!(s.contains("pio 1 reads, 2 writes"), "{s}");
+        assert!(s.contains("launch to entry     1.500 ms"), "{s}");
+        assert!(s.contains("launch to serial    40.000 ms"), "{s}");
+        assert!(
+            s.contains("launch to marker    never (\"JANUS-INIT-OK\")"),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "peak RSS            10.0 MiB (guest memory touched 6.0 MiB, janus 4.0 MiB)"
+            ),
+            "{s}"
+        );
     }
 }

@@ -4,7 +4,7 @@ mod bench;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -90,9 +90,12 @@ struct RunArgs {
     /// Stop the guest after this many seconds.
     #[arg(long, value_parser = parse_timeout)]
     timeout: Option<Duration>,
-    /// Print run statistics (wall time, exits by reason) on exit.
+    /// Print run statistics (wall time, exits by reason, boot milestones, memory) on exit.
     #[arg(long)]
     stats: bool,
+    /// A string to watch for in the serial output: --stats times its first appearance.
+    #[arg(long, default_value = janus::milestones::DEFAULT_MARKER, hide_short_help = true)]
+    marker: String,
     /// Deterministic time on the software CPU: the clock (TSC, PIT, LAPIC timer, RTC) advances
     /// 2^SHIFT ns per retired instruction, so a run with timer interrupts repeats exactly.
     #[arg(long, value_name = "SHIFT")]
@@ -334,7 +337,7 @@ fn read_file(path: &PathBuf, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
 }
 
-fn run(args: RunArgs) -> Result<ExitCode> {
+fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
     let image = match (&args.image, &args.bios, &args.kernel) {
         (Some(p), _, _) => Some(read_file(p, "image")?),
         (None, None, None) => Some(DEMO.to_vec()),
@@ -368,6 +371,8 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         timeout: args.timeout,
         icount: args.icount,
         stdin: true,
+        launched: Some(launched),
+        marker: args.marker.clone(),
         kvm_path: args
             .kvm_device
             .unwrap_or_else(|| kvm::DEFAULT_DEVICE.into()),
@@ -437,6 +442,7 @@ fn info(args: InfoArgs) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    let launched = Instant::now();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -453,12 +459,12 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Some(Command::Run(a)) => run(a),
+        Some(Command::Run(a)) => run(a, launched),
         Some(Command::Info(a)) => info(a),
         Some(Command::Diff(a)) => diff(a),
         Some(Command::Fuzz(a)) => fuzz(a),
         Some(Command::Bench(a)) => bench::run(a).map(|()| ExitCode::SUCCESS),
-        None => run(RunArgs::default()),
+        None => run(RunArgs::default(), launched),
     };
     match result {
         Ok(code) => code,
