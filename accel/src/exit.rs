@@ -100,8 +100,10 @@ pub enum ExitReasonKind {
     Shutdown,
     /// System event.
     SystemEvent,
-    /// Entry failure or internal error.
+    /// Entry failure, or an internal error the software fallback could not absorb.
     Failure,
+    /// KVM_EXIT_INTERNAL_ERROR (KVM could not emulate an instruction or deliver an event).
+    InternalError,
     /// The guest became able to take an interrupt janus had waiting.
     InterruptWindow,
     /// Any other exit.
@@ -110,7 +112,7 @@ pub enum ExitReasonKind {
 
 impl ExitReasonKind {
     /// Every kind, in report order.
-    pub const ALL: [ExitReasonKind; 12] = [
+    pub const ALL: [ExitReasonKind; 13] = [
         ExitReasonKind::IoIn,
         ExitReasonKind::IoOut,
         ExitReasonKind::MmioRead,
@@ -121,6 +123,7 @@ impl ExitReasonKind {
         ExitReasonKind::Shutdown,
         ExitReasonKind::SystemEvent,
         ExitReasonKind::Failure,
+        ExitReasonKind::InternalError,
         ExitReasonKind::InterruptWindow,
         ExitReasonKind::Other,
     ];
@@ -138,6 +141,7 @@ impl ExitReasonKind {
             ExitReasonKind::Shutdown => "shutdown",
             ExitReasonKind::SystemEvent => "system-event",
             ExitReasonKind::Failure => "failure",
+            ExitReasonKind::InternalError => "internal-error",
             ExitReasonKind::InterruptWindow => "irq-window",
             ExitReasonKind::Other => "other",
         }
@@ -151,7 +155,7 @@ pub struct ExitCounters {
     /// Guest instructions retired, when the backend can count them exactly.
     pub instructions: Option<u64>,
     /// Backend-specific counters (e.g. the JIT's blocks compiled), by name, summed on merge.
-    pub extra: std::collections::BTreeMap<&'static str, u64>,
+    pub extra: std::collections::BTreeMap<String, u64>,
 }
 
 impl ExitCounters {
@@ -183,7 +187,7 @@ impl ExitCounters {
             *a += b;
         }
         for (k, v) in &other.extra {
-            *self.extra.entry(k).or_default() += v;
+            *self.extra.entry(k.clone()).or_default() += v;
         }
         self.instructions = match (self.instructions, other.instructions) {
             (Some(a), Some(b)) => Some(a + b),

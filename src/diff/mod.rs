@@ -261,7 +261,7 @@ fn make_side(
 ) -> Result<Side, MachineError> {
     let (mut vcpu, pvm): (Box<dyn Vcpu + Send>, bool) = match kind {
         DiffBackend::Kvm => {
-            let accel = KvmAccel::new(&opts.kvm_path, &mem, 1)?;
+            let accel = KvmAccel::new(&opts.kvm_path, &mem, 1)?.with_fallback(false);
             let pvm = accel.caps().flavour.starts_with("kvm_pvm");
             (Box::new(accel.create_vcpu(0)?), pvm)
         }

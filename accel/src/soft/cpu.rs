@@ -152,6 +152,9 @@ pub struct Core {
     pub planted_bug: bool,
     /// MSRs kept only by this backend (IA32_MISC_ENABLE, MTRRs).
     pub msrs: super::translate::SoftMsrs,
+    /// A valid instruction this CPU does not implement stops the vCPU as unsupported instead of
+    /// raising #UD (the KVM fallback: the guest's CPUID is KVM's, not this CPU's).
+    pub strict_isa: bool,
 }
 
 impl Core {
@@ -174,6 +177,7 @@ impl Core {
             single_step: false,
             planted_bug: false,
             msrs: Default::default(),
+            strict_isa: false,
         }
     }
 

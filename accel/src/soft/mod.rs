@@ -358,6 +358,12 @@ impl SoftVcpu {
         }
     }
 
+    /// Strict ISA mode: a valid instruction this CPU does not implement stops the vCPU with a
+    /// failure report instead of raising #UD in the guest.
+    pub fn set_strict_isa(&mut self, on: bool) {
+        self.core.strict_isa = on;
+    }
+
     /// The JIT's counters, when this vCPU runs compiled code.
     pub fn jit_stats(&self) -> Option<JitStats> {
         self.jit.as_ref().map(|j| j.stats())
@@ -460,7 +466,7 @@ impl Vcpu for SoftVcpu {
                 ("jit cache flushes", j.flushes),
                 ("jit slow memory accesses", j.slow_accesses),
             ] {
-                c.extra.insert(k, v);
+                c.extra.insert(k.to_string(), v);
             }
         }
         c

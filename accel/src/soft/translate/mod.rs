@@ -313,6 +313,17 @@ fn raise_ud(_: &mut Ctx, _: &Instruction) -> R<()> {
     Err(UD)
 }
 
+/// A valid instruction this CPU does not implement: #UD (CPUID does not advertise it), or, in
+/// strict mode, a stop that names it.
+fn unimplemented(c: &mut Ctx, _: &Instruction) -> R<()> {
+    if c.c.strict_isa {
+        return Err(super::cpu::Fault::Unsupported(
+            "an instruction the software CPU does not implement",
+        ));
+    }
+    Err(UD)
+}
+
 /// Lowers one instruction.
 fn lower(b: &mut Builder, i: &Instruction) {
     b.next_t = 0;
@@ -334,7 +345,7 @@ fn lower(b: &mut Builder, i: &Instruction) {
         || io::lower(b, i)
         || system::lower(b, i);
     if !done {
-        b.call_end(raise_ud);
+        b.call_end(unimplemented);
     }
 }
 
