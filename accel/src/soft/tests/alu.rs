@@ -354,3 +354,79 @@ fn double_shifts_64() {
     assert_eq!(s.reg(Reg::Rcx), 0x6);
     assert_eq!(f & CF, 0);
 }
+
+/// ROL/ROR of a register by an immediate take a fast path; it must agree with the general path
+/// (the same rotate on a memory operand) in result and every flag, for every size and count,
+/// starting from both flag states.
+#[test]
+fn register_rotate_fast_path_matches_memory_form() {
+    const MEM: u64 = 0x9000;
+    let v: u64 = 0x8123_4567_89ab_cdef;
+    for left in [true, false] {
+        for (sz, cnts) in [(1u32, 0u32..=17), (2, 0..=33), (4, 0..=33), (8, 0..=65)] {
+            for cnt in cnts {
+                for carry in [false, true] {
+                    let reg_form = run64(|a| {
+                        a.mov(rax, v).unwrap();
+                        if carry {
+                            a.stc().unwrap()
+                        } else {
+                            a.clc().unwrap()
+                        }
+                        let c = cnt as u32;
+                        match (sz, left) {
+                            (1, true) => a.rol(al, c).unwrap(),
+                            (1, false) => a.ror(al, c).unwrap(),
+                            (2, true) => a.rol(ax, c).unwrap(),
+                            (2, false) => a.ror(ax, c).unwrap(),
+                            (4, true) => a.rol(eax, c).unwrap(),
+                            (4, false) => a.ror(eax, c).unwrap(),
+                            (_, true) => a.rol(rax, c).unwrap(),
+                            (_, false) => a.ror(rax, c).unwrap(),
+                        }
+                    })
+                    .1;
+                    let (m, mem_form) = run64(|a| {
+                        a.mov(rax, v).unwrap();
+                        a.mov(qword_ptr(MEM), rax).unwrap();
+                        if carry {
+                            a.stc().unwrap()
+                        } else {
+                            a.clc().unwrap()
+                        }
+                        let c = cnt as u32;
+                        match (sz, left) {
+                            (1, true) => a.rol(byte_ptr(MEM), c).unwrap(),
+                            (1, false) => a.ror(byte_ptr(MEM), c).unwrap(),
+                            (2, true) => a.rol(word_ptr(MEM), c).unwrap(),
+                            (2, false) => a.ror(word_ptr(MEM), c).unwrap(),
+                            (4, true) => a.rol(dword_ptr(MEM), c).unwrap(),
+                            (4, false) => a.ror(dword_ptr(MEM), c).unwrap(),
+                            (_, true) => a.rol(qword_ptr(MEM), c).unwrap(),
+                            (_, false) => a.ror(qword_ptr(MEM), c).unwrap(),
+                        }
+                    });
+                    let mask = if sz == 8 {
+                        u64::MAX
+                    } else {
+                        (1u64 << (sz * 8)) - 1
+                    };
+                    let what = format!(
+                        "{} size {sz} count {cnt} CF {carry}",
+                        if left { "rol" } else { "ror" }
+                    );
+                    assert_eq!(
+                        reg_form.reg(Reg::Rax) & mask,
+                        m.rd(MEM, 8) & mask,
+                        "{what}: result"
+                    );
+                    assert_eq!(
+                        reg_form.rflags & ARITH,
+                        mem_form.rflags & ARITH,
+                        "{what}: flags"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -356,10 +356,6 @@ fn fuzz(bits: u32, seed: u64) {
         let reps = 1 + rng.below(6) as u32;
         let code = program(&mut rng, bits, len, reps, jumps);
         let fill: Vec<u8> = (0..0x1000).map(|_| rng.next() as u8).collect();
-        if std::env::var("JANUS_JIT_FUZZ_DUMP").is_ok_and(|v| v == p.to_string()) {
-            std::fs::write(format!("/tmp/jitfuzz-{bits}-{p}.code"), &code).unwrap();
-            std::fs::write(format!("/tmp/jitfuzz-{bits}-{p}.fill"), &fill).unwrap();
-        }
         let setup = |m: &Machine, _: &mut CpuState| {
             m.mem.load(SANDBOX, &fill).unwrap();
         };
@@ -415,100 +411,4 @@ fn jit_random_programs_32() {
 #[test]
 fn jit_random_programs_64() {
     fuzz(64, 0xd1b5_4a32_d192_ed03);
-}
-
-/// Replays a program dumped with `JANUS_JIT_FUZZ_DUMP=N` (`JANUS_JIT_REPLAY=/tmp/jitfuzz-64-N`),
-/// printing both final states after each number of loop iterations.
-#[test]
-#[ignore]
-fn jit_replay_dumped_program() {
-    let Ok(base) = std::env::var("JANUS_JIT_REPLAY") else {
-        return;
-    };
-    let bits = if base.contains("-32-") { 32 } else { 64 };
-    let code = std::fs::read(format!("{base}.code")).unwrap();
-    let fill = std::fs::read(format!("{base}.fill")).unwrap();
-    let mov_cnt: &[u8] = if bits == 64 { &[0x49, 0xbf] } else { &[0xbf] };
-    let p = code
-        .windows(mov_cnt.len())
-        .position(|w| w == mov_cnt)
-        .map(|p| p + mov_cnt.len());
-    for reps in 1..=p.map_or(1, |p| code[p]) {
-        let mut c = code.clone();
-        if let Some(p) = p {
-            c[p] = reps;
-        }
-        let run = |mut m: Machine| {
-            let s = state_for(&m, bits);
-            m.mem.load(SANDBOX, &fill).unwrap();
-            m.load(CODE, &c);
-            m.set(&s);
-            let e = m.run();
-            (e, m.state(), m)
-        };
-        let (_, si, _) = run(Machine::new());
-        let (_, sj, m) = run(jit_machine());
-        println!("reps {reps}: same {}\ninterp:\n{si}\njit:\n{sj}", si == sj);
-        if si != sj {
-            println!("{}", super::golden::disasm_blocks(&m, bits));
-            break;
-        }
-    }
-}
-
-/// Shrinks a dumped program (`JANUS_JIT_REPLAY`) by turning instructions into NOPs while the
-/// two runs still disagree, and prints what is left.
-#[test]
-#[ignore]
-fn jit_shrink_dumped_program() {
-    let Ok(base) = std::env::var("JANUS_JIT_REPLAY") else {
-        return;
-    };
-    let bits = if base.contains("-32-") { 32 } else { 64 };
-    let mut code = std::fs::read(format!("{base}.code")).unwrap();
-    let fill = std::fs::read(format!("{base}.fill")).unwrap();
-    let differs = |c: &[u8]| {
-        let run = |mut m: Machine| {
-            let s = state_for(&m, bits);
-            m.mem.load(SANDBOX, &fill).unwrap();
-            m.load(CODE, c);
-            m.set(&s);
-            let e = m.run();
-            (e, m.state())
-        };
-        run(Machine::new()) != run(jit_machine())
-    };
-    assert!(differs(&code));
-    let insns: Vec<(usize, usize)> = {
-        let mut d = iced_x86::Decoder::with_ip(bits, &code, CODE, 0);
-        let mut v = Vec::new();
-        while d.can_decode() {
-            let i = d.decode();
-            v.push(((i.ip() - CODE) as usize, i.len()));
-        }
-        v
-    };
-    for &(at, len) in insns.iter().rev() {
-        let mut c = code.clone();
-        let i = iced_x86::Decoder::with_ip(bits, &code[at..], CODE + at as u64, 0).decode();
-        if i.is_jcc_short_or_near()
-            || i.mnemonic() == iced_x86::Mnemonic::Hlt
-            || i.mnemonic() == iced_x86::Mnemonic::Dec
-                && i.op0_register() == iced_x86::Register::R15
-        {
-            continue;
-        }
-        c[at..at + len].fill(0x90);
-        if differs(&c) {
-            code = c;
-        }
-    }
-    let mut d = iced_x86::Decoder::with_ip(bits, &code, CODE, 0);
-    while d.can_decode() {
-        let i = d.decode();
-        if i.mnemonic() != iced_x86::Mnemonic::Nop {
-            println!("{:#x}: {i}", i.ip());
-        }
-    }
-    std::fs::write(format!("{base}.shrunk"), &code).unwrap();
 }
