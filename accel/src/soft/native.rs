@@ -76,7 +76,7 @@ const EPILOGUE: [u8; 20] = [
 struct Stubs {
     exec: Option<ExecutableBuffer>,
     used: usize,
-    map: HashMap<Vec<u8>, usize>,
+    map: HashMap<iced_x86::Instruction, usize>,
 }
 
 thread_local! {
@@ -84,11 +84,14 @@ thread_local! {
 }
 
 impl Stubs {
-    /// The offset of the stub around `insn`, emitting it on a miss.
-    fn get(&mut self, insn: &[u8]) -> std::io::Result<usize> {
-        if let Some(&off) = self.map.get(insn) {
+    /// The offset of the stub around `i`, encoding and emitting it on a miss.
+    fn get(&mut self, i: &iced_x86::Instruction) -> std::io::Result<usize> {
+        if let Some(&off) = self.map.get(i) {
             return Ok(off);
         }
+        let mut e = iced_x86::Encoder::new(64);
+        e.encode(i, 0x1000).map_err(std::io::Error::other)?;
+        let insn = &e.take_buffer()[..];
         let len = PROLOGUE.len() + insn.len() + EPILOGUE.len();
         if self.exec.is_none() || self.used + len > CODE_SIZE {
             self.exec = Some(ExecutableBuffer::new(CODE_SIZE)?);
@@ -106,21 +109,21 @@ impl Stubs {
         }
         self.used = p;
         self.exec = Some(m.make_exec()?);
-        self.map.insert(insn.to_vec(), at);
+        self.map.insert(*i, at);
         Ok(at)
     }
 }
 
-/// Runs the 64-bit encoding `insn` (memory operand `[rdi]`, general-purpose operands RAX and
-/// RCX, nothing else touched) over `run`; returns the host RFLAGS after it.
+/// Runs `i` in 64-bit mode (memory operand `[rdi]`, general-purpose operands RAX and RCX,
+/// nothing else touched, IP 0) over `run`; returns the host RFLAGS after it.
 ///
-/// The caller guarantees `insn` is one x87 or SSE/SSE2 instruction of that shape, with every
+/// The caller guarantees `i` is one x87 or SSE/SSE2 instruction of that shape, with every
 /// exception masked in the area's FCW and MXCSR and valid MXCSR bits (the translator only
-/// builds such encodings).
-pub fn execute(insn: &[u8], run: Run) -> std::io::Result<u64> {
+/// builds such instructions).
+pub fn execute(i: &iced_x86::Instruction, run: Run) -> std::io::Result<u64> {
     STUBS.with(|s| {
         let mut s = s.borrow_mut();
-        let off = s.get(insn)?;
+        let off = s.get(i)?;
         let Some(exec) = s.exec.as_ref() else {
             return Err(std::io::Error::other("no stub buffer"));
         };
@@ -166,11 +169,4 @@ pub fn mxcsr_mask() -> u32 {
         };
     }
     MASK.with(|m| *m)
-}
-
-/// Encodes `i` (already rewritten to the stub's operands) in 64-bit mode.
-pub fn encode(i: &iced_x86::Instruction) -> Option<Vec<u8>> {
-    let mut e = iced_x86::Encoder::new(64);
-    e.encode(i, 0x1000).ok()?;
-    Some(e.take_buffer())
 }

@@ -343,6 +343,8 @@ fn x87_control_and_environment() {
         a.fld1().unwrap();
         a.fnstcw(word_ptr(rax + 2)).unwrap();
         a.fnstenv(ptr(rax + 0x10)).unwrap();
+        a.mov(word_ptr(rax + 0x4e), 0xbeef).unwrap();
+        a.db(&[0x66, 0xd9, 0x70, 0x40]).unwrap(); // fnstenv (14 bytes) [rax+0x40]
         a.fninit().unwrap();
         a.fnstsw(word_ptr(rax + 4)).unwrap();
     });
@@ -353,6 +355,8 @@ fn x87_control_and_environment() {
     assert_eq!(m.rd(DATA + 0x18, 4), 0xffff_3fff);
     assert_eq!(m.rd(DATA + 4, 2), 0);
     assert_eq!(s.fpu.fcw, 0x37f);
+    // The 16-bit environment is 14 bytes: the two after it are untouched.
+    assert_eq!(m.rd(DATA + 0x4e, 2), 0xbeef);
     assert_eq!(s.fpu.ftw, 0);
 }
 

@@ -177,11 +177,22 @@ pub fn stub_area(f: &FpuState) -> FxArea {
     a
 }
 
+/// The next access of a byte-range copy: 8, 4, 2 or 1 bytes (memory accesses are power-of-two
+/// sized).
+fn chunk(left: usize) -> usize {
+    match left {
+        8.. => 8,
+        4..=7 => 4,
+        2..=3 => 2,
+        _ => 1,
+    }
+}
+
 /// Reads `n` bytes at `seg:off` (8 bytes at a time; a fault leaves nothing changed).
 pub fn read_bytes(c: &mut Ctx, seg: u8, off: u64, out: &mut [u8], asz_mask: u64) -> R<()> {
     let mut k = 0;
     while k < out.len() {
-        let n = (out.len() - k).min(8);
+        let n = chunk(out.len() - k);
         let v = c.read(seg, off.wrapping_add(k as u64) & asz_mask, n as u8)?;
         out[k..k + n].copy_from_slice(&v.to_le_bytes()[..n]);
         k += n;
@@ -194,14 +205,14 @@ pub fn write_bytes(c: &mut Ctx, seg: u8, off: u64, data: &[u8], asz_mask: u64) -
     let user = c.c.cpl() == 3;
     let mut k = 0;
     while k < data.len() {
-        let n = (data.len() - k).min(8);
+        let n = chunk(data.len() - k);
         let lin = c.seg_addr(seg, off.wrapping_add(k as u64) & asz_mask, n as u8, true)?;
         c.probe_write(lin, n as u8, user)?;
         k += n;
     }
     let mut k = 0;
     while k < data.len() {
-        let n = (data.len() - k).min(8);
+        let n = chunk(data.len() - k);
         let mut b = [0u8; 8];
         b[..n].copy_from_slice(&data[k..k + n]);
         c.write(

@@ -133,21 +133,19 @@ pub(super) fn run_native(c: &mut Ctx, i: &Instruction, x87: bool) -> R<Native> {
     }
     gprs[2] = c.c.rflags()
         & (rflags::CF | rflags::PF | rflags::AF | rflags::ZF | rflags::SF | rflags::OF);
-    let Some(code) = native::encode(&r) else {
-        return Err(Fault::Unsupported(
-            "x87/SSE instruction the host encoder refuses",
-        ));
-    };
+    // One stub per distinct rewritten instruction, whatever its guest address.
+    r.set_ip(0);
+    r.set_len(0);
     let mut area = fpstate::stub_area(&c.c.s.fpu);
     let flags = native::execute(
-        &code,
+        &r,
         Run {
             area: &mut area,
             mem: &mut buf,
             gpr: &mut gprs,
         },
     )
-    .map_err(|_| Fault::Unsupported("no executable memory for x87/SSE stubs"))?;
+    .map_err(|_| Fault::Unsupported("x87/SSE stub: no executable memory or no encoding"))?;
     Ok(Native {
         area,
         flags,
