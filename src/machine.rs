@@ -21,7 +21,7 @@ use crate::devices::post::Post;
 use crate::devices::serial::{InputQueue, Serial};
 use crate::layout::{self, Layout, LoadError};
 use crate::milestones::{BootTimes, MemoryUse, Milestones};
-use crate::platform::Platform;
+use crate::platform::{IrqchipMode, Platform};
 use crate::sink::SinkSpec;
 
 /// Which CPU backend runs the guest.
@@ -72,6 +72,8 @@ pub struct MachineConfig {
     /// Deterministic time (`--icount SHIFT`): the clock advances 2^SHIFT ns per retired
     /// instruction (software backends only); `None` is real time.
     pub icount: Option<u32>,
+    /// Whose interrupt controllers a KVM guest uses (`--irqchip`).
+    pub irqchip: IrqchipMode,
 }
 
 impl Default for MachineConfig {
@@ -92,6 +94,7 @@ impl Default for MachineConfig {
             launched: None,
             marker: crate::milestones::DEFAULT_MARKER.into(),
             icount: None,
+            irqchip: IrqchipMode::User,
         }
     }
 }
@@ -133,6 +136,9 @@ pub enum MachineError {
         "--icount needs a software backend (--accel jit or interp): KVM cannot count instructions"
     )]
     IcountNeedsSoftware,
+    /// `--irqchip kernel` asked of a software backend.
+    #[error("--irqchip kernel needs --accel kvm (it is KVM's in-kernel irqchip)")]
+    IrqchipNeedsKvm,
     /// `--icount` shift out of range.
     #[error("--icount {0} is out of range (0 to {ICOUNT_SHIFT_MAX})")]
     IcountShift(u32),
@@ -356,7 +362,10 @@ impl Machine {
         pio.insert(0x64, 1, Arc::new(Mutex::new(I8042Port::command(i8042))))?;
         pio.insert(0x92, 1, Arc::new(Mutex::new(Port92::new(control.clone()))))?;
         let mut mmio = Bus::new("mmio");
-        platform.attach(&mut pio, &mut mmio)?;
+        // With KVM's in-kernel irqchip, KVM owns the controllers' ports and MMIO.
+        if config.irqchip == IrqchipMode::User {
+            platform.attach(&mut pio, &mut mmio)?;
+        }
 
         Ok(Machine {
             config,
@@ -436,6 +445,9 @@ impl Machine {
             },
             k => k,
         };
+        if self.config.irqchip == IrqchipMode::Kernel && kind != AccelKind::Kvm {
+            return Err(MachineError::IrqchipNeedsKvm);
+        }
         match kind {
             AccelKind::Interp => {
                 let accel = SoftAccel::new(self.memory.clone(), self.config.smp);
@@ -446,10 +458,19 @@ impl Machine {
                 self.run_on(&accel, "jit")
             }
             AccelKind::Kvm | AccelKind::Auto => {
-                let accel = KvmAccel::new(&self.config.kvm_path, &self.memory, self.config.smp)?;
+                let mut accel =
+                    KvmAccel::new(&self.config.kvm_path, &self.memory, self.config.smp)?;
                 let max = accel.caps().max_vcpus;
                 if self.config.smp > max {
                     return Err(MachineError::Smp(self.config.smp, max));
+                }
+                if self.config.irqchip == IrqchipMode::Kernel {
+                    accel = accel.with_kernel_irqchip()?;
+                    if let (Some(lines), Some(p)) = (accel.irq_lines(), &self.io.platform) {
+                        p.route_to_kernel(Arc::new(move |irq, level| {
+                            lines.set(u32::from(irq), level)
+                        }));
+                    }
                 }
                 self.run_on(&accel, "kvm")
             }
@@ -486,6 +507,8 @@ impl Machine {
         for (i, v) in vcpus.into_iter().enumerate() {
             let io = self.io.clone();
             let control = self.control.clone();
+            // With KVM's in-kernel irqchip, KVM holds the APs until their start-up IPI.
+            let started = i == 0 || self.config.irqchip == IrqchipMode::Kernel;
             let milestones = self.milestones.clone();
             let t = std::thread::Builder::new()
                 .name(format!("vcpu{i}"))
@@ -493,7 +516,7 @@ impl Machine {
                     if i == 0 {
                         milestones.entered();
                     }
-                    crate::vcpu_loop::vcpu_thread(v, io, control, i == 0)
+                    crate::vcpu_loop::vcpu_thread(v, io, control, started)
                 })
                 .map_err(MachineError::Thread)?;
             threads.push(t);

@@ -86,16 +86,41 @@ impl IrqLine for Intr {
     }
 }
 
-/// An ISA interrupt line: drives the PIC input and the IOAPIC pin (IRQ 0 is pin 2, as on PCs).
-#[derive(Debug)]
+/// Whose interrupt controllers a KVM guest uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IrqchipMode {
+    /// janus's PIC, PIT, IOAPIC and LAPICs in userspace (every backend).
+    #[default]
+    User,
+    /// KVM's in-kernel PIC, IOAPIC, LAPICs and PIT (KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2); janus's
+    /// devices raise their ISA lines with KVM_IRQ_LINE.
+    Kernel,
+}
+
+/// Where ISA lines go when KVM's in-kernel irqchip is in use: (IRQ, level).
+pub type KernelLines = Arc<dyn Fn(u8, bool) + Send + Sync>;
+
+/// An ISA interrupt line: drives the PIC input and the IOAPIC pin (IRQ 0 is pin 2, as on PCs),
+/// or KVM's in-kernel irqchip once the machine routes lines there.
 pub struct IsaIrq {
     pic: Arc<Mutex<Pic>>,
     ioapic: Arc<Mutex<Ioapic>>,
     irq: u8,
+    kernel: Arc<OnceLock<KernelLines>>,
+}
+
+impl std::fmt::Debug for IsaIrq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IsaIrq").field("irq", &self.irq).finish()
+    }
 }
 
 impl IrqLine for IsaIrq {
     fn set_level(&self, high: bool) {
+        if let Some(k) = self.kernel.get() {
+            k(self.irq, high);
+            return;
+        }
         self.pic
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -127,6 +152,8 @@ pub struct Platform {
     next_due: Arc<AtomicU64>,
     /// Per vCPU: halted or not started (deterministic time jumps only when all are).
     idle: Vec<AtomicBool>,
+    /// KVM's in-kernel irqchip, when the ISA lines go there.
+    kernel: Arc<OnceLock<KernelLines>>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -172,6 +199,7 @@ impl Platform {
             wake: Arc::new((Mutex::new(false), Condvar::new())),
             next_due: Arc::new(AtomicU64::new(u64::MAX)),
             idle: (0..nr_vcpus).map(|i| AtomicBool::new(i > 0)).collect(),
+            kernel: Arc::new(OnceLock::new()),
         });
         lock(&p.pit).set_irq(p.isa_irq(0));
         let wake = p.wake.clone();
@@ -190,7 +218,14 @@ impl Platform {
             pic: self.pic.clone(),
             ioapic: self.ioapic.clone(),
             irq,
+            kernel: self.kernel.clone(),
         })
+    }
+
+    /// `--irqchip kernel`: from now on every ISA line goes to `lines` (KVM_IRQ_LINE) instead of
+    /// janus's PIC and IOAPIC.
+    pub fn route_to_kernel(&self, lines: KernelLines) {
+        let _ = self.kernel.set(lines);
     }
 
     /// The machine clock.

@@ -44,6 +44,15 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum IrqchipArg {
+    /// janus's PIC, PIT, IOAPIC and LAPICs in userspace.
+    #[default]
+    User,
+    /// KVM's in-kernel irqchip and PIT (--accel kvm only).
+    Kernel,
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum AccelArg {
     /// Hardware virtualisation through /dev/kvm.
@@ -100,6 +109,10 @@ struct RunArgs {
     /// 2^SHIFT ns per retired instruction, so a run with timer interrupts repeats exactly.
     #[arg(long, value_name = "SHIFT")]
     icount: Option<u32>,
+    /// Interrupt controllers on KVM: janus's own in userspace (user), or KVM's in-kernel PIC,
+    /// IOAPIC, LAPICs and PIT (kernel).
+    #[arg(long, value_enum, default_value = "user")]
+    irqchip: IrqchipArg,
     /// The KVM device node.
     #[arg(long, default_value = kvm::DEFAULT_DEVICE, hide_short_help = true)]
     kvm_device: Option<PathBuf>,
@@ -370,6 +383,10 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         debugcon: args.debugcon.unwrap_or(SinkSpec::None),
         timeout: args.timeout,
         icount: args.icount,
+        irqchip: match args.irqchip {
+            IrqchipArg::User => janus::platform::IrqchipMode::User,
+            IrqchipArg::Kernel => janus::platform::IrqchipMode::Kernel,
+        },
         stdin: true,
         launched: Some(launched),
         marker: args.marker.clone(),

@@ -12,6 +12,7 @@ mod signal;
 mod vcpu;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use kvm_bindings::{KVM_CAP_SET_GUEST_DEBUG2, KVM_GUESTDBG_BLOCKIRQ, KVM_MEM_READONLY};
 use kvm_ioctls::{Cap, Kvm, VmFd};
@@ -190,9 +191,11 @@ pub fn probe(path: &Path) -> Result<KvmProbe, KvmError> {
 #[derive(Debug)]
 pub struct KvmAccel {
     kvm: Kvm,
-    vm: VmFd,
+    vm: Arc<VmFd>,
     memory: GuestMemory,
     caps: AccelCaps,
+    /// KVM's in-kernel PIC, IOAPIC, local APICs and PIT are in use (`--irqchip kernel`).
+    kernel_irqchip: bool,
     supported_msrs: Vec<u32>,
     nr_vcpus: usize,
 }
@@ -247,12 +250,90 @@ impl KvmAccel {
         let caps = probe(path)?.caps;
         Ok(KvmAccel {
             kvm,
-            vm,
+            vm: Arc::new(vm),
             memory: memory.clone(),
             caps,
+            kernel_irqchip: false,
             supported_msrs,
             nr_vcpus,
         })
+    }
+}
+
+impl KvmAccel {
+    /// `--irqchip kernel`: KVM's in-kernel 8259 pair, IOAPIC and local APICs
+    /// (KVM_CREATE_IRQCHIP) and PIT (KVM_CREATE_PIT2), with the PC's GSI routing: GSI n is PIC
+    /// input n and IOAPIC pin n, except that ISA IRQ 0 is IOAPIC pin 2 (the override the MADT
+    /// and MP table announce) and GSI 2 reaches no IOAPIC pin. Must come before any vCPU is
+    /// created. Devices outside KVM raise their lines with [`KvmIrqLines`].
+    ///
+    /// # Errors
+    /// [`KvmError`] naming the ioctl that failed (or the capability KVM lacks).
+    pub fn with_kernel_irqchip(mut self) -> Result<Self, KvmError> {
+        use kvm_bindings::{
+            KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
+            KVM_IRQCHIP_PIC_SLAVE, KvmIrqRouting, kvm_irq_routing_entry, kvm_pit_config,
+        };
+        let err = |op| move |source| KvmError::Ioctl { op, source };
+        if !self.kvm.check_extension(Cap::Irqchip) || !self.kvm.check_extension(Cap::Pit2) {
+            return Err(KvmError::MissingCap("KVM_CAP_IRQCHIP and KVM_CAP_PIT2"));
+        }
+        self.vm
+            .create_irq_chip()
+            .map_err(err("KVM_CREATE_IRQCHIP"))?;
+        self.vm
+            .create_pit2(kvm_pit_config::default())
+            .map_err(err("KVM_CREATE_PIT2"))?;
+        let route = |gsi: u32, irqchip: u32, pin: u32| {
+            let mut e = kvm_irq_routing_entry {
+                gsi,
+                type_: KVM_IRQ_ROUTING_IRQCHIP,
+                ..Default::default()
+            };
+            e.u.irqchip.irqchip = irqchip;
+            e.u.irqchip.pin = pin;
+            e
+        };
+        let no_room = |_| KvmError::MissingCap("KVM_CAP_IRQ_ROUTING (24 routes)");
+        let mut routing = KvmIrqRouting::new(0).map_err(no_room)?;
+        let mut entries = Vec::new();
+        for gsi in 0..24u32 {
+            match gsi {
+                0..8 => entries.push(route(gsi, KVM_IRQCHIP_PIC_MASTER, gsi)),
+                8..16 => entries.push(route(gsi, KVM_IRQCHIP_PIC_SLAVE, gsi - 8)),
+                _ => {}
+            }
+            match gsi {
+                0 => entries.push(route(0, KVM_IRQCHIP_IOAPIC, 2)),
+                2 => {}
+                g => entries.push(route(g, KVM_IRQCHIP_IOAPIC, g)),
+            }
+        }
+        for e in entries {
+            routing.push(e).map_err(no_room)?;
+        }
+        self.vm
+            .set_gsi_routing(&routing)
+            .map_err(err("KVM_SET_GSI_ROUTING"))?;
+        self.kernel_irqchip = true;
+        Ok(self)
+    }
+
+    /// The input lines of the in-kernel irqchip, when there is one.
+    pub fn irq_lines(&self) -> Option<KvmIrqLines> {
+        self.kernel_irqchip.then(|| KvmIrqLines(self.vm.clone()))
+    }
+}
+
+/// Drives the in-kernel irqchip's input lines (KVM_IRQ_LINE) from devices outside KVM.
+#[derive(Clone, Debug)]
+pub struct KvmIrqLines(Arc<VmFd>);
+
+impl KvmIrqLines {
+    /// Sets GSI `gsi` (ISA IRQ n is GSI n) to `level`. A failure is the guest's loss of an
+    /// interrupt, not the host's error: it is ignored.
+    pub fn set(&self, gsi: u32, level: bool) {
+        let _ = self.0.set_irq_line(gsi, level);
     }
 }
 
@@ -264,7 +345,7 @@ impl Accelerator for KvmAccel {
     }
 
     fn create_vcpu(&self, index: usize) -> Result<KvmVcpu, VcpuError> {
-        KvmVcpu::new(
+        let mut v = KvmVcpu::new(
             &self.kvm,
             &self.vm,
             index,
@@ -272,6 +353,8 @@ impl Accelerator for KvmAccel {
             self.memory.clone(),
             self.supported_msrs.clone(),
             guest_debug_flags(&self.kvm) & KVM_GUESTDBG_BLOCKIRQ != 0,
-        )
+        )?;
+        v.kernel_irqchip = self.kernel_irqchip;
+        Ok(v)
     }
 }

@@ -34,6 +34,9 @@ pub struct KvmVcpu {
     /// next KVM_RUN); state() must finish it first.
     io_pending: bool,
     pending_irq: Option<u8>,
+    /// KVM's in-kernel irqchip delivers interrupts (`--irqchip kernel`): janus's controllers
+    /// are not polled and nothing is injected from here.
+    pub(super) kernel_irqchip: bool,
     /// RIP and RCX when a single step began.
     step_start: Option<(u64, u64)>,
     /// Halted by HLT until an interrupt is delivered.
@@ -90,6 +93,7 @@ impl KvmVcpu {
             blockirq,
             io_pending: false,
             pending_irq: None,
+            kernel_irqchip: false,
             step_start: None,
             halted: false,
         };
@@ -239,6 +243,9 @@ impl KvmVcpu {
     /// Injects the queued interrupt if the guest can take it now (else asks KVM to exit when it
     /// can); returns whether it was injected.
     fn try_inject(&mut self) -> Result<bool, VcpuError> {
+        if self.kernel_irqchip {
+            return Ok(false);
+        }
         let Some(vector) = self.pending_irq else {
             return Ok(false);
         };
@@ -257,6 +264,9 @@ impl KvmVcpu {
     /// Takes an interrupt from the machine's interrupt controllers when the guest can accept
     /// one now; otherwise asks KVM for an interrupt-window exit.
     fn poll_controllers(&mut self, io: &dyn IoHandler) -> Result<(), VcpuError> {
+        if self.kernel_irqchip {
+            return Ok(());
+        }
         if self.pending_irq.is_some() || !io.interrupt_pending(self.index) {
             return Ok(());
         }
