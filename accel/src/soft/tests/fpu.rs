@@ -361,6 +361,27 @@ fn x87_control_and_environment() {
 }
 
 #[test]
+fn fnsave_frstor_and_fldenv_round_trip() {
+    let (_, s) = run(|a| {
+        a.mov(eax, DATA as u32).unwrap();
+        a.fld1().unwrap();
+        a.fldpi().unwrap(); // TOP = 6: ST0 = pi, ST1 = 1
+        a.fnsave(ptr(rax)).unwrap(); // 108 bytes, then FNINIT
+        a.fldz().unwrap();
+        a.frstor(ptr(rax)).unwrap();
+        a.fnstenv(ptr(rax + 0x80)).unwrap();
+        a.fninit().unwrap();
+        a.fldenv(ptr(rax + 0x80)).unwrap(); // TOP = 6 again: the registers follow
+    });
+    assert_eq!(s.fpu.top(), 6);
+    assert_eq!(s.fpu.ftw, 0xc0);
+    assert_eq!(s.fpu.st[0] >> 64, 0x4000); // pi
+    assert_eq!(s.fpu.st[1], 0x3fff_8000_0000_0000_0000);
+    // FNSTENV masked every exception; FLDENV loaded that control word.
+    assert_eq!(s.fpu.fcw, 0x37f);
+}
+
+#[test]
 fn fxsave_layout_and_round_trip() {
     let (m, s) = run_fpu(
         |s| {
