@@ -92,77 +92,6 @@ impl Fallback {
     }
 }
 
-/// Bytes of an XSAVE area holding x87 and SSE state only (legacy region plus header).
-const XSAVE_X87_SSE: u32 = 576;
-
-/// Limits KVM's CPUID to the instruction set the software fallback can stand in for, on hosts
-/// where the fallback runs routinely (kvm_pvm: all kernel code goes through KVM's emulator).
-///
-/// The fallback must be able to run whatever the guest's kernel executes when KVM cannot, and it
-/// implements x87, SSE/SSE2 and XSAVE/XRSTOR of the x87|SSE components only. So: no AVX, AVX2,
-/// FMA, F16C, AVX-512, AMX, MPX or PKU; XCR0 limited to x87|SSE with the matching XSAVE sizes;
-/// no XSAVEOPT/XSAVEC/XSAVES (the kernel then uses the standard-format XSAVE/XRSTOR).
-pub fn limit_cpuid(entries: &mut [kvm_bindings::kvm_cpuid_entry2]) {
-    for e in entries {
-        match (e.function, e.index) {
-            (1, _) => {
-                // FMA, AVX, F16C.
-                e.ecx &= !(1 << 12 | 1 << 28 | 1 << 29);
-            }
-            (7, 0) => {
-                // AVX2, MPX, AVX512F/DQ/IFMA/PF/ER/CD/BW/VL.
-                e.ebx &= !(1 << 5
-                    | 1 << 14
-                    | 1 << 16
-                    | 1 << 17
-                    | 1 << 21
-                    | 1 << 26
-                    | 1 << 27
-                    | 1 << 28
-                    | 1 << 30
-                    | 1 << 31);
-                // AVX512_VBMI, PKU, OSPKE, AVX512_VBMI2, VAES, VPCLMULQDQ, AVX512_VNNI,
-                // AVX512_BITALG, AVX512_VPOPCNTDQ.
-                e.ecx &= !(1 << 1
-                    | 1 << 3
-                    | 1 << 4
-                    | 1 << 6
-                    | 1 << 9
-                    | 1 << 10
-                    | 1 << 11
-                    | 1 << 12
-                    | 1 << 14);
-                // AVX512_4VNNIW, AVX512_4FMAPS, AVX512_VP2INTERSECT, AMX-BF16, AVX512_FP16,
-                // AMX-TILE, AMX-INT8.
-                e.edx &= !(1 << 2 | 1 << 3 | 1 << 8 | 1 << 22 | 1 << 23 | 1 << 24 | 1 << 25);
-            }
-            (7, 1) => {
-                // AVX-VNNI, AVX512_BF16.
-                e.eax &= !(1 << 4 | 1 << 5);
-            }
-            (0xd, 0) => {
-                e.eax &= 3;
-                e.edx = 0;
-                e.ebx = XSAVE_X87_SSE;
-                e.ecx = XSAVE_X87_SSE;
-            }
-            (0xd, 1) => {
-                e.eax = 0;
-                e.ebx = XSAVE_X87_SSE;
-                e.ecx = 0;
-                e.edx = 0;
-            }
-            (0xd, _) => {
-                e.eax = 0;
-                e.ebx = 0;
-                e.ecx = 0;
-                e.edx = 0;
-            }
-            _ => {}
-        }
-    }
-}
-
 /// The `--stats` key of one fallback use: the instruction and KVM's reason.
 pub fn stats_key(suberror: u32, mnemonic: Option<&str>) -> String {
     let why = match suberror {
@@ -347,37 +276,6 @@ mod tests {
             }
             other => panic!("expected a failure report, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn cpuid_is_limited_to_what_the_fallback_runs() {
-        let leaf = |function, index, v: u32| kvm_bindings::kvm_cpuid_entry2 {
-            function,
-            index,
-            eax: v,
-            ebx: v,
-            ecx: v,
-            edx: v,
-            ..Default::default()
-        };
-        let mut e = vec![
-            leaf(1, 0, u32::MAX),
-            leaf(7, 0, u32::MAX),
-            leaf(0xd, 0, 0xe7),
-            leaf(0xd, 1, 0xf),
-            leaf(0xd, 2, 256),
-            leaf(0x8000_0001, 0, u32::MAX),
-        ];
-        limit_cpuid(&mut e);
-        assert_eq!(e[0].ecx & (1 << 28), 0, "AVX hidden");
-        assert_ne!(e[0].ecx & (1 << 26), 0, "XSAVE kept");
-        assert_ne!(e[0].edx & (1 << 25 | 1 << 26), 0, "SSE, SSE2 kept");
-        assert_eq!(e[1].ebx & (1 << 5 | 1 << 16), 0, "AVX2, AVX512F hidden");
-        assert_ne!(e[1].ebx & (1 << 3), 0, "BMI1 kept");
-        assert_eq!((e[2].eax, e[2].ebx, e[2].ecx, e[2].edx), (3, 576, 576, 0));
-        assert_eq!(e[3].eax, 0, "no XSAVEOPT/XSAVEC/XSAVES");
-        assert_eq!((e[4].eax, e[4].ebx), (0, 0), "no AVX component");
-        assert_eq!(e[5].ecx, u32::MAX, "other leaves untouched");
     }
 
     #[test]
