@@ -74,6 +74,8 @@ pub struct MachineConfig {
     pub icount: Option<u32>,
     /// Whose interrupt controllers a KVM guest uses (`--irqchip`).
     pub irqchip: IrqchipMode,
+    /// On KVM, run what KVM cannot (KVM_EXIT_INTERNAL_ERROR) in the software CPU and resume.
+    pub kvm_fallback: bool,
 }
 
 impl Default for MachineConfig {
@@ -95,6 +97,7 @@ impl Default for MachineConfig {
             marker: crate::milestones::DEFAULT_MARKER.into(),
             icount: None,
             irqchip: IrqchipMode::User,
+            kvm_fallback: true,
         }
     }
 }
@@ -458,8 +461,8 @@ impl Machine {
                 self.run_on(&accel, "jit")
             }
             AccelKind::Kvm | AccelKind::Auto => {
-                let mut accel =
-                    KvmAccel::new(&self.config.kvm_path, &self.memory, self.config.smp)?;
+                let mut accel = KvmAccel::new(&self.config.kvm_path, &self.memory, self.config.smp)?
+                    .with_fallback(self.config.kvm_fallback);
                 let max = accel.caps().max_vcpus;
                 if self.config.smp > max {
                     return Err(MachineError::Smp(self.config.smp, max));

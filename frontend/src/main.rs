@@ -116,6 +116,10 @@ struct RunArgs {
     /// The KVM device node.
     #[arg(long, default_value = kvm::DEFAULT_DEVICE, hide_short_help = true)]
     kvm_device: Option<PathBuf>,
+    /// On KVM, stop with KVM's raw report when it cannot run an instruction
+    /// (KVM_EXIT_INTERNAL_ERROR) instead of running it in the software CPU.
+    #[arg(long)]
+    no_fallback: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -393,6 +397,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         kvm_path: args
             .kvm_device
             .unwrap_or_else(|| kvm::DEFAULT_DEVICE.into()),
+        kvm_fallback: !args.no_fallback,
     };
     let kind = match args.accel.unwrap_or(AccelArg::Auto) {
         AccelArg::Kvm => AccelKind::Kvm,
@@ -460,6 +465,7 @@ fn info(args: InfoArgs) -> Result<ExitCode> {
 
 fn main() -> ExitCode {
     let launched = Instant::now();
+    janus::milestones::no_fault_around_for_code();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

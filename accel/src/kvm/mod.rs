@@ -4,10 +4,13 @@
 //! creates the VM and registers guest memory as slots; [`KvmVcpu`] runs a vCPU and serves its
 //! exits. On hosts where /dev/kvm is the `kvm_pvm` module (no VT-x/AMD-V), only CPL3 64-bit code
 //! runs natively: real-mode, 32-bit and kernel code goes through KVM's in-kernel instruction
-//! emulator, which stops with KVM_EXIT_INTERNAL_ERROR on what it cannot emulate. Those stops are
-//! turned into [`crate::Exit::Failed`] with the instruction and state.
+//! emulator, which stops with KVM_EXIT_INTERNAL_ERROR on what it cannot emulate. janus then runs
+//! that one instruction in its software CPU and resumes KVM (see `fallback`); with the fallback
+//! off, or when the software CPU cannot run it either, the stop becomes [`crate::Exit::Failed`]
+//! with the instruction and state.
 
 mod convert;
+mod fallback;
 mod signal;
 mod vcpu;
 
@@ -198,6 +201,7 @@ pub struct KvmAccel {
     kernel_irqchip: bool,
     supported_msrs: Vec<u32>,
     nr_vcpus: usize,
+    fallback: bool,
 }
 
 impl KvmAccel {
@@ -256,7 +260,15 @@ impl KvmAccel {
             kernel_irqchip: false,
             supported_msrs,
             nr_vcpus,
+            fallback: true,
         })
+    }
+
+    /// Turns the software fallback on (the default) or off (`--no-fallback`: a
+    /// KVM_EXIT_INTERNAL_ERROR then ends the run with KVM's raw report).
+    pub fn with_fallback(mut self, on: bool) -> Self {
+        self.fallback = on;
+        self
     }
 }
 
@@ -353,6 +365,7 @@ impl Accelerator for KvmAccel {
             self.memory.clone(),
             self.supported_msrs.clone(),
             guest_debug_flags(&self.kvm) & KVM_GUESTDBG_BLOCKIRQ != 0,
+            self.fallback,
         )?;
         v.kernel_irqchip = self.kernel_irqchip;
         Ok(v)

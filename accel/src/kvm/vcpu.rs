@@ -8,6 +8,7 @@ use kvm_bindings::{
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 
 use super::convert;
+use super::fallback::{self, Fallback, Outcome};
 use super::signal;
 use crate::exit::{Exit, ExitCounters, ExitReasonKind, SystemEventKind, VcpuFailure};
 use crate::io::IoHandler;
@@ -15,6 +16,9 @@ use crate::kick::Kicker;
 use crate::memory::GuestMemory;
 use crate::state::CpuState;
 use crate::vcpu::{Vcpu, VcpuError};
+
+/// IA32_ARCH_CAPABILITIES.
+const ARCH_CAPABILITIES: u32 = 0x10a;
 
 /// KVM_INTERRUPT: `_IOW(KVMIO, 0x86, struct kvm_interrupt)`.
 const KVM_INTERRUPT: libc::c_ulong = 0x4004_ae86;
@@ -41,6 +45,8 @@ pub struct KvmVcpu {
     step_start: Option<(u64, u64)>,
     /// Halted by HLT until an interrupt is delivered.
     halted: bool,
+    /// The software CPU that runs what KVM cannot (None with `--no-fallback`).
+    fallback: Option<Fallback>,
 }
 
 fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VcpuError {
@@ -73,6 +79,7 @@ impl KvmVcpu {
         memory: GuestMemory,
         supported_msrs: Vec<u32>,
         blockirq: bool,
+        fallback: bool,
     ) -> Result<Self, VcpuError> {
         let fd = vm
             .create_vcpu(index as u64)
@@ -80,8 +87,10 @@ impl KvmVcpu {
         let mut cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-        patch_cpuid(&mut cpuid, index, nr_vcpus);
+        let arch_caps = msr_round_trips(&fd, ARCH_CAPABILITIES);
+        patch_cpuid(&mut cpuid, index, nr_vcpus, arch_caps);
         fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+        let fallback = fallback.then(|| Fallback::new(memory.clone(), index, nr_vcpus));
         let mut v = KvmVcpu {
             fd,
             index,
@@ -96,6 +105,7 @@ impl KvmVcpu {
             kernel_irqchip: false,
             step_start: None,
             halted: false,
+            fallback,
         };
         v.set_state(&CpuState::reset(index == 0))?;
         Ok(v)
@@ -213,6 +223,11 @@ impl KvmVcpu {
     /// disassembly.
     fn failure(&mut self, what: &str, detail: String) -> Result<Exit, VcpuError> {
         let state = self.state()?;
+        Ok(self.failure_in(what, detail, state))
+    }
+
+    /// The up to 15 bytes at the guest's RIP, read through KVM's address translation.
+    fn insn_bytes(&self, state: &CpuState) -> Vec<u8> {
         let mut insn_bytes = Vec::new();
         if let Ok(t) = self.fd.translate_gva(state.linear_rip())
             && t.valid != 0
@@ -226,18 +241,76 @@ impl KvmVcpu {
                 insn_bytes.push(*b);
             }
         }
+        insn_bytes
+    }
+
+    /// A failure report for `state`.
+    fn failure_in(&self, what: &str, detail: String, state: CpuState) -> Exit {
+        let mut insn_bytes = self.insn_bytes(&state);
         let disassembly =
             crate::disasm::one(&insn_bytes, state.code_bitness(), state.rip).map(|(text, len)| {
                 insn_bytes.truncate(len);
                 text
             });
-        Ok(Exit::Failed(Box::new(VcpuFailure {
+        Exit::Failed(Box::new(VcpuFailure {
             what: what.to_string(),
             detail,
             insn_bytes,
             disassembly,
             state,
-        })))
+        }))
+    }
+
+    /// KVM stopped with KVM_EXIT_INTERNAL_ERROR: run the instruction (or deliver the event) in
+    /// the software CPU and resume, or report the failure. `None` means: go on running.
+    fn internal_error(&mut self, io: &dyn IoHandler) -> Result<Option<Exit>, VcpuError> {
+        let detail = self.internal_error_detail();
+        let suberror = self.internal_suberror();
+        if self.fallback.is_none() {
+            return self.failure("KVM internal error", detail).map(Some);
+        }
+        let state = self.state()?;
+        let bytes = self.insn_bytes(&state);
+        let mnemonic = fallback::mnemonic(&bytes, state.code_bitness());
+        let fb = self.fallback.as_mut().expect("checked above");
+        let outcome = fb.step(&state, io)?;
+        let resume = match outcome {
+            Outcome::Resumed(s) => s,
+            Outcome::Halted(s) => {
+                self.halted = true;
+                s
+            }
+            Outcome::Exit(Exit::Failed(report)) => {
+                let detail = format!(
+                    "{detail}; the software fallback failed too: {}: {}",
+                    report.what, report.detail
+                );
+                return Ok(Some(self.failure_in("KVM internal error", detail, state)));
+            }
+            Outcome::Exit(exit) => return Ok(Some(exit)),
+        };
+        let halted = self.halted;
+        self.set_state(&resume)?;
+        self.halted = halted;
+        *self
+            .counters
+            .extra
+            .entry(fallback::stats_key(suberror, mnemonic.as_deref()))
+            .or_default() += 1;
+        if halted {
+            return Ok(Some(Exit::Halt));
+        }
+        Ok(self.single_step.then_some(Exit::SingleStep))
+    }
+
+    /// The suberror of the last KVM_EXIT_INTERNAL_ERROR.
+    fn internal_suberror(&mut self) -> u32 {
+        let run = self.fd.get_kvm_run();
+        if run.exit_reason != KVM_EXIT_INTERNAL_ERROR {
+            return 0;
+        }
+        // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the live member.
+        unsafe { run.__bindgen_anon_1.internal.suberror }
     }
 
     /// Injects the queued interrupt if the guest can take it now (else asks KVM to exit when it
@@ -309,8 +382,24 @@ impl KvmVcpu {
     }
 }
 
-/// Fills in the per-vCPU topology that KVM's supported CPUID leaves blank.
-fn patch_cpuid(cpuid: &mut CpuId, index: usize, nr_vcpus: usize) {
+/// Whether KVM lets userspace read MSR `index` of this vCPU and write the value back (a host may
+/// list an MSR and still refuse it, as kvm_pvm does IA32_ARCH_CAPABILITIES).
+fn msr_round_trips(fd: &VcpuFd, index: u32) -> bool {
+    let Ok(mut msrs) = Msrs::from_entries(&[kvm_msr_entry {
+        index,
+        ..Default::default()
+    }]) else {
+        return false;
+    };
+    if fd.get_msrs(&mut msrs).ok() != Some(1) {
+        return false;
+    }
+    fd.set_msrs(&msrs).ok() == Some(1)
+}
+
+/// Fills in the per-vCPU topology that KVM's supported CPUID leaves blank, and hides what the
+/// host cannot really give the guest.
+fn patch_cpuid(cpuid: &mut CpuId, index: usize, nr_vcpus: usize, arch_caps: bool) {
     for e in cpuid.as_mut_slice() {
         match e.function {
             1 => {
@@ -324,6 +413,11 @@ fn patch_cpuid(cpuid: &mut CpuId, index: usize, nr_vcpus: usize) {
                 e.ecx &= !((1 << 24) | (1 << 21));
             }
             0xb | 0x1f => e.edx = index as u32,
+            // IA32_ARCH_CAPABILITIES (MSR 0x10a): advertised only where KVM lets it be read
+            // and set (a kernel reads it early and QEMU sets it; kvm_pvm refuses it).
+            7 if e.index == 0 && !arch_caps => {
+                e.edx &= !(1 << 29);
+            }
             _ => {}
         }
     }
@@ -388,10 +482,10 @@ impl Vcpu for KvmVcpu {
         self.fd.set_msrs(&msrs).map_err(kvm_err("KVM_SET_MSRS"))?;
         let mut ev = convert::events_from(state);
         // An external interrupt not yet delivered is re-queued through KVM_INTERRUPT.
-        if let Some(v) = state.events.interrupt {
+        if state.events.interrupt.is_some() {
             ev.interrupt.injected = 0;
-            self.pending_irq = Some(v);
         }
+        self.pending_irq = state.events.interrupt;
         self.fd
             .set_vcpu_events(&ev)
             .map_err(kvm_err("KVM_SET_VCPU_EVENTS"))?;
@@ -459,8 +553,8 @@ impl KvmVcpu {
     ///
     /// An instruction may need several I/O exits (an MMIO access split at a page boundary): if
     /// neither RIP nor RCX moved, it is still in progress and KVM is entered again.
-    fn step_after_io(&mut self) -> Result<Option<Exit>, VcpuError> {
-        self.complete_io()?;
+    fn step_after_io(&mut self, io: &dyn IoHandler) -> Result<Option<Exit>, VcpuError> {
+        self.finish_io(io)?;
         let regs = self.fd.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
         if Some((regs.rip, regs.rcx)) == self.step_start {
             return Ok(None);
@@ -468,15 +562,55 @@ impl KvmVcpu {
         Ok(Some(Exit::SingleStep))
     }
 
+    /// Serves a port or MMIO exit in place; KVM completes the instruction on the next entry.
+    fn serve_access(&mut self, io: &dyn IoHandler, raw: &Raw) {
+        match *raw {
+            Raw::Io { write } => self.serve_io(io, write),
+            Raw::MmioRead(addr, len) => {
+                let mut buf = [0u8; 8];
+                io.mmio_read(self.index, addr, &mut buf[..len]);
+                let run = self.fd.get_kvm_run();
+                // SAFETY: the exit reason is KVM_EXIT_MMIO, so `mmio` is the live member.
+                let mmio = unsafe { &mut run.__bindgen_anon_1.mmio };
+                mmio.data[..len].copy_from_slice(&buf[..len]);
+                self.counters.bump(ExitReasonKind::MmioRead);
+            }
+            Raw::MmioWrite(addr, data, len) => {
+                io.mmio_write(self.index, addr, &data[..len]);
+                self.counters.bump(ExitReasonKind::MmioWrite);
+            }
+            _ => return,
+        }
+        self.io_pending = true;
+    }
+
+    /// Completes a served I/O instruction without running guest code, serving any further
+    /// access the completion makes: the write half of a read-modify-write on MMIO (`add
+    /// [mmio], eax`) is a second KVM_EXIT_MMIO that KVM reports from this immediate-exit entry.
+    fn finish_io(&mut self, io: &dyn IoHandler) -> Result<(), VcpuError> {
+        while self.io_pending {
+            self.io_pending = false;
+            self.fd.set_kvm_immediate_exit(1);
+            let raw = self.run_once();
+            self.fd.set_kvm_immediate_exit(0);
+            let raw = raw?;
+            if matches!(raw, Raw::Io { .. } | Raw::MmioRead(..) | Raw::MmioWrite(..)) {
+                self.serve_access(io, &raw);
+            }
+        }
+        Ok(())
+    }
+
     fn run_loop(&mut self, io: &dyn IoHandler) -> Result<Exit, VcpuError> {
         self.step_start = None;
         if self.single_step {
-            self.complete_io()?;
+            self.finish_io(io)?;
             let regs = self.fd.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
             self.step_start = Some((regs.rip, regs.rcx));
         }
         loop {
             if self.kicker.pending() {
+                self.finish_io(io)?;
                 return Ok(Exit::Stopped);
             }
             self.poll_controllers(io)?;
@@ -491,36 +625,10 @@ impl KvmVcpu {
             self.io_pending = false;
             let raw = self.run_once()?;
             match raw {
-                Raw::Io { write } => {
-                    self.serve_io(io, write);
-                    self.io_pending = true;
+                Raw::Io { .. } | Raw::MmioRead(..) | Raw::MmioWrite(..) => {
+                    self.serve_access(io, &raw);
                     if self.single_step
-                        && let Some(exit) = self.step_after_io()?
-                    {
-                        return Ok(exit);
-                    }
-                }
-                Raw::MmioRead(addr, len) => {
-                    let mut buf = [0u8; 8];
-                    io.mmio_read(self.index, addr, &mut buf[..len]);
-                    let run = self.fd.get_kvm_run();
-                    // SAFETY: the exit reason is KVM_EXIT_MMIO, so `mmio` is the live member.
-                    let mmio = unsafe { &mut run.__bindgen_anon_1.mmio };
-                    mmio.data[..len].copy_from_slice(&buf[..len]);
-                    self.counters.bump(ExitReasonKind::MmioRead);
-                    self.io_pending = true;
-                    if self.single_step
-                        && let Some(exit) = self.step_after_io()?
-                    {
-                        return Ok(exit);
-                    }
-                }
-                Raw::MmioWrite(addr, data, len) => {
-                    io.mmio_write(self.index, addr, &data[..len]);
-                    self.counters.bump(ExitReasonKind::MmioWrite);
-                    self.io_pending = true;
-                    if self.single_step
-                        && let Some(exit) = self.step_after_io()?
+                        && let Some(exit) = self.step_after_io(io)?
                     {
                         return Ok(exit);
                     }
@@ -548,9 +656,13 @@ impl KvmVcpu {
                     );
                 }
                 Raw::Internal => {
-                    self.counters.bump(ExitReasonKind::Failure);
-                    let detail = self.internal_error_detail();
-                    return self.failure("KVM internal error", detail);
+                    self.counters.bump(ExitReasonKind::InternalError);
+                    if let Some(exit) = self.internal_error(io)? {
+                        if matches!(exit, Exit::Failed(_)) {
+                            self.counters.bump(ExitReasonKind::Failure);
+                        }
+                        return Ok(exit);
+                    }
                 }
                 Raw::SystemEvent(t) => {
                     self.counters.bump(ExitReasonKind::SystemEvent);
