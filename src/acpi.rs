@@ -183,7 +183,7 @@ fn fadt(facs: u64, dsdt: u64) -> Vec<u8> {
         .u8(0) // RESET_VALUE
         .u16(0) // ARM_BOOT_ARCH
         .u8(5) // FADT minor version: ACPI 6.5
-        .u64(facs) // X_FIRMWARE_CTRL
+        .u64(0) // X_FIRMWARE_CTRL: the FACS is below 4 GiB, FIRMWARE_CTRL says where
         .u64(dsdt) // X_DSDT
         .gas_io(PM1A_EVT_PORT, 4)
         .gas_io(0, 0) // X_PM1b_EVT_BLK
@@ -508,6 +508,52 @@ mod tests {
             write_firmware_tables(&mem, &cfg),
             Err(TablesError::NotRam(FIRMWARE_TABLES_BASE))
         );
+    }
+
+    #[test]
+    fn bzimage_and_pvh_kernels_learn_the_rsdp() {
+        use crate::loader::{BootInfo, KernelFormat};
+        let (mem, _) = crate::layout::build_memory(16 << 20, None).unwrap();
+        let boot = |format| BootInfo {
+            state: janus_accel::CpuState::default(),
+            format,
+            entry: 0x10_0000,
+            kernel: 0x10_0000..0x20_0000,
+            initrd: None,
+            info_addr: 0x7000,
+            cmdline_addr: 0x2_0000,
+            cmdline_len: 0,
+        };
+        let at = |a| mem.read_le(a, 8).unwrap();
+        // boot_params.acpi_rsdp_addr from boot protocol 2.14 on.
+        announce_rsdp(
+            &mem,
+            &boot(KernelFormat::BzImage {
+                protocol: 0x020f,
+                entry64: true,
+            }),
+            0xf_0000,
+        );
+        assert_eq!(at(0x7070), 0xf_0000);
+        mem.write(0x7070, &[0; 8]).unwrap();
+        announce_rsdp(
+            &mem,
+            &boot(KernelFormat::BzImage {
+                protocol: 0x020d,
+                entry64: false,
+            }),
+            0xf_0000,
+        );
+        assert_eq!(at(0x7070), 0, "older boot protocols have no such field");
+        // hvm_start_info.rsdp_paddr.
+        announce_rsdp(&mem, &boot(KernelFormat::Pvh { elf64: true }), 0xf_0000);
+        assert_eq!(at(0x7020), 0xf_0000);
+        // Multiboot: nothing written (the kernel scans the BIOS area).
+        mem.write(0x7000, &[0; 0x80]).unwrap();
+        announce_rsdp(&mem, &boot(KernelFormat::Multiboot { elf: true }), 0xf_0000);
+        let mut b = [0u8; 0x80];
+        mem.read(0x7000, &mut b).unwrap();
+        assert!(b.iter().all(|&x| x == 0));
     }
 
     #[test]

@@ -461,8 +461,9 @@ impl Machine {
                 self.run_on(&accel, "jit")
             }
             AccelKind::Kvm | AccelKind::Auto => {
-                let mut accel = KvmAccel::new(&self.config.kvm_path, &self.memory, self.config.smp)?
-                    .with_fallback(self.config.kvm_fallback);
+                let mut accel =
+                    KvmAccel::new(&self.config.kvm_path, &self.memory, self.config.smp)?
+                        .with_fallback(self.config.kvm_fallback);
                 let max = accel.caps().max_vcpus;
                 if self.config.smp > max {
                     return Err(MachineError::Smp(self.config.smp, max));

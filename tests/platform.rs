@@ -262,3 +262,44 @@ fn irqchip_kernel_is_refused_on_the_software_backends() {
         Err(janus::MachineError::IrqchipNeedsKvm)
     ));
 }
+
+/// A Linux kernel (tests/linux/assets, from tests/linux/fetch-assets.sh) finds the ACPI tables
+/// and, asked to power off, enters S5 through the FADT's PM1a control port.
+#[test]
+fn linux_powers_off_through_acpi_s5() {
+    let assets = common::root().join("tests/linux/assets");
+    let (Ok(kernel), Ok(initrd)) = (
+        std::fs::read(assets.join("vmlinuz")),
+        std::fs::read(assets.join("initramfs.cpio.gz")),
+    ) else {
+        eprintln!(
+            "!!!! SKIPPED linux_powers_off_through_acpi_s5: no kernel in tests/linux/assets \
+             (run tests/linux/fetch-assets.sh) !!!!"
+        );
+        return;
+    };
+    let (reason, serial, _) = run(
+        MachineConfig {
+            kernel: Some(kernel),
+            initrd: Some(initrd),
+            cmdline: "console=ttyS0 rdinit=/bin/busybox -- poweroff -f".into(),
+            mem: 256 << 20,
+            smp: 2,
+            timeout: Some(Duration::from_secs(300)),
+            ..Default::default()
+        },
+        AccelKind::Jit,
+        "linux-s5",
+    );
+    assert_eq!(reason, StopReason::PowerOff, "{serial}");
+    for line in [
+        "ACPI: RSDP 0x00000000000F0000",
+        "ACPI: PM-Timer IO Port: 0x608",
+        "ACPI: INT_SRC_OVR (bus 0 bus_irq 0 global_irq 2 dfl dfl)",
+        "smp: Brought up 1 node, 2 CPUs",
+        "ACPI: PM: (supports S0 S5)",
+        "ACPI: PM: Preparing to enter system sleep state S5",
+    ] {
+        assert!(serial.contains(line), "{line:?} missing:\n{serial}");
+    }
+}
