@@ -465,7 +465,6 @@ fn info(args: InfoArgs) -> Result<ExitCode> {
 
 fn main() -> ExitCode {
     let launched = Instant::now();
-    janus::milestones::no_fault_around_for_code();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
