@@ -226,17 +226,25 @@ fn irqchip_kernel_runs_the_interrupt_roms_on_kvm() {
         ),
     ];
     for (rom, smp, want, pvm_bug) in roms {
-        let (reason, serial, _) = run(
-            MachineConfig {
-                image: Some(common::rom(rom)),
-                smp,
-                irqchip: IrqchipMode::Kernel,
-                timeout: Some(Duration::from_secs(30)),
-                ..Default::default()
-            },
-            AccelKind::Kvm,
-            rom,
-        );
+        let once = || {
+            run(
+                MachineConfig {
+                    image: Some(common::rom(rom)),
+                    smp,
+                    irqchip: IrqchipMode::Kernel,
+                    timeout: Some(Duration::from_secs(30)),
+                    ..Default::default()
+                },
+                AccelKind::Kvm,
+                rom,
+            )
+        };
+        let (mut reason, mut serial, _) = once();
+        if reason != want && !(pvm && pvm_bug.is_some()) {
+            // Real-time timer checks on a loaded host (as tests/roms_all.rs): one retry, loudly.
+            eprintln!("!!!! {rom} with --irqchip kernel failed ({reason}); retrying:\n{serial}");
+            (reason, serial, _) = once();
+        }
         match pvm_bug {
             Some(why) if pvm && reason != want => {
                 eprintln!(
