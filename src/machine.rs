@@ -415,6 +415,12 @@ impl Machine {
         &self.control
     }
 
+    /// The boot milestones (first entry, first serial byte, the marker), readable while the
+    /// machine runs.
+    pub fn milestones(&self) -> &Arc<Milestones> {
+        &self.milestones
+    }
+
     /// The machine's I/O handler (buses and devices).
     pub fn io(&self) -> &Arc<MachineIo> {
         &self.io

@@ -1,0 +1,170 @@
+//! The stock Debian kernel on the software backend (JIT): the bzImage and the PVH vmlinux each
+//! print the "Linux version" banner over the serial console with earlyprintk. The assets come
+//! from `tests/linux/fetch-assets.sh` (git-ignored); without them the tests skip loudly, and
+//! under JANUS_REQUIRE_LINUX=1 (CI, after fetching them) they fail instead.
+//!
+//! A run stops as soon as the banner is seen (the watched marker), so each takes a few seconds:
+//! the bzImage's decompressor runs first (about 4.5 billion instructions). The `--ignored`
+//! test boots both kernels to the initramfs's /init (about 35 s each on the JIT).
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::root;
+use janus::sink::SinkSpec;
+use janus::{AccelKind, Machine, MachineConfig, StopReason};
+
+const BANNER: &str = "Linux version ";
+const CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0";
+
+fn assets() -> PathBuf {
+    root().join("tests/linux/assets")
+}
+
+/// The kernel `name` and the initramfs, or `None` (loudly) when they were not fetched.
+fn kernel_or_skip(test: &str, name: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+    let k = assets().join(name);
+    let i = assets().join("initramfs.cpio.gz");
+    match (std::fs::read(&k), std::fs::read(&i)) {
+        (Ok(k), Ok(i)) => Some((k, i)),
+        (Err(e), _) | (_, Err(e)) => {
+            if std::env::var("JANUS_REQUIRE_LINUX").as_deref() == Ok("1") {
+                panic!("{test}: the Linux assets are required (JANUS_REQUIRE_LINUX=1): {e}");
+            }
+            eprintln!(
+                "!!!! SKIPPED {test}: {} or the initramfs is missing ({e}); run \
+                 tests/linux/fetch-assets.sh; this test did NOT run !!!!",
+                k.display()
+            );
+            None
+        }
+    }
+}
+
+struct Boot {
+    reason: StopReason,
+    serial: String,
+    /// From launch to the marker, when it was seen.
+    marker: Option<Duration>,
+}
+
+/// Boots `kernel` on the JIT until `marker` appears on the serial port (then stops it), the
+/// guest stops by itself, or `timeout` passes.
+fn boot(
+    kernel: Vec<u8>,
+    initrd: Vec<u8>,
+    marker: &str,
+    stop_at_marker: bool,
+    timeout: Duration,
+) -> Boot {
+    let out = std::env::temp_dir().join(format!(
+        "janus-linux-{}-{:?}.serial",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let mut m = Machine::new(MachineConfig {
+        mem: 256 << 20,
+        kernel: Some(kernel),
+        initrd: Some(initrd),
+        cmdline: CMDLINE.into(),
+        serial: SinkSpec::File(out.clone()),
+        timeout: Some(timeout),
+        launched: Some(Instant::now()),
+        marker: marker.into(),
+        ..Default::default()
+    })
+    .expect("the kernel loads");
+    let control = m.control().clone();
+    let milestones = m.milestones().clone();
+    let watcher = stop_at_marker.then(|| {
+        let control = control.clone();
+        std::thread::spawn(move || {
+            while !control.stopping() {
+                if milestones.times().marker.is_some() {
+                    control.request_stop(StopReason::Interrupted);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    });
+    let outcome = m.run(AccelKind::Jit).expect("the JIT starts");
+    if let Some(w) = watcher {
+        w.join().unwrap();
+    }
+    drop(m);
+    let serial = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    Boot {
+        reason: outcome.reason,
+        serial,
+        marker: outcome.boot.marker,
+    }
+}
+
+fn banner_test(test: &str, name: &str) {
+    let Some((kernel, initrd)) = kernel_or_skip(test, name) else {
+        return;
+    };
+    let b = boot(kernel, initrd, BANNER, true, Duration::from_secs(180));
+    let tail: String = b
+        .serial
+        .chars()
+        .rev()
+        .take(3000)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    assert!(
+        b.serial.contains(BANNER),
+        "{name}: no banner; stopped by {}; serial output ends with:\n{tail}",
+        b.reason
+    );
+    assert_eq!(
+        b.reason,
+        StopReason::Interrupted,
+        "{name}: stopped by the watcher"
+    );
+    eprintln!(
+        "{test}: banner after {:.2} s",
+        b.marker.unwrap_or_default().as_secs_f64()
+    );
+}
+
+#[test]
+fn bzimage_prints_the_linux_banner_on_the_jit() {
+    banner_test("bzimage_prints_the_linux_banner_on_the_jit", "vmlinuz");
+}
+
+#[test]
+fn pvh_vmlinux_prints_the_linux_banner_on_the_jit() {
+    banner_test("pvh_vmlinux_prints_the_linux_banner_on_the_jit", "vmlinux");
+}
+
+#[test]
+#[ignore = "boots two kernels to /init: about 35 s each on the JIT"]
+fn both_kernels_reach_init_on_the_jit() {
+    for name in ["vmlinuz", "vmlinux"] {
+        let Some((kernel, initrd)) = kernel_or_skip("both_kernels_reach_init_on_the_jit", name)
+        else {
+            return;
+        };
+        let b = boot(
+            kernel,
+            initrd,
+            "JANUS-INIT-OK",
+            false,
+            Duration::from_secs(600),
+        );
+        assert!(b.serial.contains("JANUS-INIT-OK"), "{name}:\n{}", b.serial);
+        assert!(b.serial.contains("JANUS-CPUS=1"), "{name}:\n{}", b.serial);
+        // /init reboots the machine.
+        assert!(
+            matches!(b.reason, StopReason::Reset(_)),
+            "{name}: {}",
+            b.reason
+        );
+    }
+}
