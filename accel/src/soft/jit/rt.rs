@@ -54,6 +54,22 @@ const EMPTY_TLB: TlbEntry = TlbEntry {
     phys: u64::MAX,
 };
 
+/// `n` empty TLB mirror entries in zeroed pages from the allocator, resident only as entries
+/// fill (the mirror is 512 KiB): an all-zero entry is empty, since every tag carries a
+/// generation of at least 1.
+fn zeroed_tlb(n: usize) -> Box<[TlbEntry]> {
+    let layout = std::alloc::Layout::array::<TlbEntry>(n).expect("TLB mirror size");
+    // SAFETY: the layout is not zero-sized.
+    let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<TlbEntry>();
+    if p.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: `p` is a fresh allocation of `layout`, which Box frees with the same layout;
+    // every field of `TlbEntry` is a u64, for which all-zero bytes are a valid value, so it
+    // holds `n` initialised entries.
+    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n)) }
+}
+
 /// One jump cache entry: compiled code for a linear address under a key.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -157,7 +173,7 @@ impl Rt {
             seg_wlim: [0; 6],
             spill: [0; SPILLS],
             tlb_base: 0,
-            tlb: vec![EMPTY_TLB; 2 * TLB_ENTRIES].into_boxed_slice(),
+            tlb: zeroed_tlb(2 * TLB_ENTRIES),
             jc: [EMPTY_JC; JC_ENTRIES],
             core: 0,
             io: 0,

@@ -93,7 +93,14 @@ fn field_names() -> Vec<(&'static str, i32, String)> {
 fn symbolize(text: &str) -> String {
     let mut out = text.to_string();
     for (base, off, name) in field_names() {
-        out = out.replace(&format!("[{base}+{off:X}h]"), &format!("[{base}:{name}]"));
+        // iced-x86 writes a leading 0 before a hex number that starts with a letter (0D0h).
+        let hex = format!("{off:X}");
+        let hex = if hex.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            format!("0{hex}")
+        } else {
+            hex
+        };
+        out = out.replace(&format!("[{base}+{hex}h]"), &format!("[{base}:{name}]"));
     }
     out
 }
