@@ -144,6 +144,9 @@ pub struct Jit {
     hot: u32,
     /// `JANUS_JIT_PERFMAP=1`: /tmp/perf-PID.map, naming compiled blocks for `perf report`.
     perf_map: Option<std::fs::File>,
+    /// `JANUS_JIT_RANGE=LO-HI` (hex RIPs): only blocks starting in [LO, HI) are compiled, the
+    /// rest interpreted, to bisect a miscompiled block.
+    range: Option<(u64, u64)>,
     temps: Box<[u64; TEMPS]>,
     stats: JitStats,
     /// Code is compiled for deterministic time (see [`Jit::set_icount_limit`]).
@@ -252,6 +255,11 @@ impl Jit {
                     .append(true)
                     .open(path)
                     .ok()
+            }),
+            range: std::env::var("JANUS_JIT_RANGE").ok().and_then(|r| {
+                let (lo, hi) = r.split_once('-')?;
+                let hex = |x: &str| u64::from_str_radix(x.trim().trim_start_matches("0x"), 16).ok();
+                Some((hex(lo)?, hex(hi)?))
             }),
             temps: Box::new([0; TEMPS]),
             stats: JitStats::default(),
@@ -580,7 +588,10 @@ impl Jit {
         });
         if e.code.is_none() {
             e.runs += 1;
-            let mut demoted = self.smc_pages.get(&page).is_some_and(|&n| n >= SMC_LIMIT);
+            let mut demoted = self.smc_pages.get(&page).is_some_and(|&n| n >= SMC_LIMIT)
+                || self
+                    .range
+                    .is_some_and(|(lo, hi)| !(lo..hi).contains(&b.rip));
             // Tests: JANUS_JIT_ONLY=RIP,... compiles only those blocks (to find a culprit).
             if cfg!(test) {
                 if let Ok(only) = std::env::var("JANUS_JIT_ONLY") {
