@@ -151,8 +151,9 @@ mod tests {
     fn long_mode(code: &[u8]) -> (GuestMemory, CpuState) {
         let mut mem = GuestMemory::new();
         mem.add(0, 4 << 20, crate::memory::RegionKind::Ram).unwrap();
-        mem.write(PML4, &(PML4 + 0x1000 | 3).to_le_bytes()).unwrap();
-        mem.write(PML4 + 0x1000, &(PML4 + 0x2000 | 3).to_le_bytes())
+        mem.write(PML4, &((PML4 + 0x1000) | 3).to_le_bytes())
+            .unwrap();
+        mem.write(PML4 + 0x1000, &((PML4 + 0x2000) | 3).to_le_bytes())
             .unwrap();
         mem.write(PML4 + 0x2000, &(0x83u64).to_le_bytes()).unwrap();
         mem.write(CODE, code).unwrap();

@@ -364,8 +364,10 @@ impl Accelerator for KvmAccel {
             self.nr_vcpus,
             self.memory.clone(),
             self.supported_msrs.clone(),
-            guest_debug_flags(&self.kvm) & KVM_GUESTDBG_BLOCKIRQ != 0,
-            self.fallback,
+            vcpu::VcpuOptions {
+                blockirq: guest_debug_flags(&self.kvm) & KVM_GUESTDBG_BLOCKIRQ != 0,
+                fallback: self.fallback,
+            },
         )?;
         v.kernel_irqchip = self.kernel_irqchip;
         Ok(v)

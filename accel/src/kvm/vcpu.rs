@@ -70,6 +70,15 @@ enum Raw {
     Other(String),
 }
 
+/// How a vCPU is created.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct VcpuOptions {
+    /// Single-step with KVM_GUESTDBG_BLOCKIRQ.
+    pub blockirq: bool,
+    /// Run KVM_EXIT_INTERNAL_ERROR instructions in the software CPU.
+    pub fallback: bool,
+}
+
 impl KvmVcpu {
     pub(super) fn new(
         kvm: &Kvm,
@@ -78,9 +87,9 @@ impl KvmVcpu {
         nr_vcpus: usize,
         memory: GuestMemory,
         supported_msrs: Vec<u32>,
-        blockirq: bool,
-        fallback: bool,
+        opts: VcpuOptions,
     ) -> Result<Self, VcpuError> {
+        let VcpuOptions { blockirq, fallback } = opts;
         let fd = vm
             .create_vcpu(index as u64)
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;

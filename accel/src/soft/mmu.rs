@@ -151,6 +151,37 @@ fn host_write(p: usize, sz: u8, v: u64) {
     }
 }
 
+/// Fills `count` elements of `sz` bytes at host address `p` with the low `sz` bytes of `v`
+/// (REP STOS on RAM).
+pub fn host_fill(p: usize, count: usize, sz: u8, v: u64) {
+    let p = p as *mut u8;
+    let sz = usize::from(sz);
+    if sz == 1 {
+        // SAFETY: `p` is the host address of a RAM page taken from a write TLB entry (writable
+        // RAM, not holding translated code); the caller keeps `count` bytes inside that page,
+        // and the core's `GuestMemory` clone keeps it mapped.
+        unsafe { p.write_bytes(v as u8, count) };
+        return;
+    }
+    let b = v.to_le_bytes();
+    for k in 0..count {
+        let at = p.wrapping_add(k * sz);
+        // SAFETY: as above: `count * sz` bytes from `p` lie in one RAM page, so `at..at + sz`
+        // does too.
+        unsafe { at.copy_from_nonoverlapping(b.as_ptr(), sz) };
+    }
+}
+
+/// Copies `len` bytes between host addresses of guest RAM that do not overlap (REP MOVS on
+/// RAM).
+pub fn host_copy(dst: usize, src: usize, len: usize) {
+    debug_assert!(dst + len <= src || src + len <= dst);
+    // SAFETY: both ranges come from TLB entries of RAM pages (the destination writable and free
+    // of translated code), each stays inside its page, the caller checked they do not overlap,
+    // and the core's `GuestMemory` clone keeps both mapped.
+    unsafe { (dst as *mut u8).copy_from_nonoverlapping(src as *const u8, len) };
+}
+
 impl Ctx<'_> {
     /// Reads physical memory (RAM, ROM or MMIO).
     pub fn phys_read(&mut self, pa: u64, sz: u8) -> u64 {

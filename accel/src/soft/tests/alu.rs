@@ -373,7 +373,7 @@ fn register_rotate_fast_path_matches_memory_form() {
                         } else {
                             a.clc().unwrap()
                         }
-                        let c = cnt as u32;
+                        let c = cnt;
                         match (sz, left) {
                             (1, true) => a.rol(al, c).unwrap(),
                             (1, false) => a.ror(al, c).unwrap(),
@@ -394,7 +394,7 @@ fn register_rotate_fast_path_matches_memory_form() {
                         } else {
                             a.clc().unwrap()
                         }
-                        let c = cnt as u32;
+                        let c = cnt;
                         match (sz, left) {
                             (1, true) => a.rol(byte_ptr(MEM), c).unwrap(),
                             (1, false) => a.ror(byte_ptr(MEM), c).unwrap(),

@@ -150,3 +150,63 @@ fn single_step_runs_one_rep_iteration_per_step() {
     // Each REP retires once, when it finishes.
     assert_eq!(m.cpu.counters().instructions, Some(8));
 }
+
+/// Long forward REP MOVS/STOS take a page-at-a-time fast path: contents and registers must be
+/// what the element loop gives, across page boundaries and from unaligned starts.
+#[test]
+fn long_rep_movs_and_stos_across_pages() {
+    const SRC: u64 = 0x10_0003;
+    const DST: u64 = 0x20_0005;
+    let (m, s) = run64(|a| {
+        // Fill 3 pages at SRC with a pattern: byte i = i * 7.
+        a.mov(rdi, SRC).unwrap();
+        a.xor(eax, eax).unwrap();
+        a.mov(ecx, 3 * 4096).unwrap();
+        let mut l = a.create_label();
+        a.set_label(&mut l).unwrap();
+        a.mov(byte_ptr(rdi), al).unwrap();
+        a.add(al, 7).unwrap();
+        a.inc(rdi).unwrap();
+        a.dec(ecx).unwrap();
+        a.jnz(l).unwrap();
+        a.mov(rsi, SRC).unwrap();
+        a.mov(rdi, DST).unwrap();
+        a.mov(ecx, (3 * 4096 - 8) / 8).unwrap();
+        a.rep().movsq().unwrap();
+        a.mov(r8, rsi).unwrap();
+        a.mov(r9, rdi).unwrap();
+        a.mov(rdi, 0x30_0ffeu64).unwrap();
+        a.mov(eax, 0x1234_5678).unwrap();
+        a.mov(ecx, 2000).unwrap();
+        a.rep().stosw().unwrap();
+    });
+    for i in 0..(3 * 4096 - 8) as u64 {
+        assert_eq!(m.rd(DST + i, 1), (i * 7) & 0xff, "byte {i:#x} of the copy");
+    }
+    assert_eq!(m.rd(DST + 3 * 4096 - 8, 1), 0, "one past the copy");
+    assert_eq!(s.reg(Reg::R8), SRC + 3 * 4096 - 8);
+    assert_eq!(s.reg(Reg::R9), DST + 3 * 4096 - 8);
+    for i in 0..2000 {
+        assert_eq!(m.rd(0x30_0ffe + 2 * i, 2), 0x5678, "word {i}");
+    }
+    assert_eq!(m.rd(0x30_0ffe + 4000, 2), 0);
+    assert_eq!(s.reg(Reg::Rdi), 0x30_0ffe + 4000);
+    assert_eq!(s.reg(Reg::Rcx), 0);
+}
+
+/// An overlapping forward REP MOVSB (destination one byte above the source) replicates the
+/// first byte, element by element, as on hardware; the fast path must not turn it into a
+/// memmove.
+#[test]
+fn overlapping_rep_movsb_replicates() {
+    let (m, _) = run64(|a| {
+        a.mov(dword_ptr(0x5000u64), 0x4433_22aa).unwrap();
+        a.mov(rsi, 0x5000u64).unwrap();
+        a.mov(rdi, 0x5001u64).unwrap();
+        a.mov(ecx, 100).unwrap();
+        a.rep().movsb().unwrap();
+    });
+    for i in 0..=100 {
+        assert_eq!(m.rd(0x5000 + i, 1), 0xaa, "byte {i}");
+    }
+}

@@ -10,6 +10,7 @@ use super::Builder;
 use crate::exit::ExitReasonKind;
 use crate::soft::cpu::{Ctx, R, seg};
 use crate::soft::flags::{CcOp, mask};
+use crate::soft::mmu::{Acc, host_copy, host_fill};
 use crate::state::rflags;
 
 const CHUNK: u32 = 4096;
@@ -71,6 +72,75 @@ pub fn io_allowed(c: &mut Ctx, port: u16, size: u8) -> R<bool> {
     Ok(bits & want == 0)
 }
 
+/// The fast path of forward REP MOVS/STOS on RAM: as many elements as lie within the current
+/// source and destination pages (and `max`), done with one host memset/memcpy; RSI/RDI/RCX are
+/// updated as the element loop would. Returns the number of elements done, 0 when anything is
+/// not plain (a segment limit or wrap inside the run, a page not mapped or not RAM, a write to a
+/// page holding translated code, overlapping source and destination): the element loop then
+/// does the next element and raises whatever fault it meets, precisely.
+fn bulk(c: &mut Ctx, movs: bool, src_seg: u8, sz: u8, asz: u8, max: u32) -> u32 {
+    let am = mask(asz);
+    let cx = c.c.get(1, asz);
+    let di = c.c.get(7, asz);
+    let si = c.c.get(6, asz);
+    let user = c.c.cpl() == 3;
+    let esz = u64::from(sz);
+    // Elements that fit in the rest of the page at linear address `lin`.
+    let room = |lin: u64| (0x1000 - (lin & 0xfff)) / esz;
+    let Ok(lin_d) = c.seg_addr(seg::ES, di, sz, true) else {
+        return 0;
+    };
+    let mut k = cx.min(room(lin_d)).min(u64::from(max));
+    let mut lin_s = 0;
+    if movs {
+        let Ok(l) = c.seg_addr(src_seg, si, sz, false) else {
+            return 0;
+        };
+        lin_s = l;
+        k = k.min(room(lin_s));
+    }
+    // No wrap of the offsets inside the run, and the last element passes the segment checks at
+    // the linear address the first one implies.
+    let span = k * esz;
+    let wraps = |off: u64| off.checked_add(span - 1).is_none_or(|end| end > am);
+    if k == 0 || wraps(di) || (movs && wraps(si)) {
+        return 0;
+    }
+    let last = (k - 1) * esz;
+    if c.seg_addr(seg::ES, di + last, sz, true) != Ok(lin_d.wrapping_add(last)) {
+        return 0;
+    }
+    if movs && c.seg_addr(src_seg, si + last, sz, false) != Ok(lin_s.wrapping_add(last)) {
+        return 0;
+    }
+    let src = if movs {
+        match c.translate(lin_s, Acc::R, user) {
+            Ok(e) if e.host != 0 => e.host + (lin_s & 0xfff) as usize,
+            _ => return 0,
+        }
+    } else {
+        0
+    };
+    let dst = match c.translate(lin_d, Acc::W, user) {
+        Ok(e) if e.host != 0 => e.host + (lin_d & 0xfff) as usize,
+        _ => return 0,
+    };
+    let len = span as usize;
+    if movs {
+        if dst < src + len && src < dst + len {
+            return 0;
+        }
+        host_copy(dst, src, len);
+        c.c.set(6, asz, (si + span) & am);
+    } else {
+        let v = c.c.get(0, sz);
+        host_fill(dst, k as usize, sz, v);
+    }
+    c.c.set(7, asz, (di + span) & am);
+    c.c.set(1, asz, (cx - k) & am);
+    k as u32
+}
+
 fn string(c: &mut Ctx, i: &Instruction) -> R<()> {
     use Mnemonic::*;
     let m = i.mnemonic();
@@ -96,9 +166,31 @@ fn string(c: &mut Ctx, i: &Instruction) -> R<()> {
         u64::from(sz)
     };
     let mut n = 0u32;
+    let bulk_ok = rep
+        && !c.c.single_step
+        && step == u64::from(sz)
+        && matches!(
+            m,
+            Movsb | Movsw | Movsd | Movsq | Stosb | Stosw | Stosd | Stosq
+        );
     loop {
         if rep && c.c.get(1, asz) == 0 {
             break;
+        }
+        if bulk_ok {
+            let movs = matches!(m, Movsb | Movsw | Movsd | Movsq);
+            let k = bulk(c, movs, src_seg, sz, asz, CHUNK - n);
+            if k > 0 {
+                n += k;
+                if c.c.get(1, asz) == 0 {
+                    break;
+                }
+                if n >= CHUNK {
+                    c.c.icount = c.c.icount.wrapping_sub(1);
+                    return Ok(());
+                }
+                continue;
+            }
         }
         let si = c.c.get(6, asz);
         let di = c.c.get(7, asz);
