@@ -190,6 +190,17 @@ pub fn initial_state(mode: FuzzMode, gpr: [u64; 16], flags: u64) -> CpuState {
     // derived from the general registers, so a reproducer (which saves those) rebuilds them.
     s.fpu.fcw = 0x37f;
     s.fpu.ftw = 0;
+    // Rounding and precision controls, DAZ and FTZ, and now and then one unmasked SIMD
+    // exception, from RDX's upper half (a reproducer saves RDX, so it rebuilds them too).
+    // Not overflow or underflow: with those unmasked the CPU's precision flag reflects the
+    // exponent-scaled result, which the software CPU does not compute (docs/architecture.md).
+    let g = gpr[2] >> 32;
+    s.fpu.fcw = 0x37f & !0xf00 | (g as u16 & 0xf00);
+    s.fpu.mxcsr = 0x1f80 | (g as u32 & 0xe040);
+    if (g >> 16) & 7 == 0 {
+        let unmask = [7, 8, 9, 12]; // IM, DM, ZM, PM
+        s.fpu.mxcsr &= !(1 << unmask[(g >> 19) as usize % 4]);
+    }
     for (i, x) in s.fpu.xmm.iter_mut().enumerate() {
         *x = u128::from(gpr[i]) | u128::from(gpr[(i + 5) % 16]) << 64;
     }

@@ -542,6 +542,17 @@ fn unmasked_simd_exception_raises_xm_or_ud_and_keeps_the_destination() {
         ),
         u64::from(vec::UD)
     );
+    // Unmasked underflow: an exact tiny result is signalled too (UE, no PE), nothing written.
+    let tiny = |a: &mut CodeAssembler| {
+        a.mulss(xmm0, xmm1).unwrap();
+        a.stmxcsr(dword_ptr(0x8000)).unwrap();
+    };
+    let setup = |s: &mut CpuState| {
+        s.fpu.mxcsr = 0x1f80 & !(1 << 11); // UE unmasked
+        s.fpu.xmm[0] = u128::from(f32::MIN_POSITIVE.to_bits());
+        s.fpu.xmm[1] = u128::from(0.5f32.to_bits());
+    };
+    assert_eq!(fault_vector(setup, tiny), u64::from(vec::XM));
     // Unmasked x87 exception: #MF at the next waiting instruction (CR0.NE).
     assert_eq!(
         fault_vector(

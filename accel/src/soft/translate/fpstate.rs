@@ -171,6 +171,10 @@ pub fn stub_area(f: &FpuState) -> FxArea {
     let mut m = *f;
     m.fcw |= 0x3f;
     m.fsw &= !0x80ff;
+    if m.mxcsr & (1 << 11) == 0 {
+        // FTZ applies only while underflow is masked.
+        m.mxcsr &= !0x8000;
+    }
     m.mxcsr = (m.mxcsr | 0x1f80) & !0x3f & mxcsr_mask();
     put_x87(&mut a.0, &m, true);
     put_sse(&mut a.0, &m);

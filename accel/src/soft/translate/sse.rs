@@ -173,14 +173,27 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
     check_sse(c)?;
     let n = run_native(c, i, false)?;
     let old = c.c.s.fpu.mxcsr;
-    let raised =
+    let mut raised =
         u32::from_le_bytes([n.area.0[24], n.area.0[25], n.area.0[26], n.area.0[27]]) & 0x3f;
+    // With underflow unmasked the CPU signals any tiny result, exact or not (masked, only an
+    // inexact one): the masked run (FTZ off, as FTZ applies only when UE is masked) shows
+    // a tiny result as a denormal in a computed lane.
+    if old & (1 << 11) == 0 && tiny_result(i, &n.area) {
+        raised |= 0x10;
+    }
     let unmasked = raised & !(old >> 7) & 0x3f;
     if unmasked != 0 {
         // Pre-computation exceptions (invalid, denormal, divide) that are unmasked stop the
         // instruction before the post-computation ones are looked for; nothing is written.
+        // An unmasked overflow or underflow is reported without precision, as the CPU does.
         let pre = raised & 0x7;
-        let set = if pre & !(old >> 7) != 0 { pre } else { raised };
+        let set = if pre & !(old >> 7) != 0 {
+            pre
+        } else if unmasked & 0x18 != 0 {
+            raised & !0x20
+        } else {
+            raised
+        };
         c.c.s.fpu.mxcsr = old | set;
         return Err(if c.c.s.cr4 & bits::CR4_OSXMMEXCPT != 0 {
             Fault::Exc {
@@ -206,6 +219,33 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
         set_compare_flags(c, n.flags);
     }
     Ok(())
+}
+
+/// Whether an arithmetic or narrowing instruction left a denormal in a lane it computed.
+fn tiny_result(i: &Instruction, area: &native::FxArea) -> bool {
+    use Mnemonic::*;
+    let (wide, lanes) = match i.mnemonic() {
+        Addps | Subps | Mulps | Divps => (false, 4),
+        Addss | Subss | Mulss | Divss | Cvtsd2ss => (false, 1),
+        Cvtpd2ps => (false, 2),
+        Addpd | Subpd | Mulpd | Divpd => (true, 2),
+        Addsd | Subsd | Mulsd | Divsd => (true, 1),
+        _ => return false,
+    };
+    if i.op0_kind() != OpKind::Register || !i.op0_register().is_xmm() {
+        return false;
+    }
+    let x = (i.op0_register() as usize - Register::XMM0 as usize) * 16 + 160;
+    let v = u128::from_le_bytes(area.0[x..x + 16].try_into().unwrap_or_default());
+    (0..lanes).any(|k| {
+        if wide {
+            let e = (v >> (64 * k)) as u64;
+            e & 0x7ff0_0000_0000_0000 == 0 && e & 0x000f_ffff_ffff_ffff != 0
+        } else {
+            let e = (v >> (32 * k)) as u32;
+            e & 0x7f80_0000 == 0 && e & 0x007f_ffff != 0
+        }
+    })
 }
 
 /// MASKMOVDQU: the bytes of the first operand whose mask byte has bit 7 set go to DS:rDI.
