@@ -167,6 +167,11 @@ pub struct MemoryUse {
     pub peak_rss: u64,
     /// Guest RAM and ROM pages resident (touched by the guest or the loaders), bytes.
     pub guest_touched: u64,
+    /// Of the current resident set: pages mapped from files (janus's and the libraries' code
+    /// and read-only data, shared with the page cache), bytes.
+    pub rss_file: u64,
+    /// Of the current resident set: anonymous pages (heap, stacks, guest memory), bytes.
+    pub rss_anon: u64,
 }
 
 impl MemoryUse {
@@ -182,6 +187,8 @@ impl MemoryUse {
         Some(MemoryUse {
             peak_rss: status_kib(&status, "VmHWM:")? * 1024,
             guest_touched: resident_bytes(memory),
+            rss_file: status_kib(&status, "RssFile:").unwrap_or(0) * 1024,
+            rss_anon: status_kib(&status, "RssAnon:").unwrap_or(0) * 1024,
         })
     }
 }

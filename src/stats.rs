@@ -70,6 +70,12 @@ pub fn format(o: &RunOutcome) -> String {
             mib(m.guest_touched),
             mib(m.overhead())
         );
+        let _ = writeln!(
+            s,
+            "  RSS at the end      {:.1} MiB mapped from files (code), {:.1} MiB anonymous",
+            mib(m.rss_file),
+            mib(m.rss_anon)
+        );
     }
     let _ = write!(s, "  post port writes    {}", o.post_writes);
     s
@@ -106,6 +112,8 @@ mod tests {
             memory_use: Some(MemoryUse {
                 peak_rss: 10 << 20,
                 guest_touched: 6 << 20,
+                rss_file: 3 << 20,
+                rss_anon: 7 << 20,
             }),
         };
         let s = format(&o);
@@ -123,6 +131,10 @@ mod tests {
             s.contains(
                 "peak RSS            10.0 MiB (guest memory touched 6.0 MiB, janus 4.0 MiB)"
             ),
+            "{s}"
+        );
+        assert!(
+            s.contains("RSS at the end      3.0 MiB mapped from files (code), 7.0 MiB anonymous"),
             "{s}"
         );
     }
