@@ -280,6 +280,24 @@ mod tests {
     }
 
     #[test]
+    fn clac_and_stac_run_for_a_kernel_whose_cpuid_has_smap() {
+        // stac; clac: the fallback runs each (kvm_pvm's emulator cannot); a #UD here would send
+        // a kernel's exception entry, which starts with CLAC, into endless recursion.
+        let (mem, s) = long_mode(&[0x0f, 0x01, 0xcb, 0x0f, 0x01, 0xca]);
+        let mut f = Fallback::new(mem, 0, 1);
+        let Outcome::Resumed(a) = f.step(&s, &NoIo).unwrap() else {
+            panic!("stac did not resume");
+        };
+        assert_eq!(a.rip, CODE + 3);
+        assert_ne!(a.rflags & crate::state::rflags::AC, 0);
+        let Outcome::Resumed(b) = f.step(&a, &NoIo).unwrap() else {
+            panic!("clac did not resume");
+        };
+        assert_eq!(b.rip, CODE + 6);
+        assert_eq!(b.rflags & crate::state::rflags::AC, 0);
+    }
+
+    #[test]
     fn stats_keys_name_instruction_and_reason() {
         assert_eq!(
             stats_key(1, mnemonic(&[0xcc], 64).as_deref()),

@@ -298,15 +298,15 @@ impl KvmVcpu {
             }
             Outcome::Exit(exit) => return Ok(Some(exit)),
         };
-        let halted = self.halted;
-        self.set_state(&resume)?;
-        self.halted = halted;
+        // Write back only what the instruction changed: most change registers and flags only,
+        // and every group costs KVM ioctls.
+        self.write_state(&resume, Parts::changed(&state, &resume))?;
         *self
             .counters
             .extra
             .entry(fallback::stats_key(suberror, mnemonic.as_deref()))
             .or_default() += 1;
-        if halted {
+        if self.halted {
             return Ok(Some(Exit::Halt));
         }
         Ok(self.single_step.then_some(Exit::SingleStep))
@@ -386,6 +386,91 @@ impl KvmVcpu {
                 op: "KVM_INTERRUPT",
                 source: kvm_ioctls::Error::last(),
             });
+        }
+        Ok(())
+    }
+}
+
+/// Which groups of KVM's vCPU state a write touches (each group is one or two ioctls).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Parts {
+    /// Segments, descriptor tables, control registers, EFER, APIC base (KVM_SET_SREGS), and
+    /// the MSRs (KVM_SET_MSRS).
+    system: bool,
+    /// Pending events and shadows (KVM_SET_VCPU_EVENTS).
+    events: bool,
+    /// XCR0 and the x87/SSE/XSAVE state (KVM_SET_XCRS, KVM_SET_XSAVE).
+    fpu: bool,
+}
+
+impl Parts {
+    const ALL: Parts = Parts {
+        system: true,
+        events: true,
+        fpu: true,
+    };
+
+    /// The groups in which `new` differs from `old` (the general registers, RIP and RFLAGS are
+    /// always written; the TSC is left running in KVM).
+    fn changed(old: &CpuState, new: &CpuState) -> Parts {
+        let mut a = old.clone();
+        a.gpr = new.gpr;
+        a.rip = new.rip;
+        a.rflags = new.rflags;
+        a.tsc = new.tsc;
+        a.events = new.events;
+        a.fpu = new.fpu;
+        Parts {
+            system: a != *new,
+            events: old.events != new.events,
+            fpu: old.fpu != new.fpu,
+        }
+    }
+}
+
+impl KvmVcpu {
+    /// Writes the general registers and the `parts` of `state` into KVM.
+    fn write_state(&mut self, state: &CpuState, parts: Parts) -> Result<(), VcpuError> {
+        if parts.system {
+            let base = self.fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+            self.fd
+                .set_sregs(&convert::sregs_from(state, &base))
+                .map_err(kvm_err("KVM_SET_SREGS"))?;
+        }
+        self.fd
+            .set_regs(&convert::regs_from(state))
+            .map_err(kvm_err("KVM_SET_REGS"))?;
+        if parts.system {
+            let entries = convert::msrs_from(state, &self.supported_msrs);
+            let msrs = Msrs::from_entries(&entries)
+                .map_err(|_| VcpuError::Unsupported("too many MSRs".into()))?;
+            self.fd.set_msrs(&msrs).map_err(kvm_err("KVM_SET_MSRS"))?;
+        }
+        if parts.events {
+            let mut ev = convert::events_from(state);
+            // An external interrupt not yet delivered is re-queued through KVM_INTERRUPT.
+            if state.events.interrupt.is_some() {
+                ev.interrupt.injected = 0;
+            }
+            self.pending_irq = state.events.interrupt;
+            self.fd
+                .set_vcpu_events(&ev)
+                .map_err(kvm_err("KVM_SET_VCPU_EVENTS"))?;
+        }
+        if parts.fpu {
+            // XCR0 before the FPU registers: it decides which components the guest may use.
+            if self.fd.get_xcrs().is_ok() {
+                self.fd
+                    .set_xcrs(&convert::xcrs_from(state))
+                    .map_err(kvm_err("KVM_SET_XCRS"))?;
+            }
+            let base = self.fd.get_xsave().map_err(kvm_err("KVM_GET_XSAVE"))?;
+            let xsave = convert::xsave_from(state, &base);
+            // SAFETY: KVM_SET_XSAVE reads the vCPU's user-ABI XSAVE size, which exceeds the 4
+            // KiB of `kvm_xsave` only for dynamically enabled components (AMX) that a VMM must
+            // first request with ARCH_REQ_XCOMP_GUEST_PERM; janus never does, so the read stays
+            // inside `xsave`, a whole `kvm_xsave` built from KVM_GET_XSAVE's output.
+            unsafe { self.fd.set_xsave(&xsave) }.map_err(kvm_err("KVM_SET_XSAVE"))?;
         }
         Ok(())
     }
@@ -478,39 +563,7 @@ impl Vcpu for KvmVcpu {
 
     fn set_state(&mut self, state: &CpuState) -> Result<(), VcpuError> {
         self.complete_io()?;
-        let base = self.fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
-        self.fd
-            .set_sregs(&convert::sregs_from(state, &base))
-            .map_err(kvm_err("KVM_SET_SREGS"))?;
-        self.fd
-            .set_regs(&convert::regs_from(state))
-            .map_err(kvm_err("KVM_SET_REGS"))?;
-        let entries = convert::msrs_from(state, &self.supported_msrs);
-        let msrs = Msrs::from_entries(&entries)
-            .map_err(|_| VcpuError::Unsupported("too many MSRs".into()))?;
-        self.fd.set_msrs(&msrs).map_err(kvm_err("KVM_SET_MSRS"))?;
-        let mut ev = convert::events_from(state);
-        // An external interrupt not yet delivered is re-queued through KVM_INTERRUPT.
-        if state.events.interrupt.is_some() {
-            ev.interrupt.injected = 0;
-        }
-        self.pending_irq = state.events.interrupt;
-        self.fd
-            .set_vcpu_events(&ev)
-            .map_err(kvm_err("KVM_SET_VCPU_EVENTS"))?;
-        // XCR0 before the FPU registers: it decides which components the guest may use.
-        if self.fd.get_xcrs().is_ok() {
-            self.fd
-                .set_xcrs(&convert::xcrs_from(state))
-                .map_err(kvm_err("KVM_SET_XCRS"))?;
-        }
-        let base = self.fd.get_xsave().map_err(kvm_err("KVM_GET_XSAVE"))?;
-        let xsave = convert::xsave_from(state, &base);
-        // SAFETY: KVM_SET_XSAVE reads the vCPU's user-ABI XSAVE size, which exceeds the 4 KiB
-        // of `kvm_xsave` only for dynamically enabled components (AMX) that a VMM must first
-        // request with ARCH_REQ_XCOMP_GUEST_PERM; janus never does, so the read stays inside
-        // `xsave`, a whole `kvm_xsave` built from KVM_GET_XSAVE's output.
-        unsafe { self.fd.set_xsave(&xsave) }.map_err(kvm_err("KVM_SET_XSAVE"))?;
+        self.write_state(state, Parts::ALL)?;
         self.halted = false;
         Ok(())
     }
@@ -693,5 +746,49 @@ impl KvmVcpu {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Parts;
+    use crate::state::{CpuState, rflags};
+
+    #[test]
+    fn fallback_writes_back_only_the_groups_an_instruction_changed() {
+        let old = CpuState::boot_sector();
+        let mut new = old.clone();
+        new.rip += 3;
+        new.gpr[0] = 7;
+        new.rflags &= !rflags::AC;
+        new.tsc += 1;
+        let none = Parts {
+            system: false,
+            events: false,
+            fpu: false,
+        };
+        assert_eq!(
+            Parts::changed(&old, &new),
+            none,
+            "registers, flags and TSC only"
+        );
+        let mut s = new.clone();
+        s.cr0 |= 1;
+        assert!(Parts::changed(&old, &s).system);
+        let mut s = new.clone();
+        s.kernel_gs_base = 1;
+        assert!(Parts::changed(&old, &s).system, "an MSR");
+        let mut s = new.clone();
+        s.events.interrupt = Some(0x20);
+        assert_eq!(
+            Parts::changed(&old, &s),
+            Parts {
+                events: true,
+                ..none
+            }
+        );
+        let mut s = new;
+        s.fpu.mxcsr ^= 0x40;
+        assert_eq!(Parts::changed(&old, &s), Parts { fpu: true, ..none });
     }
 }

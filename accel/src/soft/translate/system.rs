@@ -79,6 +79,15 @@ fn flag_op(c: &mut Ctx, i: &Instruction) -> R<()> {
         Mnemonic::Clc => f & !rflags::CF,
         Mnemonic::Stc => f | rflags::CF,
         Mnemonic::Cmc => f ^ rflags::CF,
+        // CLAC/STAC: SMAP is not in this CPU's CPUID, so #UD; but as the KVM fallback the
+        // guest's CPUID is the host's, and a kernel runs them at every entry and user copy.
+        Mnemonic::Clac | Mnemonic::Stac if c.c.strict_isa && c.c.cpl() == 0 => {
+            if i.mnemonic() == Mnemonic::Clac {
+                f & !rflags::AC
+            } else {
+                f | rflags::AC
+            }
+        }
         _ => return Err(UD),
     };
     c.c.set_rflags(nf);
