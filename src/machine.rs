@@ -371,7 +371,13 @@ impl Machine {
         }
 
         Ok(Machine {
-            config,
+            // The kernel and initrd are in guest memory now: do not keep a second copy (a
+            // vmlinux is 65 MB) resident for the whole run.
+            config: MachineConfig {
+                kernel: None,
+                initrd: None,
+                ..config
+            },
             memory,
             layout,
             initial,
