@@ -171,6 +171,9 @@ pub(super) fn set_compare_flags(c: &mut Ctx, host: u64) {
 
 fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
     check_sse(c)?;
+    if let Some(r) = fast(c, i) {
+        return r;
+    }
     let n = run_native(c, i, false)?;
     let old = c.c.s.fpu.mxcsr;
     let mut raised =
@@ -219,6 +222,102 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
         set_compare_flags(c, n.flags);
     }
     Ok(())
+}
+
+fn xmm_index(r: Register) -> usize {
+    r as usize - Register::XMM0 as usize
+}
+
+/// The 128-bit operand `n` (an XMM register, or 16 bytes of memory, aligned unless `unaligned`).
+fn rd128(c: &mut Ctx, i: &Instruction, n: u32, unaligned: bool) -> R<u128> {
+    if i.op_kind(n) == OpKind::Register {
+        return Ok(c.c.s.fpu.xmm[xmm_index(i.op_register(n))]);
+    }
+    let (s, off) = if unaligned {
+        c.ea(i)
+    } else {
+        fpstate::aligned(c, i, 16)?
+    };
+    let mut b = [0u8; 16];
+    read_bytes(c, s, off, &mut b, fpstate::asz_mask(i))?;
+    Ok(u128::from_le_bytes(b))
+}
+
+/// Lane-wise `f` over `w`-byte lanes.
+fn lanes(a: u128, b: u128, w: u32, f: impl Fn(u64, u64) -> u64) -> u128 {
+    let bits = 8 * w;
+    let m = if bits == 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
+    (0..128 / bits).fold(0u128, |acc, k| {
+        let x = (a >> (k * bits)) as u64 & m;
+        let y = (b >> (k * bits)) as u64 & m;
+        acc | u128::from(f(x, y) & m) << (k * bits)
+    })
+}
+
+/// The hot SSE2 integer and data-movement forms of string and memory routines, in Rust (no
+/// MXCSR or flags involved); `None` for everything else, which runs natively.
+fn fast(c: &mut Ctx, i: &Instruction) -> Option<R<()>> {
+    use Mnemonic::*;
+    let m = i.mnemonic();
+    let unaligned = matches!(m, Movups | Movupd | Movdqu);
+    let x0 = (i.op0_kind() == OpKind::Register && i.op0_register().is_xmm())
+        .then(|| xmm_index(i.op0_register()));
+    let two = i.op_count() == 2;
+    if !two {
+        return None;
+    }
+    if m == Pmovmskb {
+        let (r, _) = gpr(i.op0_register())?;
+        let v = c.c.s.fpu.xmm[xmm_index(i.op1_register())];
+        let mask = (0..16).fold(0u64, |acc, k| acc | (((v >> (8 * k + 7)) & 1) as u64) << k);
+        c.c.set(r, 4, mask);
+        return Some(Ok(()));
+    }
+    if matches!(m, Movaps | Movapd | Movdqa | Movups | Movupd | Movdqu) {
+        return Some(match x0 {
+            Some(d) => rd128(c, i, 1, unaligned).map(|v| c.c.s.fpu.xmm[d] = v),
+            None => {
+                let v = c.c.s.fpu.xmm[xmm_index(i.op1_register())];
+                let at = if unaligned {
+                    Ok(c.ea(i))
+                } else {
+                    fpstate::aligned(c, i, 16)
+                };
+                at.and_then(|(s, off)| {
+                    write_bytes(c, s, off, &v.to_le_bytes(), fpstate::asz_mask(i))
+                })
+            }
+        });
+    }
+    let d = x0?;
+    let op: fn(u128, u128) -> u128 = match m {
+        Pxor | Xorps | Xorpd => |a, b| a ^ b,
+        Por | Orps | Orpd => |a, b| a | b,
+        Pand | Andps | Andpd => |a, b| a & b,
+        Pandn | Andnps | Andnpd => |a, b| !a & b,
+        Pcmpeqb => |a, b| lanes(a, b, 1, |x, y| if x == y { u64::MAX } else { 0 }),
+        Pcmpeqw => |a, b| lanes(a, b, 2, |x, y| if x == y { u64::MAX } else { 0 }),
+        Pcmpeqd => |a, b| lanes(a, b, 4, |x, y| if x == y { u64::MAX } else { 0 }),
+        Pminub => |a, b| lanes(a, b, 1, u64::min),
+        Pmaxub => |a, b| lanes(a, b, 1, u64::max),
+        Paddb => |a, b| lanes(a, b, 1, u64::wrapping_add),
+        Paddw => |a, b| lanes(a, b, 2, u64::wrapping_add),
+        Paddd => |a, b| lanes(a, b, 4, u64::wrapping_add),
+        Paddq => |a, b| lanes(a, b, 8, u64::wrapping_add),
+        Psubb => |a, b| lanes(a, b, 1, u64::wrapping_sub),
+        Psubw => |a, b| lanes(a, b, 2, u64::wrapping_sub),
+        Psubd => |a, b| lanes(a, b, 4, u64::wrapping_sub),
+        Psubq => |a, b| lanes(a, b, 8, u64::wrapping_sub),
+        _ => return None,
+    };
+    Some(rd128(c, i, 1, false).map(|b| {
+        let a = c.c.s.fpu.xmm[d];
+        c.c.s.fpu.xmm[d] = op(a, b);
+    }))
 }
 
 /// Whether an arithmetic or narrowing instruction left a denormal in a lane it computed.
