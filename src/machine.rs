@@ -516,7 +516,7 @@ impl Machine {
             vcpus.push(v);
         }
         if self.config.stdin && self.config.serial == SinkSpec::Stdio {
-            spawn_stdin_reader(self.input.clone());
+            spawn_stdin_reader(self.input.clone(), self.serial.clone());
         }
         let to_first_entry = start.elapsed();
         let mut threads = Vec::with_capacity(vcpus.len());
@@ -620,7 +620,7 @@ impl Machine {
 }
 
 /// Copies standard input into the UART's receive queue, on a detached thread that ends at EOF.
-fn spawn_stdin_reader(input: InputQueue) {
+fn spawn_stdin_reader(input: InputQueue, serial: Arc<Mutex<Serial>>) {
     let _ = std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
@@ -634,6 +634,10 @@ fn spawn_stdin_reader(input: InputQueue) {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .extend(&buf[..n]);
+                serial
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .poll_input();
             }
         });
 }

@@ -31,6 +31,24 @@ impl std::str::FromStr for SinkSpec {
 /// An open output.
 pub type Sink = Box<dyn Write + Send>;
 
+/// Standard output as a terminal wants it: every write reaches the terminal at once. Rust's
+/// `stdout()` holds a line until its newline, which would hide a shell's prompt (`/ # `) until
+/// the user typed blind.
+struct Console;
+
+impl Write for Console {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut out = std::io::stdout().lock();
+        let n = out.write(buf)?;
+        out.flush()?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout().flush()
+    }
+}
+
 impl SinkSpec {
     /// Opens the output.
     ///
@@ -38,7 +56,7 @@ impl SinkSpec {
     /// The file cannot be created.
     pub fn open(&self) -> std::io::Result<Sink> {
         Ok(match self {
-            SinkSpec::Stdio => Box::new(std::io::stdout()),
+            SinkSpec::Stdio => Box::new(Console),
             SinkSpec::None => Box::new(std::io::sink()),
             SinkSpec::File(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p)?)),
         })

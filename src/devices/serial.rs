@@ -94,6 +94,14 @@ impl Serial {
         self.update_irq();
     }
 
+    /// Typed bytes arrived in the input queue: take them into the receive FIFO and raise the
+    /// received-data interrupt if the guest enabled it (a guest that waits for that interrupt
+    /// never polls the line status on its own).
+    pub fn poll_input(&mut self) {
+        self.pull_input();
+        self.update_irq();
+    }
+
     /// Moves typed bytes into the receive FIFO (not in loopback, where the line is disconnected).
     fn pull_input(&mut self) {
         if self.mcr & MCR_LOOP != 0 || self.rx.len() >= FIFO_SIZE {
@@ -347,6 +355,23 @@ mod tests {
         assert_eq!(rd(&mut s, 0), b'o');
         assert_eq!(rd(&mut s, 0), b'k');
         assert_eq!(rd(&mut s, 5) & LSR_DR, 0);
+        assert!(!line.0.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn typed_bytes_raise_the_interrupt_without_the_guest_polling() {
+        // A guest driver that sleeps until the received-data interrupt (Linux's 8250) never
+        // reads the line status first: the input side must raise the line itself.
+        let (mut s, _, q) = uart();
+        let line = Arc::new(Line(AtomicBool::new(false)));
+        s.set_irq(line.clone());
+        s.write(0, 4, &[0x0b]);
+        s.write(0, 1, &[IER_RDI]);
+        q.lock().unwrap().extend(b"x");
+        assert!(!line.0.load(Ordering::SeqCst), "nothing pulled yet");
+        s.poll_input();
+        assert!(line.0.load(Ordering::SeqCst), "poll_input raises IRQ 4");
+        assert_eq!(rd(&mut s, 0), b'x');
         assert!(!line.0.load(Ordering::SeqCst));
     }
 

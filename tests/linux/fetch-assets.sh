@@ -16,7 +16,9 @@
 #                          JANUS-INIT-OK
 #                          JANUS-CPUS=<number of online CPUs>
 #                          JANUS-KERNEL=<uname -r>
-#                        and then reboots (reboot -f)
+#                        and then reboots (reboot -f); with `janus.shell` on the kernel
+#                        command line it prints JANUS-SHELL and runs an interactive shell
+#                        on the console first, powering off when the shell ends
 #   VERSION              package name, package version and kernel release
 #
 # Needs Debian's package servers (apt-get update, apt-get download), dpkg-deb, gzip and the
@@ -31,7 +33,7 @@ force=0
 case "${1:-}" in
     "") ;;
     --force) force=1 ;;
-    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: $0 [--force]" >&2; exit 2 ;;
 esac
 
@@ -192,6 +194,15 @@ unset IFS
 [ "$cpus" -gt 0 ] || cpus=$(busybox nproc)
 echo "JANUS-CPUS=$cpus"
 echo "JANUS-KERNEL=$(busybox uname -r)"
+# With janus.shell on the command line: an interactive shell on the console (the console
+# test types into it), which powers off when it ends.
+case " $(busybox cat /proc/cmdline) " in
+    *" janus.shell "*)
+        echo JANUS-SHELL
+        busybox sh
+        busybox poweroff -f
+        ;;
+esac
 busybox reboot -f
 busybox poweroff -f
 while :; do busybox sleep 1; done
