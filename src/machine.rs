@@ -551,6 +551,10 @@ impl Machine {
             });
         self.wait_for_stop(start);
         if let Some(Ok(t)) = timers {
+            // Without this the exit waits out the timer thread's sleep (up to 50 ms).
+            if let Some(p) = &self.io.platform {
+                p.wake_timers();
+            }
             let _ = t.join();
         }
         let mut counters = ExitCounters::default();

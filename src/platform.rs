@@ -330,6 +330,13 @@ impl Platform {
         lapic.take_sipi()
     }
 
+    /// Wakes the timer thread now (the machine is stopping: it should not sleep out its wait).
+    pub fn wake_timers(&self) {
+        let (flag, cv) = &*self.wake;
+        *lock(flag) = true;
+        cv.notify_all();
+    }
+
     /// Runs the timers until `stop` says so: sleeps until the next deadline (or until a device
     /// arms an earlier one), then polls the PIT, the RTC and the LAPICs whose time has come.
     pub fn timer_loop(&self, stop: &dyn Fn() -> bool) {
