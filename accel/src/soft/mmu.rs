@@ -172,6 +172,39 @@ pub fn host_fill(p: usize, count: usize, sz: u8, v: u64) {
     }
 }
 
+/// An atomic read-modify-write of the naturally aligned `sz`-byte value at host address `p`:
+/// `f` maps the old value to the new one (None: leave it), retried with compare-and-swap until
+/// no other thread wrote in between. Returns the old value.
+pub fn host_cas(p: usize, sz: u8, f: &mut dyn FnMut(u64) -> Option<u64>) -> u64 {
+    use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering::SeqCst};
+    assert!(p % usize::from(sz) == 0, "host_cas needs natural alignment");
+    macro_rules! cas {
+        ($a:ty, $t:ty) => {{
+            // SAFETY: `p` is the host address of RAM inside one page (a write TLB entry's page
+            // plus an offset the caller keeps within it), naturally aligned (asserted above),
+            // and kept mapped by the core's `GuestMemory` clone for the whole call. Other vCPU
+            // threads access guest RAM only through raw pointers or these atomics.
+            let a = unsafe { <$a>::from_ptr(p as *mut $t) };
+            let mut old = a.load(SeqCst);
+            loop {
+                let Some(new) = f(u64::from(old)) else {
+                    return u64::from(old);
+                };
+                match a.compare_exchange_weak(old, new as $t, SeqCst, SeqCst) {
+                    Ok(_) => return u64::from(old),
+                    Err(cur) => old = cur,
+                }
+            }
+        }};
+    }
+    match sz {
+        1 => cas!(AtomicU8, u8),
+        2 => cas!(AtomicU16, u16),
+        4 => cas!(AtomicU32, u32),
+        _ => cas!(AtomicU64, u64),
+    }
+}
+
 /// Copies `len` bytes between host addresses of guest RAM that do not overlap (REP MOVS on
 /// RAM).
 pub fn host_copy(dst: usize, src: usize, len: usize) {
@@ -195,12 +228,26 @@ impl Ctx<'_> {
         u64::from_le_bytes(b)
     }
 
-    /// Writes physical memory, invalidating translated code it overwrites.
-    pub fn phys_write(&mut self, pa: u64, sz: u8, v: u64) {
+    /// `sz` bytes at `pa` were (or are about to be) written: translated code there is dropped
+    /// and the running block ends after this instruction.
+    pub fn code_written(&mut self, pa: u64, sz: u8) {
         if self.c.cache.is_code(pa, u64::from(sz)) {
             self.c.cache.invalidate_page(pa & PAGE_MASK);
             self.c.smc = true;
         }
+    }
+
+    /// The host address of `sz` bytes of writable RAM at `pa`, if that is what is there.
+    pub fn ram_ptr(&self, pa: u64, sz: u8) -> Option<usize> {
+        self.c
+            .mem
+            .host_ptr(pa, usize::from(sz), true)
+            .map(|p| p as usize)
+    }
+
+    /// Writes physical memory, invalidating translated code it overwrites.
+    pub fn phys_write(&mut self, pa: u64, sz: u8, v: u64) {
+        self.code_written(pa, sz);
         if let Some(p) = self.c.mem.host_ptr(pa, usize::from(sz), true) {
             host_write(p as usize, sz, v);
             return;

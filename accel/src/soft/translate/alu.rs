@@ -185,7 +185,7 @@ fn cmpxchg(c: &mut Ctx, i: &Instruction) -> R<()> {
     Ok(())
 }
 
-fn cmpxchg_wide(c: &mut Ctx, i: &Instruction) -> R<()> {
+pub(super) fn cmpxchg_wide(c: &mut Ctx, i: &Instruction) -> R<()> {
     let (sg, a) = c.ea(i);
     let f = c.c.rflags() & !rflags::ZF;
     if i.mnemonic() == Mnemonic::Cmpxchg8b {

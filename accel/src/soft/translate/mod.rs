@@ -3,6 +3,7 @@
 //! rare and long ones become helper calls on the decoded instruction.
 
 mod alu;
+mod atomic;
 mod bcd;
 mod bit;
 mod control;
@@ -332,7 +333,8 @@ fn lower(b: &mut Builder, i: &Instruction) {
         b.call_end(raise_ud);
         return;
     }
-    let done = mov::lower(b, i)
+    let done = atomic::lower(b, i)
+        || mov::lower(b, i)
         || alu::lower(b, i)
         || shift::lower(b, i)
         || muldiv::lower(b, i)
