@@ -441,6 +441,11 @@ pub fn translate(ctx: &mut Ctx, mode: u32, max: usize) -> R<(Arc<Block>, bool)> 
         }
         rip = next;
     }
+    // The builder reserves room for a long block; a cached block keeps only what it uses
+    // (tens of thousands of blocks live in a kernel boot).
+    b.ops.shrink_to_fit();
+    b.insns.shrink_to_fit();
+    starts.shrink_to_fit();
     let block = Block {
         ops: b.ops,
         insns: b.insns,
