@@ -69,14 +69,17 @@ impl Fallback {
     }
 
     fn soft(&mut self) -> Result<&mut SoftVcpu, VcpuError> {
-        if self.soft.is_none() {
-            let accel = SoftAccel::new(self.memory.clone(), self.nr_vcpus);
-            let mut v = accel.create_vcpu(self.index)?;
-            v.set_single_step(true)?;
-            v.set_strict_isa(true);
-            self.soft = Some(Box::new(v));
-        }
-        Ok(self.soft.as_mut().expect("created above"))
+        let v = match self.soft.take() {
+            Some(v) => v,
+            None => {
+                let accel = SoftAccel::new(self.memory.clone(), self.nr_vcpus);
+                let mut v = accel.create_vcpu(self.index)?;
+                v.set_single_step(true)?;
+                v.set_strict_isa(true);
+                Box::new(v)
+            }
+        };
+        Ok(self.soft.insert(v))
     }
 
     /// Runs one instruction (or delivers the pending event) from `state` in the software CPU.

@@ -281,7 +281,9 @@ impl KvmVcpu {
         let state = self.state()?;
         let bytes = self.insn_bytes(&state);
         let mnemonic = fallback::mnemonic(&bytes, state.code_bitness());
-        let fb = self.fallback.as_mut().expect("checked above");
+        let Some(fb) = self.fallback.as_mut() else {
+            return self.failure("KVM internal error", detail).map(Some);
+        };
         let outcome = fb.step(&state, io)?;
         let resume = match outcome {
             Outcome::Resumed(s) => s,
