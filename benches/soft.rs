@@ -7,20 +7,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use janus_accel::soft::SoftAccel;
 use janus_accel::soft::bench_api::Translator;
-use janus_accel::{Accelerator, CpuState, Exit, GuestMemory, IoHandler, RegionKind, Vcpu};
-
-struct NoDevices;
-
-impl IoHandler for NoDevices {
-    fn pio_read(&self, _: usize, _: u16, data: &mut [u8]) {
-        data.fill(0xff);
-    }
-    fn pio_write(&self, _: usize, _: u16, _: &[u8]) {}
-    fn mmio_read(&self, _: usize, _: u64, data: &mut [u8]) {
-        data.fill(0xff);
-    }
-    fn mmio_write(&self, _: usize, _: u64, _: &[u8]) {}
-}
+use janus_accel::{Accelerator, CpuState, Exit, GuestMemory, NoDevices, RegionKind, Vcpu};
 
 /// A 16-bit block of ALU and memory instructions, repeated to fill a block.
 fn alu_block() -> Vec<u8> {

@@ -44,3 +44,19 @@ pub trait IoHandler: Sync {
         None
     }
 }
+
+/// A machine with no devices: port and MMIO reads return all ones (an open bus), writes are
+/// dropped, and no interrupt ever arrives. For benchmarks and tests that run bare code.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoDevices;
+
+impl IoHandler for NoDevices {
+    fn pio_read(&self, _: usize, _: u16, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn pio_write(&self, _: usize, _: u16, _: &[u8]) {}
+    fn mmio_read(&self, _: usize, _: u64, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn mmio_write(&self, _: usize, _: u64, _: &[u8]) {}
+}

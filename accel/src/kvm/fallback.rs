@@ -127,14 +127,16 @@ mod tests {
     use crate::memory::GuestMemory;
     use crate::state::{Reg, Segment, bits};
 
+    /// No devices, but an external interrupt always waiting (which the fallback must leave to
+    /// KVM).
     struct NoIo;
     impl IoHandler for NoIo {
-        fn pio_read(&self, _: usize, _: u16, data: &mut [u8]) {
-            data.fill(0xff);
+        fn pio_read(&self, v: usize, port: u16, data: &mut [u8]) {
+            crate::io::NoDevices.pio_read(v, port, data);
         }
         fn pio_write(&self, _: usize, _: u16, _: &[u8]) {}
-        fn mmio_read(&self, _: usize, _: u64, data: &mut [u8]) {
-            data.fill(0xff);
+        fn mmio_read(&self, v: usize, addr: u64, data: &mut [u8]) {
+            crate::io::NoDevices.mmio_read(v, addr, data);
         }
         fn mmio_write(&self, _: usize, _: u64, _: &[u8]) {}
         fn interrupt_pending(&self, _: usize) -> bool {

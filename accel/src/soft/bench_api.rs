@@ -1,25 +1,12 @@
 //! Entry points for janus's micro-benchmarks (benches/soft.rs): decode and translation of one
 //! block, without running it. Not part of the stable API.
 
-use crate::io::IoHandler;
+use crate::io::NoDevices;
 use crate::memory::GuestMemory;
 use crate::state::CpuState;
 
 use super::cpu::{Core, Ctx};
 use super::translate;
-
-struct NoDevices;
-
-impl IoHandler for NoDevices {
-    fn pio_read(&self, _: usize, _: u16, data: &mut [u8]) {
-        data.fill(0xff);
-    }
-    fn pio_write(&self, _: usize, _: u16, _: &[u8]) {}
-    fn mmio_read(&self, _: usize, _: u64, data: &mut [u8]) {
-        data.fill(0xff);
-    }
-    fn mmio_write(&self, _: usize, _: u64, _: &[u8]) {}
-}
 
 /// A translator positioned at a state, for repeated block translations.
 #[derive(Debug)]
