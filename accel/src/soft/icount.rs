@@ -30,6 +30,11 @@ impl TimeSync {
         self.on = io.counts_instructions();
     }
 
+    /// Whether time counts instructions in this `run` (then every block boundary reports).
+    pub fn on(&self) -> bool {
+        self.on
+    }
+
     /// Forgets the last report (after `set_state`, which may move the TSC).
     pub fn reset(&mut self) {
         self.started = false;
