@@ -229,13 +229,7 @@ impl Core {
         if r >= 16 {
             return (self.s.gpr[usize::from(r - 16)] >> 8) & 0xff;
         }
-        let v = self.s.gpr[usize::from(r)];
-        match sz {
-            1 => v & 0xff,
-            2 => v & 0xffff,
-            4 => v & 0xffff_ffff,
-            _ => v,
-        }
+        self.s.gpr[usize::from(r & 15)] & super::flags::mask(sz)
     }
 
     /// Writes register `r` at size `sz` (32-bit writes zero the upper half).
@@ -246,13 +240,11 @@ impl Core {
             *g = (*g & !0xff00) | ((v & 0xff) << 8);
             return;
         }
-        let g = &mut self.s.gpr[usize::from(r)];
-        *g = match sz {
-            1 => (*g & !0xff) | (v & 0xff),
-            2 => (*g & !0xffff) | (v & 0xffff),
-            4 => v & 0xffff_ffff,
-            _ => v,
-        };
+        let g = &mut self.s.gpr[usize::from(r & 15)];
+        let m = super::flags::mask(sz);
+        // 8- and 16-bit writes merge; 32-bit writes zero the upper half.
+        let keep = if sz >= 4 { 0 } else { !m };
+        *g = (*g & keep) | (v & m);
     }
 
     /// Segment register `i` (encoding order).

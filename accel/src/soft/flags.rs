@@ -69,18 +69,15 @@ impl Default for Lazy {
 /// Mask of an operand size in bytes.
 #[inline]
 pub fn mask(sz: u8) -> u64 {
-    match sz {
-        1 => 0xff,
-        2 => 0xffff,
-        4 => 0xffff_ffff,
-        _ => u64::MAX,
-    }
+    // Branch-free: this sits on every interpreted ALU op and flag read. Sizes are 1, 2, 4 or 8
+    // (anything else is masked into range rather than trusted).
+    u64::MAX >> (64u32.wrapping_sub(8 * u32::from(sz)) & 63)
 }
 
 /// The sign bit of an operand size in bytes.
 #[inline]
 pub fn sign_bit(sz: u8) -> u64 {
-    1u64 << (u32::from(sz) * 8 - 1)
+    1u64 << ((u32::from(sz) * 8).wrapping_sub(1) & 63)
 }
 
 /// Even parity of the low byte, as PF reports it.
@@ -100,6 +97,20 @@ impl Lazy {
     /// Carry flag.
     #[inline]
     pub fn cf(&self) -> bool {
+        // Inline for explicit flags and CMP/SUB (the usual producers of a carry that is read);
+        // the rest out of line.
+        match self.op {
+            CcOp::Eflags => self.aux & CF != 0,
+            CcOp::Sub => {
+                let m = mask(self.sz);
+                self.a & m < self.b & m
+            }
+            _ => self.cf_slow(),
+        }
+    }
+
+    #[inline(never)]
+    fn cf_slow(&self) -> bool {
         let m = mask(self.sz);
         match self.op {
             CcOp::Eflags => self.aux & CF != 0,
@@ -235,6 +246,30 @@ impl Lazy {
     /// Evaluates condition code `cc` (the low nibble of Jcc/SETcc/CMOVcc opcodes).
     #[inline]
     pub fn cond(&self, cc: u8) -> bool {
+        // Inline fast paths for the common producers (CMP/SUB, and ZF from anything but
+        // explicit flags); the rest out of line.
+        let inv = cc & 1 != 0;
+        if self.op == CcOp::Sub {
+            let m = mask(self.sz);
+            let (a, b) = (self.a & m, self.b & m);
+            let r = match cc >> 1 {
+                1 => a < b,
+                2 => a == b,
+                3 => a <= b,
+                6 => sext(a, self.sz) < sext(b, self.sz),
+                7 => sext(a, self.sz) <= sext(b, self.sz),
+                _ => return self.cond_slow(cc),
+            };
+            return r ^ inv;
+        }
+        if cc >> 1 == 2 && self.op != CcOp::Eflags {
+            return (self.res & mask(self.sz) == 0) ^ inv;
+        }
+        self.cond_slow(cc)
+    }
+
+    #[inline(never)]
+    fn cond_slow(&self, cc: u8) -> bool {
         let r = match cc >> 1 {
             0 => self.of(),
             1 => self.cf(),

@@ -2,8 +2,10 @@
 //! RIP at each instruction start so that a fault leaves the state at the faulting instruction.
 
 use super::cpu::{Ctx, Fault};
-use super::flags::{mask, sext};
+use super::flags::{CcOp, mask, sext};
 use super::ir::{BinOp, Block, Op, UnOp};
+use super::translate::rotate;
+use crate::state::rflags::{CF, OF};
 
 /// How a block run ended.
 #[derive(Debug)]
@@ -75,6 +77,7 @@ pub fn run(ctx: &mut Ctx, b: &Block, t: &mut [u64; TEMPS]) -> Outcome {
                 s,
                 sz,
                 write,
+                flags,
             } => {
                 let a = ctx.c.get(r, sz);
                 let b = ctx.c.get(s, sz);
@@ -82,7 +85,9 @@ pub fn run(ctx: &mut Ctx, b: &Block, t: &mut [u64; TEMPS]) -> Outcome {
                 if write {
                     ctx.c.set(r, sz, v);
                 }
-                ctx.c.lazy.set(cc, sz, a, b, v);
+                if flags {
+                    ctx.c.lazy.set(cc, sz, a, b, v);
+                }
             }
             Op::AluI {
                 op,
@@ -90,6 +95,7 @@ pub fn run(ctx: &mut Ctx, b: &Block, t: &mut [u64; TEMPS]) -> Outcome {
                 r,
                 sz,
                 write,
+                flags,
                 imm,
             } => {
                 let a = ctx.c.get(r, sz);
@@ -98,7 +104,61 @@ pub fn run(ctx: &mut Ctx, b: &Block, t: &mut [u64; TEMPS]) -> Outcome {
                 if write {
                     ctx.c.set(r, sz, v);
                 }
-                ctx.c.lazy.set(cc, sz, a, b, v);
+                if flags {
+                    ctx.c.lazy.set(cc, sz, a, b, v);
+                }
+            }
+            Op::AdcR {
+                r,
+                s,
+                sz,
+                sub,
+                flags,
+            } => {
+                let a = ctx.c.get(r, sz);
+                let b = ctx.c.get(s, sz);
+                let c = u64::from(ctx.c.lazy.cf());
+                let (v, cc) = if sub {
+                    (a.wrapping_sub(b).wrapping_sub(c), CcOp::Sbb)
+                } else {
+                    (a.wrapping_add(b).wrapping_add(c), CcOp::Adc)
+                };
+                let v = v & mask(sz);
+                ctx.c.set(r, sz, v);
+                if flags {
+                    ctx.c.lazy.set(cc, sz, a, b, v);
+                }
+            }
+            Op::Rot {
+                left,
+                r,
+                sz,
+                cnt,
+                keep,
+            } => {
+                let v = ctx.c.get(r, sz);
+                if keep {
+                    let (v, f) = rotate(left, v, u32::from(cnt), sz, ctx.c.lazy.all());
+                    ctx.c.set(r, sz, v);
+                    ctx.c.lazy.set_eflags(f);
+                } else {
+                    // The old SF ZF AF PF are dead: only CF and OF (as `rotate` computes them).
+                    let n = u32::from(cnt);
+                    let v = match sz {
+                        1 => u64::from((v as u8).rotate_left(if left { n } else { 8 - n % 8 })),
+                        2 => u64::from((v as u16).rotate_left(if left { n } else { 16 - n % 16 })),
+                        4 => u64::from((v as u32).rotate_left(if left { n } else { 32 - n })),
+                        _ => v.rotate_left(if left { n } else { 64 - n }),
+                    };
+                    let top = v >> (u32::from(sz) * 8 - 1) & 1;
+                    let (cf, of) = if left {
+                        (v & 1, top ^ (v & 1))
+                    } else {
+                        (top, top ^ (v >> (u32::from(sz) * 8 - 2) & 1))
+                    };
+                    ctx.c.set(r, sz, v);
+                    ctx.c.lazy.set_eflags((cf * CF) | (of * OF));
+                }
             }
             Op::BranchCc { cc, taken, fall } => {
                 ctx.c.s.rip = if ctx.c.lazy.cond(cc) { taken } else { fall };

@@ -136,6 +136,9 @@ pub enum Op {
         sz: u8,
         /// Whether the result is written back.
         write: bool,
+        /// Whether the flags are recorded (false when the flag-liveness pass found them
+        /// overwritten before anything can read them).
+        flags: bool,
     },
     /// Fused register-immediate ALU op: r = r op imm, with flags.
     AluI {
@@ -149,8 +152,40 @@ pub enum Op {
         sz: u8,
         /// Whether the result is written back.
         write: bool,
+        /// Whether the flags are recorded (see `AluR`).
+        flags: bool,
         /// The immediate, sign-extended.
         imm: i32,
+    },
+    /// ROL (`left`) or ROR of register `r` (0..=15) by `cnt` (masked, non-zero): sets CF and OF
+    /// and leaves SF ZF AF PF as they were.
+    Rot {
+        /// Rotate left.
+        left: bool,
+        /// Register.
+        r: u8,
+        /// Size.
+        sz: u8,
+        /// Count, already masked to 5 or 6 bits, not zero.
+        cnt: u8,
+        /// Whether SF ZF AF PF from before must be kept (false when the flag-liveness pass
+        /// found them dead after the rotate: then they are left undefined, and only CF and OF
+        /// are exact).
+        keep: bool,
+    },
+    /// Interpreter only (the JIT refuses blocks with it): ADC (`sub` false) or SBB of register
+    /// `s` into register `r`, with flags when `flags`.
+    AdcR {
+        /// Destination (and first source) register.
+        r: u8,
+        /// Second source register.
+        s: u8,
+        /// Size.
+        sz: u8,
+        /// SBB rather than ADC.
+        sub: bool,
+        /// Whether the flags are recorded.
+        flags: bool,
     },
     /// d = CF.
     Carry {
@@ -253,6 +288,10 @@ pub struct Block {
     pub code: Vec<(u64, u64)>,
     /// Index in `ops` of each instruction's first op (for dumps).
     pub starts: Vec<u32>,
+    /// Whether an op calls a helper. A block without one cannot change the mode, the segments,
+    /// the privilege level or the pending events, so the interpreter may go straight on to the
+    /// next block.
+    pub helpers: bool,
 }
 
 impl fmt::Display for Op {
@@ -272,11 +311,17 @@ impl fmt::Display for Op {
                 s,
                 sz,
                 write,
+                flags,
             } => {
                 write!(
                     f,
-                    "r{r}.{sz} {}= {op:?} r{s} (flags {cc:?})",
-                    if write { "" } else { "?" }
+                    "r{r}.{sz} {}= {op:?} r{s} (flags {})",
+                    if write { "" } else { "?" },
+                    if flags {
+                        format!("{cc:?}")
+                    } else {
+                        "dead".into()
+                    }
                 )
             }
             Op::AluI {
@@ -285,17 +330,47 @@ impl fmt::Display for Op {
                 r,
                 sz,
                 write,
+                flags,
                 imm,
             } => {
                 write!(
                     f,
-                    "r{r}.{sz} {}= {op:?} {imm:#x} (flags {cc:?})",
-                    if write { "" } else { "?" }
+                    "r{r}.{sz} {}= {op:?} {imm:#x} (flags {})",
+                    if write { "" } else { "?" },
+                    if flags {
+                        format!("{cc:?}")
+                    } else {
+                        "dead".into()
+                    }
                 )
             }
+            Op::Rot {
+                left,
+                r,
+                sz,
+                cnt,
+                keep,
+            } => write!(
+                f,
+                "r{r}.{sz} = {} r{r}, {cnt} (cf of{})",
+                if left { "rol" } else { "ror" },
+                if keep { ", keeps szap" } else { "" }
+            ),
             Op::BranchCc { cc, taken, fall } => {
                 write!(f, "branch cond {cc:#x} ? {taken:#x} : {fall:#x}")
             }
+            Op::AdcR {
+                r,
+                s,
+                sz,
+                sub,
+                flags,
+            } => write!(
+                f,
+                "r{r}.{sz} = {} r{s} (flags {})",
+                if sub { "sbb" } else { "adc" },
+                if flags { "live" } else { "dead" }
+            ),
             Op::Carry { d } => write!(f, "t{d} = cf"),
             Op::Cond { d, cc } => write!(f, "t{d} = cond {cc:#x}"),
             Op::Select { d, c, a, b } => write!(f, "t{d} = t{c} ? t{a} : t{b}"),

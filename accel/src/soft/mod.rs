@@ -301,6 +301,14 @@ impl SoftVcpu {
             // JIT hook: compiled code runs the block (and what it chains to) unless stepping.
             let outcome = match self.jit.as_deref_mut() {
                 Some(j) if !single => j.run(&mut ctx, block, lin, key, uncached.is_none()),
+                None if !single && self.trace.is_none() && !self.time.on() => chain(
+                    &mut ctx,
+                    &self.jmp,
+                    &self.kicker,
+                    &mut self.temps,
+                    block,
+                    key,
+                ),
                 _ => interp::run(&mut ctx, block, &mut self.temps),
             };
             match outcome {
@@ -385,6 +393,56 @@ impl SoftVcpu {
 }
 
 /// The cached block at `rip`, translating it on a miss.
+/// Interprets `first` and then, for as long as nothing needs the main loop, the blocks that
+/// follow it from the jump cache; returns the outcome of the last block run (the instructions of
+/// the others are counted here).
+///
+/// The main loop's work between blocks (events, deterministic time, the mode key, the block
+/// lookup) dominated short interpreted blocks. A block without helper calls cannot change the
+/// mode, the segments, the privilege level or the pending events, so the next block's key is
+/// this one's; the loop still stops for a kick, an interrupt the guest can take, and a jump
+/// cache miss.
+fn chain(
+    ctx: &mut Ctx,
+    jmp: &cache::JmpCache,
+    kicker: &Kicker,
+    temps: &mut [u64; interp::TEMPS],
+    first: &Arc<ir::Block>,
+    key: u32,
+) -> Outcome {
+    let mut block = first;
+    loop {
+        ctx.c.smc = false;
+        let outcome = interp::run(ctx, block, temps);
+        let Outcome::Done(n) = outcome else {
+            return outcome;
+        };
+        if block.helpers || kicker.pending() {
+            return outcome;
+        }
+        let c = &*ctx.c;
+        let ev = &c.s.events;
+        if ev.exception.is_some() || ev.interrupt.is_some() {
+            return outcome;
+        }
+        if c.s.rflags & crate::state::rflags::IF != 0 && ctx.io.interrupt_pending(c.index) {
+            return outcome;
+        }
+        let rip = c.s.rip;
+        let lin = if c.long64() {
+            rip
+        } else {
+            c.s.cs.base.wrapping_add(rip) & 0xffff_ffff
+        };
+        let epoch = c.tlb.epoch.wrapping_add(c.cache.epoch);
+        let Some(next) = jmp.get(lin, key, epoch) else {
+            return outcome;
+        };
+        ctx.c.icount = ctx.c.icount.wrapping_add(u64::from(n));
+        block = next;
+    }
+}
+
 fn block_for(
     ctx: &mut Ctx,
     mode: u32,

@@ -47,7 +47,13 @@ fn def(op: &Op) -> Option<T> {
 /// The flags kind an op sets, if it sets flags from IR values.
 pub fn sets_flags(op: &Op) -> Option<CcOp> {
     match *op {
-        Op::Flags { cc, .. } | Op::AluR { cc, .. } | Op::AluI { cc, .. } => Some(cc),
+        Op::Flags { cc, .. }
+        | Op::AluR {
+            cc, flags: true, ..
+        }
+        | Op::AluI {
+            cc, flags: true, ..
+        } => Some(cc),
         _ => None,
     }
 }
@@ -122,7 +128,9 @@ fn observed_after(ops: &[Op], k: usize) -> bool {
             | Op::Set { .. }
             | Op::Bin { .. }
             | Op::Un { .. }
-            | Op::Select { .. } => {}
+            | Op::Select { .. }
+            | Op::AluR { flags: false, .. }
+            | Op::AluI { flags: false, .. } => {}
             _ => return true,
         }
     }

@@ -440,12 +440,13 @@ impl Gen<'_> {
         imm: i32,
         sz: u8,
         write: bool,
+        flags: bool,
     ) -> Result<(), Unsupported> {
         if r >= 16 || s.is_some_and(|s| s >= 16) {
-            self.alu_high(op, cc, r, s, imm, write);
+            self.alu_high(op, cc, r, s, imm, write, flags);
             return Ok(());
         }
-        let live = self.an.flags_live(self.k);
+        let live = flags && self.an.flags_live(self.k);
         if !live && !write {
             return Ok(());
         }
@@ -517,8 +518,18 @@ impl Gen<'_> {
     }
 
     /// Byte ALU ops with AH-BH as an operand.
-    fn alu_high(&mut self, op: BinOp, cc: CcOp, r: u8, s: Option<u8>, imm: i32, write: bool) {
-        let live = self.an.flags_live(self.k);
+    #[allow(clippy::too_many_arguments)]
+    fn alu_high(
+        &mut self,
+        op: BinOp,
+        cc: CcOp,
+        r: u8,
+        s: Option<u8>,
+        imm: i32,
+        write: bool,
+        flags: bool,
+    ) {
+        let live = flags && self.an.flags_live(self.k);
         let x = if live && matches!(cc, CcOp::Inc | CcOp::Dec) {
             self.carry_value()
         } else {

@@ -180,7 +180,7 @@ fn loop_regs(b: &Block, _lin: u64) -> Option<Vec<(u8, u8)>> {
     let mut uses = [0u32; 16];
     for op in &b.ops {
         match *op {
-            Op::Get { r, .. } | Op::Set { r, .. } | Op::AluI { r, .. } => {
+            Op::Get { r, .. } | Op::Set { r, .. } | Op::AluI { r, .. } | Op::Rot { r, .. } => {
                 uses[usize::from(r & 15)] += 1
             }
             Op::AluR { r, s, .. } => {
@@ -215,6 +215,7 @@ fn check(b: &Block) -> Result<(), Unsupported> {
             | Op::Branch { .. }
             | Op::BranchCc { .. }
             | Op::End => ended = true,
+            Op::AdcR { .. } => return Err(Unsupported("an interpreter-only op")),
             _ => {}
         }
     }

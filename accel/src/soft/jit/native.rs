@@ -24,6 +24,9 @@ pub enum Native {
         sz: u8,
         /// Count as encoded.
         cnt: u8,
+        /// Whether SF ZF AF PF from before are kept (else they are left zero: the IR's flag
+        /// liveness found them dead).
+        keep: bool,
     },
     /// `d = s * imm` (three operands) or `d = d * s` (two).
     Imul {
@@ -62,6 +65,7 @@ impl Native {
                     r,
                     sz: op_size(i, 0),
                     cnt: i.immediate8(),
+                    keep: true,
                 })
             }
             Mnemonic::Imul if i.op_count() >= 2 => {
@@ -89,7 +93,13 @@ impl Gen<'_> {
     pub(super) fn native(&mut self, nat: Native) {
         let live = self.an.flags_live(self.k);
         match nat {
-            Native::Rot { left, r, sz, cnt } => {
+            Native::Rot {
+                left,
+                r,
+                sz,
+                cnt,
+                keep,
+            } => {
                 let bits = u32::from(sz) * 8;
                 let cnt = u32::from(cnt) & if sz == 8 { 63 } else { 31 };
                 if cnt == 0 {
@@ -102,7 +112,15 @@ impl Gen<'_> {
                     return;
                 }
                 let n = (cnt % bits) as i8;
-                let f = if live { Some(self.all_flags()) } else { None };
+                let f = match (live, keep) {
+                    (false, _) => None,
+                    (true, true) => Some(self.all_flags()),
+                    (true, false) => {
+                        let f = self.alloc();
+                        x64!(self.a ; xor Rd(f), Rd(f));
+                        Some(f)
+                    }
+                };
                 let g = self.guest(r, true);
                 if n != 0 {
                     match (left, sz) {

@@ -517,3 +517,110 @@ fn locked_instructions_are_atomic_across_vcpus() {
         assert_eq!(m.rd(PLAIN, 8), 2 * u64::from(N), "{what}: xchg spinlock");
     }
 }
+
+/// A rotate whose old SF ZF AF PF are dead (the next ALU op replaces them) takes the
+/// interpreter's short path; its CF and OF must still be exact, for every size and direction,
+/// as read by ADC right after it.
+#[test]
+fn rotates_with_dead_old_flags_give_exact_cf_and_of() {
+    for (left, cnt) in [
+        (true, 1u32),
+        (true, 7),
+        (false, 1),
+        (false, 13),
+        (true, 8),
+        (false, 16),
+    ] {
+        let v = 0x8123_4567_89ab_cdefu64;
+        // rol/ror r, cnt ; setc cl ; seto dl ; (then an ADD that kills SZAP) at each size.
+        for sz in [1u8, 2, 4, 8] {
+            let (_, s) = run64(|a| {
+                a.mov(rax, v).unwrap();
+                a.xor(ecx, ecx).unwrap();
+                a.xor(edx, edx).unwrap();
+                let c = cnt;
+                match (sz, left) {
+                    (1, true) => a.rol(al, c).unwrap(),
+                    (1, false) => a.ror(al, c).unwrap(),
+                    (2, true) => a.rol(ax, c).unwrap(),
+                    (2, false) => a.ror(ax, c).unwrap(),
+                    (4, true) => a.rol(eax, c).unwrap(),
+                    (4, false) => a.ror(eax, c).unwrap(),
+                    (_, true) => a.rol(rax, c).unwrap(),
+                    (_, false) => a.ror(rax, c).unwrap(),
+                }
+                a.adc(ecx, 0).unwrap();
+                a.mov(ebx, 0).unwrap();
+                a.seto(dl).unwrap();
+                a.add(ebx, ebx).unwrap();
+            });
+            let bits = u32::from(sz) * 8;
+            let m = crate::soft::flags::mask(sz);
+            let x = v & m;
+            let n = cnt % bits;
+            let r = if left {
+                ((x << n) | (x >> ((bits - n) % bits))) & m
+            } else {
+                ((x >> n) | (x << ((bits - n) % bits))) & m
+            };
+            let top = r >> (bits - 1) & 1;
+            let (cf, of) = if left {
+                (r & 1, top ^ (r & 1))
+            } else {
+                (top, top ^ (r >> (bits - 2) & 1))
+            };
+            let want_rax = if sz == 4 { r } else { (v & !m) | r };
+            assert_eq!(s.reg(Reg::Rax), want_rax, "sz {sz} left {left} cnt {cnt}");
+            assert_eq!(s.reg(Reg::Rcx), cf, "CF: sz {sz} left {left} cnt {cnt}");
+            // SETO reads the ADC's OF, which is 0 (0 + 0 + CF cannot overflow); OF of the
+            // rotate is checked through a SETO right after it below.
+            assert_eq!(s.reg(Reg::Rdx), 0);
+            let (_, s) = run64(|a| {
+                a.mov(rax, v).unwrap();
+                a.xor(edx, edx).unwrap();
+                match (sz, left) {
+                    (1, true) => a.rol(al, cnt).unwrap(),
+                    (1, false) => a.ror(al, cnt).unwrap(),
+                    (2, true) => a.rol(ax, cnt).unwrap(),
+                    (2, false) => a.ror(ax, cnt).unwrap(),
+                    (4, true) => a.rol(eax, cnt).unwrap(),
+                    (4, false) => a.ror(eax, cnt).unwrap(),
+                    (_, true) => a.rol(rax, cnt).unwrap(),
+                    (_, false) => a.ror(rax, cnt).unwrap(),
+                }
+                a.seto(dl).unwrap();
+                a.add(ebx, ebx).unwrap();
+            });
+            assert_eq!(s.reg(Reg::Rdx), of, "OF: sz {sz} left {left} cnt {cnt}");
+        }
+    }
+}
+
+/// ADC and SBB between registers (fused into one interpreter op): a 128-bit add and subtract
+/// carried through two registers, at 64 and 32 bits, with the carry chained from one to the next
+/// and the final flags.
+#[test]
+fn fused_adc_sbb_chain_carries() {
+    let (f, s) = flags_after(|a| {
+        // (rdx:rax) = (1:u64::MAX) + (2:1) = (4:0)
+        a.mov(rax, u64::MAX).unwrap();
+        a.mov(edx, 1).unwrap();
+        a.mov(ebx, 1).unwrap();
+        a.mov(ecx, 2).unwrap();
+        a.add(rax, rbx).unwrap();
+        a.adc(rdx, rcx).unwrap();
+        // (edi:esi) = (0:0) - (0:1) = (0xffffffff:0xffffffff), borrow out
+        a.xor(esi, esi).unwrap();
+        a.xor(edi, edi).unwrap();
+        a.mov(r8d, 1).unwrap();
+        a.xor(r9d, r9d).unwrap();
+        a.sub(esi, r8d).unwrap();
+        a.sbb(edi, r9d).unwrap();
+    });
+    assert_eq!(s.reg(Reg::Rax), 0);
+    assert_eq!(s.reg(Reg::Rdx), 4);
+    assert_eq!(s.reg(Reg::Rsi), 0xffff_ffff);
+    assert_eq!(s.reg(Reg::Rdi), 0xffff_ffff);
+    // 0 - 0 - 1 at 32 bits: CF, SF, PF, AF.
+    assert_eq!(f, CF | SF | PF | AF);
+}

@@ -34,6 +34,7 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
                     s,
                     sz,
                     write,
+                    flags: true,
                 });
             } else {
                 let imm = i.immediate(1) & crate::soft::flags::mask(sz);
@@ -44,6 +45,7 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
                     r,
                     sz,
                     write,
+                    flags: true,
                     imm,
                 });
             }
@@ -62,7 +64,25 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
                 r,
                 sz,
                 write: true,
+                flags: true,
                 imm: 1,
+            });
+        }
+        Adc | Sbb
+            if b.interp
+                && i.op0_kind() == OpKind::Register
+                && i.op1_kind() == OpKind::Register
+                && super::gpr(i.op0_register()).is_some_and(|(r, _)| r < 16)
+                && super::gpr(i.op1_register()).is_some_and(|(r, _)| r < 16) =>
+        {
+            let (r, sz) = super::gpr(i.op0_register()).unwrap_or((0, 1));
+            let (s, _) = super::gpr(i.op1_register()).unwrap_or((0, 1));
+            b.op(Op::AdcR {
+                r,
+                s,
+                sz,
+                sub: m == Sbb,
+                flags: true,
             });
         }
         Add | Adc | Sub | Sbb | And | Or | Xor | Cmp | Test => {

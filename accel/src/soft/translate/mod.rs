@@ -9,6 +9,7 @@ mod bit;
 mod control;
 mod fpstate;
 mod io;
+mod liveness;
 mod mov;
 mod msr;
 mod muldiv;
@@ -23,6 +24,7 @@ mod x87;
 use std::sync::Arc;
 
 pub use msr::SoftMsrs;
+pub(crate) use shift::rotate;
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
@@ -54,6 +56,9 @@ pub struct Builder {
     ended: bool,
     /// The effective address of the current instruction's memory operand, once computed.
     ea: Option<(u8, T)>,
+    /// The block is for the interpreter only (no JIT on this vCPU): interpreter-only fused ops
+    /// may be used.
+    pub interp: bool,
 }
 
 /// Maps an iced general register to (index, size); AH..BH map to 16..=19.
@@ -129,6 +134,7 @@ impl Builder {
             stack,
             ended: false,
             ea: None,
+            interp: false,
         }
     }
 
@@ -382,6 +388,7 @@ fn lockable(i: &Instruction) -> bool {
 pub fn translate(ctx: &mut Ctx, mode: u32, max: usize) -> R<(Arc<Block>, bool)> {
     let bitness = ctx.c.s.code_bitness();
     let mut b = Builder::new(ctx.c.stack_size());
+    b.interp = ctx.c.cache.jit.is_none();
     let start_rip = ctx.c.s.rip;
     let mut rip = start_rip;
     let mut phys0 = 0;
@@ -441,12 +448,15 @@ pub fn translate(ctx: &mut Ctx, mode: u32, max: usize) -> R<(Arc<Block>, bool)> 
         }
         rip = next;
     }
+    liveness::prune_dead_flags(&mut b.ops, &mut starts);
     // The builder reserves room for a long block; a cached block keeps only what it uses
     // (tens of thousands of blocks live in a kernel boot).
     b.ops.shrink_to_fit();
     b.insns.shrink_to_fit();
     starts.shrink_to_fit();
+    let helpers = b.ops.iter().any(|op| matches!(op, Op::Call { .. }));
     let block = Block {
+        helpers,
         ops: b.ops,
         insns: b.insns,
         phys: phys0,

@@ -6,7 +6,7 @@ use iced_x86::{Instruction, Mnemonic, OpKind};
 use super::{Builder, op_size};
 use crate::soft::cpu::{Ctx, R};
 use crate::soft::flags::{CcOp, mask, parity, sign_bit};
-use crate::soft::ir::BinOp;
+use crate::soft::ir::{BinOp, Op};
 use crate::state::rflags::{AF, CF, OF, PF, SF, ZF};
 
 pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
@@ -38,6 +38,30 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
             b.wr(i, 0, sz, r);
             b.flags(cc, sz, x, k, r);
         }
+        Rol | Ror
+            if i.op1_kind() == OpKind::Immediate8
+                && i.op0_kind() == OpKind::Register
+                && super::gpr(i.op0_register()).is_some_and(|(r, _)| r < 16) =>
+        {
+            // Hot in integer loops: an IR op, so that the interpreter need not materialise the
+            // old flags when the liveness pass finds them dead, and the JIT compiles it inline.
+            let sz = op_size(i, 0);
+            let (r, _) = super::gpr(i.op0_register()).unwrap_or((0, 1));
+            let cnt = i.immediate8() & if sz == 8 { 63 } else { 31 };
+            if cnt == 0 {
+                // Written back unchanged, flags kept (as the immediate shifts).
+                let x = b.rd(i, 0, sz);
+                b.wr(i, 0, sz, x);
+            } else {
+                b.op(Op::Rot {
+                    left: m == Rol,
+                    r,
+                    sz,
+                    cnt,
+                    keep: true,
+                });
+            }
+        }
         Rol | Ror | Rcl | Rcr => b.call(shift),
         Shld | Shrd => b.call(double_shift),
         _ => return false,
@@ -66,7 +90,7 @@ fn set_co(f: u64, cf: bool, of: bool) -> u64 {
 /// ROL/ROR of `v` by `cnt` (already masked to 5 or 6 bits): the result and the arithmetic
 /// flags `f` with CF and OF updated.
 #[inline]
-fn rotate(left: bool, v: u64, cnt: u32, sz: u8, f: u64) -> (u64, u64) {
+pub(crate) fn rotate(left: bool, v: u64, cnt: u32, sz: u8, f: u64) -> (u64, u64) {
     let bits = u32::from(sz) * 8;
     let m = mask(sz);
     let msb = |x: u64| x & sign_bit(sz) != 0;
