@@ -1,9 +1,18 @@
 //! The code buffer and the boundary between Rust and generated code: the only module of the JIT
-//! with `unsafe`. It owns the dynasmrt assembler (code memory is writable or executable, never
-//! both: dynasmrt remaps it for each commit and patch), emits the entry trampoline and the shared
-//! exit stub, enters compiled code, and holds the `extern "sysv64"` shims that generated code
-//! calls for its slow paths, each turning the raw context pointer back into references before
-//! handing over to safe code (`slow.rs`).
+//! with `unsafe`. It owns the code memory and the dynasmrt assembler, emits the entry trampoline
+//! and the shared exit stub, enters compiled code, and holds the `extern "sysv64"` shims that
+//! generated code calls for its slow paths, each turning the raw context pointer back into
+//! references before handing over to safe code (`slow.rs`).
+//!
+//! Code memory is one shared memory object mapped twice: a read+execute view that generated
+//! code runs from and a read+write view that janus writes code and chain patches through. No
+//! mapping is ever writable and executable, and nothing is re-protected at run time. (dynasmrt's
+//! own buffer flips the protection of its whole mapping for every commit and every patch:
+//! 216k mprotect calls in a Linux boot, each flushing the TLB, about half the boot's time.)
+//! dynasmrt still assembles and links: it commits each block into its own buffer, used as a
+//! scratch area at the same offsets, from where the new bytes are copied into the write view;
+//! the scratch pages already copied are given back to the kernel now and then, so that its
+//! protection flips only touch the few pages written since.
 
 use dynasmrt::x64::Assembler;
 use dynasmrt::{AssemblyOffset, DynasmApi, DynasmLabelApi, dynasm};
@@ -42,21 +51,101 @@ pub fn shims() -> [(&'static str, usize); 5] {
 /// Signature of the entry trampoline.
 type EnterFn = extern "sysv64" fn(*mut Rt, *mut Core, usize) -> u64;
 
+/// Scratch bytes of dynasmrt's buffer that may be written since they were last given back.
+const SCRATCH_KEEP: usize = 64 << 10;
+
+/// One anonymous shared memory object mapped twice, read+execute and read+write.
+#[derive(Debug)]
+struct DualMap {
+    /// Address of the read+execute view.
+    rx: usize,
+    /// Address of the read+write view.
+    rw: usize,
+    len: usize,
+}
+
+impl DualMap {
+    fn new(len: usize) -> std::io::Result<DualMap> {
+        // SAFETY: a fresh shared anonymous mapping of `len` bytes; nothing else refers to it.
+        let rw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if rw == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        // mremap with an old size of 0 makes a second mapping of the same shared pages.
+        // SAFETY: `rw` is the shared mapping just made; MREMAP_MAYMOVE lets the kernel place the
+        // new view anywhere free, so no existing mapping is replaced.
+        let rx = unsafe { libc::mremap(rw, 0, len, libc::MREMAP_MAYMOVE) };
+        if rx == libc::MAP_FAILED {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: unmapping the mapping made above, which nothing refers to yet.
+            unsafe { libc::munmap(rw, len) };
+            return Err(e);
+        }
+        let m = DualMap {
+            rx: rx as usize,
+            rw: rw as usize,
+            len,
+        };
+        // SAFETY: `rx` is the second view made above, of `len` bytes, not yet used; it becomes
+        // read+execute and stays so for its whole life.
+        if unsafe { libc::mprotect(rx, len, libc::PROT_READ | libc::PROT_EXEC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(m)
+    }
+}
+
+impl Drop for DualMap {
+    fn drop(&mut self) {
+        // SAFETY: both views were mapped by `new` with `len` bytes and are only unmapped here;
+        // the `CodeBuf` owning this map is dropped only when no generated code runs (`enter`
+        // borrows it for the whole call).
+        unsafe { libc::munmap(self.rx as *mut libc::c_void, self.len) };
+        // SAFETY: as above, for the write view.
+        unsafe { libc::munmap(self.rw as *mut libc::c_void, self.len) };
+    }
+}
+
 /// Executable memory for compiled blocks, with a fixed capacity so that code never moves.
 #[derive(Debug)]
 pub struct CodeBuf {
     /// The assembler (blocks are appended and committed one at a time).
     pub asm: Assembler,
-    base: usize,
+    /// Address of dynasmrt's own buffer (the scratch area).
+    scratch: usize,
+    map: DualMap,
     cap: usize,
     room: usize,
     enter: usize,
+    /// Bytes copied into the code memory.
+    copied: usize,
+    /// Scratch bytes below this offset were given back to the kernel.
+    released: usize,
+}
+
+/// The host's page size.
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as usize } else { 4096 }
 }
 
 impl CodeBuf {
     /// A buffer of `cap` bytes holding the trampoline and the exit stub, that takes a new block
     /// only while `room` bytes are free.
     pub fn new(cap: usize, room: usize) -> std::io::Result<CodeBuf> {
+        let page = page_size();
+        let cap = cap.div_ceil(page) * page;
+        let map = DualMap::new(cap)?;
         let mut asm = Assembler::new_with_capacity(cap)?;
         let start = asm.offset();
         dynasm!(asm
@@ -88,28 +177,25 @@ impl CodeBuf {
             ; ret
         );
         asm.commit().map_err(std::io::Error::other)?;
-        let base = asm.reader().lock().ptr(AssemblyOffset(0)) as usize;
-        // dynasmrt flips the protection of the whole buffer for every commit and patch; with
-        // 4 KiB pages each mprotect walks one page-table entry per populated page (measured
-        // here: 260 us per flip pair with 20 MiB of code, most of a Linux boot's time) and
-        // with transparent huge pages one entry per 2 MiB (5 us). Advice only: the kernel may
-        // ignore it.
-        // SAFETY: [base, base + cap) is the assembler's own anonymous mapping of `cap` bytes,
-        // alive as long as `asm`; MADV_HUGEPAGE changes neither its contents nor its
-        // protection.
-        let _ = unsafe { libc::madvise(base as *mut libc::c_void, cap, libc::MADV_HUGEPAGE) };
-        Ok(CodeBuf {
+        let scratch = asm.reader().lock().ptr(AssemblyOffset(0)) as usize;
+        let mut b = CodeBuf {
             asm,
-            base,
+            scratch,
+            map,
             cap,
             room,
-            enter: base + start.0,
-        })
+            enter: 0,
+            copied: 0,
+            released: 0,
+        };
+        b.copy_out().map_err(std::io::Error::other)?;
+        b.enter = b.addr(start);
+        Ok(b)
     }
 
     /// Host address of an offset.
     pub fn addr(&self, off: AssemblyOffset) -> usize {
-        self.base + off.0
+        self.map.rx + off.0
     }
 
     /// Whether another block fits.
@@ -120,7 +206,11 @@ impl CodeBuf {
     /// A copy of committed code.
     #[cfg(test)]
     pub fn bytes(&self, r: std::ops::Range<usize>) -> Vec<u8> {
-        self.asm.reader().lock()[r].to_vec()
+        assert!(r.start <= r.end && r.end <= self.copied);
+        // SAFETY: [rx + start, rx + end) lies in the committed part of the read+execute view,
+        // which is readable and only written (through the other view) by `&mut self` methods.
+        unsafe { std::slice::from_raw_parts((self.map.rx + r.start) as *const u8, r.len()) }
+            .to_vec()
     }
 
     /// Bytes used.
@@ -132,21 +222,71 @@ impl CodeBuf {
     /// fixed and `has_room` is checked before each block).
     pub fn commit(&mut self) -> Result<(), dynasmrt::DynasmError> {
         self.asm.commit()?;
+        self.copy_out()
+    }
+
+    /// Copies what dynasmrt committed since the last call into the code memory.
+    fn copy_out(&mut self) -> Result<(), dynasmrt::DynasmError> {
+        let used = self.asm.offset().0;
         debug_assert_eq!(
             self.asm.reader().lock().ptr(AssemblyOffset(0)) as usize,
-            self.base
+            self.scratch
         );
+        if used > self.cap || used < self.copied {
+            return Err(dynasmrt::DynasmError::ImpossibleRelocation(
+                dynasmrt::TargetKind::Managed,
+            ));
+        }
+        // SAFETY: dynasmrt has just written [copied, used) of its buffer at `scratch` (which
+        // holds `cap` bytes and never moves: `has_room` keeps the assembler inside its initial
+        // capacity) and made it readable; the write view holds `cap` bytes at `rw`, and the two
+        // mappings are distinct, so the ranges do not overlap. No generated code runs while
+        // `&mut self` is held.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (self.scratch + self.copied) as *const u8,
+                (self.map.rw + self.copied) as *mut u8,
+                used - self.copied,
+            );
+        }
+        self.copied = used;
+        let page = page_size();
+        let upto = used / page * page;
+        if upto >= self.released + SCRATCH_KEEP {
+            // dynasmrt never reads back what it committed (only `alter` would, and it is not
+            // used), so the copied scratch pages can go: its next protection flips then only
+            // walk the pages written since.
+            // SAFETY: [released, upto) is a page-aligned range inside dynasmrt's buffer whose
+            // bytes were all copied out above; MADV_DONTNEED on this private anonymous mapping
+            // only makes those pages read as zeros again.
+            unsafe {
+                libc::madvise(
+                    (self.scratch + self.released) as *mut libc::c_void,
+                    upto - self.released,
+                    libc::MADV_DONTNEED,
+                );
+            }
+            self.released = upto;
+        }
         Ok(())
     }
 
     /// Rewrites the 32-bit displacement of the `jmp rel32` at offset `at` to reach host address
     /// `target`.
     pub fn patch_jmp(&mut self, at: usize, target: usize) -> Result<(), dynasmrt::DynasmError> {
-        let rel = (target as i64 - (self.base + at + 5) as i64) as i32;
-        self.asm.alter(|m| {
-            m.goto(AssemblyOffset(at + 1));
-            m.extend(rel.to_le_bytes());
-        })
+        if at + 5 > self.copied {
+            return Err(dynasmrt::DynasmError::ImpossibleRelocation(
+                dynasmrt::TargetKind::Managed,
+            ));
+        }
+        let rel = (target as i64 - (self.map.rx + at + 5) as i64) as i32;
+        // SAFETY: [at + 1, at + 5) lies in the committed part of the write view (checked
+        // above); no generated code runs while `&mut self` is held, and the next entry into
+        // it (a call through the trampoline) orders the store before the fetch.
+        unsafe {
+            std::ptr::write_unaligned((self.map.rw + at + 1) as *mut [u8; 4], rel.to_le_bytes());
+        }
+        Ok(())
     }
 
     /// Runs compiled code at host address `code` until it exits; returns the exit code.
@@ -156,8 +296,8 @@ impl CodeBuf {
         let core: *mut Core = ctx.c;
         rt.core = core as usize;
         // SAFETY: `self.enter` is the address of the trampoline emitted by `new` into this
-        // buffer, which is committed (executable) and never moves or shrinks while `self`
-        // lives; the trampoline follows the sysv64 ABI (it saves and restores every
+        // buffer's read+execute view, which never moves, shrinks or changes protection while
+        // `self` lives; the trampoline follows the sysv64 ABI (it saves and restores every
         // callee-saved register it uses and keeps the stack aligned), so calling it through
         // this signature is sound.
         let enter: EnterFn = unsafe { std::mem::transmute::<usize, EnterFn>(self.enter) };
