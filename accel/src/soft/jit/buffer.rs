@@ -213,6 +213,11 @@ impl CodeBuf {
             .to_vec()
     }
 
+    /// Whether the code at host address `code` is committed (executable).
+    pub fn is_committed(&self, code: usize) -> bool {
+        code >= self.map.rx && code < self.map.rx + self.copied
+    }
+
     /// Bytes used.
     pub fn used(&self) -> usize {
         self.asm.offset().0

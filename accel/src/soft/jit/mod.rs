@@ -31,9 +31,9 @@ mod slow;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::cache::FastMap;
 use super::cpu::Ctx;
 use super::interp::{self, Outcome, TEMPS};
 use super::ir::{Block, Op};
@@ -134,12 +134,12 @@ pub struct Jit {
     cap: usize,
     room: usize,
     rt: Box<Rt>,
-    blocks: HashMap<usize, Entry>,
-    by_page: HashMap<u64, Vec<usize>>,
+    blocks: FastMap<usize, Entry>,
+    by_page: FastMap<u64, Vec<usize>>,
     exits: Vec<Exit>,
     chain_from: Option<usize>,
     /// Invalidations of compiled code per physical page.
-    smc_pages: HashMap<u64, u32>,
+    smc_pages: FastMap<u64, u32>,
     /// Runs before a block is compiled (tests compile on the first).
     hot: u32,
     /// `JANUS_JIT_PERFMAP=1`: /tmp/perf-PID.map, naming compiled blocks for `perf report`.
@@ -243,11 +243,11 @@ impl Jit {
             cap,
             room,
             rt,
-            blocks: HashMap::new(),
-            by_page: HashMap::new(),
+            blocks: FastMap::default(),
+            by_page: FastMap::default(),
             exits: Vec::new(),
             chain_from: None,
-            smc_pages: HashMap::new(),
+            smc_pages: FastMap::default(),
             hot: if cfg!(test) { 1 } else { HOT },
             perf_map: std::env::var_os("JANUS_JIT_PERFMAP").and_then(|_| {
                 let path = format!("/tmp/perf-{}.map", std::process::id());
@@ -485,10 +485,7 @@ impl Jit {
         }
         g.epilogue();
         let (exits, calls) = (std::mem::take(&mut g.exits), std::mem::take(&mut g.calls));
-        if self.buf.commit().is_err() {
-            self.flush(true);
-            return None;
-        }
+        // Committed by `run` before the code is first entered.
         let id = block_id(b);
         for rec in exits {
             self.exits.push(Exit {
@@ -538,11 +535,9 @@ impl Jit {
         Some((e.span.start, bytes))
     }
 
-    /// Patches the exit that just left compiled code to jump to `to`, when that is sound.
-    fn chain(&mut self, ctx: &Ctx, exit: usize, to: usize, b: &Arc<Block>, key: u32) {
-        let Some(code) = self.blocks.get(&to).and_then(|e| e.code) else {
-            return;
-        };
+    /// Patches the exit that just left compiled code to jump to block `to`, whose committed
+    /// code is at `code`, when that is sound.
+    fn chain(&mut self, ctx: &Ctx, exit: usize, to: usize, code: usize, b: &Arc<Block>, key: u32) {
         let Some(ex) = self.exits.get(exit) else {
             return;
         };
@@ -554,11 +549,12 @@ impl Jit {
             return;
         }
         let at = ex.rec.at;
+        let Some(e) = self.blocks.get_mut(&to) else {
+            return;
+        };
         if self.buf.patch_jmp(at, code).is_ok() {
             self.exits[exit].chained = true;
-            if let Some(e) = self.blocks.get_mut(&to) {
-                e.incoming.push(exit);
-            }
+            e.incoming.push(exit);
             self.stats.chained += 1;
         }
     }
@@ -587,73 +583,78 @@ impl Jit {
             self.by_page.entry(page).or_default().push(id);
             Entry::new(b, 0)
         });
-        if e.code.is_none() {
-            e.runs += 1;
-            let mut demoted = self.smc_pages.get(&page).is_some_and(|&n| n >= SMC_LIMIT)
-                || self
-                    .range
-                    .is_some_and(|(lo, hi)| !(lo..hi).contains(&b.rip));
-            // Tests: JANUS_JIT_ONLY=RIP,... compiles only those blocks (to find a culprit).
-            if cfg!(test) {
-                if let Ok(only) = std::env::var("JANUS_JIT_ONLY") {
-                    demoted |= !only
-                        .split(',')
-                        .any(|x| u64::from_str_radix(x.trim_start_matches("0x"), 16) == Ok(b.rip));
+        let (code, flat) = match e.code {
+            Some(code) => (code, e.flat),
+            None => {
+                e.runs += 1;
+                let mut demoted = self.smc_pages.get(&page).is_some_and(|&n| n >= SMC_LIMIT)
+                    || self
+                        .range
+                        .is_some_and(|(lo, hi)| !(lo..hi).contains(&b.rip));
+                // Tests: JANUS_JIT_ONLY=RIP,... compiles only those blocks (to find a culprit).
+                if cfg!(test) {
+                    if let Ok(only) = std::env::var("JANUS_JIT_ONLY") {
+                        demoted |= !only.split(',').any(|x| {
+                            u64::from_str_radix(x.trim_start_matches("0x"), 16) == Ok(b.rip)
+                        });
+                    }
                 }
-            }
-            if e.refused || e.runs < self.hot || demoted {
-                self.stats.interpreted += 1;
-                return interp::run(ctx, b, &mut self.temps);
-            }
-            let flushes = self.stats.flushes;
-            if !self.buf.has_room() {
-                self.flush(true);
-                self.blocks.insert(id, Entry::new(b, self.hot));
-                self.by_page.entry(page).or_default().push(id);
-            }
-            let first = self.exits.len();
-            let flat_ok = !self.blocks.get(&id).is_some_and(|e| e.no_flat);
-            self.rt.refresh(ctx);
-            let compiled = self.compile(ctx, b, lin, key, flat_ok);
-            let n = self.exits.len();
-            if self.stats.flushes != flushes {
-                chain_from = None;
-            }
-            let Some(e) = self.blocks.get_mut(&id) else {
-                self.stats.interpreted += 1;
-                return interp::run(ctx, b, &mut self.temps);
-            };
-            match compiled {
-                Some((code, span, flat)) => {
-                    e.code = Some(code);
-                    e.exits = first..n;
-                    e.span = span;
-                    e.flat = flat;
-                }
-                None => {
-                    e.refused = true;
+                if e.refused || e.runs < self.hot || demoted {
                     self.stats.interpreted += 1;
                     return interp::run(ctx, b, &mut self.temps);
                 }
+                let flushes = self.stats.flushes;
+                let mut flat_ok = !e.no_flat;
+                if !self.buf.has_room() {
+                    self.flush(true);
+                    self.blocks.insert(id, Entry::new(b, self.hot));
+                    self.by_page.entry(page).or_default().push(id);
+                    flat_ok = true;
+                }
+                let first = self.exits.len();
+                self.rt.refresh(ctx);
+                let compiled = self.compile(ctx, b, lin, key, flat_ok);
+                let n = self.exits.len();
+                if self.stats.flushes != flushes {
+                    chain_from = None;
+                }
+                let Some(e) = self.blocks.get_mut(&id) else {
+                    self.stats.interpreted += 1;
+                    return interp::run(ctx, b, &mut self.temps);
+                };
+                let Some((code, span, flat)) = compiled else {
+                    e.refused = true;
+                    self.stats.interpreted += 1;
+                    return interp::run(ctx, b, &mut self.temps);
+                };
+                e.code = Some(code);
+                e.exits = first..n;
+                e.span = span;
+                e.flat = flat;
+                if self.hot > 1 {
+                    // The code is committed together with whatever else gets hot before one of
+                    // them runs again (each commit flips the protection of dynasmrt's buffer
+                    // twice); this run is interpreted.
+                    self.stats.interpreted += 1;
+                    return interp::run(ctx, b, &mut self.temps);
+                }
+                (code, flat)
             }
-        }
+        };
         self.rt.refresh(ctx);
-        if self
-            .blocks
-            .get(&id)
-            .is_some_and(|e| e.flat & self.rt.nonflat != 0)
-        {
+        if flat & self.rt.nonflat != 0 {
             // Compiled for flat segments that are not flat any more: recompile it without.
             self.uncompile(id);
             self.stats.interpreted += 1;
             return interp::run(ctx, b, &mut self.temps);
         }
-        let Some(code) = self.blocks.get(&id).and_then(|e| e.code) else {
+        if !self.buf.is_committed(code) && self.buf.commit().is_err() {
+            self.flush(true);
             self.stats.interpreted += 1;
             return interp::run(ctx, b, &mut self.temps);
-        };
+        }
         if let Some(x) = chain_from {
-            self.chain(ctx, x, id, b, key);
+            self.chain(ctx, x, id, code, b, key);
         }
         self.rt.jc_put(lin, u64::from(key), code as u64);
         self.stats.entries += 1;

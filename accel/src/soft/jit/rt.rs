@@ -156,6 +156,21 @@ pub struct Rt {
     /// where the instruction count reached this (checked only by code compiled with
     /// `Gen::icount`).
     pub icount_limit: u64,
+    /// What the segment caches, `nonflat` and `mode` were computed from (`refresh` recomputes
+    /// them only when it changed).
+    seg_seen: Option<SegInputs>,
+    /// The runtime key when no event is pending.
+    mode: u64,
+}
+
+/// The state the segment caches depend on: the six segment registers, CR0, EFER and
+/// RFLAGS.VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SegInputs {
+    segs: [crate::state::Segment; 6],
+    cr0: u64,
+    efer: u64,
+    vm: u64,
 }
 
 impl Rt {
@@ -182,6 +197,8 @@ impl Rt {
             seen: (u64::MAX, u64::MAX),
             slow: 0,
             icount_limit: u64::MAX,
+            seg_seen: None,
+            mode: NO_KEY,
         });
         rt.tlb_base = rt.tlb.as_ptr() as usize;
         rt
@@ -241,6 +258,31 @@ impl Rt {
             self.flush_jc();
             self.seen = seen;
         }
+        let c = &*ctx.c;
+        let inputs = SegInputs {
+            segs: [c.s.es, c.s.cs, c.s.ss, c.s.ds, c.s.fs, c.s.gs],
+            cr0: c.s.cr0,
+            efer: c.s.efer,
+            vm: c.s.rflags & crate::state::rflags::VM,
+        };
+        if self.seg_seen != Some(inputs) {
+            self.seg_seen = Some(inputs);
+            self.refresh_segs(ctx);
+        }
+        let ev = &ctx.c.s.events;
+        self.cur_key = if ev.sti_shadow
+            || ev.mov_ss_shadow
+            || ev.interrupt.is_some()
+            || ev.exception.is_some()
+        {
+            NO_KEY
+        } else {
+            self.mode
+        };
+    }
+
+    /// Recomputes the segment caches, `nonflat` and the mode part of the runtime key.
+    fn refresh_segs(&mut self, ctx: &Ctx) {
         for sg in 0..6u8 {
             let s = ctx.c.seg(sg);
             let i = usize::from(sg);
@@ -272,16 +314,7 @@ impl Rt {
                 self.nonflat |= 1 << (8 + i);
             }
         }
-        let ev = &ctx.c.s.events;
-        self.cur_key = if ev.sti_shadow
-            || ev.mov_ss_shadow
-            || ev.interrupt.is_some()
-            || ev.exception.is_some()
-        {
-            NO_KEY
-        } else {
-            u64::from(translate::mode_key(ctx.c, false) | u32::from(ctx.c.cpl()) << 8)
-        };
+        self.mode = u64::from(translate::mode_key(ctx.c, false) | u32::from(ctx.c.cpl()) << 8);
     }
 
     /// Fills the mirror for an access that missed it, after the core's translation succeeded.
