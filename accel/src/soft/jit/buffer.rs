@@ -4,7 +4,7 @@
 //! generated code calls for its slow paths, each turning the raw context pointer back into
 //! references before handing over to safe code (`slow.rs`).
 //!
-//! Code memory is one shared memory object mapped twice: a read+execute view that generated
+//! Code memory is one memory object (a memfd) mapped twice: a read+execute view that generated
 //! code runs from and a read+write view that janus writes code and chain patches through. No
 //! mapping is ever writable and executable, and nothing is re-protected at run time. (dynasmrt's
 //! own buffer flips the protection of its whole mapping for every commit and every patch:
@@ -13,6 +13,8 @@
 //! scratch area at the same offsets, from where the new bytes are copied into the write view;
 //! the scratch pages already copied are given back to the kernel now and then, so that its
 //! protection flips only touch the few pages written since.
+
+use std::os::fd::{AsRawFd, FromRawFd};
 
 use dynasmrt::x64::Assembler;
 use dynasmrt::{AssemblyOffset, DynasmApi, DynasmLabelApi, dynasm};
@@ -54,7 +56,7 @@ type EnterFn = extern "sysv64" fn(*mut Rt, *mut Core, usize) -> u64;
 /// Scratch bytes of dynasmrt's buffer that may be written since they were last given back.
 const SCRATCH_KEEP: usize = 64 << 10;
 
-/// One anonymous shared memory object mapped twice, read+execute and read+write.
+/// One memory object (a memfd) mapped twice, read+execute and read+write.
 #[derive(Debug)]
 struct DualMap {
     /// Address of the read+execute view.
@@ -66,41 +68,45 @@ struct DualMap {
 
 impl DualMap {
     fn new(len: usize) -> std::io::Result<DualMap> {
-        // SAFETY: a fresh shared anonymous mapping of `len` bytes; nothing else refers to it.
-        let rw = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if rw == libc::MAP_FAILED {
+        // SAFETY: memfd_create takes a NUL-terminated name and flags; it has no memory-safety
+        // preconditions.
+        let fd = unsafe { libc::memfd_create(c"janus-jit".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        // mremap with an old size of 0 makes a second mapping of the same shared pages.
-        // SAFETY: `rw` is the shared mapping just made; MREMAP_MAYMOVE lets the kernel place the
-        // new view anywhere free, so no existing mapping is replaced.
-        let rx = unsafe { libc::mremap(rw, 0, len, libc::MREMAP_MAYMOVE) };
-        if rx == libc::MAP_FAILED {
-            let e = std::io::Error::last_os_error();
-            // SAFETY: unmapping the mapping made above, which nothing refers to yet.
-            unsafe { libc::munmap(rw, len) };
-            return Err(e);
-        }
-        let m = DualMap {
-            rx: rx as usize,
-            rw: rw as usize,
-            len,
+        // SAFETY: `fd` is the descriptor just created and owned here.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        std::fs::File::from(fd.try_clone()?).set_len(len as u64)?;
+        let map = |prot| {
+            // SAFETY: a fresh shared mapping of `len` bytes of the memory object, placed by the
+            // kernel where nothing is mapped.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    prot,
+                    libc::MAP_SHARED,
+                    fd.as_raw_fd(),
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(p as usize)
+            }
         };
-        // SAFETY: `rx` is the second view made above, of `len` bytes, not yet used; it becomes
-        // read+execute and stays so for its whole life.
-        if unsafe { libc::mprotect(rx, len, libc::PROT_READ | libc::PROT_EXEC) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(m)
+        let rw = map(libc::PROT_READ | libc::PROT_WRITE)?;
+        let rx = match map(libc::PROT_READ | libc::PROT_EXEC) {
+            Ok(rx) => rx,
+            Err(e) => {
+                // SAFETY: unmapping the view made above, which nothing refers to yet.
+                unsafe { libc::munmap(rw as *mut libc::c_void, len) };
+                return Err(e);
+            }
+        };
+        // The mappings keep the memory object alive; the descriptor closes here.
+        Ok(DualMap { rx, rw, len })
     }
 }
 
