@@ -69,9 +69,16 @@ impl Default for Lazy {
 /// Mask of an operand size in bytes.
 #[inline]
 pub fn mask(sz: u8) -> u64 {
-    // Branch-free: this sits on every interpreted ALU op and flag read. Sizes are 1, 2, 4 or 8
-    // (anything else is masked into range rather than trusted).
-    u64::MAX >> (64u32.wrapping_sub(8 * u32::from(sz)) & 63)
+    // A table: this sits on every interpreted ALU op and flag read. Sizes are 1, 2, 4 or 8;
+    // anything else gives the 64-bit mask rather than trusting the index.
+    const MASKS: [u64; 16] = {
+        let mut m = [u64::MAX; 16];
+        m[1] = 0xff;
+        m[2] = 0xffff;
+        m[4] = 0xffff_ffff;
+        m
+    };
+    MASKS[usize::from(sz & 15)]
 }
 
 /// The sign bit of an operand size in bytes.
@@ -95,7 +102,7 @@ impl Lazy {
     }
 
     /// Carry flag.
-    #[inline]
+    #[inline(always)]
     pub fn cf(&self) -> bool {
         // Inline for explicit flags and CMP/SUB (the usual producers of a carry that is read);
         // the rest out of line.
@@ -244,7 +251,7 @@ impl Lazy {
     }
 
     /// Evaluates condition code `cc` (the low nibble of Jcc/SETcc/CMOVcc opcodes).
-    #[inline]
+    #[inline(always)]
     pub fn cond(&self, cc: u8) -> bool {
         // Inline fast paths for the common producers (CMP/SUB, and ZF from anything but
         // explicit flags); the rest out of line.

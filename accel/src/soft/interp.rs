@@ -1,7 +1,7 @@
 //! The IR interpreter: runs one translated block over a fixed array of temporaries, committing
 //! RIP at each instruction start so that a fault leaves the state at the faulting instruction.
 
-use super::cpu::{Ctx, Fault};
+use super::cpu::{Core, Ctx, Fault};
 use super::flags::{CcOp, mask, sext};
 use super::ir::{BinOp, Block, Op, UnOp};
 use super::translate::rotate;
@@ -33,6 +33,42 @@ fn bin(op: BinOp, a: u64, b: u64, sz: u8) -> u64 {
     r & m
 }
 
+/// `a op b` before masking, for the fused register ops (ADD SUB AND OR XOR; anything else
+/// through `bin`).
+#[inline(always)]
+fn alu(op: BinOp, a: u64, b: u64, sz: u8) -> u64 {
+    match op {
+        BinOp::Add => a.wrapping_add(b),
+        BinOp::Sub => a.wrapping_sub(b),
+        BinOp::And => a & b,
+        BinOp::Or => a | b,
+        BinOp::Xor => a ^ b,
+        _ => bin(op, a, b, sz),
+    }
+}
+
+/// Register `r` under the size mask `m` (16..=19: AH CH DH BH).
+#[inline(always)]
+fn reg(c: &Core, r: u8, m: u64) -> u64 {
+    if r >= 16 {
+        return (c.s.gpr[usize::from(r & 3)] >> 8) & 0xff;
+    }
+    c.s.gpr[usize::from(r & 15)] & m
+}
+
+/// Writes `v` (already masked with `m`) to register `r` at size `sz`.
+#[inline(always)]
+fn set_reg(c: &mut Core, r: u8, sz: u8, m: u64, v: u64) {
+    if r >= 16 {
+        c.set(r, sz, v);
+    } else if sz >= 4 {
+        c.s.gpr[usize::from(r & 15)] = v;
+    } else {
+        let g = &mut c.s.gpr[usize::from(r & 15)];
+        *g = (*g & !m) | v;
+    }
+}
+
 /// Number of temporaries a block may use.
 pub const TEMPS: usize = 256;
 
@@ -52,8 +88,11 @@ pub fn run(ctx: &mut Ctx, b: &Block, t: &mut [u64; TEMPS]) -> Outcome {
                 ctx.c.s.rip = rip;
             }
             Op::Const { d, v } => t[usize::from(d)] = v,
-            Op::Get { d, r, sz } => t[usize::from(d)] = ctx.c.get(r, sz),
-            Op::Set { r, s, sz } => ctx.c.set(r, sz, t[usize::from(s)]),
+            Op::Get { d, r, sz } => t[usize::from(d)] = reg(ctx.c, r, mask(sz)),
+            Op::Set { r, s, sz } => {
+                let m = mask(sz);
+                set_reg(ctx.c, r, sz, m, t[usize::from(s)] & m);
+            }
             Op::Bin { op, d, a, b, sz } => {
                 t[usize::from(d)] = bin(op, t[usize::from(a)], t[usize::from(b)], sz);
             }
@@ -79,11 +118,12 @@ pub fn run(ctx: &mut Ctx, b: &Block, t: &mut [u64; TEMPS]) -> Outcome {
                 write,
                 flags,
             } => {
-                let a = ctx.c.get(r, sz);
-                let b = ctx.c.get(s, sz);
-                let v = bin(op, a, b, sz);
+                let m = mask(sz);
+                let a = reg(ctx.c, r, m);
+                let b = reg(ctx.c, s, m);
+                let v = alu(op, a, b, sz) & m;
                 if write {
-                    ctx.c.set(r, sz, v);
+                    set_reg(ctx.c, r, sz, m, v);
                 }
                 if flags {
                     ctx.c.lazy.set(cc, sz, a, b, v);
@@ -98,11 +138,12 @@ pub fn run(ctx: &mut Ctx, b: &Block, t: &mut [u64; TEMPS]) -> Outcome {
                 flags,
                 imm,
             } => {
-                let a = ctx.c.get(r, sz);
-                let b = imm as i64 as u64 & mask(sz);
-                let v = bin(op, a, b, sz);
+                let m = mask(sz);
+                let a = reg(ctx.c, r, m);
+                let b = imm as i64 as u64 & m;
+                let v = alu(op, a, b, sz) & m;
                 if write {
-                    ctx.c.set(r, sz, v);
+                    set_reg(ctx.c, r, sz, m, v);
                 }
                 if flags {
                     ctx.c.lazy.set(cc, sz, a, b, v);
@@ -115,16 +156,17 @@ pub fn run(ctx: &mut Ctx, b: &Block, t: &mut [u64; TEMPS]) -> Outcome {
                 sub,
                 flags,
             } => {
-                let a = ctx.c.get(r, sz);
-                let b = ctx.c.get(s, sz);
+                let m = mask(sz);
+                let a = reg(ctx.c, r, m);
+                let b = reg(ctx.c, s, m);
                 let c = u64::from(ctx.c.lazy.cf());
                 let (v, cc) = if sub {
                     (a.wrapping_sub(b).wrapping_sub(c), CcOp::Sbb)
                 } else {
                     (a.wrapping_add(b).wrapping_add(c), CcOp::Adc)
                 };
-                let v = v & mask(sz);
-                ctx.c.set(r, sz, v);
+                let v = v & m;
+                set_reg(ctx.c, r, sz, m, v);
                 if flags {
                     ctx.c.lazy.set(cc, sz, a, b, v);
                 }

@@ -523,6 +523,7 @@ impl Ctx<'_> {
     /// Applies segment `sg` to offset `off` for an access of `sz` bytes: the linear address,
     /// or #GP/#SS(0) on a limit, type or canonical violation.
     #[inline]
+    #[inline]
     pub fn seg_addr(&self, sg: u8, off: u64, sz: u8, write: bool) -> R<u64> {
         let c = &*self.c;
         if c.long64() {
@@ -537,6 +538,12 @@ impl Ctx<'_> {
             }
             return Ok(lin);
         }
+        self.seg_addr_legacy(sg, off, sz, write)
+    }
+
+    /// `seg_addr` outside 64-bit mode: limits, attributes and the 32-bit wrap.
+    fn seg_addr_legacy(&self, sg: u8, off: u64, sz: u8, write: bool) -> R<u64> {
+        let c = &*self.c;
         let s = c.seg(sg);
         let fault = || if sg == seg::SS { ss_fault(0) } else { gp(0) };
         if c.pe() && c.s.rflags & crate::state::rflags::VM == 0 {
