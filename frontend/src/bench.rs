@@ -263,7 +263,42 @@ fn json(results: &[Vec<Summary>]) -> String {
 }
 
 fn plot(results: &[Vec<Summary>], path: &Path) -> Result<()> {
-    use plotters::prelude::*;
+    std::fs::write(path, svg_chart(results))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A round axis step for values up to `max` (1, 2 or 5 times a power of ten; at most about
+/// eight steps), found without libm.
+fn axis_step(max: f64) -> f64 {
+    let mut p = 1.0f64;
+    while max / p > 10.0 {
+        p *= 10.0;
+    }
+    while max / p < 1.0 && p > 1e-9 {
+        p /= 10.0;
+    }
+    // Now 1 <= max / p < 10: the smallest round step giving at most eight steps.
+    [0.1, 0.2, 0.5, 1.0, 2.0, 5.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|&s| max / s <= 8.0)
+        .unwrap_or(10.0 * p)
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The SVG bar chart of MIPS: one group of bars per workload, one bar per backend (backends
+/// without an instruction count, none), a y axis with round ticks and a legend. Written by hand
+/// (a few rectangles and labels) rather than with a plotting crate, which would bring libm
+/// and its start-up relocations into every janus process.
+fn svg_chart(results: &[Vec<Summary>]) -> String {
+    const COLORS: [&str; 4] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"];
+    const FONT: &str = "font-family=\"sans-serif\"";
     let backends: Vec<&str> = results
         .first()
         .map(|r| r.iter().map(|s| s.backend).collect())
@@ -273,75 +308,141 @@ fn plot(results: &[Vec<Summary>], path: &Path) -> Result<()> {
         .flatten()
         .filter_map(Summary::mips)
         .fold(1.0f64, f64::max);
+    let step = axis_step(max * 1.05);
+    let ticks = (max * 1.05 / step) as u32 + 1;
+    let top_value = f64::from(ticks) * step;
     let n = results.len().max(1);
-    let root = SVGBackend::new(path, (160 * n as u32 + 120, 520)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("janus guest MIPS per backend", ("sans-serif", 22))
-        .margin(16)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..n as f64, -max * 0.08..max * 1.1)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let names: Vec<&str> = results.iter().map(|r| r[0].workload).collect();
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .disable_x_axis()
-        .y_desc("MIPS")
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    // Workload names under their groups of bars.
-    let style =
-        ("sans-serif", 14)
-            .into_font()
-            .color(&BLACK)
-            .pos(plotters::style::text_anchor::Pos::new(
-                plotters::style::text_anchor::HPos::Center,
-                plotters::style::text_anchor::VPos::Center,
-            ));
-    chart
-        .draw_series(names.iter().enumerate().map(|(i, name)| {
-            Text::new(
-                name.to_string(),
-                (i as f64 + 0.5, -max * 0.04),
-                style.clone(),
-            )
-        }))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let colors = [
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-    ];
-    let width = 0.8 / backends.len().max(1) as f64;
-    for (bi, b) in backends.iter().enumerate() {
-        let color = colors[bi % colors.len()];
-        let bars: Vec<_> = results
-            .iter()
-            .enumerate()
-            .filter_map(|(wi, row)| {
-                let m = row.get(bi)?.mips()?;
-                let x0 = wi as f64 + 0.1 + bi as f64 * width;
-                Some(Rectangle::new(
-                    [(x0, 0.0), (x0 + width * 0.95, m)],
-                    color.filled(),
-                ))
-            })
-            .collect();
-        chart
-            .draw_series(bars)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .label(*b)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    let (width, height) = (160 * n + 120, 520);
+    let (left, right, top, bottom) = (76.0, width as f64 - 16.0, 56.0, height as f64 - 48.0);
+    let y = |v: f64| bottom - v / top_value * (bottom - top);
+    let group = (right - left) / n as f64;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">"
+    );
+    let _ = writeln!(o, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
+    let _ = writeln!(
+        o,
+        "<text x=\"{:.1}\" y=\"30\" {FONT} font-size=\"22\" text-anchor=\"middle\">janus guest MIPS per backend</text>",
+        width as f64 / 2.0
+    );
+    // Horizontal grid lines and tick labels.
+    for t in 0..=ticks {
+        let v = f64::from(t) * step;
+        let label = if step < 1.0 {
+            format!("{v:.2}")
+        } else {
+            format!("{v:.0}")
+        };
+        let _ = writeln!(
+            o,
+            "<line x1=\"{left}\" x2=\"{right:.1}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"#ddd\"/>\n\
+             <text x=\"{1}\" y=\"{0:.1}\" {FONT} font-size=\"12\" text-anchor=\"end\" dominant-baseline=\"middle\">{label}</text>",
+            y(v),
+            left - 6.0
+        );
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(())
+    let _ = writeln!(
+        o,
+        "<line x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{bottom}\" stroke=\"black\"/>\n\
+         <line x1=\"{left}\" x2=\"{right:.1}\" y1=\"{bottom}\" y2=\"{bottom}\" stroke=\"black\"/>\n\
+         <text transform=\"translate(18 {:.1}) rotate(-90)\" {FONT} font-size=\"14\" text-anchor=\"middle\">MIPS</text>",
+        (top + bottom) / 2.0
+    );
+    let bar = 0.8 * group / backends.len().max(1) as f64;
+    for (wi, row) in results.iter().enumerate() {
+        let x = left + wi as f64 * group;
+        for (bi, s) in row.iter().enumerate() {
+            let Some(m) = s.mips() else { continue };
+            let _ = writeln!(
+                o,
+                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{} {}: {m:.1} MIPS</title></rect>",
+                x + 0.1 * group + bi as f64 * bar,
+                y(m),
+                bar * 0.95,
+                bottom - y(m),
+                COLORS[bi % COLORS.len()],
+                xml_escape(s.workload),
+                xml_escape(s.backend)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "<text x=\"{:.1}\" y=\"{:.1}\" {FONT} font-size=\"14\" text-anchor=\"middle\">{}</text>",
+            x + group / 2.0,
+            bottom + 22.0,
+            xml_escape(row.first().map_or("", |s| s.workload))
+        );
+    }
+    // Legend, top right.
+    let lx = right - 110.0;
+    let _ = writeln!(
+        o,
+        "<rect x=\"{lx:.1}\" y=\"{top}\" width=\"104\" height=\"{}\" fill=\"white\" fill-opacity=\"0.8\" stroke=\"black\"/>",
+        8 + 20 * backends.len()
+    );
+    for (bi, b) in backends.iter().enumerate() {
+        let ly = top + 14.0 + 20.0 * bi as f64;
+        let _ = writeln!(
+            o,
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{}\"/>\n\
+             <text x=\"{:.1}\" y=\"{ly:.1}\" {FONT} font-size=\"13\" dominant-baseline=\"middle\">{}</text>",
+            lx + 8.0,
+            ly - 5.0,
+            COLORS[bi % COLORS.len()],
+            lx + 24.0,
+            xml_escape(b)
+        );
+    }
+    o.push_str("</svg>\n");
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(workload: &'static str, backend: &'static str, ms: u64) -> Summary {
+        let d = Duration::from_millis(ms);
+        Summary {
+            workload,
+            backend,
+            median: d,
+            min: d,
+            max: d,
+            instructions: Some(100_000_000),
+            exits: 0,
+            checksum: String::new(),
+        }
+    }
+
+    #[test]
+    fn axis_steps_are_round() {
+        assert_eq!(axis_step(7.0), 1.0);
+        assert_eq!(axis_step(15.0), 2.0);
+        assert_eq!(axis_step(1980.0), 500.0);
+        assert_eq!(axis_step(0.3), 0.05);
+    }
+
+    #[test]
+    fn chart_has_a_bar_per_backend_and_workload() {
+        let results = vec![
+            vec![
+                summary("int32", "jit", 100),
+                summary("int32", "interp", 400),
+            ],
+            vec![summary("a<b", "jit", 200), summary("a<b", "interp", 800)],
+        ];
+        let svg = svg_chart(&results);
+        assert!(svg.starts_with("<svg "), "{svg}");
+        assert!(svg.ends_with("</svg>\n"), "{svg}");
+        assert_eq!(svg.matches("<title>").count(), 4, "{svg}");
+        assert!(
+            svg.contains("<title>int32 jit: 1000.0 MIPS</title>"),
+            "{svg}"
+        );
+        assert!(svg.contains(">a&lt;b</text>"), "{svg}");
+        assert!(!svg.contains("a<b"), "{svg}");
+    }
 }
