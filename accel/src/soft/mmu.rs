@@ -523,7 +523,6 @@ impl Ctx<'_> {
     /// Applies segment `sg` to offset `off` for an access of `sz` bytes: the linear address,
     /// or #GP/#SS(0) on a limit, type or canonical violation.
     #[inline]
-    #[inline]
     pub fn seg_addr(&self, sg: u8, off: u64, sz: u8, write: bool) -> R<u64> {
         let c = &*self.c;
         if c.long64() {

@@ -245,7 +245,12 @@ impl SoftVcpu {
             }
             let ev = &mut ctx.c.s.events;
             let shadow = ev.sti_shadow || ev.mov_ss_shadow;
-            let single = self.single_step || shadow || self.trace.as_ref().is_some_and(|t| t.insns);
+            // The guest's own single-stepping (RFLAGS.TF at the start of an instruction): one
+            // instruction per block, REP strings one iteration, then a #DB trap.
+            let tf = ctx.c.s.rflags & crate::state::rflags::TF != 0;
+            ctx.c.single_step = self.single_step || tf;
+            let single =
+                self.single_step || shadow || tf || self.trace.as_ref().is_some_and(|t| t.insns);
             let mode = translate::mode_key(ctx.c, single);
             let rip = ctx.c.s.rip;
             let lin = if ctx.c.long64() {
@@ -312,7 +317,17 @@ impl SoftVcpu {
                 _ => interp::run(&mut ctx, block, &mut self.temps),
             };
             match outcome {
-                Outcome::Done(n) => ctx.c.icount = ctx.c.icount.wrapping_add(u64::from(n)),
+                Outcome::Done(n) => {
+                    ctx.c.icount = ctx.c.icount.wrapping_add(u64::from(n));
+                    if tf && n > 0 && !block.insns.is_empty() {
+                        let insn = block.insns[0];
+                        match single_step_trap(&mut ctx, &insn) {
+                            Delivered::Ok => {}
+                            Delivered::Shutdown => return self.shutdown(),
+                            Delivered::Unsupported(w) => return self.failed("unsupported", w),
+                        }
+                    }
+                }
                 Outcome::Fault(n, f) => {
                     if let Some(exit) = self.fault(io, f, n) {
                         return exit;
@@ -393,6 +408,26 @@ impl SoftVcpu {
 }
 
 /// The cached block at `rip`, translating it on a miss.
+/// The single-step trap after an instruction that started with RFLAGS.TF set: #DB with DR6.BS,
+/// returning to the next instruction. None after a software interrupt (its delivery cleared TF
+/// and entered the handler, which is not stepped), and none yet after MOV SS / POP SS (the trap
+/// comes after the next instruction, which also starts with TF set).
+fn single_step_trap(ctx: &mut Ctx, insn: &iced_x86::Instruction) -> Delivered {
+    use iced_x86::Mnemonic;
+    if matches!(
+        insn.mnemonic(),
+        Mnemonic::Int | Mnemonic::Int3 | Mnemonic::Into | Mnemonic::Int1
+    ) && ctx.c.s.rflags & crate::state::rflags::TF == 0
+    {
+        return Delivered::Ok;
+    }
+    if ctx.c.s.events.mov_ss_shadow {
+        return Delivered::Ok;
+    }
+    ctx.c.dr[6] |= 1 << 14;
+    ctx.raise(1, None)
+}
+
 /// Interprets `first` and then, for as long as nothing needs the main loop, the blocks that
 /// follow it from the jump cache; returns the outcome of the last block run (the instructions of
 /// the others are counted here).

@@ -92,3 +92,55 @@ fn gp_while_delivering_gp_escalates_to_double_fault() {
     assert_eq!(st.rip, 0x9102);
     assert_eq!(st.reg(Reg::Rbx), 0);
 }
+
+/// RFLAGS.TF: a #DB trap after every instruction that starts with TF set, returning to the next
+/// one, with DR6.BS; none after the POPF that sets TF, one after the POPF that clears it, and
+/// none inside the #DB handler (delivery clears TF; IRETQ restores it).
+#[test]
+fn trap_flag_single_steps_through_db() {
+    let mut m = Machine::new();
+    let s = super::long_state(&m);
+    gate64(&m, 1, 0x9000, 0);
+    // #DB: record the return RIP at 0x8000 + 8 * r15, count, and read DR6.
+    let handler = asm(64, 0x9000, |a| {
+        a.mov(rax, qword_ptr(rsp)).unwrap();
+        a.mov(qword_ptr(r15 * 8 + 0x8000), rax).unwrap();
+        a.inc(r15).unwrap();
+        a.mov(rbx, dr6).unwrap();
+        a.iretq().unwrap();
+    });
+    m.load(0x9000, &handler);
+    let code = asm(64, CODE, |a| {
+        a.xor(r15d, r15d).unwrap();
+        a.pushfq().unwrap();
+        a.or(qword_ptr(rsp), 0x100).unwrap();
+        a.popfq().unwrap(); // sets TF: no trap after it
+        a.nop().unwrap(); // trap 1
+        a.mov(ecx, 1).unwrap(); // trap 2
+        a.pushfq().unwrap(); // trap 3
+        a.and(qword_ptr(rsp), !0x100i32).unwrap(); // trap 4
+        a.popfq().unwrap(); // trap 5 (TF was set when it started)
+        a.hlt().unwrap();
+    });
+    m.load(CODE, &code);
+    m.set(&s);
+    let st = m.run_to_halt();
+    assert_eq!(st.reg(Reg::R15), 5);
+    assert_eq!(st.reg(Reg::Rbx) & (1 << 14), 1 << 14, "DR6.BS");
+    assert_eq!(st.rflags & 0x100, 0);
+    // The return addresses: each the instruction after the stepped one.
+    let dec = |a: u64| {
+        let bytes: Vec<u8> = (0..16).map(|k| m.rd(a + k, 1) as u8).collect();
+        let mut d = iced_x86::Decoder::with_ip(64, &bytes, a, 0);
+        d.decode().len() as u64
+    };
+    // Past xor, pushfq, or, popfq.
+    let mut at = CODE;
+    for _ in 0..4 {
+        at += dec(at);
+    }
+    for k in 0..5 {
+        at += dec(at);
+        assert_eq!(m.rd(0x8000 + 8 * k, 8), at, "trap {k}");
+    }
+}
