@@ -48,8 +48,41 @@ pub const DEFAULT_CODE_CACHE: usize = 32 << 20;
 /// A block is compiled on its second run: code that runs once (firmware, set-up) is not worth it.
 const HOT: u32 = 2;
 /// A page whose compiled code was overwritten this many times runs in the interpreter (code
-/// that rewrites itself all the time is cheaper to interpret than to recompile).
+/// that rewrites itself all the time is cheaper to interpret than to recompile)...
 const SMC_LIMIT: u32 = 8;
+/// ... until its blocks have run this many times without the page being written (doubled each
+/// time the page is demoted again). A kernel patches its own text at boot (alternatives, jump
+/// labels, ftrace): Linux rewrote three pages holding hot code eight times each in its first
+/// 130M instructions and never again, and demotion for good interpreted 880k block runs.
+const SMC_QUIET: u32 = 256;
+
+/// Overwrites of one physical page's code.
+#[derive(Clone, Copy, Debug, Default)]
+struct Smc {
+    /// Times its compiled code was overwritten since it was last promoted.
+    count: u32,
+    /// Runs of its blocks since the page was last written, while demoted.
+    quiet: u32,
+    /// Times it was promoted back to compiled code.
+    promoted: u32,
+}
+
+impl Smc {
+    /// Whether the page's blocks run in the interpreter, counting one run of one of them.
+    fn demoted(&mut self) -> bool {
+        if self.count < SMC_LIMIT {
+            return false;
+        }
+        self.quiet += 1;
+        if self.quiet >= SMC_QUIET << self.promoted.min(12) {
+            self.count = 0;
+            self.quiet = 0;
+            self.promoted += 1;
+            return false;
+        }
+        true
+    }
+}
 
 /// JIT counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -139,7 +172,7 @@ pub struct Jit {
     exits: Vec<Exit>,
     chain_from: Option<usize>,
     /// Invalidations of compiled code per physical page.
-    smc_pages: FastMap<u64, u32>,
+    smc_pages: FastMap<u64, Smc>,
     /// Runs before a block is compiled (tests compile on the first).
     hot: u32,
     /// `JANUS_JIT_PERFMAP=1`: /tmp/perf-PID.map, naming compiled blocks for `perf report`.
@@ -332,7 +365,11 @@ impl Jit {
             }
         }
         if had_code {
-            *self.smc_pages.entry(page).or_default() += 1;
+            let smc = self.smc_pages.entry(page).or_default();
+            smc.count += 1;
+            smc.quiet = 0;
+        } else if let Some(smc) = self.smc_pages.get_mut(&page) {
+            smc.quiet = 0;
         }
     }
 
@@ -587,7 +624,7 @@ impl Jit {
             Some(code) => (code, e.flat),
             None => {
                 e.runs += 1;
-                let mut demoted = self.smc_pages.get(&page).is_some_and(|&n| n >= SMC_LIMIT)
+                let mut demoted = self.smc_pages.get_mut(&page).is_some_and(Smc::demoted)
                     || self
                         .range
                         .is_some_and(|(lo, hi)| !(lo..hi).contains(&b.rip));
@@ -670,5 +707,39 @@ impl Jit {
             },
             _ => Outcome::Done(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod smc_tests {
+    use super::{SMC_LIMIT, SMC_QUIET, Smc};
+
+    #[test]
+    fn a_rewritten_page_is_interpreted_until_it_stays_quiet() {
+        let mut s = Smc::default();
+        assert!(!s.demoted());
+        s.count = SMC_LIMIT;
+        // Demoted for SMC_QUIET runs, then compiled again.
+        for _ in 1..SMC_QUIET {
+            assert!(s.demoted());
+        }
+        assert!(!s.demoted());
+        assert_eq!((s.count, s.promoted), (0, 1));
+        // Rewritten again: twice as long.
+        s.count = SMC_LIMIT;
+        for _ in 1..2 * SMC_QUIET {
+            assert!(s.demoted());
+        }
+        assert!(!s.demoted());
+        // A write while demoted restarts the quiet period (drop_page sets quiet to 0).
+        s.count = SMC_LIMIT;
+        for _ in 0..10 {
+            assert!(s.demoted());
+        }
+        s.quiet = 0;
+        for _ in 1..4 * SMC_QUIET {
+            assert!(s.demoted());
+        }
+        assert!(!s.demoted());
     }
 }
