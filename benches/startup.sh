@@ -9,9 +9,10 @@
 #   launch to entry   time from the start of main() to the boot vCPU entering the guest
 #   peak RSS          VmHWM of the process; "janus" is VmHWM minus the guest memory touched
 #                     (resident pages of guest RAM, counted with mincore)
-#   file, anon        the resident set at the end of the run: pages mapped from files (janus's
-#                     code and read-only data, libc, the dynamic loader) and anonymous pages
-#                     (heap, stacks, relocated data, the software CPU's tables)
+#   file, anon, shm   the resident set at the end of the run: pages mapped from files (janus's
+#                     code and read-only data, libc, the dynamic loader), anonymous pages
+#                     (heap, stacks, relocated data, the software CPU's tables) and shared
+#                     memory (the JIT's code buffer, a memfd)
 # Targets: launch to entry <= 5 ms, janus's own memory <= 5 MiB.
 #
 # Environment:
@@ -39,9 +40,9 @@ max_ms=${MAX_MS:-5}
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 failed=0
-printf '%-8s %5s %18s %14s %15s %12s %12s %12s\n' backend runs "entry median (ms)" "entry min-max" "peak RSS (MiB)" "janus (MiB)" "file (MiB)" "anon (MiB)"
+printf '%-8s %5s %18s %14s %15s %12s %11s %11s %10s\n' backend runs "entry median (ms)" "entry min-max" "peak RSS (MiB)" "janus (MiB)" "file (MiB)" "anon (MiB)" "shm (MiB)"
 for a in $ACCELS; do
-    entry=() rss=() own=() file=() anon=()
+    entry=() rss=() own=() file=() anon=() shm=()
     for ((i = 0; i < runs; i++)); do
         out=$("$janus" run --accel "$a" --mem 128M benches/guests/empty.bin --serial none --stats 2>&1 || true)
         entry+=("$(awk '/launch to entry/ { print $4 }' <<< "$out")")
@@ -49,6 +50,7 @@ for a in $ACCELS; do
         own+=("$(sed -n 's/.*janus \([0-9.]*\) MiB.*/\1/p' <<< "$out")")
         file+=("$(awk '/RSS at the end/ { print $5 }' <<< "$out")")
         anon+=("$(awk '/RSS at the end/ { print $11 }' <<< "$out")")
+        shm+=("$(awk '/RSS at the end/ { print $14 }' <<< "$out")")
     done
     e=$(printf '%s\n' "${entry[@]}" | median)
     lo=$(printf '%s\n' "${entry[@]}" | sort -n | head -n1)
@@ -57,6 +59,7 @@ for a in $ACCELS; do
     o=$(printf '%s\n' "${own[@]}" | median)
     f=$(printf '%s\n' "${file[@]}" | median)
     n=$(printf '%s\n' "${anon[@]}" | median)
+    m=$(printf '%s\n' "${shm[@]}" | median)
     verdict=""
     if [ "${CHECK:-0}" = 1 ]; then
         if awk -v o="$o" -v m="$max_mib" -v e="$e" -v t="$max_ms" 'BEGIN { exit !(o == "n/a" || e == "n/a" || o > m || e > t) }'; then
@@ -66,6 +69,6 @@ for a in $ACCELS; do
             verdict="  ok"
         fi
     fi
-    printf '%-8s %5d %18s %14s %15s %12s %12s %12s%s\n' "$a" "$runs" "$e" "$lo-$hi" "$r" "$o" "$f" "$n" "$verdict"
+    printf '%-8s %5d %18s %14s %15s %12s %11s %11s %10s%s\n' "$a" "$runs" "$e" "$lo-$hi" "$r" "$o" "$f" "$n" "$m" "$verdict"
 done
 exit "$failed"

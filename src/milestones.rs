@@ -172,6 +172,8 @@ pub struct MemoryUse {
     pub rss_file: u64,
     /// Of the current resident set: anonymous pages (heap, stacks, guest memory), bytes.
     pub rss_anon: u64,
+    /// Of the current resident set: shared memory pages (the JIT's code, a memfd), bytes.
+    pub rss_shmem: u64,
 }
 
 impl MemoryUse {
@@ -189,6 +191,7 @@ impl MemoryUse {
             guest_touched: resident_bytes(memory),
             rss_file: status_kib(&status, "RssFile:").unwrap_or(0) * 1024,
             rss_anon: status_kib(&status, "RssAnon:").unwrap_or(0) * 1024,
+            rss_shmem: status_kib(&status, "RssShmem:").unwrap_or(0) * 1024,
         })
     }
 }

@@ -72,9 +72,10 @@ pub fn format(o: &RunOutcome) -> String {
         );
         let _ = writeln!(
             s,
-            "  RSS at the end      {:.1} MiB mapped from files (code), {:.1} MiB anonymous",
+            "  RSS at the end      {:.1} MiB mapped from files (code), {:.1} MiB anonymous, {:.1} MiB shared (JIT code)",
             mib(m.rss_file),
-            mib(m.rss_anon)
+            mib(m.rss_anon),
+            mib(m.rss_shmem)
         );
     }
     let _ = write!(s, "  post port writes    {}", o.post_writes);
@@ -114,6 +115,7 @@ mod tests {
                 guest_touched: 6 << 20,
                 rss_file: 3 << 20,
                 rss_anon: 7 << 20,
+                rss_shmem: 1 << 19,
             }),
         };
         let s = format(&o);
@@ -134,7 +136,9 @@ mod tests {
             "{s}"
         );
         assert!(
-            s.contains("RSS at the end      3.0 MiB mapped from files (code), 7.0 MiB anonymous"),
+            s.contains(
+                "RSS at the end      3.0 MiB mapped from files (code), 7.0 MiB anonymous, 0.5 MiB shared (JIT code)"
+            ),
             "{s}"
         );
     }
