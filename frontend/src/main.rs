@@ -46,8 +46,11 @@ enum Command {
 
 #[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 enum IrqchipArg {
-    /// janus's PIC, PIT, IOAPIC and LAPICs in userspace.
+    /// KVM's in-kernel irqchip when the guest runs on KVM with VT-x/AMD-V, else janus's own
+    /// (kvm_pvm's in-kernel LAPIC does not set ISR and its PIT misreports OUT2).
     #[default]
+    Auto,
+    /// janus's PIC, PIT, IOAPIC and LAPICs in userspace.
     User,
     /// KVM's in-kernel irqchip and PIT (--accel kvm only).
     Kernel,
@@ -109,9 +112,10 @@ struct RunArgs {
     /// 2^SHIFT ns per retired instruction, so a run with timer interrupts repeats exactly.
     #[arg(long, value_name = "SHIFT")]
     icount: Option<u32>,
-    /// Interrupt controllers on KVM: janus's own in userspace (user), or KVM's in-kernel PIC,
-    /// IOAPIC, LAPICs and PIT (kernel).
-    #[arg(long, value_enum, default_value = "user")]
+    /// Interrupt controllers on KVM: janus's own in userspace (user), KVM's in-kernel PIC,
+    /// IOAPIC, LAPICs and PIT (kernel), or kernel wherever KVM runs the guest on VT-x/AMD-V
+    /// (auto).
+    #[arg(long, value_enum, default_value = "auto")]
     irqchip: IrqchipArg,
     /// The KVM device node.
     #[arg(long, default_value = kvm::DEFAULT_DEVICE, hide_short_help = true)]
@@ -375,6 +379,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         .as_ref()
         .map(|p| read_file(p, "BIOS image"))
         .transpose()?;
+    let irqchip = resolve_irqchip(&args);
     let config = MachineConfig {
         mem: args.mem.unwrap_or(64 << 20),
         smp: args.smp,
@@ -387,10 +392,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         debugcon: args.debugcon.unwrap_or(SinkSpec::None),
         timeout: args.timeout,
         icount: args.icount,
-        irqchip: match args.irqchip {
-            IrqchipArg::User => janus::platform::IrqchipMode::User,
-            IrqchipArg::Kernel => janus::platform::IrqchipMode::Kernel,
-        },
+        irqchip,
         stdin: true,
         launched: Some(launched),
         marker: args.marker.clone(),
@@ -453,6 +455,14 @@ fn info(args: InfoArgs) -> Result<ExitCode> {
                 "  in-kernel irqchip: {}",
                 if p.caps.irqchip { "yes" } else { "no" }
             );
+            println!(
+                "  --irqchip auto uses: {}",
+                if kvm::hardware_assisted() {
+                    "kernel (VT-x/AMD-V)"
+                } else {
+                    "user (no VT-x/AMD-V: kvm_pvm's in-kernel LAPIC and PIT are not used)"
+                }
+            );
             for (k, v) in &p.caps.details {
                 println!("  {k}: {v}");
             }
@@ -461,6 +471,34 @@ fn info(args: InfoArgs) -> Result<ExitCode> {
     }
     println!("backends: kvm (when available), jit (x86-64 hosts), interp (always)");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--irqchip auto`: KVM's in-kernel controllers when the guest will run on KVM (asked for, or
+/// chosen by `--accel auto`) over VT-x/AMD-V; janus's own otherwise. kvm_pvm's in-kernel LAPIC
+/// and PIT fail janus's lapic_timer, ioapic_uart and pit_pic ROMs, so hosts without hardware
+/// virtualisation keep the userspace ones.
+fn resolve_irqchip(args: &RunArgs) -> janus::platform::IrqchipMode {
+    use janus::platform::IrqchipMode;
+    match args.irqchip {
+        IrqchipArg::User => IrqchipMode::User,
+        IrqchipArg::Kernel => IrqchipMode::Kernel,
+        IrqchipArg::Auto => {
+            let on_kvm = match args.accel.unwrap_or(AccelArg::Auto) {
+                AccelArg::Kvm => true,
+                AccelArg::Auto => {
+                    let dev = args.kvm_device.as_deref();
+                    let dev = dev.unwrap_or(std::path::Path::new(kvm::DEFAULT_DEVICE));
+                    args.icount.is_none() && kvm::probe(dev).is_ok()
+                }
+                _ => false,
+            };
+            if on_kvm && kvm::hardware_assisted() {
+                IrqchipMode::Kernel
+            } else {
+                IrqchipMode::User
+            }
+        }
+    }
 }
 
 fn main() -> ExitCode {

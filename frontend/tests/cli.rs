@@ -238,3 +238,29 @@ fn diff_subcommand_reports_agreement() {
     assert_eq!(out.status.code(), Some(0), "{e}");
     assert!(e.contains("agreed on all"), "{e}");
 }
+
+/// `--irqchip auto` (the default): KVM's in-kernel controllers only where KVM has VT-x/AMD-V;
+/// on kvm_pvm the interrupt ROMs run with janus's own controllers and pass under the default.
+#[test]
+fn irqchip_auto_picks_by_host() {
+    if !kvm_present("irqchip_auto_picks_by_host") {
+        return;
+    }
+    let out = janus(&["info"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    let want = if janus_accel::kvm::hardware_assisted() {
+        "--irqchip auto uses: kernel"
+    } else {
+        "--irqchip auto uses: user"
+    };
+    assert!(s.contains(want), "{s}");
+    if janus_accel::kvm::hardware_assisted() {
+        return;
+    }
+    // Here the default must not pick kvm_pvm's in-kernel LAPIC, which fails this ROM.
+    let rom = roms().join("lapic_timer.bin");
+    let out = janus(&["run", "--accel", "kvm", rom.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{e}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("lapic_timer: PASS"));
+}

@@ -108,6 +108,11 @@ fn open(path: &Path) -> Result<Kvm, KvmError> {
 
 /// Whether the host CPU advertises VT-x or AMD-V (otherwise /dev/kvm is a paravirtual flavour
 /// such as kvm_pvm).
+/// Whether the host's KVM runs guests with VT-x or AMD-V (not kvm_pvm's paravirtual mode).
+pub fn hardware_assisted() -> bool {
+    !is_paravirtual() && host_has_hw_virt()
+}
+
 fn host_has_hw_virt() -> bool {
     std::fs::read_to_string("/proc/cpuinfo")
         .map(|s| {
