@@ -135,3 +135,131 @@ fn privileged_instruction_in_ring3_raises_gp() {
     assert_eq!(s.rip, 0x9002);
     assert_eq!(s.reg(Reg::Rbx), 0);
 }
+
+/// A 32-bit call gate (DPL 3, two dword parameters) from ring 3 into ring 0: the TSS's stack,
+/// the old SS:ESP, the parameters copied, CS:EIP; RETF 8 returns to ring 3 and pops the
+/// parameters from both stacks.
+#[test]
+fn call_gate_32_from_ring3_to_ring0_copies_parameters() {
+    let mut m = Machine::new();
+    let mut s = prot_state(&m);
+    m.mem.write_le(TSS + 4, 4, 0x60000).unwrap();
+    m.mem.write_le(TSS + 8, 2, u64::from(DS32)).unwrap();
+    let gate = 0x9000u64 | u64::from(CS32) << 16 | 2 << 32 | 0xec << 40;
+    m.mem.write_le(GDT + 0x50, 8, gate).unwrap();
+    s.gdt.limit = 0x57;
+    // int 0x80 (DPL 3) -> ring 0 at 0xa000: hlt.
+    let d = 0xa000u64 | u64::from(CS32) << 16 | 0xee_u64 << 40;
+    m.mem.write_le(IDT + 8 * 0x80, 8, d).unwrap();
+    m.load(0xa000, &[0xf4]);
+    let handler = asm(32, 0x9000, |a| {
+        a.mov(eax, dword_ptr(esp + 8)).unwrap();
+        a.mov(ebx, dword_ptr(esp + 12)).unwrap();
+        a.mov(ecx, ss).unwrap();
+        a.mov(edx, esp).unwrap();
+        a.mov(edi, dword_ptr(esp + 4)).unwrap();
+        // Old ESP and SS, kept where the later int 0x80 cannot overwrite them.
+        a.push(dword_ptr(esp + 16)).unwrap();
+        a.pop(dword_ptr(0x8000)).unwrap();
+        a.push(dword_ptr(esp + 20)).unwrap();
+        a.pop(dword_ptr(0x8004)).unwrap();
+        a.retf_1(8).unwrap();
+    });
+    m.load(0x9000, &handler);
+    let code = asm(32, CODE, |a| {
+        a.push(0x22).unwrap();
+        a.push(0x11).unwrap();
+        a.call_far(0x53, 0).unwrap();
+        a.mov(esi, esp).unwrap();
+        a.mov(ebp, cs).unwrap();
+        a.int(0x80).unwrap();
+    });
+    m.load(CODE, &code);
+    s.cs = seg_from(CS32_USER, desc(0, 0xfffff, 0xfb, 0xc));
+    let dseg = seg_from(DS32_USER, desc(0, 0xfffff, 0xf3, 0xc));
+    (s.ds, s.es, s.ss) = (dseg, dseg, dseg);
+    s.gpr[4] = 0x50000;
+    m.set(&s);
+    let st = m.run_to_halt();
+    assert_eq!(st.reg(Reg::Rax), 0x11);
+    assert_eq!(st.reg(Reg::Rbx), 0x22);
+    assert_eq!(st.reg(Reg::Rcx), u64::from(DS32));
+    assert_eq!(st.reg(Reg::Rdx), 0x60000 - 24);
+    assert_eq!(st.reg(Reg::Rdi), u64::from(CS32_USER));
+    assert_eq!(st.reg(Reg::Rsi), 0x50000);
+    assert_eq!(st.reg(Reg::Rbp), u64::from(CS32_USER));
+    assert_eq!(m.rd(0x8000, 4), 0x4fff8); // old ESP, after the parameters
+    assert_eq!(m.rd(0x8004, 4), u64::from(DS32_USER)); // old SS
+}
+
+/// Call gates refuse callers above their DPL (#GP with the gate's selector), and JMP through a
+/// gate to a more privileged non-conforming segment (#GP with the target's selector).
+#[test]
+fn call_gate_checks_privilege() {
+    for (gate_dpl, jmp, want) in [(0u64, false, 0x50u64), (3, true, u64::from(CS32))] {
+        let mut m = Machine::new();
+        let mut s = prot_state(&m);
+        let gate = 0x9000u64 | u64::from(CS32) << 16 | (0x8c | gate_dpl << 5) << 40;
+        m.mem.write_le(GDT + 0x50, 8, gate).unwrap();
+        s.gdt.limit = 0x57;
+        // #GP (DPL 0 interrupt gate, taken from ring 3 as an exception) -> ring 0: pop eax; hlt.
+        m.mem.write_le(TSS + 4, 4, 0x60000).unwrap();
+        m.mem.write_le(TSS + 8, 2, u64::from(DS32)).unwrap();
+        gate32(&m, 13, CS32, 0xa000, 0xe);
+        m.load(0xa000, &[0x58, 0xf4]);
+        let code = asm(32, CODE, |a| {
+            if jmp {
+                a.jmp_far(0x53, 0).unwrap();
+            } else {
+                a.call_far(0x53, 0).unwrap();
+            }
+        });
+        m.load(CODE, &code);
+        s.cs = seg_from(CS32_USER, desc(0, 0xfffff, 0xfb, 0xc));
+        let dseg = seg_from(DS32_USER, desc(0, 0xfffff, 0xf3, 0xc));
+        (s.ds, s.es, s.ss) = (dseg, dseg, dseg);
+        s.gpr[4] = 0x50000;
+        m.set(&s);
+        let st = m.run_to_halt();
+        assert_eq!(st.reg(Reg::Rax), want, "gate DPL {gate_dpl}, jmp {jmp}");
+    }
+}
+
+/// A 64-bit call gate from ring 3 into ring 0: RSP0 from the TSS, SS the null selector, the old
+/// SS, RSP, CS and RIP pushed as quadwords.
+#[test]
+fn call_gate_64_from_ring3_to_ring0() {
+    let mut m = Machine::new();
+    let mut s = super::long_state(&m);
+    m.mem.write_le(TSS + 4, 8, 0x60000).unwrap();
+    let gate = 0x9000u64 | u64::from(CS64) << 16 | 0xec << 40;
+    m.mem.write_le(GDT + 0x50, 8, gate).unwrap();
+    m.mem.write_le(GDT + 0x58, 8, 0).unwrap();
+    s.gdt.limit = 0x5f;
+    let handler = asm(64, 0x9000, |a| {
+        a.mov(rdx, rsp).unwrap();
+        a.mov(rbx, qword_ptr(rsp + 8)).unwrap();
+        a.mov(rcx, qword_ptr(rsp + 16)).unwrap();
+        a.hlt().unwrap();
+    });
+    m.load(0x9000, &handler);
+    // The far pointer at 0x8000: offset (ignored), selector 0x53.
+    m.mem.write_le(0x8000, 4, 0).unwrap();
+    m.mem.write_le(0x8004, 2, 0x53).unwrap();
+    let code = asm(64, CODE, |a| {
+        a.mov(eax, 0x8000).unwrap();
+        a.call(fword_ptr(rax)).unwrap();
+    });
+    m.load(CODE, &code);
+    s.cs = seg_from(CS64_USER, desc(0, 0xfffff, 0xfb, 0xa));
+    let dseg = seg_from(DS32_USER, desc(0, 0xfffff, 0xf3, 0xc));
+    (s.ds, s.es, s.ss) = (dseg, dseg, dseg);
+    s.gpr[4] = 0x50000;
+    m.set(&s);
+    let st = m.run_to_halt();
+    assert_eq!(st.cs.selector, CS64);
+    assert_eq!(st.ss.selector, 0);
+    assert_eq!(st.reg(Reg::Rdx), 0x60000 - 32);
+    assert_eq!(st.reg(Reg::Rbx), u64::from(CS64_USER));
+    assert_eq!(st.reg(Reg::Rcx), 0x50000);
+}

@@ -180,9 +180,15 @@ fn far_jmp_call(c: &mut Ctx, i: &Instruction) -> R<()> {
     }
     let d = c.read_desc(sel).map_err(|_| gp(u32::from(sel & 0xfffc)))?;
     if d & (1 << 44) == 0 {
-        return Err(Fault::Unsupported(
-            "far transfer through a call gate or task",
-        ));
+        let long = c.c.s.long_mode_active();
+        return match (d >> 40) & 0xf {
+            0xc => call_gate(c, call, sel, d, ret),
+            0x4 if !long => call_gate(c, call, sel, d, ret),
+            0x1 | 0x3 | 0x5 | 0x9 | 0xb if !long => Err(Fault::Unsupported(
+                "far transfer to a task (hardware task switch)",
+            )),
+            _ => Err(gp(u32::from(sel & 0xfffc))),
+        };
     }
     let d = c.check_code(sel, true)?;
     let cs = from_desc(sel, d);
@@ -205,6 +211,147 @@ fn far_jmp_call(c: &mut Ctx, i: &Instruction) -> R<()> {
         }
     }
     c.load_cs(sel, d, cpl)?;
+    c.c.s.rip = target;
+    Ok(())
+}
+
+/// Far JMP/CALL through a call gate (`lo`, the gate's first 8 bytes, at selector `gsel`): a
+/// 16- or 32-bit gate in protected mode, a 64-bit one (16 bytes) in long mode. CALL to a more
+/// privileged non-conforming segment switches to the TSS's stack for the new level, pushing the
+/// old SS:ESP and, for legacy gates, copying the gate's parameter count of words or dwords;
+/// in long mode SS becomes the null selector of the new level.
+fn call_gate(c: &mut Ctx, call: bool, gsel: u16, lo: u64, ret: u64) -> R<()> {
+    let long = c.c.s.long_mode_active();
+    let cpl = c.c.cpl();
+    let gerr = u32::from(gsel & 0xfffc);
+    let gdpl = ((lo >> 45) & 3) as u8;
+    if gdpl < cpl || gdpl < (gsel & 3) as u8 {
+        return Err(gp(gerr));
+    }
+    if lo & (1 << 47) == 0 {
+        return Err(super::super::cpu::np(gerr));
+    }
+    let mut off = (lo & 0xffff) | ((lo >> 32) & 0xffff_0000);
+    if long {
+        let hi = c.sys_read(c.desc_addr(gsel)? + 8, 8)?;
+        if (hi >> 40) & 0x1f != 0 {
+            return Err(gp(gerr));
+        }
+        off |= (hi & 0xffff_ffff) << 32;
+    }
+    let gate32 = lo & (1 << 43) != 0;
+    let w: u8 = if long {
+        8
+    } else if gate32 {
+        4
+    } else {
+        2
+    };
+    let tsel = ((lo >> 16) & 0xffff) as u16;
+    if tsel & 0xfffc == 0 {
+        return Err(gp(0));
+    }
+    let terr = u32::from(tsel & 0xfffc);
+    let td = c.read_desc(tsel).map_err(|_| gp(terr))?;
+    let cs = from_desc(tsel, td);
+    if !cs.s || cs.typ & 8 == 0 || cs.dpl > cpl || (long && (!cs.l || cs.db)) {
+        return Err(gp(terr));
+    }
+    if !cs.present {
+        return Err(super::super::cpu::np(terr));
+    }
+    let conforming = cs.typ & 4 != 0;
+    let target = if long { off } else { off & mask(w) };
+    if !long && target > u64::from(cs.limit) {
+        return Err(gp(0));
+    }
+    if !call {
+        if !conforming && cs.dpl != cpl {
+            return Err(gp(terr));
+        }
+        c.load_cs(tsel, td, cpl)?;
+        c.c.s.rip = target;
+        return Ok(());
+    }
+    let old_cs = u64::from(c.c.s.cs.selector);
+    let new_cpl = if conforming { cpl } else { cs.dpl };
+    if new_cpl == cpl {
+        let st = c.c.stack_size();
+        let sp0 = c.c.get(4, st);
+        c.push(old_cs, w)?;
+        if let Err(e) = c.push(ret, w) {
+            c.c.set(4, st, sp0);
+            return Err(e);
+        }
+        c.load_cs(tsel, td, cpl)?;
+        c.c.s.rip = target;
+        return Ok(());
+    }
+    let old_ss = c.c.s.ss;
+    let old_sp = c.c.s.gpr[4];
+    let tr = c.c.s.tr;
+    if long {
+        let nsp = c.sys_read(tr.base + 4 + u64::from(new_cpl) * 8, 8)?;
+        let frame = [u64::from(old_ss.selector), old_sp, old_cs, ret];
+        let mut sp = nsp;
+        for x in frame {
+            sp = sp.wrapping_sub(8);
+            c.sys_write(sp, 8, x)?;
+        }
+        c.load_cs(tsel, td, new_cpl)?;
+        c.c.s.ss = crate::state::Segment {
+            selector: u16::from(new_cpl),
+            unusable: true,
+            dpl: new_cpl,
+            db: true,
+            ..Default::default()
+        };
+        c.c.s.gpr[4] = sp;
+        c.c.s.rip = target;
+        return Ok(());
+    }
+    // The new stack from the TSS (32- or 16-bit), checked as the CPU does (#TS, #SS).
+    let (nsp, nss) = if tr.typ & 8 != 0 {
+        let a = tr.base + 4 + u64::from(new_cpl) * 8;
+        (c.sys_read(a, 4)?, c.sys_read(a + 4, 2)? as u16)
+    } else {
+        let a = tr.base + 2 + u64::from(new_cpl) * 4;
+        (c.sys_read(a, 2)?, c.sys_read(a + 2, 2)? as u16)
+    };
+    let serr = u32::from(nss & 0xfffc);
+    if nss & 0xfffc == 0 {
+        return Err(super::super::cpu::ts(serr));
+    }
+    let sd = c.read_desc(nss).map_err(|_| super::super::cpu::ts(serr))?;
+    let mut ss = from_desc(nss, sd);
+    if (nss & 3) as u8 != new_cpl || ss.dpl != new_cpl || !ss.s || ss.typ & 0xa != 2 {
+        return Err(super::super::cpu::ts(serr));
+    }
+    if !ss.present {
+        return Err(super::super::cpu::ss_fault(serr));
+    }
+    // Parameters, read from the old stack before anything changes.
+    let count = (lo >> 32) & 0x1f;
+    let old_spm = if old_ss.db { 0xffff_ffff } else { 0xffff };
+    let mut params = Vec::with_capacity(count as usize);
+    for k in 0..count {
+        let a = old_sp.wrapping_add(k * u64::from(w)) & old_spm;
+        params.push(c.sys_read(old_ss.base.wrapping_add(a), w)?);
+    }
+    let mut frame = vec![u64::from(old_ss.selector), old_sp & old_spm];
+    frame.extend(params.iter().rev());
+    frame.extend([old_cs, ret]);
+    let spm: u64 = if ss.db { 0xffff_ffff } else { 0xffff };
+    let mut p = nsp & spm;
+    for x in &frame {
+        p = p.wrapping_sub(u64::from(w)) & spm;
+        c.sys_write(ss.base.wrapping_add(p), w, *x)?;
+    }
+    c.load_cs(tsel, td, new_cpl)?;
+    ss.typ |= 1;
+    c.c.s.ss = ss;
+    let st = if ss.db { 4 } else { 2 };
+    c.c.set(4, st, (nsp & !spm) | p);
     c.c.s.rip = target;
     Ok(())
 }
