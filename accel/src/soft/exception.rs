@@ -100,7 +100,8 @@ impl Ctx<'_> {
             return Err(np(gerr));
         }
         if typ == 0x5 {
-            return Err(Fault::Unsupported("task gates"));
+            let tss = ((lo >> 16) & 0xffff) as u16;
+            return self.task_switch(tss, super::task::Switch::Int, ret, code);
         }
         let trap = typ & 1 != 0;
         let gate32 = typ & 8 != 0;

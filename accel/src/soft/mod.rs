@@ -19,6 +19,7 @@ mod jit;
 mod mmu;
 mod native;
 mod seg;
+mod task;
 mod trace;
 mod translate;
 

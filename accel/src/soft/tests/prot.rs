@@ -3,7 +3,7 @@
 use iced_x86::code_asm::*;
 
 use super::*;
-use crate::state::Reg;
+use crate::state::{Reg, rflags};
 
 fn run32(f: impl FnOnce(&mut CodeAssembler)) -> (Machine, CpuState) {
     let mut m = Machine::new();
@@ -262,4 +262,128 @@ fn call_gate_64_from_ring3_to_ring0() {
     assert_eq!(st.reg(Reg::Rdx), 0x60000 - 32);
     assert_eq!(st.reg(Reg::Rbx), u64::from(CS64_USER));
     assert_eq!(st.reg(Reg::Rcx), 0x50000);
+}
+
+/// A second 32-bit TSS at `TSS2` (GDT 0x50, available) whose task starts at `eip` on a flat
+/// ring-0 stack at 0x58000; and the current task's descriptor (0x38) marked busy, as LTR does.
+const TSS2: u64 = 0x6000;
+
+fn second_task(m: &Machine, s: &mut CpuState, eip: u64) {
+    m.mem
+        .write_le(GDT + 0x38, 8, desc(TSS as u32, 0x67, 0x8b, 0))
+        .unwrap();
+    m.mem
+        .write_le(GDT + 0x50, 8, desc(TSS2 as u32, 0x67, 0x89, 0))
+        .unwrap();
+    // A task gate (DPL 0) to it at 0x58.
+    m.mem
+        .write_le(GDT + 0x58, 8, 0x50u64 << 16 | 0x85 << 40)
+        .unwrap();
+    s.gdt.limit = 0x5f;
+    let w = |o: u64, v: u64| m.mem.write_le(TSS2 + o, 4, v).unwrap();
+    w(0x20, eip);
+    w(0x24, 2); // EFLAGS
+    w(0x38, 0x58000); // ESP
+    w(0x4c, u64::from(CS32));
+    for o in [0x48, 0x50, 0x54, 0x58, 0x5c] {
+        w(o, u64::from(DS32));
+    }
+}
+
+/// CALL to a TSS: the outgoing registers are saved in its TSS, the new task runs nested (NT, back
+/// link), and its IRET returns to the instruction after the CALL with the caller's registers,
+/// leaving the called task's state in its TSS and its descriptor available again.
+#[test]
+fn task_switch_by_call_and_iret() {
+    let mut m = Machine::new();
+    let mut s = prot_state(&m);
+    second_task(&m, &mut s, 0x9000);
+    let task = asm(32, 0x9000, |a| {
+        a.mov(ecx, 0x2222).unwrap();
+        a.pushfd().unwrap();
+        a.pop(edx).unwrap();
+        a.iretd().unwrap();
+    });
+    m.load(0x9000, &task);
+    let code = asm(32, CODE, |a| {
+        a.mov(eax, 0x1111).unwrap();
+        a.xor(ecx, ecx).unwrap();
+        a.call_far(0x50, 0).unwrap();
+        a.mov(esi, eax).unwrap();
+        a.mov(edi, ecx).unwrap();
+        a.hlt().unwrap();
+    });
+    m.load(CODE, &code);
+    m.set(&s);
+    let st = m.run_to_halt();
+    assert_eq!(st.reg(Reg::Rsi), 0x1111, "caller's EAX restored");
+    assert_eq!(st.reg(Reg::Rdi), 0, "caller's ECX restored");
+    assert_eq!(st.tr.selector, 0x38);
+    assert_ne!(st.cr0 & bits::CR0_TS, 0);
+    // The called task: NT set while it ran, its link, its state saved by the IRET.
+    assert_eq!(m.rd(TSS2, 2), 0x38);
+    assert_eq!(m.rd(TSS2 + 0x2c, 4), 0x2222); // ECX
+    let saved_flags = m.rd(TSS2 + 0x24, 4);
+    assert_eq!(saved_flags & rflags::NT, 0, "IRET saves NT clear");
+    assert_eq!(
+        m.rd(TSS2 + 0x30, 4) & rflags::NT,
+        rflags::NT,
+        "EDX held EFLAGS with NT"
+    );
+    assert_eq!(m.rd(TSS2 + 0x20, 4), 0x9000 + task.len() as u64); // after its IRET
+    assert_eq!(
+        (m.rd(GDT + 0x50, 8) >> 40) & 0xf,
+        0x9,
+        "called task available again"
+    );
+    assert_eq!((m.rd(GDT + 0x38, 8) >> 40) & 0xf, 0xb, "caller busy");
+}
+
+/// JMP through a task gate: the old task is left (descriptor available, EIP after the JMP saved),
+/// the new one runs without NT or a link.
+#[test]
+fn task_switch_by_jmp_through_a_task_gate() {
+    let mut m = Machine::new();
+    let mut s = prot_state(&m);
+    second_task(&m, &mut s, 0x9000);
+    m.load(0x9000, &[0xf4]);
+    let code = asm(32, CODE, |a| {
+        a.mov(ebx, 0x3333).unwrap();
+        a.jmp_far(0x58, 0).unwrap();
+    });
+    m.load(CODE, &code);
+    m.set(&s);
+    let st = m.run_to_halt();
+    assert_eq!(st.tr.selector, 0x50);
+    assert_eq!(st.rflags & rflags::NT, 0);
+    assert_eq!(st.reg(Reg::Rsp), 0x58000);
+    assert_eq!(m.rd(TSS + 0x34, 4), 0x3333); // EBX saved in the old TSS
+    assert_eq!(m.rd(TSS + 0x20, 4), CODE + code.len() as u64);
+    assert_eq!((m.rd(GDT + 0x38, 8) >> 40) & 0xf, 0x9, "old task available");
+    assert_eq!((m.rd(GDT + 0x50, 8) >> 40) & 0xf, 0xb, "new task busy");
+    assert_eq!(m.rd(TSS2, 2), 0, "no link");
+}
+
+/// #GP through a task gate in the IDT: the new task gets the error code on its stack, runs
+/// nested, and the faulting task's EIP is the faulting instruction.
+#[test]
+fn exception_through_a_task_gate_pushes_the_error_code() {
+    let mut m = Machine::new();
+    let mut s = prot_state(&m);
+    second_task(&m, &mut s, 0x9000);
+    m.mem
+        .write_le(IDT + 8 * 13, 8, 0x50u64 << 16 | 0x85 << 40)
+        .unwrap();
+    m.load(0x9000, &[0x5b, 0xf4]); // pop ebx; hlt
+    let code = asm(32, CODE, |a| {
+        a.mov(eax, 0x1234).unwrap();
+        a.mov(ds, ax).unwrap();
+    });
+    m.load(CODE, &code);
+    m.set(&s);
+    let st = m.run_to_halt();
+    assert_eq!(st.reg(Reg::Rbx), 0x1234); // the selector, TI bit included
+    assert_eq!(st.rflags & rflags::NT, rflags::NT);
+    assert_eq!(m.rd(TSS2, 2), 0x38);
+    assert_eq!(m.rd(TSS + 0x20, 4), CODE + 5, "EIP of the faulting mov ds");
 }

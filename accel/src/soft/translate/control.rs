@@ -9,6 +9,7 @@ use crate::soft::exception::Source;
 use crate::soft::flags::{mask, sext};
 use crate::soft::ir::{BinOp, Op};
 use crate::soft::seg::from_desc;
+use crate::soft::task::Switch;
 use crate::state::rflags;
 
 pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
@@ -184,9 +185,27 @@ fn far_jmp_call(c: &mut Ctx, i: &Instruction) -> R<()> {
         return match (d >> 40) & 0xf {
             0xc => call_gate(c, call, sel, d, ret),
             0x4 if !long => call_gate(c, call, sel, d, ret),
-            0x1 | 0x3 | 0x5 | 0x9 | 0xb if !long => Err(Fault::Unsupported(
-                "far transfer to a task (hardware task switch)",
-            )),
+            0x1 | 0x3 | 0x9 | 0xb if !long => {
+                // A TSS: its DPL must admit the caller.
+                let dpl = ((d >> 45) & 3) as u8;
+                if dpl < c.c.cpl() || dpl < (sel & 3) as u8 {
+                    return Err(gp(u32::from(sel & 0xfffc)));
+                }
+                let kind = if call { Switch::Call } else { Switch::Jmp };
+                c.task_switch(sel, kind, ret, None)
+            }
+            0x5 if !long => {
+                // A task gate: its DPL must admit the caller; its selector names the TSS.
+                let dpl = ((d >> 45) & 3) as u8;
+                if dpl < c.c.cpl() || dpl < (sel & 3) as u8 {
+                    return Err(gp(u32::from(sel & 0xfffc)));
+                }
+                if d & (1 << 47) == 0 {
+                    return Err(crate::soft::cpu::np(u32::from(sel & 0xfffc)));
+                }
+                let kind = if call { Switch::Call } else { Switch::Jmp };
+                c.task_switch(((d >> 16) & 0xffff) as u16, kind, ret, None)
+            }
             _ => Err(gp(u32::from(sel & 0xfffc))),
         };
     }
@@ -440,7 +459,9 @@ fn iret(c: &mut Ctx, i: &Instruction) -> R<()> {
         return Err(Fault::Unsupported("IRET in virtual-8086 mode"));
     }
     if cur & rflags::NT != 0 && !c.c.s.long_mode_active() {
-        return Err(Fault::Unsupported("IRET task return"));
+        // Back to the task in this TSS's link field.
+        let link = c.sys_read(c.c.s.tr.base, 2)? as u16;
+        return c.task_switch(link, Switch::Iret, i.next_ip(), None);
     }
     let cpl = c.c.cpl();
     if fl & rflags::VM != 0 && cpl == 0 && sz == 4 {
