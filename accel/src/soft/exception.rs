@@ -4,7 +4,7 @@
 
 use crate::state::{Segment, bits, rflags};
 
-use super::cpu::{Ctx, Fault, R, gp, np, vec};
+use super::cpu::{Ctx, Fault, R, gp, np, seg, vec};
 use super::seg::from_desc;
 
 /// Where an event comes from (this decides the error code's EXT bit and the gate DPL check).
@@ -66,11 +66,7 @@ impl Ctx<'_> {
         if !self.c.pe() {
             return self.deliver_real(v, ret);
         }
-        if self.c.s.rflags & rflags::VM != 0 {
-            return Err(Fault::Unsupported(
-                "interrupt delivery in virtual-8086 mode",
-            ));
-        }
+        let vm86 = self.c.s.rflags & rflags::VM != 0;
         let long = self.c.s.long_mode_active();
         let gsz: u64 = if long { 16 } else { 8 };
         let idt = self.c.s.idt;
@@ -125,6 +121,15 @@ impl Ctx<'_> {
             return Err(np(serr));
         }
         let new_cpl = if cs.typ & 4 != 0 { cpl } else { cs.dpl };
+        // From virtual-8086 mode only to a ring-0 handler, through a 32-bit gate.
+        if vm86 && new_cpl != 0 {
+            return Err(gp(serr));
+        }
+        if vm86 && !gate32 {
+            return Err(Fault::Unsupported(
+                "a 16-bit gate taken from virtual-8086 mode",
+            ));
+        }
         // Faults push RFLAGS with RF set, so that the faulting instruction's restart does not
         // take an instruction breakpoint again (SDM 17.3.1.1); traps and interrupts do not.
         let fault = src == Source::Exception && !matches!(v, 1 | 3 | 4);
@@ -192,7 +197,12 @@ impl Ctx<'_> {
                 sp = nsp;
             }
             let spm = if ss.db { 0xffff_ffff } else { 0xffff };
-            let mut frame = Vec::with_capacity(6);
+            let mut frame = Vec::with_capacity(10);
+            if vm86 {
+                for r in [seg::GS, seg::FS, seg::DS, seg::ES] {
+                    frame.push(u64::from(self.c.seg(r).selector));
+                }
+            }
             if priv_change {
                 frame.push(u64::from(old_ss.selector));
                 frame.push(old_sp);
@@ -210,6 +220,14 @@ impl Ctx<'_> {
             if priv_change {
                 ss.typ |= 1;
                 self.c.s.ss = ss;
+            }
+            if vm86 {
+                for r in [seg::GS, seg::FS, seg::DS, seg::ES] {
+                    *self.c.seg_mut(r) = Segment {
+                        unusable: true,
+                        ..Default::default()
+                    };
+                }
             }
             let sz = if ss.db { 4 } else { 2 };
             let spv = (sp & !spm) | p;

@@ -387,3 +387,93 @@ fn exception_through_a_task_gate_pushes_the_error_code() {
     assert_eq!(m.rd(TSS2, 2), 0x38);
     assert_eq!(m.rd(TSS + 0x20, 4), CODE + 5, "EIP of the faulting mov ds");
 }
+
+/// Virtual-8086 mode: IRETD from ring 0 with VM set enters it (segments real-mode style, CPL 3);
+/// CLI at IOPL 0 is #GP(0) to the ring-0 monitor on the TSS's stack with the 8086 segment
+/// registers pushed and the data segments nulled.
+#[test]
+fn vm86_enter_by_iret_and_gp_to_the_monitor() {
+    let mut m = Machine::new();
+    let s = prot_state(&m);
+    m.mem.write_le(TSS + 4, 4, 0x60000).unwrap();
+    m.mem.write_le(TSS + 8, 2, u64::from(DS32)).unwrap();
+    gate32(&m, 13, CS32, 0xa000, 0xe);
+    let monitor = asm(32, 0xa000, |a| {
+        a.pop(eax).unwrap(); // error code
+        a.mov(ebx, dword_ptr(esp)).unwrap(); // IP
+        a.mov(ecx, dword_ptr(esp + 4)).unwrap(); // CS
+        a.mov(edx, dword_ptr(esp + 8)).unwrap(); // EFLAGS
+        a.mov(edi, dword_ptr(esp + 24)).unwrap(); // DS
+        a.mov(ebp, ds).unwrap();
+        a.hlt().unwrap();
+    });
+    m.load(0xa000, &monitor);
+    // 8086 code at 0700:0000: mov ax, 1234h; mov [10h], ax; cli
+    m.load(0x7000, &[0xb8, 0x34, 0x12, 0xa3, 0x10, 0x00, 0xfa]);
+    let code = asm(32, CODE, |a| {
+        for v in [0u32, 0, 0x100, 0, 0x200, 0x100, 0x2_0002, 0x700, 0] {
+            a.push(v).unwrap(); // GS FS DS ES SS ESP EFLAGS(VM) CS EIP
+        }
+        a.iretd().unwrap();
+    });
+    m.load(CODE, &code);
+    m.set(&s);
+    let st = m.run_to_halt();
+    assert_eq!(m.rd(0x1010, 2), 0x1234, "DS base 0x1000 in VM86");
+    assert_eq!(st.reg(Reg::Rax), 0);
+    assert_eq!(st.reg(Reg::Rbx), 6, "IP of the CLI");
+    assert_eq!(st.reg(Reg::Rcx), 0x700);
+    assert_ne!(st.reg(Reg::Rdx) & rflags::VM, 0);
+    assert_eq!(st.reg(Reg::Rdi), 0x100);
+    assert_eq!(st.reg(Reg::Rbp), 0, "DS nulled for the monitor");
+    assert_eq!(st.rflags & rflags::VM, 0);
+    assert_eq!(st.reg(Reg::Rsp), 0x60000 - 36);
+}
+
+/// At IOPL 3, INT n from virtual-8086 mode goes to the protected-mode handler, whose IRETD
+/// returns to VM86; PUSHF and IRET there work as in real mode.
+#[test]
+fn vm86_int_and_iret_at_iopl3() {
+    let mut m = Machine::new();
+    let s = prot_state(&m);
+    m.mem.write_le(TSS + 4, 4, 0x60000).unwrap();
+    m.mem.write_le(TSS + 8, 2, u64::from(DS32)).unwrap();
+    let gate = |v: u64, off: u64| {
+        let d = off | u64::from(CS32) << 16 | 0xee_u64 << 40;
+        m.mem.write_le(IDT + 8 * v, 8, d).unwrap();
+    };
+    gate(0x21, 0xb000);
+    gate(0x22, 0xc000);
+    // int 21h handler: EBX = the IP it returns to; back to VM86.
+    let h21 = asm(32, 0xb000, |a| {
+        a.mov(ebx, dword_ptr(esp)).unwrap();
+        a.iretd().unwrap();
+    });
+    m.load(0xb000, &h21);
+    let h22 = asm(32, 0xc000, |a| {
+        a.mov(esi, dword_ptr(esp)).unwrap();
+        a.hlt().unwrap();
+    });
+    m.load(0xc000, &h22);
+    // 0700:0000 int 21h; mov [20h], bx; pushf; push cs; push 30h; iret
+    // 0700:0030 int 22h
+    m.load(
+        0x7000,
+        &[
+            0xcd, 0x21, 0x89, 0x1e, 0x20, 0x00, 0x9c, 0x0e, 0x6a, 0x30, 0xcf,
+        ],
+    );
+    m.load(0x7030, &[0xcd, 0x22]);
+    let code = asm(32, CODE, |a| {
+        for v in [0u32, 0, 0x100, 0, 0x200, 0x100, 0x2_3002, 0x700, 0] {
+            a.push(v).unwrap();
+        }
+        a.iretd().unwrap();
+    });
+    m.load(CODE, &code);
+    m.set(&s);
+    let st = m.run_to_halt();
+    assert_eq!(m.rd(0x1020, 2), 2, "int 21h returned to IP 2");
+    assert_eq!(st.reg(Reg::Rsi), 0x32, "IRET in VM86 went to 0700:0030");
+    assert_eq!(st.cs.selector, CS32);
+}

@@ -456,7 +456,16 @@ fn iret(c: &mut Ctx, i: &Instruction) -> R<()> {
         return Ok(());
     }
     if c.c.s.rflags & rflags::VM != 0 {
-        return Err(Fault::Unsupported("IRET in virtual-8086 mode"));
+        // IOPL 3: as in real mode, but IOPL (and VM) stay; else #GP(0) for the monitor.
+        if cur & rflags::IOPL != rflags::IOPL {
+            return Err(gp(0));
+        }
+        c.sp_add(3 * k);
+        *c.c.seg_mut(seg::CS) = vm86_seg(sel, true);
+        c.c.s.rip = ip & mask(sz);
+        let m = super::stack::popf_mask(c) & mask(sz);
+        c.c.set_rflags((cur & !m) | (fl & m));
+        return Ok(());
     }
     if cur & rflags::NT != 0 && !c.c.s.long_mode_active() {
         // Back to the task in this TSS's link field.
@@ -465,7 +474,26 @@ fn iret(c: &mut Ctx, i: &Instruction) -> R<()> {
     }
     let cpl = c.c.cpl();
     if fl & rflags::VM != 0 && cpl == 0 && sz == 4 {
-        return Err(Fault::Unsupported("IRET to virtual-8086 mode"));
+        // Into virtual-8086 mode: EIP, CS, EFLAGS, ESP, SS, ES, DS, FS, GS.
+        let mut w = [0u64; 6];
+        for (n, x) in w.iter_mut().enumerate() {
+            *x = c.peek((3 + n as u64) * k, sz)?;
+        }
+        let [nsp, nss, es, ds, fs, gs] = w;
+        c.c.set_rflags(fl & 0x003f_7fd5);
+        *c.c.seg_mut(seg::CS) = vm86_seg(sel, true);
+        for (r, v) in [
+            (seg::SS, nss),
+            (seg::ES, es),
+            (seg::DS, ds),
+            (seg::FS, fs),
+            (seg::GS, gs),
+        ] {
+            *c.c.seg_mut(r) = vm86_seg(v as u16, false);
+        }
+        c.c.s.gpr[4] = nsp & 0xffff_ffff;
+        c.c.s.rip = ip & 0xffff;
+        return Ok(());
     }
     let rpl = (sel & 3) as u8;
     if rpl < cpl {
@@ -526,6 +554,14 @@ fn iret(c: &mut Ctx, i: &Instruction) -> R<()> {
     Ok(())
 }
 
+/// A segment register as virtual-8086 mode has it: real-mode base and limit, DPL 3.
+pub(crate) fn vm86_seg(sel: u16, code: bool) -> crate::state::Segment {
+    crate::state::Segment {
+        dpl: 3,
+        ..crate::state::Segment::real_mode(sel, code)
+    }
+}
+
 fn int(c: &mut Ctx, i: &Instruction) -> R<()> {
     let (v, src) = match i.mnemonic() {
         Mnemonic::Int3 => (vec::BP, Source::Software),
@@ -539,8 +575,13 @@ fn int(c: &mut Ctx, i: &Instruction) -> R<()> {
         }
         _ => (i.immediate(0) as u8, Source::Software),
     };
-    if c.c.s.rflags & rflags::VM != 0 {
-        return Err(Fault::Unsupported("INT in virtual-8086 mode"));
+    // In virtual-8086 mode INT n goes to the protected-mode handler only at IOPL 3 (without
+    // VME); otherwise the monitor gets #GP(0). INT3, INTO and INT1 are not IOPL-sensitive.
+    if c.c.s.rflags & rflags::VM != 0
+        && c.c.s.rflags & rflags::IOPL != rflags::IOPL
+        && i.mnemonic() == Mnemonic::Int
+    {
+        return Err(gp(0));
     }
     let save = c.c.s.clone();
     let lazy = c.c.lazy;
