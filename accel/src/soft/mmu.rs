@@ -53,6 +53,9 @@ pub struct Tlb {
     e: Vec<TlbEntry>,
     /// Bumped on every flush, so that caches keyed by linear address know to revalidate.
     pub epoch: u64,
+    /// Bumped on the flushes that may drop global entries (all but a CR3 write's): between
+    /// two of these, a cache keyed by linear address may keep what it holds for global pages.
+    pub global_epoch: u64,
 }
 
 impl Default for Tlb {
@@ -67,12 +70,16 @@ impl Tlb {
         Tlb {
             e: vec![TlbEntry::default(); 3 * TLB_SIZE],
             epoch: 0,
+            global_epoch: 0,
         }
     }
 
     /// Drops every entry (or every non-global one).
     pub fn flush(&mut self, keep_global: bool) {
         self.epoch += 1;
+        if !keep_global {
+            self.global_epoch += 1;
+        }
         for e in &mut self.e {
             if !(keep_global && e.global) {
                 e.tag = 0;
@@ -83,6 +90,7 @@ impl Tlb {
     /// Drops the entries of one linear page (INVLPG).
     pub fn flush_page(&mut self, lin: u64) {
         self.epoch += 1;
+        self.global_epoch += 1;
         let i = ((lin >> 12) as usize) & (TLB_SIZE - 1);
         for k in 0..3 {
             let e = &mut self.e[k * TLB_SIZE + i];

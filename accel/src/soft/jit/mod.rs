@@ -339,7 +339,7 @@ impl Jit {
     }
 
     /// Drops the blocks of a physical page, unchaining every jump into them.
-    fn drop_page(&mut self, page: u64) {
+    fn drop_page(&mut self, page: u64, gone: &mut Vec<u64>) {
         let Some(ids) = self.by_page.remove(&page) else {
             return;
         };
@@ -348,9 +348,10 @@ impl Jit {
             let Some(e) = self.blocks.remove(&id) else {
                 continue;
             };
-            if e.code.is_some() {
+            if let Some(code) = e.code {
                 self.stats.invalidated += 1;
                 had_code = true;
+                gone.push(code as u64);
             }
             for x in e.incoming {
                 let ex = &mut self.exits[x];
@@ -412,6 +413,7 @@ impl Jit {
             ev.dropped.clear();
             ev.new_code.clear();
             self.rt.flush_tlb();
+            self.rt.flush_jc();
             if !self.blocks.is_empty() {
                 self.flush(false);
             }
@@ -419,9 +421,11 @@ impl Jit {
         }
         let dropped = std::mem::take(&mut ev.dropped);
         let new_code = std::mem::take(&mut ev.new_code);
+        let mut gone = Vec::new();
         for p in dropped {
-            self.drop_page(p);
+            self.drop_page(p, &mut gone);
         }
+        self.rt.jc_drop(&gone);
         for p in new_code {
             self.rt.protect_phys(p);
         }
@@ -693,7 +697,11 @@ impl Jit {
         if let Some(x) = chain_from {
             self.chain(ctx, x, id, code, b, key);
         }
-        self.rt.jc_put(lin, u64::from(key), code as u64);
+        let user = ctx.c.cpl() == 3;
+        let global = ctx
+            .translate(lin, super::mmu::Acc::X, user)
+            .is_ok_and(|e| e.global);
+        self.rt.jc_put(lin, u64::from(key), code as u64, global);
         self.stats.entries += 1;
         let r = self.buf.enter(&mut self.rt, ctx, code);
         match r & 0xff {

@@ -18,7 +18,7 @@ pub const TLB_ENTRIES: usize = 8192;
 /// log2 of the size of a TLB mirror entry.
 pub const TLB_SHIFT: u8 = 5;
 /// Entries of the jump cache (a power of two).
-pub const JC_ENTRIES: usize = 1024;
+pub const JC_ENTRIES: usize = 4096;
 /// log2 of the size of a jump cache entry.
 pub const JC_SHIFT: u8 = 5;
 /// A tag that never matches: real tags are a linear page | a generation below 0xfff.
@@ -80,15 +80,16 @@ pub struct JcEntry {
     pub key: u64,
     /// Host address of its code.
     pub code: u64,
-    /// Padding to a power of two.
-    pub pad: u64,
+    /// 1 when the block's page is mapped global (the entry survives CR3 writes), else 0 (also
+    /// pads the entry to a power of two).
+    pub global: u64,
 }
 
 const EMPTY_JC: JcEntry = JcEntry {
     lin: 1,
     key: NO_KEY,
     code: 0,
-    pad: 0,
+    global: 0,
 };
 
 /// A helper call site of compiled code: the helper and the instruction it runs on.
@@ -148,8 +149,13 @@ pub struct Rt {
     pub fault: Option<Fault>,
     /// Helper call sites, indexed by the code.
     pub calls: Vec<CallSite>,
-    /// TLB and cache generations the mirror and the jump cache were built under.
-    pub seen: (u64, u64),
+    /// TLB, global TLB and cache generations the mirror and the jump cache were built under.
+    pub seen: (u64, u64, u64),
+    /// Jump cache entries filled for non-global pages since the last flush (`None`: too many
+    /// to list, scan them all).
+    jc_local: Option<Vec<u32>>,
+    /// Bit `i`: mirror entry `i` maps a global page (kept across CR3 writes).
+    globals: Box<[u64; 2 * TLB_ENTRIES / 64]>,
     /// Slow-path memory accesses (statistics).
     pub slow: u64,
     /// Deterministic time: compiled code returns to the dispatcher at the first block entry
@@ -158,19 +164,43 @@ pub struct Rt {
     pub icount_limit: u64,
     /// What the segment caches, `nonflat` and `mode` were computed from (`refresh` recomputes
     /// them only when it changed).
-    seg_seen: Option<SegInputs>,
+    seg_seen: SegInputs,
     /// The runtime key when no event is pending.
     mode: u64,
 }
 
-/// The state the segment caches depend on: the six segment registers, CR0, EFER and
+/// The state the segment caches, `nonflat` and the mode depend on, packed for a quick
+/// comparison (`refresh` runs after every helper call): per segment its base, and its limit,
+/// type, unusable, D/B and L bits (for CS also the selector's RPL, the CPL); then CR0, EFER and
 /// RFLAGS.VM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct SegInputs {
-    segs: [crate::state::Segment; 6],
-    cr0: u64,
-    efer: u64,
-    vm: u64,
+type SegInputs = [u64; 15];
+
+fn seg_inputs(c: &Core) -> SegInputs {
+    let s = &c.s;
+    let word = |g: &crate::state::Segment| {
+        u64::from(g.limit)
+            | u64::from(g.typ & 0xf) << 32
+            | u64::from(g.unusable) << 36
+            | u64::from(g.db) << 37
+            | u64::from(g.l) << 38
+    };
+    [
+        s.es.base,
+        s.cs.base,
+        s.ss.base,
+        s.ds.base,
+        s.fs.base,
+        s.gs.base,
+        word(&s.es),
+        word(&s.cs) | u64::from(s.cs.selector & 3) << 40,
+        word(&s.ss),
+        word(&s.ds),
+        word(&s.fs),
+        word(&s.gs),
+        s.cr0,
+        s.efer,
+        s.rflags & crate::state::rflags::VM,
+    ]
 }
 
 impl Rt {
@@ -194,10 +224,12 @@ impl Rt {
             io: 0,
             fault: None,
             calls: Vec::new(),
-            seen: (u64::MAX, u64::MAX),
+            seen: (u64::MAX, u64::MAX, u64::MAX),
+            globals: Box::new([0; 2 * TLB_ENTRIES / 64]),
+            jc_local: Some(Vec::new()),
             slow: 0,
             icount_limit: u64::MAX,
-            seg_seen: None,
+            seg_seen: [u64::MAX; 15],
             mode: NO_KEY,
         });
         rt.tlb_base = rt.tlb.as_ptr() as usize;
@@ -208,6 +240,33 @@ impl Rt {
     pub fn flush_tlb(&mut self) {
         self.tlb_gen += 1;
         self.flush_writes();
+        self.globals.fill(0);
+    }
+
+    /// Empties the TLB mirrors but for global pages, as a CR3 write does.
+    fn flush_tlb_nonglobal(&mut self) {
+        let (rgen, wgen) = (self.tlb_gen, self.tlb_wgen);
+        self.tlb_gen += 1;
+        self.flush_writes();
+        if self.tlb_gen == 1 {
+            // The generations wrapped and the mirror was cleared for real.
+            self.globals.fill(0);
+            return;
+        }
+        for (w, bits) in self.globals.iter().enumerate() {
+            let mut bits = *bits;
+            while bits != 0 {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let e = &mut self.tlb[i];
+                if e.read & 0xfff == rgen {
+                    e.read = e.read & !0xfff | self.tlb_gen;
+                }
+                if e.write & 0xfff == wgen {
+                    e.write = e.write & !0xfff | self.tlb_wgen;
+                }
+            }
+        }
     }
 
     /// Sends every write through the slow path until the mirror is refilled.
@@ -223,6 +282,42 @@ impl Rt {
     /// Empties the jump cache.
     pub fn flush_jc(&mut self) {
         self.jc.fill(EMPTY_JC);
+        self.jc_local = Some(Vec::new());
+    }
+
+    /// Empties the jump cache but for blocks in global pages.
+    fn flush_jc_nonglobal(&mut self) {
+        match &mut self.jc_local {
+            Some(list) => {
+                for &i in list.iter() {
+                    let e = &mut self.jc[i as usize];
+                    if e.global == 0 {
+                        *e = EMPTY_JC;
+                    }
+                }
+                list.clear();
+            }
+            None => {
+                for e in self.jc.iter_mut() {
+                    if e.global == 0 {
+                        *e = EMPTY_JC;
+                    }
+                }
+                self.jc_local = Some(Vec::new());
+            }
+        }
+    }
+
+    /// Drops the jump cache entries that lead to code at these addresses.
+    pub fn jc_drop(&mut self, code: &[u64]) {
+        if code.is_empty() {
+            return;
+        }
+        for e in self.jc.iter_mut() {
+            if e.code != 0 && code.contains(&e.code) {
+                *e = EMPTY_JC;
+            }
+        }
     }
 
     /// Sends writes to a physical page through the slow path (it now holds translated code):
@@ -237,36 +332,49 @@ impl Rt {
         ((lin ^ (lin >> 12)) as usize) & (JC_ENTRIES - 1)
     }
 
-    /// Remembers compiled code for an indirect branch target.
-    pub fn jc_put(&mut self, lin: u64, key: u64, code: u64) {
-        self.jc[Self::jc_index(lin)] = JcEntry {
+    /// Remembers compiled code for an indirect branch target (`global`: its page is mapped
+    /// global).
+    pub fn jc_put(&mut self, lin: u64, key: u64, code: u64, global: bool) {
+        let i = Self::jc_index(lin);
+        if !global && let Some(list) = &mut self.jc_local {
+            if list.len() < JC_ENTRIES {
+                list.push(i as u32);
+            } else {
+                self.jc_local = None;
+            }
+        }
+        self.jc[i] = JcEntry {
             lin,
             key,
             code,
-            pad: 0,
+            global: u64::from(global),
         };
     }
 
     /// Brings the caches in line with the core: flushes the mirror and the jump cache when the
     /// TLB or the translation cache changed, reloads the segment caches and the runtime key.
     pub fn refresh(&mut self, ctx: &Ctx) {
-        let seen = (ctx.c.tlb.epoch, ctx.c.cache.epoch);
+        let seen = (ctx.c.tlb.epoch, ctx.c.tlb.global_epoch, ctx.c.cache.epoch);
         if seen != self.seen {
-            if seen.0 != self.seen.0 {
+            if seen.1 != self.seen.1 {
                 self.flush_tlb();
+                self.flush_jc();
+            } else if seen.0 != self.seen.0 {
+                // A CR3 write: global pages (the kernel's) keep their entries.
+                self.flush_tlb_nonglobal();
+                self.flush_jc_nonglobal();
             }
-            self.flush_jc();
+            // Dropped blocks leave the jump cache in `Jit::catch_up` (`jc_drop`).
             self.seen = seen;
         }
-        let c = &*ctx.c;
-        let inputs = SegInputs {
-            segs: [c.s.es, c.s.cs, c.s.ss, c.s.ds, c.s.fs, c.s.gs],
-            cr0: c.s.cr0,
-            efer: c.s.efer,
-            vm: c.s.rflags & crate::state::rflags::VM,
-        };
-        if self.seg_seen != Some(inputs) {
-            self.seg_seen = Some(inputs);
+        let inputs = seg_inputs(ctx.c);
+        // Branch-free (an array `!=` calls memcmp, a tenth of every helper call's cost).
+        let changed = inputs
+            .iter()
+            .zip(&self.seg_seen)
+            .fold(0, |d, (a, b)| d | (a ^ b));
+        if changed != 0 {
+            self.seg_seen = inputs;
             self.refresh_segs(ctx);
         }
         let ev = &ctx.c.s.events;
@@ -318,13 +426,29 @@ impl Rt {
     }
 
     /// Fills the mirror for an access that missed it, after the core's translation succeeded.
-    pub fn fill(&mut self, c: &Core, lin: u64, acc: Acc, user: bool, host: usize, phys: u64) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn fill(
+        &mut self,
+        c: &Core,
+        lin: u64,
+        acc: Acc,
+        user: bool,
+        host: usize,
+        phys: u64,
+        global: bool,
+    ) {
         if host == 0 {
             return;
         }
         let page = lin & !0xfff;
         let (rtag, wtag) = (page | self.tlb_gen, page | self.tlb_wgen);
         let i = usize::from(user) * TLB_ENTRIES + (((lin >> 12) as usize) & (TLB_ENTRIES - 1));
+        let bit = 1u64 << (i % 64);
+        if global {
+            self.globals[i / 64] |= bit;
+        } else {
+            self.globals[i / 64] &= !bit;
+        }
         let e = &mut self.tlb[i];
         let addend = (host as u64).wrapping_sub(page);
         if e.addend != addend || e.phys != phys || (e.read != rtag && e.write != wtag) {

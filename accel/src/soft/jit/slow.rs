@@ -18,7 +18,7 @@ fn refill(rt: &mut Rt, ctx: &mut Ctx, seg: u8, off: u64, sz: u8, acc: Acc) {
     }
     let user = ctx.c.cpl() == 3;
     if let Ok(e) = ctx.translate(lin, acc, user) {
-        rt.fill(ctx.c, lin, acc, user, e.host, e.phys);
+        rt.fill(ctx.c, lin, acc, user, e.host, e.phys, e.global);
     }
 }
 
