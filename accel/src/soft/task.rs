@@ -5,7 +5,7 @@
 //! bits, NT and the back link follow the kind of switch, and CR0.TS is set. Errors found while
 //! loading the new task's segments are raised in the new task, as on hardware.
 //!
-//! Not done (reported as unsupported): 16-bit (286) TSSs, and new tasks in virtual-8086 mode.
+//! Not done (reported as unsupported): 16-bit (286) TSSs.
 
 use super::cpu::{Ctx, Fault, R, gp, np, seg, ts};
 use super::seg::from_desc;
@@ -94,9 +94,6 @@ impl Ctx<'_> {
         let new_cr3 = u64::from(image[(off::CR3 / 4) as usize]);
         let new_eip = u64::from(image[(off::EIP / 4) as usize]);
         let mut new_flags = u64::from(image[(off::EFLAGS / 4) as usize]);
-        if new_flags & rflags::VM != 0 {
-            return Err(Fault::Unsupported("a task switch into virtual-8086 mode"));
-        }
 
         // Save the outgoing task.
         let ob = old.base;
@@ -155,7 +152,15 @@ impl Ctx<'_> {
             self.c.seg_mut(k as u8).selector = s;
         }
         self.load_task_ldt(ldt)?;
-        self.load_task_segments(&sels)?;
+        if new_flags & rflags::VM != 0 {
+            // A virtual-8086 task: its selectors are paragraphs, nothing to check.
+            for (k, &s) in sels.iter().enumerate() {
+                *self.c.seg_mut(k as u8) = super::translate::vm86_seg(s, k as u8 == seg::CS);
+            }
+            self.c.s.rip &= 0xffff;
+        } else {
+            self.load_task_segments(&sels)?;
+        }
         if let Some(c) = code {
             let st = self.c.stack_size();
             self.push(u64::from(c), st.min(4))?;

@@ -477,3 +477,34 @@ fn vm86_int_and_iret_at_iopl3() {
     assert_eq!(st.reg(Reg::Rsi), 0x32, "IRET in VM86 went to 0700:0030");
     assert_eq!(st.cs.selector, CS32);
 }
+
+/// A task switch into a virtual-8086 task: its selectors become paragraphs, and its faults go
+/// to the monitor on the ring-0 stack of its own TSS.
+#[test]
+fn task_switch_into_a_vm86_task() {
+    let mut m = Machine::new();
+    let mut s = prot_state(&m);
+    second_task(&m, &mut s, 0);
+    let w = |o: u64, v: u64| m.mem.write_le(TSS2 + o, 4, v).unwrap();
+    w(0x04, 0x50000); // ESP0
+    w(0x08, u64::from(DS32)); // SS0
+    w(0x24, 0x2_0002); // EFLAGS: VM, IOPL 0
+    w(0x38, 0x100); // ESP
+    w(0x4c, 0x700); // CS
+    w(0x50, 0x200); // SS
+    w(0x54, 0x100); // DS
+    gate32(&m, 13, CS32, 0xa000, 0xe);
+    m.load(0xa000, &[0x58, 0xf4]); // pop eax; hlt
+    m.load(0x7000, &[0xb8, 0x34, 0x12, 0xa3, 0x10, 0x00, 0xfa]); // mov ax,1234h; mov [10h],ax; cli
+    let code = asm(32, CODE, |a| {
+        a.mov(eax, 0x5555).unwrap();
+        a.jmp_far(0x50, 0).unwrap();
+    });
+    m.load(CODE, &code);
+    m.set(&s);
+    let st = m.run_to_halt();
+    assert_eq!(m.rd(0x1010, 2), 0x1234);
+    assert_eq!(st.reg(Reg::Rax), 0, "#GP(0) from CLI");
+    assert_eq!(st.tr.selector, 0x50);
+    assert_eq!(st.reg(Reg::Rsp), 0x50000 - 36); // nine dwords left after the error code
+}

@@ -23,6 +23,7 @@ mod x87;
 
 use std::sync::Arc;
 
+pub(crate) use control::vm86_seg;
 pub use msr::SoftMsrs;
 pub(crate) use shift::rotate;
 
