@@ -382,6 +382,7 @@ impl Gen<'_> {
             f,
             block: self.b.clone(),
             n,
+            keeps_mode: super::slow::keeps_mode(&insn),
         });
         let fault = self.fault_label(self.n);
         x64!(self.a

@@ -101,6 +101,9 @@ pub struct CallSite {
     pub block: Arc<Block>,
     /// The instruction's index in the block.
     pub n: u16,
+    /// The helper cannot change segments, control registers, EFER, RFLAGS.VM or the pending
+    /// events (`slow::keeps_mode`), so the runtime caches need no refresh after it.
+    pub keeps_mode: bool,
 }
 
 impl CallSite {

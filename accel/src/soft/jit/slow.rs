@@ -57,11 +57,91 @@ pub fn store(rt: &mut Rt, ctx: &mut Ctx, segsz: u64, off: u64, v: u64) -> u64 {
     }
 }
 
+/// Whether the helper of this instruction leaves alone everything `Rt::refresh` follows: the
+/// segment registers, CR0, EFER, RFLAGS.VM, the TLB and the pending events (STI and MOV SS
+/// shadows, injected events). A short list of data instructions the translator leaves to
+/// helpers; anything else is refreshed after, which a helper call in an LZMA loop spent a
+/// quarter of its time on.
+pub fn keeps_mode(i: &iced_x86::Instruction) -> bool {
+    use iced_x86::Mnemonic::*;
+    matches!(
+        i.mnemonic(),
+        Shl | Sal
+            | Shr
+            | Sar
+            | Rol
+            | Ror
+            | Rcl
+            | Rcr
+            | Shld
+            | Shrd
+            | Bt
+            | Bts
+            | Btr
+            | Btc
+            | Bsf
+            | Bsr
+            | Popcnt
+            | Lzcnt
+            | Tzcnt
+            | Bswap
+            | Mul
+            | Imul
+            | Div
+            | Idiv
+            | Xadd
+            | Cmpxchg
+            | Cmpxchg8b
+            | Cmpxchg16b
+            | Xchg
+            | Adc
+            | Sbb
+            | Movsb
+            | Movsw
+            | Movsd
+            | Movsq
+            | Stosb
+            | Stosw
+            | Stosd
+            | Stosq
+            | Lodsb
+            | Lodsw
+            | Lodsd
+            | Lodsq
+            | Cmpsb
+            | Cmpsw
+            | Cmpsd
+            | Cmpsq
+            | Scasb
+            | Scasw
+            | Scasd
+            | Scasq
+            | In
+            | Out
+            | Insb
+            | Insw
+            | Insd
+            | Outsb
+            | Outsw
+            | Outsd
+            | Pushf
+            | Pushfd
+            | Pushfq
+            | Lahf
+            | Sahf
+            | Cpuid
+            | Rdtsc
+            | Rdtscp
+    )
+}
+
 /// A helper call.
 pub fn call(rt: &mut Rt, ctx: &mut Ctx, site: u64) -> u64 {
     let s = &rt.calls[site as usize];
     let r = (s.f)(ctx, s.insn());
-    rt.refresh(ctx);
+    if !s.keeps_mode {
+        rt.refresh(ctx);
+    }
     match r {
         Ok(()) => 0,
         Err(f) => {
