@@ -616,6 +616,7 @@ impl Machine {
                 slice = slice.min(d - now);
             }
             let _ = self.control.notified().recv_timeout(slice);
+            crate::sink::flush_console();
             if crate::signals::sigint_received() {
                 self.control.request_stop(StopReason::Interrupted);
             }

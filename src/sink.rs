@@ -31,22 +31,26 @@ impl std::str::FromStr for SinkSpec {
 /// An open output.
 pub type Sink = Box<dyn Write + Send>;
 
-/// Standard output as a terminal wants it: every write reaches the terminal at once. Rust's
-/// `stdout()` holds a line until its newline, which would hide a shell's prompt (`/ # `) until
-/// the user typed blind.
+/// Standard output as a terminal wants it: each line as it ends, and the rest of a line (a
+/// shell's prompt, `/ # `) no later than the next [`flush_console`], which a vCPU calls when it
+/// halts and the main thread every 50 ms. Guests write a byte at a time: a write system call
+/// per byte was 18k calls and ~1% of a Linux boot's time.
 struct Console;
 
 impl Write for Console {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut out = std::io::stdout().lock();
-        let n = out.write(buf)?;
-        out.flush()?;
-        Ok(n)
+        // Rust's stdout is line-buffered: it writes through up to the last newline.
+        std::io::stdout().lock().write(buf)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stdout().flush()
     }
+}
+
+/// Writes out what the console holds of an unfinished line.
+pub fn flush_console() {
+    let _ = std::io::stdout().flush();
 }
 
 impl SinkSpec {

@@ -152,6 +152,8 @@ pub fn vcpu_thread<V: Vcpu>(
                 if let Some(p) = platform {
                     p.set_idle(index, true);
                 }
+                // A guest that waits may have left a prompt without its newline.
+                crate::sink::flush_console();
                 while !kicker.pending() && !io.interrupt_pending(index) {
                     if platform.is_some_and(|p| p.idle_jump()) {
                         continue;
