@@ -100,6 +100,13 @@ impl Tlb {
         }
     }
 
+    /// The entry for `lin` if the TLB holds one, with no page walk (and none of its side
+    /// effects: accessed bits, CR2).
+    pub fn peek(&self, lin: u64, acc: Acc, user: bool) -> Option<TlbEntry> {
+        let e = self.e[Self::slot(acc, lin)];
+        (e.tag == tag(lin, user)).then_some(e)
+    }
+
     /// Sends future writes to a physical page through the slow path (it now holds code).
     pub fn protect_phys(&mut self, phys_page: u64) {
         for e in &mut self.e[TLB_SIZE..2 * TLB_SIZE] {

@@ -699,10 +699,14 @@ impl Jit {
         if let Some(x) = chain_from {
             self.chain(ctx, x, id, code, b, key);
         }
+        // Whether the block's page is global: only from an entry the TLB holds (a page walk
+        // here could set accessed bits, or CR2 if it failed).
         let user = ctx.c.cpl() == 3;
         let global = ctx
-            .translate(lin, super::mmu::Acc::X, user)
-            .is_ok_and(|e| e.global);
+            .c
+            .tlb
+            .peek(lin, super::mmu::Acc::X, user)
+            .is_some_and(|e| e.global);
         self.rt.jc_put(lin, u64::from(key), code as u64, global);
         self.stats.entries += 1;
         let r = self.buf.enter(&mut self.rt, ctx, code);
