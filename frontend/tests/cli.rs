@@ -264,3 +264,28 @@ fn irqchip_auto_picks_by_host() {
     assert_eq!(out.status.code(), Some(0), "{e}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("lapic_timer: PASS"));
 }
+
+/// `--stats` on the software backends: instructions and MIPS, blocks translated and soft-TLB
+/// misses (a paging ROM walks its tables), and the JIT's block counters.
+#[test]
+fn stats_of_the_software_backends() {
+    let rom = roms().join("pagewalk.bin");
+    for accel in ["interp", "jit"] {
+        let out = janus(&["run", rom.to_str().unwrap(), "--accel", accel, "--stats"]);
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{accel}: {e}");
+        assert!(e.contains("MIPS"), "{e}");
+        let count = |key: &str| -> u64 {
+            let line = e
+                .lines()
+                .find(|l| l.contains(key))
+                .unwrap_or_else(|| panic!("{key}: {e}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert!(count("blocks translated:") > 0, "{e}");
+        assert!(count("soft tlb misses:") > 0, "{e}");
+        if accel == "jit" {
+            assert!(e.contains("jit blocks compiled:"), "{e}");
+        }
+    }
+}

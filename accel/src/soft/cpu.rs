@@ -155,6 +155,10 @@ pub struct Core {
     /// A valid instruction this CPU does not implement stops the vCPU as unsupported instead of
     /// raising #UD (the KVM fallback: the guest's CPUID is KVM's, not this CPU's).
     pub strict_isa: bool,
+    /// Soft-TLB misses (page walks, or segment-only translations with paging off).
+    pub tlb_misses: u64,
+    /// Blocks translated to IR.
+    pub translated: u64,
 }
 
 impl Core {
@@ -178,6 +182,8 @@ impl Core {
             planted_bug: false,
             msrs: Default::default(),
             strict_isa: false,
+            tlb_misses: 0,
+            translated: 0,
         }
     }
 

@@ -293,6 +293,7 @@ impl Ctx<'_> {
 
     #[cold]
     fn fill(&mut self, lin: u64, acc: Acc, user: bool) -> R<TlbEntry> {
+        self.c.tlb_misses += 1;
         let (phys, global) = self.walk(lin, acc, user)?;
         let phys = phys & PAGE_MASK;
         let writable = acc == Acc::W;

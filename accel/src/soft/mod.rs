@@ -499,6 +499,7 @@ fn block_for(
     }
     let max = if single { 1 } else { translate::MAX_BLOCK };
     let (b, cacheable) = translate::translate(ctx, mode, max)?;
+    ctx.c.translated += 1;
     if cacheable {
         for page in ctx.c.cache.insert(b.clone()) {
             ctx.c.tlb.protect_phys(page);
@@ -550,6 +551,10 @@ impl Vcpu for SoftVcpu {
     fn counters(&self) -> ExitCounters {
         let mut c = self.core.counters.clone();
         c.instructions = Some(self.core.icount);
+        c.extra
+            .insert("soft tlb misses".to_string(), self.core.tlb_misses);
+        c.extra
+            .insert("blocks translated".to_string(), self.core.translated);
         if let Some(j) = self.jit_stats() {
             for (k, v) in [
                 ("jit blocks compiled", j.compiled),
