@@ -6,13 +6,38 @@
 
 use dynasmrt::{DynasmApi, DynasmLabelApi, dynasm};
 
+use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+
+use super::super::flags::CcOp;
 use super::super::ir::{HelperFn, T};
 use super::alloc::{ALLOCATABLE, CALLER_SAVED, Own};
 use super::buffer::{self, code};
 use super::codegen::{
-    CORE_CR0, CORE_CS_BASE, CORE_ICOUNT, CORE_RIP, CORE_SMC, ExitRec, Gen, RT_ATTENTION,
-    RT_CUR_KEY, RT_ICOUNT_LIMIT, RT_JC, RT_NONFLAT, Store, V, fits32, x64,
+    CORE_CR0, CORE_CS_BASE, CORE_GPR, CORE_ICOUNT, CORE_RIP, CORE_SMC, ExitRec, Gen, LAZY_HOME,
+    LAZY_OP, LAZY_SZ, RT_ATTENTION, RT_CUR_KEY, RT_ICOUNT_LIMIT, RT_JC, RT_NONFLAT, Store, V,
+    fits32, x64,
 };
+
+/// SHL/SAL, SHR or SAR of a general register (not AH..BH) by CL: (register, size, flags op).
+fn shift_by_cl(i: &Instruction) -> Option<(u8, u8, CcOp)> {
+    let cc = match i.mnemonic() {
+        Mnemonic::Shl | Mnemonic::Sal => CcOp::Shl,
+        Mnemonic::Shr => CcOp::Shr,
+        Mnemonic::Sar => CcOp::Sar,
+        _ => return None,
+    };
+    if i.op_count() != 2
+        || i.op0_kind() != OpKind::Register
+        || i.op1_kind() != OpKind::Register
+        || i.op1_register() != Register::CL
+    {
+        return None;
+    }
+    match super::super::translate::gpr(i.op0_register()) {
+        Some((r, sz)) if r < 16 && matches!(sz, 1 | 2 | 4 | 8) => Some((r, sz, cc)),
+        _ => None,
+    }
+}
 use super::rt::{CallSite, JC_ENTRIES, JC_SHIFT};
 
 impl Gen<'_> {
@@ -377,6 +402,11 @@ impl Gen<'_> {
         self.forget_state();
         let rip = self.rip;
         self.store_rip(rip);
+        if let Some((r, sz, cc)) = shift_by_cl(&insn) {
+            self.shift_by_cl(r, sz, cc);
+            self.risky = true;
+            return;
+        }
         let site = (self.call_base + self.calls.len()) as i32;
         self.calls.push(CallSite {
             f,
@@ -396,6 +426,64 @@ impl Gen<'_> {
             ; jnz =>fault
         );
         self.risky = true;
+    }
+
+    /// SHL, SHR or SAR of guest register `r` by CL, in place of its helper and with the same
+    /// effect on the core (the state is written back and forgotten as for a call, so only
+    /// RAX, RCX and RDX are used): a count of 0 (after masking) writes the register back
+    /// unchanged and keeps the flags; otherwise the result is written and the lazy flags
+    /// become (op, size, value, count, result), as `Lazy::set` does. The bzImage's LZMA
+    /// decoder makes ten million of these calls.
+    fn shift_by_cl(&mut self, r: u8, sz: u8, cc: CcOp) {
+        let gpr = CORE_GPR + 8 * i32::from(r);
+        let rcx_home = CORE_GPR + 8;
+        let cmask: i32 = if sz == 8 { 63 } else { 31 };
+        let zero = self.a.new_dynamic_label();
+        let done = self.a.new_dynamic_label();
+        x64!(self.a
+            ; movzx ecx, BYTE [r15 + rcx_home]
+            ; and ecx, cmask
+            ; jz =>zero
+        );
+        // RAX = the operand (zero-extended from its size), RDX = the result (likewise).
+        match (sz, cc) {
+            (8, _) => x64!(self.a ; mov rax, QWORD [r15 + gpr] ; mov rdx, rax),
+            (4, CcOp::Sar) => x64!(self.a ; mov eax, DWORD [r15 + gpr] ; mov edx, eax),
+            (4, _) => x64!(self.a ; mov eax, DWORD [r15 + gpr] ; mov edx, eax),
+            (2, CcOp::Sar) => x64!(self.a ; movzx eax, WORD [r15 + gpr] ; movsx edx, ax),
+            (2, _) => x64!(self.a ; movzx eax, WORD [r15 + gpr] ; mov edx, eax),
+            (_, CcOp::Sar) => x64!(self.a ; movzx eax, BYTE [r15 + gpr] ; movsx edx, al),
+            _ => x64!(self.a ; movzx eax, BYTE [r15 + gpr] ; mov edx, eax),
+        }
+        match (sz, cc) {
+            (8, CcOp::Shl) => x64!(self.a ; shl rdx, cl),
+            (8, CcOp::Shr) => x64!(self.a ; shr rdx, cl),
+            (8, _) => x64!(self.a ; sar rdx, cl),
+            (_, CcOp::Shl) => x64!(self.a ; shl edx, cl),
+            (_, CcOp::Shr) => x64!(self.a ; shr edx, cl),
+            _ => x64!(self.a ; sar edx, cl),
+        }
+        match sz {
+            8 | 4 => x64!(self.a ; mov QWORD [r15 + gpr], rdx),
+            2 => x64!(self.a ; movzx edx, dx ; mov WORD [r15 + gpr], dx),
+            _ => x64!(self.a ; movzx edx, dl ; mov BYTE [r15 + gpr], dl),
+        }
+        let (op, size) = (cc as u8 as i8, sz as i8);
+        let [a, b, res, _] = LAZY_HOME;
+        x64!(self.a
+            ; mov BYTE [r15 + LAZY_OP], op
+            ; mov BYTE [r15 + LAZY_SZ], size
+            ; mov QWORD [r15 + a], rax
+            ; mov QWORD [r15 + b], rcx
+            ; mov QWORD [r15 + res], rdx
+            ; jmp =>done
+            ; =>zero
+        );
+        if sz == 4 {
+            // Written back unchanged: a 32-bit write clears the upper half.
+            x64!(self.a ; mov eax, DWORD [r15 + gpr] ; mov QWORD [r15 + gpr], rax);
+        }
+        x64!(self.a ; =>done);
     }
 
     /// Emits the queued out-of-line code and the fault exits.
