@@ -148,13 +148,6 @@ impl GuestMemory {
                 size,
                 reason: e.to_string(),
             })?;
-        // Transparent huge pages for guest RAM, as QEMU asks for its RAM blocks: a kernel boot
-        // touches tens of MiB (one fault per 2 MiB instead of per 4 KiB page), and the software
-        // backend's accesses to guest RAM miss the host's TLB far less. Refused advice (THP
-        // off, an old kernel) changes nothing.
-        if size >= 2 << 20 {
-            let _ = map.advise(memmap2::Advice::HugePage);
-        }
         let ptr = map.as_mut_ptr();
         self.insert(Region {
             base,
