@@ -161,8 +161,8 @@ impl Cache {
                 new_pages.push(page);
             }
             info.mask |= mask;
-        }
-        if let Some(info) = self.pages.get_mut(&(b.phys & !0xfff)) {
+            // Every page the block was translated from drops it when written (a block whose
+            // last instruction spills over is listed under both pages).
             info.keys.push(key);
         }
         self.fast[fast_index(b.phys, b.mode)] = Some(b.clone());
@@ -212,8 +212,8 @@ impl Cache {
                 self.fast[i] = None;
             }
         }
-        // Blocks that started in another page but spill into this one are not cached (see the
-        // translator), so nothing else refers to this page.
+        // Blocks that started in the page before and spill into this one are listed here too
+        // (`insert`), so they went with the rest.
     }
 }
 

@@ -16,6 +16,9 @@ pub struct Fetched {
     pub phys: u64,
     /// It spills into the next page.
     pub crosses: bool,
+    /// For an instruction that spills over in 32- or 64-bit code: the next page's linear and
+    /// physical addresses (a block holding it is valid only while that mapping holds).
+    pub page2: Option<(u64, u64)>,
 }
 
 impl Ctx<'_> {
@@ -36,12 +39,14 @@ impl Ctx<'_> {
         self.copy_code(e1.phys | (lin & 0xfff), &mut buf[..n1]);
         let mut n = n1;
         let mut second_fault = None;
+        let mut second = None;
         if n1 < 15 {
             let lin2 = (lin & !0xfff).wrapping_add(0x1000) & self.lin_mask();
             match self.translate(lin2, Acc::X, user) {
                 Ok(e2) => {
                     self.copy_code(e2.phys, &mut buf[n1..]);
                     n = 15;
+                    second = Some((lin2, e2.phys));
                 }
                 Err(f) => second_fault = Some(f),
             }
@@ -64,10 +69,13 @@ impl Ctx<'_> {
             let mask = if bitness == 32 { 0xffff_ffff } else { 0xffff };
             insn.set_next_ip(rip.wrapping_add(len) & mask);
         }
+        let crosses = (lin & 0xfff) + len > 0x1000;
         Ok(Fetched {
             insn,
             phys: e1.phys | (lin & 0xfff),
-            crosses: (lin & 0xfff) + len > 0x1000,
+            crosses,
+            // 16-bit code wraps its IP inside the segment: not cached across pages.
+            page2: second.filter(|_| crosses && bitness != 16),
         })
     }
 

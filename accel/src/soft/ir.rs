@@ -288,6 +288,10 @@ pub struct Block {
     pub code: Vec<(u64, u64)>,
     /// Index in `ops` of each instruction's first op (for dumps).
     pub starts: Vec<u32>,
+    /// For a block whose last instruction spills into the next page: that page's linear and
+    /// physical addresses. The block is valid only while the mapping holds, so lookups check it,
+    /// it stays out of the jump cache, and the JIT does not compile it.
+    pub page2: Option<(u64, u64)>,
     /// Whether an op calls a helper. A block without one cannot change the mode, the segments,
     /// the privilege level or the pending events, so the interpreter may go straight on to the
     /// next block.

@@ -494,7 +494,18 @@ fn block_for(
     if let Ok(e) = ctx.translate(lin, mmu::Acc::X, user) {
         let phys = e.phys | (lin & 0xfff);
         if let Some(b) = ctx.c.cache.get(phys, mode, rip) {
-            return Ok((b, true));
+            match b.page2 {
+                None => return Ok((b, true)),
+                // Spills into the next page: still valid only if that page maps as it did.
+                Some((lin2, phys2)) => {
+                    if ctx
+                        .translate(lin2, mmu::Acc::X, user)
+                        .is_ok_and(|e| e.phys == phys2)
+                    {
+                        return Ok((b, false));
+                    }
+                }
+            }
         }
     }
     let max = if single { 1 } else { translate::MAX_BLOCK };
@@ -505,7 +516,10 @@ fn block_for(
             ctx.c.tlb.protect_phys(page);
         }
     }
-    Ok((b, cacheable))
+    // A two-page block is cached for lookups here, but reported as uncached: it stays out of
+    // the jump cache (each run checks the second page's mapping) and the JIT.
+    let simple = cacheable && b.page2.is_none();
+    Ok((b, simple))
 }
 
 impl Vcpu for SoftVcpu {

@@ -213,3 +213,50 @@ fn instruction_crossing_into_a_missing_page_faults_on_that_page() {
     assert_eq!(r.reg(Reg::Rbx), 0);
     assert_eq!(m.rd(r.reg(Reg::Rsp), 8), 0x3fffff); // RIP of the split mov
 }
+
+/// A block whose last instruction spills into the next page is cached (listed under both pages)
+/// instead of translated on every run: a 1000-iteration loop around one translates a handful of
+/// blocks; and a write to the spilled bytes on the second page is seen on the next iteration.
+#[test]
+fn page_crossing_blocks_are_cached_and_invalidated_through_both_pages() {
+    // 40ff5: mov ecx, N
+    // 40ffa: loop: add esi, edx        (01 d6)
+    // 10ffc: nop                       (90)
+    // 40ffd: mov edx, 0x00030201       (ba 01 02 | 03 00: crosses into page 0x41000)
+    // 41002: inc byte [0x41000]        when `smc`, else four NOPs + nop padding
+    // 4100a: dec ecx ; jnz loop ; hlt
+    for smc in [false, true] {
+        let mut m = Machine::new();
+        let mut s = super::long_state(&m);
+        let n: u32 = if smc { 3 } else { 1000 };
+        let mut code = vec![0xb9];
+        code.extend_from_slice(&n.to_le_bytes());
+        code.extend_from_slice(&[0x01, 0xd6, 0x90, 0xba, 0x01, 0x02, 0x03, 0x00]);
+        if smc {
+            // inc byte [0x41000] (fe 04 25 00 10 01 00): 7 bytes, then a NOP.
+            code.extend_from_slice(&[0xfe, 0x04, 0x25, 0x00, 0x10, 0x04, 0x00, 0x90]);
+        } else {
+            code.extend_from_slice(&[0x90; 8]);
+        }
+        // dec ecx (ff c9) ; jnz loop (75 rel8) ; hlt
+        let jnz_end = 0x40ff5 + code.len() as u64 + 4;
+        let rel = (0x40ffa_i64 - jnz_end as i64) as i8 as u8;
+        code.extend_from_slice(&[0xff, 0xc9, 0x75, rel, 0xf4]);
+        m.load(0x40ff5, &code);
+        s.rip = 0x40ff5;
+        s.gpr[6] = 0;
+        s.gpr[2] = 0;
+        m.set(&s);
+        let st = m.run_to_halt();
+        let translated = m.cpu.counters().extra["blocks translated"];
+        if smc {
+            // EDX: 0x030201, 0x040201, 0x050201 in the three iterations; ESI sums all but the
+            // last.
+            assert_eq!(st.reg(Reg::Rdx), 0x05_0201);
+            assert_eq!(st.reg(Reg::Rsi), 0x03_0201 + 0x04_0201);
+        } else {
+            assert_eq!(st.reg(Reg::Rsi), 999 * 0x03_0201);
+            assert!(translated < 10, "{translated} blocks translated");
+        }
+    }
+}

@@ -397,6 +397,7 @@ pub fn translate(ctx: &mut Ctx, mode: u32, max: usize) -> R<(Arc<Block>, bool)> 
     let mut mask = 0u64;
     let mut page = 0;
     let mut prev_risky = false;
+    let mut page2: Option<(u64, u64, u64)> = None;
     let mut starts = Vec::new();
     loop {
         let f = match ctx.fetch_decode(rip, bitness) {
@@ -438,7 +439,20 @@ pub fn translate(ctx: &mut Ctx, mode: u32, max: usize) -> R<(Arc<Block>, bool)> 
         starts.push(at as u32);
         let next = f.insn.next_ip();
         if f.crosses {
-            cacheable = false;
+            match f.page2 {
+                Some((lin2, phys2)) => {
+                    // Bytes [0, end) of the next page belong to this block.
+                    let end = (f.phys & 0xfff) + len - 0x1000;
+                    let last = (end - 1).min(0xfff) / 64;
+                    let m2 = if last >= 63 {
+                        u64::MAX
+                    } else {
+                        (1u64 << (last + 1)) - 1
+                    };
+                    page2 = Some((lin2, phys2 & !0xfff, m2));
+                }
+                None => cacheable = false,
+            }
         }
         if b.ended {
             break;
@@ -456,14 +470,19 @@ pub fn translate(ctx: &mut Ctx, mode: u32, max: usize) -> R<(Arc<Block>, bool)> 
     b.insns.shrink_to_fit();
     starts.shrink_to_fit();
     let helpers = b.ops.iter().any(|op| matches!(op, Op::Call { .. }));
+    let mut code = vec![(page, mask)];
+    if let Some((_, p2, m2)) = page2 {
+        code.push((p2, m2));
+    }
     let block = Block {
+        page2: page2.map(|(lin2, p2, _)| (lin2, p2)),
         helpers,
         ops: b.ops,
         insns: b.insns,
         phys: phys0,
         mode,
         rip: start_rip,
-        code: vec![(page, mask)],
+        code,
         starts,
     };
     Ok((Arc::new(block), cacheable))
