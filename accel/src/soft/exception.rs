@@ -60,6 +60,33 @@ impl Ctx<'_> {
         Delivered::Shutdown
     }
 
+    /// The stack for privilege level `cpl` from the current 32- or 16-bit TSS (interrupts and
+    /// call gates into an inner level outside long mode): its SP and its checked SS (#TS for a
+    /// null, mismatched or unwritable selector, #SS if not present).
+    pub fn inner_stack(&mut self, cpl: u8) -> R<(u64, Segment)> {
+        let tr = self.c.s.tr;
+        let (sp, sel) = if tr.typ & 8 != 0 {
+            let a = tr.base + 4 + u64::from(cpl) * 8;
+            (self.sys_read(a, 4)?, self.sys_read(a + 4, 2)? as u16)
+        } else {
+            let a = tr.base + 2 + u64::from(cpl) * 4;
+            (self.sys_read(a, 2)?, self.sys_read(a + 2, 2)? as u16)
+        };
+        let err = u32::from(sel & 0xfffc);
+        if sel & 0xfffc == 0 {
+            return Err(super::cpu::ts(err));
+        }
+        let d = self.read_desc(sel).map_err(|_| super::cpu::ts(err))?;
+        let ss = from_desc(sel, d);
+        if (sel & 3) as u8 != cpl || ss.dpl != cpl || !ss.s || ss.typ & 0xa != 2 {
+            return Err(super::cpu::ts(err));
+        }
+        if !ss.present {
+            return Err(super::cpu::ss_fault(err));
+        }
+        Ok((sp, ss))
+    }
+
     /// Delivers vector `v` with the return address `ret`.
     pub fn deliver(&mut self, v: u8, code: Option<u32>, src: Source, ret: u64) -> R<()> {
         let ext = u32::from(src == Source::External);
@@ -179,22 +206,7 @@ impl Ctx<'_> {
             let (mut ss, mut sp) = (old_ss, old_sp);
             let priv_change = new_cpl < cpl;
             if priv_change {
-                let tr = self.c.s.tr;
-                let (nsp, nss) = if tr.typ & 8 != 0 {
-                    let a = tr.base + 4 + u64::from(new_cpl) * 8;
-                    (self.sys_read(a, 4)?, self.sys_read(a + 4, 2)? as u16)
-                } else {
-                    let a = tr.base + 2 + u64::from(new_cpl) * 4;
-                    (self.sys_read(a, 2)?, self.sys_read(a + 2, 2)? as u16)
-                };
-                let sd = self
-                    .read_desc(nss)
-                    .map_err(|_| super::cpu::ts(u32::from(nss & 0xfffc)))?;
-                ss = from_desc(nss, sd);
-                if ss.dpl != new_cpl || !ss.s || ss.typ & 0xa != 2 {
-                    return Err(super::cpu::ts(u32::from(nss & 0xfffc)));
-                }
-                sp = nsp;
+                (sp, ss) = self.inner_stack(new_cpl)?;
             }
             let spm = if ss.db { 0xffff_ffff } else { 0xffff };
             let mut frame = Vec::with_capacity(10);

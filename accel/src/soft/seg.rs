@@ -58,6 +58,34 @@ impl Ctx<'_> {
         Ok((s, a))
     }
 
+    /// Loads LDTR from `sel` (LLDT, a task switch): null leaves it unusable; a selector in the
+    /// LDT, past the GDT's limit or not naming an LDT descriptor is `bad` (#GP for LLDT, #TS for
+    /// a task switch), an absent one #NP; page faults reading the GDT go through as they are.
+    pub fn load_ldt(&mut self, sel: u16, bad: fn(u32) -> super::cpu::Fault) -> R<()> {
+        let err = u32::from(sel & 0xfffc);
+        if sel & 0xfffc == 0 {
+            self.c.s.ldt = Segment {
+                selector: sel,
+                unusable: true,
+                ..Default::default()
+            };
+            return Ok(());
+        }
+        if sel & 4 != 0 {
+            return Err(bad(err));
+        }
+        self.desc_addr(sel).map_err(|_| bad(err))?;
+        let (s, _) = self.read_sys_desc(sel)?;
+        if s.s || s.typ != 2 {
+            return Err(bad(err));
+        }
+        if !s.present {
+            return Err(super::cpu::np(err));
+        }
+        self.c.s.ldt = s;
+        Ok(())
+    }
+
     /// Sets the accessed bit of a descriptor in memory.
     pub fn set_accessed(&mut self, sel: u16, d: u64) -> R<()> {
         if d & (1 << 40) == 0 {

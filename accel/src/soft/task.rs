@@ -151,7 +151,7 @@ impl Ctx<'_> {
         for (k, &s) in sels.iter().enumerate() {
             self.c.seg_mut(k as u8).selector = s;
         }
-        self.load_task_ldt(ldt)?;
+        self.load_ldt(ldt, ts)?;
         if new_flags & rflags::VM != 0 {
             // A virtual-8086 task: its selectors are paragraphs, nothing to check.
             for (k, &s) in sels.iter().enumerate() {
@@ -174,31 +174,6 @@ impl Ctx<'_> {
         let b5 = self.sys_read(a + 5, 1)?;
         let v = if on { b5 | 2 } else { b5 & !2 };
         self.sys_write(a + 5, 1, v)
-    }
-
-    /// LDTR from the new TSS: null, or an LDT descriptor in the GDT (else #TS).
-    fn load_task_ldt(&mut self, sel: u16) -> R<()> {
-        let err = u32::from(sel & 0xfffc);
-        if sel & 0xfffc == 0 {
-            self.c.s.ldt = Segment {
-                selector: sel,
-                unusable: true,
-                ..Default::default()
-            };
-            return Ok(());
-        }
-        if sel & 4 != 0 {
-            return Err(ts(err));
-        }
-        let (s, _) = self.read_sys_desc(sel).map_err(|_| ts(err))?;
-        if s.s || s.typ != 2 {
-            return Err(ts(err));
-        }
-        if !s.present {
-            return Err(np(err));
-        }
-        self.c.s.ldt = s;
-        Ok(())
     }
 
     /// CS, SS and the data segments of the new task, checked against its privilege level (the

@@ -330,25 +330,7 @@ fn call_gate(c: &mut Ctx, call: bool, gsel: u16, lo: u64, ret: u64) -> R<()> {
         return Ok(());
     }
     // The new stack from the TSS (32- or 16-bit), checked as the CPU does (#TS, #SS).
-    let (nsp, nss) = if tr.typ & 8 != 0 {
-        let a = tr.base + 4 + u64::from(new_cpl) * 8;
-        (c.sys_read(a, 4)?, c.sys_read(a + 4, 2)? as u16)
-    } else {
-        let a = tr.base + 2 + u64::from(new_cpl) * 4;
-        (c.sys_read(a, 2)?, c.sys_read(a + 2, 2)? as u16)
-    };
-    let serr = u32::from(nss & 0xfffc);
-    if nss & 0xfffc == 0 {
-        return Err(super::super::cpu::ts(serr));
-    }
-    let sd = c.read_desc(nss).map_err(|_| super::super::cpu::ts(serr))?;
-    let mut ss = from_desc(nss, sd);
-    if (nss & 3) as u8 != new_cpl || ss.dpl != new_cpl || !ss.s || ss.typ & 0xa != 2 {
-        return Err(super::super::cpu::ts(serr));
-    }
-    if !ss.present {
-        return Err(super::super::cpu::ss_fault(serr));
-    }
+    let (nsp, mut ss) = c.inner_stack(new_cpl)?;
     // Parameters, read from the old stack before anything changes.
     let count = (lo >> 32) & 0x1f;
     let old_spm = if old_ss.db { 0xffff_ffff } else { 0xffff };

@@ -9,7 +9,7 @@ use super::{Builder, op_size};
 use crate::soft::cpu::{Ctx, Fault, R, UD, gp};
 use crate::soft::flags::mask;
 use crate::soft::seg::from_desc;
-use crate::state::{Segment, bits, rflags};
+use crate::state::{bits, rflags};
 
 pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
     use Mnemonic::*;
@@ -133,25 +133,7 @@ fn load_table(c: &mut Ctx, i: &Instruction) -> R<()> {
         Mnemonic::Lldt => {
             need_pe(c)?;
             let sel = c.rd_sz(i, 0, 2)? as u16;
-            if sel & 0xfffc == 0 {
-                c.c.s.ldt = Segment {
-                    selector: sel,
-                    unusable: true,
-                    ..Default::default()
-                };
-                return Ok(());
-            }
-            if sel & 4 != 0 {
-                return Err(gp(u32::from(sel & 0xfffc)));
-            }
-            let (s, _) = c.read_sys_desc(sel)?;
-            if s.s || s.typ != 2 {
-                return Err(gp(u32::from(sel & 0xfffc)));
-            }
-            if !s.present {
-                return Err(crate::soft::cpu::np(u32::from(sel & 0xfffc)));
-            }
-            c.c.s.ldt = s;
+            c.load_ldt(sel, gp)?;
         }
         _ => {
             need_pe(c)?;
