@@ -27,6 +27,20 @@ pub fn run64(f: impl FnOnce(&mut CodeAssembler)) -> (Machine, CpuState) {
     (m, s)
 }
 
+/// ROL (`left`) or ROR of AL/AX/EAX/RAX (by `sz`) by `cnt`.
+fn rotate_rax(a: &mut CodeAssembler, sz: u8, left: bool, cnt: u32) {
+    match (sz, left) {
+        (1, true) => a.rol(al, cnt).unwrap(),
+        (1, false) => a.ror(al, cnt).unwrap(),
+        (2, true) => a.rol(ax, cnt).unwrap(),
+        (2, false) => a.ror(ax, cnt).unwrap(),
+        (4, true) => a.rol(eax, cnt).unwrap(),
+        (4, false) => a.ror(eax, cnt).unwrap(),
+        (_, true) => a.rol(rax, cnt).unwrap(),
+        (_, false) => a.ror(rax, cnt).unwrap(),
+    }
+}
+
 fn flags_after(f: impl FnOnce(&mut CodeAssembler)) -> (u64, CpuState) {
     let (_, s) = run64(f);
     (s.rflags & ARITH, s)
@@ -373,17 +387,7 @@ fn register_rotate_fast_path_matches_memory_form() {
                         } else {
                             a.clc().unwrap()
                         }
-                        let c = cnt;
-                        match (sz, left) {
-                            (1, true) => a.rol(al, c).unwrap(),
-                            (1, false) => a.ror(al, c).unwrap(),
-                            (2, true) => a.rol(ax, c).unwrap(),
-                            (2, false) => a.ror(ax, c).unwrap(),
-                            (4, true) => a.rol(eax, c).unwrap(),
-                            (4, false) => a.ror(eax, c).unwrap(),
-                            (_, true) => a.rol(rax, c).unwrap(),
-                            (_, false) => a.ror(rax, c).unwrap(),
-                        }
+                        rotate_rax(a, sz as u8, left, cnt);
                     })
                     .1;
                     let (m, mem_form) = run64(|a| {
@@ -538,17 +542,7 @@ fn rotates_with_dead_old_flags_give_exact_cf_and_of() {
                 a.mov(rax, v).unwrap();
                 a.xor(ecx, ecx).unwrap();
                 a.xor(edx, edx).unwrap();
-                let c = cnt;
-                match (sz, left) {
-                    (1, true) => a.rol(al, c).unwrap(),
-                    (1, false) => a.ror(al, c).unwrap(),
-                    (2, true) => a.rol(ax, c).unwrap(),
-                    (2, false) => a.ror(ax, c).unwrap(),
-                    (4, true) => a.rol(eax, c).unwrap(),
-                    (4, false) => a.ror(eax, c).unwrap(),
-                    (_, true) => a.rol(rax, c).unwrap(),
-                    (_, false) => a.ror(rax, c).unwrap(),
-                }
+                rotate_rax(a, sz, left, cnt);
                 a.adc(ecx, 0).unwrap();
                 a.mov(ebx, 0).unwrap();
                 a.seto(dl).unwrap();
@@ -578,16 +572,7 @@ fn rotates_with_dead_old_flags_give_exact_cf_and_of() {
             let (_, s) = run64(|a| {
                 a.mov(rax, v).unwrap();
                 a.xor(edx, edx).unwrap();
-                match (sz, left) {
-                    (1, true) => a.rol(al, cnt).unwrap(),
-                    (1, false) => a.ror(al, cnt).unwrap(),
-                    (2, true) => a.rol(ax, cnt).unwrap(),
-                    (2, false) => a.ror(ax, cnt).unwrap(),
-                    (4, true) => a.rol(eax, cnt).unwrap(),
-                    (4, false) => a.ror(eax, cnt).unwrap(),
-                    (_, true) => a.rol(rax, cnt).unwrap(),
-                    (_, false) => a.ror(rax, cnt).unwrap(),
-                }
+                rotate_rax(a, sz, left, cnt);
                 a.seto(dl).unwrap();
                 a.add(ebx, ebx).unwrap();
             });
