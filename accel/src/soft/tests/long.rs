@@ -260,3 +260,60 @@ fn page_crossing_blocks_are_cached_and_invalidated_through_both_pages() {
         }
     }
 }
+
+/// A cached page-crossing block is used only while its second page maps where it did: after
+/// the guest remaps that page (PTE write and INVLPG) the same linear code yields the new bytes.
+#[test]
+fn page_crossing_block_follows_a_remapped_second_page() {
+    let mut m = Machine::new();
+    let mut s = super::long_state(&m);
+    // 4 KiB page table for the first 2 MiB (identity), instead of the 2 MiB page.
+    let pt = 0x60000u64;
+    for i in 0..512u64 {
+        m.mem.write_le(pt + 8 * i, 8, (i << 12) | 3).unwrap();
+    }
+    m.mem.write_le(PML4 + 0x2000, 8, pt | 3).unwrap();
+    // 40ff5: mov ecx, 2               (skipped: the run starts at the loop with ECX = 2)
+    // 40ffa: add esi, edx ; nop
+    // 40ffd: mov edx, 0x00030201      (bytes 03 00 on page 0x41000)
+    // 41002: dec ecx ; jz done
+    //        mov qword [0x60208], 0x51003   (page 0x41000 -> physical 0x51000)
+    //        invlpg [0x41000]
+    //        jmp 40ffa
+    //  done: hlt
+    let mut code = vec![
+        0xb9, 2, 0, 0, 0, 0x01, 0xd6, 0x90, 0xba, 0x01, 0x02, 0x03, 0x00,
+    ];
+    code.extend_from_slice(&[0xff, 0xc9, 0x74, 0]); // jz patched below
+    let jz_at = code.len() - 1;
+    code.extend_from_slice(&[
+        0x48, 0xc7, 0x04, 0x25, 0x08, 0x02, 0x06, 0x00, 0x03, 0x10, 0x05, 0x00,
+    ]);
+    code.extend_from_slice(&[0x0f, 0x01, 0x3c, 0x25, 0x00, 0x10, 0x04, 0x00]);
+    let jmp_end = 0x40ff5 + code.len() as u64 + 2;
+    code.extend_from_slice(&[0xeb, (0x40ffa_i64 - jmp_end as i64) as i8 as u8]);
+    code[jz_at] = (code.len() - (jz_at + 1)) as u8;
+    code.push(0xf4);
+    m.load(0x40ff5, &code);
+    // Physical 0x51000: page 0x41000's bytes, but the immediate's third byte is 7.
+    let mut page: Vec<u8> = (0..0x1000).map(|k| m.rd(0x41000 + k, 1) as u8).collect();
+    page[0] = 0x07;
+    m.load(0x51000, &page);
+    // Start at the loop itself (ECX = 2), so that its second pass looks the block up again.
+    s.rip = 0x40ffa;
+    s.gpr[1] = 2;
+    s.gpr[2] = 0;
+    s.gpr[6] = 0;
+    m.set(&s);
+    let st = m.run_to_halt();
+    assert_eq!(
+        st.reg(Reg::Rsi),
+        0x03_0201,
+        "first pass through the old page"
+    );
+    assert_eq!(
+        st.reg(Reg::Rdx),
+        0x07_0201,
+        "second pass through the remapped page"
+    );
+}
