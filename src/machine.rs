@@ -187,6 +187,17 @@ impl IoHandler for MachineIo {
     fn retired(&self, vcpu: usize, n: u64) -> Option<u64> {
         Some(self.platform.as_ref()?.retired(vcpu, n))
     }
+    fn msr_read(&self, vcpu: usize, msr: u32) -> Option<Result<u64, janus_accel::MsrFault>> {
+        self.platform.as_ref()?.msr_read(vcpu, msr)
+    }
+    fn msr_write(
+        &self,
+        vcpu: usize,
+        msr: u32,
+        value: u64,
+    ) -> Option<Result<(), janus_accel::MsrFault>> {
+        self.platform.as_ref()?.msr_write(vcpu, msr, value)
+    }
 }
 
 /// What a finished run reports.
@@ -202,6 +213,9 @@ pub struct RunOutcome {
     pub to_first_entry: Duration,
     /// Exit counters of all vCPUs together.
     pub counters: ExitCounters,
+    /// Where each vCPU was when the machine stopped (in vCPU order; a thread that panicked
+    /// has none).
+    pub vcpus: Vec<crate::vcpu_loop::VcpuEnd>,
     /// Unassigned port accesses (reads, writes).
     pub pio_unassigned: (u64, u64),
     /// Unassigned MMIO accesses (reads, writes).
@@ -464,13 +478,17 @@ impl Machine {
             return Err(MachineError::IrqchipNeedsKvm);
         }
         match kind {
-            AccelKind::Interp => {
-                let accel = SoftAccel::new(self.memory.clone(), self.config.smp);
-                self.run_on(&accel, "interp")
-            }
-            AccelKind::Jit => {
-                let accel = SoftAccel::with_jit(self.memory.clone(), self.config.smp, true);
-                self.run_on(&accel, "jit")
+            AccelKind::Interp | AccelKind::Jit => {
+                let jit = kind == AccelKind::Jit;
+                let mut accel = SoftAccel::with_jit(self.memory.clone(), self.config.smp, jit);
+                // In real time every vCPU reads one TSC, the machine clock's; deterministic
+                // time sets it from the retired instructions instead (Platform::retired).
+                if let Some(clock) = self.io.platform.as_ref().map(|p| p.clock().clone())
+                    && !clock.is_deterministic()
+                {
+                    accel = accel.with_tsc_clock(move || clock.tsc());
+                }
+                self.run_on(&accel, if jit { "jit" } else { "interp" })
             }
             AccelKind::Kvm | AccelKind::Auto => {
                 let mut accel =
@@ -507,7 +525,13 @@ impl Machine {
         for i in 0..self.config.smp {
             let mut v = accel.create_vcpu(i)?;
             if i == 0 {
-                v.set_state(&self.initial)?;
+                // The time-stamp counters started together when the vCPUs were made: the
+                // BSP's keeps its value, as the APs' do at their start-up IPI.
+                let mut initial = self.initial.clone();
+                if let Ok(now) = v.state() {
+                    initial.tsc = now.tsc;
+                }
+                v.set_state(&initial)?;
             }
             self.control.add_kicker(v.kicker());
             if let Some(p) = &self.io.platform {
@@ -558,9 +582,13 @@ impl Machine {
             let _ = t.join();
         }
         let mut counters = ExitCounters::default();
+        let mut vcpus = Vec::with_capacity(threads.len());
         for t in threads {
             match t.join() {
-                Ok(c) => counters.merge(&c),
+                Ok(r) => {
+                    counters.merge(&r.counters);
+                    vcpus.push(r.end);
+                }
                 Err(_) => self
                     .control
                     .request_stop(StopReason::HostError("a vCPU thread panicked".into())),
@@ -590,6 +618,7 @@ impl Machine {
             wall,
             to_first_entry,
             counters,
+            vcpus,
             pio_unassigned: self.io.pio.unassigned(),
             mmio_unassigned: self.io.mmio.unassigned(),
             serial_bytes,

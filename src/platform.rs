@@ -24,7 +24,8 @@ use crate::devices::IrqLine;
 use crate::devices::cmos::Cmos;
 use crate::devices::ioapic::{IOAPIC_BASE, IOAPIC_SIZE, Ioapic};
 use crate::devices::lapic::{
-    APIC_DEFAULT_BASE, AddressCell, ApicBus, InterruptMessage, Lapic, LapicConfig, LapicMmio, route,
+    APIC_DEFAULT_BASE, AddressCell, ApicBus, InterruptMessage, Lapic, LapicConfig, LapicMmio,
+    MSR_APIC_BASE, route,
 };
 use crate::devices::pic::{Pic, PicPort};
 use crate::devices::pit::{Pit, SystemPortB};
@@ -319,6 +320,36 @@ impl Platform {
             }
         }
         None
+    }
+
+    /// RDMSR of `vcpu`'s local APIC MSRs, IA32_TSC_DEADLINE and the x2APIC range (the CPU
+    /// keeps IA32_APIC_BASE): `None` for the others.
+    pub fn msr_read(&self, vcpu: usize, msr: u32) -> Option<Result<u64, janus_accel::MsrFault>> {
+        if msr == MSR_APIC_BASE || !Lapic::handles_msr(msr) {
+            return None;
+        }
+        let mut lapic = lock(self.lapics.get(vcpu)?);
+        self.sync(vcpu, &mut lapic);
+        Some(lapic.read_msr(msr).map_err(|_| janus_accel::MsrFault))
+    }
+
+    /// WRMSR of `vcpu`'s local APIC MSRs, as [`Platform::msr_read`].
+    pub fn msr_write(
+        &self,
+        vcpu: usize,
+        msr: u32,
+        value: u64,
+    ) -> Option<Result<(), janus_accel::MsrFault>> {
+        if msr == MSR_APIC_BASE || !Lapic::handles_msr(msr) {
+            return None;
+        }
+        let mut lapic = lock(self.lapics.get(vcpu)?);
+        self.sync(vcpu, &mut lapic);
+        Some(
+            lapic
+                .write_msr(msr, value)
+                .map_err(|_| janus_accel::MsrFault),
+        )
     }
 
     /// For an application processor waiting after INIT: the start-up vector of a SIPI that

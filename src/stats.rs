@@ -100,6 +100,7 @@ mod tests {
             wall: Duration::from_secs(1),
             to_first_entry: Duration::from_millis(2),
             counters: c,
+            vcpus: Vec::new(),
             pio_unassigned: (1, 2),
             mmio_unassigned: (0, 0),
             serial_bytes: 10,

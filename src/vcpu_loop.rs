@@ -87,31 +87,104 @@ impl<V: Vcpu> ExitContext for Ctx<'_, V> {
     }
 }
 
+/// What a vCPU was doing when the machine stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VcpuPhase {
+    /// An application processor still waiting for its start-up IPI.
+    WaitingForStartup,
+    /// Halted (HLT), waiting for an interrupt.
+    Halted,
+    /// Running guest code.
+    Running,
+}
+
+/// Where a vCPU was when the machine stopped: printed when a run times out, so that a hung
+/// guest names the code it was stuck in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VcpuEnd {
+    /// The vCPU.
+    pub index: usize,
+    /// What it was doing.
+    pub phase: VcpuPhase,
+    /// Its registers (`None` if the backend could not read them).
+    pub state: Option<Box<CpuState>>,
+}
+
+impl std::fmt::Display for VcpuEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let phase = match self.phase {
+            VcpuPhase::WaitingForStartup => "waiting for a start-up IPI",
+            VcpuPhase::Halted => "halted",
+            VcpuPhase::Running => "running",
+        };
+        write!(f, "vCPU {}: {phase}", self.index)?;
+        if let (Some(s), false) = (&self.state, self.phase == VcpuPhase::WaitingForStartup) {
+            write!(
+                f,
+                " at {:04x}:{:016x} ({}, rflags {:08x}, cr3 {:x}, rsp {:x})",
+                s.cs.selector,
+                s.rip,
+                s.mode_name(),
+                s.rflags,
+                s.cr3,
+                s.gpr[janus_accel::Reg::Rsp as usize]
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// What a vCPU thread returns.
+#[derive(Debug)]
+pub struct VcpuReport {
+    /// Its exit counters.
+    pub counters: ExitCounters,
+    /// Where it stopped.
+    pub end: VcpuEnd,
+}
+
+fn report<V: Vcpu>(vcpu: &mut V, phase: VcpuPhase) -> VcpuReport {
+    VcpuReport {
+        counters: vcpu.counters(),
+        end: VcpuEnd {
+            index: vcpu.index(),
+            phase,
+            state: vcpu.state().ok().map(Box::new),
+        },
+    }
+}
+
 /// Runs a vCPU until the machine stops. `started` is false for application processors, which
 /// wait for a start-up IPI (they only leave when the machine stops, until the interrupt
-/// controllers exist). Returns the vCPU's counters.
+/// controllers exist). Returns the vCPU's counters and where it stopped.
 pub fn vcpu_thread<V: Vcpu>(
     mut vcpu: V,
     io: Arc<MachineIo>,
     control: Arc<Control>,
     started: bool,
-) -> ExitCounters {
+) -> VcpuReport {
     let kicker = vcpu.kicker();
     if !started {
         // An application processor waits for INIT and a start-up IPI.
         let Some(platform) = io.platform.clone() else {
             while !control.wait_stopping(Duration::from_millis(100)) {}
-            return vcpu.counters();
+            return report(&mut vcpu, VcpuPhase::WaitingForStartup);
         };
         loop {
             if control.stopping() {
-                return vcpu.counters();
+                return report(&mut vcpu, VcpuPhase::WaitingForStartup);
             }
             if let Some(v) = platform.take_sipi(vcpu.index()) {
-                if let Err(e) = vcpu.set_state(&CpuState::startup_ipi(v)) {
+                // INIT and SIPI leave the time-stamp counter running: the AP's stays in step
+                // with the BSP's.
+                let mut state = CpuState::startup_ipi(v);
+                if let Ok(now) = vcpu.state() {
+                    state.tsc = now.tsc;
+                }
+                if let Err(e) = vcpu.set_state(&state) {
                     let i = vcpu.index();
                     control.request_stop(StopReason::HostError(format!("vCPU {i}: {e}")));
-                    return vcpu.counters();
+                    return report(&mut vcpu, VcpuPhase::WaitingForStartup);
                 }
                 platform.set_idle(vcpu.index(), false);
                 break;
@@ -121,7 +194,9 @@ pub fn vcpu_thread<V: Vcpu>(
         }
     }
     let index = vcpu.index();
+    let mut phase;
     loop {
+        phase = VcpuPhase::Running;
         let exit = match vcpu.run(io.as_ref()) {
             Ok(e) => e,
             Err(e) => {
@@ -144,6 +219,7 @@ pub fn vcpu_thread<V: Vcpu>(
                 }
             }
             Action::WaitForInterrupt => {
+                phase = VcpuPhase::Halted;
                 // Sleep until an interrupt is raised for this vCPU (which kicks it) or the
                 // machine stops; one may already be waiting from before the HLT. Under
                 // deterministic time, once every vCPU waits, the clock jumps to the next timer
@@ -177,7 +253,7 @@ pub fn vcpu_thread<V: Vcpu>(
             }
         }
     }
-    vcpu.counters()
+    report(&mut vcpu, phase)
 }
 
 #[cfg(test)]

@@ -117,8 +117,9 @@ fn boot_on(
         w.join().unwrap();
     }
     drop(m);
-    let serial = std::fs::read_to_string(&out).unwrap_or_default();
+    let mut serial = std::fs::read_to_string(&out).unwrap_or_default();
     let _ = std::fs::remove_file(&out);
+    common::note_vcpus(&mut serial, &outcome);
     Boot {
         reason: outcome.reason,
         serial,

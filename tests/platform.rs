@@ -36,8 +36,9 @@ fn run(
     let mut m = Machine::new(config).expect("machine builds");
     let o = m.run(accel).expect("backend starts");
     drop(m);
-    let serial = std::fs::read_to_string(&out).unwrap_or_default();
+    let mut serial = std::fs::read_to_string(&out).unwrap_or_default();
     let _ = std::fs::remove_file(&out);
+    common::note_vcpus(&mut serial, &o);
     (o.reason, serial, o.counters.instructions)
 }
 

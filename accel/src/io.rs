@@ -43,7 +43,22 @@ pub trait IoHandler: Sync {
     fn retired(&self, _vcpu: usize, _n: u64) -> Option<u64> {
         None
     }
+
+    /// RDMSR of an MSR that a device of the machine owns (the local APIC's IA32_TSC_DEADLINE
+    /// and x2APIC registers): `None` when no device owns `msr`.
+    fn msr_read(&self, _vcpu: usize, _msr: u32) -> Option<Result<u64, MsrFault>> {
+        None
+    }
+
+    /// WRMSR of an MSR that a device of the machine owns: `None` when no device owns `msr`.
+    fn msr_write(&self, _vcpu: usize, _msr: u32, _value: u64) -> Option<Result<(), MsrFault>> {
+        None
+    }
 }
+
+/// A device refused an RDMSR or WRMSR: the guest takes #GP(0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsrFault;
 
 /// A machine with no devices: port and MMIO reads return all ones (an open bus), writes are
 /// dropped, and no interrupt ever arrives. For benchmarks and tests that run bare code.

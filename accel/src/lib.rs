@@ -21,7 +21,7 @@ pub mod state;
 mod vcpu;
 
 pub use exit::{Exit, ExitCounters, ExitReasonKind, SystemEventKind, VcpuFailure};
-pub use io::{IoHandler, NoDevices};
+pub use io::{IoHandler, MsrFault, NoDevices};
 pub use kick::Kicker;
 pub use memory::{GuestMemory, MemoryError, Region, RegionKind};
 pub use state::{

@@ -419,6 +419,12 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
     match &outcome.reason {
         StopReason::VcpuFailed(f) => eprintln!("{}", f.state),
         StopReason::TripleFault(s) => eprintln!("{s}"),
+        // A guest that did not finish in time: say where each vCPU was.
+        StopReason::Timeout | StopReason::Interrupted => {
+            for v in &outcome.vcpus {
+                eprintln!("janus: {v}");
+            }
+        }
         _ => {}
     }
     if args.stats {

@@ -150,6 +150,31 @@ fn timeout_ends_an_endless_loop_with_status_124() {
     assert!(e.contains("exits"), "--stats missing: {e}");
 }
 
+/// A guest stopped by --timeout is reported with where each vCPU was, so that a hang names
+/// its code.
+#[test]
+fn timeout_reports_where_each_vcpu_was() {
+    let rom = roms().join("loop.bin");
+    let out = janus(&[
+        "run",
+        rom.to_str().unwrap(),
+        "--accel",
+        "jit",
+        "--smp",
+        "2",
+        "--timeout",
+        "1",
+    ]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "{e}");
+    assert!(e.contains("janus: vCPU 0: running at 0000:"), "{e}");
+    assert!(e.contains("(real, rflags 00000"), "{e}");
+    assert!(
+        e.contains("janus: vCPU 1: waiting for a start-up IPI"),
+        "{e}"
+    );
+}
+
 #[test]
 fn stats_list_exits_by_reason() {
     if !kvm_present("stats") {

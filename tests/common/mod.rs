@@ -71,3 +71,13 @@ pub fn run_image(image: Vec<u8>, accel: AccelKind, timeout: Duration, tag: &str)
 pub fn run_rom(name: &str, accel: AccelKind, timeout: Duration) -> Run {
     run_image(rom(name), accel, timeout, name)
 }
+
+/// After a run that timed out or was stopped, appends where each vCPU was to `serial` (which
+/// the failing assertion prints), so that a hung guest names the code it was stuck in.
+pub fn note_vcpus(serial: &mut String, o: &janus::RunOutcome) {
+    if matches!(o.reason, StopReason::Timeout | StopReason::Interrupted) {
+        for v in &o.vcpus {
+            serial.push_str(&format!("\n[janus] {v}"));
+        }
+    }
+}

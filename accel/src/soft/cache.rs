@@ -7,6 +7,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use super::ir::Block;
+use super::xmc::Xmc;
 
 /// A hasher for the integer keys of janus's own maps (physical pages, block addresses): a
 /// multiply-rotate step per word and a final mix, so that page-aligned keys spread over the low
@@ -83,6 +84,8 @@ pub struct Cache {
     pub epoch: u64,
     /// JIT hook: what changed since the JIT last looked (recorded only when set).
     pub jit: Option<JitEvents>,
+    /// With more than one vCPU: the code pages of every vCPU, and this vCPU's index.
+    pub xmc: Option<(Arc<Xmc>, usize)>,
 }
 
 // ---- JIT hook (soft/jit/) ----
@@ -119,12 +122,18 @@ impl Cache {
             fast: vec![None; FAST],
             epoch: 0,
             jit: None,
+            xmc: None,
         }
     }
 
     /// Drops every block.
     pub fn clear(&mut self) {
         self.epoch += 1;
+        if let Some((x, i)) = &self.xmc {
+            for &page in self.pages.keys() {
+                x.unmark(*i, page);
+            }
+        }
         self.map.clear();
         self.pages.clear();
         self.fast.iter_mut().for_each(|f| *f = None);
@@ -159,6 +168,9 @@ impl Cache {
             let info = self.pages.entry(page).or_default();
             if info.mask == 0 {
                 new_pages.push(page);
+                if let Some((x, i)) = &self.xmc {
+                    x.mark(*i, page);
+                }
             }
             info.mask |= mask;
             // Every page the block was translated from drops it when written (a block whose
@@ -188,9 +200,10 @@ impl Cache {
         (first..=last).any(|c| info.mask & (1 << c) != 0)
     }
 
-    /// Whether a physical page holds translated code.
+    /// Whether a physical page holds translated code, this vCPU's or another's.
     pub fn page_has_code(&self, page: u64) -> bool {
         self.pages.get(&page).is_some_and(|i| i.mask != 0)
+            || self.xmc.as_ref().is_some_and(|(x, _)| x.is_code(page))
     }
 
     /// Drops every block translated from the page.
@@ -198,6 +211,9 @@ impl Cache {
         let Some(info) = self.pages.remove(&page) else {
             return;
         };
+        if let Some((x, i)) = &self.xmc {
+            x.unmark(*i, page);
+        }
         self.epoch += 1;
         if let Some(j) = &mut self.jit {
             j.dropped.push(page);

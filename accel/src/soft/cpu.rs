@@ -116,6 +116,17 @@ pub fn ts(code: u32) -> Fault {
     }
 }
 
+/// Where the guest TSC comes from when the machine has a clock: the same reading for every
+/// vCPU.
+#[derive(Clone)]
+pub struct TscClock(pub std::sync::Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl std::fmt::Debug for TscClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TscClock")
+    }
+}
+
 /// The software vCPU's state.
 #[derive(Debug)]
 pub struct Core {
@@ -140,8 +151,12 @@ pub struct Core {
     pub smc: bool,
     /// Instruction index inside the running block (for exact counting on a fault).
     pub cur: u16,
-    /// TSC value at icount 0.
+    /// What the guest TSC adds to its base (the machine clock's TSC, or the instruction count).
     pub tsc_offset: u64,
+    /// The machine's clock, when the TSC follows it: then every vCPU reads the same TSC, and it
+    /// runs on while the vCPU halts, as on hardware. Without one the TSC counts retired
+    /// instructions (bare runs, the fuzzer, and deterministic time, which sets the offset).
+    pub tsc_clock: Option<TscClock>,
     /// Number of vCPUs of the machine (for CPUID topology).
     pub nr_vcpus: usize,
     /// Debug registers DR0-DR7 (stored only; breakpoints are not implemented).
@@ -176,6 +191,7 @@ impl Core {
             smc: false,
             cur: 0,
             tsc_offset: 0,
+            tsc_clock: None,
             nr_vcpus: 1,
             dr: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
             single_step: false,
@@ -301,9 +317,32 @@ impl Core {
         }
     }
 
-    /// The time-stamp counter: advanced by one per retired instruction, so that runs repeat.
+    /// The time-stamp counter: the machine clock's TSC plus the offset, or without a clock the
+    /// offset plus the retired instructions, so that runs repeat.
     pub fn tsc(&self) -> u64 {
-        self.tsc_offset.wrapping_add(self.icount)
+        self.tsc_offset.wrapping_add(self.tsc_base())
+    }
+
+    /// Sets the time-stamp counter to `v` (WRMSR, restoring a state).
+    pub fn set_tsc(&mut self, v: u64) {
+        self.tsc_offset = v.wrapping_sub(self.tsc_base());
+    }
+
+    /// What this vCPU's TSC adds to the machine clock's (0 when the TSC counts instructions,
+    /// or under deterministic time, where it is the clock's).
+    pub fn clock_tsc_delta(&self) -> u64 {
+        if self.tsc_clock.is_some() {
+            self.tsc_offset
+        } else {
+            0
+        }
+    }
+
+    fn tsc_base(&self) -> u64 {
+        match &self.tsc_clock {
+            Some(clock) => (clock.0)(),
+            None => self.icount,
+        }
     }
 }
 

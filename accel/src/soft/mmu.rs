@@ -246,9 +246,19 @@ impl Ctx<'_> {
     /// `sz` bytes at `pa` were (or are about to be) written: translated code there is dropped
     /// and the running block ends after this instruction.
     pub fn code_written(&mut self, pa: u64, sz: u8) {
-        if self.c.cache.is_code(pa, u64::from(sz)) {
+        self.bytes_written(pa, u64::from(sz));
+    }
+
+    /// `len` bytes at `pa`, inside one page, were (or are about to be) written: this vCPU's
+    /// code there is dropped and the running block ends after this instruction; other vCPUs
+    /// that translated code from the page are told (`xmc`).
+    fn bytes_written(&mut self, pa: u64, len: u64) {
+        if self.c.cache.is_code(pa, len) {
             self.c.cache.invalidate_page(pa & PAGE_MASK);
             self.c.smc = true;
+        }
+        if let Some((x, i)) = &self.c.cache.xmc {
+            x.written(*i, pa, len);
         }
     }
 
@@ -481,10 +491,7 @@ impl Ctx<'_> {
 
     /// Writes physical bytes that lie in one page, invalidating translated code they overwrite.
     fn phys_write_bytes(&mut self, pa: u64, data: &[u8]) {
-        if self.c.cache.is_code(pa, data.len() as u64) {
-            self.c.cache.invalidate_page(pa & PAGE_MASK);
-            self.c.smc = true;
-        }
+        self.bytes_written(pa, data.len() as u64);
         if self.c.mem.write(pa, data).is_ok() {
             return;
         }

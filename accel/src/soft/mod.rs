@@ -22,6 +22,7 @@ mod seg;
 mod task;
 mod trace;
 mod translate;
+mod xmc;
 
 #[cfg(test)]
 mod tests;
@@ -48,6 +49,9 @@ pub struct SoftAccel {
     nr_vcpus: usize,
     jit: bool,
     planted_bug: bool,
+    tsc_clock: Option<cpu::TscClock>,
+    /// Shared by the vCPUs when there are several (cross-modifying code).
+    xmc: Option<Arc<xmc::Xmc>>,
 }
 
 impl SoftAccel {
@@ -55,22 +59,33 @@ impl SoftAccel {
     pub fn new(memory: GuestMemory, nr_vcpus: usize) -> Self {
         // Test builds: JANUS_SOFT_JIT=1 runs every software-CPU test under the JIT.
         let jit = cfg!(test) && std::env::var_os("JANUS_SOFT_JIT").is_some();
-        SoftAccel {
-            memory,
-            nr_vcpus,
-            jit,
-            planted_bug: false,
-        }
+        Self::with_jit(memory, nr_vcpus, jit)
     }
 
     /// The same, with vCPUs that compile guest code (`jit`) or interpret it.
     pub fn with_jit(memory: GuestMemory, nr_vcpus: usize, jit: bool) -> Self {
+        let ram_end = memory
+            .regions()
+            .iter()
+            .filter(|r| r.kind() == crate::memory::RegionKind::Ram)
+            .map(|r| r.base() + r.size())
+            .max()
+            .unwrap_or(0);
         SoftAccel {
             memory,
             nr_vcpus,
             jit,
             planted_bug: false,
+            tsc_clock: None,
+            xmc: (nr_vcpus > 1).then(|| Arc::new(xmc::Xmc::new(nr_vcpus, ram_end))),
         }
+    }
+
+    /// The vCPUs' TSC follows `clock` (the machine's real-time clock) instead of counting
+    /// retired instructions: one TSC for every vCPU, which runs on while a vCPU halts.
+    pub fn with_tsc_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.tsc_clock = Some(cpu::TscClock(std::sync::Arc::new(clock)));
+        self
     }
 
     /// Test-only switch: the vCPUs report CF inverted after ADD, a deliberately wrong flag
@@ -108,7 +123,12 @@ impl Accelerator for SoftAccel {
         let mut core = Core::new(self.memory.clone(), index);
         core.nr_vcpus = self.nr_vcpus;
         core.planted_bug = self.planted_bug;
+        core.tsc_clock = self.tsc_clock.clone();
         let kicker = Kicker::new();
+        if let Some(x) = &self.xmc {
+            x.register(index, kicker.clone());
+            core.cache.xmc = Some((x.clone(), index));
+        }
         let jit = if self.jit {
             core.cache.jit = Some(cache::JitEvents::default());
             let j = jit::Jit::new(&kicker, jit::DEFAULT_CODE_CACHE).map_err(|e| {
@@ -128,6 +148,7 @@ impl Accelerator for SoftAccel {
             jit,
             index,
             halted: false,
+            tsc_read: None,
             trace: trace::Trace::from_env(),
         })
     }
@@ -149,6 +170,8 @@ pub struct SoftVcpu {
     index: usize,
     /// Halted by HLT until an interrupt is delivered.
     halted: bool,
+    /// The TSC the last `state` reported (see `set_state`).
+    tsc_read: Option<u64>,
     /// `JANUS_SOFT_TRACE` debug tracing.
     trace: Option<Box<trace::Trace>>,
 }
@@ -188,6 +211,34 @@ impl SoftVcpu {
         s
     }
 
+    /// Serves what other vCPUs said about code (`xmc`): pages to protect from fast writes, and
+    /// writes that may have overwritten this vCPU's code.
+    #[cold]
+    fn read_mail(&mut self) {
+        let Some((x, i)) = self.core.cache.xmc.clone() else {
+            return;
+        };
+        for m in x.take_mail(i) {
+            match m {
+                xmc::Mail::Protect(page) => {
+                    self.core.tlb.protect_phys(page);
+                    if let Some(j) = &mut self.core.cache.jit {
+                        j.new_code.push(page);
+                    }
+                }
+                xmc::Mail::Written { pa, len } => {
+                    if self.core.cache.is_code(pa, len) {
+                        self.core.cache.invalidate_page(pa & !0xfff);
+                    }
+                }
+                xmc::Mail::Overflow => {
+                    self.core.tlb.flush(false);
+                    self.core.cache.clear();
+                }
+            }
+        }
+    }
+
     fn run_loop(&mut self, io: &dyn IoHandler) -> Exit {
         loop {
             // A block boundary: under deterministic time, report the instructions retired.
@@ -195,6 +246,11 @@ impl SoftVcpu {
                 && let Some(j) = self.jit.as_deref_mut()
             {
                 j.set_icount_limit(limit);
+            }
+            if let Some((x, i)) = &self.core.cache.xmc
+                && x.has_mail(*i)
+            {
+                self.read_mail();
             }
             if self.kicker.pending() {
                 self.core.counters.bump(ExitReasonKind::Interrupted);
@@ -528,13 +584,20 @@ impl Vcpu for SoftVcpu {
     }
 
     fn state(&mut self) -> Result<CpuState, VcpuError> {
-        Ok(self.snapshot())
+        let s = self.snapshot();
+        self.tsc_read = Some(s.tsc);
+        Ok(s)
     }
 
     fn set_state(&mut self, state: &CpuState) -> Result<(), VcpuError> {
         self.core.s = state.clone();
         self.core.set_rflags(state.rflags);
-        self.core.tsc_offset = state.tsc.wrapping_sub(self.core.icount);
+        // Writing back the TSC that `state` last read leaves the counter running: a state
+        // that goes out and comes back (a start-up IPI, the differ) does not set it back by
+        // the time in between.
+        if self.tsc_read.take() != Some(state.tsc) {
+            self.core.set_tsc(state.tsc);
+        }
         self.core.tlb.flush(false);
         self.core.cache.clear();
         self.halted = false;

@@ -25,8 +25,9 @@ pub fn cpuid_leaf(index: usize, nr_vcpus: usize, leaf: u32, sub: u32) -> [u32; 4
         1 => {
             let h = host_cpuid(1, 0);
             let ebx = (index as u32) << 24 | (nr_vcpus.min(255) as u32) << 16 | 8 << 8;
-            // CMPXCHG16B, POPCNT, XSAVE (OSXSAVE, bit 27, is CR4.OSXSAVE: see `cpuid`).
-            let ecx = 1 << 13 | 1 << 23 | 1 << 26;
+            // CMPXCHG16B, POPCNT, TSC-deadline (the LAPIC timer reads the same clock as
+            // RDTSC), XSAVE (OSXSAVE, bit 27, is CR4.OSXSAVE: see `cpuid`).
+            let ecx = 1 << 13 | 1 << 23 | 1 << 24 | 1 << 26;
             // FPU, FXSR, SSE, SSE2 and:
             let mut edx = 1
                 | 1 << 24
@@ -66,6 +67,9 @@ pub fn cpuid_leaf(index: usize, nr_vcpus: usize, leaf: u32, sub: u32) -> [u32; 4
             [h[0], 0, 1 | 1 << 5, 1 << 11 | 1 << 20 | 1 << 27 | 1 << 29]
         }
         0x8000_0002..=0x8000_0004 => host_cpuid(leaf, 0),
+        // Invariant TSC: it follows the machine's clock at one rate, halted or not, the same on
+        // every vCPU.
+        0x8000_0007 => [0, 0, 0, 1 << 8],
         0x8000_0008 => [
             (host_cpuid(0x8000_0008, 0)[0] & 0xffff).max(0x3024),
             0,
@@ -87,8 +91,14 @@ pub(super) fn cpuid(c: &mut Ctx, _: &Instruction) -> R<()> {
         c.c.get(1, 4) as u32,
     );
     let mut r = r;
-    if c.c.get(0, 4) == 1 && c.c.s.cr4 & crate::state::bits::CR4_OSXSAVE != 0 {
-        r[2] |= 1 << 27;
+    if c.c.get(0, 4) == 1 {
+        if c.c.s.cr4 & crate::state::bits::CR4_OSXSAVE != 0 {
+            r[2] |= 1 << 27;
+        }
+        // TSC-deadline mode only where the machine's local APIC takes IA32_TSC_DEADLINE.
+        if c.io.msr_read(c.c.index, index::TSC_DEADLINE).is_none() {
+            r[2] &= !(1 << 24);
+        }
     }
     for (reg, v) in [0u8, 3, 1, 2].into_iter().zip(r) {
         c.c.set(reg, 4, u64::from(v));
@@ -98,6 +108,7 @@ pub(super) fn cpuid(c: &mut Ctx, _: &Instruction) -> R<()> {
 
 mod index {
     pub const TSC: u32 = 0x10;
+    pub const TSC_DEADLINE: u32 = 0x6e0;
     pub const PLATFORM_ID: u32 = 0x17;
     pub const APIC_BASE: u32 = 0x1b;
     pub const FEATURE_CONTROL: u32 = 0x3a;
@@ -221,7 +232,15 @@ pub(super) fn rdmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
         index::GS_BASE => s.gs.base,
         index::KERNEL_GS_BASE => s.kernel_gs_base,
         index::TSC_AUX => s.tsc_aux,
-        _ => return Err(gp(0)),
+        // The machine's devices: the local APIC's TSC deadline (kept in the clock's TSC,
+        // which a guest write to IA32_TSC moves this vCPU's away from) and x2APIC registers.
+        _ => match c.io.msr_read(c.c.index, idx) {
+            Some(Ok(v)) if idx == index::TSC_DEADLINE && v != 0 => {
+                v.wrapping_add(c.c.clock_tsc_delta())
+            }
+            Some(Ok(v)) => v,
+            Some(Err(_)) | None => return Err(gp(0)),
+        },
     };
     c.c.set(0, 4, v & 0xffff_ffff);
     c.c.set(2, 4, v >> 32);
@@ -233,11 +252,24 @@ pub(super) fn wrmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
     let v = c.c.get(0, 4) | c.c.get(2, 4) << 32;
     let addr_ok = canonical(v);
     let idx = c.c.get(1, 4) as u32;
-    let icount = c.c.icount;
+    if idx == index::TSC {
+        c.c.set_tsc(v);
+        return Ok(());
+    }
+    if idx == index::TSC_DEADLINE || (0x800..=0x8ff).contains(&idx) {
+        let v = if idx == index::TSC_DEADLINE && v != 0 {
+            v.wrapping_sub(c.c.clock_tsc_delta())
+        } else {
+            v
+        };
+        return match c.io.msr_write(c.c.index, idx, v) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(_)) | None => Err(gp(0)),
+        };
+    }
     let s = &mut c.c.s;
     let m = &mut c.c.msrs;
     match idx {
-        index::TSC => c.c.tsc_offset = v.wrapping_sub(icount),
         // Writing 0 before CPUID is how a kernel asks for the microcode revision.
         index::BIOS_SIGN_ID => {}
         index::MISC_ENABLE => m.misc_enable = (v & !MISC_ENABLE_RO) | MISC_ENABLE_DEFAULT,
