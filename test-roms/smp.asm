@@ -161,14 +161,7 @@ wake_handler:
 ;--- the application processors ---------------------------------------------------
         bits 16
 ap_entry16:
-        cli
-        cld
-        xor ax, ax
-        mov ds, ax
-        mov es, ax
-        mov ss, ax
-        ENTER_PM32                      ; uses no stack
-        lidt [irq_idtr]                 ; exceptions report themselves
+        AP_ENTER_PM32
         mov eax, 1
         lock xadd [ap_slot], eax        ; EAX = this AP's slot
         cmp eax, AP_MAX

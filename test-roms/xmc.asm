@@ -107,14 +107,7 @@ bp_handler:
 ;--- the application processor --------------------------------------------------------
         bits 16
 ap_entry16:
-        cli
-        cld
-        xor ax, ax
-        mov ds, ax
-        mov es, ax
-        mov ss, ax
-        ENTER_PM32                      ; uses no stack
-        lidt [irq_idtr]
+        AP_ENTER_PM32
         mov esp, AP_STACK
         LAPIC_WR APIC_SVR, SVR_ENABLE | SPURIOUS_VECTOR
         sti
