@@ -486,7 +486,7 @@ impl Machine {
                 if let Some(clock) = self.io.platform.as_ref().map(|p| p.clock().clone())
                     && !clock.is_deterministic()
                 {
-                    accel = accel.with_tsc_clock(move || clock.tsc());
+                    accel = accel.with_tsc_clock(clock.tsc_hz(), move || clock.tsc());
                 }
                 self.run_on(&accel, if jit { "jit" } else { "interp" })
             }

@@ -298,6 +298,16 @@ impl Platform {
         lapic.poll();
     }
 
+    /// [`Platform::sync`] for an access of the vCPU's own (an MSR): an interrupt that the
+    /// sync made deliverable (a timer whose deadline just passed) is flagged as pending, as
+    /// the timer thread would have; its poll now finds the timer already fired.
+    fn sync_from_vcpu(&self, vcpu: usize, lapic: &mut Lapic) {
+        self.sync(vcpu, lapic);
+        if lapic.next_interrupt().is_some() {
+            self.cpus[vcpu].raise();
+        }
+    }
+
     /// The INTA cycle for `vcpu`: the LAPIC's highest interrupt, else (BSP) the PIC's.
     pub fn acknowledge(&self, vcpu: usize) -> Option<u8> {
         let cpu = self.cpus.get(vcpu)?;
@@ -322,6 +332,11 @@ impl Platform {
         None
     }
 
+    /// [`Lapic::summary`] of `vcpu`'s local APIC.
+    pub fn lapic_summary(&self, vcpu: usize) -> Option<String> {
+        Some(lock(self.lapics.get(vcpu)?).summary())
+    }
+
     /// RDMSR of `vcpu`'s local APIC MSRs, IA32_TSC_DEADLINE and the x2APIC range (the CPU
     /// keeps IA32_APIC_BASE): `None` for the others.
     pub fn msr_read(&self, vcpu: usize, msr: u32) -> Option<Result<u64, janus_accel::MsrFault>> {
@@ -329,7 +344,7 @@ impl Platform {
             return None;
         }
         let mut lapic = lock(self.lapics.get(vcpu)?);
-        self.sync(vcpu, &mut lapic);
+        self.sync_from_vcpu(vcpu, &mut lapic);
         Some(lapic.read_msr(msr).map_err(|_| janus_accel::MsrFault))
     }
 
@@ -344,7 +359,7 @@ impl Platform {
             return None;
         }
         let mut lapic = lock(self.lapics.get(vcpu)?);
-        self.sync(vcpu, &mut lapic);
+        self.sync_from_vcpu(vcpu, &mut lapic);
         Some(
             lapic
                 .write_msr(msr, value)
@@ -502,5 +517,35 @@ mod tests {
         mmio.write(0, icr_lo, &0x469au32.to_le_bytes());
         assert!(k.pending());
         assert_eq!(p.take_sipi(1), Some(0x9a));
+    }
+
+    /// A TSC deadline that passes is noticed by the vCPU's own next MSR access (it polls the
+    /// timer): the interrupt must be flagged pending then, or a vCPU that halts next sleeps
+    /// forever (the timer thread finds the timer already fired). Linux's reboot path hung so.
+    #[test]
+    fn a_timer_fired_by_the_vcpus_own_msr_access_is_pending() {
+        let clock = Clock::deterministic(1);
+        let p = Platform::new(1, clock.clone());
+        let mut pio = Bus::new("pio");
+        let mut mmio = Bus::new("mmio");
+        p.attach(&mut pio, &mut mmio).unwrap();
+        let k = Kicker::new();
+        p.add_vcpu(0, k.clone());
+        mmio.write(0, APIC_DEFAULT_BASE + 0xf0, &0x1ffu32.to_le_bytes());
+        // LVT timer: TSC-deadline mode (bits 18:17 = 2), vector 0xec.
+        mmio.write(0, APIC_DEFAULT_BASE + 0x320, &0x4_00ecu32.to_le_bytes());
+        let tsc = clock.tsc() + 1000;
+        assert_eq!(p.msr_write(0, 0x6e0, tsc), Some(Ok(())));
+        assert_eq!(p.msr_read(0, 0x6e0), Some(Ok(tsc)));
+        assert!(!p.interrupt_pending(0));
+        clock.advance_ns(10_000);
+        // The access fires the timer (the deadline reads 0 again) and flags the interrupt.
+        assert_eq!(p.msr_read(0, 0x6e0), Some(Ok(0)));
+        assert!(p.interrupt_pending(0));
+        assert!(k.pending());
+        assert_eq!(p.acknowledge(0), Some(0xec));
+        // MSRs the LAPIC does not own, and IA32_APIC_BASE (the CPU's), are not the platform's.
+        assert_eq!(p.msr_read(0, 0x10), None);
+        assert_eq!(p.msr_write(0, 0x1b, 0xfee0_0900), None);
     }
 }

@@ -108,6 +108,8 @@ pub struct VcpuEnd {
     pub phase: VcpuPhase,
     /// Its registers (`None` if the backend could not read them).
     pub state: Option<Box<CpuState>>,
+    /// Its local APIC's state, when janus provides the interrupt controllers.
+    pub lapic: Option<String>,
 }
 
 impl std::fmt::Display for VcpuEnd {
@@ -130,6 +132,9 @@ impl std::fmt::Display for VcpuEnd {
                 s.gpr[janus_accel::Reg::Rsp as usize]
             )?;
         }
+        if let Some(l) = &self.lapic {
+            write!(f, "; {l}")?;
+        }
         Ok(())
     }
 }
@@ -143,13 +148,15 @@ pub struct VcpuReport {
     pub end: VcpuEnd,
 }
 
-fn report<V: Vcpu>(vcpu: &mut V, phase: VcpuPhase) -> VcpuReport {
+fn report<V: Vcpu>(vcpu: &mut V, io: &MachineIo, phase: VcpuPhase) -> VcpuReport {
+    let index = vcpu.index();
     VcpuReport {
         counters: vcpu.counters(),
         end: VcpuEnd {
-            index: vcpu.index(),
+            index,
             phase,
             state: vcpu.state().ok().map(Box::new),
+            lapic: io.platform.as_ref().and_then(|p| p.lapic_summary(index)),
         },
     }
 }
@@ -168,11 +175,11 @@ pub fn vcpu_thread<V: Vcpu>(
         // An application processor waits for INIT and a start-up IPI.
         let Some(platform) = io.platform.clone() else {
             while !control.wait_stopping(Duration::from_millis(100)) {}
-            return report(&mut vcpu, VcpuPhase::WaitingForStartup);
+            return report(&mut vcpu, &io, VcpuPhase::WaitingForStartup);
         };
         loop {
             if control.stopping() {
-                return report(&mut vcpu, VcpuPhase::WaitingForStartup);
+                return report(&mut vcpu, &io, VcpuPhase::WaitingForStartup);
             }
             if let Some(v) = platform.take_sipi(vcpu.index()) {
                 // INIT and SIPI leave the time-stamp counter running: the AP's stays in step
@@ -184,7 +191,7 @@ pub fn vcpu_thread<V: Vcpu>(
                 if let Err(e) = vcpu.set_state(&state) {
                     let i = vcpu.index();
                     control.request_stop(StopReason::HostError(format!("vCPU {i}: {e}")));
-                    return report(&mut vcpu, VcpuPhase::WaitingForStartup);
+                    return report(&mut vcpu, &io, VcpuPhase::WaitingForStartup);
                 }
                 platform.set_idle(vcpu.index(), false);
                 break;
@@ -253,7 +260,7 @@ pub fn vcpu_thread<V: Vcpu>(
             }
         }
     }
-    report(&mut vcpu, phase)
+    report(&mut vcpu, &io, phase)
 }
 
 #[cfg(test)]

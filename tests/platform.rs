@@ -309,9 +309,14 @@ fn linux_powers_off_through_acpi_s5() {
         "smp: Brought up 1 node, 2 CPUs",
         "ACPI: PM: (supports S0 S5)",
         "ACPI: PM: Preparing to enter system sleep state S5",
+        // The software CPU's TSC: one counter for both CPUs (no warp), the TSC-deadline
+        // timer, and the TSC as the clocksource.
+        "TSC deadline timer available",
+        "clocksource: Switched to clocksource tsc",
     ] {
         assert!(serial.contains(line), "{line:?} missing:\n{serial}");
     }
+    assert!(!serial.contains("TSC warp"), "{serial}");
 }
 
 /// The RTC's update-ended and alarm interrupts (test-roms/rtc_alarm.asm) on every backend; each

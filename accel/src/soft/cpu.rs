@@ -119,7 +119,12 @@ pub fn ts(code: u32) -> Fault {
 /// Where the guest TSC comes from when the machine has a clock: the same reading for every
 /// vCPU.
 #[derive(Clone)]
-pub struct TscClock(pub std::sync::Arc<dyn Fn() -> u64 + Send + Sync>);
+pub struct TscClock {
+    /// Reads the clock's TSC.
+    pub read: std::sync::Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// Its frequency (CPUID leaves 0x15 and 0x16 report it).
+    pub hz: u64,
+}
 
 impl std::fmt::Debug for TscClock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -340,7 +345,7 @@ impl Core {
 
     fn tsc_base(&self) -> u64 {
         match &self.tsc_clock {
-            Some(clock) => (clock.0)(),
+            Some(clock) => (clock.read)(),
             None => self.icount,
         }
     }

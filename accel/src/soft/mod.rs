@@ -81,10 +81,18 @@ impl SoftAccel {
         }
     }
 
-    /// The vCPUs' TSC follows `clock` (the machine's real-time clock) instead of counting
-    /// retired instructions: one TSC for every vCPU, which runs on while a vCPU halts.
-    pub fn with_tsc_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
-        self.tsc_clock = Some(cpu::TscClock(std::sync::Arc::new(clock)));
+    /// The vCPUs' TSC follows `clock` (the machine's real-time clock, `hz` ticks a second, the
+    /// local APIC timer's rate too) instead of counting retired instructions: one TSC for every
+    /// vCPU, which runs on while a vCPU halts. CPUID then reports the frequency.
+    pub fn with_tsc_clock(
+        mut self,
+        hz: u64,
+        clock: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> Self {
+        self.tsc_clock = Some(cpu::TscClock {
+            read: std::sync::Arc::new(clock),
+            hz,
+        });
         self
     }
 

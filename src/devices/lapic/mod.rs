@@ -537,6 +537,43 @@ impl Lapic {
         }
     }
 
+    /// One line on the state that decides what this LAPIC delivers next (for reports on a
+    /// guest that stopped making progress): the timer, the highest vectors requested and in
+    /// service, the task priority.
+    pub fn summary(&self) -> String {
+        let mode = match self.timer_mode() {
+            TIMER_PERIODIC => "periodic",
+            TIMER_TSC_DEADLINE => "TSC-deadline",
+            0 => "one-shot",
+            _ => "reserved mode",
+        };
+        let now = self.clock.now_ns();
+        let timer = match self.timer_next {
+            Some(t) if t > now => format!("due in {} us", (t - now) / 1000),
+            Some(t) => format!("{} us overdue", (now - t) / 1000),
+            None => "disarmed".into(),
+        };
+        let lvt = self.lvt[LVT_TIMER];
+        let vector = |v: Option<u8>| v.map_or("none".into(), |v| format!("{v:#04x}"));
+        format!(
+            "LAPIC {}: timer {mode} {timer}{}, vector {:#04x}; IRR {}, ISR {}, TPR {:#04x}",
+            if self.enabled() && self.software_enabled() {
+                "on"
+            } else {
+                "off"
+            },
+            if lvt & LVT_MASKED != 0 {
+                " (masked)"
+            } else {
+                ""
+            },
+            lvt & 0xff,
+            vector(highest(&self.irr)),
+            vector(highest(&self.isr)),
+            self.tpr
+        )
+    }
+
     /// The virtual time of the next timer expiry, if armed.
     pub fn deadline(&self) -> Option<u64> {
         self.timer_next

@@ -155,3 +155,61 @@ fn rdtscp_counts_instructions_and_reads_tsc_aux() {
     assert_eq!(s.reg(Reg::Rcx), 7);
     assert_eq!(s.reg(Reg::Rax), 4);
 }
+
+/// With the machine's clock behind the TSC, RDTSC reads the clock (plus what WRMSR to IA32_TSC
+/// set), and CPUID says its rate: leaf 0x15 (TSC = crystal x 1/1, crystal 1 GHz) and 0x16.
+#[test]
+fn tsc_follows_the_machine_clock_and_cpuid_reports_its_rate() {
+    let mut m = Machine::new();
+    let now = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(5_000_000));
+    let clock = now.clone();
+    m.cpu = SoftAccel::new(m.mem.clone(), 1)
+        .with_tsc_clock(1_000_000_000, move || {
+            clock.load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .create_vcpu(0)
+        .unwrap();
+    let s = prot_state(&m);
+    m.load(
+        CODE,
+        &asm(32, CODE, |a| {
+            for (leaf, out) in [(0u32, 0x1000u32), (0x15, 0x1010), (0x16, 0x1020)] {
+                a.mov(eax, leaf).unwrap();
+                a.xor(ecx, ecx).unwrap();
+                a.cpuid().unwrap();
+                a.mov(dword_ptr(out), eax).unwrap();
+                a.mov(dword_ptr(out + 4), ebx).unwrap();
+                a.mov(dword_ptr(out + 8), ecx).unwrap();
+            }
+            a.rdtsc().unwrap();
+            a.mov(dword_ptr(0x1030), eax).unwrap();
+            a.mov(ecx, 0x10u32).unwrap();
+            a.mov(eax, 0x100u32).unwrap();
+            a.xor(edx, edx).unwrap();
+            a.wrmsr().unwrap();
+            a.rdtsc().unwrap();
+            a.hlt().unwrap();
+        }),
+    );
+    m.set(&s);
+    let st = m.run_to_halt();
+    assert!(
+        m.rd(0x1000, 4) >= 0x16,
+        "max basic leaf {:#x}",
+        m.rd(0x1000, 4)
+    );
+    assert_eq!(
+        [m.rd(0x1010, 4), m.rd(0x1014, 4), m.rd(0x1018, 4)],
+        [1, 1, 1_000_000_000]
+    );
+    assert_eq!(
+        [m.rd(0x1020, 4), m.rd(0x1024, 4), m.rd(0x1028, 4)],
+        [1000, 1000, 1000]
+    );
+    // The state set the TSC to 0 and the clock stood still; then WRMSR wrote 0x100.
+    assert_eq!(m.rd(0x1030, 4), 0);
+    assert_eq!(st.reg(Reg::Rax), 0x100);
+    // The counter moves with the clock, not with instructions.
+    now.fetch_add(1234, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(m.state().tsc, 0x100 + 1234);
+}

@@ -84,13 +84,21 @@ pub fn cpuid_leaf(index: usize, nr_vcpus: usize, leaf: u32, sub: u32) -> [u32; 4
 }
 
 pub(super) fn cpuid(c: &mut Ctx, _: &Instruction) -> R<()> {
-    let r = cpuid_leaf(
-        c.c.index,
-        c.c.nr_vcpus,
-        c.c.get(0, 4) as u32,
-        c.c.get(1, 4) as u32,
-    );
-    let mut r = r;
+    let leaf = c.c.get(0, 4) as u32;
+    let mut r = cpuid_leaf(c.c.index, c.c.nr_vcpus, leaf, c.c.get(1, 4) as u32);
+    // With the machine's clock behind the TSC its frequency is known, and said: the TSC/crystal
+    // ratio and crystal clock (leaf 0x15) and the base and bus frequencies (leaf 0x16), so a
+    // kernel takes the TSC's and the local APIC timer's rates from CPUID instead of timing
+    // them against the PIT (about 85,000 port reads and 50 ms of a Linux boot).
+    if let Some(hz) = c.c.tsc_clock.as_ref().map(|t| t.hz) {
+        let mhz = u32::try_from(hz / 1_000_000).unwrap_or(u32::MAX);
+        match leaf {
+            0 => r[0] = r[0].max(0x16),
+            0x15 => r = [1, 1, u32::try_from(hz).unwrap_or(0), 0],
+            0x16 => r = [mhz, mhz, mhz, 0],
+            _ => {}
+        }
+    }
     if c.c.get(0, 4) == 1 {
         if c.c.s.cr4 & crate::state::bits::CR4_OSXSAVE != 0 {
             r[2] |= 1 << 27;
