@@ -162,6 +162,8 @@ pub struct Core {
     /// runs on while the vCPU halts, as on hardware. Without one the TSC counts retired
     /// instructions (bare runs, the fuzzer, and deterministic time, which sets the offset).
     pub tsc_clock: Option<TscClock>,
+    /// The translator's scratch vector for a block's ops (`translate::translate`).
+    pub op_scratch: Vec<super::ir::Op>,
     /// Number of vCPUs of the machine (for CPUID topology).
     pub nr_vcpus: usize,
     /// Debug registers DR0-DR7 (stored only; breakpoints are not implemented).
@@ -197,6 +199,7 @@ impl Core {
             cur: 0,
             tsc_offset: 0,
             tsc_clock: None,
+            op_scratch: Vec::with_capacity(256),
             nr_vcpus: 1,
             dr: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
             single_step: false,

@@ -644,6 +644,7 @@ impl Vcpu for SoftVcpu {
             for (k, v) in [
                 ("jit blocks compiled", j.compiled),
                 ("jit blocks chained", j.chained),
+                ("jit code entries", j.entries),
                 ("jit blocks invalidated", j.invalidated),
                 ("jit blocks interpreted", j.interpreted),
                 ("jit blocks refused", j.refused),

@@ -7,17 +7,18 @@
 //! Code memory is one memory object (a memfd) mapped twice: a read+execute view that generated
 //! code runs from and a read+write view that janus writes code and chain patches through. No
 //! mapping is ever writable and executable, and nothing is re-protected at run time. (dynasmrt's
-//! own buffer flips the protection of its whole mapping for every commit and every patch:
-//! 216k mprotect calls in a Linux boot, each flushing the TLB, about half the boot's time.)
-//! dynasmrt still assembles and links: it commits each block into its own buffer, used as a
-//! scratch area at the same offsets, from where the new bytes are copied into the write view;
-//! the scratch pages already copied are given back to the kernel now and then, so that its
-//! protection flips only touch the few pages written since.
+//! own executable buffer flips the protection of its whole mapping for every commit and every
+//! patch: 216k mprotect calls in a Linux boot, each flushing the TLB, about half the boot's time.)
+//! Each block is assembled by its own dynasmrt `VecAssembler` into a vector, with the address it
+//! will have in the read+execute view as its base, and the bytes are copied into the write view;
+//! jumps to the shared exit stub are to its absolute address (`extern`). (Assembling into
+//! dynasmrt's executable buffer as a scratch area still cost two mprotect calls a commit, 14,500
+//! in a PVH boot.)
 
 use std::os::fd::{AsRawFd, FromRawFd};
 
-use dynasmrt::x64::Assembler;
-use dynasmrt::{AssemblyOffset, DynasmApi, DynasmLabelApi, dynasm};
+use dynasmrt::x64::X64Relocation;
+use dynasmrt::{AssemblyOffset, DynasmApi, VecAssembler, dynasm};
 
 use super::super::cpu::{Core, Ctx};
 use super::rt::Rt;
@@ -52,9 +53,6 @@ pub fn shims() -> [(&'static str, usize); 5] {
 
 /// Signature of the entry trampoline.
 type EnterFn = extern "sysv64" fn(*mut Rt, *mut Core, usize) -> u64;
-
-/// Scratch bytes of dynasmrt's buffer that may be written since they were last given back.
-const SCRATCH_KEEP: usize = 64 << 10;
 
 /// One memory object (a memfd) mapped twice, read+execute and read+write.
 #[derive(Debug)]
@@ -124,18 +122,16 @@ impl Drop for DualMap {
 /// Executable memory for compiled blocks, with a fixed capacity so that code never moves.
 #[derive(Debug)]
 pub struct CodeBuf {
-    /// The assembler (blocks are appended and committed one at a time).
-    pub asm: Assembler,
-    /// Address of dynasmrt's own buffer (the scratch area).
-    scratch: usize,
     map: DualMap,
     cap: usize,
     room: usize,
     enter: usize,
-    /// Bytes copied into the code memory.
-    copied: usize,
-    /// Scratch bytes below this offset were given back to the kernel.
-    released: usize,
+    /// Host addresses of the exit stub's two entries (see `codegen::Gen::exit_done`).
+    pub exit_done: usize,
+    /// See `exit_done`.
+    pub exit: usize,
+    /// Bytes of code in the buffer (all executable).
+    used: usize,
 }
 
 /// The host's page size.
@@ -152,11 +148,19 @@ impl CodeBuf {
         let page = page_size();
         let cap = cap.div_ceil(page) * page;
         let map = DualMap::new(cap)?;
-        let mut asm = Assembler::new_with_capacity(cap)?;
-        let start = asm.offset();
+        let mut b = CodeBuf {
+            map,
+            cap,
+            room,
+            enter: 0,
+            exit_done: 0,
+            exit: 0,
+            used: 0,
+        };
+        let mut asm = b.assembler();
+        let enter = asm.offset();
         dynasm!(asm
             ; .arch x64
-            ; ->enter:
             ; push rbx
             ; push rbp
             ; push r12
@@ -169,9 +173,15 @@ impl CodeBuf {
             ; mov r12, QWORD [r14 + super::codegen::RT_TLB_BASE]
             ; mov r13, QWORD [r15 + super::codegen::CORE_ICOUNT]
             ; jmp rdx
-            ; ->exit_done:
+        );
+        let exit_done = asm.offset();
+        dynasm!(asm
+            ; .arch x64
             ; xor eax, eax
-            ; ->exit:
+        );
+        let exit = asm.offset();
+        dynasm!(asm
+            ; .arch x64
             ; mov QWORD [r15 + super::codegen::CORE_ICOUNT], r13
             ; add rsp, 8
             ; pop r15
@@ -182,21 +192,43 @@ impl CodeBuf {
             ; pop rbx
             ; ret
         );
-        asm.commit().map_err(std::io::Error::other)?;
-        let scratch = asm.reader().lock().ptr(AssemblyOffset(0)) as usize;
-        let mut b = CodeBuf {
-            asm,
-            scratch,
-            map,
-            cap,
-            room,
-            enter: 0,
-            copied: 0,
-            released: 0,
-        };
-        b.copy_out().map_err(std::io::Error::other)?;
-        b.enter = b.addr(start);
+        b.append(asm).map_err(std::io::Error::other)?;
+        b.enter = b.addr(enter);
+        b.exit_done = b.addr(exit_done);
+        b.exit = b.addr(exit);
         Ok(b)
+    }
+
+    /// An assembler for the next block: its offsets count from the block's start, which is
+    /// `used()` in the buffer.
+    pub fn assembler(&self) -> VecAssembler<X64Relocation> {
+        VecAssembler::new(self.map.rx + self.used)
+    }
+
+    /// Resolves the block assembled by `asm` (from `assembler`) and puts it into the buffer:
+    /// it is executable at once.
+    pub fn append(
+        &mut self,
+        mut asm: VecAssembler<X64Relocation>,
+    ) -> Result<(), dynasmrt::DynasmError> {
+        let code = asm.take()?;
+        let too_big = dynasmrt::DynasmError::ImpossibleRelocation(dynasmrt::TargetKind::Managed);
+        let end = self.used.checked_add(code.len()).ok_or(too_big.clone())?;
+        if end > self.cap {
+            return Err(too_big);
+        }
+        // SAFETY: [used, end) lies inside the write view's `cap` bytes (checked above) and past
+        // all code written so far, so no generated code runs from it yet; `code` is a separate
+        // allocation, so the ranges do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                code.as_ptr(),
+                (self.map.rw + self.used) as *mut u8,
+                code.len(),
+            );
+        }
+        self.used = end;
+        Ok(())
     }
 
     /// Host address of an offset.
@@ -206,86 +238,28 @@ impl CodeBuf {
 
     /// Whether another block fits.
     pub fn has_room(&self) -> bool {
-        self.asm.offset().0 + self.room <= self.cap
+        self.used + self.room <= self.cap
     }
 
     /// A copy of committed code.
     #[cfg(test)]
     pub fn bytes(&self, r: std::ops::Range<usize>) -> Vec<u8> {
-        assert!(r.start <= r.end && r.end <= self.copied);
-        // SAFETY: [rx + start, rx + end) lies in the committed part of the read+execute view,
+        assert!(r.start <= r.end && r.end <= self.used);
+        // SAFETY: [rx + start, rx + end) lies in the written part of the read+execute view,
         // which is readable and only written (through the other view) by `&mut self` methods.
         unsafe { std::slice::from_raw_parts((self.map.rx + r.start) as *const u8, r.len()) }
             .to_vec()
     }
 
-    /// Whether the code at host address `code` is committed (executable).
-    pub fn is_committed(&self, code: usize) -> bool {
-        code >= self.map.rx && code < self.map.rx + self.copied
-    }
-
     /// Bytes used.
     pub fn used(&self) -> usize {
-        self.asm.offset().0
-    }
-
-    /// Makes the code assembled so far executable (the buffer never moves: its capacity is
-    /// fixed and `has_room` is checked before each block).
-    pub fn commit(&mut self) -> Result<(), dynasmrt::DynasmError> {
-        self.asm.commit()?;
-        self.copy_out()
-    }
-
-    /// Copies what dynasmrt committed since the last call into the code memory.
-    fn copy_out(&mut self) -> Result<(), dynasmrt::DynasmError> {
-        let used = self.asm.offset().0;
-        debug_assert_eq!(
-            self.asm.reader().lock().ptr(AssemblyOffset(0)) as usize,
-            self.scratch
-        );
-        if used > self.cap || used < self.copied {
-            return Err(dynasmrt::DynasmError::ImpossibleRelocation(
-                dynasmrt::TargetKind::Managed,
-            ));
-        }
-        // SAFETY: dynasmrt has just written [copied, used) of its buffer at `scratch` (which
-        // holds `cap` bytes and never moves: `has_room` keeps the assembler inside its initial
-        // capacity) and made it readable; the write view holds `cap` bytes at `rw`, and the two
-        // mappings are distinct, so the ranges do not overlap. No generated code runs while
-        // `&mut self` is held.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                (self.scratch + self.copied) as *const u8,
-                (self.map.rw + self.copied) as *mut u8,
-                used - self.copied,
-            );
-        }
-        self.copied = used;
-        let page = page_size();
-        let upto = used / page * page;
-        if upto >= self.released + SCRATCH_KEEP {
-            // dynasmrt never reads back what it committed (only `alter` would, and it is not
-            // used), so the copied scratch pages can go: its next protection flips then only
-            // walk the pages written since.
-            // SAFETY: [released, upto) is a page-aligned range inside dynasmrt's buffer whose
-            // bytes were all copied out above; MADV_DONTNEED on this private anonymous mapping
-            // only makes those pages read as zeros again.
-            unsafe {
-                libc::madvise(
-                    (self.scratch + self.released) as *mut libc::c_void,
-                    upto - self.released,
-                    libc::MADV_DONTNEED,
-                );
-            }
-            self.released = upto;
-        }
-        Ok(())
+        self.used
     }
 
     /// Rewrites the 32-bit displacement of the `jmp rel32` at offset `at` to reach host address
     /// `target`.
     pub fn patch_jmp(&mut self, at: usize, target: usize) -> Result<(), dynasmrt::DynasmError> {
-        if at + 5 > self.copied {
+        if at + 5 > self.used {
             return Err(dynasmrt::DynasmError::ImpossibleRelocation(
                 dynasmrt::TargetKind::Managed,
             ));

@@ -6,7 +6,8 @@
 use std::mem::offset_of;
 use std::sync::Arc;
 
-use dynasmrt::x64::Assembler;
+use dynasmrt::VecAssembler;
+use dynasmrt::x64::X64Relocation;
 use dynasmrt::{DynamicLabel, DynasmApi, dynasm};
 
 use super::super::cpu::Core;
@@ -152,8 +153,15 @@ pub type Cold = Box<dyn FnOnce(&mut Gen)>;
 
 /// Code generation state for one block.
 pub struct Gen<'a> {
-    /// The assembler.
-    pub a: &'a mut Assembler,
+    /// The block's assembler (offsets from the block's start, `base` in the buffer).
+    pub a: &'a mut VecAssembler<X64Relocation>,
+    /// Offset of the block in the code buffer.
+    pub base: usize,
+    /// Host addresses of the shared exit stub: `exit_done` (RIP stored, nothing to chain) and
+    /// `exit` (exit code in EAX).
+    pub exit_done: usize,
+    /// See `exit_done`.
+    pub exit: usize,
     /// The block.
     pub b: &'a Arc<Block>,
     /// Its key (mode bits | CPL << 8).

@@ -67,7 +67,7 @@ impl Gen<'_> {
         self.cold.push(Box::new(move |g: &mut Gen| {
             x64!(g.a ; =>attn);
             g.store_rip(rip);
-            x64!(g.a ; jmp ->exit_done);
+            x64!(g.a ; jmp extern g.exit_done);
         }));
         self.loop_entry();
     }
@@ -152,7 +152,7 @@ impl Gen<'_> {
             x64!(g.a ; =>leave);
             g.emit_stores(&stores);
             g.store_rip(rip);
-            x64!(g.a ; jmp ->exit_done);
+            x64!(g.a ; jmp extern g.exit_done);
         }));
     }
 
@@ -166,7 +166,7 @@ impl Gen<'_> {
                 x64!(g.a ; =>l);
                 g.emit_stores(&stores);
                 g.store_rip(rip);
-                x64!(g.a ; add r13, i32::from(n) ; jmp ->exit_done);
+                x64!(g.a ; add r13, i32::from(n) ; jmp extern g.exit_done);
             }));
         }
         self.risky = false;
@@ -181,11 +181,11 @@ impl Gen<'_> {
     /// exits; the jump cache compares the run-time key itself).
     fn leave_checks(&mut self, key: bool) {
         if self.writes {
-            x64!(self.a ; cmp BYTE [r15 + CORE_SMC], 0 ; jne ->exit_done);
+            x64!(self.a ; cmp BYTE [r15 + CORE_SMC], 0 ; jne extern self.exit_done);
         }
         if self.calls_helpers && key {
             let key = self.key as i32;
-            x64!(self.a ; cmp QWORD [r14 + RT_CUR_KEY], key ; jne ->exit_done);
+            x64!(self.a ; cmp QWORD [r14 + RT_CUR_KEY], key ; jne extern self.exit_done);
         }
     }
 
@@ -245,7 +245,7 @@ impl Gen<'_> {
         if cross_page {
             x64!(self.a ; test BYTE [r15 + CORE_CR0 + 3], 0x80u8 as i8 ; jnz =>via_jc);
         }
-        let at = self.a.offset().0;
+        let at = self.base + self.a.offset().0;
         x64!(self.a ; jmp =>stub);
         let idx = self.exits.len();
         let id = ((self.exit_base + idx) as u64) << 8 | code::CHAIN;
@@ -257,10 +257,10 @@ impl Gen<'_> {
         });
         let bits = self.bits;
         self.cold.push(Box::new(move |g: &mut Gen| {
-            g.exits[idx].stub = g.a.offset().0;
+            g.exits[idx].stub = g.base + g.a.offset().0;
             x64!(g.a ; =>stub);
             g.store_rip(target);
-            x64!(g.a ; mov eax, id as i32 ; jmp ->exit);
+            x64!(g.a ; mov eax, id as i32 ; jmp extern g.exit);
             if cross_page {
                 x64!(g.a ; =>via_jc);
                 g.store_rip(target);
@@ -271,7 +271,7 @@ impl Gen<'_> {
                     g.rip_to_lin();
                 }
                 g.jc_lookup();
-                x64!(g.a ; mov eax, id as i32 ; jmp ->exit);
+                x64!(g.a ; mov eax, id as i32 ; jmp extern g.exit);
             }
         }));
     }
@@ -304,7 +304,7 @@ impl Gen<'_> {
         self.leave_checks(false);
         self.rip_to_lin();
         self.jc_lookup();
-        x64!(self.a ; jmp ->exit_done);
+        x64!(self.a ; jmp extern self.exit_done);
     }
 
     /// `End`: a helper has set RIP.
@@ -316,7 +316,7 @@ impl Gen<'_> {
         x64!(self.a ; mov rax, QWORD [r15 + CORE_RIP]);
         self.rip_to_lin();
         self.jc_lookup();
-        x64!(self.a ; jmp ->exit_done);
+        x64!(self.a ; jmp extern self.exit_done);
     }
 
     /// `Branch` on a temporary.
@@ -500,7 +500,7 @@ impl Gen<'_> {
                 ; =>l
                 ; add r13, i32::from(n)
                 ; mov eax, fault
-                ; jmp ->exit
+                ; jmp extern self.exit
             );
         }
         let _ = fits32(0);

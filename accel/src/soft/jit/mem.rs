@@ -219,7 +219,7 @@ impl Gen<'_> {
                 let stay = g.a.new_dynamic_label();
                 x64!(g.a ; cmp BYTE [r15 + CORE_SMC], 0 ; je =>stay);
                 g.store_imm64(CORE_RIP, next_rip);
-                x64!(g.a ; add r13, i32::from(next_n) ; jmp ->exit_done ; =>stay);
+                x64!(g.a ; add r13, i32::from(next_n) ; jmp extern g.exit_done ; =>stay);
             }
             g.restore_regs(save, None);
             x64!(g.a ; jmp =>back);

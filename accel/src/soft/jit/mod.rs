@@ -449,8 +449,13 @@ impl Jit {
         }
         let exit_base = self.exits.len();
         let call_base = self.rt.calls.len();
+        let mut asm = self.buf.assembler();
+        let base = self.buf.used();
         let mut g = Gen {
-            a: &mut self.buf.asm,
+            a: &mut asm,
+            base,
+            exit_done: self.buf.exit_done,
+            exit: self.buf.exit,
             b,
             key,
             bits: ctx.c.s.code_bitness(),
@@ -507,7 +512,7 @@ impl Jit {
             g.looping = loop_regs(b, lin).map(|r| (r, g.a.new_dynamic_label()));
         }
         use dynasmrt::DynasmApi;
-        let entry = g.a.offset();
+        let entry = base + g.a.offset().0;
         g.prologue();
         for (k, op) in b.ops.iter().enumerate() {
             g.k = k;
@@ -528,6 +533,11 @@ impl Jit {
         }
         g.epilogue();
         let (exits, calls) = (std::mem::take(&mut g.exits), std::mem::take(&mut g.calls));
+        drop(g);
+        if self.buf.append(asm).is_err() {
+            self.stats.refused += 1;
+            return None;
+        }
         // Committed by `run` before the code is first entered.
         let id = block_id(b);
         for rec in exits {
@@ -545,13 +555,17 @@ impl Jit {
             let _ = writeln!(
                 f,
                 "{:x} {:x} guest_{:x}_{:x}",
-                self.buf.addr(entry),
-                self.buf.used() - entry.0,
+                self.buf.addr(dynasmrt::AssemblyOffset(entry)),
+                self.buf.used() - entry,
                 b.rip,
                 b.phys
             );
         }
-        Some((self.buf.addr(entry), entry.0..self.buf.used(), flat))
+        Some((
+            self.buf.addr(dynasmrt::AssemblyOffset(entry)),
+            entry..self.buf.used(),
+            flat,
+        ))
     }
 
     /// Every block that ran compiled, by RIP: its IR, and its code's offset and bytes.
@@ -674,13 +688,6 @@ impl Jit {
                 e.exits = first..n;
                 e.span = span;
                 e.flat = flat;
-                if self.hot > 1 {
-                    // The code is committed together with whatever else gets hot before one of
-                    // them runs again (each commit flips the protection of dynasmrt's buffer
-                    // twice); this run is interpreted.
-                    self.stats.interpreted += 1;
-                    return interp::run(ctx, b, &mut self.temps);
-                }
                 (code, flat)
             }
         };
@@ -688,11 +695,6 @@ impl Jit {
         if flat & self.rt.nonflat != 0 {
             // Compiled for flat segments that are not flat any more: recompile it without.
             self.uncompile(id);
-            self.stats.interpreted += 1;
-            return interp::run(ctx, b, &mut self.temps);
-        }
-        if !self.buf.is_committed(code) && self.buf.commit().is_err() {
-            self.flush(true);
             self.stats.interpreted += 1;
             return interp::run(ctx, b, &mut self.temps);
         }

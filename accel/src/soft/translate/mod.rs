@@ -127,9 +127,11 @@ pub fn op_size(i: &Instruction, n: u32) -> u8 {
 }
 
 impl Builder {
-    fn new(stack: u8) -> Self {
+    /// A builder that emits into `ops` (a scratch vector, cleared here).
+    fn new(stack: u8, mut ops: Vec<Op>) -> Self {
+        ops.clear();
         Builder {
-            ops: Vec::with_capacity(256),
+            ops,
             insns: Vec::new(),
             next_t: 0,
             stack,
@@ -388,7 +390,8 @@ fn lockable(i: &Instruction) -> bool {
 /// Returns the block and whether it may be cached (not when an instruction crosses a page).
 pub fn translate(ctx: &mut Ctx, mode: u32, max: usize) -> R<(Arc<Block>, bool)> {
     let bitness = ctx.c.s.code_bitness();
-    let mut b = Builder::new(ctx.c.stack_size());
+    let scratch = std::mem::take(&mut ctx.c.op_scratch);
+    let mut b = Builder::new(ctx.c.stack_size(), scratch);
     b.interp = ctx.c.cache.jit.is_none();
     let start_rip = ctx.c.s.rip;
     let mut rip = start_rip;
@@ -474,11 +477,19 @@ pub fn translate(ctx: &mut Ctx, mode: u32, max: usize) -> R<(Arc<Block>, bool)> 
     if let Some((_, p2, m2)) = page2 {
         code.push((p2, m2));
     }
+    // The ops are built in a scratch vector that the core keeps, and the block gets a copy of
+    // the size it needs: a vector allocated and freed per translation grew and trimmed the
+    // top of the vCPU thread's malloc heap, an mprotect call every few translations (9,200 in
+    // a PVH boot).
+    let ops = b.ops.to_vec();
+    ctx.c.op_scratch = b.ops;
+    let mut insns = b.insns;
+    insns.shrink_to_fit();
     let block = Block {
         page2: page2.map(|(lin2, p2, _)| (lin2, p2)),
         helpers,
-        ops: b.ops,
-        insns: b.insns,
+        ops,
+        insns,
         phys: phys0,
         mode,
         rip: start_rip,
