@@ -202,7 +202,8 @@ impl CodeBuf {
     /// An assembler for the next block: its offsets count from the block's start, which is
     /// `used()` in the buffer.
     pub fn assembler(&self) -> VecAssembler<X64Relocation> {
-        VecAssembler::new(self.map.rx + self.used)
+        // Room for most blocks' code, labels and jumps, so that assembling does not grow them.
+        VecAssembler::new_with_capacity(self.map.rx + self.used, 4096, 0, 0, 64, 0, 64)
     }
 
     /// Resolves the block assembled by `asm` (from `assembler`) and puts it into the buffer:
