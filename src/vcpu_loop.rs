@@ -196,7 +196,10 @@ pub fn vcpu_thread<V: Vcpu>(
                 platform.set_idle(vcpu.index(), false);
                 break;
             }
-            while !kicker.pending() && !control.wait_stopping(Duration::from_millis(10)) {}
+            // A start-up IPI (or a stop request) kicks this vCPU, which wakes it.
+            while !kicker.pending() && !control.stopping() {
+                kicker.park(Duration::from_millis(10));
+            }
             kicker.clear();
         }
     }
@@ -241,9 +244,14 @@ pub fn vcpu_thread<V: Vcpu>(
                     if platform.is_some_and(|p| p.idle_jump()) {
                         continue;
                     }
-                    if control.wait_stopping(Duration::from_millis(10)) {
+                    if control.stopping() {
                         break;
                     }
+                    // Whoever raises an interrupt for this vCPU, or stops the machine, kicks
+                    // it, which ends the park at once. (Waiting on the stop condition variable
+                    // instead woke a halted vCPU only every 10 ms: an IPI or a timer deadline
+                    // was answered up to 10 ms late.)
+                    kicker.park(Duration::from_millis(10));
                 }
                 if let Some(p) = platform {
                     p.set_idle(index, false);

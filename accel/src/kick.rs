@@ -3,10 +3,14 @@
 //! A [`Kicker`] sets the vCPU's attention flag, which every backend checks before entering guest
 //! code (the software backend at each block entry), and, for backends that sit inside a blocking
 //! system call (KVM_RUN), sends a signal to the vCPU's thread. The KVM backend's signal handler
-//! sets `immediate_exit`, so a kick that lands just before KVM_RUN is not lost.
+//! sets `immediate_exit`, so a kick that lands just before KVM_RUN is not lost. A vCPU thread
+//! that sleeps between runs (a halted vCPU) parks itself ([`Kicker::park`]) and a kick unparks
+//! it at once.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::Duration;
 
 /// A cloneable handle that asks one vCPU to stop running guest code soon.
 #[derive(Clone, Debug, Default)]
@@ -14,6 +18,8 @@ pub struct Kicker {
     attention: Arc<AtomicBool>,
     /// pthread_t of the thread in `run`, or 0 when none needs a signal.
     thread: Arc<AtomicU64>,
+    /// The vCPU's thread, once it has parked: a kick unparks it.
+    sleeper: Arc<OnceLock<Thread>>,
 }
 
 impl Kicker {
@@ -28,6 +34,24 @@ impl Kicker {
         let tid = self.thread.load(Ordering::SeqCst);
         if tid != 0 {
             crate::kvm::signal_thread(tid);
+        }
+        if let Some(t) = self.sleeper.get() {
+            t.unpark();
+        }
+    }
+
+    /// Sleeps the calling thread (the vCPU's own, between runs) until a kick or `timeout`,
+    /// whichever comes first; a kick since the last call ends it at once. May also return
+    /// early for no reason: callers check what they wait for.
+    pub fn park(&self, timeout: Duration) {
+        let me = self.sleeper.get_or_init(std::thread::current);
+        if me.id() != std::thread::current().id() {
+            // Another thread parks on this kicker (not how vCPUs use it): just wait.
+            std::thread::sleep(timeout);
+            return;
+        }
+        if !self.pending() {
+            std::thread::park_timeout(timeout);
         }
     }
 
@@ -50,5 +74,35 @@ impl Kicker {
     /// The raw flag, for backends that poll it at block entry.
     pub fn flag(&self) -> &AtomicBool {
         &self.attention
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A parked vCPU thread wakes when it is kicked, not when its timeout ends (a halted vCPU
+    /// that slept out 10 ms per interrupt made a two-CPU Linux boot 1.8x slower).
+    #[test]
+    fn a_kick_ends_a_park_at_once() {
+        let k = Kicker::new();
+        // The first park registers the thread; a kick before it is not lost either.
+        k.kick();
+        let t = Instant::now();
+        k.park(Duration::from_secs(5));
+        assert!(t.elapsed() < Duration::from_secs(1));
+        k.clear();
+        let k2 = k.clone();
+        let kicker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            k2.kick();
+        });
+        let t = Instant::now();
+        while !k.pending() {
+            k.park(Duration::from_secs(5));
+        }
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        kicker.join().unwrap();
     }
 }
