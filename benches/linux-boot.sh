@@ -7,8 +7,9 @@
 # For each of the bzImage (vmlinuz) and the PVH vmlinux, each program is started with the
 # serial console on stdout, and the time from its launch until `JANUS-INIT-OK` appears there
 # is taken; the program is then killed. Environment: JANUS (default target/release/janus),
-# QEMU (default qemu-system-x86_64), JANUS_ACCEL (default jit), TIMEOUT (seconds, default
-# 300). Needs bash 5 ($EPOCHREALTIME).
+# QEMU (default qemu-system-x86_64), JANUS_ACCEL (default jit), SMP (vCPUs of both, default 1),
+# TIMEOUT (seconds, default 300). Needs bash 5
+# ($EPOCHREALTIME).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -18,6 +19,7 @@ runs=${1:-3}
 janus=${JANUS:-$root/target/release/janus}
 qemu=${QEMU:-qemu-system-x86_64}
 accel=${JANUS_ACCEL:-jit}
+smp=${SMP:-1}
 limit=${TIMEOUT:-300}
 cmdline="console=ttyS0 reboot=t"
 
@@ -54,16 +56,17 @@ declare -A times
 for ((r = 1; r <= runs; r++)); do
     echo "linux-boot: run $r/$runs" >&2
     for kernel in vmlinuz vmlinux; do
-        t=$(to_marker "$qemu" -accel tcg -m 256 -display none -serial stdio -no-reboot \
+        t=$(to_marker "$qemu" -accel tcg -smp "$smp" -m 256 -display none -serial stdio -no-reboot \
             -monitor none -kernel "$assets/$kernel" -initrd "$assets/initramfs.cpio.gz" \
             -append "$cmdline")
         times[qemu-$kernel]+="$t "
-        t=$(to_marker "$janus" run --accel "$accel" --mem 256M --kernel "$assets/$kernel" \
+        t=$(to_marker "$janus" run --accel "$accel" --smp "$smp" --mem 256M --kernel "$assets/$kernel" \
             --initrd "$assets/initramfs.cpio.gz" --append "$cmdline")
         times[janus-$kernel]+="$t "
     done
 done
 
+echo "linux-boot: $smp vCPU(s)" >&2
 printf '%-12s %12s %12s %18s\n' kernel "qemu-tcg s" "janus-$accel s" "janus/qemu time"
 for kernel in vmlinuz vmlinux; do
     q=$(echo "${times[qemu-$kernel]}" | median)
