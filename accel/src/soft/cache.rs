@@ -95,6 +95,9 @@ pub struct Cache {
 pub struct JitEvents {
     /// Physical pages whose blocks were dropped (their compiled code must be unchained).
     pub dropped: Vec<u64>,
+    /// Single blocks dropped, by (physical page, block address): a write overlapped their code
+    /// and not the rest of the page's.
+    pub dropped_blocks: Vec<(u64, usize)>,
     /// Physical pages that became code pages (writes to them must take the slow path).
     pub new_code: Vec<u64>,
     /// Every block was dropped.
@@ -204,6 +207,64 @@ impl Cache {
     pub fn page_has_code(&self, page: u64) -> bool {
         self.pages.get(&page).is_some_and(|i| i.mask != 0)
             || self.xmc.as_ref().is_some_and(|(x, _)| x.is_code(page))
+    }
+
+    /// Drops the blocks whose code overlaps the `len` bytes at `pa` (inside one page), and only
+    /// those: a write next to code (a patched call site, data beside a function) leaves the
+    /// page's other blocks alone. Returns whether any block was dropped.
+    pub fn invalidate_range(&mut self, pa: u64, len: u64) -> bool {
+        let page = pa & !0xfff;
+        let Some(info) = self.pages.get_mut(&page) else {
+            return false;
+        };
+        let first = (pa & 0xfff) / 64;
+        let last = ((pa + len.max(1) - 1).min(page + 0xfff) & 0xfff) / 64;
+        let written = (first..=last).fold(0u64, |m, c| m | 1 << c);
+        if info.mask & written == 0 {
+            return false;
+        }
+        let mut keep = Vec::with_capacity(info.keys.len());
+        let mut mask = 0;
+        let mut dropped = false;
+        for key in std::mem::take(&mut info.keys) {
+            // A key whose block went with another page (it spilled over) is stale: forget it.
+            let Some(b) = self.map.get(&key) else {
+                continue;
+            };
+            let m = b
+                .code
+                .iter()
+                .filter(|&&(p, _)| p == page)
+                .fold(0, |a, &(_, m)| a | m);
+            if m & written == 0 {
+                mask |= m;
+                keep.push(key);
+                continue;
+            }
+            dropped = true;
+            if let Some(b) = self.map.remove(&key) {
+                let i = fast_index(key.0, key.1);
+                if self.fast[i].as_ref().is_some_and(|f| Arc::ptr_eq(f, &b)) {
+                    self.fast[i] = None;
+                }
+                if let Some(j) = &mut self.jit {
+                    j.dropped_blocks.push((page, Arc::as_ptr(&b) as usize));
+                }
+            }
+        }
+        if dropped {
+            self.epoch += 1;
+        }
+        if keep.is_empty() {
+            self.pages.remove(&page);
+            if let Some((x, i)) = &self.xmc {
+                x.unmark(*i, page);
+            }
+        } else if let Some(info) = self.pages.get_mut(&page) {
+            info.keys = keep;
+            info.mask = mask;
+        }
+        dropped
     }
 
     /// Drops every block translated from the page.

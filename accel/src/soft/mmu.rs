@@ -250,11 +250,11 @@ impl Ctx<'_> {
     }
 
     /// `len` bytes at `pa`, inside one page, were (or are about to be) written: this vCPU's
-    /// code there is dropped and the running block ends after this instruction; other vCPUs
+    /// blocks whose code they overlap are dropped and the running block ends after this
+    /// instruction; other vCPUs
     /// that translated code from the page are told (`xmc`).
     fn bytes_written(&mut self, pa: u64, len: u64) {
-        if self.c.cache.is_code(pa, len) {
-            self.c.cache.invalidate_page(pa & PAGE_MASK);
+        if self.c.cache.is_code(pa, len) && self.c.cache.invalidate_range(pa, len) {
             self.c.smc = true;
         }
         if let Some((x, i)) = &self.c.cache.xmc {

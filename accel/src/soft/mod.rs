@@ -235,9 +235,7 @@ impl SoftVcpu {
                     }
                 }
                 xmc::Mail::Written { pa, len } => {
-                    if self.core.cache.is_code(pa, len) {
-                        self.core.cache.invalidate_page(pa & !0xfff);
-                    }
+                    self.core.cache.invalidate_range(pa, len);
                 }
                 xmc::Mail::Overflow => {
                     self.core.tlb.flush(false);

@@ -347,26 +347,52 @@ impl Jit {
         };
         let mut had_code = false;
         for id in ids {
-            let Some(e) = self.blocks.remove(&id) else {
-                continue;
-            };
-            if let Some(code) = e.code {
-                self.stats.invalidated += 1;
-                had_code = true;
-                gone.push(code as u64);
-            }
-            for x in e.incoming {
-                let ex = &mut self.exits[x];
-                if ex.chained && ex.src.is_some() {
-                    let (at, stub) = (ex.rec.at, ex.rec.stub);
-                    ex.chained = false;
-                    let _ = self.buf.patch_jmp(at, self.buf_addr(stub));
-                }
-            }
-            for x in e.exits {
-                self.exits[x].src = None;
+            had_code |= self.drop_block(id, gone);
+        }
+        self.count_smc(page, had_code);
+    }
+
+    /// Drops one block of a page (the translation cache dropped it: a write overlapped its
+    /// code), as `drop_page` does.
+    /// Returns whether it had compiled code.
+    fn drop_one(&mut self, page: u64, id: usize, gone: &mut Vec<u64>) -> bool {
+        if let Some(ids) = self.by_page.get_mut(&page) {
+            ids.retain(|&i| i != id);
+            if ids.is_empty() {
+                self.by_page.remove(&page);
             }
         }
+        self.drop_block(id, gone)
+    }
+
+    /// Forgets a block, unchaining every jump into it: whether it had compiled code (which is
+    /// added to `gone`).
+    fn drop_block(&mut self, id: usize, gone: &mut Vec<u64>) -> bool {
+        let Some(e) = self.blocks.remove(&id) else {
+            return false;
+        };
+        let mut had_code = false;
+        if let Some(code) = e.code {
+            self.stats.invalidated += 1;
+            had_code = true;
+            gone.push(code as u64);
+        }
+        for x in e.incoming {
+            let ex = &mut self.exits[x];
+            if ex.chained && ex.src.is_some() {
+                let (at, stub) = (ex.rec.at, ex.rec.stub);
+                ex.chained = false;
+                let _ = self.buf.patch_jmp(at, self.buf_addr(stub));
+            }
+        }
+        for x in e.exits {
+            self.exits[x].src = None;
+        }
+        had_code
+    }
+
+    /// Self-modifying-code accounting of a page that lost blocks (`had_code`: compiled ones).
+    fn count_smc(&mut self, page: u64, had_code: bool) {
         if had_code {
             let smc = self.smc_pages.entry(page).or_default();
             smc.count += 1;
@@ -413,6 +439,7 @@ impl Jit {
         if ev.cleared {
             ev.cleared = false;
             ev.dropped.clear();
+            ev.dropped_blocks.clear();
             ev.new_code.clear();
             self.rt.flush_tlb();
             self.rt.flush_jc();
@@ -422,10 +449,27 @@ impl Jit {
             return;
         }
         let dropped = std::mem::take(&mut ev.dropped);
+        let blocks = std::mem::take(&mut ev.dropped_blocks);
         let new_code = std::mem::take(&mut ev.new_code);
         let mut gone = Vec::new();
         for p in dropped {
             self.drop_page(p, &mut gone);
+        }
+        // One write's blocks come together: a page counts once per write for demotion.
+        let mut page: Option<(u64, bool)> = None;
+        for (p, id) in blocks {
+            let had = self.drop_one(p, id, &mut gone);
+            match &mut page {
+                Some((q, h)) if *q == p => *h |= had,
+                _ => {
+                    if let Some((q, h)) = page.replace((p, had)) {
+                        self.count_smc(q, h);
+                    }
+                }
+            }
+        }
+        if let Some((q, h)) = page {
+            self.count_smc(q, h);
         }
         self.rt.jc_drop(&gone);
         for p in new_code {
