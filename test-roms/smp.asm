@@ -200,11 +200,7 @@ ap_park:
         hlt
         jmp ap_park
 
-        bits 16
-; The SIPI page: 4 KiB aligned inside the image; CS = its address >> 4.
-        times (0x1000 - (($ - $$ + JANUS_LOAD_ADDR) & 0xFFF)) & 0xFFF db 0
-ap_trampoline:
-        jmp 0x0000:ap_entry16
+        AP_TRAMPOLINE                   ; the page the start-up IPI names
 
         align 4
 bsp_id:         dd 0
