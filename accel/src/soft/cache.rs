@@ -93,10 +93,8 @@ pub struct Cache {
 /// drained by the JIT before it runs code.
 #[derive(Debug, Default)]
 pub struct JitEvents {
-    /// Physical pages whose blocks were dropped (their compiled code must be unchained).
-    pub dropped: Vec<u64>,
-    /// Single blocks dropped, by (physical page, block address): a write overlapped their code
-    /// and not the rest of the page's.
+    /// Blocks dropped, by (physical page, block address): a write overlapped their code (their
+    /// compiled code must be unchained).
     pub dropped_blocks: Vec<(u64, usize)>,
     /// Physical pages that became code pages (writes to them must take the slow path).
     pub new_code: Vec<u64>,
@@ -188,21 +186,6 @@ impl Cache {
         new_pages
     }
 
-    /// Whether bytes [pa, pa+len) overlap translated code.
-    #[inline]
-    pub fn is_code(&self, pa: u64, len: u64) -> bool {
-        if self.pages.is_empty() {
-            return false;
-        }
-        let page = pa & !0xfff;
-        let Some(info) = self.pages.get(&page) else {
-            return false;
-        };
-        let first = (pa & 0xfff) / 64;
-        let last = ((pa + len - 1).min(page + 0xfff) & 0xfff) / 64;
-        (first..=last).any(|c| info.mask & (1 << c) != 0)
-    }
-
     /// Whether a physical page holds translated code, this vCPU's or another's.
     pub fn page_has_code(&self, page: u64) -> bool {
         self.pages.get(&page).is_some_and(|i| i.mask != 0)
@@ -213,6 +196,9 @@ impl Cache {
     /// those: a write next to code (a patched call site, data beside a function) leaves the
     /// page's other blocks alone. Returns whether any block was dropped.
     pub fn invalidate_range(&mut self, pa: u64, len: u64) -> bool {
+        if self.pages.is_empty() {
+            return false;
+        }
         let page = pa & !0xfff;
         let Some(info) = self.pages.get_mut(&page) else {
             return false;
@@ -265,32 +251,6 @@ impl Cache {
             info.mask = mask;
         }
         dropped
-    }
-
-    /// Drops every block translated from the page.
-    pub fn invalidate_page(&mut self, page: u64) {
-        let Some(info) = self.pages.remove(&page) else {
-            return;
-        };
-        if let Some((x, i)) = &self.xmc {
-            x.unmark(*i, page);
-        }
-        self.epoch += 1;
-        if let Some(j) = &mut self.jit {
-            j.dropped.push(page);
-        }
-        for key in info.keys {
-            self.map.remove(&key);
-            let i = fast_index(key.0, key.1);
-            if self.fast[i]
-                .as_ref()
-                .is_some_and(|b| (b.phys, b.mode) == key)
-            {
-                self.fast[i] = None;
-            }
-        }
-        // Blocks that started in the page before and spill into this one are listed here too
-        // (`insert`), so they went with the rest.
     }
 }
 

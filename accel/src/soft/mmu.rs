@@ -254,7 +254,7 @@ impl Ctx<'_> {
     /// instruction; other vCPUs
     /// that translated code from the page are told (`xmc`).
     fn bytes_written(&mut self, pa: u64, len: u64) {
-        if self.c.cache.is_code(pa, len) && self.c.cache.invalidate_range(pa, len) {
+        if self.c.cache.invalidate_range(pa, len) {
             self.c.smc = true;
         }
         if let Some((x, i)) = &self.c.cache.xmc {

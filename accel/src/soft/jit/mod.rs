@@ -340,20 +340,8 @@ impl Jit {
         }
     }
 
-    /// Drops the blocks of a physical page, unchaining every jump into them.
-    fn drop_page(&mut self, page: u64, gone: &mut Vec<u64>) {
-        let Some(ids) = self.by_page.remove(&page) else {
-            return;
-        };
-        let mut had_code = false;
-        for id in ids {
-            had_code |= self.drop_block(id, gone);
-        }
-        self.count_smc(page, had_code);
-    }
-
     /// Drops one block of a page (the translation cache dropped it: a write overlapped its
-    /// code), as `drop_page` does.
+    /// code), unchaining every jump into it.
     /// Returns whether it had compiled code.
     fn drop_one(&mut self, page: u64, id: usize, gone: &mut Vec<u64>) -> bool {
         if let Some(ids) = self.by_page.get_mut(&page) {
@@ -438,7 +426,6 @@ impl Jit {
         };
         if ev.cleared {
             ev.cleared = false;
-            ev.dropped.clear();
             ev.dropped_blocks.clear();
             ev.new_code.clear();
             self.rt.flush_tlb();
@@ -448,13 +435,9 @@ impl Jit {
             }
             return;
         }
-        let dropped = std::mem::take(&mut ev.dropped);
         let blocks = std::mem::take(&mut ev.dropped_blocks);
         let new_code = std::mem::take(&mut ev.new_code);
         let mut gone = Vec::new();
-        for p in dropped {
-            self.drop_page(p, &mut gone);
-        }
         // One write's blocks come together: a page counts once per write for demotion.
         let mut page: Option<(u64, bool)> = None;
         for (p, id) in blocks {
@@ -791,7 +774,7 @@ mod smc_tests {
             assert!(s.demoted());
         }
         assert!(!s.demoted());
-        // A write while demoted restarts the quiet period (drop_page sets quiet to 0).
+        // A write while demoted restarts the quiet period (count_smc sets quiet to 0).
         s.count = SMC_LIMIT;
         for _ in 0..10 {
             assert!(s.demoted());
