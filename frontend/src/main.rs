@@ -24,9 +24,14 @@ const DEMO: &[u8] = include_bytes!("../../test-roms/demo.bin");
     version,
     about = "An x86-64 machine: KVM or software, side by side"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// `janus [IMAGE] [OPTIONS]` with no subcommand is `janus run [IMAGE] [OPTIONS]`: the same
+    /// arguments, parsed by the same clap definitions, so the defaults cannot drift apart.
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -68,16 +73,16 @@ enum AccelArg {
     Jit,
 }
 
-#[derive(clap::Args, Debug, Default)]
+#[derive(clap::Args, Debug)]
 struct RunArgs {
     /// A flat image, loaded at 0x7C00 and entered in real mode like a boot sector.
     image: Option<PathBuf>,
     /// CPU backend.
     #[arg(long, value_enum, default_value = "auto")]
-    accel: Option<AccelArg>,
+    accel: AccelArg,
     /// Guest memory (plain numbers are MiB; K, M, G suffixes).
     #[arg(long, short = 'm', default_value = "64M", value_parser = parse_mem_size)]
-    mem: Option<u64>,
+    mem: u64,
     /// Number of vCPUs (application processors wait for a start-up IPI).
     #[arg(long, default_value_t = 1)]
     smp: usize,
@@ -95,10 +100,10 @@ struct RunArgs {
     append: String,
     /// Where the COM1 UART goes: stdio, none or file:PATH.
     #[arg(long, default_value = "stdio")]
-    serial: Option<SinkSpec>,
+    serial: SinkSpec,
     /// Where the 0xe9 debug console goes: stdio, none or file:PATH.
     #[arg(long, default_value = "none")]
-    debugcon: Option<SinkSpec>,
+    debugcon: SinkSpec,
     /// Stop the guest after this many seconds.
     #[arg(long, value_parser = parse_timeout)]
     timeout: Option<Duration>,
@@ -119,7 +124,7 @@ struct RunArgs {
     irqchip: IrqchipArg,
     /// The KVM device node.
     #[arg(long, default_value = kvm::DEFAULT_DEVICE, hide_short_help = true)]
-    kvm_device: Option<PathBuf>,
+    kvm_device: PathBuf,
     /// On KVM, stop with KVM's raw report when it cannot run an instruction
     /// (KVM_EXIT_INTERNAL_ERROR) instead of running it in the software CPU.
     #[arg(long)]
@@ -381,27 +386,25 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         .transpose()?;
     let irqchip = resolve_irqchip(&args);
     let config = MachineConfig {
-        mem: args.mem.unwrap_or(64 << 20),
+        mem: args.mem,
         smp: args.smp,
         image,
         bios,
         kernel,
         initrd,
         cmdline: args.append.clone(),
-        serial: args.serial.unwrap_or(SinkSpec::Stdio),
-        debugcon: args.debugcon.unwrap_or(SinkSpec::None),
+        serial: args.serial.clone(),
+        debugcon: args.debugcon.clone(),
         timeout: args.timeout,
         icount: args.icount,
         irqchip,
         stdin: true,
         launched: Some(launched),
         marker: args.marker.clone(),
-        kvm_path: args
-            .kvm_device
-            .unwrap_or_else(|| kvm::DEFAULT_DEVICE.into()),
+        kvm_path: args.kvm_device.clone(),
         kvm_fallback: !args.no_fallback,
     };
-    let kind = match args.accel.unwrap_or(AccelArg::Auto) {
+    let kind = match args.accel {
         AccelArg::Kvm => AccelKind::Kvm,
         AccelArg::Auto => AccelKind::Auto,
         AccelArg::Interp => AccelKind::Interp,
@@ -489,13 +492,9 @@ fn resolve_irqchip(args: &RunArgs) -> janus::platform::IrqchipMode {
         IrqchipArg::User => IrqchipMode::User,
         IrqchipArg::Kernel => IrqchipMode::Kernel,
         IrqchipArg::Auto => {
-            let on_kvm = match args.accel.unwrap_or(AccelArg::Auto) {
+            let on_kvm = match args.accel {
                 AccelArg::Kvm => true,
-                AccelArg::Auto => {
-                    let dev = args.kvm_device.as_deref();
-                    let dev = dev.unwrap_or(std::path::Path::new(kvm::DEFAULT_DEVICE));
-                    args.icount.is_none() && kvm::probe(dev).is_ok()
-                }
+                AccelArg::Auto => args.icount.is_none() && kvm::probe(&args.kvm_device).is_ok(),
                 _ => false,
             };
             if on_kvm && kvm::hardware_assisted() {
@@ -530,7 +529,7 @@ fn main() -> ExitCode {
         Some(Command::Diff(a)) => diff(a),
         Some(Command::Fuzz(a)) => fuzz(a),
         Some(Command::Bench(a)) => bench::run(a).map(|()| ExitCode::SUCCESS),
-        None => run(RunArgs::default(), launched),
+        None => run(cli.run, launched),
     };
     match result {
         Ok(code) => code,

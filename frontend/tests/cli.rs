@@ -110,6 +110,33 @@ fn info_reports_kvm_state() {
     );
 }
 
+/// The README's first command, `cargo run --release`, runs janus with no arguments at all: it
+/// must parse exactly as `janus run` and run the demo (on whatever backend `auto` picks).
+#[test]
+fn no_arguments_run_the_demo() {
+    let out = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("janus runs");
+    let s = String::from_utf8_lossy(&out.stdout);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{s}\nstderr:\n{e}");
+    assert!(s.contains("demo finished: all modes OK"), "{s}");
+    assert!(e.contains("guest exited with status 0"), "{e}");
+}
+
+/// Options without a subcommand are `janus run`'s options, with `janus run`'s defaults.
+#[test]
+fn options_without_a_subcommand_are_run_options() {
+    let hello = roms().join("hello.bin");
+    for accel in ["interp", "jit"] {
+        let out = janus(&[hello.to_str().unwrap(), "--accel", accel, "--smp", "1"]);
+        let s = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{accel}: {out:?}");
+        assert!(s.contains("hello: PASS"), "{accel}: {s}");
+    }
+}
+
 #[test]
 fn demo_runs_by_default() {
     if !kvm_present("demo_runs_by_default") {
