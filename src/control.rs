@@ -35,6 +35,10 @@ pub enum StopReason {
     Timeout,
     /// The user pressed Ctrl-C (SIGINT).
     Interrupted,
+    /// SIGTERM or SIGHUP (the signal's number).
+    Signal(i32),
+    /// The user quit from the console (Ctrl-A x).
+    ConsoleQuit,
     /// The backend could not run the guest.
     VcpuFailed(Box<VcpuFailure>),
     /// A host-side error while running.
@@ -57,6 +61,12 @@ pub mod status {
     pub const TIMEOUT: i32 = 124;
     /// Interrupted by Ctrl-C (128 + SIGINT).
     pub const INTERRUPTED: i32 = 130;
+    /// Stopped by SIGHUP (128 + SIGHUP).
+    pub const HANGUP: i32 = 129;
+    /// Stopped by SIGTERM (128 + SIGTERM).
+    pub const TERMINATED: i32 = 143;
+    /// Quit from the console with Ctrl-A x (as QEMU's `-serial mon:stdio` does).
+    pub const CONSOLE_QUIT: i32 = 0;
     /// A host error (bad input, KVM unavailable, ...).
     pub const HOST_ERROR: i32 = 1;
 }
@@ -72,6 +82,8 @@ impl StopReason {
             StopReason::PowerOff => status::POWER_OFF,
             StopReason::Timeout => status::TIMEOUT,
             StopReason::Interrupted => status::INTERRUPTED,
+            StopReason::Signal(sig) => 128 + sig,
+            StopReason::ConsoleQuit => status::CONSOLE_QUIT,
             StopReason::VcpuFailed(_) => status::VCPU_FAILED,
             StopReason::HostError(_) => status::HOST_ERROR,
         }
@@ -99,6 +111,14 @@ impl std::fmt::Display for StopReason {
             StopReason::PowerOff => write!(f, "guest powered the machine off"),
             StopReason::Timeout => write!(f, "timeout expired; guest stopped"),
             StopReason::Interrupted => write!(f, "interrupted (Ctrl-C); guest stopped"),
+            StopReason::Signal(sig) => {
+                write!(
+                    f,
+                    "stopped by {}; guest stopped",
+                    crate::signals::name(*sig)
+                )
+            }
+            StopReason::ConsoleQuit => write!(f, "quit from the console (Ctrl-A x); guest stopped"),
             StopReason::VcpuFailed(v) => write!(f, "vCPU failed: {v}"),
             StopReason::HostError(e) => write!(f, "host error: {e}"),
         }
@@ -224,6 +244,8 @@ mod tests {
         let causes = [
             StopReason::Timeout.exit_status(),
             StopReason::Interrupted.exit_status(),
+            StopReason::Signal(libc::SIGTERM).exit_status(),
+            StopReason::Signal(libc::SIGHUP).exit_status(),
             StopReason::Reset("x").exit_status(),
             StopReason::PowerOff.exit_status(),
             StopReason::HostError(String::new()).exit_status(),
@@ -240,5 +262,13 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), causes.len());
         assert_eq!(StopReason::GuestExit(7).exit_status(), 7);
+        assert_eq!(
+            StopReason::Signal(libc::SIGTERM).exit_status(),
+            status::TERMINATED
+        );
+        assert_eq!(
+            StopReason::Signal(libc::SIGHUP).exit_status(),
+            status::HANGUP
+        );
     }
 }

@@ -6,6 +6,7 @@ pub mod acpi;
 pub mod bench;
 pub mod bus;
 pub mod clock;
+pub mod console;
 pub mod control;
 pub mod devices;
 pub mod diff;

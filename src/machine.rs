@@ -1,7 +1,6 @@
 //! The machine: guest memory laid out as a PC, the PIO and MMIO buses with their devices, and the
 //! vCPU threads that run it on a chosen backend until something stops it.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -76,6 +75,10 @@ pub struct MachineConfig {
     pub irqchip: IrqchipMode,
     /// On KVM, run what KVM cannot (KVM_EXIT_INTERNAL_ERROR) in the software CPU and resume.
     pub kvm_fallback: bool,
+    /// The POST port (`--post-port`, 0x80 on a PC).
+    pub post_port: u16,
+    /// Where every POST code is logged (`--post file:PATH`).
+    pub post_log: SinkSpec,
 }
 
 impl Default for MachineConfig {
@@ -98,6 +101,8 @@ impl Default for MachineConfig {
             icount: None,
             irqchip: IrqchipMode::User,
             kvm_fallback: true,
+            post_port: POST_PORT,
+            post_log: SinkSpec::None,
         }
     }
 }
@@ -224,6 +229,10 @@ pub struct RunOutcome {
     pub serial_bytes: u64,
     /// POST port writes.
     pub post_writes: u64,
+    /// The last POST code written, if any, and the port.
+    pub post_last: Option<u8>,
+    /// The POST port.
+    pub post_port: u16,
     /// Boot milestones from launch: first guest entry, first serial byte, the marker.
     pub boot: BootTimes,
     /// Peak RSS and guest memory touched (`None` without /proc).
@@ -257,6 +266,8 @@ impl std::fmt::Debug for Machine {
     }
 }
 
+/// The PC's POST diagnostic port.
+pub const POST_PORT: u16 = 0x80;
 /// Most vCPUs a machine may have (the xAPIC id space).
 pub const MAX_VCPUS: usize = 255;
 /// The largest `--icount` shift (2^20 ns, about 1 ms, per instruction).
@@ -335,7 +346,14 @@ impl Machine {
         let serial_out = crate::milestones::watch(serial_out, milestones.clone());
         let serial = Arc::new(Mutex::new(Serial::new(serial_out, input.clone())));
         let debugcon = Arc::new(Mutex::new(DebugCon::new(debugcon_out)));
-        let post = Arc::new(Mutex::new(Post::default()));
+        let post = match &config.post_log {
+            SinkSpec::None => Post::default(),
+            log => Post::with_log(log.open().map_err(|source| MachineError::Sink {
+                what: "POST log",
+                source,
+            })?),
+        };
+        let post = Arc::new(Mutex::new(post));
         let i8042 = I8042::new(control.clone());
 
         let mut pio = Bus::new("pio");
@@ -346,7 +364,7 @@ impl Machine {
             Arc::new(Mutex::new(DebugExit::new(control.clone()))),
         )?;
         pio.insert(0xe9, 1, debugcon.clone())?;
-        pio.insert(0x80, 1, post.clone())?;
+        pio.insert(u64::from(config.post_port), 1, post.clone())?;
         let clock = match config.icount {
             None => Clock::real_time(),
             Some(shift) if shift <= ICOUNT_SHIFT_MAX => Clock::deterministic(1 << shift),
@@ -540,7 +558,12 @@ impl Machine {
             vcpus.push(v);
         }
         if self.config.stdin && self.config.serial == SinkSpec::Stdio {
-            spawn_stdin_reader(self.input.clone(), self.serial.clone());
+            let snapshot = self.snapshot(start, backend);
+            let hooks = crate::console::ConsoleHooks {
+                control: self.control.clone(),
+                stats: Box::new(move || crate::stats::format_so_far(&snapshot())),
+            };
+            crate::console::spawn_reader(self.input.clone(), self.serial.clone(), hooks);
         }
         let to_first_entry = start.elapsed();
         let mut threads = Vec::with_capacity(vcpus.len());
@@ -608,7 +631,11 @@ impl Machine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .tx_bytes;
-        let post_writes = self.post.lock().unwrap_or_else(|p| p.into_inner()).writes;
+        let (post_writes, post_last) = {
+            let mut p = self.post.lock().unwrap_or_else(|p| p.into_inner());
+            p.flush();
+            (p.writes, p.last_code())
+        };
         Ok(RunOutcome {
             reason: self
                 .control
@@ -623,9 +650,45 @@ impl Machine {
             mmio_unassigned: self.io.mmio.unassigned(),
             serial_bytes,
             post_writes,
+            post_last,
+            post_port: self.config.post_port,
             boot: self.milestones.times(),
             memory_use: MemoryUse::measure(&self.memory),
         })
+    }
+
+    /// A function that reports the run so far (for Ctrl-A s): everything but the exit
+    /// counters, which the vCPU threads hand over when they end.
+    fn snapshot(
+        &self,
+        start: Instant,
+        backend: &'static str,
+    ) -> impl Fn() -> RunOutcome + Send + use<> {
+        let (io, serial, post) = (self.io.clone(), self.serial.clone(), self.post.clone());
+        let (milestones, memory) = (self.milestones.clone(), self.memory.clone());
+        let post_port = self.config.post_port;
+        move || {
+            let (post_writes, post_last) = {
+                let p = post.lock().unwrap_or_else(|p| p.into_inner());
+                (p.writes, p.last_code())
+            };
+            RunOutcome {
+                reason: StopReason::HostError("still running".into()),
+                backend,
+                wall: start.elapsed(),
+                to_first_entry: Duration::ZERO,
+                counters: ExitCounters::default(),
+                vcpus: Vec::new(),
+                pio_unassigned: io.pio.unassigned(),
+                mmio_unassigned: io.mmio.unassigned(),
+                serial_bytes: serial.lock().unwrap_or_else(|p| p.into_inner()).tx_bytes,
+                post_writes,
+                post_last,
+                post_port,
+                boot: milestones.times(),
+                memory_use: MemoryUse::measure(&memory),
+            }
+        }
     }
 
     /// Waits for a stop request, turning `--timeout` and Ctrl-C into ones.
@@ -646,34 +709,13 @@ impl Machine {
             }
             let _ = self.control.notified().recv_timeout(slice);
             crate::sink::flush_console();
-            if crate::signals::sigint_received() {
-                self.control.request_stop(StopReason::Interrupted);
+            match crate::signals::received() {
+                Some(libc::SIGINT) => self.control.request_stop(StopReason::Interrupted),
+                Some(sig) => self.control.request_stop(StopReason::Signal(sig)),
+                None => {}
             }
         }
     }
-}
-
-/// Copies standard input into the UART's receive queue, on a detached thread that ends at EOF.
-fn spawn_stdin_reader(input: InputQueue, serial: Arc<Mutex<Serial>>) {
-    let _ = std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            let mut buf = [0u8; 256];
-            let mut stdin = std::io::stdin();
-            while let Ok(n) = stdin.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                input
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(&buf[..n]);
-                serial
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .poll_input();
-            }
-        });
 }
 
 #[cfg(test)]

@@ -1,24 +1,44 @@
-//! Ctrl-C handling: SIGINT sets a flag that the machine's main loop polls, so the guest is
-//! stopped cleanly (vCPUs kicked, output flushed, stats printed) instead of the process dying.
+//! Stop signals: SIGINT, SIGTERM and SIGHUP set a flag that the machine's main loop polls, so
+//! the guest is stopped cleanly (vCPUs kicked, output flushed, the stop report and stats printed,
+//! the terminal restored) instead of the process dying.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
-static SIGINT_RECEIVED: AtomicBool = AtomicBool::new(false);
+/// The first stop signal received, 0 before any.
+static RECEIVED: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_sigint(_: libc::c_int) {
-    SIGINT_RECEIVED.store(true, Ordering::SeqCst);
+/// The signals that stop the machine.
+pub const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+extern "C" fn on_stop_signal(sig: libc::c_int) {
+    let _ = RECEIVED.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
 }
 
-/// Installs the SIGINT handler.
-pub fn install_sigint_handler() {
-    // SAFETY: `on_sigint` only stores to an atomic, which is async-signal-safe; installing a
-    // handler with `signal` has no other precondition.
-    unsafe {
-        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+/// Installs the handler for SIGINT, SIGTERM and SIGHUP.
+pub fn install_stop_handlers() {
+    for sig in STOP_SIGNALS {
+        // SAFETY: `on_stop_signal` only does an atomic compare-exchange, which is
+        // async-signal-safe; installing a handler with `signal` has no other precondition.
+        unsafe {
+            libc::signal(sig, on_stop_signal as *const () as libc::sighandler_t);
+        }
     }
 }
 
-/// Whether SIGINT arrived since the handler was installed.
-pub fn sigint_received() -> bool {
-    SIGINT_RECEIVED.load(Ordering::SeqCst)
+/// The first stop signal received since the handlers were installed, if any.
+pub fn received() -> Option<libc::c_int> {
+    match RECEIVED.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// The conventional name of a stop signal ("SIGTERM").
+pub fn name(sig: libc::c_int) -> &'static str {
+    match sig {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        _ => "a signal",
+    }
 }

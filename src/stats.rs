@@ -9,9 +9,28 @@ use std::time::Duration;
 
 /// Formats the statistics of a run as lines for stderr.
 pub fn format(o: &RunOutcome) -> String {
+    format_parts(o, true)
+}
+
+/// Formats the statistics of a run that is still going (Ctrl-A s): the exit counters come
+/// from the vCPU threads when they end, so they are left out.
+pub fn format_so_far(o: &RunOutcome) -> String {
+    format_parts(o, false)
+}
+
+fn format_parts(o: &RunOutcome, ended: bool) -> String {
     let mut s = String::new();
     let secs = o.wall.as_secs_f64().max(1e-9);
     let total = o.counters.total();
+    if !ended {
+        let _ = writeln!(
+            s,
+            "janus stats so far ({} backend; exits are counted when the run ends)",
+            o.backend
+        );
+        let _ = writeln!(s, "  wall time           {:.3} s", o.wall.as_secs_f64());
+        return format_machine(s, o);
+    }
     let _ = writeln!(s, "janus stats ({} backend)", o.backend);
     let _ = writeln!(s, "  wall time           {:.3} s", o.wall.as_secs_f64());
     let _ = writeln!(
@@ -40,6 +59,11 @@ pub fn format(o: &RunOutcome) -> String {
     for (k, v) in &o.counters.extra {
         let _ = writeln!(s, "  {k}: {v}");
     }
+    format_machine(s, o)
+}
+
+/// The devices', milestones' and memory's part of the statistics.
+fn format_machine(mut s: String, o: &RunOutcome) -> String {
     let _ = writeln!(
         s,
         "  unassigned          pio {} reads, {} writes; mmio {} reads, {} writes",
@@ -78,7 +102,11 @@ pub fn format(o: &RunOutcome) -> String {
             mib(m.rss_shmem)
         );
     }
-    let _ = write!(s, "  post port writes    {}", o.post_writes);
+    let post = format!("POST port {:#x}", o.post_port);
+    let _ = write!(s, "  {post:<20}{} writes", o.post_writes);
+    if let Some(c) = o.post_last {
+        let _ = write!(s, ", last code {c:#04x}");
+    }
     s
 }
 
@@ -104,7 +132,9 @@ mod tests {
             pio_unassigned: (1, 2),
             mmio_unassigned: (0, 0),
             serial_bytes: 10,
-            post_writes: 0,
+            post_writes: 3,
+            post_last: Some(0x2a),
+            post_port: 0x80,
             boot: BootTimes {
                 first_entry: Some(Duration::from_micros(1500)),
                 first_serial: Some(Duration::from_millis(40)),
@@ -124,6 +154,14 @@ mod tests {
         assert!(s.contains("hlt               1"), "{s}");
         assert!(s.contains("1001 (1001 per second)"), "{s}");
         assert!(s.contains("pio 1 reads, 2 writes"), "{s}");
+        assert!(
+            s.contains("POST port 0x80      3 writes, last code 0x2a"),
+            "{s}"
+        );
+        let live = format_so_far(&o);
+        assert!(live.contains("janus stats so far"), "{live}");
+        assert!(!live.contains("io-out"), "{live}");
+        assert!(live.contains("last code 0x2a"), "{live}");
         assert!(s.contains("launch to entry     1.500 ms"), "{s}");
         assert!(s.contains("launch to serial    40.000 ms"), "{s}");
         assert!(

@@ -129,6 +129,12 @@ struct RunArgs {
     /// (KVM_EXIT_INTERNAL_ERROR) instead of running it in the software CPU.
     #[arg(long)]
     no_fallback: bool,
+    /// The POST diagnostic port (0x80 on a PC; e.g. 0x190 for some boards).
+    #[arg(long, value_name = "PORT", default_value = "0x80", value_parser = parse_port)]
+    post_port: u16,
+    /// Log every POST code written, one 0xNN line each: file:PATH, stdio or none.
+    #[arg(long, value_name = "file:PATH", default_value = "none")]
+    post: SinkSpec,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -336,6 +342,14 @@ struct InfoArgs {
     kvm_device: PathBuf,
 }
 
+fn parse_port(s: &str) -> Result<u16, String> {
+    let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u16::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    v.map_err(|_| format!("'{s}' is not a port number (0 to 0xffff, e.g. 0x80)"))
+}
+
 fn parse_timeout(s: &str) -> Result<Duration, String> {
     let v: f64 = s
         .parse()
@@ -403,6 +417,8 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         marker: args.marker.clone(),
         kvm_path: args.kvm_device.clone(),
         kvm_fallback: !args.no_fallback,
+        post_port: args.post_port,
+        post_log: args.post.clone(),
     };
     let kind = match args.accel {
         AccelArg::Kvm => AccelKind::Kvm,
@@ -416,19 +432,41 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
     {
         eprintln!("janus: {b}");
     }
-    janus::signals::install_sigint_handler();
-    let outcome = machine.run(kind)?;
+    janus::signals::install_stop_handlers();
+    // A terminal on the console goes raw for the run (the guest echoes and edits lines, Ctrl-C
+    // reaches it) and is restored when this guard drops, on every way out of here.
+    let raw = (args.serial == SinkSpec::Stdio)
+        .then(janus::console::RawTerminal::enable)
+        .flatten();
+    let outcome = machine.run(kind);
+    drop(raw);
+    let outcome = outcome?;
     eprintln!("janus: {}", outcome.reason);
     match &outcome.reason {
         StopReason::VcpuFailed(f) => eprintln!("{}", f.state),
         StopReason::TripleFault(s) => eprintln!("{s}"),
-        // A guest that did not finish in time: say where each vCPU was.
-        StopReason::Timeout | StopReason::Interrupted => {
+        // A guest that did not finish or was stopped: say where each vCPU was.
+        StopReason::Timeout
+        | StopReason::Interrupted
+        | StopReason::Signal(_)
+        | StopReason::ConsoleQuit => {
             for v in &outcome.vcpus {
                 eprintln!("janus: {v}");
             }
         }
         _ => {}
+    }
+    // Where firmware or a guest got to, unless it ended on purpose.
+    if let Some(c) = outcome.post_last
+        && !matches!(
+            outcome.reason,
+            StopReason::GuestExit(_) | StopReason::PowerOff | StopReason::Reset(_)
+        )
+    {
+        eprintln!(
+            "janus: last POST code {c:#04x} (port {:#x})",
+            outcome.post_port
+        );
     }
     if args.stats {
         eprintln!("{}", janus::stats::format(&outcome));
@@ -508,6 +546,7 @@ fn resolve_irqchip(args: &RunArgs) -> janus::platform::IrqchipMode {
 
 fn main() -> ExitCode {
     let launched = Instant::now();
+    janus::console::restore_terminal_on_panic();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -341,3 +341,94 @@ fn stats_of_the_software_backends() {
         }
     }
 }
+
+/// Runs loop.bin on the JIT with `--stats`, sends `sig` once it is running, and returns the
+/// exit status and stderr.
+fn stop_loop_with(sig: libc::c_int) -> (Option<i32>, String) {
+    let rom = roms().join("loop.bin");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args(["run", rom.to_str().unwrap(), "--accel", "jit"])
+        .args(["--timeout", "60", "--stats"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the guest's line, so the signal comes while the guest runs.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("spinning forever") {
+        use std::io::Read;
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "loop.bin printed nothing");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, sig) };
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sigterm_and_sighup_stop_the_guest_with_the_stop_report() {
+    for (sig, name, status) in [
+        (libc::SIGTERM, "SIGTERM", 143),
+        (libc::SIGHUP, "SIGHUP", 129),
+    ] {
+        let (code, e) = stop_loop_with(sig);
+        assert_eq!(code, Some(status), "{name}: {e}");
+        assert!(
+            e.contains(&format!("stopped by {name}; guest stopped")),
+            "{e}"
+        );
+        // The per-vCPU stop report and the statistics.
+        assert!(e.contains("janus: vCPU 0: running at 0000:"), "{e}");
+        assert!(e.contains("janus stats (jit backend)"), "{e}");
+    }
+}
+
+#[test]
+fn post_codes_in_the_stop_report_stats_and_log() {
+    let rom = roms().join("post.bin");
+    let log = std::env::temp_dir().join(format!("janus-post-{}.log", std::process::id()));
+    let post = format!("file:{}", log.display());
+    let out = janus(&["run", rom.to_str().unwrap(), "--accel", "jit", "--stats"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(113), "{e}");
+    assert!(e.contains("janus: last POST code 0x22 (port 0x80)"), "{e}");
+    assert!(
+        e.contains("POST port 0x80      2 writes, last code 0x22"),
+        "{e}"
+    );
+    // --post-port moves it; --post logs every code written there.
+    let out = janus(&[
+        "run",
+        rom.to_str().unwrap(),
+        "--accel",
+        "interp",
+        "--post-port",
+        "0x190",
+        "--post",
+        &post,
+    ]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("janus: last POST code 0x5a (port 0x190)"), "{e}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "0x5a\n");
+    let out = janus(&[
+        "run",
+        rom.to_str().unwrap(),
+        "--accel",
+        "jit",
+        "--post",
+        &post,
+    ]);
+    assert_eq!(out.status.code(), Some(113));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "0x11\n0x22\n");
+    let _ = std::fs::remove_file(&log);
+    let out = janus(&["run", "--post-port", "0x10000"]);
+    one_error_line(&out, "not a port number");
+}

@@ -322,6 +322,19 @@ fn x87_stack_overflow_sets_invalid_and_sf() {
 }
 
 #[test]
+fn emms_empties_every_tag() {
+    let (_, s) = run(|a| {
+        a.fld1().unwrap();
+        a.fldz().unwrap();
+        a.emms().unwrap();
+    });
+    assert_eq!(s.fpu.ftw, 0);
+    // TOP and the registers stay.
+    assert_eq!(s.fpu.top(), 6);
+    assert_eq!(s.fpu.st[1], 0x3fff_8000_0000_0000_0000);
+}
+
+#[test]
 fn fninit_keeps_physical_registers() {
     // FLD1 leaves 1.0 in physical register 7 (TOP = 7); FNINIT sets TOP = 0, so that register
     // is ST7 now, and FLDZ then writes physical 7 again through ST0 = physical 7.

@@ -27,6 +27,7 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
         }
         Maskmovdqu => b.call(maskmovdqu),
         Wait => return super::x87::lower(b, i),
+        Emms => b.call(super::x87::emms),
         _ => {
             let f = i.cpuid_features();
             if f.iter().any(|x| {

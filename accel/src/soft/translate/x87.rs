@@ -41,6 +41,16 @@ fn fwait(c: &mut Ctx, _: &Instruction) -> R<()> {
     check_pending(c)
 }
 
+/// EMMS: every register's tag to empty (Linux runs `fnclex; emms; fildl` to restore the FPU
+/// on CPUs with the FXSAVE leak, AMD's before Zen 2). #NM like an x87 instruction, then a pending
+/// unmasked exception.
+pub(super) fn emms(c: &mut Ctx, _: &Instruction) -> R<()> {
+    check_x87(c)?;
+    check_pending(c)?;
+    c.c.s.fpu.ftw = 0;
+    Ok(())
+}
+
 /// FSW.ES and B from the exception flags and the masks.
 fn summary(fsw: u16, fcw: u16) -> u16 {
     if fsw & 0x3f & !fcw != 0 {
