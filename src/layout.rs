@@ -40,7 +40,11 @@ pub enum LoadError {
         why: &'static str,
     },
     /// The image does not fit where it must go.
-    #[error("image is {size} bytes but only {max} bytes of RAM are free above 0x7c00; raise --mem")]
+    #[error(
+        "image is {size} bytes but only {max} bytes of RAM are free above 0x7c00; it needs --mem \
+         {} or more",
+        mem_to_fit(FLAT_LOAD_ADDR + .size)
+    )]
     ImageTooLarge {
         /// Image size.
         size: u64,
@@ -59,6 +63,11 @@ pub enum LoadError {
     /// Guest memory could not be set up.
     #[error(transparent)]
     Memory(#[from] MemoryError),
+}
+
+/// The smallest `--mem` (in whole MiB, as `--mem` writes it) whose RAM reaches `end`.
+pub fn mem_to_fit(end: u64) -> String {
+    format!("{}M", end.max(MEM_MIN).div_ceil(1 << 20))
 }
 
 /// The RAM sizes of a built machine.
@@ -281,5 +290,9 @@ mod tests {
             })
         );
         assert_eq!(load_flat(&m, &[]), Err(LoadError::EmptyImage));
+        let e = load_flat(&m, &big).unwrap_err().to_string();
+        assert!(e.ends_with("it needs --mem 2M or more"), "{e}");
+        assert_eq!(mem_to_fit(96 << 20), "96M");
+        assert_eq!(mem_to_fit((96 << 20) + 1), "97M");
     }
 }

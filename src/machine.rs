@@ -51,8 +51,10 @@ pub struct MachineConfig {
     pub kernel: Option<Vec<u8>>,
     /// An initrd (or multiboot module) for the kernel.
     pub initrd: Option<Vec<u8>>,
-    /// The kernel command line.
+    /// The kernel command line (`--append`).
     pub cmdline: String,
+    /// The kernel's path as the user gave it: a multiboot kernel's command line starts with it.
+    pub kernel_path: Option<String>,
     /// Where the UART's output goes.
     pub serial: SinkSpec,
     /// Where the 0xe9 debug console's output goes.
@@ -79,6 +81,12 @@ pub struct MachineConfig {
     pub post_port: u16,
     /// Where every POST code is logged (`--post file:PATH`).
     pub post_log: SinkSpec,
+    /// Software-CPU tracing (`--trace`; `None`: as `JANUS_SOFT_TRACE` says).
+    pub trace: Option<janus_accel::soft::TraceSpec>,
+    /// Where the trace goes (`--trace-file`; `None`: stderr).
+    pub trace_file: Option<PathBuf>,
+    /// Name the JIT's blocks in /tmp/perf-PID.map (`--perf-map`).
+    pub perf_map: bool,
 }
 
 impl Default for MachineConfig {
@@ -91,6 +99,7 @@ impl Default for MachineConfig {
             kernel: None,
             initrd: None,
             cmdline: String::new(),
+            kernel_path: None,
             serial: SinkSpec::Stdio,
             debugcon: SinkSpec::None,
             timeout: None,
@@ -103,6 +112,9 @@ impl Default for MachineConfig {
             kvm_fallback: true,
             post_port: POST_PORT,
             post_log: SinkSpec::None,
+            trace: None,
+            trace_file: None,
+            perf_map: false,
         }
     }
 }
@@ -134,7 +146,7 @@ pub enum MachineError {
     #[error("vCPU set-up: {0}")]
     Vcpu(#[from] janus_accel::VcpuError),
     /// The kernel could not be loaded.
-    #[error("kernel: {0}")]
+    #[error("--kernel: {0}")]
     Kernel(#[from] crate::loader::KernelError),
     /// A vCPU thread could not be spawned.
     #[error("cannot start a vCPU thread: {0}")]
@@ -147,6 +159,9 @@ pub enum MachineError {
     /// `--irqchip kernel` asked of a software backend.
     #[error("--irqchip kernel needs --accel kvm (it is KVM's in-kernel irqchip)")]
     IrqchipNeedsKvm,
+    /// `--trace` or `--perf-map` asked of KVM.
+    #[error("{0} needs a software backend (--accel jit or interp)")]
+    NeedsSoftware(&'static str),
     /// `--icount` shift out of range.
     #[error("--icount {0} is out of range (0 to {ICOUNT_SHIFT_MAX})")]
     IcountShift(u32),
@@ -288,12 +303,14 @@ impl Machine {
         let mut kernel_info = None;
         let initial = match (&config.kernel, &config.bios, &config.image) {
             (Some(k), _, _) => {
+                let path = config.kernel_path.as_deref().unwrap_or("kernel");
+                let cmdline = crate::loader::boot_cmdline(k, path, &config.cmdline);
                 let info = crate::loader::load_kernel(
                     &memory,
                     &layout,
                     k,
                     config.initrd.as_deref(),
-                    &config.cmdline,
+                    &cmdline,
                 )?;
                 let state = info.state.clone();
                 boot = Some(info.to_string());
@@ -477,6 +494,20 @@ impl Machine {
             AccelKind::Kvm if self.config.icount.is_some() => {
                 return Err(MachineError::IcountNeedsSoftware);
             }
+            AccelKind::Auto | AccelKind::Kvm if self.config.trace.is_some() => {
+                if kind == AccelKind::Kvm {
+                    return Err(MachineError::NeedsSoftware("--trace"));
+                }
+                eprintln!("janus: --accel auto chose the JIT: --trace needs a software backend");
+                AccelKind::Jit
+            }
+            AccelKind::Auto | AccelKind::Kvm if self.config.perf_map => {
+                if kind == AccelKind::Kvm {
+                    return Err(MachineError::NeedsSoftware("--perf-map"));
+                }
+                eprintln!("janus: --accel auto chose the JIT: --perf-map names JIT code");
+                AccelKind::Jit
+            }
             AccelKind::Auto => match kvm::probe(&self.config.kvm_path) {
                 Ok(_) => {
                     eprintln!(
@@ -498,7 +529,24 @@ impl Machine {
         match kind {
             AccelKind::Interp | AccelKind::Jit => {
                 let jit = kind == AccelKind::Jit;
-                let mut accel = SoftAccel::with_jit(self.memory.clone(), self.config.smp, jit);
+                let mut accel = SoftAccel::with_jit(self.memory.clone(), self.config.smp, jit)
+                    .with_perf_map(self.config.perf_map);
+                if let Some(spec) = self.config.trace {
+                    let out: janus_accel::soft::TraceOut = match &self.config.trace_file {
+                        None => None,
+                        Some(p) => {
+                            let f =
+                                std::fs::File::create(p).map_err(|source| MachineError::Sink {
+                                    what: "trace",
+                                    source,
+                                })?;
+                            let w: Box<dyn std::io::Write + Send> =
+                                Box::new(std::io::BufWriter::new(f));
+                            Some(Arc::new(Mutex::new(w)))
+                        }
+                    };
+                    accel = accel.with_trace(spec, out);
+                }
                 // In real time every vCPU reads one TSC, the machine clock's; deterministic
                 // time sets it from the retired instructions instead (Platform::retired).
                 if let Some(clock) = self.io.platform.as_ref().map(|p| p.clock().clone())

@@ -21,6 +21,7 @@ const DEMO: &[u8] = include_bytes!("../../test-roms/demo.bin");
 #[derive(Parser, Debug)]
 #[command(
     name = "janus",
+    bin_name = "janus",
     version,
     about = "An x86-64 machine: KVM or software, side by side"
 )]
@@ -135,6 +136,18 @@ struct RunArgs {
     /// Log every POST code written, one 0xNN line each: file:PATH, stdio or none.
     #[arg(long, value_name = "file:PATH", default_value = "none")]
     post: SinkSpec,
+    /// Trace the software CPU: exc (exceptions), blocks (block entries), insns (every
+    /// instruction, slow), last=N (the last N blocks, printed on a triple fault or failure);
+    /// comma-separated. Replaces JANUS_SOFT_TRACE.
+    #[arg(long, value_name = "exc,blocks,insns,last=N")]
+    trace: Option<janus_accel::soft::TraceSpec>,
+    /// Write the --trace lines to this file instead of stderr.
+    #[arg(long, value_name = "PATH", requires = "trace")]
+    trace_file: Option<PathBuf>,
+    /// Name the JIT's compiled blocks in /tmp/perf-PID.map for `perf report` (replaces
+    /// JANUS_JIT_PERFMAP=1).
+    #[arg(long)]
+    perf_map: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -284,7 +297,7 @@ fn diff(args: DiffArgs) -> Result<ExitCode> {
         return Ok(print_diff(report, 0.0));
     }
     let image = match &args.image {
-        Some(p) => read_file(p, "image")?,
+        Some(p) => read_image(p)?,
         None => DEMO.to_vec(),
     };
     let opts = DiffOptions {
@@ -364,6 +377,15 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 
 const MAX_IMAGE: u64 = 1 << 30;
 
+/// Reads IMAGE, refusing a file that is recognisably something else (a kernel, a disk...).
+fn read_image(path: &PathBuf) -> Result<Vec<u8>> {
+    let image = read_file(path, "image")?;
+    if let Some(what) = janus::loader::identify::foreign_image(&image) {
+        bail!("image {} is {what}", path.display());
+    }
+    Ok(image)
+}
+
 fn read_file(path: &PathBuf, what: &str) -> Result<Vec<u8>> {
     let meta = std::fs::metadata(path)
         .with_context(|| format!("cannot read {what} {}", path.display()))?;
@@ -379,7 +401,7 @@ fn read_file(path: &PathBuf, what: &str) -> Result<Vec<u8>> {
 
 fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
     let image = match (&args.image, &args.bios, &args.kernel) {
-        (Some(p), _, _) => Some(read_file(p, "image")?),
+        (Some(p), _, _) => Some(read_image(p)?),
         (None, None, None) => Some(DEMO.to_vec()),
         _ => None,
     };
@@ -407,6 +429,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         kernel,
         initrd,
         cmdline: args.append.clone(),
+        kernel_path: args.kernel.as_ref().map(|p| p.display().to_string()),
         serial: args.serial.clone(),
         debugcon: args.debugcon.clone(),
         timeout: args.timeout,
@@ -419,6 +442,9 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         kvm_fallback: !args.no_fallback,
         post_port: args.post_port,
         post_log: args.post.clone(),
+        trace: args.trace,
+        trace_file: args.trace_file.clone(),
+        perf_map: args.perf_map,
     };
     let kind = match args.accel {
         AccelArg::Kvm => AccelKind::Kvm,
@@ -555,10 +581,7 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            let text = e.render().to_string();
-            let line = text.lines().next().unwrap_or("invalid arguments");
-            let line = line.strip_prefix("error: ").unwrap_or(line);
-            eprintln!("janus: error: {line} (see janus --help)");
+            eprintln!("janus: error: {} (see janus --help)", usage_line(&e));
             return ExitCode::from(2);
         }
     };
@@ -573,8 +596,65 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("janus: error: {e:#}");
+            eprintln!("janus: error: {}", one_line(&e));
             ExitCode::from(status::HOST_ERROR as u8)
         }
+    }
+}
+
+/// An error and its causes on one line, leaving out a cause whose text the line already holds
+/// (library errors often repeat their source in their own message).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// clap's usage error as one line: its message with the argument names and the tip, without
+/// the usage block. A missing `--kernel` names the argument that needs it.
+fn usage_line(e: &clap::Error) -> String {
+    use clap::error::ErrorKind;
+    let text = e.render().to_string();
+    let mut parts: Vec<String> = Vec::new();
+    for l in text.lines() {
+        let l = l.trim();
+        if l.starts_with("Usage:") || l.starts_with("For more information") {
+            break;
+        }
+        if !l.is_empty() {
+            parts.push(l.strip_prefix("error: ").unwrap_or(l).to_string());
+        }
+    }
+    if e.kind() == ErrorKind::MissingRequiredArgument {
+        let args: Vec<String> = std::env::args().collect();
+        let given = |f: &str| {
+            args.iter()
+                .any(|a| a == f || a.starts_with(&format!("{f}=")))
+        };
+        let needs = [
+            ("--initrd", "--kernel", "--kernel FILE"),
+            ("--append", "--kernel", "--kernel FILE"),
+            ("--trace-file", "--trace", "--trace SPEC"),
+        ];
+        for (flag, missing, what) in needs {
+            if given(flag) && parts.iter().any(|p| p.starts_with(&format!("{missing} "))) {
+                return format!("{flag} requires {what}");
+            }
+        }
+    }
+    match parts.split_first() {
+        None => "invalid arguments".into(),
+        Some((first, rest)) if first.ends_with(':') => format!("{first} {}", rest.join(", ")),
+        Some((first, [])) => first.clone(),
+        Some((first, rest)) => format!("{first}; {}", rest.join("; ")),
     }
 }

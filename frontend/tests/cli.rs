@@ -52,7 +52,8 @@ fn image_too_large_for_memory() {
     std::fs::write(&p, vec![0u8; 2 << 20]).unwrap();
     let out = janus(&["run", p.to_str().unwrap(), "--mem", "1M"]);
     let _ = std::fs::remove_file(&p);
-    one_error_line(&out, "raise --mem");
+    // 0x7c00 + 2 MiB: the next whole MiB up is 3M.
+    one_error_line(&out, "it needs --mem 3M or more");
 }
 
 #[test]
@@ -88,6 +89,9 @@ fn bad_smp_and_timeout() {
 fn kvm_unavailable_is_one_line() {
     let out = janus(&["run", "--accel", "kvm", "--kvm-device", "/nonexistent/kvm"]);
     one_error_line(&out, "cannot open /nonexistent/kvm");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(e.matches("cannot open").count(), 1, "{e}");
+    assert_eq!(e.matches("No such file").count(), 1, "{e}");
 }
 
 #[test]
@@ -431,4 +435,194 @@ fn post_codes_in_the_stop_report_stats_and_log() {
     let _ = std::fs::remove_file(&log);
     let out = janus(&["run", "--post-port", "0x10000"]);
     one_error_line(&out, "not a port number");
+}
+
+fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("janus-{}-{name}", std::process::id()));
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn kernel_errors_say_it_once_with_the_fix() {
+    // A kernel that needs more RAM than --mem gives: one sentence, once, with the size.
+    let mut bz = vec![0u8; 0x1000];
+    bz[0x1f1] = 1; // setup_sects
+    bz[0x1fe..0x200].copy_from_slice(&[0x55, 0xaa]); // boot_flag
+    bz[0x200..0x202].copy_from_slice(&[0xeb, 0x66]); // jmp over the header, to 0x268
+    bz[0x202..0x206].copy_from_slice(b"HdrS");
+    bz[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes()); // protocol 2.15
+    bz[0x211] = 1; // LOADED_HIGH
+    bz[0x236..0x238].copy_from_slice(&3u16.to_le_bytes()); // XLF_KERNEL_64 | CAN_BE_LOADED_ABOVE_4G
+    bz[0x258..0x260].copy_from_slice(&(1u64 << 20).to_le_bytes()); // pref_address
+    bz[0x260..0x264].copy_from_slice(&(40u32 << 20).to_le_bytes()); // init_size
+    let k = temp_file("bz", &bz);
+    let out = janus(&["run", "--kernel", k.to_str().unwrap(), "--mem", "16M"]);
+    let _ = std::fs::remove_file(&k);
+    let e = String::from_utf8_lossy(&out.stderr);
+    one_error_line(&out, "or more");
+    assert_eq!(e.matches("RAM at").count(), 1, "{e}");
+    assert!(e.contains("it needs --mem 41M or more"), "{e}");
+    // A Linux program (an ELF that is not a kernel) as --kernel: its reason once.
+    let out = janus(&["run", "--kernel", "/bin/sh"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    one_error_line(&out, "--kernel: ELF");
+    assert_eq!(e.matches("ELF is").count(), 1, "{e}");
+}
+
+#[test]
+fn usage_errors_keep_argument_names_and_tips() {
+    for args in [&["--initrd", "x"][..], &["run", "--initrd", "x"]] {
+        let out = janus(args);
+        one_error_line(&out, "janus: error: --initrd requires --kernel FILE");
+        assert_eq!(out.status.code(), Some(2));
+    }
+    let out = janus(&["run", "--acel", "jit"]);
+    one_error_line(&out, "unexpected argument '--acel' found");
+    one_error_line(&out, "a similar argument exists: '--accel'");
+    let out = janus(&["run", "--accel", "foo"]);
+    one_error_line(&out, "possible values: kvm, auto, interp, jit");
+}
+
+#[test]
+fn usage_names_the_program_janus_whatever_the_file_is_called() {
+    let copy = std::env::temp_dir().join(format!("renamed-{}", std::process::id()));
+    std::fs::copy(env!("CARGO_BIN_EXE_janus"), &copy).unwrap();
+    let out = Command::new(&copy)
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let bad = Command::new(&copy).args(["run", "--smp"]).output().unwrap();
+    let _ = std::fs::remove_file(&copy);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("Usage: janus run [OPTIONS] [IMAGE]"),
+        "{help}"
+    );
+    assert!(!help.contains("renamed"), "{help}");
+    let e = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        e.starts_with("janus: error: ") && !e.contains("renamed"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_image_that_is_something_else_is_named() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut iso = vec![0u8; 0x9000];
+    iso[0x8001..0x8006].copy_from_slice(b"CD001");
+    let mut gpt = vec![0u8; 0x800];
+    gpt[512..520].copy_from_slice(b"EFI PART");
+    let mut mbr = vec![0u8; 2 << 20];
+    mbr[510..512].copy_from_slice(&[0x55, 0xaa]);
+    mbr[446 + 4] = 0x83;
+    mbr[446 + 8] = 8;
+    let mut bz = vec![0u8; 0x400];
+    bz[0x202..0x206].copy_from_slice(b"HdrS");
+    let files = [
+        (temp_file("iso", &iso), "an ISO 9660 CD image"),
+        (temp_file("gpt", &gpt), "a GPT disk image"),
+        (temp_file("mbr", &mbr), "an MBR disk image"),
+        (
+            temp_file("bzimage", &bz),
+            "a Linux bzImage: boot it with --kernel FILE",
+        ),
+    ];
+    for (p, what) in &files {
+        let out = janus(&["run", p.to_str().unwrap()]);
+        let _ = std::fs::remove_file(p);
+        one_error_line(&out, what);
+        one_error_line(&out, "--kernel FILE");
+    }
+    // An ELF program, and a multiboot ELF kernel (which boots with --kernel).
+    let out = janus(&["run", "/bin/sh"]);
+    one_error_line(&out, "an ELF program or library, not a machine image");
+    let mb = root.join("test-roms/multiboot.bin");
+    if std::fs::read(&mb).unwrap().starts_with(b"\x7fELF") {
+        let out = janus(&["run", mb.to_str().unwrap()]);
+        one_error_line(&out, "boots with --kernel FILE");
+    }
+    let vmlinux = root.join("tests/linux/assets/vmlinux");
+    if vmlinux.exists() {
+        let out = janus(&["run", vmlinux.to_str().unwrap()]);
+        one_error_line(&out, "a Linux vmlinux (ELF): boot it with --kernel FILE");
+    }
+}
+
+#[test]
+fn trace_flag_writes_exceptions_to_the_trace_file() {
+    let rom = roms().join("exceptions.bin");
+    let file = std::env::temp_dir().join(format!("janus-trace-{}.txt", std::process::id()));
+    for accel in ["jit", "interp"] {
+        let out = janus(&[
+            "run",
+            rom.to_str().unwrap(),
+            "--accel",
+            accel,
+            "--trace",
+            "exc",
+            "--trace-file",
+            file.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{accel}");
+        let trace = std::fs::read_to_string(&file).unwrap();
+        // exceptions.bin's first check divides by zero: #DE, vector 0.
+        assert!(
+            trace.starts_with("trace[0]: exception 0 code None at "),
+            "{trace}"
+        );
+        assert!(trace.contains("exception 14 code Some("), "{trace}");
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("trace["));
+    }
+    let _ = std::fs::remove_file(&file);
+    one_error_line(
+        &janus(&["run", "--trace", "exc,bogus"]),
+        "'bogus' is not one of exc",
+    );
+    one_error_line(
+        &janus(&["run", "--trace-file", "x"]),
+        "--trace-file requires --trace SPEC",
+    );
+    one_error_line(
+        &janus(&["run", "--accel", "kvm", "--trace", "exc"]),
+        "--trace needs a software backend",
+    );
+}
+
+#[test]
+fn perf_map_names_the_jit_blocks() {
+    let child = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args(["run", "--accel", "jit", "--perf-map"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let map = PathBuf::from(format!("/tmp/perf-{}.map", child.id()));
+    let status = child.wait_with_output().unwrap().status;
+    assert!(status.success());
+    let text = std::fs::read_to_string(&map).unwrap_or_default();
+    let _ = std::fs::remove_file(&map);
+    assert!(text.lines().count() > 0, "no {}", map.display());
+}
+
+#[test]
+fn multiboot_command_line_is_the_kernel_path_then_append() {
+    let kernel = roms().join("multiboot.bin");
+    let module = roms().join("multiboot.asm");
+    let out = janus(&[
+        "run",
+        "--accel",
+        "jit",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        module.to_str().unwrap(),
+        "--append",
+        "janus-multiboot-test",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let want = format!("  cmdline: {} janus-multiboot-test", kernel.display());
+    assert!(text.contains(&want), "{want:?} not in {text}");
 }

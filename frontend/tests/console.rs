@@ -272,7 +272,17 @@ fn ctrl_c_interrupts_the_guest_shell_on_a_terminal() {
     t.wait_for("sleep 100", deadline);
     std::thread::sleep(Duration::from_secs(2));
     let typed = Instant::now();
+    let before = t.out.len();
     t.type_keys(b"\x03");
+    // The shell's next prompt (typing ahead would have the tty echo the line twice: once as
+    // typed, once as the shell's line editor redraws it).
+    while !String::from_utf8_lossy(&t.out[before..]).contains("# ") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match t.rx.recv_timeout(left) {
+            Ok(chunk) => t.out.extend(chunk),
+            Err(_) => panic!("no prompt after Ctrl-C:\n{}", t.text()),
+        }
+    }
     t.type_keys(b"echo $((6*7))X\r");
     t.wait_for("42X", deadline);
     assert!(

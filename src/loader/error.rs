@@ -72,8 +72,9 @@ pub enum KernelError {
     },
     /// The kernel does not fit in guest RAM.
     #[error(
-        "kernel needs RAM at {start:#x}-{end:#x} but RAM below 4 GiB ends at {ram_end:#x}; \
-         raise --mem"
+        "the kernel takes RAM at {start:#x}-{end:#x} but RAM below 4 GiB ends at \
+         {ram_end:#x}; it needs --mem {} or more",
+        crate::layout::mem_to_fit(*.end)
     )]
     KernelTooLarge {
         /// First byte the kernel needs.

@@ -51,6 +51,7 @@ mod e820;
 mod elf;
 mod entry;
 mod error;
+pub mod identify;
 pub mod multiboot;
 mod place;
 pub mod pvh;
@@ -211,6 +212,22 @@ pub fn load_kernel(
     match multiboot::find_header(kernel)? {
         Some(header) => multiboot::load(&boot, kernel, &header),
         None => Err(KernelError::UnknownFormat),
+    }
+}
+
+/// The command line a kernel is given, as GRUB and QEMU build it: a multiboot kernel's starts
+/// with the kernel's path (programs read their argv[0] from it), then `append`; a Linux kernel
+/// gets `append` alone.
+pub fn boot_cmdline(kernel: &[u8], path: &str, append: &str) -> String {
+    let pvh = elf::is_elf(kernel)
+        && elf::Elf::parse(kernel).is_ok_and(|e| e.pvh_entry().is_ok_and(|p| p.is_some()));
+    let multiboot = !bzimage::is_bzimage(kernel)
+        && !pvh
+        && multiboot::find_header(kernel).is_ok_and(|h| h.is_some());
+    match (multiboot, append.is_empty()) {
+        (false, _) => append.to_string(),
+        (true, true) => path.to_string(),
+        (true, false) => format!("{path} {append}"),
     }
 }
 

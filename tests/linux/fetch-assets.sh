@@ -172,8 +172,7 @@ cpio_symlink() {
 }
 cpio_chardev() { cpio_entry "$1" $((8#020600)) 0 "$2" "$3"; }
 
-if need initramfs.cpio.gz; then
-    cat > "$tmp/init" <<'EOF'
+cat > "$tmp/init" <<'EOF'
 #!/bin/sh
 # janus Linux boot test: say that init runs, how many CPUs are online and which kernel this
 # is, then reboot.
@@ -195,11 +194,12 @@ unset IFS
 echo "JANUS-CPUS=$cpus"
 echo "JANUS-KERNEL=$(busybox uname -r)"
 # With janus.shell on the command line: an interactive shell on the console (the console
-# test types into it), which powers off when it ends.
+# tests type into it), which powers off when it ends. setsid and cttyhack give it the serial
+# port as its controlling terminal, so that Ctrl-C interrupts its foreground program.
 case " $(busybox cat /proc/cmdline) " in
     *" janus.shell "*)
         echo JANUS-SHELL
-        busybox sh
+        busybox setsid busybox cttyhack busybox sh
         busybox poweroff -f
         ;;
 esac
@@ -207,6 +207,8 @@ busybox reboot -f
 busybox poweroff -f
 while :; do busybox sleep 1; done
 EOF
+# The initramfs is rebuilt when its /init changed (assets/init keeps the one it holds).
+if need initramfs.cpio.gz || ! cmp -s "$tmp/init" "$assets/init"; then
     {
         cpio_dir .
         cpio_dir bin
@@ -214,12 +216,14 @@ EOF
         cpio_dir proc
         cpio_dir sys
         cpio_chardev dev/console 5 1
+        cpio_chardev dev/ttyS0 4 64
         cpio_file bin/busybox "$assets/busybox"
         cpio_symlink bin/sh busybox
         cpio_file init "$tmp/init"
         cpio_entry TRAILER!!! 0 0 0 0
     } > "$tmp/initramfs.cpio"
     gzip -9 -n < "$tmp/initramfs.cpio" > "$assets/initramfs.cpio.gz"
+    cp "$tmp/init" "$assets/init"
     say "built initramfs.cpio.gz"
 else
     say "initramfs.cpio.gz: already there"

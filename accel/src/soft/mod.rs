@@ -41,9 +41,9 @@ use exception::{Delivered, Source};
 use interp::Outcome;
 
 pub use jit::JitStats;
+pub use trace::{TraceOut, TraceSpec};
 
 /// The software accelerator: vCPUs that interpret guest code or run it compiled by the JIT.
-#[derive(Debug)]
 pub struct SoftAccel {
     memory: GuestMemory,
     nr_vcpus: usize,
@@ -52,6 +52,20 @@ pub struct SoftAccel {
     tsc_clock: Option<cpu::TscClock>,
     /// Shared by the vCPUs when there are several (cross-modifying code).
     xmc: Option<Arc<xmc::Xmc>>,
+    /// `--trace`: what to trace and where.
+    trace: Option<(TraceSpec, TraceOut)>,
+    /// `--perf-map`: name compiled blocks in /tmp/perf-PID.map.
+    perf_map: bool,
+}
+
+impl std::fmt::Debug for SoftAccel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SoftAccel")
+            .field("nr_vcpus", &self.nr_vcpus)
+            .field("jit", &self.jit)
+            .field("trace", &self.trace.as_ref().map(|t| t.0))
+            .finish_non_exhaustive()
+    }
 }
 
 impl SoftAccel {
@@ -78,7 +92,23 @@ impl SoftAccel {
             planted_bug: false,
             tsc_clock: None,
             xmc: (nr_vcpus > 1).then(|| Arc::new(xmc::Xmc::new(nr_vcpus, ram_end))),
+            trace: None,
+            perf_map: false,
         }
+    }
+
+    /// Traces every vCPU as `spec` says, to `out` (stderr when `None`), instead of as
+    /// `JANUS_SOFT_TRACE` says.
+    pub fn with_trace(mut self, spec: TraceSpec, out: TraceOut) -> Self {
+        self.trace = Some((spec, out));
+        self
+    }
+
+    /// Names every compiled block in /tmp/perf-PID.map for `perf report` (as
+    /// `JANUS_JIT_PERFMAP=1` does).
+    pub fn with_perf_map(mut self, on: bool) -> Self {
+        self.perf_map = on;
+        self
     }
 
     /// The vCPUs' TSC follows `clock` (the machine's real-time clock, `hz` ticks a second, the
@@ -139,9 +169,12 @@ impl Accelerator for SoftAccel {
         }
         let jit = if self.jit {
             core.cache.jit = Some(cache::JitEvents::default());
-            let j = jit::Jit::new(&kicker, jit::DEFAULT_CODE_CACHE).map_err(|e| {
+            let mut j = jit::Jit::new(&kicker, jit::DEFAULT_CODE_CACHE).map_err(|e| {
                 VcpuError::Unsupported(format!("cannot map the JIT's code memory: {e}"))
             })?;
+            if self.perf_map {
+                j.enable_perf_map();
+            }
             Some(Box::new(j))
         } else {
             None
@@ -157,7 +190,10 @@ impl Accelerator for SoftAccel {
             index,
             halted: false,
             tsc_read: None,
-            trace: trace::Trace::from_env(),
+            trace: match &self.trace {
+                Some((spec, out)) => Some(Box::new(trace::Trace::new(*spec, out.clone()))),
+                None => trace::Trace::from_env(),
+            },
         })
     }
 }
@@ -360,10 +396,10 @@ impl SoftVcpu {
                 t.block(self.index, lin, ctx.c.icount);
                 if t.insns {
                     let g = &ctx.c.s.gpr;
-                    eprintln!(
+                    t.line(format_args!(
                         "trace[{}]: {lin:#x} {:<40} rax={:x} rcx={:x} rdx={:x} rbx={:x} rsp={:x} rbp={:x} rsi={:x} rdi={:x}",
                         self.index, block.insns[0], g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]
-                    );
+                    ));
                 }
             }
             // JIT hook: compiled code runs the block (and what it chains to) unless stepping.
@@ -419,12 +455,12 @@ impl SoftVcpu {
             }
             Fault::Exc { vector, code } => {
                 ctx.c.icount = ctx.c.icount.wrapping_add(u64::from(n));
-                if self.trace.as_ref().is_some_and(|t| t.exc) {
+                if let Some(t) = self.trace.as_ref().filter(|t| t.exc) {
                     let s = &ctx.c.s;
-                    eprintln!(
+                    t.line(format_args!(
                         "trace[{}]: exception {vector} code {code:x?} at {:04x}:{:#x} cr2={:#x} icount {}",
                         self.index, s.cs.selector, s.rip, s.cr2, ctx.c.icount
-                    );
+                    ));
                 }
                 let code = if vector == cpu::vec::PF {
                     ctx.rmw_page_fault(code)

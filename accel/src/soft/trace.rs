@@ -1,5 +1,6 @@
-//! Debug tracing for the software CPU, switched on by the `JANUS_SOFT_TRACE` environment
-//! variable (a comma-separated list, printed on stderr):
+//! Debug tracing for the software CPU, switched on by `janus run --trace SPEC` (or the
+//! `JANUS_SOFT_TRACE` environment variable, the same SPEC), a comma-separated list, printed on
+//! stderr or to `--trace-file`:
 //!
 //! - `exc`: every exception raised, with its vector, error code, RIP, CR2 and CPL;
 //! - `blocks`: every block the run loop enters (linear RIP; blocks the JIT chains to directly
@@ -12,9 +13,54 @@
 //! block when off.
 
 use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 
-/// Which events to print.
-#[derive(Debug, Default)]
+/// What to trace: a parsed SPEC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceSpec {
+    /// Print exceptions.
+    pub exc: bool,
+    /// Print block entries.
+    pub blocks: bool,
+    /// Print every instruction.
+    pub insns: bool,
+    /// Block entries kept for a failure report.
+    pub last: usize,
+}
+
+impl std::str::FromStr for TraceSpec {
+    type Err = String;
+
+    /// Parses `exc,blocks,insns,last=N` (any subset, in any order).
+    fn from_str(spec: &str) -> Result<Self, String> {
+        let mut t = TraceSpec {
+            exc: false,
+            blocks: false,
+            insns: false,
+            last: 32,
+        };
+        for w in spec.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match w {
+                "exc" => t.exc = true,
+                "blocks" => t.blocks = true,
+                "insns" => t.insns = true,
+                _ => {
+                    t.last = w
+                        .strip_prefix("last=")
+                        .and_then(|n| n.parse().ok())
+                        .ok_or_else(|| format!("'{w}' is not one of exc, blocks, insns, last=N"))?;
+                }
+            }
+        }
+        Ok(t)
+    }
+}
+
+/// Where trace lines go: stderr, or a shared writer (`--trace-file`).
+pub type TraceOut = Option<Arc<Mutex<Box<dyn Write + Send>>>>;
+
+/// The tracing of one vCPU.
 pub struct Trace {
     /// Print exceptions.
     pub exc: bool,
@@ -25,40 +71,70 @@ pub struct Trace {
     /// Ring of the last block entries: (linear RIP, instruction count).
     ring: VecDeque<(u64, u64)>,
     ring_len: usize,
+    out: TraceOut,
+}
+
+impl std::fmt::Debug for Trace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trace")
+            .field("exc", &self.exc)
+            .field("blocks", &self.blocks)
+            .field("insns", &self.insns)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Trace {
-    /// The tracing the environment asks for, if any.
+    /// Tracing as `spec` says, written to `out` (stderr when `None`).
+    pub fn new(spec: TraceSpec, out: TraceOut) -> Trace {
+        Trace {
+            exc: spec.exc,
+            blocks: spec.blocks,
+            insns: spec.insns,
+            ring: VecDeque::new(),
+            ring_len: spec.last,
+            out,
+        }
+    }
+
+    /// The tracing the environment asks for (`JANUS_SOFT_TRACE`), if any; unknown words in it
+    /// are ignored.
     pub fn from_env() -> Option<Box<Trace>> {
         let spec = std::env::var("JANUS_SOFT_TRACE").ok()?;
         Some(Box::new(Trace::parse(&spec)))
     }
 
-    /// Parses a `JANUS_SOFT_TRACE` value.
+    /// Parses a SPEC leniently (unknown words ignored), tracing to stderr.
     pub fn parse(spec: &str) -> Trace {
-        let mut t = Trace {
-            ring_len: 32,
-            ..Default::default()
-        };
-        for w in spec.split(',').map(str::trim) {
-            match w {
-                "exc" => t.exc = true,
-                "blocks" => t.blocks = true,
-                "insns" => t.insns = true,
-                _ => {
-                    if let Some(n) = w.strip_prefix("last=").and_then(|n| n.parse().ok()) {
-                        t.ring_len = n;
-                    }
-                }
+        let known: Vec<&str> = spec
+            .split(',')
+            .filter(|w| w.trim().parse::<TraceSpec>().is_ok())
+            .collect();
+        let spec = known.join(",").parse().unwrap_or(TraceSpec {
+            exc: false,
+            blocks: false,
+            insns: false,
+            last: 32,
+        });
+        Trace::new(spec, None)
+    }
+
+    /// Writes one trace line.
+    pub fn line(&self, args: std::fmt::Arguments<'_>) {
+        match &self.out {
+            Some(w) => {
+                let _ = writeln!(w.lock().unwrap_or_else(|p| p.into_inner()), "{args}");
             }
+            None => eprintln!("{args}"),
         }
-        t
     }
 
     /// Records a block entry.
     pub fn block(&mut self, vcpu: usize, lin: u64, icount: u64) {
         if self.blocks {
-            eprintln!("trace[{vcpu}]: block {lin:#x} icount {icount}");
+            self.line(format_args!(
+                "trace[{vcpu}]: block {lin:#x} icount {icount}"
+            ));
         }
         if self.ring_len > 0 {
             if self.ring.len() == self.ring_len {
@@ -71,7 +147,12 @@ impl Trace {
     /// Prints the last block entries.
     pub fn dump(&self, vcpu: usize) {
         for (lin, icount) in &self.ring {
-            eprintln!("trace[{vcpu}]: recent block {lin:#x} icount {icount}");
+            self.line(format_args!(
+                "trace[{vcpu}]: recent block {lin:#x} icount {icount}"
+            ));
+        }
+        if let Some(w) = &self.out {
+            let _ = w.lock().unwrap_or_else(|p| p.into_inner()).flush();
         }
     }
 }
@@ -91,5 +172,13 @@ mod tests {
             t.ring.iter().map(|e| e.0).collect::<Vec<_>>(),
             [0x1003, 0x1004]
         );
+    }
+
+    #[test]
+    fn flag_spec_is_strict() {
+        let s: super::TraceSpec = "exc,insns,last=5".parse().unwrap();
+        assert!(s.exc && s.insns && !s.blocks && s.last == 5);
+        assert!("exc,bogus".parse::<super::TraceSpec>().is_err());
+        assert!("last=x".parse::<super::TraceSpec>().is_err());
     }
 }

@@ -256,3 +256,20 @@ fn an_initrd_that_does_not_fit_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn multiboot_command_line_starts_with_the_kernel_path() {
+    let (aout, elf) = (multiboot_aout(), multiboot_elf());
+    assert_eq!(
+        boot_cmdline(&aout, "/boot/kernel", "quiet a=b"),
+        "/boot/kernel quiet a=b"
+    );
+    assert_eq!(boot_cmdline(&elf, "k.elf", ""), "k.elf");
+    // A Linux kernel gets --append alone.
+    let mut bz = vec![0u8; 0x400];
+    bz[0x202..0x206].copy_from_slice(b"HdrS");
+    assert_eq!(
+        boot_cmdline(&bz, "vmlinuz", "console=ttyS0"),
+        "console=ttyS0"
+    );
+}

@@ -177,7 +177,8 @@ pub struct Jit {
     smc_pages: FastMap<u64, Smc>,
     /// Runs before a block is compiled (tests compile on the first).
     hot: u32,
-    /// `JANUS_JIT_PERFMAP=1`: /tmp/perf-PID.map, naming compiled blocks for `perf report`.
+    /// `--perf-map` or `JANUS_JIT_PERFMAP=1`: /tmp/perf-PID.map, naming compiled blocks for
+    /// `perf report`.
     perf_map: Option<std::fs::File>,
     /// `JANUS_JIT_RANGE=LO-HI` (hex RIPs): only blocks starting in [LO, HI) are compiled, the
     /// rest interpreted, to bisect a miscompiled block.
@@ -263,10 +264,27 @@ fn check(b: &Block) -> Result<(), Unsupported> {
     Ok(())
 }
 
+/// /tmp/perf-PID.map, where `perf report` finds the names of JIT code.
+fn open_perf_map() -> Option<std::fs::File> {
+    let path = format!("/tmp/perf-{}.map", std::process::id());
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .ok()
+}
+
 impl Jit {
     /// A JIT with a code cache of `cap` bytes, polling `kicker` at block entry.
     pub fn new(kicker: &Kicker, cap: usize) -> std::io::Result<Jit> {
         Self::with_room(kicker, cap, buffer::BLOCK_ROOM)
+    }
+
+    /// Names every block compiled from now on in /tmp/perf-PID.map (`--perf-map`).
+    pub fn enable_perf_map(&mut self) {
+        if self.perf_map.is_none() {
+            self.perf_map = open_perf_map();
+        }
     }
 
     /// The same, flushing the cache when less than `room` bytes are free.
@@ -284,14 +302,7 @@ impl Jit {
             chain_from: None,
             smc_pages: FastMap::default(),
             hot: if cfg!(test) { 1 } else { HOT },
-            perf_map: std::env::var_os("JANUS_JIT_PERFMAP").and_then(|_| {
-                let path = format!("/tmp/perf-{}.map", std::process::id());
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .ok()
-            }),
+            perf_map: std::env::var_os("JANUS_JIT_PERFMAP").and_then(|_| open_perf_map()),
             range: std::env::var("JANUS_JIT_RANGE").ok().and_then(|r| {
                 let (lo, hi) = r.split_once('-')?;
                 let hex = |x: &str| u64::from_str_radix(x.trim().trim_start_matches("0x"), 16).ok();
