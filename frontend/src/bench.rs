@@ -267,22 +267,42 @@ fn plot(results: &[Vec<Summary>], path: &Path) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// A round axis step for values up to `max` (1, 2 or 5 times a power of ten; at most about
-/// eight steps), found without libm.
-fn axis_step(max: f64) -> f64 {
-    let mut p = 1.0f64;
-    while max / p > 10.0 {
-        p *= 10.0;
+/// log10 of a positive finite `x`, without libm: the binary exponent plus ln of the mantissa
+/// in [1, 2) from the series ln(m) = 2 atanh((m - 1) / (m + 1)), exact to ~1e-13 here.
+fn log10(x: f64) -> f64 {
+    const LN2: f64 = std::f64::consts::LN_2;
+    const LN10: f64 = std::f64::consts::LN_10;
+    let x = x.max(f64::MIN_POSITIVE);
+    let bits = x.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let m = f64::from_bits((bits & ((1 << 52) - 1)) | (1023 << 52));
+    let t = (m - 1.0) / (m + 1.0);
+    let (t2, mut term, mut sum) = (t * t, t, 0.0);
+    for k in 0..14 {
+        sum += term / f64::from(2 * k + 1);
+        term *= t2;
     }
-    while max / p < 1.0 && p > 1e-9 {
-        p /= 10.0;
+    (2.0 * sum + exp as f64 * LN2) / LN10
+}
+
+/// 10^n for a small integer n.
+fn pow10(n: i32) -> f64 {
+    let mut v = 1.0;
+    for _ in 0..n.unsigned_abs() {
+        v *= 10.0;
     }
-    // Now 1 <= max / p < 10: the smallest round step giving at most eight steps.
-    [0.1, 0.2, 0.5, 1.0, 2.0, 5.0]
-        .into_iter()
-        .map(|m| m * p)
-        .find(|&s| max / s <= 8.0)
-        .unwrap_or(10.0 * p)
+    if n < 0 { 1.0 / v } else { v }
+}
+
+/// A MIPS value as a bar label: three significant digits or so.
+fn short(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 fn xml_escape(s: &str) -> String {
@@ -293,9 +313,11 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// The SVG bar chart of MIPS: one group of bars per workload, one bar per backend (backends
-/// without an instruction count, none), a y axis with round ticks and a legend. Written by hand
-/// (a few rectangles and labels) rather than with a plotting crate, which would bring libm
-/// and its start-up relocations into every janus process.
+/// without an instruction count, none), each labelled with its median, a whisker from the
+/// slowest to the fastest run, on a logarithmic axis (decades with 2x and 5x ticks) so that a
+/// 20,000-MIPS bar and a 2-MIPS bar both read. Written by hand (a few rectangles and labels)
+/// rather than with a plotting crate, which would bring libm and its start-up relocations into
+/// every janus process.
 fn svg_chart(results: &[Vec<Summary>]) -> String {
     const COLORS: [&str; 4] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"];
     const FONT: &str = "font-family=\"sans-serif\"";
@@ -303,18 +325,38 @@ fn svg_chart(results: &[Vec<Summary>]) -> String {
         .first()
         .map(|r| r.iter().map(|s| s.backend).collect())
         .unwrap_or_default();
-    let max = results
+    // The spread: MIPS of the slowest and of the fastest run.
+    let range = |s: &Summary| {
+        let n = s.instructions? as f64 / 1e6;
+        Some((
+            n / s.max.as_secs_f64().max(1e-9),
+            n / s.min.as_secs_f64().max(1e-9),
+        ))
+    };
+    let values: Vec<f64> = results
         .iter()
         .flatten()
-        .filter_map(Summary::mips)
-        .fold(1.0f64, f64::max);
-    let step = axis_step(max * 1.05);
-    let ticks = (max * 1.05 / step) as u32 + 1;
-    let top_value = f64::from(ticks) * step;
+        .filter_map(|s| Some([s.mips()?, range(s)?.0, range(s)?.1]))
+        .flatten()
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .collect();
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(0.0f64, f64::max);
+    let (lo_dec, hi_dec) = if values.is_empty() {
+        (0, 1)
+    } else {
+        // Half the smallest value still gets some bar: 1.04 MIPS is not drawn at the floor.
+        let lo_dec = log10(lo / 2.0).floor() as i32;
+        (lo_dec, (log10(hi).ceil() as i32).max(lo_dec + 1))
+    };
     let n = results.len().max(1);
-    let (width, height) = (160 * n + 120, 520);
-    let (left, right, top, bottom) = (76.0, width as f64 - 16.0, 56.0, height as f64 - 48.0);
-    let y = |v: f64| bottom - v / top_value * (bottom - top);
+    let (width, height) = (170 * n + 120, 540);
+    let (left, right, top, bottom) = (76.0, width as f64 - 16.0, 84.0, height as f64 - 48.0);
+    let span = f64::from(hi_dec - lo_dec);
+    let y = |v: f64| {
+        let d = (log10(v.max(pow10(lo_dec))) - f64::from(lo_dec)) / span;
+        bottom - d.clamp(0.0, 1.0) * (bottom - top)
+    };
     let group = (right - left) / n as f64;
     let mut o = String::new();
     let _ = writeln!(
@@ -324,47 +366,77 @@ fn svg_chart(results: &[Vec<Summary>]) -> String {
     let _ = writeln!(o, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
     let _ = writeln!(
         o,
-        "<text x=\"{:.1}\" y=\"30\" {FONT} font-size=\"22\" text-anchor=\"middle\">janus guest MIPS per backend</text>",
+        "<text x=\"{0:.1}\" y=\"30\" {FONT} font-size=\"22\" text-anchor=\"middle\">janus guest MIPS per backend</text>\n\
+         <text x=\"{0:.1}\" y=\"52\" {FONT} font-size=\"13\" fill=\"#555\" text-anchor=\"middle\">median of the runs (labelled); whiskers: slowest to fastest run; logarithmic axis</text>",
         width as f64 / 2.0
     );
-    // Horizontal grid lines and tick labels.
-    for t in 0..=ticks {
-        let v = f64::from(t) * step;
-        let label = if step < 1.0 {
-            format!("{v:.2}")
+    // Decade lines with labels, lighter lines at 2x and 5x.
+    for d in lo_dec..=hi_dec {
+        let v = pow10(d);
+        let label = if d < 0 {
+            format!("{v}")
         } else {
             format!("{v:.0}")
         };
         let _ = writeln!(
             o,
-            "<line x1=\"{left}\" x2=\"{right:.1}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"#ddd\"/>\n\
+            "<line x1=\"{left}\" x2=\"{right:.1}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"#bbb\"/>\n\
              <text x=\"{1}\" y=\"{0:.1}\" {FONT} font-size=\"12\" text-anchor=\"end\" dominant-baseline=\"middle\">{label}</text>",
             y(v),
             left - 6.0
         );
+        if d < hi_dec {
+            for m in [2.0, 5.0] {
+                let _ = writeln!(
+                    o,
+                    "<line x1=\"{left}\" x2=\"{right:.1}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"#eee\"/>",
+                    y(v * m)
+                );
+            }
+        }
     }
     let _ = writeln!(
         o,
         "<line x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{bottom}\" stroke=\"black\"/>\n\
          <line x1=\"{left}\" x2=\"{right:.1}\" y1=\"{bottom}\" y2=\"{bottom}\" stroke=\"black\"/>\n\
-         <text transform=\"translate(18 {:.1}) rotate(-90)\" {FONT} font-size=\"14\" text-anchor=\"middle\">MIPS</text>",
+         <text transform=\"translate(18 {:.1}) rotate(-90)\" {FONT} font-size=\"14\" text-anchor=\"middle\">MIPS (log scale)</text>",
         (top + bottom) / 2.0
     );
     let bar = 0.8 * group / backends.len().max(1) as f64;
     for (wi, row) in results.iter().enumerate() {
         let x = left + wi as f64 * group;
         for (bi, s) in row.iter().enumerate() {
-            let Some(m) = s.mips() else { continue };
+            let (Some(m), Some((slow, fast))) = (s.mips(), range(s)) else {
+                continue;
+            };
+            let bx = x + 0.1 * group + bi as f64 * bar;
+            let cx = bx + bar * 0.475;
             let _ = writeln!(
                 o,
-                "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{} {}: {m:.1} MIPS</title></rect>",
-                x + 0.1 * group + bi as f64 * bar,
+                "<rect x=\"{bx:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{} {}: {m:.1} MIPS (runs {slow:.1}-{fast:.1})</title></rect>",
                 y(m),
                 bar * 0.95,
                 bottom - y(m),
                 COLORS[bi % COLORS.len()],
                 xml_escape(s.workload),
                 xml_escape(s.backend)
+            );
+            // Whisker: slowest to fastest run, with caps.
+            let (y0, y1) = (y(slow), y(fast));
+            let cap = (bar * 0.2).min(6.0);
+            let _ = writeln!(
+                o,
+                "<path d=\"M{cx:.1} {y0:.1}V{y1:.1}M{:.1} {y0:.1}H{:.1}M{:.1} {y1:.1}H{:.1}\" stroke=\"black\" stroke-width=\"1.2\" fill=\"none\"/>",
+                cx - cap,
+                cx + cap,
+                cx - cap,
+                cx + cap
+            );
+            let _ = writeln!(
+                o,
+                "<text x=\"{cx:.1}\" y=\"{:.1}\" {FONT} font-size=\"11\" text-anchor=\"middle\">{}</text>",
+                y1.min(y(m)) - 4.0,
+                short(m)
             );
         }
         let _ = writeln!(
@@ -375,23 +447,18 @@ fn svg_chart(results: &[Vec<Summary>]) -> String {
             xml_escape(row.first().map_or("", |s| s.workload))
         );
     }
-    // Legend, top right.
-    let lx = right - 110.0;
-    let _ = writeln!(
-        o,
-        "<rect x=\"{lx:.1}\" y=\"{top}\" width=\"104\" height=\"{}\" fill=\"white\" fill-opacity=\"0.8\" stroke=\"black\"/>",
-        8 + 20 * backends.len()
-    );
+    // Legend, above the plot on the right.
+    let lx = right - 24.0 - 80.0 * backends.len() as f64;
     for (bi, b) in backends.iter().enumerate() {
-        let ly = top + 14.0 + 20.0 * bi as f64;
+        let bx = lx + 80.0 * bi as f64;
         let _ = writeln!(
             o,
-            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{}\"/>\n\
-             <text x=\"{:.1}\" y=\"{ly:.1}\" {FONT} font-size=\"13\" dominant-baseline=\"middle\">{}</text>",
-            lx + 8.0,
-            ly - 5.0,
+            "<rect x=\"{bx:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{}\"/>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\" {FONT} font-size=\"13\" dominant-baseline=\"middle\">{}</text>",
+            top - 20.0,
             COLORS[bi % COLORS.len()],
-            lx + 24.0,
+            bx + 14.0,
+            top - 15.0,
             xml_escape(b)
         );
     }
@@ -418,11 +485,17 @@ mod tests {
     }
 
     #[test]
-    fn axis_steps_are_round() {
-        assert_eq!(axis_step(7.0), 1.0);
-        assert_eq!(axis_step(15.0), 2.0);
-        assert_eq!(axis_step(1980.0), 500.0);
-        assert_eq!(axis_step(0.3), 0.05);
+    fn log10_without_libm() {
+        for (x, want) in [
+            (1.0, 0.0),
+            (10.0, 1.0),
+            (2.0, std::f64::consts::LOG10_2),
+            (0.05, -1.30103),
+        ] {
+            assert!((log10(x) - want).abs() < 1e-5, "log10({x}) = {}", log10(x));
+        }
+        assert!((log10(20124.2) - 4.30372).abs() < 1e-5);
+        assert_eq!((pow10(3), pow10(-2)), (1000.0, 0.01));
     }
 
     #[test]
@@ -439,8 +512,18 @@ mod tests {
         assert!(svg.ends_with("</svg>\n"), "{svg}");
         assert_eq!(svg.matches("<title>").count(), 4, "{svg}");
         assert!(
-            svg.contains("<title>int32 jit: 1000.0 MIPS</title>"),
+            svg.contains("<title>int32 jit: 1000.0 MIPS (runs 1000.0-1000.0)</title>"),
             "{svg}"
+        );
+        // Each bar is labelled with its value; the axis runs in decades.
+        for label in [">1000<", ">250<", ">500<", ">125<"] {
+            assert!(svg.contains(label), "{label} missing: {svg}");
+        }
+        assert!(svg.contains("MIPS (log scale)"), "{svg}");
+        assert_eq!(
+            svg.matches("<path ").count(),
+            4,
+            "one whisker per bar: {svg}"
         );
         assert!(svg.contains(">a&lt;b</text>"), "{svg}");
         assert!(!svg.contains("a<b"), "{svg}");

@@ -558,7 +558,13 @@ fn resolve_irqchip(args: &RunArgs) -> janus::platform::IrqchipMode {
         IrqchipArg::Auto => {
             let on_kvm = match args.accel {
                 AccelArg::Kvm => true,
-                AccelArg::Auto => args.icount.is_none() && kvm::probe(&args.kvm_device).is_ok(),
+                AccelArg::Auto => {
+                    // --icount, --trace and --perf-map make `auto` pick the JIT.
+                    args.icount.is_none()
+                        && args.trace.is_none()
+                        && !args.perf_map
+                        && kvm::probe(&args.kvm_device).is_ok()
+                }
                 _ => false,
             };
             if on_kvm && kvm::hardware_assisted() {

@@ -302,3 +302,64 @@ fn ctrl_c_interrupts_the_guest_shell_on_a_terminal() {
     assert!(text.contains("quit from the console (Ctrl-A x)"), "{text}");
     assert!(text.contains("status=0"), "{text}");
 }
+
+#[test]
+fn terminal_is_restored_after_a_timeout_an_error_and_a_signal() {
+    let lp = roms().join("loop.bin");
+    let lp = lp.to_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(100);
+    // --timeout: status 124.
+    let Some(t) = OnPty::start(&["run", lp, "--accel", "jit", "--timeout", "1"]) else {
+        return;
+    };
+    let text = t.finish(deadline);
+    assert!(text.contains("status=124"), "{text}");
+    // An error once the terminal is raw (KVM cannot be opened when the run starts): status 1.
+    let Some(t) = OnPty::start(&["run", lp, "--accel", "kvm", "--kvm-device", "/nonexistent"])
+    else {
+        return;
+    };
+    let text = t.finish(deadline);
+    assert!(text.contains("status=1"), "{text}");
+    // SIGTERM from outside: status 143 with the stop report.
+    let Some(mut t) = OnPty::start(&["run", lp, "--accel", "jit", "--timeout", "60"]) else {
+        return;
+    };
+    t.wait_for("spinning forever", deadline);
+    let janus = descendant_named(t.child.id(), "janus").expect("janus runs under script");
+    // SAFETY: sending SIGTERM to a process this test started (through script and its shell).
+    unsafe { libc::kill(janus, libc::SIGTERM) };
+    let text = t.finish(deadline);
+    assert!(text.contains("stopped by SIGTERM"), "{text}");
+    assert!(text.contains("status=143"), "{text}");
+}
+
+/// The first process named `name` among the descendants of `root` (by /proc's parent links).
+fn descendant_named(root: u32, name: &str) -> Option<i32> {
+    let procs: Vec<(i32, i32, String)> = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| {
+            let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // pid (comm) state ppid ...
+            let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            let ppid = rest.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid, comm.to_string()))
+        })
+        .collect();
+    let mut family = vec![root as i32];
+    let mut i = 0;
+    while i < family.len() {
+        let parent = family[i];
+        for (pid, ppid, comm) in &procs {
+            if *ppid == parent {
+                if comm == name {
+                    return Some(*pid);
+                }
+                family.push(*pid);
+            }
+        }
+        i += 1;
+    }
+    None
+}
