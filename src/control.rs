@@ -3,13 +3,17 @@
 //!
 //! The first reason recorded wins: a guest that writes to the debug-exit port and then halts has
 //! exited with its byte, not halted. Recording a reason kicks every vCPU so that all threads
-//! leave guest code promptly.
+//! leave guest code promptly. The same handle carries the vCPUs' exit counters to the console
+//! while the machine runs (Ctrl-A s): a request kicks every vCPU, which publishes its counters
+//! before it next enters the guest.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use janus_accel::{CpuState, Kicker, VcpuFailure};
+use janus_accel::{CpuState, ExitCounters, Kicker, VcpuFailure};
 
 /// Why the machine stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,6 +135,10 @@ pub struct Control {
     reason: Mutex<Option<StopReason>>,
     stopped: Condvar,
     kickers: Mutex<Vec<Kicker>>,
+    /// The latest counters request (0: none yet).
+    counters_wanted: AtomicU64,
+    /// Each vCPU's answer: the request it answered and its counters.
+    counters: Mutex<BTreeMap<usize, (u64, ExitCounters)>>,
     notify: Sender<()>,
     notified: Receiver<()>,
 }
@@ -142,6 +150,8 @@ impl Default for Control {
             reason: Mutex::new(None),
             stopped: Condvar::new(),
             kickers: Mutex::new(Vec::new()),
+            counters_wanted: AtomicU64::new(0),
+            counters: Mutex::new(BTreeMap::new()),
             notify,
             notified,
         }
@@ -216,6 +226,49 @@ impl Control {
             .clone()
     }
 
+    /// The latest request for counters; a vCPU that has not answered it yet calls
+    /// [`Control::publish_counters`] before it enters the guest again.
+    pub fn counters_wanted(&self) -> u64 {
+        self.counters_wanted.load(Ordering::Relaxed)
+    }
+
+    /// A vCPU's answer to request `request`.
+    pub fn publish_counters(&self, vcpu: usize, request: u64, counters: ExitCounters) {
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(vcpu, (request, counters));
+    }
+
+    /// The exit counters of the running vCPUs, merged: asks each for its counters, kicks them
+    /// and waits up to `timeout` for every one to answer (a vCPU waiting for its start-up IPI
+    /// does not, and counts nothing). Returns the counters and how many vCPUs answered.
+    pub fn collect_counters(&self, timeout: Duration) -> (ExitCounters, usize) {
+        let request = self.counters_wanted.fetch_add(1, Ordering::Relaxed) + 1;
+        let kickers = self
+            .kickers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for k in &kickers {
+            k.kick();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let answers = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh = answers.values().filter(|(r, _)| *r == request).count();
+            if fresh >= kickers.len() || Instant::now() >= deadline {
+                let mut total = ExitCounters::default();
+                for (_, c) in answers.values().filter(|(r, _)| *r == request) {
+                    total.merge(c);
+                }
+                return (total, fresh);
+            }
+            drop(answers);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// A channel that receives one message per stop request.
     pub fn notified(&self) -> &Receiver<()> {
         &self.notified
@@ -237,6 +290,36 @@ mod tests {
         assert_eq!(c.reason(), Some(StopReason::GuestExit(3)));
         assert!(k.pending());
         assert!(c.notified().try_recv().is_ok());
+    }
+
+    #[test]
+    fn counters_are_collected_from_the_vcpus_that_answer() {
+        let c = std::sync::Arc::new(Control::new());
+        let k = Kicker::new();
+        c.add_kicker(k.clone());
+        let vcpu = {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                // A vCPU loop: answer each new request once, when kicked.
+                let mut answered = 0;
+                while !c.stopping() {
+                    let want = c.counters_wanted();
+                    if want != answered {
+                        let mut n = ExitCounters::default();
+                        n.add(janus_accel::ExitReasonKind::IoIn, 7);
+                        c.publish_counters(0, want, n);
+                        answered = want;
+                    }
+                    k.park(Duration::from_millis(5));
+                    k.clear();
+                }
+            })
+        };
+        let (n, answered) = c.collect_counters(Duration::from_secs(10));
+        assert_eq!(answered, 1);
+        assert_eq!(n.get(janus_accel::ExitReasonKind::IoIn), 7);
+        c.request_stop(StopReason::Timeout);
+        vcpu.join().unwrap();
     }
 
     #[test]

@@ -705,8 +705,8 @@ impl Machine {
         })
     }
 
-    /// A function that reports the run so far (for Ctrl-A s): everything but the exit
-    /// counters, which the vCPU threads hand over when they end.
+    /// A function that reports the run so far (for Ctrl-A s), the vCPUs' exit counters
+    /// included (each publishes them when asked).
     fn snapshot(
         &self,
         start: Instant,
@@ -715,7 +715,9 @@ impl Machine {
         let (io, serial, post) = (self.io.clone(), self.serial.clone(), self.post.clone());
         let (milestones, memory) = (self.milestones.clone(), self.memory.clone());
         let post_port = self.config.post_port;
+        let control = self.control.clone();
         move || {
+            let (counters, _) = control.collect_counters(Duration::from_millis(500));
             let (post_writes, post_last) = {
                 let p = post.lock().unwrap_or_else(|p| p.into_inner());
                 (p.writes, p.last_code())
@@ -725,7 +727,7 @@ impl Machine {
                 backend,
                 wall: start.elapsed(),
                 to_first_entry: Duration::ZERO,
-                counters: ExitCounters::default(),
+                counters,
                 vcpus: Vec::new(),
                 pio_unassigned: io.pio.unassigned(),
                 mmio_unassigned: io.mmio.unassigned(),

@@ -205,8 +205,15 @@ pub fn vcpu_thread<V: Vcpu>(
     }
     let index = vcpu.index();
     let mut phase;
+    let mut counters_answered = 0;
     loop {
         phase = VcpuPhase::Running;
+        // Ctrl-A s asked for the counters so far (it kicked this vCPU to get here).
+        let wanted = control.counters_wanted();
+        if wanted != counters_answered {
+            control.publish_counters(index, wanted, vcpu.counters());
+            counters_answered = wanted;
+        }
         let exit = match vcpu.run(io.as_ref()) {
             Ok(e) => e,
             Err(e) => {

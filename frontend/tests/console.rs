@@ -220,7 +220,10 @@ fn raw_terminal_and_ctrl_a_keys_with_a_test_rom() {
     t.type_keys(b"\x01h");
     t.wait_for("Ctrl-A x       quit", deadline);
     t.type_keys(b"\x01s");
-    t.wait_for("janus stats so far (jit backend", deadline);
+    t.wait_for("janus stats so far (jit backend)", deadline);
+    // The vCPU's counters so far: echo.bin polls the UART's line status register.
+    t.wait_for("io-in ", deadline);
+    t.wait_for("instructions ", deadline);
     t.wait_for("serial bytes out", deadline);
     // Ctrl-A x quits with the stop report and status 0.
     t.type_keys(b"\x01x");
