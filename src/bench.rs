@@ -7,8 +7,9 @@
 use std::time::{Duration, Instant};
 
 use crate::StopReason;
-use crate::machine::{AccelKind, Machine, MachineConfig, MachineError};
+use crate::machine::{Machine, MachineConfig, MachineError};
 use crate::sink::SinkSpec;
+use janus_accel::AccelKind;
 
 /// A guest workload.
 #[derive(Clone, Copy, Debug)]
@@ -76,16 +77,6 @@ pub enum BenchError {
     },
 }
 
-/// The name of a backend in reports.
-pub fn backend_name(k: AccelKind) -> &'static str {
-    match k {
-        AccelKind::Kvm => "kvm",
-        AccelKind::Interp => "interp",
-        AccelKind::Jit => "jit",
-        AccelKind::Auto => "auto",
-    }
-}
-
 /// Runs `w` once on `accel`.
 ///
 /// # Errors
@@ -95,7 +86,7 @@ pub fn run_once(w: &Workload, accel: AccelKind, timeout: Duration) -> Result<Sam
         "janus-bench-{}-{}-{}.serial",
         std::process::id(),
         w.name,
-        backend_name(accel)
+        accel.name()
     ));
     let mut m = Machine::new(MachineConfig {
         image: Some(w.image.to_vec()),
@@ -112,7 +103,7 @@ pub fn run_once(w: &Workload, accel: AccelKind, timeout: Duration) -> Result<Sam
     if o.reason != StopReason::GuestExit(0) {
         return Err(BenchError::Failed {
             workload: w.name,
-            backend: backend_name(accel),
+            backend: accel.name(),
             reason: o.reason.to_string(),
         });
     }

@@ -35,9 +35,8 @@ use iced_x86::{
     Decoder, DecoderOptions, Formatter, Instruction, InstructionInfoFactory, IntelFormatter,
     Mnemonic, OpAccess, Register,
 };
-use janus_accel::kvm::KvmAccel;
-use janus_accel::soft::SoftAccel;
-use janus_accel::{Accelerator, CpuState, Exit, GuestMemory, MemoryError, Vcpu};
+use janus_accel::registry::{self, AccelConfig, AccelKind};
+use janus_accel::{CpuState, Exit, GuestMemory, MemoryError, Vcpu};
 
 use crate::control::{Control, StopReason};
 use crate::layout::{self, LoadError};
@@ -45,28 +44,6 @@ use crate::machine::{Machine, MachineConfig, MachineError};
 use crate::sink::SinkSpec;
 use compare::{FieldDiff, compare, iced_flags_to_rflags};
 use replay::{Recorder, Replayer};
-
-/// A backend the differ can drive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DiffBackend {
-    /// KVM with single-step.
-    Kvm,
-    /// The software CPU's IR interpreter.
-    Interp,
-    /// The software CPU's JIT.
-    Jit,
-}
-
-impl DiffBackend {
-    /// The backend's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            DiffBackend::Kvm => "kvm",
-            DiffBackend::Interp => "interp",
-            DiffBackend::Jit => "jit",
-        }
-    }
-}
 
 /// Which reference produced backend A's result for a step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,9 +70,9 @@ impl std::fmt::Display for Oracle {
 #[derive(Clone, Debug)]
 pub struct DiffOptions {
     /// Backend A (the reference).
-    pub a: DiffBackend,
+    pub a: AccelKind,
     /// Backend B (checked against A).
-    pub b: DiffBackend,
+    pub b: AccelKind,
     /// Guest memory in bytes.
     pub mem: u64,
     /// Stop after this many steps.
@@ -137,8 +114,8 @@ pub struct WholeProgram {
 impl Default for DiffOptions {
     fn default() -> Self {
         DiffOptions {
-            a: DiffBackend::Kvm,
-            b: DiffBackend::Interp,
+            a: AccelKind::Kvm,
+            b: AccelKind::Interp,
             mem: 64 << 20,
             max_steps: 10_000_000,
             ram_every: 10_000,
@@ -253,26 +230,23 @@ struct Side {
 }
 
 fn make_side(
-    kind: DiffBackend,
+    kind: AccelKind,
     mem: GuestMemory,
     opts: &DiffOptions,
     initial: &CpuState,
     planted: bool,
 ) -> Result<Side, MachineError> {
-    let (mut vcpu, pvm): (Box<dyn Vcpu + Send>, bool) = match kind {
-        DiffBackend::Kvm => {
-            let accel = KvmAccel::new(&opts.kvm_path, &mem, 1)?.with_fallback(false);
-            let pvm = accel.caps().flavour.starts_with("kvm_pvm");
-            (Box::new(accel.create_vcpu(0)?), pvm)
-        }
-        DiffBackend::Interp | DiffBackend::Jit => {
-            let mut accel = SoftAccel::with_jit(mem.clone(), 1, kind == DiffBackend::Jit);
-            if planted {
-                accel = accel.plant_flag_bug();
-            }
-            (Box::new(accel.create_vcpu(0)?), false)
-        }
-    };
+    let accel = registry::open(
+        kind,
+        &AccelConfig {
+            kvm_path: opts.kvm_path.clone(),
+            kvm_fallback: false,
+            planted_bug: planted,
+            ..AccelConfig::new(mem.clone(), 1)
+        },
+    )?;
+    let pvm = accel.caps().flavour.starts_with("kvm_pvm");
+    let mut vcpu = accel.create_vcpu(0)?;
     vcpu.set_state(initial)?;
     vcpu.set_single_step(opts.whole_program.is_none())?;
     Ok(Side { vcpu, mem, pvm })
@@ -319,7 +293,7 @@ enum TimedStep {
 fn interrupt_step(
     p: &crate::platform::Platform,
     (a, b): (&mut Side, &mut Side),
-    kinds: (DiffBackend, DiffBackend),
+    kinds: (AccelKind, AccelKind),
     io: &dyn janus_accel::IoHandler,
     halted: bool,
 ) -> Result<TimedStep, janus_accel::VcpuError> {
@@ -331,8 +305,8 @@ fn interrupt_step(
             && s.events.interrupt.is_none();
         if open && let Some(v) = p.acknowledge(0) {
             let (soft, kvm) = match kinds {
-                (DiffBackend::Kvm, _) => (b, a),
-                (_, DiffBackend::Kvm) => (a, b),
+                (AccelKind::Kvm, _) => (b, a),
+                (_, AccelKind::Kvm) => (a, b),
                 _ => {
                     a.vcpu.inject_interrupt(v)?;
                     b.vcpu.inject_interrupt(v)?;
@@ -572,7 +546,7 @@ fn lockstep(
         .platform
         .clone()
         .filter(|p| opts.icount.is_some() && p.clock().is_deterministic());
-    if timed.is_some() && opts.a == DiffBackend::Kvm && opts.b == DiffBackend::Kvm {
+    if timed.is_some() && opts.a == AccelKind::Kvm && opts.b == AccelKind::Kvm {
         return report(
             0,
             DiffEnd::Agreed(StopReason::HostError(
@@ -643,11 +617,11 @@ fn lockstep(
         }
         formatter.format(&insn, &mut text);
         let oracle = match opts.a {
-            DiffBackend::Kvm if a.pvm && !(before.cs.dpl == 3 && before.code_bitness() == 64) => {
+            AccelKind::Kvm if a.pvm && !(before.cs.dpl == 3 && before.code_bitness() == 64) => {
                 Oracle::KvmEmulator
             }
-            DiffBackend::Kvm => Oracle::Hardware,
-            DiffBackend::Interp | DiffBackend::Jit => Oracle::Software,
+            AccelKind::Kvm => Oracle::Hardware,
+            AccelKind::Interp | AccelKind::Jit => Oracle::Software,
         };
         let writes = written_ranges(&insn, &before, &a.mem);
         let exit_a = a.vcpu.run(&recorder);

@@ -50,7 +50,11 @@ pub struct KvmVcpu {
 }
 
 fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VcpuError {
-    move |source| VcpuError::Kvm { op, source }
+    move |source| VcpuError::Backend {
+        backend: "KVM",
+        op,
+        source: Box::new(source),
+    }
 }
 
 /// What one KVM_RUN ended with, as an owned value, so that the borrow of the vCPU ends before the
@@ -100,12 +104,14 @@ impl KvmVcpu {
         patch_cpuid(&mut cpuid, index, nr_vcpus, arch_caps);
         fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
         let fallback = fallback.then(|| Fallback::new(memory.clone(), index, nr_vcpus));
+        let kicker = Kicker::new();
+        kicker.set_interrupt(signal::signal_thread);
         let mut v = KvmVcpu {
             fd,
             index,
             memory,
             supported_msrs,
-            kicker: Kicker::new(),
+            kicker,
             counters: ExitCounters::default(),
             single_step: false,
             blockirq,
@@ -131,10 +137,7 @@ impl KvmVcpu {
         let r = self.fd.run();
         let done = match r {
             Err(e) if e.errno() == libc::EINTR => Ok(()),
-            Err(e) => Err(VcpuError::Kvm {
-                op: "KVM_RUN",
-                source: e,
-            }),
+            Err(e) => Err(kvm_err("KVM_RUN")(e)),
             Ok(_) => Ok(()),
         };
         self.fd.set_kvm_immediate_exit(0);
@@ -165,10 +168,7 @@ impl KvmVcpu {
             },
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Raw::Intr,
             Err(e) => {
-                return Err(VcpuError::Kvm {
-                    op: "KVM_RUN",
-                    source: e,
-                });
+                return Err(kvm_err("KVM_RUN")(e));
             }
         };
         Ok(raw)
@@ -384,10 +384,7 @@ impl KvmVcpu {
         // call; the fd is a vCPU fd.
         let ret = unsafe { vmm_sys_util::ioctl::ioctl_with_ref(&self.fd, KVM_INTERRUPT, &irq) };
         if ret < 0 {
-            return Err(VcpuError::Kvm {
-                op: "KVM_INTERRUPT",
-                source: kvm_ioctls::Error::last(),
-            });
+            return Err(kvm_err("KVM_INTERRUPT")(kvm_ioctls::Error::last()));
         }
         Ok(())
     }

@@ -106,8 +106,6 @@ impl SoftAccel {
 }
 
 impl Accelerator for SoftAccel {
-    type Vcpu = SoftVcpu;
-
     fn caps(&self) -> AccelCaps {
         AccelCaps {
             name: "soft",
@@ -127,7 +125,17 @@ impl Accelerator for SoftAccel {
         }
     }
 
-    fn create_vcpu(&self, index: usize) -> Result<SoftVcpu, VcpuError> {
+    fn create_vcpu(&self, index: usize) -> Result<Box<dyn Vcpu + Send>, VcpuError> {
+        Ok(Box::new(self.new_vcpu(index)?))
+    }
+}
+
+impl SoftAccel {
+    /// Creates vCPU number `index` (its APIC id), as the concrete type.
+    ///
+    /// # Errors
+    /// The JIT's code memory cannot be mapped.
+    pub fn new_vcpu(&self, index: usize) -> Result<SoftVcpu, VcpuError> {
         let mut core = Core::new(self.memory.clone(), index);
         core.nr_vcpus = self.nr_vcpus;
         core.planted_bug = self.planted_bug;
