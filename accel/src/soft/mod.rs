@@ -50,8 +50,8 @@ pub struct SoftAccel {
     jit: bool,
     planted_bug: bool,
     tsc_clock: Option<cpu::TscClock>,
-    /// Shared by the vCPUs when there are several (cross-modifying code).
-    xmc: Option<Arc<xmc::Xmc>>,
+    /// Shared by the vCPUs and the devices that write guest RAM (cross-modifying code).
+    xmc: Arc<xmc::Xmc>,
 }
 
 impl SoftAccel {
@@ -71,13 +71,18 @@ impl SoftAccel {
             .map(|r| r.base() + r.size())
             .max()
             .unwrap_or(0);
+        // Every vCPU, and every device that writes guest RAM, tells the others what it wrote.
+        let xmc = Arc::new(xmc::Xmc::new(nr_vcpus, ram_end));
+        let observer: std::sync::Weak<dyn crate::memory::DmaObserver> =
+            Arc::downgrade(&(xmc.clone() as Arc<dyn crate::memory::DmaObserver>));
+        memory.observe_dma(observer);
         SoftAccel {
             memory,
             nr_vcpus,
             jit,
             planted_bug: false,
             tsc_clock: None,
-            xmc: (nr_vcpus > 1).then(|| Arc::new(xmc::Xmc::new(nr_vcpus, ram_end))),
+            xmc,
         }
     }
 
@@ -141,10 +146,8 @@ impl SoftAccel {
         core.planted_bug = self.planted_bug;
         core.tsc_clock = self.tsc_clock.clone();
         let kicker = Kicker::new();
-        if let Some(x) = &self.xmc {
-            x.register(index, kicker.clone());
-            core.cache.xmc = Some((x.clone(), index));
-        }
+        self.xmc.register(index, kicker.clone());
+        core.cache.xmc = Some((self.xmc.clone(), index));
         let jit = if self.jit {
             core.cache.jit = Some(cache::JitEvents::default());
             let j = jit::Jit::new(&kicker, jit::DEFAULT_CODE_CACHE).map_err(|e| {
@@ -236,12 +239,7 @@ impl SoftVcpu {
         };
         for m in x.take_mail(i) {
             match m {
-                xmc::Mail::Protect(page) => {
-                    self.core.tlb.protect_phys(page);
-                    if let Some(j) = &mut self.core.cache.jit {
-                        j.new_code.push(page);
-                    }
-                }
+                xmc::Mail::Protect(page) => self.core.code_page(page),
                 xmc::Mail::Written { pa, len } => {
                     self.core.cache.invalidate_range(pa, len);
                 }
@@ -583,7 +581,7 @@ fn block_for(
     ctx.c.translated += 1;
     if cacheable {
         for page in ctx.c.cache.insert(b.clone()) {
-            ctx.c.tlb.protect_phys(page);
+            ctx.c.code_page(page);
         }
     }
     // A two-page block is cached for lookups here, but reported as uncached: it stays out of

@@ -4,6 +4,7 @@
 
 mod alu;
 mod conformance;
+mod dma;
 mod exceptions;
 mod fpu;
 mod fuzz;
