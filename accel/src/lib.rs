@@ -22,6 +22,7 @@ pub mod registry;
 pub mod soft;
 pub mod state;
 mod vcpu;
+pub mod walk;
 
 pub use exit::{Exit, ExitCounters, ExitReasonKind, SystemEventKind, VcpuFailure};
 pub use io::{IoHandler, MsrFault, NoDevices};

@@ -25,7 +25,6 @@
 
 pub mod compare;
 pub mod replay;
-pub mod walk;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -350,7 +349,7 @@ pub fn fetch_insn(s: &CpuState, mem: &GuestMemory) -> (Vec<u8>, Instruction) {
     let mut bytes = Vec::with_capacity(15);
     let lin = s.linear_rip();
     for i in 0..15u64 {
-        let Some(pa) = walk::translate(s, mem, lin.wrapping_add(i)) else {
+        let Some(pa) = janus_accel::walk::translate(s, mem, lin.wrapping_add(i)) else {
             break;
         };
         match mem.read_le(pa, 1) {
@@ -399,7 +398,7 @@ fn written_ranges(insn: &Instruction, s: &CpuState, mem: &GuestMemory) -> Vec<(u
         };
         let size = m.memory_size().size().clamp(1, 4096);
         for i in 0..size {
-            if let Some(pa) = walk::translate(s, mem, lin.wrapping_add(i as u64)) {
+            if let Some(pa) = janus_accel::walk::translate(s, mem, lin.wrapping_add(i as u64)) {
                 out.push((pa, 1));
             }
         }

@@ -1,8 +1,8 @@
 //! A read-only guest page walk (no accessed/dirty updates, no faults): translates a linear
 //! address to a physical one under a given CpuState, for the differ's memory comparisons.
 
-use janus_accel::state::bits;
-use janus_accel::{CpuState, GuestMemory};
+use crate::state::bits;
+use crate::{CpuState, GuestMemory};
 
 const P: u64 = 1;
 const PS: u64 = 1 << 7;
@@ -67,7 +67,7 @@ pub fn translate(s: &CpuState, mem: &GuestMemory, linear: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use janus_accel::RegionKind;
+    use crate::RegionKind;
 
     #[test]
     fn four_level_walk_with_2m_and_4k_pages() {
