@@ -31,9 +31,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use iced_x86::{
-    Decoder, DecoderOptions, Formatter, Instruction, InstructionInfoFactory, IntelFormatter,
-    Mnemonic, OpAccess, Register,
+    Formatter, Instruction, InstructionInfoFactory, IntelFormatter, Mnemonic, OpAccess, Register,
 };
+use janus_accel::disasm::fetch_insn;
 use janus_accel::registry::{self, AccelConfig, AccelKind};
 use janus_accel::{CpuState, Exit, GuestMemory, MemoryError, Vcpu};
 
@@ -341,26 +341,6 @@ fn exit_name(e: &Exit) -> String {
         Exit::SystemEvent(k) => format!("system event {k:?}"),
         Exit::Failed(f) => format!("failed: {f}"),
     }
-}
-
-/// Reads up to 15 instruction bytes at the state's RIP from guest memory, through the page
-/// tables, and decodes them.
-pub fn fetch_insn(s: &CpuState, mem: &GuestMemory) -> (Vec<u8>, Instruction) {
-    let mut bytes = Vec::with_capacity(15);
-    let lin = s.linear_rip();
-    for i in 0..15u64 {
-        let Some(pa) = janus_accel::walk::translate(s, mem, lin.wrapping_add(i)) else {
-            break;
-        };
-        match mem.read_le(pa, 1) {
-            Ok(b) => bytes.push(b as u8),
-            Err(_) => break,
-        }
-    }
-    let mut d = Decoder::with_ip(s.code_bitness(), &bytes, s.rip, DecoderOptions::NONE);
-    let insn = d.decode();
-    bytes.truncate(insn.len().max(1).min(bytes.len()));
-    (bytes, insn)
 }
 
 fn reg_value(s: &CpuState, r: Register) -> Option<u64> {

@@ -228,8 +228,8 @@ impl KvmVcpu {
         )
     }
 
-    /// Builds a failure report: state, instruction bytes at RIP (translated by KVM) and their
-    /// disassembly.
+    /// Builds a failure report: state, instruction bytes at RIP (through the guest's page
+    /// tables, [`crate::disasm::at_rip`]) and their disassembly.
     fn failure(&mut self, what: &str, detail: String) -> Result<Exit, VcpuError> {
         let state = self.state()?;
         Ok(self.failure_in(what, detail, state))
@@ -255,12 +255,7 @@ impl KvmVcpu {
 
     /// A failure report for `state`.
     fn failure_in(&self, what: &str, detail: String, state: CpuState) -> Exit {
-        let mut insn_bytes = self.insn_bytes(&state);
-        let disassembly =
-            crate::disasm::one(&insn_bytes, state.code_bitness(), state.rip).map(|(text, len)| {
-                insn_bytes.truncate(len);
-                text
-            });
+        let (insn_bytes, disassembly) = crate::disasm::at_rip(&state, &self.memory);
         Exit::Failed(Box::new(VcpuFailure {
             what: what.to_string(),
             detail,

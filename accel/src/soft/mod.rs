@@ -202,17 +202,7 @@ impl SoftVcpu {
             t.dump(self.index);
         }
         let state = self.snapshot();
-        let bits = state.code_bitness();
-        let mut bytes = vec![0u8; 15];
-        let lin = state.linear_rip();
-        let ok = self.core.mem.read(lin, &mut bytes).is_ok();
-        let (insn_bytes, disassembly) = if ok && state.cr0 & crate::state::bits::CR0_PG == 0 {
-            let mut d = iced_x86::Decoder::with_ip(bits, &bytes, state.rip, 0);
-            let i = d.decode();
-            (bytes[..i.len()].to_vec(), Some(i.to_string()))
-        } else {
-            (Vec::new(), None)
-        };
+        let (insn_bytes, disassembly) = crate::disasm::at_rip(&state, &self.core.mem);
         self.core.counters.bump(ExitReasonKind::Failure);
         Exit::Failed(Box::new(VcpuFailure {
             what: what.into(),

@@ -14,6 +14,7 @@ mod modes;
 mod msr;
 mod prot;
 mod real;
+mod report;
 mod string;
 mod system;
 
