@@ -34,7 +34,7 @@ pub trait ExitContext {
 /// Decides what follows an exit of vCPU `index`.
 pub fn handle_exit(index: usize, exit: Exit, ctx: &mut dyn ExitContext) -> Action {
     match exit {
-        Exit::SingleStep => Action::Continue,
+        Exit::SingleStep | Exit::Breakpoint(_) => Action::Continue,
         Exit::Stopped => {
             if ctx.stopping() {
                 Action::Leave

@@ -12,6 +12,7 @@
 //! folder names a backend.
 #![deny(missing_docs)]
 
+pub mod debug;
 pub mod disasm;
 pub mod exit;
 pub mod io;
@@ -24,6 +25,7 @@ pub mod state;
 mod vcpu;
 pub mod walk;
 
+pub use debug::{Breakpoint, BreakpointKind};
 pub use exit::{Exit, ExitCounters, ExitReasonKind, SystemEventKind, VcpuFailure};
 pub use io::{IoHandler, MsrFault, NoDevices};
 pub use kick::Kicker;

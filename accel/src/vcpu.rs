@@ -1,8 +1,10 @@
 //! The backend traits: an accelerator makes vCPUs, a vCPU runs guest code.
 
+use crate::debug::Breakpoint;
 use crate::exit::{Exit, ExitCounters};
 use crate::io::IoHandler;
 use crate::kick::Kicker;
+use crate::memory::GuestMemory;
 use crate::state::CpuState;
 
 /// What can go wrong when driving a vCPU: a host-side failure, never a guest mistake. The contract
@@ -80,6 +82,37 @@ pub trait Vcpu {
     /// instruction.
     fn set_single_step(&mut self, on: bool) -> Result<(), VcpuError>;
 
+    /// Replaces this vCPU's breakpoints (none: `&[]`); see [`crate::debug`] for what `run`
+    /// does at one.
+    ///
+    /// # Errors
+    /// More hardware breakpoints than the CPU has, or the backend's own failure.
+    fn set_breakpoints(&mut self, breakpoints: &[Breakpoint]) -> Result<(), VcpuError>;
+
+    /// The guest memory this vCPU runs on.
+    fn memory(&self) -> &GuestMemory;
+
+    /// Reads guest-virtual memory at `linear` through the guest's page tables (as the vCPU's
+    /// state has them). Returns how many bytes were read (fewer where the mapping ends).
+    ///
+    /// # Errors
+    /// The state cannot be read.
+    fn read_virt(&mut self, linear: u64, buf: &mut [u8]) -> Result<usize, VcpuError> {
+        let s = self.state()?;
+        Ok(crate::walk::read_virt(&s, self.memory(), linear, buf))
+    }
+
+    /// Writes guest-virtual memory at `linear` through the guest's page tables, as a device
+    /// does (code translated from the bytes is dropped on every vCPU). Returns how many bytes
+    /// were written.
+    ///
+    /// # Errors
+    /// The state cannot be read.
+    fn write_virt(&mut self, linear: u64, data: &[u8]) -> Result<usize, VcpuError> {
+        let s = self.state()?;
+        Ok(crate::walk::write_virt(&s, self.memory(), linear, data))
+    }
+
     /// Queues an external interrupt for delivery when the guest can take it.
     fn inject_interrupt(&mut self, vector: u8) -> Result<(), VcpuError>;
 
@@ -106,6 +139,18 @@ impl<V: Vcpu + ?Sized> Vcpu for Box<V> {
     }
     fn set_single_step(&mut self, on: bool) -> Result<(), VcpuError> {
         (**self).set_single_step(on)
+    }
+    fn set_breakpoints(&mut self, breakpoints: &[Breakpoint]) -> Result<(), VcpuError> {
+        (**self).set_breakpoints(breakpoints)
+    }
+    fn memory(&self) -> &GuestMemory {
+        (**self).memory()
+    }
+    fn read_virt(&mut self, linear: u64, buf: &mut [u8]) -> Result<usize, VcpuError> {
+        (**self).read_virt(linear, buf)
+    }
+    fn write_virt(&mut self, linear: u64, data: &[u8]) -> Result<usize, VcpuError> {
+        (**self).write_virt(linear, data)
     }
     fn inject_interrupt(&mut self, vector: u8) -> Result<(), VcpuError> {
         (**self).inject_interrupt(vector)

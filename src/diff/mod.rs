@@ -337,6 +337,7 @@ fn exit_name(e: &Exit) -> String {
         Exit::Halt => "halt".into(),
         Exit::Shutdown(_) => "shutdown (triple fault)".into(),
         Exit::SingleStep => "step".into(),
+        Exit::Breakpoint(at) => format!("breakpoint at {at:#x}"),
         Exit::Stopped => "stopped".into(),
         Exit::SystemEvent(k) => format!("system event {k:?}"),
         Exit::Failed(f) => format!("failed: {f}"),

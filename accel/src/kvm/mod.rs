@@ -10,6 +10,7 @@
 //! with the instruction and state.
 
 mod convert;
+mod debug;
 mod fallback;
 mod signal;
 mod vcpu;

@@ -29,6 +29,7 @@ mod tests;
 
 use std::sync::Arc;
 
+use crate::debug::Breakpoint;
 use crate::exit::{Exit, ExitCounters, ExitReasonKind, VcpuFailure};
 use crate::io::IoHandler;
 use crate::kick::Kicker;
@@ -169,6 +170,8 @@ impl SoftAccel {
             halted: false,
             tsc_read: None,
             trace: trace::Trace::from_env(),
+            breakpoints: Vec::new(),
+            resume_at: None,
         })
     }
 }
@@ -193,6 +196,12 @@ pub struct SoftVcpu {
     tsc_read: Option<u64>,
     /// `JANUS_SOFT_TRACE` debug tracing.
     trace: Option<Box<trace::Trace>>,
+    /// Linear addresses of breakpoints, software and hardware alike ([`crate::debug`]): with
+    /// any set, blocks are one instruction and each start is checked.
+    breakpoints: Vec<u64>,
+    /// The linear RIP where `run` began: a breakpoint there is not taken (x86's RF), until
+    /// the first instruction start is checked.
+    resume_at: Option<u64>,
 }
 
 impl SoftVcpu {
@@ -308,8 +317,11 @@ impl SoftVcpu {
             // instruction per block, REP strings one iteration, then a #DB trap.
             let tf = ctx.c.s.rflags & crate::state::rflags::TF != 0;
             ctx.c.single_step = self.single_step || tf;
-            let single =
-                self.single_step || shadow || tf || self.trace.as_ref().is_some_and(|t| t.insns);
+            let single = self.single_step
+                || shadow
+                || tf
+                || !self.breakpoints.is_empty()
+                || self.trace.as_ref().is_some_and(|t| t.insns);
             let mode = translate::mode_key(ctx.c, single);
             let rip = ctx.c.s.rip;
             let lin = if ctx.c.long64() {
@@ -317,6 +329,13 @@ impl SoftVcpu {
             } else {
                 ctx.c.s.cs.base.wrapping_add(rip) & 0xffff_ffff
             };
+            if !self.breakpoints.is_empty()
+                && self.resume_at.take() != Some(lin)
+                && self.breakpoints.contains(&lin)
+            {
+                ctx.c.counters.bump(ExitReasonKind::Debug);
+                return Exit::Breakpoint(lin);
+            }
             let key = mode | u32::from(ctx.c.cpl()) << 8;
             let epoch = ctx.c.tlb.epoch.wrapping_add(ctx.c.cache.epoch);
             let mut uncached = None;
@@ -609,6 +628,7 @@ impl Vcpu for SoftVcpu {
 
     fn run(&mut self, io: &dyn IoHandler) -> Result<Exit, VcpuError> {
         self.time.begin(io);
+        self.resume_at = Some(self.core.s.linear_rip());
         Ok(self.run_loop(io))
     }
 
@@ -625,6 +645,16 @@ impl Vcpu for SoftVcpu {
 
     fn kicker(&self) -> Kicker {
         self.kicker.clone()
+    }
+
+    fn set_breakpoints(&mut self, breakpoints: &[Breakpoint]) -> Result<(), VcpuError> {
+        crate::debug::check(breakpoints)?;
+        self.breakpoints = breakpoints.iter().map(|b| b.addr).collect();
+        Ok(())
+    }
+
+    fn memory(&self) -> &GuestMemory {
+        &self.core.mem
     }
 
     fn counters(&self) -> ExitCounters {
