@@ -70,7 +70,8 @@ const FAST: usize = 4096;
 struct PageInfo {
     /// Bit i: bytes [64 i, 64 i + 64) of the page hold translated code.
     mask: u64,
-    /// Keys of the blocks that start in this page.
+    /// Keys of the blocks translated from this page (a block whose last instruction spills over
+    /// into the next page is listed under both).
     keys: Vec<(u64, u32)>,
 }
 

@@ -1,8 +1,9 @@
-//! The software backend: iced-x86 decode -> IR -> interpreter (a JIT will compile the same IR).
+//! The software backend: iced-x86 decode -> IR -> the interpreter, or the JIT (`jit/`, dynasmrt)
+//! that compiles the same IR.
 //!
 //! [`SoftAccel`] creates [`SoftVcpu`]s over a [`GuestMemory`]. A vCPU fetches and decodes guest
 //! code through its soft MMU, lowers each basic block to a small IR ([`ir`]), caches the block by
-//! physical address and mode, and runs it in the interpreter. Flags are computed lazily; faults
+//! physical address and mode, and runs it in the interpreter or as compiled code. Flags are computed lazily; faults
 //! are precise; port I/O and every physical access outside RAM go to the [`IoHandler`].
 
 #[doc(hidden)]
