@@ -26,15 +26,8 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
             b.wr(i, 0, sz, v);
         }
         Maskmovdqu => b.call(maskmovdqu),
-        Wait => return super::x87::lower(b, i),
         _ => {
             let f = i.cpuid_features();
-            if f.iter().any(|x| {
-                use CpuidFeature::*;
-                matches!(x, FPU | FPU287 | FPU287XL_ONLY | FPU387 | FPU387SL_ONLY)
-            }) {
-                return super::x87::lower(b, i);
-            }
             let sse = f
                 .iter()
                 .all(|x| matches!(x, CpuidFeature::SSE | CpuidFeature::SSE2));
