@@ -1,5 +1,8 @@
-//! `janus bench`: the guest workloads of benches/guests run on each backend, timed as medians
-//! with their spread, guest instructions, MIPS and exit rates, side by side in one run.
+//! The library half of `janus bench`: the guest workloads of benches/guests, one run of one on
+//! one backend ([`run_once`]), and the statistics of several runs ([`Summary`]: medians with
+//! their spread, guest instructions, MIPS and exit rates). The CLI half,
+//! `frontend/src/bench.rs`, picks the workloads and backends, repeats the runs, checks the
+//! checksums agree and prints the table, CSV, JSON and chart.
 //!
 //! The workload images are built into janus, so the command works from any directory. Each
 //! prints a checksum line, which must be the same on every backend.

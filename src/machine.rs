@@ -276,8 +276,8 @@ impl Machine {
                 kernel_info = Some(info);
                 state
             }
-            (None, Some(rom), _) => layout::load_bios(&memory, rom)?,
-            (None, None, Some(img)) => layout::load_flat(&memory, img)?,
+            (None, Some(rom), _) => crate::loader::flat::load_bios(&memory, rom)?,
+            (None, None, Some(img)) => crate::loader::flat::load_flat(&memory, img)?,
             (None, None, None) => return Err(LoadError::EmptyImage.into()),
         };
         // ACPI and MP tables in the BIOS area, unless a BIOS ROM is there (it makes its own) or

@@ -1,5 +1,6 @@
-//! `janus bench`: the built-in guest workloads on several backends, as a table, CSV, JSON and
-//! an SVG bar chart of MIPS.
+//! The CLI half of `janus bench`: picks the workloads and backends, repeats each run, checks that
+//! the backends' checksums agree, and prints a table, CSV, JSON and an SVG bar chart of MIPS.
+//! Running one workload once and summarising runs is the library's (`janus::bench`, src/bench.rs).
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;

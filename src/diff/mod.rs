@@ -482,7 +482,7 @@ pub fn diff_prepared(
         ..Default::default()
     })?;
     let (mem_b, _) = layout::build_memory(opts.mem, None)?;
-    let boot = layout::load_flat(&mem_b, image)?;
+    let boot = crate::loader::flat::load_flat(&mem_b, image)?;
     // Everything else the machine put in memory (the firmware tables) too.
     copy_ram(machine.memory(), &mem_b);
     prepare(machine.memory()).map_err(LoadError::from)?;
