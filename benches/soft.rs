@@ -7,7 +7,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use janus_accel::soft::SoftAccel;
 use janus_accel::soft::bench_api::Translator;
-use janus_accel::{Accelerator, CpuState, Exit, GuestMemory, NoDevices, RegionKind, Vcpu};
+use janus_accel::{CpuState, Exit, GuestMemory, NoDevices, RegionKind, Vcpu};
 
 /// A 16-bit block of ALU and memory instructions, repeated to fill a block.
 fn alu_block() -> Vec<u8> {
@@ -57,7 +57,7 @@ fn dispatch(c: &mut Criterion) {
     for jit in [false, true] {
         let mem = memory_with(&loop_guest());
         let accel = SoftAccel::with_jit(mem, 1, jit);
-        let mut v = accel.create_vcpu(0).unwrap();
+        let mut v = accel.new_vcpu(0).unwrap();
         let name = if jit {
             "jit: 40,000-instruction loop"
         } else {

@@ -1,5 +1,8 @@
-//! `janus bench`: the guest workloads of benches/guests run on each backend, timed as medians
-//! with their spread, guest instructions, MIPS and exit rates, side by side in one run.
+//! The library half of `janus bench`: the guest workloads of benches/guests, one run of one on
+//! one backend ([`run_once`]), and the statistics of several runs ([`Summary`]: medians with
+//! their spread, guest instructions, MIPS and exit rates). The CLI half,
+//! `frontend/src/bench.rs`, picks the workloads and backends, repeats the runs, checks the
+//! checksums agree and prints the table, CSV, JSON and chart.
 //!
 //! The workload images are built into janus, so the command works from any directory. Each
 //! prints a checksum line, which must be the same on every backend.
@@ -7,8 +10,9 @@
 use std::time::{Duration, Instant};
 
 use crate::StopReason;
-use crate::machine::{AccelKind, Machine, MachineConfig, MachineError};
+use crate::machine::{Machine, MachineConfig, MachineError};
 use crate::sink::SinkSpec;
+use janus_accel::AccelKind;
 
 /// A guest workload.
 #[derive(Clone, Copy, Debug)]
@@ -76,16 +80,6 @@ pub enum BenchError {
     },
 }
 
-/// The name of a backend in reports.
-pub fn backend_name(k: AccelKind) -> &'static str {
-    match k {
-        AccelKind::Kvm => "kvm",
-        AccelKind::Interp => "interp",
-        AccelKind::Jit => "jit",
-        AccelKind::Auto => "auto",
-    }
-}
-
 /// Runs `w` once on `accel`.
 ///
 /// # Errors
@@ -95,7 +89,7 @@ pub fn run_once(w: &Workload, accel: AccelKind, timeout: Duration) -> Result<Sam
         "janus-bench-{}-{}-{}.serial",
         std::process::id(),
         w.name,
-        backend_name(accel)
+        accel.name()
     ));
     let mut m = Machine::new(MachineConfig {
         image: Some(w.image.to_vec()),
@@ -112,7 +106,7 @@ pub fn run_once(w: &Workload, accel: AccelKind, timeout: Duration) -> Result<Sam
     if o.reason != StopReason::GuestExit(0) {
         return Err(BenchError::Failed {
             workload: w.name,
-            backend: backend_name(accel),
+            backend: accel.name(),
             reason: o.reason.to_string(),
         });
     }

@@ -1,4 +1,4 @@
-//! The PC memory map janus gives every guest, and the loaders that place images in it.
+//! The PC memory map janus gives every guest.
 //!
 //! ```text
 //! 0x0000_0000  RAM (the 128 KiB below 1 MiB are the BIOS alias when --bios is given)
@@ -9,9 +9,9 @@
 //!
 //! A flat image is loaded at 0x7C00 and entered in real mode at 0000:7C00 (the guest test
 //! protocol); a BIOS ROM is mapped so that it ends at 4 GiB and the vCPU starts at the reset
-//! vector, exactly as a real CPU resets.
+//! vector, exactly as a real CPU resets (both loaded by [`crate::loader::flat`]).
 
-use janus_accel::{CpuState, GuestMemory, MemoryError, RegionKind};
+use janus_accel::{GuestMemory, MemoryError, RegionKind};
 
 /// Where RAM below 4 GiB ends at most: the MMIO hole starts here.
 pub const LOW_RAM_END_MAX: u64 = 0xc000_0000;
@@ -136,49 +136,6 @@ pub fn build_memory(mem: u64, bios_size: Option<u64>) -> Result<(GuestMemory, La
     ))
 }
 
-/// Loads a flat image at 0x7C00 and returns the boot-sector entry state.
-///
-/// # Errors
-/// [`LoadError::EmptyImage`], or [`LoadError::ImageTooLarge`] if it runs past low RAM (or into
-/// the BIOS alias).
-pub fn load_flat(mem: &GuestMemory, image: &[u8]) -> Result<CpuState, LoadError> {
-    if image.is_empty() {
-        return Err(LoadError::EmptyImage);
-    }
-    let region_end = mem
-        .region(FLAT_LOAD_ADDR)
-        .filter(|r| r.kind() == RegionKind::Ram)
-        .map(|r| r.base() + r.size())
-        .unwrap_or(FLAT_LOAD_ADDR);
-    let max = region_end - FLAT_LOAD_ADDR;
-    if image.len() as u64 > max {
-        return Err(LoadError::ImageTooLarge {
-            size: image.len() as u64,
-            max,
-        });
-    }
-    mem.load(FLAT_LOAD_ADDR, image)?;
-    Ok(CpuState::boot_sector())
-}
-
-/// Loads a BIOS ROM so that it ends at 4 GiB (memory must have been built with its size) and
-/// returns the reset state.
-///
-/// # Errors
-/// [`LoadError::BadBiosSize`] if memory has no ROM of this size.
-pub fn load_bios(mem: &GuestMemory, rom: &[u8]) -> Result<CpuState, LoadError> {
-    let size = rom.len() as u64;
-    let base = HIGH_RAM_BASE
-        .checked_sub(size)
-        .ok_or(LoadError::BadBiosSize { size })?;
-    match mem.region(base) {
-        Some(r) if r.kind() == RegionKind::Rom && r.base() == base => {}
-        _ => return Err(LoadError::BadBiosSize { size }),
-    }
-    mem.load(base, rom)?;
-    Ok(CpuState::reset(true))
-}
-
 /// Parses a memory size the way QEMU's `-m` does: a plain number is MiB; suffixes K, M, G, T
 /// (case-insensitive, optional trailing B or iB).
 ///
@@ -238,24 +195,6 @@ mod tests {
     }
 
     #[test]
-    fn bios_is_mapped_at_top_and_aliased_below_1m() {
-        let (m, _) = build_memory(16 << 20, Some(256 << 10)).unwrap();
-        let mut rom = vec![0u8; 256 << 10];
-        let n = rom.len();
-        rom[n - 16] = 0xea;
-        rom[n - 128 * 1024] = 0x11;
-        let s = load_bios(&m, &rom).unwrap();
-        assert_eq!(s.linear_rip(), 0xffff_fff0);
-        assert_eq!(m.read_le(0xffff_fff0, 1).unwrap(), 0xea);
-        assert_eq!(m.read_le(0xffff0, 1).unwrap(), 0xea);
-        assert_eq!(m.read_le(0xe0000, 1).unwrap(), 0x11);
-        // RAM continues above 1 MiB and below the alias.
-        m.write(0x100000, &[1]).unwrap();
-        m.write(0xdffff, &[1]).unwrap();
-        assert!(m.write(0xe0000, &[1]).is_err(), "the alias is read-only");
-    }
-
-    #[test]
     fn bad_sizes_are_refused() {
         assert!(matches!(
             build_memory(1000, None),
@@ -273,26 +212,5 @@ mod tests {
             build_memory(16 << 20, Some(32 << 20)),
             Err(LoadError::BadBiosSize { .. })
         ));
-    }
-
-    #[test]
-    fn flat_image_loads_at_7c00_and_too_large_is_refused() {
-        let (m, _) = build_memory(1 << 20, None).unwrap();
-        let s = load_flat(&m, &[0xf4]).unwrap();
-        assert_eq!(s.linear_rip(), 0x7c00);
-        assert_eq!(m.read_le(0x7c00, 1).unwrap(), 0xf4);
-        let big = vec![0u8; (1 << 20) - 0x7c00 + 1];
-        assert_eq!(
-            load_flat(&m, &big),
-            Err(LoadError::ImageTooLarge {
-                size: big.len() as u64,
-                max: (1 << 20) - 0x7c00
-            })
-        );
-        assert_eq!(load_flat(&m, &[]), Err(LoadError::EmptyImage));
-        let e = load_flat(&m, &big).unwrap_err().to_string();
-        assert!(e.ends_with("it needs --mem 2M or more"), "{e}");
-        assert_eq!(mem_to_fit(96 << 20), "96M");
-        assert_eq!(mem_to_fit((96 << 20) + 1), "97M");
     }
 }

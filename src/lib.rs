@@ -23,4 +23,5 @@ pub mod stats;
 pub mod vcpu_loop;
 
 pub use control::{Control, StopReason};
-pub use machine::{AccelKind, Machine, MachineConfig, MachineError, RunOutcome};
+pub use janus_accel::AccelKind;
+pub use machine::{Machine, MachineConfig, MachineError, RunOutcome};

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use janus_accel::kvm::{self, KvmAccel};
-use janus_accel::soft::SoftAccel;
+use janus_accel::kvm;
+use janus_accel::registry::{self, AccelConfig, AccelKind, TscSource};
 use janus_accel::{Accelerator, CpuState, ExitCounters, GuestMemory, IoHandler, Vcpu};
 
 use crate::bus::{Bus, BusError};
@@ -22,19 +22,6 @@ use crate::layout::{self, Layout, LoadError};
 use crate::milestones::{BootTimes, MemoryUse, Milestones};
 use crate::platform::{IrqchipMode, Platform};
 use crate::sink::SinkSpec;
-
-/// Which CPU backend runs the guest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AccelKind {
-    /// KVM; fails if /dev/kvm is unusable.
-    Kvm,
-    /// KVM when it works, else the software backend.
-    Auto,
-    /// The software backend's IR interpreter.
-    Interp,
-    /// The software backend with its JIT (x86-64 hosts).
-    Jit,
-}
 
 /// Everything a machine is built from.
 #[derive(Clone, Debug)]
@@ -139,9 +126,9 @@ pub enum MachineError {
     /// `--smp` out of range.
     #[error("--smp {0} is out of range (1 to {1} vCPUs)")]
     Smp(usize, usize),
-    /// The KVM backend could not be set up.
-    #[error("KVM: {0}")]
-    Kvm(#[from] kvm::KvmError),
+    /// The backend could not be set up.
+    #[error(transparent)]
+    Accel(#[from] janus_accel::OpenError),
     /// A vCPU could not be created or initialised.
     #[error("vCPU set-up: {0}")]
     Vcpu(#[from] janus_accel::VcpuError),
@@ -317,8 +304,8 @@ impl Machine {
                 kernel_info = Some(info);
                 state
             }
-            (None, Some(rom), _) => layout::load_bios(&memory, rom)?,
-            (None, None, Some(img)) => layout::load_flat(&memory, img)?,
+            (None, Some(rom), _) => crate::loader::flat::load_bios(&memory, rom)?,
+            (None, None, Some(img)) => crate::loader::flat::load_flat(&memory, img)?,
             (None, None, None) => return Err(LoadError::EmptyImage.into()),
         };
         // ACPI and MP tables in the BIOS area, unless a BIOS ROM is there (it makes its own) or
@@ -481,107 +468,86 @@ impl Machine {
         &self.io
     }
 
-    /// Runs the guest on the chosen backend until it stops.
+    /// Runs the guest on backend `kind` until it stops (`--accel auto` is resolved before,
+    /// by [`AccelKind::auto`]).
     ///
     /// # Errors
     /// A backend that cannot be set up; once running, every stop is a [`RunOutcome`].
     pub fn run(&mut self, kind: AccelKind) -> Result<RunOutcome, MachineError> {
-        let kind = match kind {
-            AccelKind::Auto if self.config.icount.is_some() => {
-                eprintln!("janus: --accel auto chose the JIT: --icount needs a software backend");
-                AccelKind::Jit
+        if self.config.icount.is_some() && !kind.counts_instructions() {
+            return Err(MachineError::IcountNeedsSoftware);
+        }
+        if kind == AccelKind::Kvm {
+            if self.config.trace.is_some() {
+                return Err(MachineError::NeedsSoftware("--trace"));
             }
-            AccelKind::Kvm if self.config.icount.is_some() => {
-                return Err(MachineError::IcountNeedsSoftware);
+            if self.config.perf_map {
+                return Err(MachineError::NeedsSoftware("--perf-map"));
             }
-            AccelKind::Auto | AccelKind::Kvm if self.config.trace.is_some() => {
-                if kind == AccelKind::Kvm {
-                    return Err(MachineError::NeedsSoftware("--trace"));
-                }
-                eprintln!("janus: --accel auto chose the JIT: --trace needs a software backend");
-                AccelKind::Jit
+        }
+        let trace = match self.config.trace {
+            None => None,
+            Some(spec) => {
+                let out: janus_accel::soft::TraceOut = match &self.config.trace_file {
+                    None => None,
+                    Some(p) => {
+                        let f = std::fs::File::create(p).map_err(|source| MachineError::Sink {
+                            what: "trace",
+                            source,
+                        })?;
+                        let w: Box<dyn std::io::Write + Send> =
+                            Box::new(std::io::BufWriter::new(f));
+                        Some(Arc::new(Mutex::new(w)))
+                    }
+                };
+                Some((spec, out))
             }
-            AccelKind::Auto | AccelKind::Kvm if self.config.perf_map => {
-                if kind == AccelKind::Kvm {
-                    return Err(MachineError::NeedsSoftware("--perf-map"));
-                }
-                eprintln!("janus: --accel auto chose the JIT: --perf-map names JIT code");
-                AccelKind::Jit
-            }
-            AccelKind::Auto => match kvm::probe(&self.config.kvm_path) {
-                Ok(_) => {
-                    eprintln!(
-                        "janus: --accel auto chose kvm ({} works)",
-                        self.config.kvm_path.display()
-                    );
-                    AccelKind::Kvm
-                }
-                Err(e) => {
-                    eprintln!("janus: --accel auto chose the JIT: {e}");
-                    AccelKind::Jit
-                }
-            },
-            k => k,
         };
-        if self.config.irqchip == IrqchipMode::Kernel && kind != AccelKind::Kvm {
+        let kernel_irqchip = self.config.irqchip == IrqchipMode::Kernel;
+        if kernel_irqchip && kind != AccelKind::Kvm {
             return Err(MachineError::IrqchipNeedsKvm);
         }
-        match kind {
-            AccelKind::Interp | AccelKind::Jit => {
-                let jit = kind == AccelKind::Jit;
-                let mut accel = SoftAccel::with_jit(self.memory.clone(), self.config.smp, jit)
-                    .with_perf_map(self.config.perf_map);
-                if let Some(spec) = self.config.trace {
-                    let out: janus_accel::soft::TraceOut = match &self.config.trace_file {
-                        None => None,
-                        Some(p) => {
-                            let f =
-                                std::fs::File::create(p).map_err(|source| MachineError::Sink {
-                                    what: "trace",
-                                    source,
-                                })?;
-                            let w: Box<dyn std::io::Write + Send> =
-                                Box::new(std::io::BufWriter::new(f));
-                            Some(Arc::new(Mutex::new(w)))
-                        }
-                    };
-                    accel = accel.with_trace(spec, out);
-                }
-                // In real time every vCPU reads one TSC, the machine clock's; deterministic
-                // time sets it from the retired instructions instead (Platform::retired).
-                if let Some(clock) = self.io.platform.as_ref().map(|p| p.clock().clone())
-                    && !clock.is_deterministic()
-                {
-                    accel = accel.with_tsc_clock(clock.tsc_hz(), move || clock.tsc());
-                }
-                self.run_on(&accel, if jit { "jit" } else { "interp" })
-            }
-            AccelKind::Kvm | AccelKind::Auto => {
-                let mut accel =
-                    KvmAccel::new(&self.config.kvm_path, &self.memory, self.config.smp)?
-                        .with_fallback(self.config.kvm_fallback);
-                let max = accel.caps().max_vcpus;
-                if self.config.smp > max {
-                    return Err(MachineError::Smp(self.config.smp, max));
-                }
-                if self.config.irqchip == IrqchipMode::Kernel {
-                    accel = accel.with_kernel_irqchip()?;
-                    if let (Some(lines), Some(p)) = (accel.irq_lines(), &self.io.platform) {
-                        p.route_to_kernel(Arc::new(move |irq, level| {
-                            lines.set(u32::from(irq), level)
-                        }));
-                    }
-                }
-                self.run_on(&accel, "kvm")
-            }
+        // In real time every vCPU reads one TSC, the machine clock's; deterministic time sets
+        // it from the retired instructions instead (Platform::retired).
+        let tsc = self
+            .io
+            .platform
+            .as_ref()
+            .map(|p| p.clock().clone())
+            .filter(|clock| !clock.is_deterministic())
+            .map(|clock| TscSource {
+                hz: clock.tsc_hz(),
+                read: Arc::new(move || clock.tsc()),
+            });
+        let accel = registry::open(
+            kind,
+            &AccelConfig {
+                memory: self.memory.clone(),
+                nr_vcpus: self.config.smp,
+                kvm_path: self.config.kvm_path.clone(),
+                kvm_fallback: self.config.kvm_fallback,
+                kernel_irqchip,
+                tsc,
+                trace,
+                perf_map: self.config.perf_map,
+                planted_bug: false,
+            },
+        )?;
+        let max = accel.caps().max_vcpus;
+        if self.config.smp > max {
+            return Err(MachineError::Smp(self.config.smp, max));
         }
+        if let (Some(lines), Some(p)) = (accel.irq_lines(), &self.io.platform) {
+            p.route_to_kernel(Arc::new(move |irq, level| lines(u32::from(irq), level)));
+        }
+        self.run_on(&*accel, kind.name())
     }
 
     /// Runs the guest on an already created accelerator.
     ///
     /// # Errors
     /// vCPU creation or thread start failures.
-    pub fn run_on<A: Accelerator>(
+    pub fn run_on<A: Accelerator + ?Sized>(
         &mut self,
         accel: &A,
         backend: &'static str,

@@ -34,7 +34,7 @@ pub trait ExitContext {
 /// Decides what follows an exit of vCPU `index`.
 pub fn handle_exit(index: usize, exit: Exit, ctx: &mut dyn ExitContext) -> Action {
     match exit {
-        Exit::SingleStep => Action::Continue,
+        Exit::SingleStep | Exit::Breakpoint(_) => Action::Continue,
         Exit::Stopped => {
             if ctx.stopping() {
                 Action::Leave
@@ -162,8 +162,8 @@ fn report<V: Vcpu>(vcpu: &mut V, io: &MachineIo, phase: VcpuPhase) -> VcpuReport
 }
 
 /// Runs a vCPU until the machine stops. `started` is false for application processors, which
-/// wait for a start-up IPI (they only leave when the machine stops, until the interrupt
-/// controllers exist). Returns the vCPU's counters and where it stopped.
+/// wait for INIT and a start-up IPI from the interrupt controllers (without janus's own
+/// controllers, only for the machine to stop). Returns the vCPU's counters and where it stopped.
 pub fn vcpu_thread<V: Vcpu>(
     mut vcpu: V,
     io: Arc<MachineIo>,

@@ -6,14 +6,15 @@
 mod common;
 
 use common::{kvm_or_skip, root};
-use janus::diff::{DiffBackend, DiffEnd, DiffOptions, diff_image, diff_prepared};
+use janus::AccelKind;
+use janus::diff::{DiffEnd, DiffOptions, diff_image, diff_prepared};
 use janus::fuzz::repro::Repro;
 use janus::fuzz::setup::{self, FuzzMode};
 use janus::fuzz::{FuzzOptions, fuzz, run_case};
 
 const PER_MODE: u64 = 20_000;
 
-fn clean_fuzz(mode: FuzzMode, a: DiffBackend, b: DiffBackend, seed: u64) {
+fn clean_fuzz(mode: FuzzMode, a: AccelKind, b: AccelKind, seed: u64) {
     let opts = FuzzOptions {
         mode,
         seed,
@@ -45,7 +46,7 @@ macro_rules! kvm_fuzz {
         #[test]
         fn $name() {
             if kvm_or_skip(stringify!($name)) {
-                clean_fuzz($mode, DiffBackend::Kvm, DiffBackend::Interp, 20261126);
+                clean_fuzz($mode, AccelKind::Kvm, AccelKind::Interp, 20261126);
             }
         }
     };
@@ -59,7 +60,7 @@ kvm_fuzz!(fuzz_user64_kvm_vs_interp, FuzzMode::User64);
 #[test]
 fn fuzz_every_mode_jit_vs_interp() {
     for mode in FuzzMode::ALL {
-        clean_fuzz(mode, DiffBackend::Interp, DiffBackend::Jit, 7);
+        clean_fuzz(mode, AccelKind::Interp, AccelKind::Jit, 7);
     }
 }
 
@@ -71,10 +72,10 @@ fn saved_divergences_agree_on_every_backend_pair() {
         .unwrap_or_default();
     files.retain(|p| p.extension().is_some_and(|e| e == "repro"));
     files.sort();
-    let mut pairs = vec![(DiffBackend::Interp, DiffBackend::Jit)];
+    let mut pairs = vec![(AccelKind::Interp, AccelKind::Jit)];
     if kvm_or_skip("saved divergences") {
-        pairs.push((DiffBackend::Kvm, DiffBackend::Interp));
-        pairs.push((DiffBackend::Kvm, DiffBackend::Jit));
+        pairs.push((AccelKind::Kvm, AccelKind::Interp));
+        pairs.push((AccelKind::Kvm, AccelKind::Jit));
     }
     for f in &files {
         let r = Repro::parse(&std::fs::read_to_string(f).unwrap())
@@ -95,8 +96,8 @@ fn planted_flag_bug_is_caught_at_the_add() {
     let state = setup::initial_state(FuzzMode::Long64, [0; 16], 0);
     let prep = |m: &janus_accel::GuestMemory| setup::prepare(m, FuzzMode::Long64);
     let base = DiffOptions {
-        a: DiffBackend::Interp,
-        b: DiffBackend::Interp,
+        a: AccelKind::Interp,
+        b: AccelKind::Interp,
         mem: setup::MEM_SIZE,
         ..Default::default()
     };
@@ -131,8 +132,8 @@ fn planted_flag_bug_is_caught_at_the_add() {
 fn test_roms_agree_jit_against_interp() {
     for rom in ["realmode", "protmode", "longmode", "demo"] {
         let opts = DiffOptions {
-            a: DiffBackend::Interp,
-            b: DiffBackend::Jit,
+            a: AccelKind::Interp,
+            b: AccelKind::Jit,
             ..Default::default()
         };
         let r = diff_image(&common::rom(rom), &opts).unwrap();

@@ -4,16 +4,17 @@
 mod common;
 
 use common::{kvm_or_skip, rom};
+use janus::AccelKind;
 use janus::StopReason;
-use janus::diff::{DiffBackend, DiffEnd, DiffOptions, diff_image};
+use janus::diff::{DiffEnd, DiffOptions, diff_image};
 
 fn agrees(name: &str, want: fn(&StopReason) -> bool) {
     if !kvm_or_skip(name) {
         return;
     }
     let opts = DiffOptions {
-        a: DiffBackend::Kvm,
-        b: DiffBackend::Kvm,
+        a: AccelKind::Kvm,
+        b: AccelKind::Kvm,
         ..Default::default()
     };
     let r = diff_image(&rom(name), &opts).expect("differ starts");
@@ -59,7 +60,7 @@ fn test_roms_agree_kvm_against_interp_and_jit() {
     if !kvm_or_skip("roms in lockstep") {
         return;
     }
-    for b in [DiffBackend::Interp, DiffBackend::Jit] {
+    for b in [AccelKind::Interp, AccelKind::Jit] {
         for name in [
             "hello", "realmode", "protmode", "longmode", "portio", "demo",
             // Read-modify-writes of MMIO: KVM reports the write half from the entry that
@@ -67,7 +68,7 @@ fn test_roms_agree_kvm_against_interp_and_jit() {
             "mmio",
         ] {
             let opts = DiffOptions {
-                a: DiffBackend::Kvm,
+                a: AccelKind::Kvm,
                 b,
                 ..Default::default()
             };

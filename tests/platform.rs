@@ -160,10 +160,10 @@ fn icount_is_refused_on_kvm() {
 /// is given the result), with zero divergences over the whole run.
 #[test]
 fn lockstep_with_timer_interrupts_under_icount() {
-    use janus::diff::{DiffBackend, DiffEnd, DiffOptions, diff_image};
-    let mut pairs = vec![(DiffBackend::Interp, DiffBackend::Jit)];
+    use janus::diff::{DiffEnd, DiffOptions, diff_image};
+    let mut pairs = vec![(AccelKind::Interp, AccelKind::Jit)];
     if kvm_or_skip("lockstep_with_timer_interrupts_under_icount") {
-        pairs.push((DiffBackend::Kvm, DiffBackend::Interp));
+        pairs.push((AccelKind::Kvm, AccelKind::Interp));
     }
     for rom in ["pit_pic", "lapic_timer", "rtc_periodic"] {
         for &(a, b) in &pairs {

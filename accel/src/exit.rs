@@ -15,6 +15,9 @@ pub enum Exit {
     Shutdown(Box<CpuState>),
     /// One instruction was executed in single-step mode.
     SingleStep,
+    /// The vCPU reached a breakpoint ([`crate::debug`]) at this linear address; the
+    /// instruction there has not run.
+    Breakpoint(u64),
     /// A stop was requested through the vCPU's [`crate::Kicker`].
     Stopped,
     /// The platform asked for a reset, power-off or reported a crash (KVM_EXIT_SYSTEM_EVENT).

@@ -1,9 +1,10 @@
 //! Kicking a running vCPU out of guest code from another thread.
 //!
 //! A [`Kicker`] sets the vCPU's attention flag, which every backend checks before entering guest
-//! code (the software backend at each block entry), and, for backends that sit inside a blocking
-//! system call (KVM_RUN), sends a signal to the vCPU's thread. The KVM backend's signal handler
-//! sets `immediate_exit`, so a kick that lands just before KVM_RUN is not lost. A vCPU thread
+//! code (the software backend at each block entry). A backend that sits inside a blocking system
+//! call (KVM_RUN) also brings its own way to interrupt it ([`Kicker::set_interrupt`], QEMU's
+//! `kick_vcpu_thread`): KVM's signals the vCPU's thread, and its signal handler sets
+//! `immediate_exit`, so a kick that lands just before KVM_RUN is not lost. A vCPU thread
 //! that sleeps between runs (a halted vCPU) parks itself ([`Kicker::park`]) and a kick unparks
 //! it at once.
 
@@ -16,8 +17,11 @@ use std::time::Duration;
 #[derive(Clone, Debug, Default)]
 pub struct Kicker {
     attention: Arc<AtomicBool>,
-    /// pthread_t of the thread in `run`, or 0 when none needs a signal.
+    /// The backend's token for the thread in `run` (KVM: its pthread_t), or 0 when no thread
+    /// needs interrupting.
     thread: Arc<AtomicU64>,
+    /// The backend's way to interrupt the thread named by `thread`.
+    interrupt: Arc<OnceLock<fn(u64)>>,
     /// The vCPU's thread, once it has parked: a kick unparks it.
     sleeper: Arc<OnceLock<Thread>>,
 }
@@ -32,8 +36,10 @@ impl Kicker {
     pub fn kick(&self) {
         self.attention.store(true, Ordering::SeqCst);
         let tid = self.thread.load(Ordering::SeqCst);
-        if tid != 0 {
-            crate::kvm::signal_thread(tid);
+        if tid != 0
+            && let Some(interrupt) = self.interrupt.get()
+        {
+            interrupt(tid);
         }
         if let Some(t) = self.sleeper.get() {
             t.unpark();
@@ -66,8 +72,15 @@ impl Kicker {
         self.attention.store(false, Ordering::SeqCst);
     }
 
-    /// Records the thread that must be signalled (0 for none). Called by backends that block.
-    pub(crate) fn set_thread(&self, tid: u64) {
+    /// Sets how a kick interrupts a thread blocked in this vCPU's `run` (once; later calls are
+    /// ignored). Called by backends that block.
+    pub fn set_interrupt(&self, interrupt: fn(u64)) {
+        let _ = self.interrupt.set(interrupt);
+    }
+
+    /// Records the thread that a kick must interrupt, as the token the backend's interrupt
+    /// function takes (0 for none). Called by backends that block.
+    pub fn set_thread(&self, tid: u64) {
         self.thread.store(tid, Ordering::SeqCst);
     }
 

@@ -5,7 +5,7 @@
 //! to the [`crate::IoHandler`]. This is one of the few modules with `unsafe`: the mappings are
 //! shared with KVM and with every vCPU thread, so access goes through raw pointers.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use memmap2::{MmapMut, MmapOptions};
 
@@ -114,10 +114,31 @@ impl Region {
     }
 }
 
+/// Told of every device write into guest RAM ([`GuestMemory::write_dma`]): a backend that
+/// keeps code translated from guest memory drops what the write overwrote, on every vCPU, as it
+/// does for a guest store.
+pub trait DmaObserver: Send + Sync {
+    /// `len` bytes at guest physical `addr` (inside one page) were written by a device.
+    fn written(&self, addr: u64, len: u64);
+}
+
+/// The observers of device writes, shared by every clone of a [`GuestMemory`]; held weakly, so
+/// an observer goes when its backend does.
+#[derive(Clone, Default)]
+struct Observers(Arc<Mutex<Vec<Weak<dyn DmaObserver>>>>);
+
+impl std::fmt::Debug for Observers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map_or(0, |v| v.len());
+        write!(f, "{n} DMA observers")
+    }
+}
+
 /// The guest's physical memory: a sorted list of non-overlapping regions.
 #[derive(Debug, Clone, Default)]
 pub struct GuestMemory {
     regions: Vec<Region>,
+    observers: Observers,
 }
 
 const PAGE: u64 = 4096;
@@ -296,6 +317,42 @@ impl GuestMemory {
         Ok(())
     }
 
+    /// A device (DMA) writes `data` into guest RAM at `addr`: the bytes land as
+    /// [`GuestMemory::write`] puts them, and every [`DmaObserver`] is told, page by page, so
+    /// that code translated from them is dropped on every vCPU exactly as for a guest store.
+    ///
+    /// # Errors
+    /// As [`GuestMemory::write`]; nothing is written then.
+    pub fn write_dma(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
+        self.write(addr, data)?;
+        let observers: Vec<Arc<dyn DmaObserver>> = {
+            let mut v = self.observers.0.lock().unwrap_or_else(|p| p.into_inner());
+            v.retain(|o| o.strong_count() > 0);
+            v.iter().filter_map(Weak::upgrade).collect()
+        };
+        if observers.is_empty() {
+            return Ok(());
+        }
+        let end = addr + data.len() as u64;
+        let mut at = addr;
+        while at < end {
+            let len = ((at | (PAGE - 1)) + 1).min(end) - at;
+            for o in &observers {
+                o.written(at, len);
+            }
+            at += len;
+        }
+        Ok(())
+    }
+
+    /// Adds an observer of device writes (a backend that translates guest code registers one).
+    /// It is held weakly: it stops being told once the caller drops it.
+    pub fn observe_dma(&self, observer: Weak<dyn DmaObserver>) {
+        let mut v = self.observers.0.lock().unwrap_or_else(|p| p.into_inner());
+        v.retain(|o| o.strong_count() > 0);
+        v.push(observer);
+    }
+
     /// Copies `data` into guest memory at `addr`, ROM included: for loaders only.
     ///
     /// # Errors
@@ -371,6 +428,31 @@ mod tests {
         assert!(m.read(0x2000, &mut [0]).is_err());
         assert!(m.add(0x1001, 0x1000, RegionKind::Ram).is_err());
         assert!(m.add(0x3000, 0, RegionKind::Ram).is_err());
+    }
+
+    #[test]
+    fn dma_writes_tell_the_observers_page_by_page() {
+        #[derive(Default)]
+        struct Log(Mutex<Vec<(u64, u64)>>);
+        impl DmaObserver for Log {
+            fn written(&self, addr: u64, len: u64) {
+                self.0.lock().unwrap().push((addr, len));
+            }
+        }
+        let mut m = GuestMemory::new();
+        m.add(0, 4 * PAGE, RegionKind::Ram).unwrap();
+        let log = Arc::new(Log::default());
+        let weak: Weak<dyn DmaObserver> = Arc::downgrade(&(log.clone() as Arc<dyn DmaObserver>));
+        // A clone made later shares the observers.
+        m.clone().observe_dma(weak);
+        m.write_dma(PAGE - 2, &[1, 2, 3, 4, 5]).unwrap();
+        assert_eq!(m.read_le(PAGE - 2, 5).unwrap(), 0x05_0403_0201);
+        assert_eq!(*log.0.lock().unwrap(), vec![(PAGE - 2, 2), (PAGE, 3)]);
+        // A refused write tells nobody; a dropped observer is not told.
+        assert!(m.write_dma(4 * PAGE - 1, &[0, 0]).is_err());
+        assert_eq!(log.0.lock().unwrap().len(), 2);
+        drop(log);
+        m.write_dma(0, &[9]).unwrap();
     }
 
     #[test]

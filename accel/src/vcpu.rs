@@ -1,20 +1,25 @@
 //! The backend traits: an accelerator makes vCPUs, a vCPU runs guest code.
 
+use crate::debug::Breakpoint;
 use crate::exit::{Exit, ExitCounters};
 use crate::io::IoHandler;
 use crate::kick::Kicker;
+use crate::memory::GuestMemory;
 use crate::state::CpuState;
 
-/// What can go wrong when driving a vCPU: a host-side failure, never a guest mistake.
+/// What can go wrong when driving a vCPU: a host-side failure, never a guest mistake. The contract
+/// names no backend: a backend wraps its own cause in [`VcpuError::Backend`].
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuError {
-    /// A KVM ioctl failed.
-    #[error("KVM {op} failed: {source}")]
-    Kvm {
-        /// The ioctl, e.g. "KVM_SET_SREGS".
+    /// An operation of the backend failed on the host.
+    #[error("{backend} {op} failed: {source}")]
+    Backend {
+        /// The backend as a user knows it, e.g. "KVM".
+        backend: &'static str,
+        /// The operation, e.g. "KVM_SET_SREGS".
         op: &'static str,
-        /// The errno.
-        source: kvm_ioctls::Error,
+        /// The backend's own error.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The backend cannot do what was asked.
     #[error("{0}")]
@@ -40,16 +45,23 @@ pub struct AccelCaps {
     pub details: Vec<(String, String)>,
 }
 
-/// A CPU execution engine that creates vCPUs over guest memory.
-pub trait Accelerator: Send + Sync {
-    /// The vCPU type of this backend.
-    type Vcpu: Vcpu + Send + 'static;
+/// The input lines of an interrupt controller inside a backend: `(gsi, level)`.
+pub type IrqLines = std::sync::Arc<dyn Fn(u32, bool) + Send + Sync>;
 
+/// A CPU execution engine that creates vCPUs over guest memory. Opened by
+/// [`crate::registry::open`]; used as `Box<dyn Accelerator>`.
+pub trait Accelerator: Send + Sync {
     /// Capabilities of this backend on this host.
     fn caps(&self) -> AccelCaps;
 
     /// Creates vCPU number `index` (its APIC id).
-    fn create_vcpu(&self, index: usize) -> Result<Self::Vcpu, VcpuError>;
+    fn create_vcpu(&self, index: usize) -> Result<Box<dyn Vcpu + Send>, VcpuError>;
+
+    /// The input lines of the backend's own interrupt controllers (KVM's in-kernel irqchip),
+    /// when it has them: devices outside the backend raise their interrupts there.
+    fn irq_lines(&self) -> Option<IrqLines> {
+        None
+    }
 }
 
 /// One virtual CPU.
@@ -70,6 +82,37 @@ pub trait Vcpu {
     /// instruction.
     fn set_single_step(&mut self, on: bool) -> Result<(), VcpuError>;
 
+    /// Replaces this vCPU's breakpoints (none: `&[]`); see [`crate::debug`] for what `run`
+    /// does at one.
+    ///
+    /// # Errors
+    /// More hardware breakpoints than the CPU has, or the backend's own failure.
+    fn set_breakpoints(&mut self, breakpoints: &[Breakpoint]) -> Result<(), VcpuError>;
+
+    /// The guest memory this vCPU runs on.
+    fn memory(&self) -> &GuestMemory;
+
+    /// Reads guest-virtual memory at `linear` through the guest's page tables (as the vCPU's
+    /// state has them). Returns how many bytes were read (fewer where the mapping ends).
+    ///
+    /// # Errors
+    /// The state cannot be read.
+    fn read_virt(&mut self, linear: u64, buf: &mut [u8]) -> Result<usize, VcpuError> {
+        let s = self.state()?;
+        Ok(crate::walk::read_virt(&s, self.memory(), linear, buf))
+    }
+
+    /// Writes guest-virtual memory at `linear` through the guest's page tables, as a device
+    /// does (code translated from the bytes is dropped on every vCPU). Returns how many bytes
+    /// were written.
+    ///
+    /// # Errors
+    /// The state cannot be read.
+    fn write_virt(&mut self, linear: u64, data: &[u8]) -> Result<usize, VcpuError> {
+        let s = self.state()?;
+        Ok(crate::walk::write_virt(&s, self.memory(), linear, data))
+    }
+
     /// Queues an external interrupt for delivery when the guest can take it.
     fn inject_interrupt(&mut self, vector: u8) -> Result<(), VcpuError>;
 
@@ -78,4 +121,44 @@ pub trait Vcpu {
 
     /// Exit and instruction counters so far.
     fn counters(&self) -> ExitCounters;
+}
+
+/// A boxed vCPU is a vCPU: generic code (the machine's vCPU loop) takes either.
+impl<V: Vcpu + ?Sized> Vcpu for Box<V> {
+    fn index(&self) -> usize {
+        (**self).index()
+    }
+    fn state(&mut self) -> Result<CpuState, VcpuError> {
+        (**self).state()
+    }
+    fn set_state(&mut self, state: &CpuState) -> Result<(), VcpuError> {
+        (**self).set_state(state)
+    }
+    fn run(&mut self, io: &dyn IoHandler) -> Result<Exit, VcpuError> {
+        (**self).run(io)
+    }
+    fn set_single_step(&mut self, on: bool) -> Result<(), VcpuError> {
+        (**self).set_single_step(on)
+    }
+    fn set_breakpoints(&mut self, breakpoints: &[Breakpoint]) -> Result<(), VcpuError> {
+        (**self).set_breakpoints(breakpoints)
+    }
+    fn memory(&self) -> &GuestMemory {
+        (**self).memory()
+    }
+    fn read_virt(&mut self, linear: u64, buf: &mut [u8]) -> Result<usize, VcpuError> {
+        (**self).read_virt(linear, buf)
+    }
+    fn write_virt(&mut self, linear: u64, data: &[u8]) -> Result<usize, VcpuError> {
+        (**self).write_virt(linear, data)
+    }
+    fn inject_interrupt(&mut self, vector: u8) -> Result<(), VcpuError> {
+        (**self).inject_interrupt(vector)
+    }
+    fn kicker(&self) -> Kicker {
+        (**self).kicker()
+    }
+    fn counters(&self) -> ExitCounters {
+        (**self).counters()
+    }
 }

@@ -1,5 +1,6 @@
-//! `janus bench`: the built-in guest workloads on several backends, as a table, CSV, JSON and
-//! an SVG bar chart of MIPS.
+//! The CLI half of `janus bench`: picks the workloads and backends, repeats each run, checks that
+//! the backends' checksums agree, and prints a table, CSV, JSON and an SVG bar chart of MIPS.
+//! Running one workload once and summarising runs is the library's (`janus::bench`, src/bench.rs).
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use janus::AccelKind;
-use janus::bench::{Summary, WORKLOADS, Workload, backend_name, run_once};
+use janus::bench::{Summary, WORKLOADS, Workload, run_once};
 
 /// Output format of `janus bench`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,12 +47,10 @@ pub struct BenchArgs {
 }
 
 fn parse_backend(s: &str) -> Result<AccelKind> {
-    Ok(match s {
-        "kvm" => AccelKind::Kvm,
-        "jit" => AccelKind::Jit,
-        "interp" => AccelKind::Interp,
-        other => bail!("unknown backend '{other}' (kvm, jit, interp)"),
-    })
+    match AccelKind::from_name(s) {
+        Some(k) => Ok(k),
+        None => bail!("unknown backend '{s}' (kvm, jit, interp)"),
+    }
 }
 
 fn default_backends() -> Vec<AccelKind> {
@@ -115,17 +114,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     eprint!(
                         "\r\x1b[K[{step}/{total}] {} on {}: {what}",
                         w.name,
-                        backend_name(b)
+                        b.name()
                     );
                 } else if r == 0 {
-                    eprintln!("[{step}/{total}] {} on {}", w.name, backend_name(b));
+                    eprintln!("[{step}/{total}] {} on {}", w.name, b.name());
                 }
                 let s = run_once(w, b, timeout)?;
                 if r > 0 {
                     samples.push(s);
                 }
             }
-            row.push(Summary::of(w.name, backend_name(b), &samples));
+            row.push(Summary::of(w.name, b.name(), &samples));
         }
         // Checksums must agree; KVM's instruction count comes from a software backend.
         let sums: Vec<&str> = row.iter().map(|s| s.checksum.as_str()).collect();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use janus::control::status;
-use janus::diff::{DiffBackend, DiffEnd, DiffOptions, diff_image};
+use janus::diff::{DiffEnd, DiffOptions, diff_image};
 use janus::layout::parse_mem_size;
 use janus::sink::SinkSpec;
 use janus::{AccelKind, Machine, MachineConfig, StopReason};
@@ -62,16 +62,26 @@ enum IrqchipArg {
     Kernel,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum AccelArg {
-    /// Hardware virtualisation through /dev/kvm.
-    Kvm,
-    /// KVM when it works, else the software backend.
-    Auto,
-    /// The software CPU's IR interpreter.
-    Interp,
-    /// The software CPU's JIT.
-    Jit,
+/// `--accel`: a backend of the registry by its name, or `auto`.
+fn accel_values() -> impl clap::builder::TypedValueParser<Value = String> {
+    use clap::builder::{PossibleValue, PossibleValuesParser};
+    PossibleValuesParser::new([
+        PossibleValue::new(AccelKind::Kvm.name()).help("Hardware virtualisation through /dev/kvm"),
+        PossibleValue::new("auto").help("KVM when it works, else the software backend"),
+        PossibleValue::new(AccelKind::Interp.name()).help("The software CPU's IR interpreter"),
+        PossibleValue::new(AccelKind::Jit.name()).help("The software CPU's JIT"),
+    ])
+}
+
+/// `--a` and `--b` of `janus diff` and `janus fuzz`: a backend of the registry by its name.
+fn lockstep_values() -> impl clap::builder::TypedValueParser<Value = AccelKind> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new([
+        PossibleValue::new(AccelKind::Kvm.name()).help("KVM, single-stepped"),
+        PossibleValue::new(AccelKind::Interp.name()).help("The software CPU's IR interpreter"),
+        PossibleValue::new(AccelKind::Jit.name()).help("The software CPU's JIT"),
+    ])
+    .try_map(|name| AccelKind::from_name(&name).ok_or("not a backend"))
 }
 
 #[derive(clap::Args, Debug)]
@@ -79,8 +89,8 @@ struct RunArgs {
     /// A flat image, loaded at 0x7C00 and entered in real mode like a boot sector.
     image: Option<PathBuf>,
     /// CPU backend.
-    #[arg(long, value_enum, default_value = "auto")]
-    accel: AccelArg,
+    #[arg(long, default_value = "auto", value_parser = accel_values())]
+    accel: String,
     /// Guest memory (plain numbers are MiB; K, M, G suffixes).
     #[arg(long, short = 'm', default_value = "64M", value_parser = parse_mem_size)]
     mem: u64,
@@ -150,26 +160,6 @@ struct RunArgs {
     perf_map: bool,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum DiffBackendArg {
-    /// KVM, single-stepped.
-    Kvm,
-    /// The software CPU's IR interpreter.
-    Interp,
-    /// The software CPU's JIT.
-    Jit,
-}
-
-impl From<DiffBackendArg> for DiffBackend {
-    fn from(b: DiffBackendArg) -> Self {
-        match b {
-            DiffBackendArg::Kvm => DiffBackend::Kvm,
-            DiffBackendArg::Interp => DiffBackend::Interp,
-            DiffBackendArg::Jit => DiffBackend::Jit,
-        }
-    }
-}
-
 #[derive(clap::Args, Debug)]
 struct FuzzArgs {
     /// Execution mode of the generated programs.
@@ -188,11 +178,11 @@ struct FuzzArgs {
     #[arg(long, default_value_t = 64)]
     len: usize,
     /// The reference backend.
-    #[arg(long, value_enum, default_value = "kvm")]
-    a: DiffBackendArg,
+    #[arg(long, default_value = "kvm", value_parser = lockstep_values())]
+    a: AccelKind,
     /// The backend checked against the reference.
-    #[arg(long, value_enum, default_value = "interp")]
-    b: DiffBackendArg,
+    #[arg(long, default_value = "interp", value_parser = lockstep_values())]
+    b: AccelKind,
     /// Directory for reproducers of divergences.
     #[arg(long, default_value = "fuzz-out")]
     out: PathBuf,
@@ -211,8 +201,8 @@ fn fuzz(args: FuzzArgs) -> Result<ExitCode> {
         count: args.count,
         jobs: args.jobs.max(1),
         program_len: args.len.clamp(1, 2000),
-        a: args.a.into(),
-        b: args.b.into(),
+        a: args.a,
+        b: args.b,
         kvm_path: args.kvm_device,
         progress: true,
         out_dir: Some(args.out),
@@ -258,11 +248,11 @@ struct DiffArgs {
     #[arg(long, conflicts_with = "image")]
     repro: Option<PathBuf>,
     /// The reference backend.
-    #[arg(long, value_enum, default_value = "kvm")]
-    a: DiffBackendArg,
+    #[arg(long, default_value = "kvm", value_parser = lockstep_values())]
+    a: AccelKind,
     /// The backend checked against the reference.
-    #[arg(long, value_enum, default_value = "interp")]
-    b: DiffBackendArg,
+    #[arg(long, default_value = "interp", value_parser = lockstep_values())]
+    b: AccelKind,
     /// Guest memory.
     #[arg(long, short = 'm', default_value = "64M", value_parser = parse_mem_size)]
     mem: u64,
@@ -293,7 +283,7 @@ fn diff(args: DiffArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot read reproducer {}", path.display()))?;
         let r = janus::fuzz::repro::Repro::parse(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let report = janus::fuzz::run_case(&r, args.a.into(), args.b.into(), &args.kvm_device)?;
+        let report = janus::fuzz::run_case(&r, args.a, args.b, &args.kvm_device)?;
         return Ok(print_diff(report, 0.0));
     }
     let image = match &args.image {
@@ -301,8 +291,8 @@ fn diff(args: DiffArgs) -> Result<ExitCode> {
         None => DEMO.to_vec(),
     };
     let opts = DiffOptions {
-        a: args.a.into(),
-        b: args.b.into(),
+        a: args.a,
+        b: args.b,
         mem: args.mem,
         max_steps: args.max_steps,
         ram_every: args.ram_every.max(1),
@@ -420,7 +410,26 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         .as_ref()
         .map(|p| read_file(p, "BIOS image"))
         .transpose()?;
-    let irqchip = resolve_irqchip(&args);
+    // `--accel auto` is resolved once, here, before the machine is built (its choice is said
+    // once the machine is built, so that a bad option stays a one-line error).
+    let (kind, auto_chose) = match AccelKind::from_name(&args.accel) {
+        Some(k) => (k, None),
+        None => {
+            // --icount, --trace and --perf-map make `auto` pick the JIT.
+            let needs_software = if args.icount.is_some() {
+                Some("--icount needs a software backend")
+            } else if args.trace.is_some() {
+                Some("--trace needs a software backend")
+            } else if args.perf_map {
+                Some("--perf-map names JIT code")
+            } else {
+                None
+            };
+            let (k, why) = AccelKind::auto(&args.kvm_device, needs_software);
+            (k, Some(why))
+        }
+    };
+    let irqchip = resolve_irqchip(args.irqchip, kind);
     let config = MachineConfig {
         mem: args.mem,
         smp: args.smp,
@@ -446,12 +455,6 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         trace_file: args.trace_file.clone(),
         perf_map: args.perf_map,
     };
-    let kind = match args.accel {
-        AccelArg::Kvm => AccelKind::Kvm,
-        AccelArg::Auto => AccelKind::Auto,
-        AccelArg::Interp => AccelKind::Interp,
-        AccelArg::Jit => AccelKind::Jit,
-    };
     let mut machine = Machine::new(config)?;
     if let Some(b) = machine.boot_info()
         && args.stats
@@ -459,6 +462,9 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         eprintln!("janus: {b}");
     }
     janus::signals::install_stop_handlers();
+    if let Some(why) = auto_chose {
+        eprintln!("janus: --accel auto {why}");
+    }
     // A terminal on the console goes raw for the run (the guest echoes and edits lines, Ctrl-C
     // reaches it) and is restored when this guard drops, on every way out of here.
     let raw = (args.serial == SinkSpec::Stdio)
@@ -546,28 +552,17 @@ fn info(args: InfoArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--irqchip auto`: KVM's in-kernel controllers when the guest will run on KVM (asked for, or
-/// chosen by `--accel auto`) over VT-x/AMD-V; janus's own otherwise. kvm_pvm's in-kernel LAPIC
-/// and PIT fail janus's lapic_timer, ioapic_uart and pit_pic ROMs, so hosts without hardware
-/// virtualisation keep the userspace ones.
-fn resolve_irqchip(args: &RunArgs) -> janus::platform::IrqchipMode {
+/// `--irqchip auto`: KVM's in-kernel controllers when the guest runs on KVM (`kind`, with
+/// `--accel auto` already resolved) over VT-x/AMD-V; janus's own otherwise. kvm_pvm's in-kernel
+/// LAPIC and PIT fail janus's lapic_timer, ioapic_uart and pit_pic ROMs, so hosts without
+/// hardware virtualisation keep the userspace ones.
+fn resolve_irqchip(irqchip: IrqchipArg, kind: AccelKind) -> janus::platform::IrqchipMode {
     use janus::platform::IrqchipMode;
-    match args.irqchip {
+    match irqchip {
         IrqchipArg::User => IrqchipMode::User,
         IrqchipArg::Kernel => IrqchipMode::Kernel,
         IrqchipArg::Auto => {
-            let on_kvm = match args.accel {
-                AccelArg::Kvm => true,
-                AccelArg::Auto => {
-                    // --icount, --trace and --perf-map make `auto` pick the JIT.
-                    args.icount.is_none()
-                        && args.trace.is_none()
-                        && !args.perf_map
-                        && kvm::probe(&args.kvm_device).is_ok()
-                }
-                _ => false,
-            };
-            if on_kvm && kvm::hardware_assisted() {
+            if kind == AccelKind::Kvm && kvm::hardware_assisted() {
                 IrqchipMode::Kernel
             } else {
                 IrqchipMode::User

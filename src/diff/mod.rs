@@ -25,19 +25,17 @@
 
 pub mod compare;
 pub mod replay;
-pub mod walk;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use iced_x86::{
-    Decoder, DecoderOptions, Formatter, Instruction, InstructionInfoFactory, IntelFormatter,
-    Mnemonic, OpAccess, Register,
+    Formatter, Instruction, InstructionInfoFactory, IntelFormatter, Mnemonic, OpAccess, Register,
 };
-use janus_accel::kvm::KvmAccel;
-use janus_accel::soft::SoftAccel;
-use janus_accel::{Accelerator, CpuState, Exit, GuestMemory, MemoryError, Vcpu};
+use janus_accel::disasm::fetch_insn;
+use janus_accel::registry::{self, AccelConfig, AccelKind};
+use janus_accel::{CpuState, Exit, GuestMemory, MemoryError, Vcpu};
 
 use crate::control::{Control, StopReason};
 use crate::layout::{self, LoadError};
@@ -45,28 +43,6 @@ use crate::machine::{Machine, MachineConfig, MachineError};
 use crate::sink::SinkSpec;
 use compare::{FieldDiff, compare, iced_flags_to_rflags};
 use replay::{Recorder, Replayer};
-
-/// A backend the differ can drive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DiffBackend {
-    /// KVM with single-step.
-    Kvm,
-    /// The software CPU's IR interpreter.
-    Interp,
-    /// The software CPU's JIT.
-    Jit,
-}
-
-impl DiffBackend {
-    /// The backend's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            DiffBackend::Kvm => "kvm",
-            DiffBackend::Interp => "interp",
-            DiffBackend::Jit => "jit",
-        }
-    }
-}
 
 /// Which reference produced backend A's result for a step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,9 +69,9 @@ impl std::fmt::Display for Oracle {
 #[derive(Clone, Debug)]
 pub struct DiffOptions {
     /// Backend A (the reference).
-    pub a: DiffBackend,
+    pub a: AccelKind,
     /// Backend B (checked against A).
-    pub b: DiffBackend,
+    pub b: AccelKind,
     /// Guest memory in bytes.
     pub mem: u64,
     /// Stop after this many steps.
@@ -137,8 +113,8 @@ pub struct WholeProgram {
 impl Default for DiffOptions {
     fn default() -> Self {
         DiffOptions {
-            a: DiffBackend::Kvm,
-            b: DiffBackend::Interp,
+            a: AccelKind::Kvm,
+            b: AccelKind::Interp,
             mem: 64 << 20,
             max_steps: 10_000_000,
             ram_every: 10_000,
@@ -253,26 +229,23 @@ struct Side {
 }
 
 fn make_side(
-    kind: DiffBackend,
+    kind: AccelKind,
     mem: GuestMemory,
     opts: &DiffOptions,
     initial: &CpuState,
     planted: bool,
 ) -> Result<Side, MachineError> {
-    let (mut vcpu, pvm): (Box<dyn Vcpu + Send>, bool) = match kind {
-        DiffBackend::Kvm => {
-            let accel = KvmAccel::new(&opts.kvm_path, &mem, 1)?.with_fallback(false);
-            let pvm = accel.caps().flavour.starts_with("kvm_pvm");
-            (Box::new(accel.create_vcpu(0)?), pvm)
-        }
-        DiffBackend::Interp | DiffBackend::Jit => {
-            let mut accel = SoftAccel::with_jit(mem.clone(), 1, kind == DiffBackend::Jit);
-            if planted {
-                accel = accel.plant_flag_bug();
-            }
-            (Box::new(accel.create_vcpu(0)?), false)
-        }
-    };
+    let accel = registry::open(
+        kind,
+        &AccelConfig {
+            kvm_path: opts.kvm_path.clone(),
+            kvm_fallback: false,
+            planted_bug: planted,
+            ..AccelConfig::new(mem.clone(), 1)
+        },
+    )?;
+    let pvm = accel.caps().flavour.starts_with("kvm_pvm");
+    let mut vcpu = accel.create_vcpu(0)?;
     vcpu.set_state(initial)?;
     vcpu.set_single_step(opts.whole_program.is_none())?;
     Ok(Side { vcpu, mem, pvm })
@@ -319,7 +292,7 @@ enum TimedStep {
 fn interrupt_step(
     p: &crate::platform::Platform,
     (a, b): (&mut Side, &mut Side),
-    kinds: (DiffBackend, DiffBackend),
+    kinds: (AccelKind, AccelKind),
     io: &dyn janus_accel::IoHandler,
     halted: bool,
 ) -> Result<TimedStep, janus_accel::VcpuError> {
@@ -331,8 +304,8 @@ fn interrupt_step(
             && s.events.interrupt.is_none();
         if open && let Some(v) = p.acknowledge(0) {
             let (soft, kvm) = match kinds {
-                (DiffBackend::Kvm, _) => (b, a),
-                (_, DiffBackend::Kvm) => (a, b),
+                (AccelKind::Kvm, _) => (b, a),
+                (_, AccelKind::Kvm) => (a, b),
                 _ => {
                     a.vcpu.inject_interrupt(v)?;
                     b.vcpu.inject_interrupt(v)?;
@@ -364,30 +337,11 @@ fn exit_name(e: &Exit) -> String {
         Exit::Halt => "halt".into(),
         Exit::Shutdown(_) => "shutdown (triple fault)".into(),
         Exit::SingleStep => "step".into(),
+        Exit::Breakpoint(at) => format!("breakpoint at {at:#x}"),
         Exit::Stopped => "stopped".into(),
         Exit::SystemEvent(k) => format!("system event {k:?}"),
         Exit::Failed(f) => format!("failed: {f}"),
     }
-}
-
-/// Reads up to 15 instruction bytes at the state's RIP from guest memory, through the page
-/// tables, and decodes them.
-pub fn fetch_insn(s: &CpuState, mem: &GuestMemory) -> (Vec<u8>, Instruction) {
-    let mut bytes = Vec::with_capacity(15);
-    let lin = s.linear_rip();
-    for i in 0..15u64 {
-        let Some(pa) = walk::translate(s, mem, lin.wrapping_add(i)) else {
-            break;
-        };
-        match mem.read_le(pa, 1) {
-            Ok(b) => bytes.push(b as u8),
-            Err(_) => break,
-        }
-    }
-    let mut d = Decoder::with_ip(s.code_bitness(), &bytes, s.rip, DecoderOptions::NONE);
-    let insn = d.decode();
-    bytes.truncate(insn.len().max(1).min(bytes.len()));
-    (bytes, insn)
 }
 
 fn reg_value(s: &CpuState, r: Register) -> Option<u64> {
@@ -425,7 +379,7 @@ fn written_ranges(insn: &Instruction, s: &CpuState, mem: &GuestMemory) -> Vec<(u
         };
         let size = m.memory_size().size().clamp(1, 4096);
         for i in 0..size {
-            if let Some(pa) = walk::translate(s, mem, lin.wrapping_add(i as u64)) {
+            if let Some(pa) = janus_accel::walk::translate(s, mem, lin.wrapping_add(i as u64)) {
                 out.push((pa, 1));
             }
         }
@@ -528,7 +482,7 @@ pub fn diff_prepared(
         ..Default::default()
     })?;
     let (mem_b, _) = layout::build_memory(opts.mem, None)?;
-    let boot = layout::load_flat(&mem_b, image)?;
+    let boot = crate::loader::flat::load_flat(&mem_b, image)?;
     // Everything else the machine put in memory (the firmware tables) too.
     copy_ram(machine.memory(), &mem_b);
     prepare(machine.memory()).map_err(LoadError::from)?;
@@ -572,7 +526,7 @@ fn lockstep(
         .platform
         .clone()
         .filter(|p| opts.icount.is_some() && p.clock().is_deterministic());
-    if timed.is_some() && opts.a == DiffBackend::Kvm && opts.b == DiffBackend::Kvm {
+    if timed.is_some() && opts.a == AccelKind::Kvm && opts.b == AccelKind::Kvm {
         return report(
             0,
             DiffEnd::Agreed(StopReason::HostError(
@@ -643,11 +597,11 @@ fn lockstep(
         }
         formatter.format(&insn, &mut text);
         let oracle = match opts.a {
-            DiffBackend::Kvm if a.pvm && !(before.cs.dpl == 3 && before.code_bitness() == 64) => {
+            AccelKind::Kvm if a.pvm && !(before.cs.dpl == 3 && before.code_bitness() == 64) => {
                 Oracle::KvmEmulator
             }
-            DiffBackend::Kvm => Oracle::Hardware,
-            DiffBackend::Interp | DiffBackend::Jit => Oracle::Software,
+            AccelKind::Kvm => Oracle::Hardware,
+            AccelKind::Interp | AccelKind::Jit => Oracle::Software,
         };
         let writes = written_ranges(&insn, &before, &a.mem);
         let exit_a = a.vcpu.run(&recorder);

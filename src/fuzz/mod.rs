@@ -11,9 +11,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::diff::{DiffBackend, DiffEnd, DiffOptions, DiffReport, WholeProgram, diff_prepared};
+use crate::diff::{DiffEnd, DiffOptions, DiffReport, WholeProgram, diff_prepared};
 use crate::machine::MachineError;
 use generator::Generator;
+use janus_accel::AccelKind;
 use repro::{Repro, shrink};
 use setup::{FuzzMode, MEM_SIZE, PROGRAM_MAX};
 
@@ -31,9 +32,9 @@ pub struct FuzzOptions {
     /// Random instructions per program.
     pub program_len: usize,
     /// Reference backend.
-    pub a: DiffBackend,
+    pub a: AccelKind,
     /// Checked backend.
-    pub b: DiffBackend,
+    pub b: AccelKind,
     /// KVM device node.
     pub kvm_path: PathBuf,
     /// Print a progress line on stderr.
@@ -52,8 +53,8 @@ impl Default for FuzzOptions {
             count: 10_000,
             jobs: 1,
             program_len: 64,
-            a: DiffBackend::Kvm,
-            b: DiffBackend::Interp,
+            a: AccelKind::Kvm,
+            b: AccelKind::Interp,
             kvm_path: PathBuf::from(janus_accel::kvm::DEFAULT_DEVICE),
             progress: false,
             out_dir: None,
@@ -135,8 +136,8 @@ pub fn make_case(g: &mut Generator, mode: FuzzMode, seed: u64, index: u64, len: 
 /// A backend cannot be set up.
 pub fn run_case(
     r: &Repro,
-    a: DiffBackend,
-    b: DiffBackend,
+    a: AccelKind,
+    b: AccelKind,
     kvm_path: &std::path::Path,
 ) -> Result<DiffReport, MachineError> {
     let opts = DiffOptions {
@@ -151,7 +152,7 @@ pub fn run_case(
     // On kvm_pvm a single-step trap at CPL3 is delivered to the guest, so user-mode programs
     // are compared as a whole there (the shrinker finds the instruction).
     let whole =
-        r.mode == FuzzMode::User64 && a == DiffBackend::Kvm && janus_accel::kvm::is_paravirtual();
+        r.mode == FuzzMode::User64 && a == AccelKind::Kvm && janus_accel::kvm::is_paravirtual();
     let opts = DiffOptions {
         whole_program: whole.then(|| WholeProgram {
             undefined_flags: crate::diff::compare::iced_flags_to_rflags(

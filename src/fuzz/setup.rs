@@ -294,7 +294,7 @@ mod tests {
         assert_eq!(s.rflags & rflags::IF, 0);
         // The identity map covers the sandbox.
         assert_eq!(
-            crate::diff::walk::translate(&s, &m, SANDBOX + 5),
+            janus_accel::walk::translate(&s, &m, SANDBOX + 5),
             Some(SANDBOX + 5)
         );
         assert_eq!(m.read_le(HANDLER, 1).unwrap(), 0xf4);

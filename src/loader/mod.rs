@@ -51,6 +51,7 @@ mod e820;
 mod elf;
 mod entry;
 mod error;
+pub mod flat;
 pub mod identify;
 pub mod multiboot;
 mod place;

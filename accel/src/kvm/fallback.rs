@@ -16,7 +16,7 @@ use crate::io::IoHandler;
 use crate::memory::GuestMemory;
 use crate::soft::{SoftAccel, SoftVcpu};
 use crate::state::CpuState;
-use crate::vcpu::{Accelerator, Vcpu, VcpuError};
+use crate::vcpu::{Vcpu, VcpuError};
 
 /// What one fallback step ended with.
 #[derive(Debug)]
@@ -73,7 +73,7 @@ impl Fallback {
             Some(v) => v,
             None => {
                 let accel = SoftAccel::new(self.memory.clone(), self.nr_vcpus);
-                let mut v = accel.create_vcpu(self.index)?;
+                let mut v = accel.new_vcpu(self.index)?;
                 v.set_single_step(true)?;
                 v.set_strict_isa(true);
                 Box::new(v)

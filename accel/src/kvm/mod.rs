@@ -10,6 +10,7 @@
 //! with the instruction and state.
 
 mod convert;
+mod debug;
 mod fallback;
 mod signal;
 mod vcpu;
@@ -24,7 +25,7 @@ pub use signal::signal_thread;
 pub use vcpu::KvmVcpu;
 
 use crate::memory::{GuestMemory, RegionKind};
-use crate::vcpu::{AccelCaps, Accelerator, VcpuError};
+use crate::vcpu::{AccelCaps, Accelerator, IrqLines, Vcpu, VcpuError};
 
 /// The default KVM device node.
 pub const DEFAULT_DEVICE: &str = "/dev/kvm";
@@ -337,7 +338,7 @@ impl KvmAccel {
     }
 
     /// The input lines of the in-kernel irqchip, when there is one.
-    pub fn irq_lines(&self) -> Option<KvmIrqLines> {
+    pub fn kernel_irq_lines(&self) -> Option<KvmIrqLines> {
         self.kernel_irqchip.then(|| KvmIrqLines(self.vm.clone()))
     }
 }
@@ -355,13 +356,26 @@ impl KvmIrqLines {
 }
 
 impl Accelerator for KvmAccel {
-    type Vcpu = KvmVcpu;
-
     fn caps(&self) -> AccelCaps {
         self.caps.clone()
     }
 
-    fn create_vcpu(&self, index: usize) -> Result<KvmVcpu, VcpuError> {
+    fn create_vcpu(&self, index: usize) -> Result<Box<dyn Vcpu + Send>, VcpuError> {
+        Ok(Box::new(self.new_vcpu(index)?))
+    }
+
+    fn irq_lines(&self) -> Option<IrqLines> {
+        let lines = self.kernel_irq_lines()?;
+        Some(Arc::new(move |gsi, level| lines.set(gsi, level)))
+    }
+}
+
+impl KvmAccel {
+    /// Creates vCPU number `index` (its APIC id), as the concrete type.
+    ///
+    /// # Errors
+    /// The KVM ioctl that failed.
+    pub fn new_vcpu(&self, index: usize) -> Result<KvmVcpu, VcpuError> {
         let mut v = KvmVcpu::new(
             &self.kvm,
             &self.vm,

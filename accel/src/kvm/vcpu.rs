@@ -1,15 +1,15 @@
 //! One KVM vCPU: state mapping, the run loop that serves I/O in place, and exit conversion.
 
 use kvm_bindings::{
-    CpuId, KVM_EXIT_INTERNAL_ERROR, KVM_GUESTDBG_BLOCKIRQ, KVM_GUESTDBG_ENABLE,
-    KVM_GUESTDBG_SINGLESTEP, KVM_MAX_CPUID_ENTRIES, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
-    KVM_SYSTEM_EVENT_SHUTDOWN, Msrs, kvm_guest_debug, kvm_msr_entry,
+    CpuId, KVM_EXIT_INTERNAL_ERROR, KVM_MAX_CPUID_ENTRIES, KVM_SYSTEM_EVENT_CRASH,
+    KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN, Msrs, kvm_msr_entry,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 
 use super::convert;
 use super::fallback::{self, Fallback, Outcome};
 use super::signal;
+use crate::debug::Breakpoint;
 use crate::exit::{Exit, ExitCounters, ExitReasonKind, SystemEventKind, VcpuFailure};
 use crate::io::IoHandler;
 use crate::kick::Kicker;
@@ -26,14 +26,16 @@ const KVM_INTERRUPT: libc::c_ulong = 0x4004_ae86;
 /// A KVM vCPU.
 #[derive(Debug)]
 pub struct KvmVcpu {
-    fd: VcpuFd,
+    pub(super) fd: VcpuFd,
     index: usize,
-    memory: GuestMemory,
+    pub(super) memory: GuestMemory,
     supported_msrs: Vec<u32>,
     kicker: Kicker,
     counters: ExitCounters,
-    single_step: bool,
-    blockirq: bool,
+    pub(super) single_step: bool,
+    pub(super) blockirq: bool,
+    /// Breakpoints of a debugger ([`crate::debug`]).
+    pub(super) breakpoints: super::debug::Breakpoints,
     /// An I/O exit was served but KVM has not yet completed the instruction (it does so on the
     /// next KVM_RUN); state() must finish it first.
     io_pending: bool,
@@ -49,8 +51,12 @@ pub struct KvmVcpu {
     fallback: Option<Fallback>,
 }
 
-fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VcpuError {
-    move |source| VcpuError::Kvm { op, source }
+pub(super) fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VcpuError {
+    move |source| VcpuError::Backend {
+        backend: "KVM",
+        op,
+        source: Box::new(source),
+    }
 }
 
 /// What one KVM_RUN ended with, as an owned value, so that the borrow of the vCPU ends before the
@@ -60,7 +66,7 @@ enum Raw {
     MmioRead(u64, usize),
     MmioWrite(u64, [u8; 8], usize),
     Hlt,
-    Debug,
+    Debug { exception: u32, pc: u64, dr6: u64 },
     Shutdown,
     FailEntry(u64, u32),
     Internal,
@@ -100,14 +106,17 @@ impl KvmVcpu {
         patch_cpuid(&mut cpuid, index, nr_vcpus, arch_caps);
         fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
         let fallback = fallback.then(|| Fallback::new(memory.clone(), index, nr_vcpus));
+        let kicker = Kicker::new();
+        kicker.set_interrupt(signal::signal_thread);
         let mut v = KvmVcpu {
             fd,
             index,
             memory,
             supported_msrs,
-            kicker: Kicker::new(),
+            kicker,
             counters: ExitCounters::default(),
             single_step: false,
+            breakpoints: Default::default(),
             blockirq,
             io_pending: false,
             pending_irq: None,
@@ -131,10 +140,7 @@ impl KvmVcpu {
         let r = self.fd.run();
         let done = match r {
             Err(e) if e.errno() == libc::EINTR => Ok(()),
-            Err(e) => Err(VcpuError::Kvm {
-                op: "KVM_RUN",
-                source: e,
-            }),
+            Err(e) => Err(kvm_err("KVM_RUN")(e)),
             Ok(_) => Ok(()),
         };
         self.fd.set_kvm_immediate_exit(0);
@@ -154,7 +160,11 @@ impl KvmVcpu {
                     Raw::MmioWrite(addr, b, n)
                 }
                 VcpuExit::Hlt => Raw::Hlt,
-                VcpuExit::Debug(_) => Raw::Debug,
+                VcpuExit::Debug(d) => Raw::Debug {
+                    exception: d.exception,
+                    pc: d.pc,
+                    dr6: d.dr6,
+                },
                 VcpuExit::Shutdown => Raw::Shutdown,
                 VcpuExit::FailEntry(reason, cpu) => Raw::FailEntry(reason, cpu),
                 VcpuExit::InternalError => Raw::Internal,
@@ -165,10 +175,7 @@ impl KvmVcpu {
             },
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Raw::Intr,
             Err(e) => {
-                return Err(VcpuError::Kvm {
-                    op: "KVM_RUN",
-                    source: e,
-                });
+                return Err(kvm_err("KVM_RUN")(e));
             }
         };
         Ok(raw)
@@ -228,8 +235,8 @@ impl KvmVcpu {
         )
     }
 
-    /// Builds a failure report: state, instruction bytes at RIP (translated by KVM) and their
-    /// disassembly.
+    /// Builds a failure report: state, instruction bytes at RIP (through the guest's page
+    /// tables, [`crate::disasm::at_rip`]) and their disassembly.
     fn failure(&mut self, what: &str, detail: String) -> Result<Exit, VcpuError> {
         let state = self.state()?;
         Ok(self.failure_in(what, detail, state))
@@ -255,12 +262,7 @@ impl KvmVcpu {
 
     /// A failure report for `state`.
     fn failure_in(&self, what: &str, detail: String, state: CpuState) -> Exit {
-        let mut insn_bytes = self.insn_bytes(&state);
-        let disassembly =
-            crate::disasm::one(&insn_bytes, state.code_bitness(), state.rip).map(|(text, len)| {
-                insn_bytes.truncate(len);
-                text
-            });
+        let (insn_bytes, disassembly) = crate::disasm::at_rip(&state, &self.memory);
         Exit::Failed(Box::new(VcpuFailure {
             what: what.to_string(),
             detail,
@@ -384,10 +386,7 @@ impl KvmVcpu {
         // call; the fd is a vCPU fd.
         let ret = unsafe { vmm_sys_util::ioctl::ioctl_with_ref(&self.fd, KVM_INTERRUPT, &irq) };
         if ret < 0 {
-            return Err(VcpuError::Kvm {
-                op: "KVM_INTERRUPT",
-                source: kvm_ioctls::Error::last(),
-            });
+            return Err(kvm_err("KVM_INTERRUPT")(kvm_ioctls::Error::last()));
         }
         Ok(())
     }
@@ -574,25 +573,31 @@ impl Vcpu for KvmVcpu {
         let run_ptr: *mut kvm_bindings::kvm_run = self.fd.get_kvm_run();
         signal::set_current(run_ptr);
         self.kicker.set_thread(signal::current_thread());
-        let result = self.run_loop(io);
+        let result = match self.resume_over_breakpoint(io) {
+            Ok(Some(exit)) => Ok(exit),
+            Ok(None) => self.run_loop(io),
+            Err(e) => Err(e),
+        };
         self.kicker.set_thread(0);
         signal::set_current(std::ptr::null_mut());
         result
     }
 
     fn set_single_step(&mut self, on: bool) -> Result<(), VcpuError> {
-        let mut dbg = kvm_guest_debug::default();
-        if on {
-            dbg.control = KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP;
-            if self.blockirq {
-                dbg.control |= KVM_GUESTDBG_BLOCKIRQ;
-            }
+        let was = std::mem::replace(&mut self.single_step, on);
+        if let Err(e) = self.apply_guest_debug() {
+            self.single_step = was;
+            return Err(e);
         }
-        self.fd
-            .set_guest_debug(&dbg)
-            .map_err(kvm_err("KVM_SET_GUEST_DEBUG"))?;
-        self.single_step = on;
         Ok(())
+    }
+
+    fn set_breakpoints(&mut self, breakpoints: &[Breakpoint]) -> Result<(), VcpuError> {
+        self.replace_breakpoints(breakpoints)
+    }
+
+    fn memory(&self) -> &GuestMemory {
+        &self.memory
     }
 
     fn inject_interrupt(&mut self, vector: u8) -> Result<(), VcpuError> {
@@ -665,7 +670,7 @@ impl KvmVcpu {
         Ok(())
     }
 
-    fn run_loop(&mut self, io: &dyn IoHandler) -> Result<Exit, VcpuError> {
+    pub(super) fn run_loop(&mut self, io: &dyn IoHandler) -> Result<Exit, VcpuError> {
         self.step_start = None;
         if self.single_step {
             self.finish_io(io)?;
@@ -702,8 +707,11 @@ impl KvmVcpu {
                     self.halted = true;
                     return Ok(Exit::Halt);
                 }
-                Raw::Debug => {
+                Raw::Debug { exception, pc, dr6 } => {
                     self.counters.bump(ExitReasonKind::Debug);
+                    if self.breakpoint_hit(exception, pc, dr6) {
+                        return Ok(Exit::Breakpoint(pc));
+                    }
                     if self.single_step {
                         return Ok(Exit::SingleStep);
                     }

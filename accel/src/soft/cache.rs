@@ -70,7 +70,8 @@ const FAST: usize = 4096;
 struct PageInfo {
     /// Bit i: bytes [64 i, 64 i + 64) of the page hold translated code.
     mask: u64,
-    /// Keys of the blocks that start in this page.
+    /// Keys of the blocks translated from this page (a block whose last instruction spills over
+    /// into the next page is listed under both).
     keys: Vec<(u64, u32)>,
 }
 
@@ -96,7 +97,8 @@ pub struct JitEvents {
     /// Blocks dropped, by (physical page, block address): a write overlapped their code (their
     /// compiled code must be unchained).
     pub dropped_blocks: Vec<(u64, usize)>,
-    /// Physical pages that became code pages (writes to them must take the slow path).
+    /// Physical pages that became code pages (writes to them must take the slow path): filled
+    /// by [`super::cpu::Core::code_page`] alone.
     pub new_code: Vec<u64>,
     /// Every block was dropped.
     pub cleared: bool,
@@ -160,8 +162,8 @@ impl Cache {
         Some(b.clone())
     }
 
-    /// Adds a block; `chunks` are the (page, mask) pairs of the code it was translated from.
-    /// Returns the pages that became code pages.
+    /// Adds a block (its `code` lists the (page, mask) pairs it was translated from). Returns the
+    /// pages that became code pages, for [`super::cpu::Core::code_page`] to announce.
     pub fn insert(&mut self, b: Arc<Block>) -> Vec<u64> {
         let key = (b.phys, b.mode);
         let mut new_pages = Vec::new();
@@ -180,9 +182,6 @@ impl Cache {
         }
         self.fast[fast_index(b.phys, b.mode)] = Some(b.clone());
         self.map.insert(key, b);
-        if let Some(j) = &mut self.jit {
-            j.new_code.extend_from_slice(&new_pages);
-        }
         new_pages
     }
 

@@ -16,25 +16,8 @@ pub enum Outcome {
     Fault(u16, Fault),
 }
 
-#[inline]
-fn bin(op: BinOp, a: u64, b: u64, sz: u8) -> u64 {
-    let m = mask(sz);
-    let r = match op {
-        BinOp::Add => a.wrapping_add(b),
-        BinOp::Sub => a.wrapping_sub(b),
-        BinOp::And => a & b,
-        BinOp::Or => a | b,
-        BinOp::Xor => a ^ b,
-        BinOp::Shl => a << (b & 63),
-        BinOp::Shr => (a & m) >> (b & 63),
-        BinOp::Sar => (sext(a, sz) >> (b & 63)) as u64,
-        BinOp::Mul => a.wrapping_mul(b),
-    };
-    r & m
-}
-
 /// `a op b` before masking, for the fused register ops (ADD SUB AND OR XOR; anything else
-/// through `bin`).
+/// through `BinOp::eval`).
 #[inline(always)]
 fn alu(op: BinOp, a: u64, b: u64, sz: u8) -> u64 {
     match op {
@@ -43,7 +26,7 @@ fn alu(op: BinOp, a: u64, b: u64, sz: u8) -> u64 {
         BinOp::And => a & b,
         BinOp::Or => a | b,
         BinOp::Xor => a ^ b,
-        _ => bin(op, a, b, sz),
+        _ => op.eval(a, b, sz),
     }
 }
 
@@ -94,7 +77,7 @@ pub fn run(ctx: &mut Ctx, b: &Block, t: &mut [u64; TEMPS]) -> Outcome {
                 set_reg(ctx.c, r, sz, m, t[usize::from(s)] & m);
             }
             Op::Bin { op, d, a, b, sz } => {
-                t[usize::from(d)] = bin(op, t[usize::from(a)], t[usize::from(b)], sz);
+                t[usize::from(d)] = op.eval(t[usize::from(a)], t[usize::from(b)], sz);
             }
             Op::Un { op, d, a, sz } => {
                 let a = t[usize::from(a)];

@@ -37,6 +37,28 @@ pub enum BinOp {
     Mul,
 }
 
+impl BinOp {
+    /// `a op b` at operand size `sz` bytes, masked to it: the one definition the interpreter
+    /// runs and the JIT's constant folding uses.
+    #[inline]
+    pub fn eval(self, a: u64, b: u64, sz: u8) -> u64 {
+        use super::flags::{mask, sext};
+        let m = mask(sz);
+        let r = match self {
+            BinOp::Add => a.wrapping_add(b),
+            BinOp::Sub => a.wrapping_sub(b),
+            BinOp::And => a & b,
+            BinOp::Or => a | b,
+            BinOp::Xor => a ^ b,
+            BinOp::Shl => a << (b & 63),
+            BinOp::Shr => (a & m) >> (b & 63),
+            BinOp::Sar => (sext(a, sz) >> (b & 63)) as u64,
+            BinOp::Mul => a.wrapping_mul(b),
+        };
+        r & m
+    }
+}
+
 /// One-operand operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UnOp {

@@ -1,8 +1,9 @@
-//! The software backend: iced-x86 decode -> IR -> interpreter (a JIT will compile the same IR).
+//! The software backend: iced-x86 decode -> IR -> the interpreter, or the JIT (`jit/`, dynasmrt)
+//! that compiles the same IR.
 //!
 //! [`SoftAccel`] creates [`SoftVcpu`]s over a [`GuestMemory`]. A vCPU fetches and decodes guest
 //! code through its soft MMU, lowers each basic block to a small IR ([`ir`]), caches the block by
-//! physical address and mode, and runs it in the interpreter. Flags are computed lazily; faults
+//! physical address and mode, and runs it in the interpreter or as compiled code. Flags are computed lazily; faults
 //! are precise; port I/O and every physical access outside RAM go to the [`IoHandler`].
 
 #[doc(hidden)]
@@ -12,12 +13,12 @@ mod cpu;
 mod decode;
 mod exception;
 mod flags;
+mod host_fpu;
 mod icount;
 mod interp;
 pub mod ir;
 mod jit;
 mod mmu;
-mod native;
 mod seg;
 mod task;
 mod trace;
@@ -29,6 +30,7 @@ mod tests;
 
 use std::sync::Arc;
 
+use crate::debug::Breakpoint;
 use crate::exit::{Exit, ExitCounters, ExitReasonKind, VcpuFailure};
 use crate::io::IoHandler;
 use crate::kick::Kicker;
@@ -50,8 +52,8 @@ pub struct SoftAccel {
     jit: bool,
     planted_bug: bool,
     tsc_clock: Option<cpu::TscClock>,
-    /// Shared by the vCPUs when there are several (cross-modifying code).
-    xmc: Option<Arc<xmc::Xmc>>,
+    /// Shared by the vCPUs and the devices that write guest RAM (cross-modifying code).
+    xmc: Arc<xmc::Xmc>,
     /// `--trace`: what to trace and where.
     trace: Option<(TraceSpec, TraceOut)>,
     /// `--perf-map`: name compiled blocks in /tmp/perf-PID.map.
@@ -85,13 +87,18 @@ impl SoftAccel {
             .map(|r| r.base() + r.size())
             .max()
             .unwrap_or(0);
+        // Every vCPU, and every device that writes guest RAM, tells the others what it wrote.
+        let xmc = Arc::new(xmc::Xmc::new(nr_vcpus, ram_end));
+        let observer: std::sync::Weak<dyn crate::memory::DmaObserver> =
+            Arc::downgrade(&(xmc.clone() as Arc<dyn crate::memory::DmaObserver>));
+        memory.observe_dma(observer);
         SoftAccel {
             memory,
             nr_vcpus,
             jit,
             planted_bug: false,
             tsc_clock: None,
-            xmc: (nr_vcpus > 1).then(|| Arc::new(xmc::Xmc::new(nr_vcpus, ram_end))),
+            xmc,
             trace: None,
             perf_map: false,
         }
@@ -136,8 +143,6 @@ impl SoftAccel {
 }
 
 impl Accelerator for SoftAccel {
-    type Vcpu = SoftVcpu;
-
     fn caps(&self) -> AccelCaps {
         AccelCaps {
             name: "soft",
@@ -157,16 +162,24 @@ impl Accelerator for SoftAccel {
         }
     }
 
-    fn create_vcpu(&self, index: usize) -> Result<SoftVcpu, VcpuError> {
+    fn create_vcpu(&self, index: usize) -> Result<Box<dyn Vcpu + Send>, VcpuError> {
+        Ok(Box::new(self.new_vcpu(index)?))
+    }
+}
+
+impl SoftAccel {
+    /// Creates vCPU number `index` (its APIC id), as the concrete type.
+    ///
+    /// # Errors
+    /// The JIT's code memory cannot be mapped.
+    pub fn new_vcpu(&self, index: usize) -> Result<SoftVcpu, VcpuError> {
         let mut core = Core::new(self.memory.clone(), index);
         core.nr_vcpus = self.nr_vcpus;
         core.planted_bug = self.planted_bug;
         core.tsc_clock = self.tsc_clock.clone();
         let kicker = Kicker::new();
-        if let Some(x) = &self.xmc {
-            x.register(index, kicker.clone());
-            core.cache.xmc = Some((x.clone(), index));
-        }
+        self.xmc.register(index, kicker.clone());
+        core.cache.xmc = Some((self.xmc.clone(), index));
         let jit = if self.jit {
             core.cache.jit = Some(cache::JitEvents::default());
             let mut j = jit::Jit::new(&kicker, jit::DEFAULT_CODE_CACHE).map_err(|e| {
@@ -194,6 +207,8 @@ impl Accelerator for SoftAccel {
                 Some((spec, out)) => Some(Box::new(trace::Trace::new(*spec, out.clone()))),
                 None => trace::Trace::from_env(),
             },
+            breakpoints: Vec::new(),
+            resume_at: None,
         })
     }
 }
@@ -218,6 +233,12 @@ pub struct SoftVcpu {
     tsc_read: Option<u64>,
     /// `JANUS_SOFT_TRACE` debug tracing.
     trace: Option<Box<trace::Trace>>,
+    /// Linear addresses of breakpoints, software and hardware alike ([`crate::debug`]): with
+    /// any set, blocks are one instruction and each start is checked.
+    breakpoints: Vec<u64>,
+    /// The linear RIP where `run` began: a breakpoint there is not taken (x86's RF), until
+    /// the first instruction start is checked.
+    resume_at: Option<u64>,
 }
 
 impl SoftVcpu {
@@ -227,17 +248,7 @@ impl SoftVcpu {
             t.dump(self.index);
         }
         let state = self.snapshot();
-        let bits = state.code_bitness();
-        let mut bytes = vec![0u8; 15];
-        let lin = state.linear_rip();
-        let ok = self.core.mem.read(lin, &mut bytes).is_ok();
-        let (insn_bytes, disassembly) = if ok && state.cr0 & crate::state::bits::CR0_PG == 0 {
-            let mut d = iced_x86::Decoder::with_ip(bits, &bytes, state.rip, 0);
-            let i = d.decode();
-            (bytes[..i.len()].to_vec(), Some(i.to_string()))
-        } else {
-            (Vec::new(), None)
-        };
+        let (insn_bytes, disassembly) = crate::disasm::at_rip(&state, &self.core.mem);
         self.core.counters.bump(ExitReasonKind::Failure);
         Exit::Failed(Box::new(VcpuFailure {
             what: what.into(),
@@ -264,12 +275,7 @@ impl SoftVcpu {
         };
         for m in x.take_mail(i) {
             match m {
-                xmc::Mail::Protect(page) => {
-                    self.core.tlb.protect_phys(page);
-                    if let Some(j) = &mut self.core.cache.jit {
-                        j.new_code.push(page);
-                    }
-                }
+                xmc::Mail::Protect(page) => self.core.code_page(page),
                 xmc::Mail::Written { pa, len } => {
                     self.core.cache.invalidate_range(pa, len);
                 }
@@ -348,8 +354,11 @@ impl SoftVcpu {
             // instruction per block, REP strings one iteration, then a #DB trap.
             let tf = ctx.c.s.rflags & crate::state::rflags::TF != 0;
             ctx.c.single_step = self.single_step || tf;
-            let single =
-                self.single_step || shadow || tf || self.trace.as_ref().is_some_and(|t| t.insns);
+            let single = self.single_step
+                || shadow
+                || tf
+                || !self.breakpoints.is_empty()
+                || self.trace.as_ref().is_some_and(|t| t.insns);
             let mode = translate::mode_key(ctx.c, single);
             let rip = ctx.c.s.rip;
             let lin = if ctx.c.long64() {
@@ -357,6 +366,13 @@ impl SoftVcpu {
             } else {
                 ctx.c.s.cs.base.wrapping_add(rip) & 0xffff_ffff
             };
+            if !self.breakpoints.is_empty()
+                && self.resume_at.take() != Some(lin)
+                && self.breakpoints.contains(&lin)
+            {
+                ctx.c.counters.bump(ExitReasonKind::Debug);
+                return Exit::Breakpoint(lin);
+            }
             let key = mode | u32::from(ctx.c.cpl()) << 8;
             let epoch = ctx.c.tlb.epoch.wrapping_add(ctx.c.cache.epoch);
             let mut uncached = None;
@@ -611,7 +627,7 @@ fn block_for(
     ctx.c.translated += 1;
     if cacheable {
         for page in ctx.c.cache.insert(b.clone()) {
-            ctx.c.tlb.protect_phys(page);
+            ctx.c.code_page(page);
         }
     }
     // A two-page block is cached for lookups here, but reported as uncached: it stays out of
@@ -649,6 +665,7 @@ impl Vcpu for SoftVcpu {
 
     fn run(&mut self, io: &dyn IoHandler) -> Result<Exit, VcpuError> {
         self.time.begin(io);
+        self.resume_at = Some(self.core.s.linear_rip());
         Ok(self.run_loop(io))
     }
 
@@ -665,6 +682,16 @@ impl Vcpu for SoftVcpu {
 
     fn kicker(&self) -> Kicker {
         self.kicker.clone()
+    }
+
+    fn set_breakpoints(&mut self, breakpoints: &[Breakpoint]) -> Result<(), VcpuError> {
+        crate::debug::check(breakpoints)?;
+        self.breakpoints = breakpoints.iter().map(|b| b.addr).collect();
+        Ok(())
+    }
+
+    fn memory(&self) -> &GuestMemory {
+        &self.core.mem
     }
 
     fn counters(&self) -> ExitCounters {

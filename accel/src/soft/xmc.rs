@@ -11,6 +11,14 @@
 //! - **Invalidate.** A slow-path write to a page that other vCPUs own tells each of them which
 //!   bytes were written; one whose code overlaps them drops the page's blocks.
 //!
+//! - **Devices.** A device that writes guest RAM ([`crate::GuestMemory::write_dma`]) is a
+//!   writer that is no vCPU ([`DEVICE`]): every vCPU that owns the page is told, as for another
+//!   vCPU's store. That is why every software accelerator has an [`Xmc`], one vCPU or many.
+//!
+//! "This page now holds code" reaches the TLB and the JIT through one notifier,
+//! [`Core::code_page`], whether this vCPU translated from the page or another vCPU did (its
+//! [`Mail::Protect`]).
+//!
 //! Messages go to a mailbox and the receiver is kicked: it leaves compiled code at its next
 //! block entry and reads its mail before it runs another block, so it sees a write no later
 //! than an interrupt (an IPI, say) that the writer raises after it. That is what x86 promises
@@ -25,11 +33,15 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
+use super::cpu::Core;
 use crate::kick::Kicker;
+use crate::memory::DmaObserver;
 
 const PAGE: u64 = 4096;
 /// vCPUs from this index on share its owner bit.
 const SHARED_BIT: usize = 15;
+/// The writer index of a device (DMA): no vCPU, so every owner of the page is told.
+pub const DEVICE: usize = usize::MAX;
 /// Messages a mailbox keeps before they collapse into [`Mail::Overflow`].
 const MAILBOX_LIMIT: usize = 1024;
 
@@ -118,8 +130,8 @@ impl Xmc {
             .is_some_and(|o| o.load(Ordering::SeqCst) != 0)
     }
 
-    /// vCPU `index` wrote `len` bytes at `pa` (one page): the other vCPUs that hold code there
-    /// are told.
+    /// vCPU `index` (or a [`DEVICE`]) wrote `len` bytes at `pa` (one page): the other vCPUs that
+    /// hold code there are told.
     pub fn written(&self, index: usize, pa: u64, len: u64) {
         let Some(o) = self.owner(pa & !(PAGE - 1)) else {
             return;
@@ -177,6 +189,25 @@ impl Xmc {
         };
         b.has_mail.store(false, Ordering::SeqCst);
         std::mem::take(&mut *b.mail.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl DmaObserver for Xmc {
+    fn written(&self, addr: u64, len: u64) {
+        Xmc::written(self, DEVICE, addr, len);
+    }
+}
+
+impl Core {
+    /// The one notifier of "physical page `page` now holds code", whether this vCPU translated
+    /// from it ([`super::cache::Cache::insert`]'s new pages) or another vCPU did
+    /// ([`Mail::Protect`]): this vCPU's writes to it take the slow path from now on, in the
+    /// TLB and in compiled code.
+    pub fn code_page(&mut self, page: u64) {
+        self.tlb.protect_phys(page);
+        if let Some(j) = &mut self.cache.jit {
+            j.new_code.push(page);
+        }
     }
 }
 
@@ -255,5 +286,23 @@ mod tests {
         assert!(x.has_mail(17) && x.has_mail(15) && !x.has_mail(16) && !x.has_mail(3));
         x.unmark(17, 0);
         assert!(x.is_code(0));
+    }
+
+    #[test]
+    fn a_device_write_reaches_every_owner() {
+        let x = Xmc::new(3, 4 * PAGE);
+        x.mark(0, PAGE);
+        x.mark(2, PAGE);
+        for i in 0..3 {
+            x.take_mail(i);
+        }
+        DmaObserver::written(&x, PAGE + 1, 2);
+        let w = vec![Mail::Written {
+            pa: PAGE + 1,
+            len: 2,
+        }];
+        assert_eq!(x.take_mail(0), w);
+        assert_eq!(x.take_mail(2), w);
+        assert!(!x.has_mail(1));
     }
 }

@@ -3,8 +3,8 @@
 //! flag-setting ops have observable flags (the others are overwritten before anything can see
 //! them, so their operands need not be kept).
 
-use super::super::flags::{CcOp, mask, sext};
-use super::super::ir::{BinOp, Op, T};
+use super::super::flags::CcOp;
+use super::super::ir::{Op, T};
 
 /// Liveness facts of one block.
 #[derive(Debug, Default)]
@@ -144,21 +144,4 @@ pub fn boundary_after(ops: &[Op], k: usize) -> Option<(u16, u64)> {
         Some(&Op::Insn { n, rip }) => Some((n, rip)),
         _ => None,
     }
-}
-
-/// `a op b` at size `sz`, exactly as the interpreter computes it.
-pub fn fold(op: BinOp, a: u64, b: u64, sz: u8) -> u64 {
-    let m = mask(sz);
-    let r = match op {
-        BinOp::Add => a.wrapping_add(b),
-        BinOp::Sub => a.wrapping_sub(b),
-        BinOp::And => a & b,
-        BinOp::Or => a | b,
-        BinOp::Xor => a ^ b,
-        BinOp::Shl => a << (b & 63),
-        BinOp::Shr => (a & m) >> (b & 63),
-        BinOp::Sar => (sext(a, sz) >> (b & 63)) as u64,
-        BinOp::Mul => a.wrapping_mul(b),
-    };
-    r & m
 }

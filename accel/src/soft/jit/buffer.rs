@@ -1,5 +1,5 @@
-//! The code buffer and the boundary between Rust and generated code: the only module of the JIT
-//! with `unsafe`. It owns the code memory and the dynasmrt assembler, emits the entry trampoline
+//! The code buffer and the boundary between Rust and generated code: with `rt.rs`'s zeroed
+//! allocation of the JIT's TLB, the JIT's only `unsafe`. It owns the code memory and the dynasmrt assembler, emits the entry trampoline
 //! and the shared exit stub, enters compiled code, and holds the `extern "sysv64"` shims that
 //! generated code calls for its slow paths, each turning the raw context pointer back into
 //! references before handing over to safe code (`slow.rs`).

@@ -601,7 +601,7 @@ impl<'a> Gen<'a> {
                 sz,
                 cnt,
                 keep,
-            } => self.native(super::native::Native::Rot {
+            } => self.native(super::inline_helpers::Native::Rot {
                 left,
                 r,
                 sz,

@@ -389,7 +389,7 @@ impl Gen<'_> {
     /// `Call`: a helper compiled natively, or called with the state written back.
     pub(super) fn call(&mut self, f: HelperFn, n: u16) {
         let insn = self.b.insns[usize::from(n)];
-        if let Some(nat) = super::native::Native::of(&insn) {
+        if let Some(nat) = super::inline_helpers::Native::of(&insn) {
             self.native(nat);
             return;
         }

@@ -10,7 +10,7 @@
 //! that cross a page and single-stepping run in the interpreter, which stays the reference.
 //!
 //! Modules: `buffer` (code memory, entry, the `unsafe` shims), `rt` (the context generated code
-//! sees), `codegen`/`ops`/`flags`/`mem`/`exits`/`native` (code generation), `alloc` (register
+//! sees), `codegen`/`ops`/`flags`/`mem`/`exits`/`inline_helpers` (code generation), `alloc` (register
 //! allocation), `analysis` (liveness), `slow` (what the shims do).
 
 // dynasm! converts every dynamic register operand with `.into()`, which clippy flags.
@@ -22,8 +22,8 @@ mod buffer;
 mod codegen;
 mod exits;
 mod flags;
+mod inline_helpers;
 mod mem;
-mod native;
 mod ops;
 mod rt;
 mod slow;
@@ -223,9 +223,9 @@ fn loop_regs(b: &Block, _lin: u64) -> Option<Vec<(u8, u8)>> {
                 uses[usize::from(r & 15)] += 1;
                 uses[usize::from(s & 15)] += 1;
             }
-            Op::Call { n, .. } => match native::Native::of(&b.insns[usize::from(n)]) {
-                Some(native::Native::Rot { r, .. }) => uses[usize::from(r)] += 1,
-                Some(native::Native::Imul { d, s, .. }) => {
+            Op::Call { n, .. } => match inline_helpers::Native::of(&b.insns[usize::from(n)]) {
+                Some(inline_helpers::Native::Rot { r, .. }) => uses[usize::from(r)] += 1,
+                Some(inline_helpers::Native::Imul { d, s, .. }) => {
                     uses[usize::from(d)] += 1;
                     uses[usize::from(s)] += 1;
                 }
@@ -523,7 +523,9 @@ impl Jit {
                 Op::Store { .. } if analysis::boundary_after(&b.ops, k).is_none() => {
                     g.writes = true
                 }
-                Op::Call { n, .. } if native::Native::of(&b.insns[usize::from(n)]).is_none() => {
+                Op::Call { n, .. }
+                    if inline_helpers::Native::of(&b.insns[usize::from(n)]).is_none() =>
+                {
                     g.writes = true;
                     g.calls_helpers = true;
                 }

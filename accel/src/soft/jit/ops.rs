@@ -122,7 +122,7 @@ impl Gen<'_> {
         }
         let (va, vb) = (self.val(a), self.val(b));
         if let (V::I(x), V::I(y)) = (va, vb) {
-            self.def_imm(d, super::analysis::fold(op, x, y, sz));
+            self.def_imm(d, op.eval(x, y, sz));
             return Ok(());
         }
         let wide = sz == 8;

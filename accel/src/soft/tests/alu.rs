@@ -473,7 +473,7 @@ fn locked_instructions_are_atomic_across_vcpus() {
         let mut kickers = Vec::new();
         let threads: Vec<_> = (0..2)
             .map(|i| {
-                let mut cpu = accel.create_vcpu(i).unwrap();
+                let mut cpu = accel.new_vcpu(i).unwrap();
                 kickers.push(cpu.kicker());
                 let s = s.clone();
                 std::thread::spawn(move || {

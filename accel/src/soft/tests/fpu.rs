@@ -416,7 +416,7 @@ fn fxsave_layout_and_round_trip() {
     assert_eq!(m.rd(DATA + 24, 4), 0x7f80);
     assert_eq!(
         m.rd(DATA + 28, 4),
-        u64::from(crate::soft::native::mxcsr_mask())
+        u64::from(crate::soft::host_fpu::mxcsr_mask())
     );
     assert_eq!(m.rd(DATA + 32, 8), 0x8000_0000_0000_0000);
     assert_eq!(m.rd(DATA + 40, 2), 0x3fff);

@@ -4,6 +4,7 @@
 
 mod alu;
 mod conformance;
+mod dma;
 mod exceptions;
 mod fpu;
 mod fuzz;
@@ -13,6 +14,7 @@ mod modes;
 mod msr;
 mod prot;
 mod real;
+mod report;
 mod string;
 mod system;
 
@@ -25,7 +27,7 @@ use crate::exit::Exit;
 use crate::io::IoHandler;
 use crate::memory::{GuestMemory, RegionKind};
 use crate::state::{CpuState, DescriptorTable, Segment, bits};
-use crate::vcpu::{Accelerator, Vcpu};
+use crate::vcpu::Vcpu;
 
 /// Records port and MMIO writes and MMIO reads; reads return all ones.
 #[derive(Debug, Default)]
@@ -81,7 +83,7 @@ impl Machine {
     pub fn new() -> Self {
         let mut mem = GuestMemory::new();
         mem.add(0, RAM, RegionKind::Ram).unwrap();
-        let cpu = SoftAccel::new(mem.clone(), 1).create_vcpu(0).unwrap();
+        let cpu = SoftAccel::new(mem.clone(), 1).new_vcpu(0).unwrap();
         Machine {
             mem,
             cpu,

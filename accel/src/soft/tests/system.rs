@@ -167,7 +167,7 @@ fn tsc_follows_the_machine_clock_and_cpuid_reports_its_rate() {
         .with_tsc_clock(1_000_000_000, move || {
             clock.load(std::sync::atomic::Ordering::Relaxed)
         })
-        .create_vcpu(0)
+        .new_vcpu(0)
         .unwrap();
     let s = prot_state(&m);
     m.load(

@@ -5,7 +5,7 @@
 use iced_x86::{Instruction, Mnemonic};
 
 use crate::soft::cpu::{Ctx, Fault, R, UD, gp, vec};
-use crate::soft::native::{FxArea, mxcsr_mask};
+use crate::soft::host_fpu::{FxArea, mxcsr_mask};
 use crate::state::{FpuState, bits};
 
 /// #NM.

@@ -348,6 +348,7 @@ fn lower(b: &mut Builder, i: &Instruction) {
         || shift::lower(b, i)
         || muldiv::lower(b, i)
         || bcd::lower(b, i)
+        || x87::lower(b, i)
         || sse::lower(b, i)
         || string::lower(b, i)
         || bit::lower(b, i)

@@ -8,7 +8,7 @@ use iced_x86::{CpuidFeature, Instruction, Mnemonic, OpKind, Register};
 use super::fpstate::{self, check_sse, read_bytes, write_bytes};
 use super::{Builder, gpr};
 use crate::soft::cpu::{Ctx, Fault, R, UD, vec};
-use crate::soft::native::{self, Run};
+use crate::soft::host_fpu::{self, Run};
 use crate::state::{bits, rflags};
 
 pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
@@ -26,16 +26,9 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
             b.wr(i, 0, sz, v);
         }
         Maskmovdqu => b.call(maskmovdqu),
-        Wait => return super::x87::lower(b, i),
         Emms => b.call(super::x87::emms),
         _ => {
             let f = i.cpuid_features();
-            if f.iter().any(|x| {
-                use CpuidFeature::*;
-                matches!(x, FPU | FPU287 | FPU287XL_ONLY | FPU387 | FPU387SL_ONLY)
-            }) {
-                return super::x87::lower(b, i);
-            }
             let sse = f
                 .iter()
                 .all(|x| matches!(x, CpuidFeature::SSE | CpuidFeature::SSE2));
@@ -80,7 +73,7 @@ fn slot_reg(slot: usize, sz: u8) -> Register {
 /// What a native execution produced, before it is committed.
 pub(super) struct Native {
     /// The FXSAVE64 image after the instruction.
-    pub area: native::FxArea,
+    pub area: host_fpu::FxArea,
     /// Host RFLAGS after it.
     pub flags: u64,
     /// RAX after it (the first general-purpose operand).
@@ -138,7 +131,7 @@ pub(super) fn run_native(c: &mut Ctx, i: &Instruction, x87: bool) -> R<Native> {
     r.set_ip(0);
     r.set_len(0);
     let mut area = fpstate::stub_area(&c.c.s.fpu);
-    let flags = native::execute(
+    let flags = host_fpu::execute(
         &r,
         Run {
             area: &mut area,
@@ -322,7 +315,7 @@ fn fast(c: &mut Ctx, i: &Instruction) -> Option<R<()>> {
 }
 
 /// Whether an arithmetic or narrowing instruction left a denormal in a lane it computed.
-fn tiny_result(i: &Instruction, area: &native::FxArea) -> bool {
+fn tiny_result(i: &Instruction, area: &host_fpu::FxArea) -> bool {
     use Mnemonic::*;
     let (wide, lanes) = match i.mnemonic() {
         Addps | Subps | Mulps | Divps => (false, 4),

@@ -47,31 +47,6 @@ fn addr_size(i: &Instruction) -> u8 {
     2
 }
 
-/// Whether port I/O is allowed at the current privilege (no TSS bitmap: IOPL only).
-pub fn io_allowed(c: &mut Ctx, port: u16, size: u8) -> R<bool> {
-    if !c.c.pe() {
-        return Ok(true);
-    }
-    let iopl = ((c.c.s.rflags & rflags::IOPL) >> 12) as u8;
-    if c.c.s.rflags & rflags::VM == 0 && c.c.cpl() <= iopl {
-        return Ok(true);
-    }
-    // The TSS I/O permission bitmap (SDM 20.5.2): every bit of the accessed ports must be
-    // clear, and the bytes holding them inside the TSS limit.
-    let tr = c.c.s.tr;
-    if tr.unusable || !matches!(tr.typ, 0x9 | 0xb) || tr.limit < 0x67 {
-        return Ok(false);
-    }
-    let base = c.sys_read(tr.base + 0x66, 2)?;
-    let byte = base + u64::from(port / 8);
-    if byte + 1 > u64::from(tr.limit) {
-        return Ok(false);
-    }
-    let bits = c.sys_read(tr.base + byte, 2)?;
-    let want = ((1u64 << size) - 1) << (port % 8);
-    Ok(bits & want == 0)
-}
-
 /// The fast path of forward REP MOVS/STOS on RAM: as many elements as lie within the current
 /// source and destination pages (and `max`), done with one host memset/memcpy; RSI/RDI/RCX are
 /// updated as the element loop would. Returns the number of elements done, 0 when anything is
@@ -155,7 +130,7 @@ fn string(c: &mut Ctx, i: &Instruction) -> R<()> {
     let is_io = matches!(m, Insb | Insw | Insd | Outsb | Outsw | Outsd);
     if is_io {
         let port = c.c.get(2, 2) as u16;
-        if !io_allowed(c, port, sz)? {
+        if !super::io::io_allowed(c, port, sz)? {
             return Err(crate::soft::cpu::gp(0));
         }
     }

@@ -19,6 +19,7 @@ use super::sse::{run_native, set_compare_flags, store_result};
 use crate::soft::cpu::{Ctx, R};
 use crate::state::bits;
 
+/// Lowers an x87 instruction (and FWAIT); anything else is left to the next family.
 pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
     use Mnemonic::*;
     match i.mnemonic() {
@@ -27,9 +28,18 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
         }
         Fnstenv | Fldenv | Fnsave | Frstor => b.call(env),
         Wait => b.call(fwait),
-        _ => b.call(x87_native),
+        _ if is_x87(i) => b.call(x87_native),
+        _ => return false,
     }
     true
+}
+
+/// Whether `i` is an x87 instruction (by the CPUID feature iced-x86 gives it).
+fn is_x87(i: &Instruction) -> bool {
+    i.cpuid_features().iter().any(|x| {
+        use iced_x86::CpuidFeature::*;
+        matches!(x, FPU | FPU287 | FPU287XL_ONLY | FPU387 | FPU387SL_ONLY)
+    })
 }
 
 /// FWAIT: #NM when CR0.MP and CR0.TS are both set, then a pending unmasked exception.

@@ -13,13 +13,12 @@ use super::super::SoftAccel;
 use super::super::tests::{CODE, Machine, asm, long_state, prot_state, real_state};
 use crate::exit::Exit;
 use crate::state::CpuState;
-use crate::vcpu::Accelerator;
 
 /// A one-vCPU machine (8 MiB of RAM) whose vCPU runs compiled code.
 pub fn jit_machine() -> Machine {
     let mut m = Machine::new();
     m.cpu = SoftAccel::with_jit(m.mem.clone(), 1, true)
-        .create_vcpu(0)
+        .new_vcpu(0)
         .unwrap();
     m
 }

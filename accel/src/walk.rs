@@ -1,8 +1,10 @@
 //! A read-only guest page walk (no accessed/dirty updates, no faults): translates a linear
-//! address to a physical one under a given CpuState, for the differ's memory comparisons.
+//! address to a physical one under a given CpuState, and reads or writes guest-virtual memory
+//! through it. For debuggers and reports: the differ's memory comparisons, the instruction
+//! bytes of failure reports ([`crate::disasm::at_rip`]), [`crate::Vcpu::read_virt`].
 
-use janus_accel::state::bits;
-use janus_accel::{CpuState, GuestMemory};
+use crate::state::bits;
+use crate::{CpuState, GuestMemory};
 
 const P: u64 = 1;
 const PS: u64 = 1 << 7;
@@ -64,10 +66,47 @@ pub fn translate(s: &CpuState, mem: &GuestMemory, linear: u64) -> Option<u64> {
     Some(table | (linear & 0xfff))
 }
 
+/// Reads `buf.len()` bytes of guest-virtual memory at `linear` under `s`'s paging. Returns how
+/// many bytes were read: fewer at the first byte that is unmapped or not backed by memory.
+pub fn read_virt(s: &CpuState, mem: &GuestMemory, linear: u64, buf: &mut [u8]) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        let lin = linear.wrapping_add(done as u64);
+        let Some(pa) = translate(s, mem, lin) else {
+            break;
+        };
+        let n = (buf.len() - done).min((0x1000 - (lin & 0xfff)) as usize);
+        if mem.read(pa, &mut buf[done..done + n]).is_err() {
+            break;
+        }
+        done += n;
+    }
+    done
+}
+
+/// Writes `data` into guest-virtual memory at `linear` under `s`'s paging, as a device does
+/// ([`GuestMemory::write_dma`]: code translated from the bytes is dropped). Returns how many
+/// bytes were written: fewer at the first byte that is unmapped or not RAM.
+pub fn write_virt(s: &CpuState, mem: &GuestMemory, linear: u64, data: &[u8]) -> usize {
+    let mut done = 0;
+    while done < data.len() {
+        let lin = linear.wrapping_add(done as u64);
+        let Some(pa) = translate(s, mem, lin) else {
+            break;
+        };
+        let n = (data.len() - done).min((0x1000 - (lin & 0xfff)) as usize);
+        if mem.write_dma(pa, &data[done..done + n]).is_err() {
+            break;
+        }
+        done += n;
+    }
+    done
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use janus_accel::RegionKind;
+    use crate::RegionKind;
 
     #[test]
     fn four_level_walk_with_2m_and_4k_pages() {
@@ -89,6 +128,18 @@ mod tests {
         assert_eq!(translate(&s, &m, 0x20_5123), Some(0x7123));
         assert_eq!(translate(&s, &m, 0x20_6000), None);
         assert_eq!(translate(&s, &m, 1 << 39), None);
+        // Virtual reads and writes follow the pages and stop where the mapping ends.
+        m.write_le(0x7ffe, 2, 0xbbaa).unwrap();
+        assert_eq!(write_virt(&s, &m, 0x20_5ffe, &[1, 2]), 2);
+        assert_eq!(m.read_le(0x7ffe, 2).unwrap(), 0x0201);
+        let mut buf = [0u8; 4];
+        assert_eq!(read_virt(&s, &m, 0x20_5ffe, &mut buf), 2);
+        assert_eq!(&buf[..2], &[1, 2]);
+        assert_eq!(
+            read_virt(&s, &m, 0x1ffffe, &mut buf),
+            2,
+            "2 MiB page then PD[1]'s PT[0]"
+        );
     }
 
     #[test]
