@@ -86,6 +86,7 @@ rom_test!(portio, "written by rep outsb", "portio: PASS");
 rom_test!(cmos, "cmos: PASS");
 rom_test!(mmio, "mmio: PASS");
 rom_test!(demo, "demo finished: all modes OK");
+rom_test!(stack16, "stack16: PASS");
 /// The interrupt ROMs check real-time behaviour (timer periods against a watchdog timer). On a
 /// loaded host, and on kvm_pvm where ring-0 code is emulated at about 2 M instructions per
 /// second, a descheduled vCPU thread can miss such a window, so one failure is retried once,
@@ -135,6 +136,19 @@ rom_test_hw!(exceptions, "exceptions: PASS");
 rom_test_hw!(pagewalk, "pagewalk: PASS");
 rom_test_hw!(privilege, "privilege: PASS");
 rom_test_hw!(syscall64, "syscall64: PASS");
+rom_test!(corners, "corners: PASS");
+
+/// The software CPU offers x2APIC (CPUID.1:ECX[21]) and the local APIC takes its SELF IPI
+/// register: the x2APIC part of corners runs rather than being skipped.
+#[test]
+fn x2apic_self_ipi_on_the_software_cpu() {
+    passes_on(
+        "corners",
+        &["  x2APIC SELF IPI (MSR 0x83F): taken"],
+        vec![AccelKind::Interp, AccelKind::Jit],
+        0,
+    );
+}
 
 /// Runs ROM `name` with `smp` vCPUs: its stop reason and serial output.
 fn run_smp(name: &str, accel: AccelKind, smp: usize) -> (StopReason, String) {

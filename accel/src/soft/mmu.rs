@@ -379,7 +379,15 @@ impl Ctx<'_> {
                 if e & 1 == 0 {
                     return Err(self.page_fault(lin, acc, user, false, false));
                 }
-                if (e >> 63 != 0 && !nxe) || e & reserved_high() != 0 {
+                let ps = e & 0x80 != 0;
+                // PS is reserved in a PML4E; a PS=1 PDE or PDPTE maps a 2 MiB or 1 GiB page
+                // whose address bits below the page size (all but bit 12, PAT) are reserved.
+                let large_rsvd = match level {
+                    2 | 3 if ps => ((1u64 << shift) - 1) & !0x1fff,
+                    4 if ps => 0x80,
+                    _ => 0,
+                };
+                if (e >> 63 != 0 && !nxe) || e & (reserved_high() | large_rsvd) != 0 {
                     return Err(self.page_fault(lin, acc, user, true, true));
                 }
                 allow_w &= e & 2 != 0;
@@ -408,6 +416,11 @@ impl Ctx<'_> {
             path[n] = (a, e, 4);
             n += 1;
             if e & 0x80 != 0 && self.c.s.cr4 & bits::CR4_PSE != 0 {
+                // A 4 MiB page: bit 21 and the PSE-36 address bits 20:13 at and above
+                // MAXPHYADDR are reserved.
+                if e & (1 << 21 | (reserved_high() >> 19) & 0x1f_e000) != 0 {
+                    return Err(self.page_fault(lin, acc, user, true, true));
+                }
                 let hi = ((e >> 13) & 0xff) << 32;
                 phys = (e & 0xffc0_0000) | hi | (lin & 0x3f_ffff);
                 last = e;

@@ -27,6 +27,7 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
         Rdmsr => b.call(super::msr::rdmsr),
         Wrmsr => b.call_then_stop(super::msr::wrmsr, next),
         Rdtsc | Rdtscp => b.call(super::msr::rdtsc),
+        Rdpmc => b.call(super::msr::rdpmc),
         Swapgs => b.call(super::msr::swapgs),
         Syscall | Sysret | Sysretq | Sysenter | Sysexit | Sysexitq => {
             b.call_end(super::msr::fast_syscall)
@@ -111,7 +112,11 @@ fn load_table(c: &mut Ctx, i: &Instruction) -> R<()> {
             let limit = c.read(s, a, 2)? as u16;
             let am = mask(super::addr_size(i));
             let base = if c.c.long64() {
-                c.read(s, a.wrapping_add(2) & am, 8)?
+                let base = c.read(s, a.wrapping_add(2) & am, 8)?;
+                if !crate::soft::mmu::canonical(base) {
+                    return Err(gp(0));
+                }
+                base
             } else {
                 let b = c.read(s, a.wrapping_add(2) & am, 4)?;
                 if op_size(i, 0) == 2
