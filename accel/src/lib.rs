@@ -25,6 +25,7 @@ pub use io::{IoHandler, MsrFault, NoDevices};
 pub use kick::Kicker;
 pub use memory::{GuestMemory, MemoryError, Region, RegionKind};
 pub use state::{
-    CpuState, DescriptorTable, Events, FpuState, PendingException, Reg, Segment, rflags_if,
+    CpuState, DebugRegs, DescriptorTable, Events, FpuState, PendingException, Reg, Segment,
+    rflags_if,
 };
 pub use vcpu::{AccelCaps, Accelerator, Vcpu, VcpuError};

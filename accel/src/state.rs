@@ -225,6 +225,35 @@ pub mod bits {
     pub const EFER_NXE: u64 = 1 << 11;
 }
 
+/// The debug registers: breakpoint addresses DR0-DR3, status DR6 and control DR7 (DR4 and DR5
+/// are aliases of DR6 and DR7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DebugRegs {
+    /// DR0-DR3: breakpoint linear addresses.
+    pub dr: [u64; 4],
+    /// DR6: which conditions raised the last #DB (B0-B3, BD, BS, BT; the rest read as set).
+    pub dr6: u64,
+    /// DR7: breakpoint enables (L0-G3), GD, and each breakpoint's type and length.
+    pub dr7: u64,
+}
+
+impl DebugRegs {
+    /// DR6 at reset (every reserved bit set, RTM 1 = no transaction).
+    pub const DR6_RESET: u64 = 0xffff_0ff0;
+    /// DR7 at reset (bit 10 reads as 1).
+    pub const DR7_RESET: u64 = 0x400;
+}
+
+impl Default for DebugRegs {
+    fn default() -> Self {
+        DebugRegs {
+            dr: [0; 4],
+            dr6: Self::DR6_RESET,
+            dr7: Self::DR7_RESET,
+        }
+    }
+}
+
 /// The whole architectural state of a vCPU that janus saves, restores and compares.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CpuState {
@@ -290,6 +319,8 @@ pub struct CpuState {
     pub pat: u64,
     /// Time-stamp counter.
     pub tsc: u64,
+    /// Debug registers.
+    pub debug: DebugRegs,
     /// Interrupt shadow and pending events.
     pub events: Events,
     /// x87, SSE and XCR0 state.

@@ -459,6 +459,9 @@ impl Ctx<'_> {
     /// Reads `sz` bytes at a linear address.
     #[inline]
     pub fn read_lin(&mut self, lin: u64, sz: u8, acc: Acc, user: bool) -> R<u64> {
+        if super::debug::armed(&self.c.s) && acc != Acc::X {
+            self.c.dbg_hits |= super::debug::data_hits(&self.c.s, lin, sz, false);
+        }
         if (lin & 0xfff) + u64::from(sz) <= 0x1000 {
             let e = self.translate(lin, acc, user)?;
             if e.host != 0 {
@@ -515,6 +518,9 @@ impl Ctx<'_> {
     /// Writes `sz` bytes at a linear address.
     #[inline]
     pub fn write_lin(&mut self, lin: u64, sz: u8, v: u64, user: bool) -> R<()> {
+        if super::debug::armed(&self.c.s) {
+            self.c.dbg_hits |= super::debug::data_hits(&self.c.s, lin, sz, true);
+        }
         if (lin & 0xfff) + u64::from(sz) <= 0x1000 {
             let e = self.translate(lin, Acc::W, user)?;
             if e.host != 0 {

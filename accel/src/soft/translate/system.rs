@@ -7,6 +7,7 @@ use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 use super::{Builder, op_size};
 use crate::soft::cpu::{Ctx, Fault, R, UD, gp};
+use crate::soft::debug;
 use crate::soft::flags::mask;
 use crate::soft::seg::from_desc;
 use crate::state::{bits, rflags};
@@ -285,6 +286,20 @@ pub fn write_cr(c: &mut Ctx, n: u8, v: u64) -> R<()> {
     Ok(())
 }
 
+/// MOV DR with DR7.GD set: a #DB fault with DR6.BD; GD is cleared for the handler.
+fn general_detect(c: &mut Ctx) -> R<()> {
+    let d = &mut c.c.s.debug;
+    if d.dr7 & debug::DR7_GD == 0 {
+        return Ok(());
+    }
+    d.dr7 &= !debug::DR7_GD;
+    d.dr6 |= debug::DR6_BD;
+    Err(Fault::Exc {
+        vector: crate::soft::cpu::vec::DB,
+        code: None,
+    })
+}
+
 fn mov_cr_dr(c: &mut Ctx, i: &Instruction) -> R<()> {
     need_cpl0(c)?;
     let (r0, r1) = (i.op0_register(), i.op1_register());
@@ -318,12 +333,24 @@ fn mov_cr_dr(c: &mut Ctx, i: &Instruction) -> R<()> {
         c.wr_sz(i, 0, sz, v)
     } else if let Some(n) = dr_num(r0) {
         let n = dr45(n, c)?;
+        general_detect(c)?;
         let v = c.rd_sz(i, 1, sz)?;
-        c.c.dr[usize::from(n)] = v;
+        let d = &mut c.c.s.debug;
+        match n {
+            0..=3 => d.dr[usize::from(n)] = v,
+            _ if v >> 32 != 0 => return Err(gp(0)),
+            _ => debug::write_status(d, n, v),
+        }
         Ok(())
     } else if let Some(n) = dr_num(r1) {
         let n = dr45(n, c)?;
-        let v = c.c.dr[usize::from(n)];
+        general_detect(c)?;
+        let d = &c.c.s.debug;
+        let v = match n {
+            0..=3 => d.dr[usize::from(n)],
+            6 => debug::read_dr6(d),
+            _ => debug::read_dr7(d),
+        };
         c.wr_sz(i, 0, sz, v)
     } else {
         Err(UD)
