@@ -1,7 +1,7 @@
 ; corners.asm - conformance corners of 64-bit ring-0 code: local APIC
 ; self-IPIs and CPUID bits, reserved page-table bits, canonical checks on
 ; LGDT/LIDT and base/entry-point MSRs, machine-check and speculation MSRs,
-; RDPMC, SALC in 64-bit mode.
+; RDPMC, SALC in 64-bit mode, EMMS.
 ;
 ; Long mode with the library's identity map (2 MiB pages) and an IDT whose
 ; stubs record each exception (trap64.inc). Interrupt checks: the vCPU runs
@@ -184,6 +184,12 @@ main:
 
         PRINTLN "corners: instructions"
         XTEST 40, "salc in 64-bit mode", 6, 0, 0, {db 0xD6}
+        fninit
+        fld1
+        emms                            ; every x87 register empty again
+        fxsave64 [rel fxbuf]
+        CHECK8 41, byte [rel fxbuf + 4], 0      ; abridged tag word
+        PRINTLN "  emms: x87 tags empty"
         TEST_PASS
 
         TRAP64_CODE
@@ -195,7 +201,8 @@ x2apic_self_ipi_42:
         wrmsr
         ret
 
-        align 8
+        align 16
+fxbuf:          times 512 db 0xFF
 cpuid1_ecx:     dd 0
 bad_dtr:        dw 0xFFF
                 dq 0x0000800000000000

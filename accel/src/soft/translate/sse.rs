@@ -26,7 +26,7 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
             b.wr(i, 0, sz, v);
         }
         Maskmovdqu => b.call(maskmovdqu),
-        Wait => return super::x87::lower(b, i),
+        Wait | Emms => return super::x87::lower(b, i),
         _ => {
             let f = i.cpuid_features();
             if f.iter().any(|x| {

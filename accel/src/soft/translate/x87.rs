@@ -27,9 +27,23 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
         }
         Fnstenv | Fldenv | Fnsave | Frstor => b.call(env),
         Wait => b.call(fwait),
+        Emms => b.call(emms),
         _ => b.call(x87_native),
     }
     true
+}
+
+/// EMMS, the one MMX instruction this CPU runs (CPUID offers no MMX, but AMD kernels run
+/// `fnclex; emms; fild` before every FXRSTOR, the FXSAVE-leak workaround): every x87
+/// register empty.
+fn emms(c: &mut Ctx, _: &Instruction) -> R<()> {
+    if c.c.s.cr0 & bits::CR0_EM != 0 {
+        return Err(crate::soft::cpu::UD);
+    }
+    super::fpstate::check_x87(c)?;
+    check_pending(c)?;
+    c.c.s.fpu.ftw = 0;
+    Ok(())
 }
 
 /// FWAIT: #NM when CR0.MP and CR0.TS are both set, then a pending unmasked exception.
