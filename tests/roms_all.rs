@@ -137,6 +137,23 @@ rom_test_hw!(pagewalk, "pagewalk: PASS");
 rom_test_hw!(privilege, "privilege: PASS");
 rom_test_hw!(syscall64, "syscall64: PASS");
 rom_test!(corners, "corners: PASS");
+rom_test!(protect, "protect: PASS");
+
+/// The software CPU offers SMEP, SMAP and PKU: every part of protect runs rather than being
+/// skipped.
+#[test]
+fn smep_smap_and_protection_keys_on_the_software_cpu() {
+    passes_on(
+        "protect",
+        &[
+            "  SMEP: supervisor fetch from a user page: #PF",
+            "  SMAP, AC=1: implicit LDT read from a user page: vector 0x0e error 0x00000001",
+            "  PKRU.WD1, CR0.WP=1: supervisor write: vector 0x0e error 0x00000023",
+        ],
+        vec![AccelKind::Interp, AccelKind::Jit],
+        0,
+    );
+}
 // Data and instruction breakpoints at ring 0: kvm_pvm runs ring-0 code in KVM's instruction
 // emulator, which does not raise them (check 10 fails there); hardware KVM runs them natively.
 rom_test_hw!(debug, "debug: PASS");

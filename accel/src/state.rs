@@ -215,6 +215,12 @@ pub mod bits {
     pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
     /// CR4.OSXSAVE: XSAVE family and XGETBV/XSETBV enabled.
     pub const CR4_OSXSAVE: u64 = 1 << 18;
+    /// CR4.SMEP: no supervisor instruction fetches from user pages.
+    pub const CR4_SMEP: u64 = 1 << 20;
+    /// CR4.SMAP: no supervisor data accesses to user pages (unless explicit with EFLAGS.AC).
+    pub const CR4_SMAP: u64 = 1 << 21;
+    /// CR4.PKE: protection keys for user pages (PKRU).
+    pub const CR4_PKE: u64 = 1 << 22;
     /// EFER.SCE: SYSCALL enable.
     pub const EFER_SCE: u64 = 1 << 0;
     /// EFER.LME: long mode enable.
@@ -321,6 +327,8 @@ pub struct CpuState {
     pub tsc: u64,
     /// Debug registers.
     pub debug: DebugRegs,
+    /// PKRU: access- and write-disable bits of the 16 protection keys (CR4.PKE).
+    pub pkru: u32,
     /// Interrupt shadow and pending events.
     pub events: Events,
     /// x87, SSE and XCR0 state.

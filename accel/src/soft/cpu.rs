@@ -168,6 +168,9 @@ pub struct Core {
     pub nr_vcpus: usize,
     /// Data-breakpoint hits (DR6.B0-B3) of the instruction running, reported when it completes.
     pub dbg_hits: u64,
+    /// The memory access under way is an implicit supervisor access (descriptor tables, TSS,
+    /// IDT): SMAP applies to it whatever EFLAGS.AC says.
+    pub implicit: bool,
     /// Single-stepping: a REP string instruction runs one iteration per step, as with TF.
     pub single_step: bool,
     /// Test-only: report CF inverted after ADD (see `SoftAccel::plant_flag_bug`).
@@ -202,6 +205,7 @@ impl Core {
             op_scratch: Vec::with_capacity(256),
             nr_vcpus: 1,
             dbg_hits: 0,
+            implicit: false,
             single_step: false,
             planted_bug: false,
             msrs: Default::default(),

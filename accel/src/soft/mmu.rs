@@ -304,7 +304,7 @@ impl Ctx<'_> {
     #[cold]
     fn fill(&mut self, lin: u64, acc: Acc, user: bool) -> R<TlbEntry> {
         self.c.tlb_misses += 1;
-        let (phys, global) = self.walk(lin, acc, user)?;
+        let (phys, global, cacheable) = self.walk(lin, acc, user)?;
         let phys = phys & PAGE_MASK;
         let writable = acc == Acc::W;
         let host = match self.c.mem.host_ptr(phys, 4096, writable) {
@@ -317,7 +317,9 @@ impl Ctx<'_> {
             phys,
             global,
         };
-        self.c.tlb.e[Tlb::slot(acc, lin)] = e;
+        if cacheable {
+            self.c.tlb.e[Tlb::slot(acc, lin)] = e;
+        }
         Ok(e)
     }
 
@@ -332,7 +334,9 @@ impl Ctx<'_> {
         if rsvd {
             code |= 8;
         }
-        if acc == Acc::X && self.c.s.efer & bits::EFER_NXE != 0 {
+        if acc == Acc::X
+            && (self.c.s.efer & bits::EFER_NXE != 0 || self.c.s.cr4 & bits::CR4_SMEP != 0)
+        {
             code |= 16;
         }
         self.c.s.cr2 = lin;
@@ -342,11 +346,13 @@ impl Ctx<'_> {
         }
     }
 
-    /// Walks the page tables for `lin`: the physical address and whether the page is global.
-    pub fn walk(&mut self, lin: u64, acc: Acc, user: bool) -> R<(u64, bool)> {
+    /// Walks the page tables for `lin`: the physical address, whether the page is global and
+    /// whether the TLB may keep the translation (not a supervisor access to a user page under
+    /// SMAP, whose outcome depends on EFLAGS.AC).
+    pub fn walk(&mut self, lin: u64, acc: Acc, user: bool) -> R<(u64, bool, bool)> {
         let s = &self.c.s;
         if s.cr0 & bits::CR0_PG == 0 {
-            return Ok((lin & 0xffff_ffff, false));
+            return Ok((lin & 0xffff_ffff, false, true));
         }
         let wp = s.cr0 & bits::CR0_WP != 0;
         let nxe = s.efer & bits::EFER_NXE != 0;
@@ -438,11 +444,36 @@ impl Ctx<'_> {
                 last = e;
             }
         }
+        let cr4 = self.c.s.cr4;
+        let smap = cr4 & bits::CR4_SMAP != 0 && !user && allow_u && acc != Acc::X;
         let denied = (user && !allow_u)
             || (acc == Acc::W && !allow_w && (user || wp))
-            || (acc == Acc::X && nx && nxe);
+            || (acc == Acc::X && nx && nxe)
+            // SMEP: no supervisor fetch from a user page.
+            || (acc == Acc::X && !user && allow_u && cr4 & bits::CR4_SMEP != 0)
+            // SMAP: implicit supervisor accesses always, explicit ones unless EFLAGS.AC.
+            || (smap && (self.c.implicit || self.c.s.rflags & crate::state::rflags::AC == 0));
         if denied {
             return Err(self.page_fault(lin, acc, user, true, false));
+        }
+        // Protection keys: data accesses to user pages in 4-level paging (bits 62:59 of the
+        // leaf entry select two PKRU bits, access-disable and write-disable).
+        if allow_u
+            && acc != Acc::X
+            && cr4 & bits::CR4_PKE != 0
+            && self.c.s.efer & bits::EFER_LMA != 0
+        {
+            let pkru = self.c.s.pkru >> (2 * ((last >> 59) & 0xf));
+            if pkru & 1 != 0 || (acc == Acc::W && pkru & 2 != 0 && (user || wp)) {
+                let f = self.page_fault(lin, acc, user, true, false);
+                return Err(match f {
+                    Fault::Exc { vector, code } => Fault::Exc {
+                        vector,
+                        code: code.map(|c| c | 0x20),
+                    },
+                    f => f,
+                });
+            }
         }
         for (i, &(a, e, sz)) in path[..n].iter().enumerate() {
             let mut ne = e | 0x20;
@@ -453,7 +484,7 @@ impl Ctx<'_> {
                 self.pt_write(a, sz, ne);
             }
         }
-        Ok((phys, pge && last & 0x100 != 0))
+        Ok((phys, pge && last & 0x100 != 0, !smap))
     }
 
     /// Reads `sz` bytes at a linear address.
@@ -632,13 +663,19 @@ impl Ctx<'_> {
     /// Supervisor read at a linear address (descriptor tables, TSS, IDT).
     pub fn sys_read(&mut self, lin: u64, sz: u8) -> R<u64> {
         let lin = lin & self.lin_mask();
-        self.read_lin(lin, sz, Acc::R, false)
+        self.c.implicit = true;
+        let r = self.read_lin(lin, sz, Acc::R, false);
+        self.c.implicit = false;
+        r
     }
 
     /// Supervisor write at a linear address.
     pub fn sys_write(&mut self, lin: u64, sz: u8, v: u64) -> R<()> {
         let lin = lin & self.lin_mask();
-        self.write_lin(lin, sz, v, false)
+        self.c.implicit = true;
+        let r = self.write_lin(lin, sz, v, false);
+        self.c.implicit = false;
+        r
     }
 }
 

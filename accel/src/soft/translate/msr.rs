@@ -49,8 +49,9 @@ pub fn cpuid_leaf(index: usize, nr_vcpus: usize, leaf: u32, sub: u32) -> [u32; 4
             }
             [h[0], ebx, ecx, edx]
         }
-        // BMI1 (ANDN BEXTR BLSI BLSMSK BLSR TZCNT).
-        7 if sub == 0 => [0, 1 << 3, 0, 0],
+        // BMI1 (ANDN BEXTR BLSI BLSMSK BLSR TZCNT), SMEP, SMAP; PKU (OSPKE, bit 4, is
+        // CR4.PKE: see `cpuid`).
+        7 if sub == 0 => [0, 1 << 3 | 1 << 7 | 1 << 20, 1 << 3, 0],
         // XSAVE: x87 and SSE only, both in the 512-byte legacy region, so every enabled XCR0
         // needs 576 bytes; no XSAVEOPT, XSAVEC, XGETBV with ECX=1 or XSAVES (sub-leaf 1).
         0xd if sub == 0 => {
@@ -103,6 +104,9 @@ pub(super) fn cpuid(c: &mut Ctx, _: &Instruction) -> R<()> {
             0x16 => r = [mhz, mhz, mhz, 0],
             _ => {}
         }
+    }
+    if leaf == 7 && c.c.get(1, 4) == 0 && c.c.s.cr4 & bits::CR4_PKE != 0 {
+        r[2] |= 1 << 4;
     }
     if c.c.get(0, 4) == 1 {
         if c.c.s.cr4 & crate::state::bits::CR4_OSXSAVE != 0 {
@@ -382,6 +386,34 @@ pub(super) fn wrmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
 /// number is invalid: #GP(0), as it is at CPL > 0 with CR4.PCE clear.
 pub(super) fn rdpmc(_: &mut Ctx, _: &Instruction) -> R<()> {
     Err(gp(0))
+}
+
+/// RDPKRU: EAX = PKRU, EDX = 0 (#UD without CR4.PKE, #GP unless ECX = 0).
+pub(super) fn rdpkru(c: &mut Ctx, _: &Instruction) -> R<()> {
+    if c.c.s.cr4 & bits::CR4_PKE == 0 {
+        return Err(UD);
+    }
+    if c.c.get(1, 4) != 0 {
+        return Err(gp(0));
+    }
+    let v = u64::from(c.c.s.pkru);
+    c.c.set(0, 4, v);
+    c.c.set(2, 4, 0);
+    Ok(())
+}
+
+/// WRPKRU: PKRU = EAX (#UD without CR4.PKE, #GP unless ECX = EDX = 0). The TLB holds
+/// translations checked against the old PKRU, so it is flushed.
+pub(super) fn wrpkru(c: &mut Ctx, _: &Instruction) -> R<()> {
+    if c.c.s.cr4 & bits::CR4_PKE == 0 {
+        return Err(UD);
+    }
+    if c.c.get(1, 4) != 0 || c.c.get(2, 4) != 0 {
+        return Err(gp(0));
+    }
+    c.c.s.pkru = c.c.get(0, 4) as u32;
+    c.c.tlb.flush(false);
+    Ok(())
 }
 
 pub(super) fn rdtsc(c: &mut Ctx, i: &Instruction) -> R<()> {

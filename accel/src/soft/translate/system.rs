@@ -29,6 +29,8 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
         Wrmsr => b.call_then_stop(super::msr::wrmsr, next),
         Rdtsc | Rdtscp => b.call(super::msr::rdtsc),
         Rdpmc => b.call(super::msr::rdpmc),
+        Rdpkru => b.call(super::msr::rdpkru),
+        Wrpkru => b.call_then_stop(super::msr::wrpkru, next),
         Swapgs => b.call(super::msr::swapgs),
         Syscall | Sysret | Sysretq | Sysenter | Sysexit | Sysexitq => {
             b.call_end(super::msr::fast_syscall)
@@ -81,9 +83,8 @@ fn flag_op(c: &mut Ctx, i: &Instruction) -> R<()> {
         Mnemonic::Clc => f & !rflags::CF,
         Mnemonic::Stc => f | rflags::CF,
         Mnemonic::Cmc => f ^ rflags::CF,
-        // CLAC/STAC: SMAP is not in this CPU's CPUID, so #UD; but as the KVM fallback the
-        // guest's CPUID is the host's, and a kernel runs them at every entry and user copy.
-        Mnemonic::Clac | Mnemonic::Stac if c.c.strict_isa && c.c.cpl() == 0 => {
+        // CLAC/STAC (SMAP): CPL 0 only.
+        Mnemonic::Clac | Mnemonic::Stac if c.c.cpl() == 0 => {
             if i.mnemonic() == Mnemonic::Clac {
                 f & !rflags::AC
             } else {
@@ -262,14 +263,23 @@ pub fn write_cr(c: &mut Ctx, n: u8, v: u64) -> R<()> {
                 | 0x100
                 | bits::CR4_OSFXSR
                 | bits::CR4_OSXMMEXCPT
-                | bits::CR4_OSXSAVE;
+                | bits::CR4_OSXSAVE
+                | bits::CR4_SMEP
+                | bits::CR4_SMAP
+                | bits::CR4_PKE;
             if v & !known != 0 {
                 return Err(gp(0));
             }
             if s.long_mode_active() && v & bits::CR4_PAE == 0 {
                 return Err(gp(0));
             }
-            let changed = (v ^ s.cr4) & (bits::CR4_PAE | bits::CR4_PSE | bits::CR4_PGE) != 0;
+            let paging = bits::CR4_PAE
+                | bits::CR4_PSE
+                | bits::CR4_PGE
+                | bits::CR4_SMEP
+                | bits::CR4_SMAP
+                | bits::CR4_PKE;
+            let changed = (v ^ s.cr4) & paging != 0;
             c.c.s.cr4 = v;
             if changed {
                 c.c.tlb.flush(false);
