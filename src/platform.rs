@@ -265,7 +265,14 @@ impl Platform {
         mmio.insert(
             APIC_DEFAULT_BASE,
             0x1000,
-            Arc::new(Mutex::new(LapicMmio::new(self.lapics.clone()))),
+            Arc::new(Mutex::new(LapicMmio::new(self.lapics.clone()).with_wake({
+                let cpus = self.cpus.clone();
+                Arc::new(move |vcpu| {
+                    if let Some(c) = cpus.get(vcpu) {
+                        c.raise();
+                    }
+                })
+            }))),
         )?;
         Ok(())
     }
@@ -348,23 +355,30 @@ impl Platform {
         Some(lapic.read_msr(msr).map_err(|_| janus_accel::MsrFault))
     }
 
-    /// WRMSR of `vcpu`'s local APIC MSRs, as [`Platform::msr_read`].
+    /// WRMSR of `vcpu`'s local APIC MSRs, as [`Platform::msr_read`], and of IA32_APIC_BASE,
+    /// which the CPU keeps too: the LAPIC takes its enable and x2APIC bits (or refuses the
+    /// value, and the CPU raises #GP).
     pub fn msr_write(
         &self,
         vcpu: usize,
         msr: u32,
         value: u64,
     ) -> Option<Result<(), janus_accel::MsrFault>> {
-        if msr == MSR_APIC_BASE || !Lapic::handles_msr(msr) {
+        if !Lapic::handles_msr(msr) {
             return None;
         }
         let mut lapic = lock(self.lapics.get(vcpu)?);
         self.sync_from_vcpu(vcpu, &mut lapic);
-        Some(
-            lapic
-                .write_msr(msr, value)
-                .map_err(|_| janus_accel::MsrFault),
-        )
+        let r = if msr == MSR_APIC_BASE {
+            lapic.set_apic_base(value)
+        } else {
+            lapic.write_msr(msr, value)
+        };
+        // A self-IPI, an EOI or a TPR write may have made an interrupt deliverable.
+        if lapic.next_interrupt().is_some() {
+            self.cpus[vcpu].raise();
+        }
+        Some(r.map_err(|_| janus_accel::MsrFault))
     }
 
     /// For an application processor waiting after INIT: the start-up vector of a SIPI that
@@ -519,6 +533,37 @@ mod tests {
         assert_eq!(p.take_sipi(1), Some(0x9a));
     }
 
+    /// A self-IPI (ICR shorthand "self", the x2APIC SELF IPI register) is taken by the sender's
+    /// own LAPIC with no message on the bus: the write itself must flag it pending, or a vCPU
+    /// with IF=1 runs on and the vector stays in the IRR.
+    #[test]
+    fn self_ipis_are_flagged_pending() {
+        let p = Platform::new(1, Clock::real_time());
+        let mut pio = Bus::new("pio");
+        let mut mmio = Bus::new("mmio");
+        p.attach(&mut pio, &mut mmio).unwrap();
+        let k = Kicker::new();
+        p.add_vcpu(0, k.clone());
+        mmio.write(0, APIC_DEFAULT_BASE + 0xf0, &0x1ffu32.to_le_bytes());
+        assert!(!p.interrupt_pending(0));
+        mmio.write(0, APIC_DEFAULT_BASE + 0x300, &0x4_0041u32.to_le_bytes());
+        assert!(p.interrupt_pending(0));
+        assert!(k.pending());
+        assert_eq!(p.acknowledge(0), Some(0x41));
+        mmio.write(0, APIC_DEFAULT_BASE + 0xb0, &0u32.to_le_bytes());
+        assert_eq!(p.acknowledge(0), None);
+        // x2APIC mode through IA32_APIC_BASE, then SELF IPI (0x83f).
+        assert_eq!(p.msr_write(0, 0x1b, 0xfee0_0d00), Some(Ok(())));
+        assert_eq!(
+            p.msr_write(0, 0x1b, 0xfee0_0900),
+            Some(Err(janus_accel::MsrFault))
+        );
+        assert!(!p.interrupt_pending(0));
+        assert_eq!(p.msr_write(0, 0x83f, 0x42), Some(Ok(())));
+        assert!(p.interrupt_pending(0));
+        assert_eq!(p.acknowledge(0), Some(0x42));
+    }
+
     /// A TSC deadline that passes is noticed by the vCPU's own next MSR access (it polls the
     /// timer): the interrupt must be flagged pending then, or a vCPU that halts next sleeps
     /// forever (the timer thread finds the timer already fired). Linux's reboot path hung so.
@@ -546,6 +591,6 @@ mod tests {
         assert_eq!(p.acknowledge(0), Some(0xec));
         // MSRs the LAPIC does not own, and IA32_APIC_BASE (the CPU's), are not the platform's.
         assert_eq!(p.msr_read(0, 0x10), None);
-        assert_eq!(p.msr_write(0, 0x1b, 0xfee0_0900), None);
+        assert_eq!(p.msr_read(0, 0x1b), None);
     }
 }

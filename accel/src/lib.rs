@@ -32,6 +32,7 @@ pub use kick::Kicker;
 pub use memory::{GuestMemory, MemoryError, Region, RegionKind};
 pub use registry::{AccelConfig, AccelKind, OpenError, TscSource};
 pub use state::{
-    CpuState, DescriptorTable, Events, FpuState, PendingException, Reg, Segment, rflags_if,
+    CpuState, DebugRegs, DescriptorTable, Events, FpuState, PendingException, Reg, Segment,
+    rflags_if,
 };
 pub use vcpu::{AccelCaps, Accelerator, IrqLines, Vcpu, VcpuError};

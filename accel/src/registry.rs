@@ -87,7 +87,7 @@ impl std::fmt::Debug for TscSource {
 }
 
 /// What a backend is opened with. Each backend takes what concerns it and ignores the rest.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AccelConfig {
     /// Guest memory, shared by the vCPUs.
     pub memory: GuestMemory,
@@ -108,6 +108,21 @@ pub struct AccelConfig {
     /// Software, test-only: the deliberately wrong flag of [`SoftAccel::plant_flag_bug`].
     #[doc(hidden)]
     pub planted_bug: bool,
+}
+
+impl std::fmt::Debug for AccelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccelConfig")
+            .field("memory", &self.memory)
+            .field("nr_vcpus", &self.nr_vcpus)
+            .field("kvm_path", &self.kvm_path)
+            .field("kvm_fallback", &self.kvm_fallback)
+            .field("kernel_irqchip", &self.kernel_irqchip)
+            .field("tsc", &self.tsc)
+            .field("trace", &self.trace.as_ref().map(|t| t.0))
+            .field("perf_map", &self.perf_map)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AccelConfig {

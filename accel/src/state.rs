@@ -215,6 +215,12 @@ pub mod bits {
     pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
     /// CR4.OSXSAVE: XSAVE family and XGETBV/XSETBV enabled.
     pub const CR4_OSXSAVE: u64 = 1 << 18;
+    /// CR4.SMEP: no supervisor instruction fetches from user pages.
+    pub const CR4_SMEP: u64 = 1 << 20;
+    /// CR4.SMAP: no supervisor data accesses to user pages (unless explicit with EFLAGS.AC).
+    pub const CR4_SMAP: u64 = 1 << 21;
+    /// CR4.PKE: protection keys for user pages (PKRU).
+    pub const CR4_PKE: u64 = 1 << 22;
     /// EFER.SCE: SYSCALL enable.
     pub const EFER_SCE: u64 = 1 << 0;
     /// EFER.LME: long mode enable.
@@ -223,6 +229,35 @@ pub mod bits {
     pub const EFER_LMA: u64 = 1 << 10;
     /// EFER.NXE: no-execute enable.
     pub const EFER_NXE: u64 = 1 << 11;
+}
+
+/// The debug registers: breakpoint addresses DR0-DR3, status DR6 and control DR7 (DR4 and DR5
+/// are aliases of DR6 and DR7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DebugRegs {
+    /// DR0-DR3: breakpoint linear addresses.
+    pub dr: [u64; 4],
+    /// DR6: which conditions raised the last #DB (B0-B3, BD, BS, BT; the rest read as set).
+    pub dr6: u64,
+    /// DR7: breakpoint enables (L0-G3), GD, and each breakpoint's type and length.
+    pub dr7: u64,
+}
+
+impl DebugRegs {
+    /// DR6 at reset (every reserved bit set, RTM 1 = no transaction).
+    pub const DR6_RESET: u64 = 0xffff_0ff0;
+    /// DR7 at reset (bit 10 reads as 1).
+    pub const DR7_RESET: u64 = 0x400;
+}
+
+impl Default for DebugRegs {
+    fn default() -> Self {
+        DebugRegs {
+            dr: [0; 4],
+            dr6: Self::DR6_RESET,
+            dr7: Self::DR7_RESET,
+        }
+    }
 }
 
 /// The whole architectural state of a vCPU that janus saves, restores and compares.
@@ -290,6 +325,10 @@ pub struct CpuState {
     pub pat: u64,
     /// Time-stamp counter.
     pub tsc: u64,
+    /// Debug registers.
+    pub debug: DebugRegs,
+    /// PKRU: access- and write-disable bits of the 16 protection keys (CR4.PKE).
+    pub pkru: u32,
     /// Interrupt shadow and pending events.
     pub events: Events,
     /// x87, SSE and XCR0 state.

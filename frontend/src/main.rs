@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a guest (the bundled demo when no IMAGE is given).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show the host's virtualisation capabilities and which backends are available.
     Info(InfoArgs),
     /// Run a guest on two backends in lockstep and report the first instruction where they
@@ -587,7 +587,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Some(Command::Run(a)) => run(a, launched),
+        Some(Command::Run(a)) => run(*a, launched),
         Some(Command::Info(a)) => info(a),
         Some(Command::Diff(a)) => diff(a),
         Some(Command::Fuzz(a)) => fuzz(a),

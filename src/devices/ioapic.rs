@@ -184,7 +184,7 @@ impl Ioapic {
 
     fn write_register(&mut self, v: u32) {
         match self.regsel {
-            0x00 => self.id = (v >> 24) as u8,
+            0x00 => self.id = ((v >> 24) & 0xf) as u8, // bits 27:24; the rest are reserved
             r @ 0x10..=0x3f => {
                 let pin = usize::from(r - 0x10) / 2;
                 let old = self.redir[pin];
@@ -325,6 +325,13 @@ mod tests {
         set(&mut io, 0x01, 0);
         set(&mut io, 0x02, 0);
         assert_eq!(reg(&mut io, 0x00), 0x0a00_0000);
+        set(&mut io, 0x00, 0xffff_ffff);
+        assert_eq!(
+            reg(&mut io, 0x00),
+            0x0f00_0000,
+            "only ID bits 27:24 are writable"
+        );
+        set(&mut io, 0x00, 0x0a00_0000);
         assert_eq!(reg(&mut io, 0x01), 0x0017_0020, "version is read-only");
         for pin in 0..IOAPIC_PINS as u8 {
             assert_eq!(reg(&mut io, 0x10 + 2 * pin), 0x1_0000, "masked at reset");

@@ -26,8 +26,8 @@ const MNEMONICS: &[Mnemonic] = {
         Cmovbe, Cmova, Cmovs, Cmovns, Cmovp, Cmovnp, Cmovl, Cmovge, Cmovle, Cmovg, Seto, Setno,
         Setb, Setae, Sete, Setne, Setbe, Seta, Sets, Setns, Setp, Setnp, Setl, Setge, Setle, Setg,
         Cbw, Cwde, Cdqe, Cwd, Cdq, Cqo, Lahf, Sahf, Clc, Stc, Cmc, Cld, Std, Xadd, Cmpxchg,
-        Cmpxchg8b, Daa, Das, Aaa, Aas, Aam, Aad, Xlatb, Nop, Pusha, Pushad, Popcnt, Lzcnt, Tzcnt,
-        Andn, Bextr, Blsi, Blsmsk, Blsr,
+        Cmpxchg8b, Daa, Das, Aaa, Aas, Aam, Aad, Salc, Xlatb, Nop, Pusha, Pushad, Popcnt, Lzcnt,
+        Tzcnt, Andn, Bextr, Blsi, Blsmsk, Blsr,
     ]
 };
 

@@ -2,11 +2,11 @@
 //! mapping is unit-tested without /dev/kvm.
 
 use kvm_bindings::{
-    KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_SHADOW, kvm_dtable, kvm_msr_entry,
-    kvm_regs, kvm_segment, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
+    KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_SHADOW, kvm_debugregs, kvm_dtable,
+    kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
 };
 
-use crate::state::{CpuState, DescriptorTable, Events, PendingException, Segment};
+use crate::state::{CpuState, DebugRegs, DescriptorTable, Events, PendingException, Segment};
 
 /// Interrupt shadow bits of `kvm_vcpu_events.interrupt.shadow`.
 const SHADOW_MOV_SS: u8 = 1;
@@ -206,6 +206,25 @@ pub(crate) fn msrs_from(state: &CpuState, supported: &[u32]) -> Vec<kvm_msr_entr
         .collect()
 }
 
+/// Fills the debug registers from `kvm_debugregs` (KVM_GET_DEBUGREGS).
+pub(crate) fn debugregs_into(state: &mut CpuState, d: &kvm_debugregs) {
+    state.debug = DebugRegs {
+        dr: d.db,
+        dr6: d.dr6,
+        dr7: d.dr7,
+    };
+}
+
+/// Builds `kvm_debugregs` (KVM_SET_DEBUGREGS) from the state.
+pub(crate) fn debugregs_from(state: &CpuState) -> kvm_debugregs {
+    kvm_debugregs {
+        db: state.debug.dr,
+        dr6: state.debug.dr6,
+        dr7: state.debug.dr7,
+        ..Default::default()
+    }
+}
+
 /// Fills the event state from `kvm_vcpu_events`.
 pub(crate) fn events_into(state: &mut CpuState, e: &kvm_vcpu_events) {
     state.events = Events {
@@ -380,6 +399,26 @@ mod tests {
             error_code: Some(2),
         });
         s
+    }
+
+    #[test]
+    fn debug_registers_round_trip() {
+        let s = CpuState {
+            debug: DebugRegs {
+                dr: [1, 2, 3, 4],
+                dr6: 0xffff_4ff1,
+                dr7: 0x000d_0401,
+            },
+            ..Default::default()
+        };
+        let d = debugregs_from(&s);
+        assert_eq!(
+            (d.db, d.dr6, d.dr7),
+            ([1, 2, 3, 4], 0xffff_4ff1, 0x000d_0401)
+        );
+        let mut t = CpuState::default();
+        debugregs_into(&mut t, &d);
+        assert_eq!(t.debug, s.debug);
     }
 
     #[test]

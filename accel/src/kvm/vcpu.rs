@@ -446,6 +446,9 @@ impl KvmVcpu {
             let msrs = Msrs::from_entries(&entries)
                 .map_err(|_| VcpuError::Unsupported("too many MSRs".into()))?;
             self.fd.set_msrs(&msrs).map_err(kvm_err("KVM_SET_MSRS"))?;
+            self.fd
+                .set_debug_regs(&convert::debugregs_from(state))
+                .map_err(kvm_err("KVM_SET_DEBUGREGS"))?;
         }
         if parts.events {
             let mut ev = convert::events_from(state);
@@ -552,6 +555,11 @@ impl Vcpu for KvmVcpu {
         convert::events_into(&mut s, &events);
         let xsave = self.fd.get_xsave().map_err(kvm_err("KVM_GET_XSAVE"))?;
         convert::xsave_into(&mut s, &xsave);
+        let debug = self
+            .fd
+            .get_debug_regs()
+            .map_err(kvm_err("KVM_GET_DEBUGREGS"))?;
+        convert::debugregs_into(&mut s, &debug);
         // KVM_GET_XCRS fails where the host has no XSAVE (KVM_CAP_XCRS absent); XCR0 is then 1.
         if let Ok(x) = self.fd.get_xcrs() {
             convert::xcrs_into(&mut s, &x);

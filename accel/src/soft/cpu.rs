@@ -166,8 +166,11 @@ pub struct Core {
     pub op_scratch: Vec<super::ir::Op>,
     /// Number of vCPUs of the machine (for CPUID topology).
     pub nr_vcpus: usize,
-    /// Debug registers DR0-DR7 (stored only; breakpoints are not implemented).
-    pub dr: [u64; 8],
+    /// Data-breakpoint hits (DR6.B0-B3) of the instruction running, reported when it completes.
+    pub dbg_hits: u64,
+    /// The memory access under way is an implicit supervisor access (descriptor tables, TSS,
+    /// IDT): SMAP applies to it whatever EFLAGS.AC says.
+    pub implicit: bool,
     /// Single-stepping: a REP string instruction runs one iteration per step, as with TF.
     pub single_step: bool,
     /// Test-only: report CF inverted after ADD (see `SoftAccel::plant_flag_bug`).
@@ -201,7 +204,8 @@ impl Core {
             tsc_clock: None,
             op_scratch: Vec::with_capacity(256),
             nr_vcpus: 1,
-            dr: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
+            dbg_hits: 0,
+            implicit: false,
             single_step: false,
             planted_bug: false,
             msrs: Default::default(),

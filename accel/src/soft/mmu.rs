@@ -304,7 +304,7 @@ impl Ctx<'_> {
     #[cold]
     fn fill(&mut self, lin: u64, acc: Acc, user: bool) -> R<TlbEntry> {
         self.c.tlb_misses += 1;
-        let (phys, global) = self.walk(lin, acc, user)?;
+        let (phys, global, cacheable) = self.walk(lin, acc, user)?;
         let phys = phys & PAGE_MASK;
         let writable = acc == Acc::W;
         let host = match self.c.mem.host_ptr(phys, 4096, writable) {
@@ -317,7 +317,9 @@ impl Ctx<'_> {
             phys,
             global,
         };
-        self.c.tlb.e[Tlb::slot(acc, lin)] = e;
+        if cacheable {
+            self.c.tlb.e[Tlb::slot(acc, lin)] = e;
+        }
         Ok(e)
     }
 
@@ -332,7 +334,9 @@ impl Ctx<'_> {
         if rsvd {
             code |= 8;
         }
-        if acc == Acc::X && self.c.s.efer & bits::EFER_NXE != 0 {
+        if acc == Acc::X
+            && (self.c.s.efer & bits::EFER_NXE != 0 || self.c.s.cr4 & bits::CR4_SMEP != 0)
+        {
             code |= 16;
         }
         self.c.s.cr2 = lin;
@@ -342,11 +346,13 @@ impl Ctx<'_> {
         }
     }
 
-    /// Walks the page tables for `lin`: the physical address and whether the page is global.
-    pub fn walk(&mut self, lin: u64, acc: Acc, user: bool) -> R<(u64, bool)> {
+    /// Walks the page tables for `lin`: the physical address, whether the page is global and
+    /// whether the TLB may keep the translation (not a supervisor access to a user page under
+    /// SMAP, whose outcome depends on EFLAGS.AC).
+    pub fn walk(&mut self, lin: u64, acc: Acc, user: bool) -> R<(u64, bool, bool)> {
         let s = &self.c.s;
         if s.cr0 & bits::CR0_PG == 0 {
-            return Ok((lin & 0xffff_ffff, false));
+            return Ok((lin & 0xffff_ffff, false, true));
         }
         let wp = s.cr0 & bits::CR0_WP != 0;
         let nxe = s.efer & bits::EFER_NXE != 0;
@@ -379,7 +385,15 @@ impl Ctx<'_> {
                 if e & 1 == 0 {
                     return Err(self.page_fault(lin, acc, user, false, false));
                 }
-                if (e >> 63 != 0 && !nxe) || e & reserved_high() != 0 {
+                let ps = e & 0x80 != 0;
+                // PS is reserved in a PML4E; a PS=1 PDE or PDPTE maps a 2 MiB or 1 GiB page
+                // whose address bits below the page size (all but bit 12, PAT) are reserved.
+                let large_rsvd = match level {
+                    2 | 3 if ps => ((1u64 << shift) - 1) & !0x1fff,
+                    4 if ps => 0x80,
+                    _ => 0,
+                };
+                if (e >> 63 != 0 && !nxe) || e & (reserved_high() | large_rsvd) != 0 {
                     return Err(self.page_fault(lin, acc, user, true, true));
                 }
                 allow_w &= e & 2 != 0;
@@ -408,6 +422,11 @@ impl Ctx<'_> {
             path[n] = (a, e, 4);
             n += 1;
             if e & 0x80 != 0 && self.c.s.cr4 & bits::CR4_PSE != 0 {
+                // A 4 MiB page: bit 21 and the PSE-36 address bits 20:13 at and above
+                // MAXPHYADDR are reserved.
+                if e & (1 << 21 | (reserved_high() >> 19) & 0x1f_e000) != 0 {
+                    return Err(self.page_fault(lin, acc, user, true, true));
+                }
                 let hi = ((e >> 13) & 0xff) << 32;
                 phys = (e & 0xffc0_0000) | hi | (lin & 0x3f_ffff);
                 last = e;
@@ -425,11 +444,36 @@ impl Ctx<'_> {
                 last = e;
             }
         }
+        let cr4 = self.c.s.cr4;
+        let smap = cr4 & bits::CR4_SMAP != 0 && !user && allow_u && acc != Acc::X;
         let denied = (user && !allow_u)
             || (acc == Acc::W && !allow_w && (user || wp))
-            || (acc == Acc::X && nx && nxe);
+            || (acc == Acc::X && nx && nxe)
+            // SMEP: no supervisor fetch from a user page.
+            || (acc == Acc::X && !user && allow_u && cr4 & bits::CR4_SMEP != 0)
+            // SMAP: implicit supervisor accesses always, explicit ones unless EFLAGS.AC.
+            || (smap && (self.c.implicit || self.c.s.rflags & crate::state::rflags::AC == 0));
         if denied {
             return Err(self.page_fault(lin, acc, user, true, false));
+        }
+        // Protection keys: data accesses to user pages in 4-level paging (bits 62:59 of the
+        // leaf entry select two PKRU bits, access-disable and write-disable).
+        if allow_u
+            && acc != Acc::X
+            && cr4 & bits::CR4_PKE != 0
+            && self.c.s.efer & bits::EFER_LMA != 0
+        {
+            let pkru = self.c.s.pkru >> (2 * ((last >> 59) & 0xf));
+            if pkru & 1 != 0 || (acc == Acc::W && pkru & 2 != 0 && (user || wp)) {
+                let f = self.page_fault(lin, acc, user, true, false);
+                return Err(match f {
+                    Fault::Exc { vector, code } => Fault::Exc {
+                        vector,
+                        code: code.map(|c| c | 0x20),
+                    },
+                    f => f,
+                });
+            }
         }
         for (i, &(a, e, sz)) in path[..n].iter().enumerate() {
             let mut ne = e | 0x20;
@@ -440,12 +484,15 @@ impl Ctx<'_> {
                 self.pt_write(a, sz, ne);
             }
         }
-        Ok((phys, pge && last & 0x100 != 0))
+        Ok((phys, pge && last & 0x100 != 0, !smap))
     }
 
     /// Reads `sz` bytes at a linear address.
     #[inline]
     pub fn read_lin(&mut self, lin: u64, sz: u8, acc: Acc, user: bool) -> R<u64> {
+        if super::debug::armed(&self.c.s) && acc != Acc::X {
+            self.c.dbg_hits |= super::debug::data_hits(&self.c.s, lin, sz, false);
+        }
         if (lin & 0xfff) + u64::from(sz) <= 0x1000 {
             let e = self.translate(lin, acc, user)?;
             if e.host != 0 {
@@ -502,6 +549,9 @@ impl Ctx<'_> {
     /// Writes `sz` bytes at a linear address.
     #[inline]
     pub fn write_lin(&mut self, lin: u64, sz: u8, v: u64, user: bool) -> R<()> {
+        if super::debug::armed(&self.c.s) {
+            self.c.dbg_hits |= super::debug::data_hits(&self.c.s, lin, sz, true);
+        }
         if (lin & 0xfff) + u64::from(sz) <= 0x1000 {
             let e = self.translate(lin, Acc::W, user)?;
             if e.host != 0 {
@@ -613,13 +663,19 @@ impl Ctx<'_> {
     /// Supervisor read at a linear address (descriptor tables, TSS, IDT).
     pub fn sys_read(&mut self, lin: u64, sz: u8) -> R<u64> {
         let lin = lin & self.lin_mask();
-        self.read_lin(lin, sz, Acc::R, false)
+        self.c.implicit = true;
+        let r = self.read_lin(lin, sz, Acc::R, false);
+        self.c.implicit = false;
+        r
     }
 
     /// Supervisor write at a linear address.
     pub fn sys_write(&mut self, lin: u64, sz: u8, v: u64) -> R<()> {
         let lin = lin & self.lin_mask();
-        self.write_lin(lin, sz, v, false)
+        self.c.implicit = true;
+        let r = self.write_lin(lin, sz, v, false);
+        self.c.implicit = false;
+        r
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod bench_api;
 mod cache;
 mod cpu;
+mod debug;
 mod decode;
 mod exception;
 mod flags;
@@ -348,6 +349,23 @@ impl SoftVcpu {
                 // HLT holds until an interrupt is delivered.
                 return Exit::Halt;
             }
+            // Debug registers armed: one instruction at a time in the interpreter, instruction
+            // breakpoints before it (unless RFLAGS.RF), data breakpoints after it.
+            let dbg = debug::armed(&ctx.c.s);
+            if dbg {
+                ctx.c.dbg_hits = 0;
+                let lin = ctx.c.s.linear_rip();
+                let hits = debug::exec_hits(&ctx.c.s, lin);
+                if hits != 0 && ctx.c.s.rflags & crate::state::rflags::RF == 0 {
+                    ctx.c.s.debug.dr6 |= hits;
+                    match ctx.raise(cpu::vec::DB, None) {
+                        Delivered::Ok => {}
+                        Delivered::Shutdown => return self.shutdown(),
+                        Delivered::Unsupported(w) => return self.failed("unsupported", w),
+                    }
+                    continue;
+                }
+            }
             let ev = &mut ctx.c.s.events;
             let shadow = ev.sti_shadow || ev.mov_ss_shadow;
             // The guest's own single-stepping (RFLAGS.TF at the start of an instruction): one
@@ -358,6 +376,7 @@ impl SoftVcpu {
                 || shadow
                 || tf
                 || !self.breakpoints.is_empty()
+                || dbg
                 || self.trace.as_ref().is_some_and(|t| t.insns);
             let mode = translate::mode_key(ctx.c, single);
             let rip = ctx.c.s.rip;
@@ -434,6 +453,31 @@ impl SoftVcpu {
             match outcome {
                 Outcome::Done(n) => {
                     ctx.c.icount = ctx.c.icount.wrapping_add(u64::from(n));
+                    // RF lasts one instruction (an IRET that sets it ends its block).
+                    if n > 0
+                        && ctx.c.s.rflags & crate::state::rflags::RF != 0
+                        && block.insns.last().is_none_or(|i| {
+                            !matches!(
+                                i.mnemonic(),
+                                iced_x86::Mnemonic::Iret
+                                    | iced_x86::Mnemonic::Iretd
+                                    | iced_x86::Mnemonic::Iretq
+                            )
+                        })
+                    {
+                        ctx.c.s.rflags &= !crate::state::rflags::RF;
+                    }
+                    if dbg && n > 0 && ctx.c.dbg_hits != 0 {
+                        // A data breakpoint: a trap after the instruction (with BS too if TF).
+                        ctx.c.s.debug.dr6 |= ctx.c.dbg_hits;
+                        if !tf {
+                            match ctx.raise(cpu::vec::DB, None) {
+                                Delivered::Ok => {}
+                                Delivered::Shutdown => return self.shutdown(),
+                                Delivered::Unsupported(w) => return self.failed("unsupported", w),
+                            }
+                        }
+                    }
                     if tf && n > 0 && !block.insns.is_empty() {
                         let insn = block.insns[0];
                         match single_step_trap(&mut ctx, &insn) {
@@ -539,7 +583,7 @@ fn single_step_trap(ctx: &mut Ctx, insn: &iced_x86::Instruction) -> Delivered {
     if ctx.c.s.events.mov_ss_shadow {
         return Delivered::Ok;
     }
-    ctx.c.dr[6] |= 1 << 14;
+    ctx.c.s.debug.dr6 |= debug::DR6_BS;
     ctx.raise(1, None)
 }
 

@@ -342,17 +342,36 @@ impl Lapic {
     }
 }
 
+/// Called with a vCPU's index when its own register write made an interrupt deliverable.
+pub type WakeVcpu = Arc<dyn Fn(usize) + Send + Sync>;
+
 /// The xAPIC page (0xFEE00000, 4 KiB) of every vCPU, as one bus device: an access goes to the
 /// LAPIC of the vCPU that made it.
-#[derive(Debug)]
 pub struct LapicMmio {
     lapics: Vec<Arc<Mutex<Lapic>>>,
+    wake: Option<WakeVcpu>,
+}
+
+impl std::fmt::Debug for LapicMmio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LapicMmio")
+            .field("lapics", &self.lapics.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl LapicMmio {
     /// The page over `lapics`, indexed by vCPU.
     pub fn new(lapics: Vec<Arc<Mutex<Lapic>>>) -> Self {
-        LapicMmio { lapics }
+        LapicMmio { lapics, wake: None }
+    }
+
+    /// Calls `wake` after a write that leaves an interrupt deliverable (a self-IPI, an EOI or a
+    /// TPR write that unblocks one): nothing else flags it for the vCPU, which would otherwise
+    /// run on with IF=1 and the vector stuck in the IRR.
+    pub fn with_wake(mut self, wake: WakeVcpu) -> Self {
+        self.wake = Some(wake);
+        self
     }
 }
 
@@ -373,9 +392,14 @@ impl BusDevice for LapicMmio {
 
     fn write(&mut self, vcpu: usize, offset: u64, data: &[u8]) {
         if let Some(l) = self.lapics.get(vcpu) {
-            l.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .mmio_write(offset, data);
+            let deliverable = {
+                let mut l = l.lock().unwrap_or_else(|p| p.into_inner());
+                l.mmio_write(offset, data);
+                l.next_interrupt().is_some()
+            };
+            if deliverable && let Some(wake) = &self.wake {
+                wake(vcpu);
+            }
         }
     }
 }

@@ -115,3 +115,33 @@ fn pat_survives_set_state() {
     assert_eq!(st.reg(Reg::Rbx), 0x0101_0101_0101_0101);
     assert_eq!(st.pat, 0x0101_0101_0101_0101);
 }
+
+/// Machine-check MSRs read (four banks, nothing logged); speculation-control MSRs that CPUID
+/// does not advertise, non-canonical SYSENTER entry points (Intel's rule; AMD ignores the upper
+/// half and KVM canonicalises, so test-roms/corners.asm checks them only on Intel) and RDPMC of
+/// a counter this CPU lacks raise #GP(0).
+#[test]
+fn machine_check_msrs_read_and_unadvertised_ones_fault() {
+    let st = run64(|a| {
+        rdmsr_to(a, 0x179, rbx); // IA32_MCG_CAP
+        rdmsr_to(a, 0x17a, rsi); // IA32_MCG_STATUS
+        wrmsr(a, 0x40c, 0x1f); // MC3_CTL
+        rdmsr_to(a, 0x40c, rdi);
+        rdmsr_to(a, 0x40d, r8); // MC3_STATUS
+        wrmsr(a, 0x40d, 0); // clearing a status is fine
+        wrmsr(a, 0x40d, 1); // #GP: only 0
+        rdmsr_to(a, 0x410, r9); // #GP: MC4 does not exist
+        rdmsr_to(a, 0x48, r9); // #GP: SPEC_CTRL
+        wrmsr(a, 0x49, 1); // #GP: PRED_CMD
+        wrmsr(a, 0x10b, 1); // #GP: FLUSH_CMD
+        wrmsr(a, 0x175, 0x8000_0000_0000); // #GP: SYSENTER_ESP
+        wrmsr(a, 0x176, 0x8000_0000_0000); // #GP: SYSENTER_EIP
+        a.mov(ecx, 0).unwrap();
+        a.rdpmc().unwrap(); // #GP: no counters
+    });
+    assert_eq!(st.reg(Reg::Rbx), 4, "MCG_CAP: four banks");
+    assert_eq!(st.reg(Reg::Rsi), 0);
+    assert_eq!(st.reg(Reg::Rdi), 0x1f);
+    assert_eq!(st.reg(Reg::R8), 0);
+    assert_eq!(st.reg(Reg::R12), 8);
+}

@@ -1,4 +1,6 @@
-//! Decimal arithmetic: DAA DAS AAA AAS AAM AAD (invalid in 64-bit mode; AAM 0 raises #DE).
+//! Decimal arithmetic: DAA DAS AAA AAS AAM AAD (invalid in 64-bit mode; AAM 0 raises #DE), and
+//! SALC (0xD6, AL = CF ? 0xFF : 0, undocumented but executed by every x86 CPU; also invalid in
+//! 64-bit mode, where iced-x86 does not decode it).
 
 use iced_x86::{Instruction, Mnemonic};
 
@@ -11,6 +13,7 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
     use Mnemonic::*;
     match i.mnemonic() {
         Daa | Das | Aaa | Aas | Aam | Aad => b.call(bcd),
+        Salc => b.call(salc),
         _ => return false,
     }
     true
@@ -28,6 +31,12 @@ fn szp(f: u64, r: u8) -> u64 {
         f |= PF;
     }
     f
+}
+
+fn salc(c: &mut Ctx, _: &Instruction) -> R<()> {
+    let al = if c.c.rflags() & CF != 0 { 0xff } else { 0 };
+    c.c.set(0, 1, al);
+    Ok(())
 }
 
 fn bcd(c: &mut Ctx, i: &Instruction) -> R<()> {

@@ -49,8 +49,9 @@ pub fn cpuid_leaf(index: usize, nr_vcpus: usize, leaf: u32, sub: u32) -> [u32; 4
             }
             [h[0], ebx, ecx, edx]
         }
-        // BMI1 (ANDN BEXTR BLSI BLSMSK BLSR TZCNT).
-        7 if sub == 0 => [0, 1 << 3, 0, 0],
+        // BMI1 (ANDN BEXTR BLSI BLSMSK BLSR TZCNT), SMEP, SMAP; PKU (OSPKE, bit 4, is
+        // CR4.PKE: see `cpuid`).
+        7 if sub == 0 => [0, 1 << 3 | 1 << 7 | 1 << 20, 1 << 3, 0],
         // XSAVE: x87 and SSE only, both in the 512-byte legacy region, so every enabled XCR0
         // needs 576 bytes; no XSAVEOPT, XSAVEC, XGETBV with ECX=1 or XSAVES (sub-leaf 1).
         0xd if sub == 0 => {
@@ -63,8 +64,13 @@ pub fn cpuid_leaf(index: usize, nr_vcpus: usize, leaf: u32, sub: u32) -> [u32; 4
         }
         0x8000_0001 => {
             let h = host_cpuid(0x8000_0001, 0);
-            // LAHF/SAHF in 64-bit mode, LZCNT; SYSCALL, NX, RDTSCP, LM.
-            [h[0], 0, 1 | 1 << 5, 1 << 11 | 1 << 20 | 1 << 27 | 1 << 29]
+            // LAHF/SAHF in 64-bit mode, LZCNT; SYSCALL, NX, 1 GiB pages, RDTSCP, LM.
+            [
+                h[0],
+                0,
+                1 | 1 << 5,
+                1 << 11 | 1 << 20 | 1 << 26 | 1 << 27 | 1 << 29,
+            ]
         }
         0x8000_0002..=0x8000_0004 => host_cpuid(leaf, 0),
         // Invariant TSC: it follows the machine's clock at one rate, halted or not, the same on
@@ -99,13 +105,22 @@ pub(super) fn cpuid(c: &mut Ctx, _: &Instruction) -> R<()> {
             _ => {}
         }
     }
+    if leaf == 7 && c.c.get(1, 4) == 0 && c.c.s.cr4 & bits::CR4_PKE != 0 {
+        r[2] |= 1 << 4;
+    }
     if c.c.get(0, 4) == 1 {
         if c.c.s.cr4 & crate::state::bits::CR4_OSXSAVE != 0 {
             r[2] |= 1 << 27;
         }
-        // TSC-deadline mode only where the machine's local APIC takes IA32_TSC_DEADLINE.
+        // TSC-deadline mode and x2APIC only where the machine has a local APIC (it takes
+        // IA32_TSC_DEADLINE); CPUID.1:EDX.APIC follows IA32_APIC_BASE.EN.
         if c.io.msr_read(c.c.index, index::TSC_DEADLINE).is_none() {
             r[2] &= !(1 << 24);
+        } else {
+            r[2] |= 1 << 21;
+        }
+        if c.c.s.apic_base & APIC_BASE_EN == 0 {
+            r[3] &= !(1 << 9);
         }
     }
     for (reg, v) in [0u8, 3, 1, 2].into_iter().zip(r) {
@@ -113,6 +128,9 @@ pub(super) fn cpuid(c: &mut Ctx, _: &Instruction) -> R<()> {
     }
     Ok(())
 }
+
+/// IA32_APIC_BASE.EN, the local APIC's global enable.
+const APIC_BASE_EN: u64 = 1 << 11;
 
 mod index {
     pub const TSC: u32 = 0x10;
@@ -141,6 +159,22 @@ mod index {
     pub const GS_BASE: u32 = 0xc000_0101;
     pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
     pub const TSC_AUX: u32 = 0xc000_0103;
+    pub const MCG_CAP: u32 = 0x179;
+    pub const MCG_STATUS: u32 = 0x17a;
+    /// IA32_MC0_CTL; bank i has CTL, STATUS, ADDR and MISC at 0x400 + 4 * i.
+    pub const MC0_CTL: u32 = 0x400;
+}
+
+/// Machine-check banks: IA32_MCG_CAP says this many (and no MCG_CTL, no extended or
+/// corrected-error features); their STATUS, ADDR and MISC registers read 0 (nothing is ever
+/// logged), CTL keeps what the guest writes.
+pub const MC_BANKS: usize = 4;
+
+/// Which register of a machine-check bank `idx` is: (bank, 0 CTL / 1 STATUS / 2 ADDR / 3 MISC).
+fn mc_bank(idx: u32) -> Option<(usize, u32)> {
+    let rel = idx.checked_sub(index::MC0_CTL)?;
+    let bank = (rel / 4) as usize;
+    (bank < MC_BANKS).then_some((bank, rel % 4))
 }
 
 /// IA32_MISC_ENABLE as this CPU reports it: fast strings on, branch trace storage and PEBS
@@ -197,6 +231,8 @@ pub struct SoftMsrs {
     pub mtrr_fixed: [u64; 11],
     /// The variable-range MTRRs: PHYSBASE0, PHYSMASK0, ... PHYSMASK7.
     pub mtrr_var: [u64; 16],
+    /// IA32_MCi_CTL of each machine-check bank.
+    pub mc_ctl: [u64; MC_BANKS],
 }
 
 impl Default for SoftMsrs {
@@ -206,6 +242,7 @@ impl Default for SoftMsrs {
             mtrr_def_type: 0,
             mtrr_fixed: [0; 11],
             mtrr_var: [0; 16],
+            mc_ctl: [u64::MAX; MC_BANKS],
         }
     }
 }
@@ -228,6 +265,12 @@ pub(super) fn rdmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
         _ if index::MTRR_VAR.contains(&idx) => m.mtrr_var[(idx - 0x200) as usize],
         _ if fixed_slot(idx).is_some() => m.mtrr_fixed[fixed_slot(idx).unwrap_or(0)],
         index::APIC_BASE => s.apic_base,
+        index::MCG_CAP => MC_BANKS as u64,
+        index::MCG_STATUS => 0,
+        _ if mc_bank(idx).is_some() => match mc_bank(idx) {
+            Some((bank, 0)) => m.mc_ctl[bank],
+            _ => 0,
+        },
         index::SYSENTER_CS => s.sysenter_cs,
         index::SYSENTER_ESP => s.sysenter_esp,
         index::SYSENTER_EIP => s.sysenter_eip,
@@ -264,6 +307,14 @@ pub(super) fn wrmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
         c.c.set_tsc(v);
         return Ok(());
     }
+    if idx == index::APIC_BASE {
+        // The machine's local APIC takes the enable and x2APIC bits (and may refuse them).
+        if let Some(Err(_)) = c.io.msr_write(c.c.index, idx, v) {
+            return Err(gp(0));
+        }
+        c.c.s.apic_base = v;
+        return Ok(());
+    }
     if idx == index::TSC_DEADLINE || (0x800..=0x8ff).contains(&idx) {
         let v = if idx == index::TSC_DEADLINE && v != 0 {
             v.wrapping_sub(c.c.clock_tsc_delta())
@@ -295,7 +346,13 @@ pub(super) fn wrmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
         _ if fixed_slot(idx).is_some() && types_ok(v, false) => {
             m.mtrr_fixed[fixed_slot(idx).unwrap_or(0)] = v;
         }
-        index::APIC_BASE => s.apic_base = v,
+        // Nothing is logged: MCG_STATUS and the banks' STATUS take only 0, ADDR and MISC too.
+        index::MCG_STATUS if v == 0 => {}
+        _ if mc_bank(idx).is_some() => match mc_bank(idx) {
+            Some((bank, 0)) => m.mc_ctl[bank] = v,
+            _ if v == 0 => {}
+            _ => return Err(gp(0)),
+        },
         index::SYSENTER_CS => s.sysenter_cs = v & 0xffff,
         index::SYSENTER_ESP if addr_ok => s.sysenter_esp = v,
         index::SYSENTER_EIP if addr_ok => s.sysenter_eip = v,
@@ -322,6 +379,40 @@ pub(super) fn wrmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
     if idx == index::EFER {
         c.c.tlb.flush(false);
     }
+    Ok(())
+}
+
+/// RDPMC: this CPU has no performance counters (CPUID leaf 0xA is 0), so every counter
+/// number is invalid: #GP(0), as it is at CPL > 0 with CR4.PCE clear.
+pub(super) fn rdpmc(_: &mut Ctx, _: &Instruction) -> R<()> {
+    Err(gp(0))
+}
+
+/// RDPKRU: EAX = PKRU, EDX = 0 (#UD without CR4.PKE, #GP unless ECX = 0).
+pub(super) fn rdpkru(c: &mut Ctx, _: &Instruction) -> R<()> {
+    if c.c.s.cr4 & bits::CR4_PKE == 0 {
+        return Err(UD);
+    }
+    if c.c.get(1, 4) != 0 {
+        return Err(gp(0));
+    }
+    let v = u64::from(c.c.s.pkru);
+    c.c.set(0, 4, v);
+    c.c.set(2, 4, 0);
+    Ok(())
+}
+
+/// WRPKRU: PKRU = EAX (#UD without CR4.PKE, #GP unless ECX = EDX = 0). The TLB holds
+/// translations checked against the old PKRU, so it is flushed.
+pub(super) fn wrpkru(c: &mut Ctx, _: &Instruction) -> R<()> {
+    if c.c.s.cr4 & bits::CR4_PKE == 0 {
+        return Err(UD);
+    }
+    if c.c.get(1, 4) != 0 || c.c.get(2, 4) != 0 {
+        return Err(gp(0));
+    }
+    c.c.s.pkru = c.c.get(0, 4) as u32;
+    c.c.tlb.flush(false);
     Ok(())
 }
 

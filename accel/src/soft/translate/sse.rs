@@ -26,7 +26,6 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
             b.wr(i, 0, sz, v);
         }
         Maskmovdqu => b.call(maskmovdqu),
-        Emms => b.call(super::x87::emms),
         _ => {
             let f = i.cpuid_features();
             let sse = f

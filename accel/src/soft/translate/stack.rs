@@ -57,8 +57,11 @@ fn pop_seg(c: &mut Ctx, i: &Instruction) -> R<()> {
     let sz = i.stack_pointer_increment().clamp(2, 8) as u8;
     let v = c.peek(0, sz)? as u16;
     let sr = sreg(i.op0_register());
+    // The stack pointer moves at the old stack's address size (POP SS may change SS.B).
+    let st = c.c.stack_size();
     c.load_seg(sr, v)?;
-    c.sp_add(u64::from(sz));
+    let sp = c.c.get(4, st).wrapping_add(u64::from(sz));
+    c.c.set(4, st, sp);
     if sr == seg::SS {
         c.c.s.events.mov_ss_shadow = true;
     }
@@ -86,8 +89,11 @@ fn pusha(c: &mut Ctx, i: &Instruction) -> R<()> {
     };
     let st = c.c.stack_size();
     let sp0 = c.c.get(4, st);
+    // The pushed (E)SP is the register at the operand size, whatever the stack's address size:
+    // PUSHAD on a 16-bit stack stores all of ESP.
+    let pushed_sp = c.c.get(4, sz);
     for (k, r) in [0u8, 1, 2, 3, 4, 5, 6, 7].into_iter().enumerate() {
-        let v = if r == 4 { sp0 } else { c.c.get(r, sz) };
+        let v = if r == 4 { pushed_sp } else { c.c.get(r, sz) };
         let a = sp0.wrapping_sub(u64::from(sz) * (k as u64 + 1)) & mask(st);
         c.write(seg::SS, a, sz, v)?;
     }

@@ -7,6 +7,7 @@ use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 use super::{Builder, op_size};
 use crate::soft::cpu::{Ctx, Fault, R, UD, gp};
+use crate::soft::debug;
 use crate::soft::flags::mask;
 use crate::soft::seg::from_desc;
 use crate::state::{bits, rflags};
@@ -27,6 +28,9 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
         Rdmsr => b.call(super::msr::rdmsr),
         Wrmsr => b.call_then_stop(super::msr::wrmsr, next),
         Rdtsc | Rdtscp => b.call(super::msr::rdtsc),
+        Rdpmc => b.call(super::msr::rdpmc),
+        Rdpkru => b.call(super::msr::rdpkru),
+        Wrpkru => b.call_then_stop(super::msr::wrpkru, next),
         Swapgs => b.call(super::msr::swapgs),
         Syscall | Sysret | Sysretq | Sysenter | Sysexit | Sysexitq => {
             b.call_end(super::msr::fast_syscall)
@@ -79,9 +83,8 @@ fn flag_op(c: &mut Ctx, i: &Instruction) -> R<()> {
         Mnemonic::Clc => f & !rflags::CF,
         Mnemonic::Stc => f | rflags::CF,
         Mnemonic::Cmc => f ^ rflags::CF,
-        // CLAC/STAC: SMAP is not in this CPU's CPUID, so #UD; but as the KVM fallback the
-        // guest's CPUID is the host's, and a kernel runs them at every entry and user copy.
-        Mnemonic::Clac | Mnemonic::Stac if c.c.strict_isa && c.c.cpl() == 0 => {
+        // CLAC/STAC (SMAP): CPL 0 only.
+        Mnemonic::Clac | Mnemonic::Stac if c.c.cpl() == 0 => {
             if i.mnemonic() == Mnemonic::Clac {
                 f & !rflags::AC
             } else {
@@ -111,7 +114,11 @@ fn load_table(c: &mut Ctx, i: &Instruction) -> R<()> {
             let limit = c.read(s, a, 2)? as u16;
             let am = mask(super::addr_size(i));
             let base = if c.c.long64() {
-                c.read(s, a.wrapping_add(2) & am, 8)?
+                let base = c.read(s, a.wrapping_add(2) & am, 8)?;
+                if !crate::soft::mmu::canonical(base) {
+                    return Err(gp(0));
+                }
+                base
             } else {
                 let b = c.read(s, a.wrapping_add(2) & am, 4)?;
                 if op_size(i, 0) == 2
@@ -256,14 +263,23 @@ pub fn write_cr(c: &mut Ctx, n: u8, v: u64) -> R<()> {
                 | 0x100
                 | bits::CR4_OSFXSR
                 | bits::CR4_OSXMMEXCPT
-                | bits::CR4_OSXSAVE;
+                | bits::CR4_OSXSAVE
+                | bits::CR4_SMEP
+                | bits::CR4_SMAP
+                | bits::CR4_PKE;
             if v & !known != 0 {
                 return Err(gp(0));
             }
             if s.long_mode_active() && v & bits::CR4_PAE == 0 {
                 return Err(gp(0));
             }
-            let changed = (v ^ s.cr4) & (bits::CR4_PAE | bits::CR4_PSE | bits::CR4_PGE) != 0;
+            let paging = bits::CR4_PAE
+                | bits::CR4_PSE
+                | bits::CR4_PGE
+                | bits::CR4_SMEP
+                | bits::CR4_SMAP
+                | bits::CR4_PKE;
+            let changed = (v ^ s.cr4) & paging != 0;
             c.c.s.cr4 = v;
             if changed {
                 c.c.tlb.flush(false);
@@ -278,6 +294,20 @@ pub fn write_cr(c: &mut Ctx, n: u8, v: u64) -> R<()> {
         _ => return Err(UD),
     }
     Ok(())
+}
+
+/// MOV DR with DR7.GD set: a #DB fault with DR6.BD; GD is cleared for the handler.
+fn general_detect(c: &mut Ctx) -> R<()> {
+    let d = &mut c.c.s.debug;
+    if d.dr7 & debug::DR7_GD == 0 {
+        return Ok(());
+    }
+    d.dr7 &= !debug::DR7_GD;
+    d.dr6 |= debug::DR6_BD;
+    Err(Fault::Exc {
+        vector: crate::soft::cpu::vec::DB,
+        code: None,
+    })
 }
 
 fn mov_cr_dr(c: &mut Ctx, i: &Instruction) -> R<()> {
@@ -313,12 +343,24 @@ fn mov_cr_dr(c: &mut Ctx, i: &Instruction) -> R<()> {
         c.wr_sz(i, 0, sz, v)
     } else if let Some(n) = dr_num(r0) {
         let n = dr45(n, c)?;
+        general_detect(c)?;
         let v = c.rd_sz(i, 1, sz)?;
-        c.c.dr[usize::from(n)] = v;
+        let d = &mut c.c.s.debug;
+        match n {
+            0..=3 => d.dr[usize::from(n)] = v,
+            _ if v >> 32 != 0 => return Err(gp(0)),
+            _ => debug::write_status(d, n, v),
+        }
         Ok(())
     } else if let Some(n) = dr_num(r1) {
         let n = dr45(n, c)?;
-        let v = c.c.dr[usize::from(n)];
+        general_detect(c)?;
+        let d = &c.c.s.debug;
+        let v = match n {
+            0..=3 => d.dr[usize::from(n)],
+            6 => debug::read_dr6(d),
+            _ => debug::read_dr7(d),
+        };
         c.wr_sz(i, 0, sz, v)
     } else {
         Err(UD)

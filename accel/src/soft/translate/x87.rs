@@ -28,6 +28,7 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
         }
         Fnstenv | Fldenv | Fnsave | Frstor => b.call(env),
         Wait => b.call(fwait),
+        Emms => b.call(emms),
         _ if is_x87(i) => b.call(x87_native),
         _ => return false,
     }
@@ -42,6 +43,19 @@ fn is_x87(i: &Instruction) -> bool {
     })
 }
 
+/// EMMS, the one MMX instruction this CPU runs (CPUID offers no MMX, but AMD kernels run
+/// `fnclex; emms; fild` before every FXRSTOR, the FXSAVE-leak workaround): every x87
+/// register empty.
+fn emms(c: &mut Ctx, _: &Instruction) -> R<()> {
+    if c.c.s.cr0 & bits::CR0_EM != 0 {
+        return Err(crate::soft::cpu::UD);
+    }
+    super::fpstate::check_x87(c)?;
+    check_pending(c)?;
+    c.c.s.fpu.ftw = 0;
+    Ok(())
+}
+
 /// FWAIT: #NM when CR0.MP and CR0.TS are both set, then a pending unmasked exception.
 fn fwait(c: &mut Ctx, _: &Instruction) -> R<()> {
     let cr0 = c.c.s.cr0;
@@ -49,16 +63,6 @@ fn fwait(c: &mut Ctx, _: &Instruction) -> R<()> {
         return Err(super::fpstate::NM);
     }
     check_pending(c)
-}
-
-/// EMMS: every register's tag to empty (Linux runs `fnclex; emms; fildl` to restore the FPU
-/// on CPUs with the FXSAVE leak, AMD's before Zen 2). #NM like an x87 instruction, then a pending
-/// unmasked exception.
-pub(super) fn emms(c: &mut Ctx, _: &Instruction) -> R<()> {
-    check_x87(c)?;
-    check_pending(c)?;
-    c.c.s.fpu.ftw = 0;
-    Ok(())
 }
 
 /// FSW.ES and B from the exception flags and the masks.
