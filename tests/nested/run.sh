@@ -21,6 +21,7 @@
 #                        (default: roms_all, diff_kvm, kernels, platform: their KVM tests)
 #   NESTED_SMP, NESTED_MEM  QEMU's vCPUs (default 2) and memory (default 3G)
 #   NESTED_TIMEOUT=S     the whole QEMU run's limit in seconds (default 2400)
+#   NESTED_CMDS='a;b'    with the stage "cmds": shell commands run in the guest, output shown
 #
 # Needs qemu-system-x86_64, the Linux test assets (tests/linux/fetch-assets.sh), apt-get
 # download (the linux-image package of the same kernel, for its modules: cached), objcopy,
@@ -73,7 +74,10 @@ fi
 #--- janus and its test binaries --------------------------------------------------------------
 say "building janus (release) and the test binaries"
 (cd "$root" && cargo build --release -q)
-json=$(cd "$root" && cargo test --workspace --no-run --message-format=json 2>/dev/null)
+json=
+if [[ " $stages " == *" tests "* ]] && [ -n "$tests" ]; then
+    json=$(cd "$root" && cargo test --workspace --no-run --message-format=json 2>/dev/null)
+fi
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
@@ -88,7 +92,8 @@ copy_bin() {
 }
 copy_bin "$root/target/release/janus" /usr/bin/janus
 : > "$stage/tests/list"
-IFS=';' read -ra wanted <<< "$tests"
+wanted=()
+[ -z "$json" ] || IFS=';' read -ra wanted <<< "$tests"
 for t in "${wanted[@]}"; do
     read -r name filter <<< "$t"
     [ -n "$name" ] || continue
@@ -129,6 +134,7 @@ for f in "$root"/test-roms/*.bin; do
     esac
     case $r in loop|multiboot) ;; *) diff_roms="$diff_roms $r" ;; esac
 done
+tr ';' '\n' <<< "${NESTED_CMDS:-}" > "$stage/cmds"
 cat > "$stage/nested.conf" <<EOF
 ROOT='$root'
 STAGES='$stages'
@@ -181,7 +187,7 @@ else
 fi
 
 #--- boot it ----------------------------------------------------------------------------------
-log="$cache/serial.log"
+log="$cache/serial-$$.log"
 say "booting $release under QEMU TCG with AMD-V (-smp $qsmp, -m $qmem; log: $log)"
 start=$(date +%s)
 set +e
