@@ -198,11 +198,14 @@ main:
         in al, PORT_B
         and al, PORT_B_OUT2
         CHECK8 22, al, PORT_B_OUT2      ; terminal count reached
-        PIT_PROGRAM 2, 0, 24            ; ~20 us
+        ; ~7 ms: long enough that OUT2 is still low when read back even on a
+        ; slow host (KVM nested in QEMU's TCG, where one VM exit can take
+        ; longer than the ~20 us a count of 24 would last).
+        PIT_PROGRAM 2, 0, 0x2000
         in al, PORT_B
         and al, PORT_B_OUT2
         CHECK8 23, al, 0                ; the control word drove it low
-        mov ecx, 1000000
+        mov ecx, 10000000               ; > 7 ms even at 1 ns per instruction
 .out2:  in al, PORT_B                   ; a calibration loop: poll for OUT2
         test al, PORT_B_OUT2
         jnz .high
