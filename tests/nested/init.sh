@@ -105,12 +105,6 @@ case " $STAGES " in *" roms "*)
                 expect 26 "rom fpu irqchip=$irq (to check 26: QEMU's XSETBV)" "fpu: FAIL check 26" -- janus run $k "$roms/fpu.bin"
                 continue
             fi
-            if [ "$rom" = realmode ] && [ "$irq" = kernel ]; then
-                # Two runs of three wedged the nested guest here (no output, no soft-lockup
-                # report, QEMU busy) while realmode alone passed: not run until understood.
-                echo "NESTED: NOT RUN rom realmode irqchip=kernel (wedges the nested guest at times; docs/architecture.md)"
-                continue
-            fi
             expect 0 "rom $rom irqchip=$irq" "$want" -- janus run $k "$roms/$rom.bin"
         done
         expect 0 "rom smp --smp 4 irqchip=$irq" "APs up: 3" -- janus run $k --smp 4 "$roms/smp.bin"

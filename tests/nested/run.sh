@@ -25,6 +25,7 @@
 #                        but fpu and exceptions, which the ROM stage runs; kernels. platform's
 #                        irqchip test wedged the nested guest as realmode did: not by default)
 #   NESTED_SMP, NESTED_MEM  QEMU's vCPUs (default 2) and memory (default 3G)
+#   NESTED_ACCEL=...     QEMU's -accel (default tcg,thread=multi)
 #   NESTED_TIMEOUT=S     the whole QEMU run's limit in seconds (default 1500)
 #   NESTED_CMDS='a;b'    with the stage "cmds": shell commands run in the guest, output shown
 #
@@ -197,7 +198,7 @@ say "booting $release under QEMU TCG with AMD-V (-smp $qsmp, -m $qmem; log: $log
 start=$(date +%s)
 set +e
 timeout --foreground "$qtimeout" qemu-system-x86_64 \
-    -accel tcg,thread=multi -cpu EPYC,+svm -smp "$qsmp" -m "$qmem" \
+    -accel "${NESTED_ACCEL:-tcg,thread=multi}" -cpu EPYC,+svm -smp "$qsmp" -m "$qmem" \
     -display none -monitor none -serial stdio -no-reboot \
     -kernel "$assets/vmlinuz" -initrd "$cpio" \
     -append "console=ttyS0 panic=-1 quiet mitigations=off" </dev/null | tee "$log"
