@@ -401,9 +401,12 @@ impl Machine {
         pio.insert(0x64, 1, Arc::new(Mutex::new(I8042Port::command(i8042))))?;
         pio.insert(0x92, 1, Arc::new(Mutex::new(Port92::new(control.clone()))))?;
         let mut mmio = Bus::new("mmio");
-        // With KVM's in-kernel irqchip, KVM owns the controllers' ports and MMIO.
+        // With KVM's in-kernel irqchip, KVM owns the interrupt controllers' ports and MMIO;
+        // the PIT stays janus's.
         if config.irqchip == IrqchipMode::User {
             platform.attach(&mut pio, &mut mmio)?;
+        } else {
+            platform.attach_pit(&mut pio)?;
         }
 
         Ok(Machine {

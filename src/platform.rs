@@ -93,7 +93,7 @@ pub enum IrqchipMode {
     /// janus's PIC, PIT, IOAPIC and LAPICs in userspace (every backend).
     #[default]
     User,
-    /// KVM's in-kernel PIC, IOAPIC, LAPICs and PIT (KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2); janus's
+    /// KVM's in-kernel PIC, IOAPIC and LAPICs (KVM_CREATE_IRQCHIP); janus's PIT and other
     /// devices raise their ISA lines with KVM_IRQ_LINE.
     Kernel,
 }
@@ -234,6 +234,22 @@ impl Platform {
         &self.clock
     }
 
+    /// Puts the PIT (0x40-0x43) and port 0x61 (its channel 2 gate and output) on the bus: with
+    /// janus's controllers and with KVM's in-kernel irqchip alike (janus's PIT raises IRQ 0
+    /// through whichever interrupt controllers are in use).
+    ///
+    /// # Errors
+    /// A range collides with a device already there.
+    pub fn attach_pit(&self, pio: &mut Bus) -> Result<(), BusError> {
+        pio.insert(0x40, 4, self.pit.clone())?;
+        pio.insert(
+            0x61,
+            1,
+            Arc::new(Mutex::new(SystemPortB::new(self.pit.clone()))),
+        )?;
+        Ok(())
+    }
+
     /// Puts the controllers on the buses: PIC 0x20/0xA0/0x4D0, PIT 0x40, port 0x61, IOAPIC and
     /// LAPIC MMIO.
     ///
@@ -255,12 +271,7 @@ impl Platform {
             2,
             Arc::new(Mutex::new(PicPort::elcr(self.pic.clone()))),
         )?;
-        pio.insert(0x40, 4, self.pit.clone())?;
-        pio.insert(
-            0x61,
-            1,
-            Arc::new(Mutex::new(SystemPortB::new(self.pit.clone()))),
-        )?;
+        self.attach_pit(pio)?;
         mmio.insert(IOAPIC_BASE, IOAPIC_SIZE, self.ioapic.clone())?;
         mmio.insert(
             APIC_DEFAULT_BASE,

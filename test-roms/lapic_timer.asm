@@ -160,12 +160,26 @@ main:
         LAPIC_WR APIC_TICR, PERIODIC_COUNT
         WAIT_GE 18, timer_count, 5, 30, "5 periodic timer interrupts"
         WAIT_TICKS 2                    ; ~10+ periods, masked
+        ; 5, or 6 on a CPU slow enough (KVM nested in QEMU's TCG) that the
+        ; next period ends before the 5th handler masks the LVT: that one was
+        ; pending in IRR already and is delivered after the EOI.
         mov eax, [timer_count]
-        CHECK32 19, eax, 5
+        sub eax, 5
+        cmp eax, 1
+        CHECK_CC 19, be
         LAPIC_RD APIC_LVT_TIMER
         and eax, 0x700FF
         CHECK32 20, eax, LVT_MASKED | LVT_PERIODIC | TIMER_VEC
-        LAPIC_RD APIC_TCCR              ; still counting, reloaded each period
+        ; Still counting, reloaded each period. KVM's in-kernel LAPIC reads 0
+        ; between a period's end and its late re-arm on a slow host (KVM nested
+        ; in QEMU's TCG), so up to three reads; a stopped timer reads 0 always.
+        mov ecx, 3
+.tccr:  LAPIC_RD APIC_TCCR
+        test eax, eax
+        jnz .counting
+        dec ecx
+        jnz .tccr
+.counting:
         test eax, eax
         CHECK_CC 21, nz
         cmp eax, PERIODIC_COUNT

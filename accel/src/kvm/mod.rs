@@ -280,28 +280,30 @@ impl KvmAccel {
 
 impl KvmAccel {
     /// `--irqchip kernel`: KVM's in-kernel 8259 pair, IOAPIC and local APICs
-    /// (KVM_CREATE_IRQCHIP) and PIT (KVM_CREATE_PIT2), with the PC's GSI routing: GSI n is PIC
-    /// input n and IOAPIC pin n, except that ISA IRQ 0 is IOAPIC pin 2 (the override the MADT
-    /// and MP table announce) and GSI 2 reaches no IOAPIC pin. Must come before any vCPU is
-    /// created. Devices outside KVM raise their lines with [`KvmIrqLines`].
+    /// (KVM_CREATE_IRQCHIP), with the PC's GSI routing: GSI n is PIC input n and IOAPIC pin n,
+    /// except that ISA IRQ 0 is IOAPIC pin 2 (the override the MADT and MP table announce) and
+    /// GSI 2 reaches no IOAPIC pin. Must come before any vCPU is created. Devices outside KVM
+    /// raise their lines with [`KvmIrqLines`].
+    ///
+    /// There is no in-kernel PIT (no KVM_CREATE_PIT2): janus's own 8254 stays in userspace and
+    /// raises IRQ 0 through KVM_IRQ_LINE, as QEMU can run it. KVM's PIT reads OUT2 back wrong
+    /// right after a mode 0 command (test-roms/pit_pic.asm, check 21), on VT-x/AMD-V and
+    /// kvm_pvm alike.
     ///
     /// # Errors
     /// [`KvmError`] naming the ioctl that failed (or the capability KVM lacks).
     pub fn with_kernel_irqchip(mut self) -> Result<Self, KvmError> {
         use kvm_bindings::{
             KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
-            KVM_IRQCHIP_PIC_SLAVE, KvmIrqRouting, kvm_irq_routing_entry, kvm_pit_config,
+            KVM_IRQCHIP_PIC_SLAVE, KvmIrqRouting, kvm_irq_routing_entry,
         };
         let err = |op| move |source| KvmError::Ioctl { op, source };
-        if !self.kvm.check_extension(Cap::Irqchip) || !self.kvm.check_extension(Cap::Pit2) {
-            return Err(KvmError::MissingCap("KVM_CAP_IRQCHIP and KVM_CAP_PIT2"));
+        if !self.kvm.check_extension(Cap::Irqchip) {
+            return Err(KvmError::MissingCap("KVM_CAP_IRQCHIP"));
         }
         self.vm
             .create_irq_chip()
             .map_err(err("KVM_CREATE_IRQCHIP"))?;
-        self.vm
-            .create_pit2(kvm_pit_config::default())
-            .map_err(err("KVM_CREATE_PIT2"))?;
         let route = |gsi: u32, irqchip: u32, pin: u32| {
             let mut e = kvm_irq_routing_entry {
                 gsi,

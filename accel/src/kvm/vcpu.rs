@@ -353,7 +353,14 @@ impl KvmVcpu {
         if self.kernel_irqchip {
             return Ok(());
         }
-        if self.pending_irq.is_some() || !io.interrupt_pending(self.index) {
+        if self.pending_irq.is_some() {
+            return Ok(());
+        }
+        if !io.interrupt_pending(self.index) {
+            // Nothing to deliver: no interrupt-window exit either. A window requested while IF
+            // is set exits before the guest runs one instruction (on AMD-V at once, through
+            // V_IRQ), so a request left standing with nothing to inject would livelock the vCPU.
+            self.fd.get_kvm_run().request_interrupt_window = 0;
             return Ok(());
         }
         if self.halted {

@@ -1,0 +1,173 @@
+#!/bin/sh
+# The /init of the nested suite's initramfs (tests/nested/run.sh builds it): runs inside a
+# Linux guest booted by QEMU's TCG with AMD-V (-cpu EPYC,+svm), loads Debian's kvm-amd there
+# and runs janus on that /dev/kvm (flavour kvm_amd). Every check prints one line
+#   NESTED: PASS <name> (<seconds> s)      or      NESTED: FAIL <name> (...) and its output
+# and the last line is
+#   NESTED-RESULT: pass=<n> fail=<m>
+# after which the guest powers off; run.sh turns that line into its exit status.
+export PATH=/bin:/usr/bin
+busybox mount -t proc proc /proc
+busybox mount -t sysfs sysfs /sys
+busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
+busybox mount -t tmpfs tmpfs /tmp
+busybox mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+# shellcheck source=/dev/null
+. /nested.conf
+
+pass=0
+fail=0
+now() { read -r up _ < /proc/uptime; echo "$up"; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+result() { # result OK NAME SECONDS [WHY]
+    if [ "$1" = 1 ]; then
+        pass=$((pass + 1))
+        echo "NESTED: PASS $2 ($3 s)"
+    else
+        fail=$((fail + 1))
+        echo "NESTED: FAIL $2 ($3 s${4:+; $4})"
+    fi
+}
+finish() {
+    echo "NESTED-RESULT: pass=$pass fail=$fail"
+    sync
+    poweroff -f
+    while :; do sleep 1; done
+}
+
+# expect STATUS NAME [MUST-PRINT] -- COMMAND...: runs COMMAND, which must exit STATUS (and print
+# MUST-PRINT when given); its output is shown only when it fails.
+# With RETRY=1 a failure is shown and the command run once more (real-time checks on a slow,
+# shared host; tests/roms_all.rs does the same); a second failure counts.
+RETRY=0
+expect() {
+    want=$1 name=$2 grepfor=
+    shift 2
+    if [ "$1" != -- ]; then grepfor=$1; shift; fi
+    shift
+    kvm_stats > /tmp/stats0
+    t0=$(now)
+    "$@" > /tmp/out 2>&1
+    got=$?
+    if [ "$RETRY" = 1 ] && { [ "$got" != "$want" ] || { [ -n "$grepfor" ] && ! grep -qF -- "$grepfor" /tmp/out; }; }; then
+        echo "NESTED: RETRY $name (exit $got, expected $want${grepfor:+ and '$grepfor'})"
+        tail -n 10 /tmp/out | sed 's/^/    | /'
+        "$@" > /tmp/out 2>&1
+        got=$?
+    fi
+    secs=$(elapsed "$t0")
+    if [ "$got" = "$want" ] && { [ -z "$grepfor" ] || grep -qF -- "$grepfor" /tmp/out; }; then
+        result 1 "$name" "$secs"
+    else
+        result 0 "$name" "$secs" "exit $got, expected $want${grepfor:+ and '$grepfor'}"
+        tail -n 40 /tmp/out | sed 's/^/    | /'
+        # What KVM did meanwhile (its debugfs counters, as deltas): evidence for a hang.
+        kvm_stats | awk 'NR == FNR { a[$1] = $2; next } $2 != a[$1] { printf "    kvm %s +%d\n", $1, $2 - a[$1] }' /tmp/stats0 -
+    fi
+}
+kvm_stats() {
+    for f in exits irq_exits irq_window_exits halt_exits io_exits mmio_exits irq_injections nmi_window_exits request_irq_exits signal_exits insn_emulation nested_run; do
+        [ -r "/sys/kernel/debug/kvm/$f" ] && echo "$f $(cat "/sys/kernel/debug/kvm/$f")"
+    done
+    return 0
+}
+
+echo "NESTED: kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPUs, $(awk '/MemTotal/ { print $2 / 1024 " MiB" }' /proc/meminfo)"
+grep -q ' svm ' /proc/cpuinfo || { result 0 "cpu-has-svm" 0 "no svm flag in /proc/cpuinfo"; finish; }
+for m in irqbypass kvm ccp kvm-amd; do
+    if ! insmod "/modules/$m.ko" 2>/tmp/out; then
+        result 0 "insmod-$m" 0 "$(cat /tmp/out)"
+        finish
+    fi
+done
+[ -e /dev/kvm ] || mknod /dev/kvm c 10 232
+expect 0 janus-info "kvm_amd" -- janus info
+
+cd "$ROOT" || finish
+export JANUS_REQUIRE_KVM=1
+roms=$ROOT/test-roms
+T=--timeout=${ROM_TIMEOUT:-60}
+
+case " $STAGES " in *" roms "*)
+    RETRY=1
+    # Every test ROM on KVM with both interrupt-controller models; the ROMs that start
+    # application processors with 1 and 4 vCPUs (acpi counts them).
+    for irq in $IRQCHIPS; do
+        k="--accel kvm --irqchip $irq $T --serial stdio"
+        for rom in $ROMS_PASS; do
+            want="$rom: PASS"
+            [ "$rom" = demo ] && want="demo finished: all modes OK"
+            if [ "$rom" = fpu ]; then
+                # QEMU 7.2's AMD-V model lets the nested guest's XSETBV through without the
+                # #VMEXIT that KVM intercepts it with: KVM's idea of the guest's XCR0 stays 1
+                # and is loaded at the next VMRUN, so XSAVE leaves SSE out of XSTATE_BV
+                # (check 26). Everything before check 26 is checked.
+                expect 26 "rom fpu irqchip=$irq (to check 26: QEMU's XSETBV)" "fpu: FAIL check 26" -- janus run $k "$roms/fpu.bin"
+                continue
+            fi
+            expect 0 "rom $rom irqchip=$irq" "$want" -- janus run $k "$roms/$rom.bin"
+        done
+        expect 0 "rom smp --smp 4 irqchip=$irq" "APs up: 3" -- janus run $k --smp 4 "$roms/smp.bin"
+        expect 13 "rom smp --smp 1 irqchip=$irq" -- janus run $k --smp 1 "$roms/smp.bin"
+        expect 0 "rom xmc --smp 2 irqchip=$irq" "xmc: PASS" -- janus run $k --smp 2 "$roms/xmc.bin"
+        expect 116 "rom acpi --smp 1 irqchip=$irq" "MP table: 1 processors" -- janus run $k --smp 1 "$roms/acpi.bin"
+        expect 116 "rom acpi --smp 4 irqchip=$irq" "MP table: 4 processors" -- janus run $k --smp 4 "$roms/acpi.bin"
+        expect 112 "rom triple irqchip=$irq" -- janus run $k "$roms/triple.bin"
+        if [ "$irq" = kernel ]; then
+            # KVM's in-kernel LAPIC holds a HLT with interrupts off inside KVM (as hardware
+            # would): janus never sees it, the run ends at --timeout.
+            expect 124 "rom halt irqchip=$irq" -- janus run --accel kvm --irqchip kernel --timeout 2 "$roms/halt.bin"
+        else
+            expect 113 "rom halt irqchip=$irq" -- janus run $k "$roms/halt.bin"
+        fi
+        expect 124 "rom loop irqchip=$irq" -- janus run --accel kvm --irqchip "$irq" --timeout 1 "$roms/loop.bin"
+        expect 0 "rom multiboot irqchip=$irq" "multiboot: PASS" -- janus run $k --kernel "$roms/multiboot.bin" --initrd "$roms/multiboot.asm" --append janus-multiboot-test
+    done
+;; esac
+
+RETRY=0
+case " $STAGES " in *" diff "*)
+    # Lockstep: KVM single-stepped against the interpreter on every ROM.
+    for rom in $DIFF_ROMS; do
+        [ "$rom" = fpu ] && continue # QEMU's XSETBV (see the ROM stage)
+        expect 0 "diff kvm-interp $rom" "agreed" -- janus diff --a kvm --b interp "$roms/$rom.bin"
+    done
+    expect 0 "diff kvm-interp loop (20000 steps)" "step limit" -- janus diff --a kvm --b interp --max-steps 20000 "$roms/loop.bin"
+;; esac
+
+case " $STAGES " in *" fuzz "*)
+    for mode in real prot32 long64; do
+        expect 0 "fuzz $mode kvm-interp $FUZZ_COUNT" -- janus fuzz --mode "$mode" --count "$FUZZ_COUNT" --a kvm --b interp --out /tmp/fuzz-out
+    done
+;; esac
+
+case " $STAGES " in *" linux "*)
+    # Debian's kernel on janus on kvm_amd: to /init with KVM's irqchip and with janus's own.
+    for irq in kernel user; do
+        expect 114 "linux to /init irqchip=$irq" "JANUS-INIT-OK" -- janus run --accel kvm --irqchip "$irq" --mem 256M --timeout 300 --stats \
+            --kernel "$ROOT/tests/linux/assets/vmlinuz" --initrd "$ROOT/tests/linux/assets/initramfs.cpio.gz" --append "console=ttyS0"
+        grep -E "JANUS-INIT-OK|JANUS-CPUS|marker|wall" /tmp/out | sed 's/^/    | /'
+    done
+;; esac
+
+case " $STAGES " in *" tests "*)
+    # janus's own integration tests (built by cargo test --no-run), with KVM required.
+    while read -r bin filter; do
+        [ -n "$bin" ] || continue
+        # shellcheck disable=SC2086
+        expect 0 "cargo-test $bin${filter:+ $filter}" "test result: ok" -- "/tests/$bin" --test-threads=2 $filter
+    done < /tests/list
+;; esac
+
+case " $STAGES " in *" cmds "*)
+    # NESTED_CMDS of run.sh: commands run as they are, their output shown (for investigating).
+    while read -r cmd; do
+        [ -n "$cmd" ] || continue
+        echo "NESTED-CMD: $cmd"
+        kvm_stats > /tmp/stats0
+        sh -c "$cmd" < /dev/null 2>&1 | sed 's/^/    | /'
+        kvm_stats | awk 'NR == FNR { a[$1] = $2; next } $2 != a[$1] { printf "    kvm %s +%d\n", $1, $2 - a[$1] }' /tmp/stats0 -
+    done < /cmds
+;; esac
+
+finish
