@@ -24,6 +24,7 @@
 //! (that step has no oracle). A halted pair waits by jumping the clock to the next deadline.
 
 pub mod compare;
+mod lockstep;
 pub mod replay;
 
 use std::collections::BTreeMap;
@@ -31,7 +32,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use iced_x86::{
-    Formatter, Instruction, InstructionInfoFactory, IntelFormatter, Mnemonic, OpAccess, Register,
+    Formatter, Instruction, InstructionInfoFactory, IntelFormatter, OpAccess, Register,
 };
 use janus_accel::disasm::fetch_insn;
 use janus_accel::registry::{self, AccelConfig, AccelKind};
@@ -41,7 +42,8 @@ use crate::control::{Control, StopReason};
 use crate::layout::{self, LoadError};
 use crate::machine::{Machine, MachineConfig, MachineError};
 use crate::sink::SinkSpec;
-use compare::{FieldDiff, compare, iced_flags_to_rflags};
+use compare::{FieldDiff, compare};
+use lockstep::Lockstep;
 use replay::{Recorder, Replayer};
 
 /// Which reference produced backend A's result for a step.
@@ -500,8 +502,8 @@ pub fn diff_prepared(
 }
 
 fn lockstep(
-    mut a: Side,
-    mut b: Side,
+    a: Side,
+    b: Side,
     io: Arc<crate::machine::MachineIo>,
     control: Arc<Control>,
     opts: &DiffOptions,
@@ -509,365 +511,29 @@ fn lockstep(
     if let Some(w) = &opts.whole_program {
         return whole_program(a, b, io, control, opts, w);
     }
-    let recorder = Recorder::new(io.as_ref());
-    let replayer = Replayer::default();
-    let mut no_oracle: BTreeMap<String, u64> = BTreeMap::new();
     let backends = (opts.a.name(), opts.b.name());
-    let mut formatter = IntelFormatter::new();
-    let mut step = 0u64;
-    let report = |steps, end, no_oracle| DiffReport {
-        steps,
-        end,
-        no_oracle,
-        backends,
-    };
     // Deterministic time: the machine's interrupt controllers and clock, driven from here.
     let timed = io
         .platform
         .clone()
         .filter(|p| opts.icount.is_some() && p.clock().is_deterministic());
     if timed.is_some() && opts.a == AccelKind::Kvm && opts.b == AccelKind::Kvm {
-        return report(
-            0,
-            DiffEnd::Agreed(StopReason::HostError(
+        return DiffReport {
+            steps: 0,
+            end: DiffEnd::Agreed(StopReason::HostError(
                 "--icount in lockstep needs a software backend on one side".into(),
             )),
-            no_oracle,
-        );
+            no_oracle: BTreeMap::new(),
+            backends,
+        };
     }
-    let mut halted = false;
-    let mut retired = software_count(&a, &b);
-    loop {
-        if step >= opts.max_steps {
-            return report(step, DiffEnd::StepLimit, no_oracle);
-        }
-        let mut injected = None;
-        if let Some(p) = &timed {
-            let kinds = (opts.a, opts.b);
-            match interrupt_step(p, (&mut a, &mut b), kinds, io.as_ref(), halted) {
-                Ok(TimedStep::Inject(v)) => {
-                    injected = Some(v);
-                    halted = false;
-                }
-                Ok(TimedStep::Delivered) => {
-                    halted = false;
-                    step += 1;
-                    let now = software_count(&a, &b);
-                    p.retired(0, now.wrapping_sub(retired));
-                    retired = now;
-                    continue;
-                }
-                Ok(TimedStep::Idle) => continue,
-                Ok(TimedStep::Asleep) => {
-                    return report(
-                        step,
-                        DiffEnd::Agreed(StopReason::HostError(
-                            "halted with no timer armed: nothing can wake the guest in lockstep"
-                                .into(),
-                        )),
-                        no_oracle,
-                    );
-                }
-                Ok(TimedStep::Run) => {}
-                Err(e) => {
-                    return report(
-                        step,
-                        DiffEnd::Agreed(StopReason::HostError(e.to_string())),
-                        no_oracle,
-                    );
-                }
-            }
-        }
-        let before = match a.vcpu.state() {
-            Ok(s) => s,
-            Err(e) => {
-                return report(
-                    step,
-                    DiffEnd::Agreed(StopReason::HostError(e.to_string())),
-                    no_oracle,
-                );
-            }
-        };
-        let (bytes, insn) = fetch_insn(&before, &a.mem);
-        let mut text = String::new();
-        if let Some(v) = injected {
-            text = format!(
-                "(interrupt {v:#04x} delivered, then the handler's first instruction; before it) "
-            );
-        }
-        formatter.format(&insn, &mut text);
-        let oracle = match opts.a {
-            AccelKind::Kvm if a.pvm && !(before.cs.dpl == 3 && before.code_bitness() == 64) => {
-                Oracle::KvmEmulator
-            }
-            AccelKind::Kvm => Oracle::Hardware,
-            AccelKind::Interp | AccelKind::Jit => Oracle::Software,
-        };
-        let writes = written_ranges(&insn, &before, &a.mem);
-        let exit_a = a.vcpu.run(&recorder);
-        let events = recorder.take();
-        replayer.load(events);
-        let exit_b = b.vcpu.run(&replayer);
-        let (mut exit_a, mut exit_b) = match (exit_a, exit_b) {
-            (Ok(x), Ok(y)) => (x, y),
-            (Err(e), _) | (_, Err(e)) => {
-                return report(
-                    step,
-                    DiffEnd::Agreed(StopReason::HostError(e.to_string())),
-                    no_oracle,
-                );
-            }
-        };
-        // MOV SS / POP SS inhibit the single-step trap for one instruction on hardware.
-        let ss_load = matches!(insn.mnemonic(), Mnemonic::Mov | Mnemonic::Pop)
-            && insn.op0_register() == Register::SS;
-        if let Exit::Failed(f) = &exit_a
-            && f.what.starts_with("KVM internal error")
-        {
-            // No oracle: take B's result as A's and go on.
-            *no_oracle
-                .entry(format!("{:?}", insn.mnemonic()).to_lowercase())
-                .or_default() += 1;
-            if let Ok(sb) = b.vcpu.state() {
-                // All of memory, not only the instruction's operands: an INT3 or INTO that
-                // delivers an exception also writes its frame on the stack.
-                copy_ram(&b.mem, &a.mem);
-                let _ = a.vcpu.set_state(&sb);
-            }
-            let _ = replayer.finish();
-            step += 1;
-            continue;
-        }
-        let (mut sa, mut sb) = match (a.vcpu.state(), b.vcpu.state()) {
-            (Ok(x), Ok(y)) => (x, y),
-            (Err(e), _) | (_, Err(e)) => {
-                return report(
-                    step,
-                    DiffEnd::Agreed(StopReason::HostError(e.to_string())),
-                    no_oracle,
-                );
-            }
-        };
-        if ss_load && sb.rip != sa.rip && matches!(exit_b, Exit::SingleStep) {
-            match step_once(&mut b, &replayer) {
-                Ok((e, s)) => (exit_b, sb) = (e, s),
-                Err(e) => {
-                    return report(
-                        step,
-                        DiffEnd::Agreed(StopReason::HostError(e.to_string())),
-                        no_oracle,
-                    );
-                }
-            }
-        }
-        // KVM runs a whole `rep ins/outs` in one I/O exit; the software backend steps one
-        // iteration at a time, as TF does on hardware. Let B catch up within the instruction.
-        let mut catch_up = 0;
-        let rep = insn.has_rep_prefix() || insn.has_repne_prefix();
-        let addr_size = InstructionInfoFactory::new()
-            .info(&insn)
-            .used_memory()
-            .first()
-            .map_or(iced_x86::CodeSize::Code64, |m| m.address_size());
-        let counter = |s: &CpuState| match addr_size {
-            iced_x86::CodeSize::Code16 => s.gpr[1] & 0xffff,
-            iced_x86::CodeSize::Code32 => s.gpr[1] & 0xffff_ffff,
-            _ => s.gpr[1],
-        };
-        while rep
-            && matches!(exit_b, Exit::SingleStep)
-            && sb.rip == before.rip
-            && (sa.rip != before.rip || counter(&sb) != counter(&sa))
-            && catch_up < 1 << 20
-        {
-            match step_once(&mut b, &replayer) {
-                Ok((e, s)) => (exit_b, sb) = (e, s),
-                Err(e) => {
-                    return report(
-                        step,
-                        DiffEnd::Agreed(StopReason::HostError(e.to_string())),
-                        no_oracle,
-                    );
-                }
-            }
-            catch_up += 1;
-        }
-        // KVM's emulator may end a batch after the last iteration (RCX exhausted, or the
-        // REPE/REPNE condition met) with RIP still at the instruction and RF set: RIP moves on
-        // only at the next entry, without another iteration. B has finished the instruction,
-        // as hardware does: step A once more to let it finish too.
-        if rep
-            && sa.rip == before.rip
-            && sb.rip == insn.next_ip()
-            && counter(&sa) == counter(&sb)
-            && matches!(exit_a, Exit::SingleStep)
-        {
-            exit_a = match a.vcpu.run(&recorder) {
-                Ok(e) => e,
-                Err(e) => {
-                    return report(
-                        step,
-                        DiffEnd::Agreed(StopReason::HostError(e.to_string())),
-                        no_oracle,
-                    );
-                }
-            };
-            replayer.load(recorder.take());
-            match a.vcpu.state() {
-                Ok(s) => sa = s,
-                Err(e) => {
-                    return report(
-                        step,
-                        DiffEnd::Agreed(StopReason::HostError(e.to_string())),
-                        no_oracle,
-                    );
-                }
-            }
-        }
-        // CPUID describes each backend's own features: replay A's answer to B.
-        // So do the time-stamp counter reads: each backend has its own clock.
-        let replayed: &[usize] = match insn.mnemonic() {
-            Mnemonic::Cpuid => &[0, 1, 2, 3],
-            Mnemonic::Rdtsc => &[0, 2],
-            Mnemonic::Rdtscp => &[0, 1, 2],
-            _ => &[],
-        };
-        if !replayed.is_empty() && sa.rip == sb.rip {
-            for &r in replayed {
-                sb.gpr[r] = sa.gpr[r];
-            }
-            if let Err(e) = b.vcpu.set_state(&sb) {
-                return report(
-                    step,
-                    DiffEnd::Agreed(StopReason::HostError(e.to_string())),
-                    no_oracle,
-                );
-            }
-        }
-        let is_hlt = insn.mnemonic() == Mnemonic::Hlt;
-        let same_exit = match (&exit_a, &exit_b) {
-            (Exit::SingleStep | Exit::Stopped, Exit::SingleStep | Exit::Stopped) => true,
-            (Exit::Halt | Exit::SingleStep, Exit::Halt | Exit::SingleStep) if is_hlt => true,
-            (Exit::Shutdown(_), Exit::Shutdown(_)) => true,
-            (x, y) => std::mem::discriminant(x) == std::mem::discriminant(y),
-        };
-        // An exception delivered by the step: hardware single-step runs into the handler (the
-        // trap is taken after its first instruction, or not until a HLT there), while the
-        // software backend stops at the handler's entry. Let B catch up to A's RIP.
-        let mut catch_up = 0;
-        while sb.rip != sa.rip
-            && sb.rip != before.rip
-            && matches!(exit_b, Exit::SingleStep)
-            && catch_up < 4
-        {
-            match step_once(&mut b, &replayer) {
-                Ok((e, s)) => (exit_b, sb) = (e, s),
-                Err(e) => {
-                    return report(
-                        step,
-                        DiffEnd::Agreed(StopReason::HostError(e.to_string())),
-                        no_oracle,
-                    );
-                }
-            }
-            catch_up += 1;
-        }
-        let undefined = iced_flags_to_rflags(insn.rflags_undefined());
-        let fields = compare(&sa, &sb, undefined);
-        // Flags the instruction left undefined are pinned to A's values, so that a later
-        // instruction reading them compares defined behaviour only.
-        if fields.is_empty() && (sa.rflags ^ sb.rflags) & undefined != 0 {
-            sb.rflags = (sb.rflags & !undefined) | (sa.rflags & undefined);
-            if let Err(e) = b.vcpu.set_state(&sb) {
-                return report(
-                    step,
-                    DiffEnd::Agreed(StopReason::HostError(e.to_string())),
-                    no_oracle,
-                );
-            }
-        }
-        let mut memory = Vec::new();
-        compare_ranges(&a.mem, &b.mem, &writes, &mut memory);
-        step += 1;
-        if let Some(p) = &timed {
-            // Time moves with the instructions the software side retired.
-            let now = software_count(&a, &b);
-            p.retired(0, now.wrapping_sub(retired));
-            retired = now;
-            // A halt holds (the software CPU stays halted; KVM's single-step may report the HLT
-            // as a step and would run on) until an interrupt is delivered.
-            halted = (is_hlt || matches!(exit_a, Exit::Halt) || matches!(exit_b, Exit::Halt))
-                && sa.rflags & janus_accel::state::rflags::IF != 0;
-        }
-        let stopping = control.stopping()
-            || matches!(exit_a, Exit::Shutdown(_) | Exit::Failed(_))
-            || (matches!(exit_a, Exit::Halt) && timed.is_none());
-        // An interrupt frame is written where the decoded instruction says nothing of.
-        if memory.is_empty() && (step % opts.ram_every == 0 || stopping || injected.is_some()) {
-            memory = compare_ram(&a.mem, &b.mem);
-        }
-        let io_mismatch = replayer.finish();
-        if !same_exit || !fields.is_empty() || !memory.is_empty() || !io_mismatch.is_empty() {
-            return report(
-                step - 1,
-                DiffEnd::Diverged(Box::new(Divergence {
-                    step: step - 1,
-                    insn: StepInsn {
-                        cs: before.cs.selector,
-                        rip: before.rip,
-                        bytes,
-                        text,
-                    },
-                    oracle,
-                    before,
-                    a: sa,
-                    b: sb,
-                    exits: (!same_exit).then(|| (exit_name(&exit_a), exit_name(&exit_b))),
-                    fields,
-                    memory,
-                    io: io_mismatch,
-                })),
-                no_oracle,
-            );
-        }
-        match exit_a {
-            Exit::Shutdown(s) => {
-                return report(step, DiffEnd::Agreed(StopReason::TripleFault(s)), no_oracle);
-            }
-            Exit::Halt if sa.rflags & janus_accel::state::rflags::IF == 0 => {
-                return report(
-                    step,
-                    DiffEnd::Agreed(StopReason::HaltedInterruptsOff {
-                        vcpu: 0,
-                        cs: sa.cs.selector,
-                        rip: sa.rip,
-                    }),
-                    no_oracle,
-                );
-            }
-            Exit::Failed(f) => {
-                return report(step, DiffEnd::Agreed(StopReason::VcpuFailed(f)), no_oracle);
-            }
-            _ => {}
-        }
-        // A HLT ran inside the step (an exception handler's first instruction, which hardware
-        // single-step runs before trapping and B ran while catching up): the software CPU now
-        // stays halted, so with interrupts off the run is over.
-        let halted_b = matches!(exit_b, Exit::Halt);
-        if (is_hlt || halted_b) && sa.rflags & janus_accel::state::rflags::IF == 0 {
-            return report(
-                step,
-                DiffEnd::Agreed(StopReason::HaltedInterruptsOff {
-                    vcpu: 0,
-                    cs: sa.cs.selector,
-                    rip: sa.rip,
-                }),
-                no_oracle,
-            );
-        }
-        if let Some(r) = control.reason() {
-            return report(step, DiffEnd::Agreed(r), no_oracle);
-        }
+    let mut run = Lockstep::new((a, b), io.as_ref(), &control, opts, timed);
+    let end = run.run();
+    DiffReport {
+        steps: run.steps,
+        end,
+        no_oracle: std::mem::take(&mut run.no_oracle),
+        backends,
     }
 }
 

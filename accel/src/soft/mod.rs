@@ -260,6 +260,16 @@ impl SoftVcpu {
         }))
     }
 
+    /// What an event delivery means for `run`: `None` to go on (the handler is entered), or
+    /// the exit that ends it (a triple fault, or a delivery the CPU cannot do).
+    fn after_delivery(&mut self, d: Delivered) -> Option<Exit> {
+        match d {
+            Delivered::Ok => None,
+            Delivered::Shutdown => Some(self.shutdown()),
+            Delivered::Unsupported(w) => Some(self.failed("unsupported", w)),
+        }
+    }
+
     fn snapshot(&self) -> CpuState {
         let mut s = self.core.s.clone();
         s.rflags = self.core.rflags();
@@ -310,10 +320,9 @@ impl SoftVcpu {
                 io,
             };
             if let Some(e) = ctx.c.s.events.exception.take() {
-                match ctx.raise(e.vector, e.error_code) {
-                    Delivered::Ok => {}
-                    Delivered::Shutdown => return self.shutdown(),
-                    Delivered::Unsupported(w) => return self.failed("unsupported", w),
+                let d = ctx.raise(e.vector, e.error_code);
+                if let Some(exit) = self.after_delivery(d) {
+                    return exit;
                 }
                 continue;
             }
@@ -324,11 +333,12 @@ impl SoftVcpu {
                     let rip = ctx.c.s.rip;
                     match ctx.deliver(v, None, Source::External, rip) {
                         Ok(()) => {}
-                        Err(Fault::Exc { vector, code }) => match ctx.raise(vector, code) {
-                            Delivered::Ok => {}
-                            Delivered::Shutdown => return self.shutdown(),
-                            Delivered::Unsupported(w) => return self.failed("unsupported", w),
-                        },
+                        Err(Fault::Exc { vector, code }) => {
+                            let d = ctx.raise(vector, code);
+                            if let Some(exit) = self.after_delivery(d) {
+                                return exit;
+                            }
+                        }
                         Err(Fault::Unsupported(w)) => return self.failed("unsupported", w),
                         Err(Fault::Halt) => {}
                     }
@@ -480,10 +490,9 @@ impl SoftVcpu {
                     }
                     if tf && n > 0 && !block.insns.is_empty() {
                         let insn = block.insns[0];
-                        match single_step_trap(&mut ctx, &insn) {
-                            Delivered::Ok => {}
-                            Delivered::Shutdown => return self.shutdown(),
-                            Delivered::Unsupported(w) => return self.failed("unsupported", w),
+                        let d = single_step_trap(&mut ctx, &insn);
+                        if let Some(exit) = self.after_delivery(d) {
+                            return exit;
                         }
                     }
                 }

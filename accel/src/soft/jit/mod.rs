@@ -10,8 +10,8 @@
 //! that cross a page and single-stepping run in the interpreter, which stays the reference.
 //!
 //! Modules: `buffer` (code memory, entry, the `unsafe` shims), `rt` (the context generated code
-//! sees), `codegen`/`ops`/`flags`/`mem`/`exits`/`inline_helpers` (code generation), `alloc` (register
-//! allocation), `analysis` (liveness), `slow` (what the shims do).
+//! sees), `codegen`/`ops`/`flags`/`mem`/`exits`/`inline_helpers` (code generation), `alloc`
+//! (register allocation), `analysis` (liveness), `slow` (what the shims do).
 
 // dynasm! converts every dynamic register operand with `.into()`, which clippy flags.
 #![allow(clippy::useless_conversion)]
