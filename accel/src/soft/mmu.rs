@@ -487,11 +487,19 @@ impl Ctx<'_> {
         Ok((phys, pge && last & 0x100 != 0, !smap))
     }
 
+    /// Records the data breakpoints an access hits (out of line: the inlined access paths
+    /// only test whether DR7 enables any).
+    #[cold]
+    #[inline(never)]
+    fn note_data(&mut self, lin: u64, sz: u8, write: bool) {
+        self.c.dbg_hits |= super::debug::data_hits(&self.c.s, lin, sz, write);
+    }
+
     /// Reads `sz` bytes at a linear address.
     #[inline]
     pub fn read_lin(&mut self, lin: u64, sz: u8, acc: Acc, user: bool) -> R<u64> {
         if super::debug::armed(&self.c.s) && acc != Acc::X {
-            self.c.dbg_hits |= super::debug::data_hits(&self.c.s, lin, sz, false);
+            self.note_data(lin, sz, false);
         }
         if (lin & 0xfff) + u64::from(sz) <= 0x1000 {
             let e = self.translate(lin, acc, user)?;
@@ -550,7 +558,7 @@ impl Ctx<'_> {
     #[inline]
     pub fn write_lin(&mut self, lin: u64, sz: u8, v: u64, user: bool) -> R<()> {
         if super::debug::armed(&self.c.s) {
-            self.c.dbg_hits |= super::debug::data_hits(&self.c.s, lin, sz, true);
+            self.note_data(lin, sz, true);
         }
         if (lin & 0xfff) + u64::from(sz) <= 0x1000 {
             let e = self.translate(lin, Acc::W, user)?;
