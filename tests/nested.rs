@@ -1,7 +1,9 @@
 //! The nested suite (tests/nested/run.sh): janus's KVM backend on hardware-assisted KVM, a
-//! kvm_amd /dev/kvm inside Debian's kernel booted by QEMU's TCG with AMD-V. Runs when
-//! qemu-system-x86_64 is installed, skips loudly otherwise, and fails instead of skipping under
-//! JANUS_REQUIRE_NESTED=1 (as CI sets).
+//! kvm_amd /dev/kvm inside Debian's kernel booted by QEMU's TCG with AMD-V. It takes about ten
+//! minutes and needs qemu-system-x86_64, so it runs only when asked: JANUS_NESTED=1 runs it (and
+//! skips loudly without QEMU), JANUS_REQUIRE_NESTED=1 runs it and fails without QEMU. Otherwise
+//! it skips loudly. `.ci/run` does not ask for it yet: the nested guest freezes now and then
+//! (docs/architecture.md, "The nested AMD-V suite").
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -16,6 +18,14 @@ fn qemu_present() -> bool {
 #[test]
 fn nested_kvm_amd_suite() {
     let required = std::env::var("JANUS_REQUIRE_NESTED").as_deref() == Ok("1");
+    let asked = required || std::env::var("JANUS_NESTED").as_deref() == Ok("1");
+    if !asked {
+        eprintln!(
+            "!!!! SKIPPED nested_kvm_amd_suite: not asked for (JANUS_NESTED=1 runs it); janus's \
+             KVM backend was NOT checked on kvm_amd !!!!"
+        );
+        return;
+    }
     if !qemu_present() {
         assert!(
             !required,
