@@ -169,8 +169,8 @@ pub fn spawn_reader(input: InputQueue, serial: Arc<Mutex<Serial>>, hooks: Consol
                         Key::Guest(b) => bytes.push(b),
                         Key::None => {}
                         Key::Quit => hooks.control.request_stop(StopReason::ConsoleQuit),
-                        Key::Help => eprint!("{HELP}"),
-                        Key::Stats => eprintln!("{}", (hooks.stats)()),
+                        Key::Help => crate::ewrite!("{HELP}"),
+                        Key::Stats => crate::ewriteln!("{}", (hooks.stats)()),
                     }
                 }
                 if bytes.is_empty() {

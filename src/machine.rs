@@ -488,7 +488,9 @@ impl Machine {
     pub fn run(&mut self, kind: AccelKind) -> Result<RunOutcome, MachineError> {
         let kind = match kind {
             AccelKind::Auto if self.config.icount.is_some() => {
-                eprintln!("janus: --accel auto chose the JIT: --icount needs a software backend");
+                crate::ewriteln!(
+                    "janus: --accel auto chose the JIT: --icount needs a software backend"
+                );
                 AccelKind::Jit
             }
             AccelKind::Kvm if self.config.icount.is_some() => {
@@ -498,26 +500,28 @@ impl Machine {
                 if kind == AccelKind::Kvm {
                     return Err(MachineError::NeedsSoftware("--trace"));
                 }
-                eprintln!("janus: --accel auto chose the JIT: --trace needs a software backend");
+                crate::ewriteln!(
+                    "janus: --accel auto chose the JIT: --trace needs a software backend"
+                );
                 AccelKind::Jit
             }
             AccelKind::Auto | AccelKind::Kvm if self.config.perf_map => {
                 if kind == AccelKind::Kvm {
                     return Err(MachineError::NeedsSoftware("--perf-map"));
                 }
-                eprintln!("janus: --accel auto chose the JIT: --perf-map names JIT code");
+                crate::ewriteln!("janus: --accel auto chose the JIT: --perf-map names JIT code");
                 AccelKind::Jit
             }
             AccelKind::Auto => match kvm::probe(&self.config.kvm_path) {
                 Ok(_) => {
-                    eprintln!(
+                    crate::ewriteln!(
                         "janus: --accel auto chose kvm ({} works)",
                         self.config.kvm_path.display()
                     );
                     AccelKind::Kvm
                 }
                 Err(e) => {
-                    eprintln!("janus: --accel auto chose the JIT: {e}");
+                    crate::ewriteln!("janus: --accel auto chose the JIT: {e}");
                     AccelKind::Jit
                 }
             },

@@ -60,7 +60,7 @@ fn default_backends() -> Vec<AccelKind> {
     if kvm && !janus_accel::kvm::is_paravirtual() {
         v.push(AccelKind::Kvm);
     } else if kvm {
-        eprintln!(
+        janus::ewriteln!(
             "janus bench: kvm left out by default: this host's KVM is kvm_pvm, which emulates \
              these kernel-mode workloads (ask for it with --accel kvm,jit,interp)"
         );
@@ -112,13 +112,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     format!("run {r}/{runs}")
                 };
                 if tty {
-                    eprint!(
+                    janus::ewrite!(
                         "\r\x1b[K[{step}/{total}] {} on {}: {what}",
                         w.name,
                         backend_name(b)
                     );
                 } else if r == 0 {
-                    eprintln!("[{step}/{total}] {} on {}", w.name, backend_name(b));
+                    janus::ewriteln!("[{step}/{total}] {} on {}", w.name, backend_name(b));
                 }
                 let s = run_once(w, b, timeout)?;
                 if r > 0 {
@@ -140,17 +140,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
         results.push(row);
     }
     if tty {
-        eprintln!("\r\x1b[K");
+        janus::ewriteln!("\r\x1b[K");
     }
     let out = match args.format {
         Format::Table => table(&results),
         Format::Csv => csv(&results),
         Format::Json => json(&results),
     };
-    print!("{out}");
+    janus::owrite!("{out}");
     if let Some(p) = &args.plot {
         plot(&results, p)?;
-        eprintln!("janus bench: wrote {}", p.display());
+        janus::ewriteln!("janus bench: wrote {}", p.display());
     }
     Ok(())
 }

@@ -220,7 +220,7 @@ fn fuzz(args: FuzzArgs) -> Result<ExitCode> {
     };
     let s = janus::fuzz::fuzz(&opts)?;
     let total: u64 = s.by_mnemonic.values().sum();
-    println!(
+    janus::owriteln!(
         "fuzz {} seed {}: {} instructions in {} programs, {:.1} s, {} divergences",
         args.mode.name(),
         args.seed,
@@ -230,18 +230,18 @@ fn fuzz(args: FuzzArgs) -> Result<ExitCode> {
         total
     );
     for (m, n) in &s.by_mnemonic {
-        println!("  diverged at {m}: {n}");
+        janus::owriteln!("  diverged at {m}: {n}");
     }
     for (m, n) in &s.no_oracle {
-        println!("  no oracle for {m}: {n} (the reference could not run it)");
+        janus::owriteln!("  no oracle for {m}: {n} (the reference could not run it)");
     }
     for f in &s.found {
         if let Some(p) = &f.file {
-            println!("  reproducer for {}: {}", f.mnemonic, p.display());
+            janus::owriteln!("  reproducer for {}: {}", f.mnemonic, p.display());
         }
     }
     if let Some(f) = s.found.first() {
-        println!("first divergence (shrunk):\n{}", f.report);
+        janus::owriteln!("first divergence (shrunk):\n{}", f.report);
     }
     Ok(if total == 0 {
         ExitCode::SUCCESS
@@ -320,26 +320,26 @@ fn diff(args: DiffArgs) -> Result<ExitCode> {
 fn print_diff(report: janus::diff::DiffReport, secs: f64) -> ExitCode {
     let (a, b) = report.backends;
     for (m, n) in &report.no_oracle {
-        eprintln!("janus diff: no oracle for {n} x {m} (backend a could not run it)");
+        janus::ewriteln!("janus diff: no oracle for {n} x {m} (backend a could not run it)");
     }
     match report.end {
         DiffEnd::Diverged(d) => {
-            println!("{d}");
-            eprintln!(
+            janus::owriteln!("{d}");
+            janus::ewriteln!(
                 "janus diff: {a} and {b} diverged after {} agreeing steps ({secs:.1} s)",
                 report.steps
             );
             ExitCode::from(DIVERGED)
         }
         DiffEnd::StepLimit => {
-            eprintln!(
+            janus::ewriteln!(
                 "janus diff: {a} and {b} agreed on all {} steps (step limit; {secs:.1} s)",
                 report.steps
             );
             ExitCode::SUCCESS
         }
         DiffEnd::Agreed(reason) => {
-            eprintln!(
+            janus::ewriteln!(
                 "janus diff: {a} and {b} agreed on all {} steps ({secs:.1} s); guest stopped: {reason}",
                 report.steps
             );
@@ -456,7 +456,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
     if let Some(b) = machine.boot_info()
         && args.stats
     {
-        eprintln!("janus: {b}");
+        janus::ewriteln!("janus: {b}");
     }
     janus::signals::install_stop_handlers();
     // A terminal on the console goes raw for the run (the guest echoes and edits lines, Ctrl-C
@@ -467,17 +467,17 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
     let outcome = machine.run(kind);
     drop(raw);
     let outcome = outcome?;
-    eprintln!("janus: {}", outcome.reason);
+    janus::ewriteln!("janus: {}", outcome.reason);
     match &outcome.reason {
-        StopReason::VcpuFailed(f) => eprintln!("{}", f.state),
-        StopReason::TripleFault(s) => eprintln!("{s}"),
+        StopReason::VcpuFailed(f) => janus::ewriteln!("{}", f.state),
+        StopReason::TripleFault(s) => janus::ewriteln!("{s}"),
         // A guest that did not finish or was stopped: say where each vCPU was.
         StopReason::Timeout
         | StopReason::Interrupted
         | StopReason::Signal(_)
         | StopReason::ConsoleQuit => {
             for v in &outcome.vcpus {
-                eprintln!("janus: {v}");
+                janus::ewriteln!("janus: {v}");
             }
         }
         _ => {}
@@ -489,13 +489,13 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
             StopReason::GuestExit(_) | StopReason::PowerOff | StopReason::Reset(_)
         )
     {
-        eprintln!(
+        janus::ewriteln!(
             "janus: last POST code {c:#04x} (port {:#x})",
             outcome.post_port
         );
     }
     if args.stats {
-        eprintln!("{}", janus::stats::format(&outcome));
+        janus::ewriteln!("{}", janus::stats::format(&outcome));
     }
     Ok(ExitCode::from(outcome.reason.exit_status() as u8))
 }
@@ -510,25 +510,25 @@ fn info(args: InfoArgs) -> Result<ExitCode> {
                 .map(|s| s.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into());
-    println!("host cpu: {cpu}");
-    println!(
+    janus::owriteln!("host cpu: {cpu}");
+    janus::owriteln!(
         "host threads: {}",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     match kvm::probe(&args.kvm_device) {
         Ok(p) => {
-            println!("kvm: available at {}", args.kvm_device.display());
-            println!("  flavour: {}", p.caps.flavour);
-            println!("  max vcpus: {}", p.caps.max_vcpus);
-            println!(
+            janus::owriteln!("kvm: available at {}", args.kvm_device.display());
+            janus::owriteln!("  flavour: {}", p.caps.flavour);
+            janus::owriteln!("  max vcpus: {}", p.caps.max_vcpus);
+            janus::owriteln!(
                 "  single-step: {}",
                 if p.caps.single_step { "yes" } else { "no" }
             );
-            println!(
+            janus::owriteln!(
                 "  in-kernel irqchip: {}",
                 if p.caps.irqchip { "yes" } else { "no" }
             );
-            println!(
+            janus::owriteln!(
                 "  --irqchip auto uses: {}",
                 if kvm::hardware_assisted() {
                     "kernel (VT-x/AMD-V)"
@@ -537,12 +537,12 @@ fn info(args: InfoArgs) -> Result<ExitCode> {
                 }
             );
             for (k, v) in &p.caps.details {
-                println!("  {k}: {v}");
+                janus::owriteln!("  {k}: {v}");
             }
         }
-        Err(e) => println!("kvm: unavailable: {e}"),
+        Err(e) => janus::owriteln!("kvm: unavailable: {e}"),
     }
-    println!("backends: kvm (when available), jit (x86-64 hosts), interp (always)");
+    janus::owriteln!("backends: kvm (when available), jit (x86-64 hosts), interp (always)");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -587,7 +587,7 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            eprintln!("janus: error: {} (see janus --help)", usage_line(&e));
+            janus::ewriteln!("janus: error: {} (see janus --help)", usage_line(&e));
             return ExitCode::from(2);
         }
     };
@@ -602,7 +602,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("janus: error: {}", one_line(&e));
+            janus::ewriteln!("janus: error: {}", one_line(&e));
             ExitCode::from(status::HOST_ERROR as u8)
         }
     }

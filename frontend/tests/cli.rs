@@ -626,3 +626,31 @@ fn multiboot_command_line_is_the_kernel_path_then_append() {
     let want = format!("  cmdline: {} janus-multiboot-test", kernel.display());
     assert!(text.contains(&want), "{want:?} not in {text}");
 }
+
+/// Runs janus with stderr on /dev/full (every write fails with ENOSPC).
+fn janus_stderr_full(args: &[&str]) -> Output {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args(args)
+        .stderr(full)
+        .output()
+        .expect("janus runs")
+}
+
+#[test]
+fn a_full_stderr_never_panics() {
+    let rom = roms().join("hello.bin");
+    let rom = rom.to_str().unwrap();
+    // A run that reports on stderr (the stop line, --stats, the boot line).
+    let out = janus_stderr_full(&["run", rom, "--accel", "interp", "--stats"]);
+    assert_eq!(out.status.code(), Some(0), "stdout: {:?}", out.stdout);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello: PASS"));
+    // An error and a usage error keep their statuses.
+    let out = janus_stderr_full(&["run", "/nonexistent/guest.bin"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = janus_stderr_full(&["run", "--smp", "zero"]);
+    assert_eq!(out.status.code(), Some(2));
+}
