@@ -472,10 +472,13 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         StopReason::VcpuFailed(f) => janus::ewriteln!("{}", f.state),
         StopReason::TripleFault(s) => janus::ewriteln!("{s}"),
         // A guest that did not finish or was stopped: say where each vCPU was.
-        StopReason::Timeout
-        | StopReason::Interrupted
-        | StopReason::Signal(_)
-        | StopReason::ConsoleQuit => {
+        StopReason::Timeout | StopReason::Interrupted | StopReason::ConsoleQuit => {
+            for v in &outcome.vcpus {
+                janus::ewriteln!("janus: {v}");
+            }
+        }
+        // A closed pipe is no question of where the guest was.
+        StopReason::Signal(sig) if *sig != libc::SIGPIPE => {
             for v in &outcome.vcpus {
                 janus::ewriteln!("janus: {v}");
             }

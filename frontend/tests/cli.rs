@@ -654,3 +654,116 @@ fn a_full_stderr_never_panics() {
     let out = janus_stderr_full(&["run", "--smp", "zero"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The software backends, and KVM when it works.
+fn backends(test: &str) -> Vec<&'static str> {
+    let mut b = vec!["interp", "jit"];
+    if kvm_present(test) {
+        b.push("kvm");
+    }
+    b
+}
+
+#[test]
+fn guest_output_that_cannot_be_written_ends_the_run_with_status_74() {
+    let rom = roms().join("hello.bin");
+    let rom = rom.to_str().unwrap();
+    // The serial file on a full disk.
+    let out = janus(&[
+        "run",
+        rom,
+        "--accel",
+        "interp",
+        "--serial",
+        "file:/dev/full",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(74), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot write serial output to file:/dev/full: No space left on device"),
+        "{err}"
+    );
+    // Standard output on a full disk.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args(["run", rom, "--accel", "interp"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(74), "{err}");
+    assert!(
+        err.contains("cannot write serial output to stdout"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_closed_pipe_stops_the_run_as_sigpipe_does() {
+    use std::io::Read;
+    let rom = roms().join("flood.bin");
+    for accel in backends("closed pipe") {
+        let start = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_janus"))
+            .args(["run", rom.to_str().unwrap(), "--accel", accel])
+            .args(["--timeout", "60"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // `| head -c 10`: read 10 bytes and close the pipe.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut ten = [0u8; 10];
+        stdout.read_exact(&mut ten).unwrap();
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{accel}: {err}");
+        assert!(start.elapsed() < Duration::from_secs(20), "{accel}: {err}");
+        assert_eq!(err.lines().count(), 1, "{accel}: {err}");
+        assert!(err.contains("stopped by SIGPIPE"), "{accel}: {err}");
+    }
+}
+
+#[test]
+fn sigterm_loses_no_serial_output() {
+    let rom = roms().join("flood.bin");
+    for accel in backends("sigterm flush") {
+        let p = std::env::temp_dir().join(format!("janus-flood-{}-{accel}", std::process::id()));
+        let child = Command::new(env!("CARGO_BIN_EXE_janus"))
+            .args(["run", rom.to_str().unwrap(), "--accel", accel])
+            .args([
+                "--timeout",
+                "60",
+                "--serial",
+                &format!("file:{}", p.display()),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until all but the last buffer (8 KiB) is in the file, then a little more.
+        let start = Instant::now();
+        while std::fs::metadata(&p).map_or(0, |m| m.len()) < 90_000 {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{accel}: no output"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let out = child.wait_with_output().unwrap();
+        let text = std::fs::read(&p).unwrap();
+        let _ = std::fs::remove_file(&p);
+        assert_eq!(out.status.code(), Some(143), "{accel}");
+        assert_eq!(text.len(), 100_003, "{accel}");
+        assert!(text.ends_with(b"xEND"), "{accel}");
+    }
+}
