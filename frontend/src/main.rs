@@ -297,7 +297,7 @@ fn diff(args: DiffArgs) -> Result<ExitCode> {
         return Ok(print_diff(report, 0.0));
     }
     let image = match &args.image {
-        Some(p) => read_image(p)?,
+        Some(p) => read_image(p, args.mem)?,
         None => DEMO.to_vec(),
     };
     let opts = DiffOptions {
@@ -377,48 +377,99 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 
 const MAX_IMAGE: u64 = 1 << 30;
 
-/// Reads IMAGE, refusing a file that is recognisably something else (a kernel, a disk...).
-fn read_image(path: &PathBuf) -> Result<Vec<u8>> {
-    let image = read_file(path, "image")?;
+/// Reads IMAGE for a guest of `mem` bytes, refusing a file that is recognisably something else
+/// (a kernel, a disk...).
+fn read_image(path: &PathBuf, mem: u64) -> Result<Vec<u8>> {
+    let at = janus::layout::FLAT_LOAD_ADDR;
+    let image = read_file(path, "image", mem.saturating_sub(at), at)?;
     if let Some(what) = janus::loader::identify::foreign_image(&image) {
         bail!("image {} is {what}", path.display());
     }
     Ok(image)
 }
 
-fn read_file(path: &PathBuf, what: &str) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read {what} {}", path.display()))?;
-    if meta.len() > MAX_IMAGE {
-        bail!(
-            "{what} {} is {} bytes, larger than janus accepts (1 GiB)",
-            path.display(),
-            meta.len()
-        );
+/// Reads a file given on the command line, checking it before reading a byte: a regular file
+/// (a FIFO would block, /dev/zero never end) of at most `limit` bytes (what guest memory holds;
+/// `base` is where in RAM it would start, for the --mem it needs). Opened without blocking and
+/// read with a bound, in case the file changes between the check and the read.
+fn read_file(path: &PathBuf, what: &str, limit: u64, base: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let cannot = || format!("cannot read {what} {}", path.display());
+    let check = |meta: &std::fs::Metadata| -> Result<()> {
+        let t = meta.file_type();
+        let kind = if t.is_dir() {
+            "a directory"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() {
+            "a character device"
+        } else if t.is_block_device() {
+            "a block device"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            ""
+        };
+        if !kind.is_empty() {
+            bail!("{what} {} is {kind}, not a regular file", path.display());
+        }
+        let limit = limit.min(MAX_IMAGE);
+        if meta.len() > limit {
+            let needs = janus::layout::mem_to_fit(base.saturating_add(meta.len()));
+            if meta.len() > MAX_IMAGE {
+                bail!(
+                    "{what} {} is {} bytes, larger than janus accepts (1 GiB)",
+                    path.display(),
+                    meta.len()
+                );
+            }
+            bail!(
+                "{what} {} is {} bytes, more than guest memory holds; it needs --mem {needs} or more",
+                path.display(),
+                meta.len()
+            );
+        }
+        Ok(())
+    };
+    check(&std::fs::metadata(path).with_context(cannot)?)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(cannot)?;
+    check(&file.metadata().with_context(cannot)?)?;
+    let mut bytes = Vec::new();
+    (&mut file)
+        .take(limit.min(MAX_IMAGE) + 1)
+        .read_to_end(&mut bytes)
+        .with_context(cannot)?;
+    if bytes.len() as u64 > limit.min(MAX_IMAGE) {
+        bail!("{what} {} grew while janus read it", path.display());
     }
-    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+    Ok(bytes)
 }
 
 fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
     let image = match (&args.image, &args.bios, &args.kernel) {
-        (Some(p), _, _) => Some(read_image(p)?),
+        (Some(p), _, _) => Some(read_image(p, args.mem)?),
         (None, None, None) => Some(DEMO.to_vec()),
         _ => None,
     };
     let kernel = args
         .kernel
         .as_ref()
-        .map(|p| read_file(p, "kernel"))
+        .map(|p| read_file(p, "kernel", args.mem, 0))
         .transpose()?;
     let initrd = args
         .initrd
         .as_ref()
-        .map(|p| read_file(p, "initrd"))
+        .map(|p| read_file(p, "initrd", args.mem, 0))
         .transpose()?;
     let bios = args
         .bios
         .as_ref()
-        .map(|p| read_file(p, "BIOS image"))
+        .map(|p| read_file(p, "BIOS image", MAX_IMAGE, 0))
         .transpose()?;
     let irqchip = resolve_irqchip(&args);
     let config = MachineConfig {

@@ -767,3 +767,84 @@ fn sigterm_loses_no_serial_output() {
         assert!(text.ends_with(b"xEND"), "{accel}");
     }
 }
+
+/// Runs janus, killing it and failing if it takes longer than `limit`.
+fn janus_within(args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("janus {args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn files_are_checked_before_they_are_read() {
+    let limit = Duration::from_secs(10);
+    let hello = roms().join("hello.bin");
+    let hello = hello.to_str().unwrap();
+    let not_regular = "/dev/zero is a character device, not a regular file";
+    for (args, needle) in [
+        (vec!["run", "/dev/zero"], not_regular),
+        (vec!["run", "--kernel", "/dev/zero"], not_regular),
+        (
+            vec!["run", "--kernel", hello, "--initrd", "/dev/zero"],
+            not_regular,
+        ),
+        (vec!["run", "--bios", "/dev/zero"], not_regular),
+        (vec!["diff", "/dev/zero", "--a", "interp"], not_regular),
+        (vec!["run", "/"], "/ is a directory, not a regular file"),
+    ] {
+        one_error_line(&janus_within(&args, limit), needle);
+    }
+    // A FIFO nobody writes to: open() would block forever.
+    let fifo = std::env::temp_dir().join(format!("janus-fifo-{}", std::process::id()));
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let out = janus_within(&["run", fifo.to_str().unwrap()], limit);
+    let _ = std::fs::remove_file(&fifo);
+    one_error_line(&out, "is a FIFO, not a regular file");
+    // An image larger than guest memory is refused from its size: a sparse 3 GiB file.
+    let big = std::env::temp_dir().join(format!("janus-sparse-{}.bin", std::process::id()));
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    let start = Instant::now();
+    let out = janus_within(&["run", big.to_str().unwrap(), "--mem", "64M"], limit);
+    let out_kernel = janus_within(&["run", "--kernel", big.to_str().unwrap()], limit);
+    let _ = std::fs::remove_file(&big);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "read before refusing"
+    );
+    one_error_line(&out, "larger than janus accepts (1 GiB)");
+    one_error_line(&out_kernel, "larger than janus accepts (1 GiB)");
+}
+
+#[test]
+fn an_image_larger_than_guest_memory_is_refused_before_reading() {
+    let big = std::env::temp_dir().join(format!("janus-sparse100-{}.bin", std::process::id()));
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(100_000_000)
+        .unwrap();
+    let out = janus_within(&["run", big.to_str().unwrap()], Duration::from_secs(10));
+    let _ = std::fs::remove_file(&big);
+    one_error_line(
+        &out,
+        "more than guest memory holds; it needs --mem 96M or more",
+    );
+}
