@@ -848,3 +848,62 @@ fn an_image_larger_than_guest_memory_is_refused_before_reading() {
         "more than guest memory holds; it needs --mem 96M or more",
     );
 }
+
+#[test]
+fn endless_standard_input_is_read_only_as_fast_as_the_guest_takes_it() {
+    // loop.bin never reads its UART: before the bound, /dev/zero on stdin grew janus by
+    // hundreds of MiB a second (36 MiB in 3 s even in a debug build).
+    let rom = roms().join("loop.bin");
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args(["run", rom.to_str().unwrap(), "--accel", "jit"])
+        .args(["--timeout", "4", "--stats"])
+        .stdin(zero)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.trim_start().starts_with("peak RSS"))
+        .unwrap_or_else(|| panic!("no peak RSS in {err}"));
+    let mib: f64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(mib < 20.0, "peak RSS {mib} MiB: {line}");
+}
+
+#[test]
+fn piped_input_larger_than_the_bound_arrives_whole() {
+    use std::io::Write;
+    // 20,000 bytes (five times the bound) then "q": echo.bin prints each as <xx>.
+    let rom = roms().join("echo.bin");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args([
+            "run",
+            rom.to_str().unwrap(),
+            "--accel",
+            "jit",
+            "--timeout",
+            "60",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut input = vec![b'a'; 20_000];
+        input.push(b'q');
+        stdin.write_all(&input).unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("<61>").count(), 20_000);
+}
