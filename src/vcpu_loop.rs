@@ -161,6 +161,52 @@ fn report<V: Vcpu>(vcpu: &mut V, io: &MachineIo, phase: VcpuPhase) -> VcpuReport
     }
 }
 
+/// Loads `state` into the vCPU with its time-stamp counter kept: INIT and SIPI leave the TSC
+/// running, so an AP's stays in step with the BSP's. False (and the machine stopping) if the
+/// backend refused it.
+fn set_state_keeping_tsc<V: Vcpu>(vcpu: &mut V, mut state: CpuState, control: &Control) -> bool {
+    if let Ok(now) = vcpu.state() {
+        state.tsc = now.tsc;
+    }
+    match vcpu.set_state(&state) {
+        Ok(()) => true,
+        Err(e) => {
+            let i = vcpu.index();
+            control.request_stop(StopReason::HostError(format!("vCPU {i}: {e}")));
+            false
+        }
+    }
+}
+
+/// An application processor in wait-for-SIPI (at power-on, or after INIT): waits for a
+/// start-up IPI and loads its state. False when the machine stops first (or the state could
+/// not be loaded).
+fn wait_for_startup<V: Vcpu>(vcpu: &mut V, io: &MachineIo, control: &Control) -> bool {
+    let kicker = vcpu.kicker();
+    let Some(platform) = io.platform.as_deref() else {
+        while !control.wait_stopping(Duration::from_millis(100)) {}
+        return false;
+    };
+    platform.set_idle(vcpu.index(), true);
+    loop {
+        if control.stopping() {
+            return false;
+        }
+        if let Some(v) = platform.take_sipi(vcpu.index()) {
+            if !set_state_keeping_tsc(vcpu, CpuState::startup_ipi(v), control) {
+                return false;
+            }
+            platform.set_idle(vcpu.index(), false);
+            return true;
+        }
+        // A start-up IPI (or a stop request) kicks this vCPU, which wakes it.
+        while !kicker.pending() && !control.stopping() {
+            kicker.park(Duration::from_millis(10));
+        }
+        kicker.clear();
+    }
+}
+
 /// Runs a vCPU until the machine stops. `started` is false for application processors, which
 /// wait for a start-up IPI (they only leave when the machine stops, until the interrupt
 /// controllers exist). Returns the vCPU's counters and where it stopped.
@@ -171,43 +217,29 @@ pub fn vcpu_thread<V: Vcpu>(
     started: bool,
 ) -> VcpuReport {
     let kicker = vcpu.kicker();
-    if !started {
-        // An application processor waits for INIT and a start-up IPI.
-        let Some(platform) = io.platform.clone() else {
-            while !control.wait_stopping(Duration::from_millis(100)) {}
-            return report(&mut vcpu, &io, VcpuPhase::WaitingForStartup);
-        };
-        loop {
-            if control.stopping() {
-                return report(&mut vcpu, &io, VcpuPhase::WaitingForStartup);
-            }
-            if let Some(v) = platform.take_sipi(vcpu.index()) {
-                // INIT and SIPI leave the time-stamp counter running: the AP's stays in step
-                // with the BSP's.
-                let mut state = CpuState::startup_ipi(v);
-                if let Ok(now) = vcpu.state() {
-                    state.tsc = now.tsc;
-                }
-                if let Err(e) = vcpu.set_state(&state) {
-                    let i = vcpu.index();
-                    control.request_stop(StopReason::HostError(format!("vCPU {i}: {e}")));
-                    return report(&mut vcpu, &io, VcpuPhase::WaitingForStartup);
-                }
-                platform.set_idle(vcpu.index(), false);
-                break;
-            }
-            // A start-up IPI (or a stop request) kicks this vCPU, which wakes it.
-            while !kicker.pending() && !control.stopping() {
-                kicker.park(Duration::from_millis(10));
-            }
-            kicker.clear();
-        }
+    if !started && !wait_for_startup(&mut vcpu, &io, &control) {
+        return report(&mut vcpu, &io, VcpuPhase::WaitingForStartup);
     }
     let index = vcpu.index();
     let mut phase;
     let mut counters_answered = 0;
     loop {
         phase = VcpuPhase::Running;
+        // INIT resets a processor whatever it is doing: an AP waits for a start-up IPI again,
+        // the BSP restarts at the reset vector.
+        if let Some(p) = io.platform.as_deref()
+            && p.init_pending(index)
+            && let Some(ap) = p.take_init(index)
+        {
+            let restarted = if ap {
+                wait_for_startup(&mut vcpu, &io, &control)
+            } else {
+                set_state_keeping_tsc(&mut vcpu, CpuState::reset(true), &control)
+            };
+            if !restarted {
+                return report(&mut vcpu, &io, VcpuPhase::WaitingForStartup);
+            }
+        }
         // Ctrl-A s asked for the counters so far (it kicked this vCPU to get here).
         let wanted = control.counters_wanted();
         if wanted != counters_answered {
