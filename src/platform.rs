@@ -380,6 +380,12 @@ impl Platform {
             .is_some_and(|c| c.init.load(Ordering::Acquire))
     }
 
+    /// Whether something that wakes a vCPU halted with interrupts disabled is waiting: an INIT.
+    /// (NMI and SMI wake it too; janus delivers neither yet.)
+    pub fn wakes_halted_with_interrupts_off(&self, vcpu: usize) -> bool {
+        self.init_pending(vcpu)
+    }
+
     /// Takes an INIT that arrived for `vcpu`, whatever it was doing (running, halted): its
     /// LAPIC has reset, and the vCPU must too, as a processor does. `Some(true)`: an
     /// application processor, now waiting for a start-up IPI; `Some(false)`: the bootstrap

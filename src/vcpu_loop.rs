@@ -17,6 +17,9 @@ pub enum Action {
     Continue,
     /// Sleep until an interrupt or a stop request arrives (HLT with interrupts enabled).
     WaitForInterrupt,
+    /// Sleep until INIT (or NMI, SMI) or a stop request: HLT with interrupts disabled on an
+    /// AP, which no ordinary interrupt can wake.
+    WaitInterruptsOff,
     /// The machine is stopping for a reason already recorded: leave the loop.
     Leave,
     /// Stop the machine for this reason and leave the loop.
@@ -56,7 +59,7 @@ pub fn handle_exit(index: usize, exit: Exit, ctx: &mut dyn ExitContext) -> Actio
                         rip,
                     })
                 }
-                Ok((false, _, _)) => Action::WaitForInterrupt,
+                Ok((false, _, _)) => Action::WaitInterruptsOff,
                 Ok((true, _, _)) => Action::WaitForInterrupt,
                 Err(e) => Action::Stop(StopReason::HostError(e)),
             }
@@ -300,6 +303,33 @@ pub fn vcpu_thread<V: Vcpu>(
                 }
                 kicker.clear();
             }
+            Action::WaitInterruptsOff => {
+                phase = VcpuPhase::Halted;
+                // Interrupts cannot wake it: sleep (kicks for them are cleared and ignored)
+                // until INIT, a stop, or a request for the counters, which the top of the loop
+                // answers.
+                let platform = io.platform.as_deref();
+                if let Some(p) = platform {
+                    p.set_idle(index, true);
+                }
+                crate::sink::flush_console();
+                while !control.stopping()
+                    && !platform.is_some_and(|p| p.wakes_halted_with_interrupts_off(index))
+                    && control.counters_wanted() == counters_answered
+                {
+                    if platform.is_some_and(|p| p.idle_jump()) {
+                        continue;
+                    }
+                    kicker.park(Duration::from_millis(10));
+                    kicker.clear();
+                }
+                if let Some(p) = platform {
+                    p.set_idle(index, false);
+                }
+                if control.stopping() {
+                    break;
+                }
+            }
             Action::Leave => break,
             Action::Stop(reason) => {
                 control.request_stop(reason);
@@ -341,7 +371,7 @@ mod tests {
         // An AP parked this way still answers INIT; the BSP cannot be woken.
         assert_eq!(
             handle_exit(1, Exit::Halt, &mut ctx(false, false)),
-            Action::WaitForInterrupt
+            Action::WaitInterruptsOff
         );
         assert_eq!(
             handle_exit(0, Exit::Halt, &mut ctx(false, false)),
