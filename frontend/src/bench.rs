@@ -22,6 +22,15 @@ pub enum Format {
 }
 
 /// `janus bench` arguments.
+/// `--runs`: a positive count (0 would time nothing and report empty medians).
+fn parse_runs(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("at least one timed run is needed".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a number of runs")),
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Backends, comma-separated, the first being the reference of the ratios
@@ -32,7 +41,7 @@ pub struct BenchArgs {
     #[arg(long = "workload")]
     workloads: Vec<String>,
     /// Timed runs per workload and backend (after one warm-up run).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = parse_runs)]
     runs: usize,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
@@ -95,7 +104,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             })
             .collect::<Result<_>>()?
     };
-    let runs = args.runs.max(1);
+    let runs = args.runs;
     let timeout = Duration::from_secs(args.timeout.max(1));
     let tty = std::io::stderr().is_terminal();
     let total = workloads.len() * backends.len();

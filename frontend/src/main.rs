@@ -97,8 +97,8 @@ struct RunArgs {
     #[arg(long, requires = "kernel")]
     initrd: Option<PathBuf>,
     /// The kernel command line.
-    #[arg(long, requires = "kernel", default_value = "")]
-    append: String,
+    #[arg(long, requires = "kernel")]
+    append: Option<String>,
     /// Where the COM1 UART goes: stdio, none or file:PATH.
     #[arg(long, default_value = "stdio")]
     serial: SinkSpec,
@@ -479,7 +479,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         bios,
         kernel,
         initrd,
-        cmdline: args.append.clone(),
+        cmdline: args.append.clone().unwrap_or_default(),
         kernel_path: args.kernel.as_ref().map(|p| p.display().to_string()),
         serial: args.serial.clone(),
         debugcon: args.debugcon.clone(),
@@ -645,6 +645,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let run_args = match &cli.command {
+        Some(Command::Run(a)) => Some(a),
+        None => Some(&cli.run),
+        _ => None,
+    };
+    if let Some(m) = run_args.and_then(kernel_only_usage) {
+        janus::ewriteln!("janus: error: {m} (see janus --help)");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Some(Command::Run(a)) => run(a, launched),
         Some(Command::Info(a)) => info(a),
@@ -659,6 +668,20 @@ fn main() -> ExitCode {
             janus::ewriteln!("janus: error: {}", one_line(&e));
             ExitCode::from(status::HOST_ERROR as u8)
         }
+    }
+}
+
+/// `--initrd` and `--append` without `--kernel`, which clap's `requires` lets through when an
+/// IMAGE is given (IMAGE conflicts with `--kernel`).
+fn kernel_only_usage(a: &RunArgs) -> Option<&'static str> {
+    if a.kernel.is_some() {
+        None
+    } else if a.initrd.is_some() {
+        Some("--initrd requires --kernel FILE")
+    } else if a.append.is_some() {
+        Some("--append requires --kernel FILE")
+    } else {
+        None
     }
 }
 

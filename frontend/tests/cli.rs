@@ -943,3 +943,29 @@ fn an_ap_halted_with_interrupts_off_sleeps() {
         assert!(cpu < 0.75, "{accel}: {cpu:.2} s of CPU in {wall:.2} s");
     }
 }
+
+#[test]
+fn initrd_and_append_need_a_kernel_in_every_position() {
+    let hello = roms().join("hello.bin");
+    let hello = hello.to_str().unwrap();
+    for (args, flag) in [
+        (vec!["run", hello, "--append", "foo"], "--append"),
+        (vec![hello, "--initrd", "x"], "--initrd"),
+        (vec!["run", "--append=foo", hello], "--append"),
+        (vec!["--initrd", "x", hello], "--initrd"),
+        (vec!["run", "--bios", "x", "--append", "foo"], "--append"),
+        (vec!["--append", "foo"], "--append"),
+        (vec!["run", "--initrd", "x"], "--initrd"),
+    ] {
+        let out = janus(&args);
+        one_error_line(&out, &format!("{flag} requires --kernel FILE"));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
+fn bench_refuses_zero_runs() {
+    let out = janus(&["bench", "--runs", "0"]);
+    one_error_line(&out, "at least one timed run is needed");
+    assert_eq!(out.status.code(), Some(2));
+}
