@@ -6,6 +6,7 @@
 
 use std::io::Read;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::control::{Control, StopReason};
 use crate::devices::serial::{InputQueue, Serial};
@@ -143,6 +144,10 @@ impl std::fmt::Debug for ConsoleHooks {
     }
 }
 
+/// The most bytes of standard input janus holds for the guest (the UART's receive queue); the
+/// reader waits for the guest to take some before it reads more.
+pub const INPUT_LIMIT: usize = 4096;
+
 /// Copies standard input into the UART's receive queue, on a detached thread that ends at EOF.
 /// On a terminal, Ctrl-A starts an escape (see [`HELP`]).
 pub fn spawn_reader(input: InputQueue, serial: Arc<Mutex<Serial>>, hooks: ConsoleHooks) {
@@ -169,17 +174,29 @@ pub fn spawn_reader(input: InputQueue, serial: Arc<Mutex<Serial>>, hooks: Consol
                         Key::Guest(b) => bytes.push(b),
                         Key::None => {}
                         Key::Quit => hooks.control.request_stop(StopReason::ConsoleQuit),
-                        Key::Help => eprint!("{HELP}"),
-                        Key::Stats => eprintln!("{}", (hooks.stats)()),
+                        Key::Help => crate::ewrite!("{HELP}"),
+                        Key::Stats => crate::ewriteln!("{}", (hooks.stats)()),
                     }
                 }
                 if bytes.is_empty() {
                     continue;
                 }
-                input
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(&bytes);
+                // Back-pressure: stdin is read only as fast as the guest takes it. A terminal
+                // keeps being read (so Ctrl-A x works while the guest ignores its input) and
+                // drops what the guest has no room for, as a UART overruns.
+                loop {
+                    let mut q = input.lock().unwrap_or_else(|p| p.into_inner());
+                    let room = INPUT_LIMIT.saturating_sub(q.len());
+                    if room >= bytes.len() || escapes {
+                        q.extend(&bytes[..room.min(bytes.len())]);
+                        break;
+                    }
+                    drop(q);
+                    if hooks.control.stopping() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 serial
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())

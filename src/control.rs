@@ -47,6 +47,8 @@ pub enum StopReason {
     VcpuFailed(Box<VcpuFailure>),
     /// A host-side error while running.
     HostError(String),
+    /// Guest output could not be written (a full disk, stdout on /dev/full): the message.
+    OutputFailed(String),
 }
 
 /// Exit statuses of `janus run`, one per cause (the guest's own byte uses 0-255 as written).
@@ -73,6 +75,10 @@ pub mod status {
     pub const CONSOLE_QUIT: i32 = 0;
     /// A host error (bad input, KVM unavailable, ...).
     pub const HOST_ERROR: i32 = 1;
+    /// Guest output could not be written (sysexits' EX_IOERR).
+    pub const OUTPUT_FAILED: i32 = 74;
+    /// Guest output went to a closed pipe (128 + SIGPIPE, as a process killed by it).
+    pub const BROKEN_PIPE: i32 = 141;
 }
 
 impl StopReason {
@@ -90,6 +96,7 @@ impl StopReason {
             StopReason::ConsoleQuit => status::CONSOLE_QUIT,
             StopReason::VcpuFailed(_) => status::VCPU_FAILED,
             StopReason::HostError(_) => status::HOST_ERROR,
+            StopReason::OutputFailed(_) => status::OUTPUT_FAILED,
         }
     }
 }
@@ -125,6 +132,7 @@ impl std::fmt::Display for StopReason {
             StopReason::ConsoleQuit => write!(f, "quit from the console (Ctrl-A x); guest stopped"),
             StopReason::VcpuFailed(v) => write!(f, "vCPU failed: {v}"),
             StopReason::HostError(e) => write!(f, "host error: {e}"),
+            StopReason::OutputFailed(e) => write!(f, "{e}; guest stopped"),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod loader;
 pub mod machine;
 pub mod milestones;
 pub mod mptable;
+pub mod msg;
 pub mod platform;
 pub mod signals;
 pub mod sink;

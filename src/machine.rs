@@ -21,7 +21,7 @@ use crate::devices::serial::{InputQueue, Serial};
 use crate::layout::{self, Layout, LoadError};
 use crate::milestones::{BootTimes, MemoryUse, Milestones};
 use crate::platform::{IrqchipMode, Platform};
-use crate::sink::SinkSpec;
+use crate::sink::{OutputWatch, SinkSpec};
 
 /// Everything a machine is built from.
 #[derive(Clone, Debug)]
@@ -256,6 +256,8 @@ pub struct Machine {
     post: Arc<Mutex<Post>>,
     input: InputQueue,
     milestones: Arc<Milestones>,
+    /// The first failed write of guest output (serial, debugcon, POST log).
+    output: Arc<OutputWatch>,
 }
 
 impl std::fmt::Debug for Machine {
@@ -332,13 +334,17 @@ impl Machine {
         }
         let control = Arc::new(Control::new());
         let input: InputQueue = Arc::default();
-        let serial_out = config.serial.open().map_err(|source| MachineError::Sink {
-            what: "serial",
-            source,
-        })?;
+        let output = Arc::new(OutputWatch::default());
+        let serial_out = config
+            .serial
+            .open_watched("serial", &output)
+            .map_err(|source| MachineError::Sink {
+                what: "serial",
+                source,
+            })?;
         let debugcon_out = config
             .debugcon
-            .open()
+            .open_watched("debugcon", &output)
             .map_err(|source| MachineError::Sink {
                 what: "debugcon",
                 source,
@@ -352,9 +358,11 @@ impl Machine {
         let debugcon = Arc::new(Mutex::new(DebugCon::new(debugcon_out)));
         let post = match &config.post_log {
             SinkSpec::None => Post::default(),
-            log => Post::with_log(log.open().map_err(|source| MachineError::Sink {
-                what: "POST log",
-                source,
+            log => Post::with_log(log.open_watched("POST log", &output).map_err(|source| {
+                MachineError::Sink {
+                    what: "POST log",
+                    source,
+                }
             })?),
         };
         let post = Arc::new(Mutex::new(post));
@@ -432,6 +440,7 @@ impl Machine {
             post,
             input,
             milestones,
+            output,
         })
     }
 
@@ -653,11 +662,19 @@ impl Machine {
             p.flush();
             (p.writes, p.last_code())
         };
+        let mut reason = self
+            .control
+            .reason()
+            .unwrap_or_else(|| StopReason::HostError("stopped without a reason".into()));
+        // Output lost outweighs how the guest ended (it may have exited before the main loop
+        // saw the failure, or the last flush above failed).
+        if let Some(f) = self.output.failure()
+            && !matches!(reason, StopReason::HostError(_) | StopReason::VcpuFailed(_))
+        {
+            reason = f;
+        }
         Ok(RunOutcome {
-            reason: self
-                .control
-                .reason()
-                .unwrap_or_else(|| StopReason::HostError("stopped without a reason".into())),
+            reason,
             backend,
             wall,
             to_first_entry,
@@ -728,6 +745,9 @@ impl Machine {
             }
             let _ = self.control.notified().recv_timeout(slice);
             crate::sink::flush_console();
+            if let Some(f) = self.output.failure() {
+                self.control.request_stop(f);
+            }
             match crate::signals::received() {
                 Some(libc::SIGINT) => self.control.request_stop(StopReason::Interrupted),
                 Some(sig) => self.control.request_stop(StopReason::Signal(sig)),

@@ -24,8 +24,8 @@ use crate::devices::IrqLine;
 use crate::devices::cmos::Cmos;
 use crate::devices::ioapic::{IOAPIC_BASE, IOAPIC_SIZE, Ioapic};
 use crate::devices::lapic::{
-    APIC_DEFAULT_BASE, AddressCell, ApicBus, InterruptMessage, Lapic, LapicConfig, LapicMmio,
-    MSR_APIC_BASE, route,
+    APIC_DEFAULT_BASE, AddressCell, ApicBus, DeliveryMode, InterruptMessage, Lapic, LapicConfig,
+    LapicMmio, MSR_APIC_BASE, route,
 };
 use crate::devices::pic::{Pic, PicPort};
 use crate::devices::pit::{Pit, SystemPortB};
@@ -35,6 +35,8 @@ use crate::devices::pit::{Pit, SystemPortB};
 struct CpuLine {
     inbox: Mutex<Vec<InterruptMessage>>,
     pending: AtomicBool,
+    /// An INIT is among the messages: the vCPU must reset, whatever it is doing.
+    init: AtomicBool,
     kicker: OnceLock<Kicker>,
 }
 
@@ -60,10 +62,13 @@ impl ApicBus for Apic {
         let addrs: Vec<_> = self.addresses.iter().map(|a| a.get()).collect();
         for t in route(&msg, &addrs) {
             if let Some(cpu) = self.cpus.get(t) {
-                cpu.inbox
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(msg);
+                let mut inbox = cpu.inbox.lock().unwrap_or_else(|p| p.into_inner());
+                inbox.push(msg);
+                // Under the inbox's lock: whoever takes the messages clears it with them.
+                if msg.mode == DeliveryMode::Init {
+                    cpu.init.store(true, Ordering::SeqCst);
+                }
+                drop(inbox);
                 cpu.raise();
             }
         }
@@ -392,13 +397,64 @@ impl Platform {
         Some(r.map_err(|_| janus_accel::MsrFault))
     }
 
+    /// Whether an INIT arrived for `vcpu` that [`Platform::take_init`] has not taken (one
+    /// atomic load: the vCPU loop asks after every exit).
+    pub fn init_pending(&self, vcpu: usize) -> bool {
+        self.cpus
+            .get(vcpu)
+            .is_some_and(|c| c.init.load(Ordering::Acquire))
+    }
+
+    /// Whether something that wakes a vCPU halted with interrupts disabled is waiting: an INIT.
+    /// (NMI and SMI wake it too; janus delivers neither yet.)
+    pub fn wakes_halted_with_interrupts_off(&self, vcpu: usize) -> bool {
+        self.init_pending(vcpu)
+    }
+
+    /// Takes an INIT that arrived for `vcpu`, whatever it was doing (running, halted): its
+    /// LAPIC has reset, and the vCPU must too, as a processor does. `Some(true)`: an
+    /// application processor, now waiting for a start-up IPI; `Some(false)`: the bootstrap
+    /// processor, which restarts at the reset vector; `None`: no INIT.
+    pub fn take_init(&self, vcpu: usize) -> Option<bool> {
+        let mut lapic = lock(self.lapics.get(vcpu)?);
+        if !self.sync_taking_init(vcpu, &mut lapic) {
+            return None;
+        }
+        let bsp = lapic
+            .read_msr(MSR_APIC_BASE)
+            .is_ok_and(|b| b & (1 << 8) != 0);
+        if bsp {
+            let _ = lapic.take_init();
+        }
+        Some(!bsp)
+    }
+
     /// For an application processor waiting after INIT: the start-up vector of a SIPI that
     /// arrived, if any.
     pub fn take_sipi(&self, vcpu: usize) -> Option<u8> {
         let mut lapic = lock(self.lapics.get(vcpu)?);
-        self.sync(vcpu, &mut lapic);
+        // An INIT before the SIPI is this wait's, not one for the running vCPU to take.
+        self.sync_taking_init(vcpu, &mut lapic);
         let _ = lapic.take_init();
         lapic.take_sipi()
+    }
+
+    /// [`Platform::sync`], also taking the INIT flag with the messages (atomically, under the
+    /// inbox's lock). Returns whether an INIT was among them.
+    fn sync_taking_init(&self, vcpu: usize, lapic: &mut Lapic) -> bool {
+        let cpu = &self.cpus[vcpu];
+        let (msgs, init) = {
+            let mut inbox = lock(&cpu.inbox);
+            (
+                std::mem::take(&mut *inbox),
+                cpu.init.swap(false, Ordering::SeqCst),
+            )
+        };
+        for m in &msgs {
+            lapic.receive(m);
+        }
+        lapic.poll();
+        init
     }
 
     /// Wakes the timer thread now (the machine is stopping: it should not sleep out its wait).

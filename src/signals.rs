@@ -39,6 +39,7 @@ pub fn name(sig: libc::c_int) -> &'static str {
         libc::SIGINT => "SIGINT",
         libc::SIGTERM => "SIGTERM",
         libc::SIGHUP => "SIGHUP",
+        libc::SIGPIPE => "SIGPIPE (output to a closed pipe)",
         _ => "a signal",
     }
 }

@@ -2,6 +2,9 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::control::StopReason;
 
 /// A user's choice of output, parsed from `stdio`, `none` or `file:PATH`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +70,109 @@ impl SinkSpec {
     }
 }
 
+impl std::fmt::Display for SinkSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SinkSpec::Stdio => write!(f, "stdout"),
+            SinkSpec::None => write!(f, "none"),
+            SinkSpec::File(p) => write!(f, "file:{}", p.display()),
+        }
+    }
+}
+
+/// The first failed write of guest output, for the machine to stop on: guest output must not
+/// be lost without a word.
+#[derive(Debug, Default)]
+pub struct OutputWatch {
+    failure: Mutex<Option<StopReason>>,
+}
+
+impl OutputWatch {
+    /// Why the run must stop, once a watched output failed: a closed pipe stops it as SIGPIPE
+    /// would ([`StopReason::Signal`], status 141), any other error with
+    /// [`StopReason::OutputFailed`] (status 74).
+    pub fn failure(&self) -> Option<StopReason> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn record(&self, what: &str, spec: &SinkSpec, e: &std::io::Error) {
+        let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            *f = Some(if e.kind() == std::io::ErrorKind::BrokenPipe {
+                StopReason::Signal(libc::SIGPIPE)
+            } else {
+                StopReason::OutputFailed(format!("cannot write {what} output to {spec}: {e}"))
+            });
+        }
+    }
+}
+
+/// An output whose first write or flush error is recorded in an [`OutputWatch`]; after it,
+/// output is discarded (the machine is stopping).
+struct Watched {
+    inner: Sink,
+    what: &'static str,
+    spec: SinkSpec,
+    watch: Arc<OutputWatch>,
+    failed: bool,
+}
+
+impl Watched {
+    fn check<T>(&mut self, r: std::io::Result<T>, ok: T) -> std::io::Result<T> {
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                self.watch.record(self.what, &self.spec, &e);
+                self.failed = true;
+                Ok(ok)
+            }
+            r => r,
+        }
+    }
+}
+
+impl Write for Watched {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.failed {
+            return Ok(buf.len());
+        }
+        let r = self.inner.write(buf);
+        self.check(r, buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.failed {
+            return Ok(());
+        }
+        let r = self.inner.flush();
+        self.check(r, ())
+    }
+}
+
+impl SinkSpec {
+    /// Opens the output as [`SinkSpec::open`] does, with its errors recorded in `watch` under
+    /// the name `what` ("serial").
+    ///
+    /// # Errors
+    /// The file cannot be created.
+    pub fn open_watched(
+        &self,
+        what: &'static str,
+        watch: &Arc<OutputWatch>,
+    ) -> std::io::Result<Sink> {
+        Ok(Box::new(Watched {
+            inner: self.open()?,
+            what,
+            spec: self.clone(),
+            watch: watch.clone(),
+            failed: false,
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +184,20 @@ mod tests {
         assert_eq!("file:/tmp/x".parse(), Ok(SinkSpec::File("/tmp/x".into())));
         assert!("file:".parse::<SinkSpec>().is_err());
         assert!("tty".parse::<SinkSpec>().is_err());
+    }
+
+    #[test]
+    fn a_failed_write_is_recorded_once_and_output_then_discarded() {
+        let watch = Arc::new(OutputWatch::default());
+        let full = SinkSpec::File("/dev/full".into());
+        let mut out = full.open_watched("serial", &watch).unwrap();
+        assert!(watch.failure().is_none());
+        out.write_all(b"hello\n").unwrap();
+        out.flush().unwrap();
+        let Some(StopReason::OutputFailed(m)) = watch.failure() else {
+            panic!("{:?}", watch.failure());
+        };
+        assert!(m.contains("serial output to file:/dev/full"), "{m}");
+        out.write_all(b"more").unwrap();
     }
 }

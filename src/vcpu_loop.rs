@@ -17,6 +17,9 @@ pub enum Action {
     Continue,
     /// Sleep until an interrupt or a stop request arrives (HLT with interrupts enabled).
     WaitForInterrupt,
+    /// Sleep until INIT (or NMI, SMI) or a stop request: HLT with interrupts disabled on an
+    /// AP, which no ordinary interrupt can wake.
+    WaitInterruptsOff,
     /// The machine is stopping for a reason already recorded: leave the loop.
     Leave,
     /// Stop the machine for this reason and leave the loop.
@@ -56,7 +59,7 @@ pub fn handle_exit(index: usize, exit: Exit, ctx: &mut dyn ExitContext) -> Actio
                         rip,
                     })
                 }
-                Ok((false, _, _)) => Action::WaitForInterrupt,
+                Ok((false, _, _)) => Action::WaitInterruptsOff,
                 Ok((true, _, _)) => Action::WaitForInterrupt,
                 Err(e) => Action::Stop(StopReason::HostError(e)),
             }
@@ -161,6 +164,52 @@ fn report<V: Vcpu>(vcpu: &mut V, io: &MachineIo, phase: VcpuPhase) -> VcpuReport
     }
 }
 
+/// Loads `state` into the vCPU with its time-stamp counter kept: INIT and SIPI leave the TSC
+/// running, so an AP's stays in step with the BSP's. False (and the machine stopping) if the
+/// backend refused it.
+fn set_state_keeping_tsc<V: Vcpu>(vcpu: &mut V, mut state: CpuState, control: &Control) -> bool {
+    if let Ok(now) = vcpu.state() {
+        state.tsc = now.tsc;
+    }
+    match vcpu.set_state(&state) {
+        Ok(()) => true,
+        Err(e) => {
+            let i = vcpu.index();
+            control.request_stop(StopReason::HostError(format!("vCPU {i}: {e}")));
+            false
+        }
+    }
+}
+
+/// An application processor in wait-for-SIPI (at power-on, or after INIT): waits for a
+/// start-up IPI and loads its state. False when the machine stops first (or the state could
+/// not be loaded).
+fn wait_for_startup<V: Vcpu>(vcpu: &mut V, io: &MachineIo, control: &Control) -> bool {
+    let kicker = vcpu.kicker();
+    let Some(platform) = io.platform.as_deref() else {
+        while !control.wait_stopping(Duration::from_millis(100)) {}
+        return false;
+    };
+    platform.set_idle(vcpu.index(), true);
+    loop {
+        if control.stopping() {
+            return false;
+        }
+        if let Some(v) = platform.take_sipi(vcpu.index()) {
+            if !set_state_keeping_tsc(vcpu, CpuState::startup_ipi(v), control) {
+                return false;
+            }
+            platform.set_idle(vcpu.index(), false);
+            return true;
+        }
+        // A start-up IPI (or a stop request) kicks this vCPU, which wakes it.
+        while !kicker.pending() && !control.stopping() {
+            kicker.park(Duration::from_millis(10));
+        }
+        kicker.clear();
+    }
+}
+
 /// Runs a vCPU until the machine stops. `started` is false for application processors, which
 /// wait for INIT and a start-up IPI from the interrupt controllers (without janus's own
 /// controllers, only for the machine to stop). Returns the vCPU's counters and where it stopped.
@@ -171,43 +220,29 @@ pub fn vcpu_thread<V: Vcpu>(
     started: bool,
 ) -> VcpuReport {
     let kicker = vcpu.kicker();
-    if !started {
-        // An application processor waits for INIT and a start-up IPI.
-        let Some(platform) = io.platform.clone() else {
-            while !control.wait_stopping(Duration::from_millis(100)) {}
-            return report(&mut vcpu, &io, VcpuPhase::WaitingForStartup);
-        };
-        loop {
-            if control.stopping() {
-                return report(&mut vcpu, &io, VcpuPhase::WaitingForStartup);
-            }
-            if let Some(v) = platform.take_sipi(vcpu.index()) {
-                // INIT and SIPI leave the time-stamp counter running: the AP's stays in step
-                // with the BSP's.
-                let mut state = CpuState::startup_ipi(v);
-                if let Ok(now) = vcpu.state() {
-                    state.tsc = now.tsc;
-                }
-                if let Err(e) = vcpu.set_state(&state) {
-                    let i = vcpu.index();
-                    control.request_stop(StopReason::HostError(format!("vCPU {i}: {e}")));
-                    return report(&mut vcpu, &io, VcpuPhase::WaitingForStartup);
-                }
-                platform.set_idle(vcpu.index(), false);
-                break;
-            }
-            // A start-up IPI (or a stop request) kicks this vCPU, which wakes it.
-            while !kicker.pending() && !control.stopping() {
-                kicker.park(Duration::from_millis(10));
-            }
-            kicker.clear();
-        }
+    if !started && !wait_for_startup(&mut vcpu, &io, &control) {
+        return report(&mut vcpu, &io, VcpuPhase::WaitingForStartup);
     }
     let index = vcpu.index();
     let mut phase;
     let mut counters_answered = 0;
     loop {
         phase = VcpuPhase::Running;
+        // INIT resets a processor whatever it is doing: an AP waits for a start-up IPI again,
+        // the BSP restarts at the reset vector.
+        if let Some(p) = io.platform.as_deref()
+            && p.init_pending(index)
+            && let Some(ap) = p.take_init(index)
+        {
+            let restarted = if ap {
+                wait_for_startup(&mut vcpu, &io, &control)
+            } else {
+                set_state_keeping_tsc(&mut vcpu, CpuState::reset(true), &control)
+            };
+            if !restarted {
+                return report(&mut vcpu, &io, VcpuPhase::WaitingForStartup);
+            }
+        }
         // Ctrl-A s asked for the counters so far (it kicked this vCPU to get here).
         let wanted = control.counters_wanted();
         if wanted != counters_answered {
@@ -268,6 +303,33 @@ pub fn vcpu_thread<V: Vcpu>(
                 }
                 kicker.clear();
             }
+            Action::WaitInterruptsOff => {
+                phase = VcpuPhase::Halted;
+                // Interrupts cannot wake it: sleep (kicks for them are cleared and ignored)
+                // until INIT, a stop, or a request for the counters, which the top of the loop
+                // answers.
+                let platform = io.platform.as_deref();
+                if let Some(p) = platform {
+                    p.set_idle(index, true);
+                }
+                crate::sink::flush_console();
+                while !control.stopping()
+                    && !platform.is_some_and(|p| p.wakes_halted_with_interrupts_off(index))
+                    && control.counters_wanted() == counters_answered
+                {
+                    if platform.is_some_and(|p| p.idle_jump()) {
+                        continue;
+                    }
+                    kicker.park(Duration::from_millis(10));
+                    kicker.clear();
+                }
+                if let Some(p) = platform {
+                    p.set_idle(index, false);
+                }
+                if control.stopping() {
+                    break;
+                }
+            }
             Action::Leave => break,
             Action::Stop(reason) => {
                 control.request_stop(reason);
@@ -309,7 +371,7 @@ mod tests {
         // An AP parked this way still answers INIT; the BSP cannot be woken.
         assert_eq!(
             handle_exit(1, Exit::Halt, &mut ctx(false, false)),
-            Action::WaitForInterrupt
+            Action::WaitInterruptsOff
         );
         assert_eq!(
             handle_exit(0, Exit::Halt, &mut ctx(false, false)),

@@ -203,6 +203,20 @@ fn smp_starts_three_aps() {
     }
 }
 
+/// INIT restarts an AP that is running or halted with interrupts off (test-roms/initsipi.asm):
+/// 2,000 INIT-SIPI rounds, 2,000 starts.
+#[test]
+fn init_restarts_a_running_ap_every_time() {
+    for accel in backends("initsipi") {
+        let (reason, serial) = run_smp("initsipi", accel, 2);
+        assert_eq!(reason, StopReason::GuestExit(0), "{accel:?}:\n{serial}");
+        assert!(
+            serial.contains("AP starts: 2000 (expected 2000)"),
+            "{accel:?}:\n{serial}"
+        );
+    }
+}
+
 /// Code one vCPU rewrites while another runs it (test-roms/xmc.asm): the other vCPU runs the
 /// new code once it serialises, and backs up onto a removed INT3 as Linux's text_poke_bp
 /// expects. KVM's instruction emulator on kvm_pvm hosts cannot deliver the INT3.

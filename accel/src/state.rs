@@ -499,6 +499,20 @@ impl CpuState {
         }
     }
 
+    /// Whether an instruction may be VEX, EVEX or XOP encoded: not in real-address or
+    /// virtual-8086 mode, where C4 and C5 are LES and LDS, 62 is BOUND and 8F is POP (each
+    /// raising #UD with the register operand that the other reading would have taken).
+    pub fn vex_exists(&self) -> bool {
+        self.cr0 & bits::CR0_PE != 0 && self.rflags & rflags::VM == 0
+    }
+
+    /// Whether `insn` is one the CPU in this mode could have decoded: a VEX, EVEX or XOP
+    /// encoding is not, in real and virtual-8086 mode (see [`CpuState::vex_exists`]).
+    pub fn decodes(&self, insn: &iced_x86::Instruction) -> bool {
+        use iced_x86::EncodingKind::{EVEX, MVEX, VEX, XOP};
+        self.vex_exists() || !matches!(insn.encoding(), VEX | EVEX | XOP | MVEX)
+    }
+
     /// Code bitness for a decoder: 16, 32 or 64.
     pub fn code_bitness(&self) -> u32 {
         if self.cr0 & bits::CR0_PE == 0 || self.rflags & rflags::VM != 0 {

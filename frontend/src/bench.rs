@@ -23,6 +23,15 @@ pub enum Format {
 }
 
 /// `janus bench` arguments.
+/// `--runs`: a positive count (0 would time nothing and report empty medians).
+fn parse_runs(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("at least one timed run is needed".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a number of runs")),
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Backends, comma-separated, the first being the reference of the ratios
@@ -33,7 +42,7 @@ pub struct BenchArgs {
     #[arg(long = "workload")]
     workloads: Vec<String>,
     /// Timed runs per workload and backend (after one warm-up run).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = parse_runs)]
     runs: usize,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
@@ -59,7 +68,7 @@ fn default_backends() -> Vec<AccelKind> {
     if kvm && !janus_accel::kvm::is_paravirtual() {
         v.push(AccelKind::Kvm);
     } else if kvm {
-        eprintln!(
+        janus::ewriteln!(
             "janus bench: kvm left out by default: this host's KVM is kvm_pvm, which emulates \
              these kernel-mode workloads (ask for it with --accel kvm,jit,interp)"
         );
@@ -94,7 +103,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             })
             .collect::<Result<_>>()?
     };
-    let runs = args.runs.max(1);
+    let runs = args.runs;
     let timeout = Duration::from_secs(args.timeout.max(1));
     let tty = std::io::stderr().is_terminal();
     let total = workloads.len() * backends.len();
@@ -111,13 +120,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     format!("run {r}/{runs}")
                 };
                 if tty {
-                    eprint!(
+                    janus::ewrite!(
                         "\r\x1b[K[{step}/{total}] {} on {}: {what}",
                         w.name,
                         b.name()
                     );
                 } else if r == 0 {
-                    eprintln!("[{step}/{total}] {} on {}", w.name, b.name());
+                    janus::ewriteln!("[{step}/{total}] {} on {}", w.name, b.name());
                 }
                 let s = run_once(w, b, timeout)?;
                 if r > 0 {
@@ -139,17 +148,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
         results.push(row);
     }
     if tty {
-        eprintln!("\r\x1b[K");
+        janus::ewriteln!("\r\x1b[K");
     }
     let out = match args.format {
         Format::Table => table(&results),
         Format::Csv => csv(&results),
         Format::Json => json(&results),
     };
-    print!("{out}");
+    janus::owrite!("{out}");
     if let Some(p) = &args.plot {
         plot(&results, p)?;
-        eprintln!("janus bench: wrote {}", p.display());
+        janus::ewriteln!("janus bench: wrote {}", p.display());
     }
     Ok(())
 }

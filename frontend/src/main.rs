@@ -107,8 +107,8 @@ struct RunArgs {
     #[arg(long, requires = "kernel")]
     initrd: Option<PathBuf>,
     /// The kernel command line.
-    #[arg(long, requires = "kernel", default_value = "")]
-    append: String,
+    #[arg(long, requires = "kernel")]
+    append: Option<String>,
     /// Where the COM1 UART goes: stdio, none or file:PATH.
     #[arg(long, default_value = "stdio")]
     serial: SinkSpec,
@@ -210,7 +210,7 @@ fn fuzz(args: FuzzArgs) -> Result<ExitCode> {
     };
     let s = janus::fuzz::fuzz(&opts)?;
     let total: u64 = s.by_mnemonic.values().sum();
-    println!(
+    janus::owriteln!(
         "fuzz {} seed {}: {} instructions in {} programs, {:.1} s, {} divergences",
         args.mode.name(),
         args.seed,
@@ -220,18 +220,18 @@ fn fuzz(args: FuzzArgs) -> Result<ExitCode> {
         total
     );
     for (m, n) in &s.by_mnemonic {
-        println!("  diverged at {m}: {n}");
+        janus::owriteln!("  diverged at {m}: {n}");
     }
     for (m, n) in &s.no_oracle {
-        println!("  no oracle for {m}: {n} (the reference could not run it)");
+        janus::owriteln!("  no oracle for {m}: {n} (the reference could not run it)");
     }
     for f in &s.found {
         if let Some(p) = &f.file {
-            println!("  reproducer for {}: {}", f.mnemonic, p.display());
+            janus::owriteln!("  reproducer for {}: {}", f.mnemonic, p.display());
         }
     }
     if let Some(f) = s.found.first() {
-        println!("first divergence (shrunk):\n{}", f.report);
+        janus::owriteln!("first divergence (shrunk):\n{}", f.report);
     }
     Ok(if total == 0 {
         ExitCode::SUCCESS
@@ -287,7 +287,7 @@ fn diff(args: DiffArgs) -> Result<ExitCode> {
         return Ok(print_diff(report, 0.0));
     }
     let image = match &args.image {
-        Some(p) => read_image(p)?,
+        Some(p) => read_image(p, args.mem)?,
         None => DEMO.to_vec(),
     };
     let opts = DiffOptions {
@@ -310,26 +310,26 @@ fn diff(args: DiffArgs) -> Result<ExitCode> {
 fn print_diff(report: janus::diff::DiffReport, secs: f64) -> ExitCode {
     let (a, b) = report.backends;
     for (m, n) in &report.no_oracle {
-        eprintln!("janus diff: no oracle for {n} x {m} (backend a could not run it)");
+        janus::ewriteln!("janus diff: no oracle for {n} x {m} (backend a could not run it)");
     }
     match report.end {
         DiffEnd::Diverged(d) => {
-            println!("{d}");
-            eprintln!(
+            janus::owriteln!("{d}");
+            janus::ewriteln!(
                 "janus diff: {a} and {b} diverged after {} agreeing steps ({secs:.1} s)",
                 report.steps
             );
             ExitCode::from(DIVERGED)
         }
         DiffEnd::StepLimit => {
-            eprintln!(
+            janus::ewriteln!(
                 "janus diff: {a} and {b} agreed on all {} steps (step limit; {secs:.1} s)",
                 report.steps
             );
             ExitCode::SUCCESS
         }
         DiffEnd::Agreed(reason) => {
-            eprintln!(
+            janus::ewriteln!(
                 "janus diff: {a} and {b} agreed on all {} steps ({secs:.1} s); guest stopped: {reason}",
                 report.steps
             );
@@ -367,48 +367,99 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 
 const MAX_IMAGE: u64 = 1 << 30;
 
-/// Reads IMAGE, refusing a file that is recognisably something else (a kernel, a disk...).
-fn read_image(path: &PathBuf) -> Result<Vec<u8>> {
-    let image = read_file(path, "image")?;
+/// Reads IMAGE for a guest of `mem` bytes, refusing a file that is recognisably something else
+/// (a kernel, a disk...).
+fn read_image(path: &PathBuf, mem: u64) -> Result<Vec<u8>> {
+    let at = janus::layout::FLAT_LOAD_ADDR;
+    let image = read_file(path, "image", mem.saturating_sub(at), at)?;
     if let Some(what) = janus::loader::identify::foreign_image(&image) {
         bail!("image {} is {what}", path.display());
     }
     Ok(image)
 }
 
-fn read_file(path: &PathBuf, what: &str) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read {what} {}", path.display()))?;
-    if meta.len() > MAX_IMAGE {
-        bail!(
-            "{what} {} is {} bytes, larger than janus accepts (1 GiB)",
-            path.display(),
-            meta.len()
-        );
+/// Reads a file given on the command line, checking it before reading a byte: a regular file
+/// (a FIFO would block, /dev/zero never end) of at most `limit` bytes (what guest memory holds;
+/// `base` is where in RAM it would start, for the --mem it needs). Opened without blocking and
+/// read with a bound, in case the file changes between the check and the read.
+fn read_file(path: &PathBuf, what: &str, limit: u64, base: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let cannot = || format!("cannot read {what} {}", path.display());
+    let check = |meta: &std::fs::Metadata| -> Result<()> {
+        let t = meta.file_type();
+        let kind = if t.is_dir() {
+            "a directory"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() {
+            "a character device"
+        } else if t.is_block_device() {
+            "a block device"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            ""
+        };
+        if !kind.is_empty() {
+            bail!("{what} {} is {kind}, not a regular file", path.display());
+        }
+        let limit = limit.min(MAX_IMAGE);
+        if meta.len() > limit {
+            let needs = janus::layout::mem_to_fit(base.saturating_add(meta.len()));
+            if meta.len() > MAX_IMAGE {
+                bail!(
+                    "{what} {} is {} bytes, larger than janus accepts (1 GiB)",
+                    path.display(),
+                    meta.len()
+                );
+            }
+            bail!(
+                "{what} {} is {} bytes, more than guest memory holds; it needs --mem {needs} or more",
+                path.display(),
+                meta.len()
+            );
+        }
+        Ok(())
+    };
+    check(&std::fs::metadata(path).with_context(cannot)?)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(cannot)?;
+    check(&file.metadata().with_context(cannot)?)?;
+    let mut bytes = Vec::new();
+    (&mut file)
+        .take(limit.min(MAX_IMAGE) + 1)
+        .read_to_end(&mut bytes)
+        .with_context(cannot)?;
+    if bytes.len() as u64 > limit.min(MAX_IMAGE) {
+        bail!("{what} {} grew while janus read it", path.display());
     }
-    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+    Ok(bytes)
 }
 
 fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
     let image = match (&args.image, &args.bios, &args.kernel) {
-        (Some(p), _, _) => Some(read_image(p)?),
+        (Some(p), _, _) => Some(read_image(p, args.mem)?),
         (None, None, None) => Some(DEMO.to_vec()),
         _ => None,
     };
     let kernel = args
         .kernel
         .as_ref()
-        .map(|p| read_file(p, "kernel"))
+        .map(|p| read_file(p, "kernel", args.mem, 0))
         .transpose()?;
     let initrd = args
         .initrd
         .as_ref()
-        .map(|p| read_file(p, "initrd"))
+        .map(|p| read_file(p, "initrd", args.mem, 0))
         .transpose()?;
     let bios = args
         .bios
         .as_ref()
-        .map(|p| read_file(p, "BIOS image"))
+        .map(|p| read_file(p, "BIOS image", MAX_IMAGE, 0))
         .transpose()?;
     // `--accel auto` is resolved once, here, before the machine is built (its choice is said
     // once the machine is built, so that a bad option stays a one-line error).
@@ -437,7 +488,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         bios,
         kernel,
         initrd,
-        cmdline: args.append.clone(),
+        cmdline: args.append.clone().unwrap_or_default(),
         kernel_path: args.kernel.as_ref().map(|p| p.display().to_string()),
         serial: args.serial.clone(),
         debugcon: args.debugcon.clone(),
@@ -459,11 +510,11 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
     if let Some(b) = machine.boot_info()
         && args.stats
     {
-        eprintln!("janus: {b}");
+        janus::ewriteln!("janus: {b}");
     }
     janus::signals::install_stop_handlers();
     if let Some(why) = auto_chose {
-        eprintln!("janus: --accel auto {why}");
+        janus::ewriteln!("janus: --accel auto {why}");
     }
     // A terminal on the console goes raw for the run (the guest echoes and edits lines, Ctrl-C
     // reaches it) and is restored when this guard drops, on every way out of here.
@@ -473,17 +524,20 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
     let outcome = machine.run(kind);
     drop(raw);
     let outcome = outcome?;
-    eprintln!("janus: {}", outcome.reason);
+    janus::ewriteln!("janus: {}", outcome.reason);
     match &outcome.reason {
-        StopReason::VcpuFailed(f) => eprintln!("{}", f.state),
-        StopReason::TripleFault(s) => eprintln!("{s}"),
+        StopReason::VcpuFailed(f) => janus::ewriteln!("{}", f.state),
+        StopReason::TripleFault(s) => janus::ewriteln!("{s}"),
         // A guest that did not finish or was stopped: say where each vCPU was.
-        StopReason::Timeout
-        | StopReason::Interrupted
-        | StopReason::Signal(_)
-        | StopReason::ConsoleQuit => {
+        StopReason::Timeout | StopReason::Interrupted | StopReason::ConsoleQuit => {
             for v in &outcome.vcpus {
-                eprintln!("janus: {v}");
+                janus::ewriteln!("janus: {v}");
+            }
+        }
+        // A closed pipe is no question of where the guest was.
+        StopReason::Signal(sig) if *sig != libc::SIGPIPE => {
+            for v in &outcome.vcpus {
+                janus::ewriteln!("janus: {v}");
             }
         }
         _ => {}
@@ -495,13 +549,13 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
             StopReason::GuestExit(_) | StopReason::PowerOff | StopReason::Reset(_)
         )
     {
-        eprintln!(
+        janus::ewriteln!(
             "janus: last POST code {c:#04x} (port {:#x})",
             outcome.post_port
         );
     }
     if args.stats {
-        eprintln!("{}", janus::stats::format(&outcome));
+        janus::ewriteln!("{}", janus::stats::format(&outcome));
     }
     Ok(ExitCode::from(outcome.reason.exit_status() as u8))
 }
@@ -516,25 +570,25 @@ fn info(args: InfoArgs) -> Result<ExitCode> {
                 .map(|s| s.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into());
-    println!("host cpu: {cpu}");
-    println!(
+    janus::owriteln!("host cpu: {cpu}");
+    janus::owriteln!(
         "host threads: {}",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     match kvm::probe(&args.kvm_device) {
         Ok(p) => {
-            println!("kvm: available at {}", args.kvm_device.display());
-            println!("  flavour: {}", p.caps.flavour);
-            println!("  max vcpus: {}", p.caps.max_vcpus);
-            println!(
+            janus::owriteln!("kvm: available at {}", args.kvm_device.display());
+            janus::owriteln!("  flavour: {}", p.caps.flavour);
+            janus::owriteln!("  max vcpus: {}", p.caps.max_vcpus);
+            janus::owriteln!(
                 "  single-step: {}",
                 if p.caps.single_step { "yes" } else { "no" }
             );
-            println!(
+            janus::owriteln!(
                 "  in-kernel irqchip: {}",
                 if p.caps.irqchip { "yes" } else { "no" }
             );
-            println!(
+            janus::owriteln!(
                 "  --irqchip auto uses: {}",
                 if kvm::hardware_assisted() {
                     "kernel (VT-x/AMD-V)"
@@ -543,12 +597,12 @@ fn info(args: InfoArgs) -> Result<ExitCode> {
                 }
             );
             for (k, v) in &p.caps.details {
-                println!("  {k}: {v}");
+                janus::owriteln!("  {k}: {v}");
             }
         }
-        Err(e) => println!("kvm: unavailable: {e}"),
+        Err(e) => janus::owriteln!("kvm: unavailable: {e}"),
     }
-    println!("backends: kvm (when available), jit (x86-64 hosts), interp (always)");
+    janus::owriteln!("backends: kvm (when available), jit (x86-64 hosts), interp (always)");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -583,10 +637,19 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            eprintln!("janus: error: {} (see janus --help)", usage_line(&e));
+            janus::ewriteln!("janus: error: {} (see janus --help)", usage_line(&e));
             return ExitCode::from(2);
         }
     };
+    let run_args = match &cli.command {
+        Some(Command::Run(a)) => Some(a),
+        None => Some(&cli.run),
+        _ => None,
+    };
+    if let Some(m) = run_args.and_then(kernel_only_usage) {
+        janus::ewriteln!("janus: error: {m} (see janus --help)");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Some(Command::Run(a)) => run(*a, launched),
         Some(Command::Info(a)) => info(a),
@@ -598,9 +661,23 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("janus: error: {}", one_line(&e));
+            janus::ewriteln!("janus: error: {}", one_line(&e));
             ExitCode::from(status::HOST_ERROR as u8)
         }
+    }
+}
+
+/// `--initrd` and `--append` without `--kernel`, which clap's `requires` lets through when an
+/// IMAGE is given (IMAGE conflicts with `--kernel`).
+fn kernel_only_usage(a: &RunArgs) -> Option<&'static str> {
+    if a.kernel.is_some() {
+        None
+    } else if a.initrd.is_some() {
+        Some("--initrd requires --kernel FILE")
+    } else if a.append.is_some() {
+        Some("--append requires --kernel FILE")
+    } else {
+        None
     }
 }
 

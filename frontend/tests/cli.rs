@@ -626,3 +626,346 @@ fn multiboot_command_line_is_the_kernel_path_then_append() {
     let want = format!("  cmdline: {} janus-multiboot-test", kernel.display());
     assert!(text.contains(&want), "{want:?} not in {text}");
 }
+
+/// Runs janus with stderr on /dev/full (every write fails with ENOSPC).
+fn janus_stderr_full(args: &[&str]) -> Output {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args(args)
+        .stderr(full)
+        .output()
+        .expect("janus runs")
+}
+
+#[test]
+fn a_full_stderr_never_panics() {
+    let rom = roms().join("hello.bin");
+    let rom = rom.to_str().unwrap();
+    // A run that reports on stderr (the stop line, --stats, the boot line).
+    let out = janus_stderr_full(&["run", rom, "--accel", "interp", "--stats"]);
+    assert_eq!(out.status.code(), Some(0), "stdout: {:?}", out.stdout);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello: PASS"));
+    // An error and a usage error keep their statuses.
+    let out = janus_stderr_full(&["run", "/nonexistent/guest.bin"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = janus_stderr_full(&["run", "--smp", "zero"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// The software backends, and KVM when it works.
+fn backends(test: &str) -> Vec<&'static str> {
+    let mut b = vec!["interp", "jit"];
+    if kvm_present(test) {
+        b.push("kvm");
+    }
+    b
+}
+
+#[test]
+fn guest_output_that_cannot_be_written_ends_the_run_with_status_74() {
+    let rom = roms().join("hello.bin");
+    let rom = rom.to_str().unwrap();
+    // The serial file on a full disk.
+    let out = janus(&[
+        "run",
+        rom,
+        "--accel",
+        "interp",
+        "--serial",
+        "file:/dev/full",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(74), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot write serial output to file:/dev/full: No space left on device"),
+        "{err}"
+    );
+    // Standard output on a full disk.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args(["run", rom, "--accel", "interp"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(74), "{err}");
+    assert!(
+        err.contains("cannot write serial output to stdout"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_closed_pipe_stops_the_run_as_sigpipe_does() {
+    use std::io::Read;
+    let rom = roms().join("flood.bin");
+    for accel in backends("closed pipe") {
+        let start = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_janus"))
+            .args(["run", rom.to_str().unwrap(), "--accel", accel])
+            .args(["--timeout", "60"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // `| head -c 10`: read 10 bytes and close the pipe.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut ten = [0u8; 10];
+        stdout.read_exact(&mut ten).unwrap();
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{accel}: {err}");
+        assert!(start.elapsed() < Duration::from_secs(20), "{accel}: {err}");
+        assert_eq!(err.lines().count(), 1, "{accel}: {err}");
+        assert!(err.contains("stopped by SIGPIPE"), "{accel}: {err}");
+    }
+}
+
+#[test]
+fn sigterm_loses_no_serial_output() {
+    let rom = roms().join("flood.bin");
+    for accel in backends("sigterm flush") {
+        let p = std::env::temp_dir().join(format!("janus-flood-{}-{accel}", std::process::id()));
+        let child = Command::new(env!("CARGO_BIN_EXE_janus"))
+            .args(["run", rom.to_str().unwrap(), "--accel", accel])
+            .args([
+                "--timeout",
+                "60",
+                "--serial",
+                &format!("file:{}", p.display()),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until all but the last buffer (8 KiB) is in the file, then a little more.
+        let start = Instant::now();
+        while std::fs::metadata(&p).map_or(0, |m| m.len()) < 90_000 {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{accel}: no output"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let out = child.wait_with_output().unwrap();
+        let text = std::fs::read(&p).unwrap();
+        let _ = std::fs::remove_file(&p);
+        assert_eq!(out.status.code(), Some(143), "{accel}");
+        assert_eq!(text.len(), 100_003, "{accel}");
+        assert!(text.ends_with(b"xEND"), "{accel}");
+    }
+}
+
+/// Runs janus, killing it and failing if it takes longer than `limit`.
+fn janus_within(args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("janus {args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn files_are_checked_before_they_are_read() {
+    let limit = Duration::from_secs(10);
+    let hello = roms().join("hello.bin");
+    let hello = hello.to_str().unwrap();
+    let not_regular = "/dev/zero is a character device, not a regular file";
+    for (args, needle) in [
+        (vec!["run", "/dev/zero"], not_regular),
+        (vec!["run", "--kernel", "/dev/zero"], not_regular),
+        (
+            vec!["run", "--kernel", hello, "--initrd", "/dev/zero"],
+            not_regular,
+        ),
+        (vec!["run", "--bios", "/dev/zero"], not_regular),
+        (vec!["diff", "/dev/zero", "--a", "interp"], not_regular),
+        (vec!["run", "/"], "/ is a directory, not a regular file"),
+    ] {
+        one_error_line(&janus_within(&args, limit), needle);
+    }
+    // A FIFO nobody writes to: open() would block forever.
+    let fifo = std::env::temp_dir().join(format!("janus-fifo-{}", std::process::id()));
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let out = janus_within(&["run", fifo.to_str().unwrap()], limit);
+    let _ = std::fs::remove_file(&fifo);
+    one_error_line(&out, "is a FIFO, not a regular file");
+    // An image larger than guest memory is refused from its size: a sparse 3 GiB file.
+    let big = std::env::temp_dir().join(format!("janus-sparse-{}.bin", std::process::id()));
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    let start = Instant::now();
+    let out = janus_within(&["run", big.to_str().unwrap(), "--mem", "64M"], limit);
+    let out_kernel = janus_within(&["run", "--kernel", big.to_str().unwrap()], limit);
+    let _ = std::fs::remove_file(&big);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "read before refusing"
+    );
+    one_error_line(&out, "larger than janus accepts (1 GiB)");
+    one_error_line(&out_kernel, "larger than janus accepts (1 GiB)");
+}
+
+#[test]
+fn an_image_larger_than_guest_memory_is_refused_before_reading() {
+    let big = std::env::temp_dir().join(format!("janus-sparse100-{}.bin", std::process::id()));
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(100_000_000)
+        .unwrap();
+    let out = janus_within(&["run", big.to_str().unwrap()], Duration::from_secs(10));
+    let _ = std::fs::remove_file(&big);
+    one_error_line(
+        &out,
+        "more than guest memory holds; it needs --mem 96M or more",
+    );
+}
+
+#[test]
+fn endless_standard_input_is_read_only_as_fast_as_the_guest_takes_it() {
+    // loop.bin never reads its UART: before the bound, /dev/zero on stdin grew janus by
+    // hundreds of MiB a second (36 MiB in 3 s even in a debug build).
+    let rom = roms().join("loop.bin");
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args(["run", rom.to_str().unwrap(), "--accel", "jit"])
+        .args(["--timeout", "4", "--stats"])
+        .stdin(zero)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.trim_start().starts_with("peak RSS"))
+        .unwrap_or_else(|| panic!("no peak RSS in {err}"));
+    let mib: f64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(mib < 20.0, "peak RSS {mib} MiB: {line}");
+}
+
+#[test]
+fn piped_input_larger_than_the_bound_arrives_whole() {
+    use std::io::Write;
+    // 20,000 bytes (five times the bound) then "q": echo.bin prints each as <xx>.
+    let rom = roms().join("echo.bin");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args([
+            "run",
+            rom.to_str().unwrap(),
+            "--accel",
+            "jit",
+            "--timeout",
+            "60",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut input = vec![b'a'; 20_000];
+        input.push(b'q');
+        stdin.write_all(&input).unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("<61>").count(), 20_000);
+}
+
+#[test]
+fn an_ap_halted_with_interrupts_off_sleeps() {
+    // ap_idle.bin: the AP does cli; hlt while the BSP waits 3 s (100 timer ticks a second).
+    // Before, the AP's thread spun: 1.4-1.6 s of CPU in 3 s on the software backends (debug
+    // build), 1.2 s on KVM.
+    let rom = roms().join("ap_idle.bin");
+    for accel in backends("ap idle") {
+        let start = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_janus"))
+            .args(["run", rom.to_str().unwrap(), "--smp", "2", "--accel", accel])
+            .args(["--timeout", "30"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waiting for our own child, with valid pointers to locals.
+        let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+        assert_eq!(pid, child.id() as i32);
+        // (Already reaped by wait4: this only tells the standard library.)
+        let _ = child.wait();
+        let wall = start.elapsed().as_secs_f64();
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{accel}"
+        );
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        let cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
+        assert!(wall >= 3.0, "{accel}: {wall} s");
+        assert!(cpu < 0.75, "{accel}: {cpu:.2} s of CPU in {wall:.2} s");
+    }
+}
+
+#[test]
+fn initrd_and_append_need_a_kernel_in_every_position() {
+    let hello = roms().join("hello.bin");
+    let hello = hello.to_str().unwrap();
+    for (args, flag) in [
+        (vec!["run", hello, "--append", "foo"], "--append"),
+        (vec![hello, "--initrd", "x"], "--initrd"),
+        (vec!["run", "--append=foo", hello], "--append"),
+        (vec!["--initrd", "x", hello], "--initrd"),
+        (vec!["run", "--bios", "x", "--append", "foo"], "--append"),
+        (vec!["--append", "foo"], "--append"),
+        (vec!["run", "--initrd", "x"], "--initrd"),
+    ] {
+        let out = janus(&args);
+        one_error_line(&out, &format!("{flag} requires --kernel FILE"));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
+fn bench_refuses_zero_runs() {
+    let out = janus(&["bench", "--runs", "0"]);
+    one_error_line(&out, "at least one timed run is needed");
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -238,7 +238,7 @@ pub fn fuzz(opts: &FuzzOptions) -> Result<FuzzSummary, MachineError> {
                     let due = s.programs % 64 == 0 || n >= opts.count;
                     if opts.progress && due {
                         let secs = start.elapsed().as_secs_f64().max(1e-3);
-                        eprint!(
+                        crate::ewrite!(
                             "\rfuzz {}: {n}/{} instructions, {} programs, {} divergences, {:.0} insn/s   ",
                             opts.mode.name(),
                             opts.count,
@@ -252,7 +252,7 @@ pub fn fuzz(opts: &FuzzOptions) -> Result<FuzzSummary, MachineError> {
         }
     });
     if opts.progress {
-        eprintln!();
+        crate::ewriteln!();
     }
     if let Some(e) = error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);

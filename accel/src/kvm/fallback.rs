@@ -106,13 +106,15 @@ pub fn stats_key(suberror: u32, mnemonic: Option<&str>) -> String {
     format!("kvm fallback: {} ({why})", mnemonic.unwrap_or("?"))
 }
 
-/// The lower-case mnemonic of the instruction in `bytes`, for reports and statistics.
-pub fn mnemonic(bytes: &[u8], bitness: u32) -> Option<String> {
+/// The lower-case mnemonic of the instruction in `bytes` at `state`'s code size and mode, for
+/// reports and statistics (`None`: not a valid instruction there, e.g. VEX in real mode).
+pub fn mnemonic(bytes: &[u8], state: &CpuState) -> Option<String> {
     if bytes.is_empty() {
         return None;
     }
-    let insn = iced_x86::Decoder::new(bitness, bytes, iced_x86::DecoderOptions::NONE).decode();
-    if insn.is_invalid() {
+    let insn = iced_x86::Decoder::new(state.code_bitness(), bytes, iced_x86::DecoderOptions::NONE)
+        .decode();
+    if insn.is_invalid() || !state.decodes(&insn) {
         return None;
     }
     Some(format!("{:?}", insn.mnemonic()).to_lowercase())
@@ -304,14 +306,41 @@ mod tests {
 
     #[test]
     fn stats_keys_name_instruction_and_reason() {
+        let (_, long) = long_mode(&[]);
         assert_eq!(
-            stats_key(1, mnemonic(&[0xcc], 64).as_deref()),
+            stats_key(1, mnemonic(&[0xcc], &long).as_deref()),
             "kvm fallback: int3 (emulation failure)"
         );
         assert_eq!(
-            stats_key(3, mnemonic(&[0x0f, 0x0b], 64).as_deref()),
+            stats_key(3, mnemonic(&[0x0f, 0x0b], &long).as_deref()),
             "kvm fallback: ud2 (event delivery)"
         );
-        assert_eq!(mnemonic(&[0x0f, 0xff], 64), None);
+        assert_eq!(mnemonic(&[0x0f, 0xff], &long), None);
+    }
+
+    #[test]
+    fn c5_in_real_mode_is_lds_not_vex() {
+        // C5 F1 EC C2: vpaddsb xmm0, xmm1, xmm2 in protected mode; in real mode (no VEX) LDS
+        // with a register operand, which raises #UD.
+        let vex = [0xc5, 0xf1, 0xec, 0xc2];
+        let (_, long) = long_mode(&[]);
+        assert_eq!(mnemonic(&vex, &long).as_deref(), Some("vpaddsb"));
+        let mut mem = GuestMemory::new();
+        mem.add(0, 1 << 20, crate::memory::RegionKind::Ram).unwrap();
+        mem.write(CODE, &vex).unwrap();
+        // IVT entry 6 (#UD) -> 0000:0x7d00.
+        mem.write(6 * 4, &0x7d00u32.to_le_bytes()).unwrap();
+        let real = CpuState::startup_ipi((CODE >> 12) as u8);
+        assert_eq!(real.code_bitness(), 16);
+        assert_eq!(mnemonic(&vex, &real), None);
+        assert_eq!(
+            mnemonic(&[0xc5, 0x36, 0x00, 0x05], &real).as_deref(),
+            Some("lds")
+        );
+        let mut f = Fallback::new(mem, 0, 1);
+        let Outcome::Resumed(b) = f.step(&real, &NoIo).unwrap() else {
+            panic!("#UD was not delivered");
+        };
+        assert_eq!((b.cs.selector, b.rip), (0, 0x7d00), "#UD through the IVT");
     }
 }

@@ -282,7 +282,7 @@ impl KvmVcpu {
         }
         let state = self.state()?;
         let bytes = self.insn_bytes(&state);
-        let mnemonic = fallback::mnemonic(&bytes, state.code_bitness());
+        let mnemonic = fallback::mnemonic(&bytes, &state);
         let Some(fb) = self.fallback.as_mut() else {
             return self.failure("KVM internal error", detail).map(Some);
         };

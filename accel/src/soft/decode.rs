@@ -59,6 +59,10 @@ impl Ctx<'_> {
                 return Err(f);
             }
         }
+        if !self.c.s.decodes(&insn) {
+            // LES, LDS, BOUND or POP with a register operand: #UD.
+            insn = Instruction::default();
+        }
         let len = insn.len().max(1) as u64;
         if bitness != 64 {
             // CS limit.

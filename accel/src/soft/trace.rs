@@ -125,7 +125,10 @@ impl Trace {
             Some(w) => {
                 let _ = writeln!(w.lock().unwrap_or_else(|p| p.into_inner()), "{args}");
             }
-            None => eprintln!("{args}"),
+            // A full stderr drops the line rather than panic.
+            None => {
+                let _ = writeln!(std::io::stderr().lock(), "{args}");
+            }
         }
     }
 

@@ -212,3 +212,31 @@ fn injected_interrupt_waits_for_sti_shadow() {
     assert_eq!(s.reg(Reg::Rbx), 1);
     assert_eq!(s.rip, 0x7d03);
 }
+
+#[test]
+fn c4_c5_are_les_lds_in_real_mode_never_vex() {
+    // In real and virtual-8086 mode VEX does not exist: C4 and C5 with a register operand
+    // are LES and LDS r, reg, which raise #UD (vector 6). ANDN is one VEX instruction janus
+    // runs elsewhere; it must not run here.
+    let mut m = Machine::new();
+    // IVT entry 6 (#UD) -> 0000:0x7d00: mov bx, 0x66; hlt
+    m.mem.write_le(6 * 4, 4, 0x7d00).unwrap();
+    m.load(0x7d00, &[0xbb, 0x66, 0x00, 0xf4]);
+    m.load(CODE, &[0xc4, 0xe2, 0x70, 0xf2, 0xc2, 0xf4]); // (andn eax, ecx, edx in PM32)
+    m.set(&real_state());
+    let s = m.run_to_halt();
+    assert_eq!(s.reg(Reg::Rbx), 0x66, "no #UD at {:#x}", s.rip);
+    assert_eq!(s.rip, 0x7d00 + 4);
+    // With a memory operand it is LDS: a far pointer into DS:r16.
+    let (_, s) = run_real(&[
+        0xc7, 0x06, 0x00, 0x05, 0x34, 0x12, // mov word [0x500], 0x1234
+        0xc7, 0x06, 0x02, 0x05, 0x00, 0x20, // mov word [0x502], 0x2000
+        0xc4, 0x1e, 0x00, 0x05, // les bx, [0x500]
+        0xc5, 0x36, 0x00, 0x05, // lds si, [0x500]
+        0xf4,
+    ]);
+    assert_eq!(s.reg(Reg::Rbx) & 0xffff, 0x1234);
+    assert_eq!(s.reg(Reg::Rsi) & 0xffff, 0x1234);
+    assert_eq!(s.es.selector, 0x2000);
+    assert_eq!(s.ds.selector, 0x2000);
+}
