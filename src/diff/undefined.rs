@@ -47,13 +47,19 @@ fn raw_count(insn: &Instruction, before: &CpuState) -> Option<u64> {
     })
 }
 
+/// The masked count of a shift or rotate run from `before` (`None` for other instructions).
+/// A masked count of 0 changes no flag at all.
+pub fn masked_count(insn: &Instruction, before: &CpuState) -> Option<u64> {
+    let raw = raw_count(insn, before)?;
+    Some(raw & if width(insn) == 64 { 0x3f } else { 0x1f })
+}
+
 /// What `insn`, run from `before`, leaves undefined because of its count.
 pub fn count_undefined(insn: &Instruction, before: &CpuState) -> CountUndefined {
-    let Some(raw) = raw_count(insn, before) else {
+    let Some(count) = masked_count(insn, before) else {
         return CountUndefined::default();
     };
     let w = width(insn);
-    let count = raw & if w == 64 { 0x3f } else { 0x1f };
     let mut u = CountUndefined::default();
     if count > 1 {
         u.flags |= rflags::OF;

@@ -199,6 +199,17 @@ fn undefined_any_count(insn: &Instruction) -> u32 {
     bits
 }
 
+/// The flags `insn` defines whatever its count: none for a shift or rotate whose masked count
+/// may be 0 (by CL, or by an immediate that masks to 0), which leaves every flag as it was.
+fn defines_any_count(insn: &Instruction) -> u32 {
+    let s = janus_accel::CpuState::boot_sector();
+    if crate::diff::undefined::masked_count(insn, &s) == Some(0) {
+        0
+    } else {
+        defines(insn)
+    }
+}
+
 /// A candidate instruction form and what its operands need.
 #[derive(Clone, Debug)]
 struct Form {
@@ -562,13 +573,13 @@ impl Generator {
             if insn.rflags_read() & undefined != 0 {
                 continue;
             }
-            let left = if self.mode == FuzzMode::User64 {
-                undefined_any_count(&insn)
+            let (left, defined) = if self.mode == FuzzMode::User64 {
+                (undefined_any_count(&insn), defines_any_count(&insn))
             } else {
                 // Compared per instruction: the differ pins what the count leaves undefined.
-                insn.rflags_undefined()
+                (insn.rflags_undefined(), defines(&insn))
             };
-            undefined = (undefined & !(defines(&insn) & !left)) | left;
+            undefined = (undefined & !(defined & !left)) | left;
             insns.push(insn);
             count += 1;
         }
@@ -592,7 +603,7 @@ pub fn reads_undefined_flags(bitness: u32, program: &[u8]) -> bool {
             return true;
         }
         let left = undefined_any_count(&i);
-        undefined = (undefined & !(defines(&i) & !left)) | left;
+        undefined = (undefined & !(defines_any_count(&i) & !left)) | left;
     }
     false
 }
@@ -715,6 +726,19 @@ mod tests {
         assert!(!reads_undefined_flags(
             64,
             &encode(64, &[rcl1, cmovo]).unwrap()
+        ));
+        // BLSI leaves PF undefined; SHL by CL keeps it so when CL is 0.
+        let blsi =
+            Instruction::with2(Code::VEX_Blsi_r64_rm64, Register::RCX, Register::RAX).unwrap();
+        let setnp = Instruction::with1(Code::Setnp_rm8, Register::SIL).unwrap();
+        let shl1 = Instruction::with2(Code::Shl_rm16_1, Register::AX, 1).unwrap();
+        assert!(reads_undefined_flags(
+            64,
+            &encode(64, &[blsi, shl_cl, setnp]).unwrap()
+        ));
+        assert!(!reads_undefined_flags(
+            64,
+            &encode(64, &[blsi, shl1, setnp]).unwrap()
         ));
         assert!(vendor_quirk(FuzzMode::User64, Code::Shld_rm16_r16_CL));
         assert!(!vendor_quirk(FuzzMode::Real, Code::Shld_rm16_r16_CL));
