@@ -44,6 +44,33 @@ pub fn iced_flags_to_rflags(bits: u32) -> u64 {
         .fold(0, |a, b| a | b)
 }
 
+/// Whether the host CPU stores the x87 last-instruction pointers (FIP, FDP, FOP) in every
+/// FXSAVE/XSAVE image, as Intel CPUs do. AMD CPUs store them only while an exception is pending
+/// (FSW.ES set; AMD APM vol. 5, FXSAVE), unless CPUID Fn8000_0008_EBX[2] (Linux's `xsaveerptr`)
+/// says they always do. That bit is not enough under KVM: on the AMD EPYC host measured on
+/// 2026-12-07 (a VM itself, `xsaveerptr` set) the state KVM reports after a CPL3 `fadd` with no
+/// exception pending has FIP=0 and FOP=0. So on an AMD host they are compared only while an
+/// exception is pending.
+pub fn host_saves_fpu_pointers() -> bool {
+    let v = std::arch::x86_64::__cpuid(0);
+    let vendor = [v.ebx, v.edx, v.ecx];
+    // "AuthenticAMD" and Hygon's "HygonGenuine" (the same x87 state saving).
+    let amd = vendor == [0x6874_7541, 0x6974_6e65, 0x444d_4163]
+        || vendor == [0x6f67_7948, 0x6e65_476e, 0x656e_6975];
+    !amd
+}
+
+/// Gives B A's FIP, FDP and FOP when the host's state A came from cannot be trusted to hold
+/// them (see [`host_saves_fpu_pointers`]): no exception is pending in A's x87 status word.
+pub fn pin_fpu_pointers(a: &CpuState, b: &mut CpuState) {
+    const ES: u16 = 1 << 7;
+    if !host_saves_fpu_pointers() && a.fpu.fsw & ES == 0 {
+        b.fpu.fip = a.fpu.fip;
+        b.fpu.fdp = a.fpu.fdp;
+        b.fpu.fop = a.fpu.fop;
+    }
+}
+
 fn seg(out: &mut Vec<FieldDiff>, name: &str, a: &Segment, b: &Segment, long_mode: bool) {
     let mut push = |field: &str, x: u64, y: u64| {
         if x != y {

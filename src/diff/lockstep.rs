@@ -12,11 +12,13 @@ use iced_x86::{
 use janus_accel::disasm::fetch_insn;
 use janus_accel::{AccelKind, CpuState, Exit, IoHandler, VcpuError};
 
-use super::compare::{compare, iced_flags_to_rflags};
+use super::compare::{compare, iced_flags_to_rflags, pin_fpu_pointers};
 use super::replay::{Recorder, Replayer};
+use super::undefined::{count_undefined, dest_register};
 use super::{
     DiffEnd, DiffOptions, Divergence, Oracle, Side, StepInsn, TimedStep, compare_ram,
-    compare_ranges, copy_ram, exit_name, interrupt_step, software_count, step_once, written_ranges,
+    compare_ranges, copy_ram, copy_ranges, exit_name, interrupt_step, software_count, step_once,
+    written_ranges,
 };
 use crate::control::{Control, StopReason};
 use crate::platform::Platform;
@@ -159,7 +161,14 @@ impl<'r> Lockstep<'r> {
             (x, y) => std::mem::discriminant(x) == std::mem::discriminant(y),
         };
         self.exception_catch_up(&mut f)?;
-        let undefined = iced_flags_to_rflags(f.insn.rflags_undefined());
+        let by_count = count_undefined(&f.insn, &f.before);
+        let undefined = iced_flags_to_rflags(f.insn.rflags_undefined()) | by_count.flags;
+        if by_count.result {
+            self.pin_result(&mut f, &writes)?;
+        }
+        if matches!(oracle, Oracle::Hardware) {
+            pin_fpu_pointers(&f.sa, &mut f.sb);
+        }
         let fields = compare(&f.sa, &f.sb, undefined);
         if fields.is_empty() {
             self.pin_undefined(&mut f, undefined)?;
@@ -369,6 +378,24 @@ impl<'r> Lockstep<'r> {
         if (f.sa.rflags ^ f.sb.rflags) & undefined != 0 {
             f.sb.rflags = (f.sb.rflags & !undefined) | (f.sa.rflags & undefined);
             self.b.vcpu.set_state(&f.sb)?;
+        }
+        Ok(())
+    }
+
+    /// The instruction's result is undefined for its count (see [`count_undefined`]): once
+    /// both sides have completed it, B's destination (the register's written bits, or the
+    /// bytes written in memory) becomes A's, and everything else is still compared.
+    fn pin_result(&mut self, f: &mut InFlight, writes: &[(u64, usize)]) -> Result<(), DiffEnd> {
+        if f.sa.rip != f.sb.rip || f.sa.rip == f.before.rip {
+            return Ok(());
+        }
+        if let Some((n, mask)) = dest_register(&f.insn) {
+            if (f.sa.gpr[n] ^ f.sb.gpr[n]) & mask != 0 {
+                f.sb.gpr[n] = (f.sb.gpr[n] & !mask) | (f.sa.gpr[n] & mask);
+                self.b.vcpu.set_state(&f.sb)?;
+            }
+        } else {
+            copy_ranges(&self.a.mem, &self.b.mem, writes);
         }
         Ok(())
     }

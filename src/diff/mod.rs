@@ -4,8 +4,9 @@
 //! Each backend gets its own copy of guest memory, loaded identically. Backend A talks to the
 //! real devices (its accesses are recorded); backend B is served A's recorded reads and its writes
 //! are compared (see [`replay`]). After every step the whole CpuState is compared with the flags
-//! the instruction leaves undefined masked (from iced-x86), and every byte the instruction's
-//! memory operands wrote is compared; all of RAM is compared every `ram_every` steps and at the
+//! the instruction leaves undefined masked (from iced-x86, and for shifts and rotates from their
+//! count, see [`undefined`]; a result undefined for its count is pinned to A's), and every byte
+//! the instruction's memory operands wrote is compared; all of RAM is compared every `ram_every` steps and at the
 //! end, so nothing escapes.
 //!
 //! KVM single-step pitfalls, handled here: a REP string instruction traps after each iteration
@@ -26,6 +27,7 @@
 pub mod compare;
 mod lockstep;
 pub mod replay;
+pub mod undefined;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -406,6 +408,17 @@ fn compare_ranges(
     }
 }
 
+/// Copies `ranges` of `from` over `to` (where both have RAM there).
+fn copy_ranges(from: &GuestMemory, to: &GuestMemory, ranges: &[(u64, usize)]) {
+    for &(pa, len) in ranges {
+        for i in 0..len as u64 {
+            if let Ok(x) = from.read_le(pa + i, 1) {
+                let _ = to.write_le(pa + i, 1, x);
+            }
+        }
+    }
+}
+
 /// Compares all of RAM; returns the first few differing bytes.
 fn compare_ram(a: &GuestMemory, b: &GuestMemory) -> Vec<(u64, u8, u8)> {
     let mut out = Vec::new();
@@ -615,10 +628,13 @@ fn whole_program(
             };
         }
     };
-    let (sa, sb) = match (a.vcpu.state(), b.vcpu.state()) {
+    let (sa, mut sb) = match (a.vcpu.state(), b.vcpu.state()) {
         (Ok(x), Ok(y)) => (x, y),
         (Err(e), _) | (_, Err(e)) => return host_error(e),
     };
+    if opts.a == AccelKind::Kvm {
+        compare::pin_fpu_pointers(&sa, &mut sb);
+    }
     let steps = b
         .vcpu
         .counters()

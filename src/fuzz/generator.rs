@@ -134,6 +134,82 @@ fn emulator_quirk(mode: FuzzMode, code: Code) -> bool {
     ) || (mode == FuzzMode::Long64 && matches!(code, Code::Bsf_r32_rm32 | Code::Bsr_r32_rm32))
 }
 
+/// Forms left out of user64 (run on the CPU itself, compared as a whole program) where the
+/// host CPU's vendor behaviour differs from janus's in what the architecture leaves to the
+/// implementation:
+///
+/// - 16-bit SHLD/SHRD by CL: a count above 16 leaves the result undefined, and a whole
+///   program cannot see the count (the immediate forms are kept in range in `instance`).
+/// - On hosts that do not save the x87 pointers (AMD, see
+///   [`crate::diff::compare::host_saves_fpu_pointers`]), the stores of the x87 environment
+///   (FNSTENV, FNSAVE, FXSAVE, XSAVE): AMD CPUs update FDP on every x87 memory access, janus
+///   only on an unmasked exception as Intel CPUs enumerating CPUID.7.0:EBX[6] do; and kvm_pvm
+///   leaves the host's user CS (0x33) in FCS. Measured on an AMD EPYC host, 2026-12-07.
+fn vendor_quirk(mode: FuzzMode, code: Code) -> bool {
+    use Mnemonic::*;
+    if mode != FuzzMode::User64 {
+        return false;
+    }
+    matches!(code, Code::Shld_rm16_r16_CL | Code::Shrd_rm16_r16_CL)
+        || (!crate::diff::compare::host_saves_fpu_pointers()
+            && matches!(
+                code.mnemonic(),
+                Fnstenv
+                    | Fnsave
+                    | Fxsave
+                    | Fxsave64
+                    | Xsave
+                    | Xsave64
+                    | Xsaveopt
+                    | Xsaveopt64
+                    | Xsavec
+                    | Xsavec64
+                    | Xsaves
+                    | Xsaves64
+            ))
+}
+
+/// The flags `insn` may leave undefined, known without its count (iced-x86's static
+/// description plus what [`crate::diff::undefined::count_undefined`] finds for an immediate
+/// count, or could find for any count in CL): what a whole-program comparison must treat as
+/// undefined.
+fn undefined_any_count(insn: &Instruction) -> u32 {
+    use crate::diff::undefined::count_undefined;
+    use iced_x86::RflagsBits as R;
+    use janus_accel::state::rflags;
+    let mut s = janus_accel::CpuState::boot_sector();
+    let mut by_count = 0;
+    for cl in [0x1f, 0x3f] {
+        s.gpr[1] = cl;
+        by_count |= count_undefined(insn, &s).flags;
+    }
+    let mut bits = insn.rflags_undefined();
+    for (r, i) in [
+        (rflags::OF, R::OF),
+        (rflags::CF, R::CF),
+        (rflags::SF, R::SF),
+        (rflags::ZF, R::ZF),
+        (rflags::AF, R::AF),
+        (rflags::PF, R::PF),
+    ] {
+        if by_count & r != 0 {
+            bits |= i;
+        }
+    }
+    bits
+}
+
+/// The flags `insn` defines whatever its count: none for a shift or rotate whose masked count
+/// may be 0 (by CL, or by an immediate that masks to 0), which leaves every flag as it was.
+fn defines_any_count(insn: &Instruction) -> u32 {
+    let s = janus_accel::CpuState::boot_sector();
+    if crate::diff::undefined::masked_count(insn, &s) == Some(0) {
+        0
+    } else {
+        defines(insn)
+    }
+}
+
 /// A candidate instruction form and what its operands need.
 #[derive(Clone, Debug)]
 struct Form {
@@ -222,6 +298,7 @@ impl Generator {
                 || !(MNEMONICS.contains(&code.mnemonic())
                     || (mode == FuzzMode::User64 && fp_form(code)))
                 || emulator_quirk(mode, code)
+                || vendor_quirk(mode, code)
             {
                 continue;
             }
@@ -496,7 +573,13 @@ impl Generator {
             if insn.rflags_read() & undefined != 0 {
                 continue;
             }
-            undefined = (undefined & !defines(&insn)) | insn.rflags_undefined();
+            let (left, defined) = if self.mode == FuzzMode::User64 {
+                (undefined_any_count(&insn), defines_any_count(&insn))
+            } else {
+                // Compared per instruction: the differ pins what the count leaves undefined.
+                (insn.rflags_undefined(), defines(&insn))
+            };
+            undefined = (undefined & !(defined & !left)) | left;
             insns.push(insn);
             count += 1;
         }
@@ -519,7 +602,8 @@ pub fn reads_undefined_flags(bitness: u32, program: &[u8]) -> bool {
         if i.rflags_read() & undefined != 0 {
             return true;
         }
-        undefined = (undefined & !defines(&i)) | i.rflags_undefined();
+        let left = undefined_any_count(&i);
+        undefined = (undefined & !(defines_any_count(&i) & !left)) | left;
     }
     false
 }
@@ -529,7 +613,7 @@ pub fn reads_undefined_flags(bitness: u32, program: &[u8]) -> bool {
 pub fn undefined_flags(bitness: u32, program: &[u8]) -> u32 {
     iced_x86::Decoder::with_ip(bitness, program, PROGRAM, iced_x86::DecoderOptions::NONE)
         .into_iter()
-        .fold(0, |acc, i| acc | i.rflags_undefined())
+        .fold(0, |acc, i| acc | undefined_any_count(&i))
 }
 
 fn lockable(m: Mnemonic) -> bool {
@@ -620,6 +704,45 @@ pub fn encode(bitness: u32, insns: &[Instruction]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use iced_x86::{Decoder, DecoderOptions};
+
+    #[test]
+    fn whole_programs_treat_count_dependent_flags_as_undefined() {
+        use iced_x86::RflagsBits as R;
+        let rcl1 = Instruction::with2(Code::Rcl_rm8_imm8, Register::AL, 1).unwrap();
+        let rcl9 = Instruction::with2(Code::Rcl_rm8_imm8, Register::AL, 9).unwrap();
+        let shl_cl = Instruction::with2(Code::Shl_rm16_CL, Register::AX, Register::CL).unwrap();
+        assert_eq!(undefined_any_count(&rcl1) & R::OF, 0);
+        assert_ne!(undefined_any_count(&rcl9) & R::OF, 0);
+        assert_eq!(
+            undefined_any_count(&shl_cl) & (R::OF | R::CF),
+            R::OF | R::CF
+        );
+        // RCL by 9 leaves OF undefined for a following CMOVO; by 1 it does not.
+        let cmovo = Instruction::with2(Code::Cmovo_r32_rm32, Register::EAX, Register::EBX).unwrap();
+        assert!(reads_undefined_flags(
+            64,
+            &encode(64, &[rcl9, cmovo]).unwrap()
+        ));
+        assert!(!reads_undefined_flags(
+            64,
+            &encode(64, &[rcl1, cmovo]).unwrap()
+        ));
+        // BLSI leaves PF undefined; SHL by CL keeps it so when CL is 0.
+        let blsi =
+            Instruction::with2(Code::VEX_Blsi_r64_rm64, Register::RCX, Register::RAX).unwrap();
+        let setnp = Instruction::with1(Code::Setnp_rm8, Register::SIL).unwrap();
+        let shl1 = Instruction::with2(Code::Shl_rm16_1, Register::AX, 1).unwrap();
+        assert!(reads_undefined_flags(
+            64,
+            &encode(64, &[blsi, shl_cl, setnp]).unwrap()
+        ));
+        assert!(!reads_undefined_flags(
+            64,
+            &encode(64, &[blsi, shl1, setnp]).unwrap()
+        ));
+        assert!(vendor_quirk(FuzzMode::User64, Code::Shld_rm16_r16_CL));
+        assert!(!vendor_quirk(FuzzMode::Real, Code::Shld_rm16_r16_CL));
+    }
 
     #[test]
     fn every_mode_has_many_forms_and_programs_decode() {
