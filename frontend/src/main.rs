@@ -642,7 +642,7 @@ fn main() -> ExitCode {
         }
     };
     let run_args = match &cli.command {
-        Some(Command::Run(a)) => Some(a),
+        Some(Command::Run(a)) => Some(&**a),
         None => Some(&cli.run),
         _ => None,
     };
