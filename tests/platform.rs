@@ -285,19 +285,33 @@ fn linux_powers_off_through_acpi_s5() {
         );
         return;
     };
-    let (reason, serial, _) = run(
-        MachineConfig {
-            kernel: Some(kernel),
-            initrd: Some(initrd),
-            cmdline: "console=ttyS0 rdinit=/bin/busybox -- poweroff -f".into(),
-            mem: 256 << 20,
-            smp: 2,
-            timeout: Some(Duration::from_secs(300)),
-            ..Default::default()
-        },
-        AccelKind::Jit,
-        "linux-s5",
-    );
+    let once = || {
+        run(
+            MachineConfig {
+                kernel: Some(kernel.clone()),
+                initrd: Some(initrd.clone()),
+                cmdline: "console=ttyS0 rdinit=/bin/busybox -- poweroff -f".into(),
+                mem: 256 << 20,
+                smp: 2,
+                timeout: Some(Duration::from_secs(300)),
+                ..Default::default()
+            },
+            AccelKind::Jit,
+            "linux-s5",
+        )
+    };
+    let (mut reason, mut serial, _) = once();
+    // Linux's clocksource watchdog compares the TSC with the ACPI PM timer every 0.5 s of its
+    // time; when the host starves the vCPU threads for seconds (a loaded 2-core machine), the
+    // 24-bit PM timer wraps between two looks and the watchdog marks the TSC unstable ("skew is
+    // too large"). That is the host's load, not the TSC: retried once, loudly.
+    if serial.contains("Marking clocksource 'tsc' as unstable") {
+        eprintln!(
+            "!!!! linux_powers_off_through_acpi_s5: the clocksource watchdog marked the TSC \
+             unstable (host load?); retrying once !!!!"
+        );
+        (reason, serial, _) = once();
+    }
     assert_eq!(reason, StopReason::PowerOff, "{serial}");
     for line in [
         "ACPI: RSDP 0x00000000000F0000",
