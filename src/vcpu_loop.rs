@@ -213,15 +213,38 @@ fn wait_for_startup<V: Vcpu>(vcpu: &mut V, io: &MachineIo, control: &Control) ->
 /// Runs a vCPU until the machine stops. `started` is false for application processors, which
 /// wait for INIT and a start-up IPI from the interrupt controllers (without janus's own
 /// controllers, only for the machine to stop). Returns the vCPU's counters and where it stopped.
-pub fn vcpu_thread<V: Vcpu>(
+///
+/// The vCPU is then freed on a detached thread: a software vCPU's translation cache can hold
+/// gigabytes, and freeing them took more than a second after a `--timeout`, all of it before
+/// the stop report and the exit. The process may now exit while it is still being freed.
+pub fn vcpu_thread<V: Vcpu + Send + 'static>(
     mut vcpu: V,
     io: Arc<MachineIo>,
     control: Arc<Control>,
     started: bool,
 ) -> VcpuReport {
+    let r = run_vcpu(&mut vcpu, &io, &control, started);
+    release(vcpu);
+    r
+}
+
+/// Drops `v` on a thread of its own (or here, if no thread can be started).
+fn release<V: Send + 'static>(v: V) {
+    let _ = std::thread::Builder::new()
+        .name("vcpu-free".into())
+        .spawn(move || drop(v));
+}
+
+/// [`vcpu_thread`]'s loop.
+fn run_vcpu<V: Vcpu>(
+    vcpu: &mut V,
+    io: &Arc<MachineIo>,
+    control: &Arc<Control>,
+    started: bool,
+) -> VcpuReport {
     let kicker = vcpu.kicker();
-    if !started && !wait_for_startup(&mut vcpu, &io, &control) {
-        return report(&mut vcpu, &io, VcpuPhase::WaitingForStartup);
+    if !started && !wait_for_startup(vcpu, io, control) {
+        return report(vcpu, io, VcpuPhase::WaitingForStartup);
     }
     let index = vcpu.index();
     let mut phase;
@@ -235,12 +258,12 @@ pub fn vcpu_thread<V: Vcpu>(
             && let Some(ap) = p.take_init(index)
         {
             let restarted = if ap {
-                wait_for_startup(&mut vcpu, &io, &control)
+                wait_for_startup(vcpu, io, control)
             } else {
-                set_state_keeping_tsc(&mut vcpu, CpuState::reset(true), &control)
+                set_state_keeping_tsc(&mut *vcpu, CpuState::reset(true), control)
             };
             if !restarted {
-                return report(&mut vcpu, &io, VcpuPhase::WaitingForStartup);
+                return report(vcpu, io, VcpuPhase::WaitingForStartup);
             }
         }
         // Ctrl-A s asked for the counters so far (it kicked this vCPU to get here).
@@ -260,8 +283,8 @@ pub fn vcpu_thread<V: Vcpu>(
             index,
             exit,
             &mut Ctx {
-                vcpu: &mut vcpu,
-                control: &control,
+                vcpu: &mut *vcpu,
+                control,
             },
         );
         match action {
@@ -337,7 +360,7 @@ pub fn vcpu_thread<V: Vcpu>(
             }
         }
     }
-    report(&mut vcpu, &io, phase)
+    report(vcpu, io, phase)
 }
 
 #[cfg(test)]

@@ -372,3 +372,92 @@ fn rtc_update_and_alarm_interrupts_on_every_backend() {
         .collect();
     assert_eq!(counts[0], counts[1]);
 }
+
+/// A vCPU that takes seconds to free, as a software vCPU whose translation cache holds
+/// gigabytes does: the end of a run (stop report, exit) must not wait for it.
+struct SlowToFree(Box<dyn janus_accel::Vcpu + Send>);
+
+impl Drop for SlowToFree {
+    fn drop(&mut self) {
+        std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
+impl janus_accel::Vcpu for SlowToFree {
+    fn index(&self) -> usize {
+        self.0.index()
+    }
+    fn state(&mut self) -> Result<janus_accel::CpuState, janus_accel::VcpuError> {
+        self.0.state()
+    }
+    fn set_state(&mut self, s: &janus_accel::CpuState) -> Result<(), janus_accel::VcpuError> {
+        self.0.set_state(s)
+    }
+    fn run(
+        &mut self,
+        io: &dyn janus_accel::IoHandler,
+    ) -> Result<janus_accel::Exit, janus_accel::VcpuError> {
+        self.0.run(io)
+    }
+    fn set_single_step(&mut self, on: bool) -> Result<(), janus_accel::VcpuError> {
+        self.0.set_single_step(on)
+    }
+    fn set_breakpoints(
+        &mut self,
+        b: &[janus_accel::Breakpoint],
+    ) -> Result<(), janus_accel::VcpuError> {
+        self.0.set_breakpoints(b)
+    }
+    fn memory(&self) -> &janus_accel::GuestMemory {
+        self.0.memory()
+    }
+    fn inject_interrupt(&mut self, vector: u8) -> Result<(), janus_accel::VcpuError> {
+        self.0.inject_interrupt(vector)
+    }
+    fn kicker(&self) -> janus_accel::Kicker {
+        self.0.kicker()
+    }
+    fn counters(&self) -> janus_accel::ExitCounters {
+        self.0.counters()
+    }
+}
+
+struct SlowToFreeAccel(Box<dyn janus_accel::Accelerator>);
+
+impl janus_accel::Accelerator for SlowToFreeAccel {
+    fn caps(&self) -> janus_accel::AccelCaps {
+        self.0.caps()
+    }
+    fn create_vcpu(
+        &self,
+        index: usize,
+    ) -> Result<Box<dyn janus_accel::Vcpu + Send>, janus_accel::VcpuError> {
+        Ok(Box::new(SlowToFree(self.0.create_vcpu(index)?)))
+    }
+}
+
+/// `--timeout` on a guest whose vCPU takes 5 s to free: the run still ends at once (the vCPU is
+/// freed on a thread of its own; before, the join waited for it).
+#[test]
+fn the_end_of_a_run_does_not_wait_for_a_vcpu_to_be_freed() {
+    let mut m = Machine::new(MachineConfig {
+        image: Some(common::rom("loop")),
+        serial: SinkSpec::None,
+        timeout: Some(Duration::from_millis(300)),
+        ..Default::default()
+    })
+    .unwrap();
+    let accel = janus_accel::registry::open(
+        janus_accel::AccelKind::Interp,
+        &janus_accel::AccelConfig::new(m.memory().clone(), 1),
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let outcome = m.run_on(&SlowToFreeAccel(accel), "interp").unwrap();
+    let took = start.elapsed();
+    assert_eq!(outcome.reason, StopReason::Timeout);
+    assert!(
+        took < Duration::from_secs(3),
+        "the run took {took:?}: it waited for the vCPU to be freed"
+    );
+}
