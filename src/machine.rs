@@ -515,6 +515,9 @@ impl Machine {
                 Some((spec, out))
             }
         };
+        // The vCPUs (which hold the trace writer) are freed on threads of their own after the
+        // run, perhaps after janus exits: the trace file is flushed here once they have stopped.
+        let trace_file = trace.as_ref().and_then(|(_, out)| out.clone());
         let kernel_irqchip = self.config.irqchip == IrqchipMode::Kernel;
         if kernel_irqchip && kind != AccelKind::Kvm {
             return Err(MachineError::IrqchipNeedsKvm);
@@ -552,7 +555,11 @@ impl Machine {
         if let (Some(lines), Some(p)) = (accel.irq_lines(), &self.io.platform) {
             p.route_to_kernel(Arc::new(move |irq, level| lines(u32::from(irq), level)));
         }
-        self.run_on(&*accel, kind.name())
+        let outcome = self.run_on(&*accel, kind.name());
+        if let Some(w) = trace_file {
+            let _ = w.lock().unwrap_or_else(|p| p.into_inner()).flush();
+        }
+        outcome
     }
 
     /// Runs the guest on an already created accelerator.
