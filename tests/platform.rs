@@ -302,10 +302,11 @@ fn linux_powers_off_through_acpi_s5() {
     };
     let (mut reason, mut serial, _) = once();
     // Linux's clocksource watchdog compares the TSC with the ACPI PM timer every 0.5 s of its
-    // time; when the host starves the vCPU threads for seconds (a loaded 2-core machine), the
-    // 24-bit PM timer wraps between two looks and the watchdog marks the TSC unstable ("skew is
+    // time (against refined-jiffies early in the boot, the PM timer later); when the host starves
+    // the vCPU threads (a loaded 2-core machine), the ticks come late or the 24-bit PM timer
+    // wraps between two looks, and the watchdog marks the TSC (or tsc-early) unstable ("skew is
     // too large"). That is the host's load, not the TSC: retried once, loudly.
-    if serial.contains("Marking clocksource 'tsc' as unstable") {
+    if serial.contains("Marking TSC unstable due to clocksource watchdog") {
         eprintln!(
             "!!!! linux_powers_off_through_acpi_s5: the clocksource watchdog marked the TSC \
              unstable (host load?); retrying once !!!!"
