@@ -145,3 +145,41 @@ fn machine_check_msrs_read_and_unadvertised_ones_fault() {
     assert_eq!(st.reg(Reg::R8), 0);
     assert_eq!(st.reg(Reg::R12), 8);
 }
+
+/// IA32_TSC_ADJUST (CPUID.7.0:EBX[1]) follows writes to IA32_TSC, and a write to it moves the
+/// TSC by the same amount.
+#[test]
+fn tsc_adjust_tracks_tsc_writes_and_moves_the_tsc() {
+    let st = run64(|a| {
+        a.mov(eax, 7).unwrap();
+        a.xor(ecx, ecx).unwrap();
+        a.cpuid().unwrap();
+        a.mov(r15, rbx).unwrap();
+        rdmsr_to(a, 0x3b, r8);
+        wrmsr(a, 0x10, 1 << 40);
+        rdmsr_to(a, 0x3b, r9);
+        a.mov(r11, r9).unwrap();
+        a.add(r11, 0x1000_0000).unwrap();
+        a.mov(ecx, 0x3b).unwrap();
+        a.mov(rax, r11).unwrap();
+        a.mov(rdx, r11).unwrap();
+        a.shr(rdx, 32).unwrap();
+        a.wrmsr().unwrap();
+        rdmsr_to(a, 0x10, r10);
+        rdmsr_to(a, 0x3b, r13);
+    });
+    assert_eq!(st.reg(Reg::R12), 0, "no #GP expected");
+    assert_ne!(st.reg(Reg::R15) & 2, 0, "CPUID.7.0:EBX.TSC_ADJUST");
+    assert_eq!(st.reg(Reg::R8), 0, "TSC_ADJUST starts at 0");
+    let adj = st.reg(Reg::R9);
+    assert!(
+        (1u64 << 40) - 1000 < adj && adj <= 1 << 40,
+        "a TSC write adds its difference to TSC_ADJUST: {adj:#x}"
+    );
+    let tsc = st.reg(Reg::R10);
+    assert!(
+        (1u64 << 40) + 0x1000_0000 <= tsc && tsc < (1u64 << 40) + 0x1000_0000 + 1000,
+        "a TSC_ADJUST write moves the TSC: {tsc:#x}"
+    );
+    assert_eq!(st.reg(Reg::R13), adj + 0x1000_0000);
+}

@@ -49,9 +49,12 @@ pub fn cpuid_leaf(index: usize, nr_vcpus: usize, leaf: u32, sub: u32) -> [u32; 4
             }
             [h[0], ebx, ecx, edx]
         }
-        // BMI1 (ANDN BEXTR BLSI BLSMSK BLSR TZCNT), SMEP, SMAP; PKU (OSPKE, bit 4, is
-        // CR4.PKE: see `cpuid`).
-        7 if sub == 0 => [0, 1 << 3 | 1 << 7 | 1 << 20, 1 << 3, 0],
+        // IA32_TSC_ADJUST, BMI1 (ANDN BEXTR BLSI BLSMSK BLSR TZCNT), SMEP, SMAP; PKU (OSPKE,
+        // bit 4, is CR4.PKE: see `cpuid`). With the invariant TSC (leaf 0x8000_0007), TSC_ADJUST
+        // tells a kernel that the TSC is one clock it can trust: Linux then keeps no
+        // clocksource watchdog on it, which on a loaded host (vCPU threads starved, ticks
+        // late) would otherwise mark it unstable against the jiffies.
+        7 if sub == 0 => [0, 1 << 1 | 1 << 3 | 1 << 7 | 1 << 20, 1 << 3, 0],
         // XSAVE: x87 and SSE only, both in the 512-byte legacy region, so every enabled XCR0
         // needs 576 bytes; no XSAVEOPT, XSAVEC, XGETBV with ECX=1 or XSAVES (sub-leaf 1).
         0xd if sub == 0 => {
@@ -129,12 +132,26 @@ pub(super) fn cpuid(c: &mut Ctx, _: &Instruction) -> R<()> {
     Ok(())
 }
 
+/// Whether the host (whose vendor this CPU reports) is an AMD CPU.
+fn host_is_amd() -> bool {
+    let v = host_cpuid(0, 0);
+    [v[1], v[3], v[2]] == [0x6874_7541, 0x6974_6e65, 0x444d_4163] // "AuthenticAMD"
+}
+
+/// HWCR.TscFreqSel (bit 24).
+const HWCR_TSC_FREQ_SEL: u64 = 1 << 24;
+
 /// IA32_APIC_BASE.EN, the local APIC's global enable.
 const APIC_BASE_EN: u64 = 1 << 11;
 
 mod index {
     pub const TSC: u32 = 0x10;
     pub const TSC_DEADLINE: u32 = 0x6e0;
+    pub const TSC_ADJUST: u32 = 0x3b;
+    /// AMD's hardware configuration register (HWCR).
+    pub const AMD_HWCR: u32 = 0xc001_0015;
+    /// AMD's northbridge configuration register (NB_CFG).
+    pub const AMD_NB_CFG: u32 = 0xc001_001f;
     pub const PLATFORM_ID: u32 = 0x17;
     pub const APIC_BASE: u32 = 0x1b;
     pub const FEATURE_CONTROL: u32 = 0x3a;
@@ -233,6 +250,10 @@ pub struct SoftMsrs {
     pub mtrr_var: [u64; 16],
     /// IA32_MCi_CTL of each machine-check bank.
     pub mc_ctl: [u64; MC_BANKS],
+    /// IA32_TSC_ADJUST: what writes to IA32_TSC and to this register have added to the TSC.
+    pub tsc_adjust: u64,
+    /// AMD's NB_CFG, kept as written (AMD hosts only).
+    pub nb_cfg: u64,
 }
 
 impl Default for SoftMsrs {
@@ -243,6 +264,8 @@ impl Default for SoftMsrs {
             mtrr_fixed: [0; 11],
             mtrr_var: [0; 16],
             mc_ctl: [u64::MAX; MC_BANKS],
+            tsc_adjust: 0,
+            nb_cfg: 0,
         }
     }
 }
@@ -254,6 +277,12 @@ pub(super) fn rdmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
     let idx = c.c.get(1, 4) as u32;
     let v = match idx {
         index::TSC => c.c.tsc(),
+        index::TSC_ADJUST => m.tsc_adjust,
+        // TscFreqSel: the TSC counts at the P0 frequency (Linux checks it on an AMD CPU with an
+        // invariant TSC). Other bits 0.
+        index::AMD_HWCR if host_is_amd() => HWCR_TSC_FREQ_SEL,
+        // Kept and read back, meaning nothing (Linux sets EnableCf8ExtCfg, bit 46, on AMD CPUs).
+        index::AMD_NB_CFG if host_is_amd() => m.nb_cfg,
         index::PLATFORM_ID => 0,
         // Locked, VMX and SMX off (neither is advertised).
         index::FEATURE_CONTROL => 1,
@@ -304,7 +333,18 @@ pub(super) fn wrmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
     let addr_ok = canonical(v);
     let idx = c.c.get(1, 4) as u32;
     if idx == index::TSC {
+        // The SDM: a write to IA32_TSC adds the same difference to IA32_TSC_ADJUST.
+        let old = c.c.tsc();
+        c.c.msrs.tsc_adjust = c.c.msrs.tsc_adjust.wrapping_add(v.wrapping_sub(old));
         c.c.set_tsc(v);
+        return Ok(());
+    }
+    if idx == index::TSC_ADJUST {
+        // ... and a write to IA32_TSC_ADJUST moves the TSC by what it adds to it.
+        let delta = v.wrapping_sub(c.c.msrs.tsc_adjust);
+        let tsc = c.c.tsc().wrapping_add(delta);
+        c.c.set_tsc(tsc);
+        c.c.msrs.tsc_adjust = v;
         return Ok(());
     }
     if idx == index::APIC_BASE {
@@ -348,6 +388,9 @@ pub(super) fn wrmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
         }
         // Nothing is logged: MCG_STATUS and the banks' STATUS take only 0, ADDR and MISC too.
         index::MCG_STATUS if v == 0 => {}
+        // HWCR keeps its one defined bit; writes to the rest are dropped.
+        index::AMD_HWCR if host_is_amd() => {}
+        index::AMD_NB_CFG if host_is_amd() => m.nb_cfg = v,
         _ if mc_bank(idx).is_some() => match mc_bank(idx) {
             Some((bank, 0)) => m.mc_ctl[bank] = v,
             _ if v == 0 => {}
