@@ -173,12 +173,12 @@ fn tsc_adjust_tracks_tsc_writes_and_moves_the_tsc() {
     assert_eq!(st.reg(Reg::R8), 0, "TSC_ADJUST starts at 0");
     let adj = st.reg(Reg::R9);
     assert!(
-        (1u64 << 40) - 1000 < adj && adj <= 1 << 40,
+        ((1u64 << 40) - 999..=1 << 40).contains(&adj),
         "a TSC write adds its difference to TSC_ADJUST: {adj:#x}"
     );
     let tsc = st.reg(Reg::R10);
     assert!(
-        (1u64 << 40) + 0x1000_0000 <= tsc && tsc < (1u64 << 40) + 0x1000_0000 + 1000,
+        ((1u64 << 40) + 0x1000_0000..(1u64 << 40) + 0x1000_0000 + 1000).contains(&tsc),
         "a TSC_ADJUST write moves the TSC: {tsc:#x}"
     );
     assert_eq!(st.reg(Reg::R13), adj + 0x1000_0000);
