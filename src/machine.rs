@@ -74,6 +74,8 @@ pub struct MachineConfig {
     pub trace_file: Option<PathBuf>,
     /// Name the JIT's blocks in /tmp/perf-PID.map (`--perf-map`).
     pub perf_map: bool,
+    /// The CPU model (`--cpu`).
+    pub cpu: janus_accel::cpuid::CpuSpec,
 }
 
 impl Default for MachineConfig {
@@ -102,6 +104,7 @@ impl Default for MachineConfig {
             trace: None,
             trace_file: None,
             perf_map: false,
+            cpu: janus_accel::cpuid::CpuSpec::default(),
         }
     }
 }
@@ -545,9 +548,28 @@ impl Machine {
                 tsc,
                 trace,
                 perf_map: self.config.perf_map,
+                cpu: self.config.cpu.clone(),
                 planted_bug: false,
             },
         )?;
+        let pvm = kind == AccelKind::Kvm && janus_accel::kvm::is_paravirtual();
+        let missing = accel.cpu_missing();
+        // (kvm_pvm's supported CPUID is a token one it does not apply: no list for it.)
+        if !missing.is_empty() && !pvm {
+            crate::ewriteln!(
+                "janus: warning: --cpu {}: {} does not run {} (not offered to the guest)",
+                self.config.cpu,
+                kind,
+                missing.join(", ")
+            );
+        }
+        if pvm && self.config.cpu != janus_accel::cpuid::CpuSpec::default() {
+            crate::ewriteln!(
+                "janus: warning: --cpu {}: kvm_pvm ignores KVM_SET_CPUID2; the guest sees the \
+                 host's CPUID",
+                self.config.cpu
+            );
+        }
         let max = accel.caps().max_vcpus;
         if self.config.smp > max {
             return Err(MachineError::Smp(self.config.smp, max));

@@ -105,6 +105,8 @@ pub struct AccelConfig {
     pub trace: Option<(crate::soft::TraceSpec, crate::soft::TraceOut)>,
     /// Software (JIT): `--perf-map`, name compiled blocks in /tmp/perf-PID.map.
     pub perf_map: bool,
+    /// `--cpu`: the CPU model the vCPUs are (crate::cpuid).
+    pub cpu: crate::cpuid::CpuSpec,
     /// Software, test-only: the deliberately wrong flag of [`SoftAccel::plant_flag_bug`].
     #[doc(hidden)]
     pub planted_bug: bool,
@@ -121,6 +123,7 @@ impl std::fmt::Debug for AccelConfig {
             .field("tsc", &self.tsc)
             .field("trace", &self.trace.as_ref().map(|t| t.0))
             .field("perf_map", &self.perf_map)
+            .field("cpu", &self.cpu.to_string())
             .finish_non_exhaustive()
     }
 }
@@ -137,6 +140,7 @@ impl AccelConfig {
             tsc: None,
             trace: None,
             perf_map: false,
+            cpu: crate::cpuid::CpuSpec::default(),
             planted_bug: false,
         }
     }
@@ -158,7 +162,8 @@ pub fn open(kind: AccelKind, config: &AccelConfig) -> Result<Box<dyn Accelerator
     Ok(match kind {
         AccelKind::Kvm => {
             let mut accel = KvmAccel::new(&config.kvm_path, &config.memory, config.nr_vcpus)?
-                .with_fallback(config.kvm_fallback);
+                .with_fallback(config.kvm_fallback)
+                .with_cpu(&config.cpu)?;
             if config.kernel_irqchip {
                 accel = accel.with_kernel_irqchip()?;
             }
@@ -170,7 +175,8 @@ pub fn open(kind: AccelKind, config: &AccelConfig) -> Result<Box<dyn Accelerator
                 config.nr_vcpus,
                 kind == AccelKind::Jit,
             )
-            .with_perf_map(config.perf_map);
+            .with_perf_map(config.perf_map)
+            .with_cpu(&config.cpu);
             if let Some((spec, out)) = &config.trace {
                 accel = accel.with_trace(*spec, out.clone());
             }

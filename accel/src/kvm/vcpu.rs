@@ -77,12 +77,14 @@ enum Raw {
 }
 
 /// How a vCPU is created.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct VcpuOptions {
     /// Single-step with KVM_GUESTDBG_BLOCKIRQ.
     pub blockirq: bool,
     /// Run KVM_EXIT_INTERNAL_ERROR instructions in the software CPU.
     pub fallback: bool,
+    /// `--cpu` other than plain `host`: the model KVM_SET_CPUID2 sets.
+    pub cpu: Option<crate::cpuid::CpuSpec>,
 }
 
 impl KvmVcpu {
@@ -95,7 +97,11 @@ impl KvmVcpu {
         supported_msrs: Vec<u32>,
         opts: VcpuOptions,
     ) -> Result<Self, VcpuError> {
-        let VcpuOptions { blockirq, fallback } = opts;
+        let VcpuOptions {
+            blockirq,
+            fallback,
+            cpu,
+        } = opts;
         let fd = vm
             .create_vcpu(index as u64)
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;
@@ -104,6 +110,9 @@ impl KvmVcpu {
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
         let arch_caps = msr_round_trips(&fd, ARCH_CAPABILITIES);
         patch_cpuid(&mut cpuid, index, nr_vcpus, arch_caps);
+        if let Some(spec) = &cpu {
+            apply_model(&mut cpuid, spec);
+        }
         fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
         let fallback = fallback.then(|| Fallback::new(memory.clone(), index, nr_vcpus));
         let kicker = Kicker::new();
@@ -500,6 +509,23 @@ fn msr_round_trips(fd: &VcpuFd, index: u32) -> bool {
         return false;
     }
     fd.set_msrs(&msrs).ok() == Some(1)
+}
+
+/// Makes KVM's table the CPU model `spec` (`--cpu`): the model's identity, and the features
+/// it wants that KVM offers. Returns the features wanted but not offered.
+pub(super) fn apply_model(cpuid: &mut CpuId, spec: &crate::cpuid::CpuSpec) -> Vec<&'static str> {
+    let mut regs: Vec<(u32, u32, [u32; 4])> = cpuid
+        .as_slice()
+        .iter()
+        .map(|e| (e.function, e.index, [e.eax, e.ebx, e.ecx, e.edx]))
+        .collect();
+    let mut view: Vec<(u32, u32, &mut [u32; 4])> =
+        regs.iter_mut().map(|(l, s, r)| (*l, *s, r)).collect();
+    let missing = crate::cpuid::Cpuid::patch(spec, &mut view);
+    for (e, (_, _, r)) in cpuid.as_mut_slice().iter_mut().zip(regs) {
+        [e.eax, e.ebx, e.ecx, e.edx] = r;
+    }
+    missing
 }
 
 /// Fills in the per-vCPU topology that KVM's supported CPUID leaves blank, and hides what the

@@ -45,6 +45,7 @@ use interp::Outcome;
 
 pub use jit::JitStats;
 pub use trace::{TraceOut, TraceSpec};
+pub use translate::OFFER;
 
 /// The software accelerator: vCPUs that interpret guest code or run it compiled by the JIT.
 pub struct SoftAccel {
@@ -59,6 +60,8 @@ pub struct SoftAccel {
     trace: Option<(TraceSpec, TraceOut)>,
     /// `--perf-map`: name compiled blocks in /tmp/perf-PID.map.
     perf_map: bool,
+    /// `--cpu`: the CPUID table every vCPU reads.
+    cpuid: Arc<crate::cpuid::Cpuid>,
 }
 
 impl std::fmt::Debug for SoftAccel {
@@ -102,7 +105,27 @@ impl SoftAccel {
             xmc,
             trace: None,
             perf_map: false,
+            cpuid: Arc::new(crate::cpuid::Cpuid::new(
+                &crate::cpuid::CpuSpec::default(),
+                nr_vcpus,
+                &OFFER,
+            )),
         }
+    }
+
+    /// The vCPUs are the CPU model `spec` (`--cpu`): one CPUID table, made here.
+    pub fn with_cpu(mut self, spec: &crate::cpuid::CpuSpec) -> Self {
+        let mut t = crate::cpuid::Cpuid::new(spec, self.nr_vcpus, &OFFER);
+        if let Some(c) = &self.tsc_clock {
+            t.set_tsc_hz(c.hz);
+        }
+        self.cpuid = Arc::new(t);
+        self
+    }
+
+    /// The CPUID table the vCPUs read.
+    pub fn cpuid(&self) -> &crate::cpuid::Cpuid {
+        &self.cpuid
     }
 
     /// Traces every vCPU as `spec` says, to `out` (stderr when `None`), instead of as
@@ -131,6 +154,7 @@ impl SoftAccel {
             read: std::sync::Arc::new(clock),
             hz,
         });
+        Arc::make_mut(&mut self.cpuid).set_tsc_hz(hz);
         self
     }
 
@@ -166,6 +190,10 @@ impl Accelerator for SoftAccel {
     fn create_vcpu(&self, index: usize) -> Result<Box<dyn Vcpu + Send>, VcpuError> {
         Ok(Box::new(self.new_vcpu(index)?))
     }
+
+    fn cpu_missing(&self) -> Vec<&'static str> {
+        self.cpuid.missing().to_vec()
+    }
 }
 
 impl SoftAccel {
@@ -175,7 +203,7 @@ impl SoftAccel {
     /// The JIT's code memory cannot be mapped.
     pub fn new_vcpu(&self, index: usize) -> Result<SoftVcpu, VcpuError> {
         let mut core = Core::new(self.memory.clone(), index);
-        core.nr_vcpus = self.nr_vcpus;
+        core.cpuid = self.cpuid.clone();
         core.planted_bug = self.planted_bug;
         core.tsc_clock = self.tsc_clock.clone();
         let kicker = Kicker::new();
