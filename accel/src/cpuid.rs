@@ -585,6 +585,9 @@ impl std::fmt::Display for CpuSpec {
     }
 }
 
+/// Leaves kept in the flat arrays of [`Cpuid`], basic and extended.
+const FLAT: usize = 0x20;
+
 /// Leaves whose result depends on the sub-leaf in ECX.
 fn indexed(leaf: u32) -> bool {
     matches!(leaf, 4 | 7 | 0xb | 0xd | 0x8000_001d)
@@ -604,6 +607,9 @@ pub struct Cpuid {
     leaves: BTreeMap<(u32, u32), Regs>,
     /// The highest basic and extended leaves (leaf 0 and 0x8000_0000 EAX).
     max: (u32, u32),
+    /// Sub-leaf 0 of basic leaves 0..FLAT and extended leaves 0x8000_0000.., copied from
+    /// `leaves` (the hot path of [`Cpuid::get`]: no tree walk).
+    flat: Box<[[Regs; FLAT]; 2]>,
     /// Features the model asked for that the backend does not run (reported once).
     missing: Vec<&'static str>,
 }
@@ -632,6 +638,7 @@ impl Cpuid {
             vendor: None,
             leaves: BTreeMap::new(),
             max: (0, 0),
+            flat: Box::new([[[0; 4]; FLAT]; 2]),
             missing: Vec::new(),
         };
         // Identity: vendor, family/model/stepping, brand.
@@ -716,6 +723,15 @@ impl Cpuid {
             self.leaves.get(&(0, 0)).map_or(0, |r| r[0]),
             self.leaves.get(&(0x8000_0000, 0)).map_or(0, |r| r[0]),
         );
+        for (half, base) in [0u32, 0x8000_0000].into_iter().enumerate() {
+            for i in 0..FLAT {
+                self.flat[half][i] = self
+                    .leaves
+                    .get(&(base + i as u32, 0))
+                    .copied()
+                    .unwrap_or_default();
+            }
+        }
     }
 
     /// Cache and topology leaves of a named model: Intel's leaf 4 and 0xB, AMD's 0x8000_0005
@@ -904,8 +920,17 @@ impl Cpuid {
         } else {
             (leaf, sub)
         };
-        let sub = if indexed(leaf) { sub } else { 0 };
-        self.leaves.get(&(leaf, sub)).copied().unwrap_or_default()
+        if indexed(leaf) {
+            return self.leaves.get(&(leaf, sub)).copied().unwrap_or_default();
+        }
+        let (half, i) = (
+            usize::from(leaf >= 0x8000_0000),
+            (leaf & 0x7fff_ffff) as usize,
+        );
+        match self.flat[half].get(i) {
+            Some(r) => *r,
+            None => self.leaves.get(&(leaf, 0)).copied().unwrap_or_default(),
+        }
     }
 }
 
