@@ -186,6 +186,12 @@ impl IoHandler for MachineIo {
     fn acknowledge_interrupt(&self, vcpu: usize) -> Option<u8> {
         self.platform.as_ref()?.acknowledge(vcpu)
     }
+    fn nmi_pending(&self, vcpu: usize) -> bool {
+        self.platform.as_ref().is_some_and(|p| p.nmi_pending(vcpu))
+    }
+    fn take_nmi(&self, vcpu: usize) -> bool {
+        self.platform.as_ref().is_some_and(|p| p.take_nmi(vcpu))
+    }
     fn counts_instructions(&self) -> bool {
         self.platform
             .as_ref()

@@ -37,6 +37,8 @@ struct CpuLine {
     pending: AtomicBool,
     /// An INIT is among the messages: the vCPU must reset, whatever it is doing.
     init: AtomicBool,
+    /// An NMI is among the messages or latched in the LAPIC (set until the vCPU takes it).
+    nmi: AtomicBool,
     kicker: OnceLock<Kicker>,
 }
 
@@ -65,8 +67,10 @@ impl ApicBus for Apic {
                 let mut inbox = cpu.inbox.lock().unwrap_or_else(|p| p.into_inner());
                 inbox.push(msg);
                 // Under the inbox's lock: whoever takes the messages clears it with them.
-                if msg.mode == DeliveryMode::Init {
-                    cpu.init.store(true, Ordering::SeqCst);
+                match msg.mode {
+                    DeliveryMode::Init => cpu.init.store(true, Ordering::SeqCst),
+                    DeliveryMode::Nmi => cpu.nmi.store(true, Ordering::SeqCst),
+                    _ => {}
                 }
                 drop(inbox);
                 cpu.raise();
@@ -283,8 +287,11 @@ impl Platform {
             0x1000,
             Arc::new(Mutex::new(LapicMmio::new(self.lapics.clone()).with_wake({
                 let cpus = self.cpus.clone();
-                Arc::new(move |vcpu| {
+                Arc::new(move |vcpu, nmi| {
                     if let Some(c) = cpus.get(vcpu) {
+                        if nmi {
+                            c.nmi.store(true, Ordering::SeqCst);
+                        }
                         c.raise();
                     }
                 })
@@ -390,8 +397,12 @@ impl Platform {
         } else {
             lapic.write_msr(msr, value)
         };
-        // A self-IPI, an EOI or a TPR write may have made an interrupt deliverable.
-        if lapic.next_interrupt().is_some() {
+        // A self-IPI, an EOI or a TPR write may have made an interrupt deliverable (or sent
+        // this vCPU an NMI).
+        if lapic.nmi_pending() {
+            self.cpus[vcpu].nmi.store(true, Ordering::SeqCst);
+        }
+        if lapic.next_interrupt().is_some() || lapic.nmi_pending() {
             self.cpus[vcpu].raise();
         }
         Some(r.map_err(|_| janus_accel::MsrFault))
@@ -405,10 +416,39 @@ impl Platform {
             .is_some_and(|c| c.init.load(Ordering::Acquire))
     }
 
-    /// Whether something that wakes a vCPU halted with interrupts disabled is waiting: an INIT.
-    /// (NMI and SMI wake it too; janus delivers neither yet.)
-    pub fn wakes_halted_with_interrupts_off(&self, vcpu: usize) -> bool {
-        self.init_pending(vcpu)
+    /// Whether something that wakes a vCPU halted with interrupts disabled is waiting: an INIT,
+    /// or an NMI unless `nmi_blocked` (its NMI handler runs until IRET). (SMI would too; janus
+    /// sends none.)
+    pub fn wakes_halted_with_interrupts_off(&self, vcpu: usize, nmi_blocked: bool) -> bool {
+        self.init_pending(vcpu) || (!nmi_blocked && self.nmi_pending(vcpu))
+    }
+
+    /// Whether an NMI may be waiting for `vcpu` (one atomic load).
+    pub fn nmi_pending(&self, vcpu: usize) -> bool {
+        self.cpus
+            .get(vcpu)
+            .is_some_and(|c| c.nmi.load(Ordering::Acquire))
+    }
+
+    /// Takes the NMI latched for `vcpu` (an NMI IPI, the IOAPIC's NMI mode, a LINT pin in NMI
+    /// mode): true if there was one. A second NMI before this one is taken is lost, as on a
+    /// processor, which latches one.
+    pub fn take_nmi(&self, vcpu: usize) -> bool {
+        let Some(cpu) = self.cpus.get(vcpu) else {
+            return false;
+        };
+        let mut lapic = lock(&self.lapics[vcpu]);
+        // Cleared before the messages are taken: an NMI sent meanwhile sets it again.
+        cpu.nmi.store(false, Ordering::SeqCst);
+        self.sync(vcpu, &mut lapic);
+        lapic.take_nmi()
+    }
+
+    /// Whether an NMI can still come to wake `vcpu` halted with interrupts disabled: one is
+    /// waiting, or a device line reaches the IOAPIC in NMI mode. (Another vCPU's NMI IPI is not
+    /// foreseen: the bootstrap processor halted so ends the machine unless this holds.)
+    pub fn nmi_may_come(&self, vcpu: usize) -> bool {
+        self.nmi_pending(vcpu) || lock(&self.ioapic).routes_nmi()
     }
 
     /// Takes an INIT that arrived for `vcpu`, whatever it was doing (running, halted): its
@@ -629,6 +669,52 @@ mod tests {
         assert_eq!(p.msr_write(0, 0x83f, 0x42), Some(Ok(())));
         assert!(p.interrupt_pending(0));
         assert_eq!(p.acknowledge(0), Some(0x42));
+    }
+
+    /// NMIs: an IPI of delivery mode NMI (self, by APIC ID, all including self) is flagged for
+    /// its target and taken once; one sent to an AP still waiting for its start-up IPI is
+    /// dropped; a device line in the IOAPIC's NMI mode is an NMI that may come.
+    #[test]
+    fn nmi_ipis_are_flagged_and_taken_once() {
+        let p = Platform::new(2, Clock::real_time());
+        let mut pio = Bus::new("pio");
+        let mut mmio = Bus::new("mmio");
+        p.attach(&mut pio, &mut mmio).unwrap();
+        let k = Kicker::new();
+        p.add_vcpu(0, k.clone());
+        let icr_hi = APIC_DEFAULT_BASE + 0x310;
+        let icr_lo = APIC_DEFAULT_BASE + 0x300;
+        // Self NMI, with the LAPIC still software-disabled (NMIs do not care).
+        assert!(!p.nmi_pending(0) && !p.nmi_may_come(0));
+        mmio.write(0, icr_lo, &0x4_0400u32.to_le_bytes());
+        assert!(p.nmi_pending(0) && k.pending() && p.nmi_may_come(0));
+        assert!(p.wakes_halted_with_interrupts_off(0, false));
+        assert!(!p.wakes_halted_with_interrupts_off(0, true));
+        assert!(p.take_nmi(0));
+        assert!(!p.nmi_pending(0) && !p.take_nmi(0));
+        // To APIC ID 1, waiting for SIPI: dropped. To APIC ID 0: taken; two merge into one.
+        mmio.write(0, icr_hi, &(1u32 << 24).to_le_bytes());
+        mmio.write(0, icr_lo, &0x400u32.to_le_bytes());
+        assert!(!p.take_nmi(1));
+        mmio.write(0, icr_hi, &0u32.to_le_bytes());
+        mmio.write(0, icr_lo, &0x400u32.to_le_bytes());
+        mmio.write(0, icr_lo, &0x400u32.to_le_bytes());
+        assert!(p.nmi_pending(0));
+        assert!(p.take_nmi(0) && !p.take_nmi(0));
+        // All including self reaches vCPU 0 (and vCPU 1, which drops it).
+        mmio.write(0, icr_lo, &0x8_0400u32.to_le_bytes());
+        assert!(p.take_nmi(0));
+        // IOAPIC pin 8: NMI mode, unmasked; then its rising edge.
+        let ioapic = |reg: u32, v: u32| {
+            mmio.write(0, IOAPIC_BASE, &reg.to_le_bytes());
+            mmio.write(0, IOAPIC_BASE + 0x10, &v.to_le_bytes());
+        };
+        ioapic(0x21, 0);
+        ioapic(0x20, 0x400);
+        assert!(p.nmi_may_come(0) && !p.nmi_pending(0));
+        p.isa_irq(8).set_level(true);
+        assert!(p.nmi_pending(0));
+        assert!(p.take_nmi(0));
     }
 
     /// A TSC deadline that passes is noticed by the vCPU's own next MSR access (it polls the

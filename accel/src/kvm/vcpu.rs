@@ -384,6 +384,27 @@ impl KvmVcpu {
         Ok(())
     }
 
+    /// Hands an NMI of the machine's interrupt controllers to KVM with KVM_NMI: KVM delivers it
+    /// when the guest can take it and keeps NMIs blocked until the handler's IRET (the blocking
+    /// is KVM's vcpu-events `nmi.masked`, which [`CpuState`]'s `events.nmi_masked` carries). An
+    /// NMI wakes a vCPU halted with interrupts off too, but not one halted in its NMI handler.
+    fn poll_nmi(&mut self, io: &dyn IoHandler) -> Result<(), VcpuError> {
+        if self.kernel_irqchip || !io.nmi_pending(self.index) || !io.take_nmi(self.index) {
+            return Ok(());
+        }
+        self.fd.nmi().map_err(kvm_err("KVM_NMI"))?;
+        if self.halted {
+            let ev = self
+                .fd
+                .get_vcpu_events()
+                .map_err(kvm_err("KVM_GET_VCPU_EVENTS"))?;
+            if ev.nmi.masked == 0 {
+                self.halted = false;
+            }
+        }
+        Ok(())
+    }
+
     /// Queues `vector` with KVM_INTERRUPT; KVM delivers it as soon as the guest can take it.
     fn queue_interrupt(&mut self, vector: u8) -> Result<(), VcpuError> {
         let irq = kvm_bindings::kvm_interrupt {
@@ -697,6 +718,7 @@ impl KvmVcpu {
                 self.finish_io(io)?;
                 return Ok(Exit::Stopped);
             }
+            self.poll_nmi(io)?;
             self.poll_controllers(io)?;
             if self.try_inject()? {
                 self.halted = false;

@@ -282,6 +282,36 @@ impl Ctx<'_> {
     /// today (the translation key is recomputed per block), kept as the one place to add it.
     pub fn after_control_transfer(&mut self) {}
 
+    /// Whether an NMI is to be delivered now: one is latched in the CPU (`nmi_pending`) or the
+    /// machine has one for vCPU `index` (then taken from it), and neither an NMI handler (until
+    /// its IRET) nor an STI or MOV SS shadow blocks it. IF plays no part.
+    pub fn nmi_deliverable(&mut self, index: usize) -> bool {
+        let ev = &self.c.s.events;
+        if ev.nmi_masked || ev.sti_shadow || ev.mov_ss_shadow {
+            return false;
+        }
+        if !ev.nmi_pending && self.io.nmi_pending(index) && self.io.take_nmi(index) {
+            self.c.s.events.nmi_pending = true;
+        }
+        self.c.s.events.nmi_pending
+    }
+
+    /// IRET ends the blocking of NMIs that an NMI's delivery began, even when it faults (SDM
+    /// vol. 3, 6.7.1). An NMI that waited for it is taken from the machine now, so that the
+    /// run loop (and compiled code, which leaves for a pending event) delivers it before the
+    /// next instruction.
+    pub fn unblock_nmi(&mut self) {
+        let ev = &mut self.c.s.events;
+        if !ev.nmi_masked {
+            return;
+        }
+        ev.nmi_masked = false;
+        let index = self.c.index;
+        if !ev.nmi_pending && self.io.nmi_pending(index) && self.io.take_nmi(index) {
+            self.c.s.events.nmi_pending = true;
+        }
+    }
+
     /// Whether an external interrupt can be taken now.
     pub fn interrupts_open(&self) -> bool {
         let s = &self.c.s;
