@@ -287,6 +287,31 @@ fn triple_fault_on_every_backend() {
     }
 }
 
+/// Recursive #UD with the stack pointer wrapping through 0 (test-roms/udwrap.asm): frames in
+/// 4-byte steps wrap through 0 in a flat 4 GiB stack segment and the handler runs (its pushes
+/// to 0xfffffffc and below reach no RAM: dropped, as on a processor); a frame whose dword
+/// straddles the top of the segment is #SS, then #DF, then a triple fault at the second UD2
+/// with ESP = 6. On kvm_pvm, whose software event delivery shuts the guest down for a frame
+/// outside RAM, janus replays such a shutdown in its software CPU.
+#[test]
+fn recursive_ud_wrapping_the_stack_through_0() {
+    for accel in backends("udwrap") {
+        let r = run_rom("udwrap", accel, T);
+        assert!(
+            r.serial.contains(
+                "  aligned: ESP wrapped from 0x00000004 to 0xfffffff8, third #UD at ESP 0xffffffec"
+            ),
+            "{accel:?}: {}:\n{}",
+            r.reason,
+            r.serial
+        );
+        let StopReason::TripleFault(s) = &r.reason else {
+            panic!("{accel:?}: {}:\n{}", r.reason, r.serial);
+        };
+        assert_eq!(s.gpr[4] & 0xffff_ffff, 6, "{accel:?}: {s}");
+    }
+}
+
 #[test]
 fn halt_with_interrupts_off_on_every_backend() {
     for accel in backends("halt") {

@@ -49,6 +49,8 @@ pub struct KvmVcpu {
     halted: bool,
     /// The software CPU that runs what KVM cannot (None with `--no-fallback`).
     fallback: Option<Fallback>,
+    /// An interrupt or NMI was handed to KVM for the coming entry (KVM_INTERRUPT, KVM_NMI).
+    injected: bool,
 }
 
 pub(super) fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VcpuError {
@@ -124,6 +126,7 @@ impl KvmVcpu {
             step_start: None,
             halted: false,
             fallback,
+            injected: false,
         };
         v.set_state(&CpuState::reset(index == 0))?;
         Ok(v)
@@ -393,6 +396,7 @@ impl KvmVcpu {
             return Ok(());
         }
         self.fd.nmi().map_err(kvm_err("KVM_NMI"))?;
+        self.injected = true;
         if self.halted {
             let ev = self
                 .fd
@@ -416,7 +420,51 @@ impl KvmVcpu {
         if ret < 0 {
             return Err(kvm_err("KVM_INTERRUPT")(kvm_ioctls::Error::last()));
         }
+        self.injected = true;
         Ok(())
+    }
+
+    /// kvm_pvm delivers exceptions in software and shuts the guest down when a frame would
+    /// land outside guest RAM (MMIO, or no device at all), where a processor writes it to the
+    /// bus, a write nobody takes is dropped, and the handler runs (a stack pointer that wraps
+    /// through 0 in a flat 4 GiB segment puts frames at 0xfffffffc and below: test-roms/
+    /// udwrap.asm). So a shutdown there, in an entry that was given no interrupt or NMI, is
+    /// replayed in the software fallback: the instruction at RIP again, with the delivery of
+    /// what it raises. `None`: the software CPU went on and KVM resumes from its state;
+    /// `Some`: the exit to report (the software CPU's triple fault when it agrees).
+    fn replay_shutdown(
+        &mut self,
+        io: &dyn IoHandler,
+        injected: bool,
+    ) -> Result<Option<Exit>, VcpuError> {
+        let state = self.state()?;
+        if injected || self.kernel_irqchip || !super::is_paravirtual() {
+            return Ok(Some(Exit::Shutdown(Box::new(state))));
+        }
+        let Some(fb) = self.fallback.as_mut() else {
+            return Ok(Some(Exit::Shutdown(Box::new(state))));
+        };
+        let resume = match fb.step(&state, io)? {
+            Outcome::Resumed(s) => s,
+            Outcome::Halted(s) => {
+                self.halted = true;
+                s
+            }
+            Outcome::Exit(Exit::Shutdown(_)) | Outcome::Exit(Exit::Failed(_)) => {
+                return Ok(Some(Exit::Shutdown(Box::new(state))));
+            }
+            Outcome::Exit(exit) => return Ok(Some(exit)),
+        };
+        self.write_state(&resume, Parts::ALL)?;
+        *self
+            .counters
+            .extra
+            .entry("kvm fallback: shutdown replayed (frame outside RAM)".into())
+            .or_default() += 1;
+        if self.halted {
+            return Ok(Some(Exit::Halt));
+        }
+        Ok(self.single_step.then_some(Exit::SingleStep))
     }
 }
 
@@ -729,6 +777,7 @@ impl KvmVcpu {
                 return Ok(Exit::Halt);
             }
             self.io_pending = false;
+            let injected = std::mem::take(&mut self.injected);
             let raw = self.run_once()?;
             match raw {
                 Raw::Io { .. } | Raw::MmioRead(..) | Raw::MmioWrite(..) => {
@@ -754,8 +803,12 @@ impl KvmVcpu {
                     }
                 }
                 Raw::Shutdown => {
-                    self.counters.bump(ExitReasonKind::Shutdown);
-                    return Ok(Exit::Shutdown(Box::new(self.state()?)));
+                    if let Some(exit) = self.replay_shutdown(io, injected)? {
+                        if matches!(exit, Exit::Shutdown(_)) {
+                            self.counters.bump(ExitReasonKind::Shutdown);
+                        }
+                        return Ok(exit);
+                    }
                 }
                 Raw::FailEntry(reason, cpu) => {
                     self.counters.bump(ExitReasonKind::Failure);

@@ -18,6 +18,19 @@ pub enum Source {
     External,
 }
 
+/// Whether a `w`-byte stack slot at offset `off` lies inside `ss`'s limit (expand-up, or
+/// expand-down up to 64 KiB or 4 GiB by its B bit), as a PUSH checks it.
+fn stack_slot_fits(ss: &Segment, off: u64, w: u8) -> bool {
+    let last = off + u64::from(w) - 1;
+    let limit = u64::from(ss.limit);
+    if ss.typ & 0xc == 0x4 {
+        let top = if ss.db { 0xffff_ffff } else { 0xffff };
+        off > limit && last <= top
+    } else {
+        last <= limit
+    }
+}
+
 fn contributory(v: u8) -> bool {
     matches!(v, 0 | 10 | 11 | 12 | 13)
 }
@@ -222,6 +235,22 @@ impl Ctx<'_> {
             frame.extend([old_flags, u64::from(old_cs), ret]);
             if let Some(c) = code {
                 frame.push(u64::from(c));
+            }
+            // The whole frame must fit below the stack pointer inside SS's limit before anything
+            // is pushed, as for a PUSH: #SS(EXT) on the current stack, #SS(selector + EXT) on an
+            // inner one. A frame that wraps through 0 in steps that stay inside a 4 GiB segment
+            // is fine; one whose slot straddles the top of the segment is not.
+            let serr = if priv_change {
+                u32::from(ss.selector & 0xfffc) + ext
+            } else {
+                ext
+            };
+            let mut p = sp;
+            for _ in &frame {
+                p = p.wrapping_sub(u64::from(w)) & spm;
+                if !stack_slot_fits(&ss, p, w) {
+                    return Err(super::cpu::ss_fault(serr));
+                }
             }
             let mut p = sp;
             for x in &frame {
