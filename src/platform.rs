@@ -85,13 +85,30 @@ impl ApicBus for Apic {
     }
 }
 
-/// The PIC's INTR output, wired to the BSP.
-struct Intr(Arc<Vec<CpuLine>>);
+/// The PIC's INTR output, wired to the BSP's LINT0: in ExtINT mode (virtual wire) the BSP takes
+/// the PIC's vector in its INTA cycle; in NMI mode (or Fixed) a rising edge is an NMI (or that
+/// vector) of its LAPIC. (Lock order: a device -> the PIC -> the BSP's LAPIC; nothing that holds
+/// a LAPIC takes the PIC.)
+struct Intr {
+    cpus: Arc<Vec<CpuLine>>,
+    bsp: Arc<Mutex<Lapic>>,
+}
 
 impl IrqLine for Intr {
     fn set_level(&self, high: bool) {
-        if high && let Some(cpu) = self.0.first() {
-            cpu.raise();
+        let nmi = {
+            let mut l = lock(&self.bsp);
+            let before = l.nmi_pending();
+            l.set_lint(0, high);
+            !before && l.nmi_pending()
+        };
+        if let Some(cpu) = self.cpus.first() {
+            if nmi {
+                cpu.nmi.store(true, Ordering::SeqCst);
+            }
+            if high || nmi {
+                cpu.raise();
+            }
         }
     }
 }
@@ -182,12 +199,15 @@ impl Platform {
     /// Builds the controllers for `nr_vcpus` vCPUs on `clock`.
     pub fn new(nr_vcpus: usize, clock: Clock) -> Arc<Self> {
         let cpus: Arc<Vec<CpuLine>> = Arc::new((0..nr_vcpus).map(|_| CpuLine::default()).collect());
-        let pic = Pic::shared();
-        lock(&pic).set_intr(Arc::new(Intr(cpus.clone())));
         let ioapic = Ioapic::shared(nr_vcpus as u8);
-        let lapics: Vec<Arc<Mutex<Lapic>>> = (0..nr_vcpus)
+        let lapics: Vec<Arc<Mutex<Lapic>>> = (0..nr_vcpus.max(1))
             .map(|i| Arc::new(Mutex::new(Lapic::new(LapicConfig::new(i as u32), &clock))))
             .collect();
+        let pic = Pic::shared();
+        lock(&pic).set_intr(Arc::new(Intr {
+            cpus: cpus.clone(),
+            bsp: lapics[0].clone(),
+        }));
         let apic: Arc<dyn ApicBus> = Arc::new(Apic {
             cpus: cpus.clone(),
             addresses: lapics.iter().map(|l| lock(l).address_cell()).collect(),
@@ -715,6 +735,34 @@ mod tests {
         p.isa_irq(8).set_level(true);
         assert!(p.nmi_pending(0));
         assert!(p.take_nmi(0));
+    }
+
+    /// The PIC's INTR drives the BSP's LINT0: in NMI mode its rising edge is one NMI, and the
+    /// PIC's vector is not taken (no INTA).
+    #[test]
+    fn lint0_in_nmi_mode_turns_intr_into_an_nmi() {
+        let p = Platform::new(1, Clock::real_time());
+        let mut pio = Bus::new("pio");
+        let mut mmio = Bus::new("mmio");
+        p.attach(&mut pio, &mut mmio).unwrap();
+        for (port, v) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0xef),
+        ] {
+            pio.write(0, port, &[v]);
+        }
+        mmio.write(0, APIC_DEFAULT_BASE + 0xf0, &0x1ffu32.to_le_bytes());
+        mmio.write(0, APIC_DEFAULT_BASE + 0x350, &0x400u32.to_le_bytes());
+        p.isa_irq(4).set_level(true);
+        assert!(p.nmi_pending(0));
+        assert!(p.take_nmi(0));
+        assert_eq!(p.acknowledge(0), None, "INTR is no interrupt in NMI mode");
+        p.isa_irq(4).set_level(false);
+        p.isa_irq(4).set_level(true);
+        assert!(!p.take_nmi(0), "INTR stayed high: no new edge");
     }
 
     /// A TSC deadline that passes is noticed by the vCPU's own next MSR access (it polls the

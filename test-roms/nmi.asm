@@ -19,7 +19,9 @@
 ;   * shorthand all including self: one each; all excluding self: the AP
 ;     only;
 ;   * the IOAPIC's NMI delivery mode: the RTC's periodic interrupt (IRQ 8)
-;     on IOAPIC pin 8 as an NMI to the BSP wakes it out of `cli; hlt`.
+;     on IOAPIC pin 8 as an NMI to the BSP wakes it out of `cli; hlt`;
+;   * LINT0 in NMI mode: the 8259A's INTR rising (the watchdog's IRQ 0, not
+;     acknowledged since LINT0 is no longer ExtINT) is one NMI.
 ; Handlers return with IRETD (not irq.inc's IRQ_RETURN): IRET is what ends
 ; the NMI blocking. Where KVM runs ring-0 code in its instruction emulator
 ; (kvm_pvm), janus's software fallback runs the protected-mode IRETD.
@@ -33,6 +35,7 @@
 ;     NMI to the AP: taken, woke it from cli; hlt
 ;     all including self: one each; all excluding self: the AP only
 ;     IOAPIC pin 8 in NMI mode (RTC periodic): woke the BSP from cli; hlt
+;     LINT0 in NMI mode: the PIC's INTR rising is one NMI
 ;   nmi: PASS
 ; A failure prints "nmi: FAIL check N: ..." and exits with status N.
 
@@ -186,6 +189,17 @@ main:
         CMOS_WRITE RTC_REG_B, ah
         CMOS_READ RTC_REG_C
         PRINTLN "  IOAPIC pin 8 in NMI mode (RTC periodic): woke the BSP from cli; hlt"
+
+;--- LINT0 in NMI mode: the 8259A's INTR (the watchdog's IRQ 0) as an NMI -----------
+        PIC_MASK 0xFF, 0xFF             ; INTR low
+        LAPIC_WR APIC_LVT_LINT0, 0x400  ; NMI
+        PIC_MASK 0xFE, 0xFF             ; IRQ 0 pending or soon: INTR rises
+        SPIN_GE 38, nmi_count, 8, "LINT0 in NMI mode: the PIC's INTR"
+        SETTLE
+        CHECK32 39, dword [nmi_count], 8        ; one edge: INTR stays high (no INTA)
+        PIC_MASK 0xFF, 0xFF
+        LAPIC_WR APIC_LVT_LINT0, 0x700  ; ExtINT again
+        PRINTLN "  LINT0 in NMI mode: the PIC's INTR rising is one NMI"
         TEST_PASS
 
 ;--- the NMI handler (both processors) ---------------------------------------------

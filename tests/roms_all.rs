@@ -231,8 +231,10 @@ fn init_restarts_a_running_ap_every_time() {
 
 /// NMIs (test-roms/nmi.asm): NMI IPIs by shorthand and by physical and logical destination,
 /// taken with IF=0, blocked until the handler's IRET (two sent inside it: one taken after it),
-/// waking a processor halted with interrupts off, and the IOAPIC's NMI mode. On KVM janus hands
-/// them over with KVM_NMI, and KVM's in-kernel irqchip delivers them on its own.
+/// waking a processor halted with interrupts off, the IOAPIC's NMI mode and LINT0 in NMI mode.
+/// On KVM janus hands them over with KVM_NMI. KVM's in-kernel irqchip delivers them on its own,
+/// but for LINT0: KVM turns LINT0 into an NMI only for its own in-kernel PIT (the NMI-watchdog
+/// path), not for the PIC input janus drives, so that run stops at that part (check 38), loudly.
 #[test]
 fn nmis_on_every_backend() {
     let lines = [
@@ -241,21 +243,28 @@ fn nmis_on_every_backend() {
         "  NMI to the AP: taken, woke it from cli; hlt",
         "  all including self: one each; all excluding self: the AP only",
         "  IOAPIC pin 8 in NMI mode (RTC periodic): woke the BSP from cli; hlt",
-        "nmi: PASS",
     ];
-    let check = |what: &str, (reason, serial): (StopReason, String)| {
-        assert_eq!(reason, StopReason::GuestExit(0), "{what}:\n{serial}");
+    let check = |what: &str, (reason, serial): &(StopReason, String), status: u8| {
+        assert_eq!(*reason, StopReason::GuestExit(status), "{what}:\n{serial}");
         for line in lines {
             assert!(serial.contains(line), "{what}: {line:?} missing:\n{serial}");
         }
     };
     for accel in backends("nmi") {
-        check(&format!("{accel:?}"), run_smp("nmi", accel, 2));
+        let r = run_smp("nmi", accel, 2);
+        check(&format!("{accel:?}"), &r, 0);
+        assert!(
+            r.1.contains("  LINT0 in NMI mode: the PIC's INTR rising is one NMI"),
+            "{accel:?}:\n{}",
+            r.1
+        );
     }
     if kvm_or_skip("nmi with --irqchip kernel") {
-        check(
-            "KVM, in-kernel irqchip",
-            run_smp_with("nmi", AccelKind::Kvm, 2, IrqchipMode::Kernel),
+        let r = run_smp_with("nmi", AccelKind::Kvm, 2, IrqchipMode::Kernel);
+        check("KVM, in-kernel irqchip", &r, 38);
+        eprintln!(
+            "!!!! nmi with --irqchip kernel: the LINT0 part not run: KVM's in-kernel irqchip \
+             does not turn the PIC's INTR into an NMI through LINT0 !!!!"
         );
     }
 }
