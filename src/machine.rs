@@ -601,6 +601,10 @@ impl Machine {
             let hooks = crate::console::ConsoleHooks {
                 control: self.control.clone(),
                 stats: Box::new(move || crate::stats::format_so_far(&snapshot())),
+                nmi: {
+                    let p = self.io.platform.clone();
+                    Box::new(move || p.as_ref().is_some_and(|p| p.nmi_button()))
+                },
             };
             crate::console::spawn_reader(self.input.clone(), self.serial.clone(), hooks);
         }

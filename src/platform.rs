@@ -464,6 +464,29 @@ impl Platform {
         lapic.take_nmi()
     }
 
+    /// The NMI button (Ctrl-A n, as QEMU's `nmi` command): a pulse on every vCPU's LINT1,
+    /// which the firmware tables name as the NMI input; a LAPIC with LINT1 in NMI mode (as PC
+    /// firmware and Linux leave the BSP's) takes an NMI. False with KVM's in-kernel irqchip,
+    /// whose LAPICs are not these.
+    pub fn nmi_button(&self) -> bool {
+        if self.kernel.get().is_some() {
+            return false;
+        }
+        for (i, l) in self.lapics.iter().enumerate() {
+            let nmi = {
+                let mut l = lock(l);
+                l.set_lint(1, true);
+                l.set_lint(1, false);
+                l.nmi_pending()
+            };
+            if nmi && let Some(cpu) = self.cpus.get(i) {
+                cpu.nmi.store(true, Ordering::SeqCst);
+                cpu.raise();
+            }
+        }
+        true
+    }
+
     /// Whether an NMI can still come to wake `vcpu` halted with interrupts disabled: one is
     /// waiting, or a device line reaches the IOAPIC in NMI mode. (Another vCPU's NMI IPI is not
     /// foreseen: the bootstrap processor halted so ends the machine unless this holds.)
@@ -763,6 +786,25 @@ mod tests {
         p.isa_irq(4).set_level(false);
         p.isa_irq(4).set_level(true);
         assert!(!p.take_nmi(0), "INTR stayed high: no new edge");
+    }
+
+    /// The NMI button pulses LINT1: an NMI where LINT1 is in NMI mode (vCPU 0 here), none where
+    /// it is masked (vCPU 1).
+    #[test]
+    fn the_nmi_button_is_an_nmi_through_lint1() {
+        let p = Platform::new(2, Clock::real_time());
+        let mut pio = Bus::new("pio");
+        let mut mmio = Bus::new("mmio");
+        p.attach(&mut pio, &mut mmio).unwrap();
+        assert!(p.nmi_button());
+        assert!(!p.take_nmi(0), "LINT1 masked at reset");
+        mmio.write(0, APIC_DEFAULT_BASE + 0xf0, &0x1ffu32.to_le_bytes());
+        mmio.write(0, APIC_DEFAULT_BASE + 0x360, &0x400u32.to_le_bytes());
+        assert!(p.nmi_button());
+        assert!(p.nmi_pending(0) && p.take_nmi(0));
+        assert!(!p.nmi_pending(1) && !p.take_nmi(1));
+        p.route_to_kernel(Arc::new(|_, _| {}));
+        assert!(!p.nmi_button());
     }
 
     /// A TSC deadline that passes is noticed by the vCPU's own next MSR access (it polls the
