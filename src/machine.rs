@@ -189,6 +189,12 @@ impl IoHandler for MachineIo {
     fn acknowledge_interrupt(&self, vcpu: usize) -> Option<u8> {
         self.platform.as_ref()?.acknowledge(vcpu)
     }
+    fn nmi_pending(&self, vcpu: usize) -> bool {
+        self.platform.as_ref().is_some_and(|p| p.nmi_pending(vcpu))
+    }
+    fn take_nmi(&self, vcpu: usize) -> bool {
+        self.platform.as_ref().is_some_and(|p| p.take_nmi(vcpu))
+    }
     fn counts_instructions(&self) -> bool {
         self.platform
             .as_ref()
@@ -617,6 +623,10 @@ impl Machine {
             let hooks = crate::console::ConsoleHooks {
                 control: self.control.clone(),
                 stats: Box::new(move || crate::stats::format_so_far(&snapshot())),
+                nmi: {
+                    let p = self.io.platform.clone();
+                    Box::new(move || p.as_ref().is_some_and(|p| p.nmi_button()))
+                },
             };
             crate::console::spawn_reader(self.input.clone(), self.serial.clone(), hooks);
         }

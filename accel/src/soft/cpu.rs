@@ -50,6 +50,8 @@ pub mod vec {
     pub const DE: u8 = 0;
     /// Debug.
     pub const DB: u8 = 1;
+    /// Non-maskable interrupt.
+    pub const NMI: u8 = 2;
     /// Breakpoint.
     pub const BP: u8 = 3;
     /// Overflow.

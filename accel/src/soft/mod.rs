@@ -373,6 +373,24 @@ impl SoftVcpu {
                     continue;
                 }
             }
+            // An NMI: IF does not mask it; it waits while an NMI handler runs (until its IRET)
+            // and for the one instruction of an STI or MOV SS shadow.
+            if ctx.nmi_deliverable(self.index) {
+                ctx.c.s.events.nmi_pending = false;
+                ctx.c.s.events.nmi_masked = true;
+                self.halted = false;
+                let rip = ctx.c.s.rip;
+                let d = match ctx.deliver(cpu::vec::NMI, None, Source::External, rip) {
+                    Ok(()) => Delivered::Ok,
+                    Err(Fault::Exc { vector, code }) => ctx.raise(vector, code),
+                    Err(Fault::Unsupported(w)) => Delivered::Unsupported(w),
+                    Err(Fault::Halt) => Delivered::Ok,
+                };
+                if let Some(exit) = self.after_delivery(d) {
+                    return exit;
+                }
+                continue;
+            }
             // Interrupt controllers of the machine: acknowledge when the guest can take one.
             if ctx.c.s.events.interrupt.is_none()
                 && ctx.interrupts_open()
@@ -653,7 +671,7 @@ fn chain(
         }
         let c = &*ctx.c;
         let ev = &c.s.events;
-        if ev.exception.is_some() || ev.interrupt.is_some() {
+        if ev.exception.is_some() || ev.interrupt.is_some() || ev.nmi_pending {
             return outcome;
         }
         if c.s.rflags & crate::state::rflags::IF != 0 && ctx.io.interrupt_pending(c.index) {

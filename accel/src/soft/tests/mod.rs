@@ -12,6 +12,7 @@ mod golden;
 mod long;
 mod modes;
 mod msr;
+mod nmi;
 mod prot;
 mod real;
 mod report;
