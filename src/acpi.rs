@@ -28,7 +28,7 @@ pub const OEM_ID: &[u8; 6] = b"JANUS ";
 /// The OEM table id in every table.
 pub const OEM_TABLE_ID: &[u8; 8] = b"JANUSVM ";
 /// The SCI's ISA IRQ (level-triggered, active high, as on PIIX/ICH chipsets).
-pub const SCI_IRQ: u8 = 9;
+pub const SCI_IRQ: u8 = crate::board::SCI_IRQ;
 
 /// Length of a system description table header.
 pub const HEADER_LEN: usize = 36;
@@ -331,6 +331,54 @@ pub enum TablesError {
     TooLarge(usize),
 }
 
+/// The ACPI and MP tables of a machine, built for [`FIRMWARE_TABLES_BASE`]: built before the
+/// kernel loaders (which hand [`TablesInfo::rsdp`] to the kernel), written after them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirmwareTables {
+    /// The bytes that go at [`FIRMWARE_TABLES_BASE`].
+    pub bytes: Vec<u8>,
+    /// Where the RSDP and MP floating pointer are.
+    pub info: TablesInfo,
+}
+
+impl FirmwareTables {
+    /// Builds the tables for `config`.
+    pub fn build(config: &TablesConfig) -> Self {
+        let (bytes, info) = build_firmware_tables(config, FIRMWARE_TABLES_BASE);
+        FirmwareTables { bytes, info }
+    }
+
+    /// Whether the tables can go to `mem`: their place is RAM and they fit the BIOS area.
+    ///
+    /// # Errors
+    /// [`TablesError`] when that place is not RAM or the tables do not fit.
+    pub fn check(&self, mem: &GuestMemory) -> Result<(), TablesError> {
+        let base = FIRMWARE_TABLES_BASE;
+        if self.bytes.len() as u64 > FIRMWARE_TABLES_MAX {
+            return Err(TablesError::TooLarge(self.bytes.len()));
+        }
+        match mem.region(base) {
+            Some(r)
+                if r.kind() == janus_accel::RegionKind::Ram
+                    && r.base() + r.size() >= base + self.bytes.len() as u64 =>
+            {
+                Ok(())
+            }
+            _ => Err(TablesError::NotRam(base)),
+        }
+    }
+
+    /// Writes the tables to `mem`.
+    ///
+    /// # Errors
+    /// As [`FirmwareTables::check`].
+    pub fn write(&self, mem: &GuestMemory) -> Result<(), TablesError> {
+        self.check(mem)?;
+        mem.write(FIRMWARE_TABLES_BASE, &self.bytes)
+            .map_err(|_| TablesError::NotRam(FIRMWARE_TABLES_BASE))
+    }
+}
+
 /// Writes the ACPI and MP tables for `config` at [`FIRMWARE_TABLES_BASE`].
 ///
 /// # Errors
@@ -339,33 +387,9 @@ pub fn write_firmware_tables(
     mem: &GuestMemory,
     config: &TablesConfig,
 ) -> Result<TablesInfo, TablesError> {
-    let base = FIRMWARE_TABLES_BASE;
-    let (blob, info) = build_firmware_tables(config, base);
-    if blob.len() as u64 > FIRMWARE_TABLES_MAX {
-        return Err(TablesError::TooLarge(blob.len()));
-    }
-    match mem.region(base) {
-        Some(r)
-            if r.kind() == janus_accel::RegionKind::Ram
-                && r.base() + r.size() >= base + blob.len() as u64 => {}
-        _ => return Err(TablesError::NotRam(base)),
-    }
-    mem.write(base, &blob)
-        .map_err(|_| TablesError::NotRam(base))?;
-    Ok(info)
-}
-
-/// Tells a directly booted kernel where the RSDP is: `boot_params.acpi_rsdp_addr` (offset 0x70,
-/// boot protocol 2.14 and later) for a bzImage, `hvm_start_info.rsdp_paddr` (offset 0x20) for
-/// PVH. Multiboot has no such field: the kernel scans the BIOS area, where the RSDP is anyway.
-pub fn announce_rsdp(mem: &GuestMemory, boot: &crate::loader::BootInfo, rsdp: u64) {
-    use crate::loader::KernelFormat;
-    let at = match boot.format {
-        KernelFormat::BzImage { protocol, .. } if protocol >= 0x020e => boot.info_addr + 0x70,
-        KernelFormat::Pvh { .. } => boot.info_addr + 0x20,
-        _ => return,
-    };
-    let _ = mem.write(at, &rsdp.to_le_bytes());
+    let t = FirmwareTables::build(config);
+    t.write(mem)?;
+    Ok(t.info)
 }
 
 #[cfg(test)]
@@ -508,52 +532,6 @@ mod tests {
             write_firmware_tables(&mem, &cfg),
             Err(TablesError::NotRam(FIRMWARE_TABLES_BASE))
         );
-    }
-
-    #[test]
-    fn bzimage_and_pvh_kernels_learn_the_rsdp() {
-        use crate::loader::{BootInfo, KernelFormat};
-        let (mem, _) = crate::layout::build_memory(16 << 20, None).unwrap();
-        let boot = |format| BootInfo {
-            state: janus_accel::CpuState::default(),
-            format,
-            entry: 0x10_0000,
-            kernel: 0x10_0000..0x20_0000,
-            initrd: None,
-            info_addr: 0x7000,
-            cmdline_addr: 0x2_0000,
-            cmdline_len: 0,
-        };
-        let at = |a| mem.read_le(a, 8).unwrap();
-        // boot_params.acpi_rsdp_addr from boot protocol 2.14 on.
-        announce_rsdp(
-            &mem,
-            &boot(KernelFormat::BzImage {
-                protocol: 0x020f,
-                entry64: true,
-            }),
-            0xf_0000,
-        );
-        assert_eq!(at(0x7070), 0xf_0000);
-        mem.write(0x7070, &[0; 8]).unwrap();
-        announce_rsdp(
-            &mem,
-            &boot(KernelFormat::BzImage {
-                protocol: 0x020d,
-                entry64: false,
-            }),
-            0xf_0000,
-        );
-        assert_eq!(at(0x7070), 0, "older boot protocols have no such field");
-        // hvm_start_info.rsdp_paddr.
-        announce_rsdp(&mem, &boot(KernelFormat::Pvh { elf64: true }), 0xf_0000);
-        assert_eq!(at(0x7020), 0xf_0000);
-        // Multiboot: nothing written (the kernel scans the BIOS area).
-        mem.write(0x7000, &[0; 0x80]).unwrap();
-        announce_rsdp(&mem, &boot(KernelFormat::Multiboot { elf: true }), 0xf_0000);
-        let mut b = [0u8; 0x80];
-        mem.read(0x7000, &mut b).unwrap();
-        assert!(b.iter().all(|&x| x == 0));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod acpi;
 pub mod bench;
+pub mod board;
 pub mod bus;
 pub mod clock;
 pub mod console;

@@ -18,14 +18,15 @@ use std::time::Duration;
 
 use janus_accel::Kicker;
 
+use crate::board;
 use crate::bus::{Bus, BusError};
 use crate::clock::Clock;
 use crate::devices::IrqLine;
 use crate::devices::cmos::Cmos;
-use crate::devices::ioapic::{IOAPIC_BASE, IOAPIC_SIZE, Ioapic};
+use crate::devices::ioapic::Ioapic;
 use crate::devices::lapic::{
-    APIC_DEFAULT_BASE, AddressCell, ApicBus, DeliveryMode, InterruptMessage, Lapic, LapicConfig,
-    LapicMmio, MSR_APIC_BASE, route,
+    AddressCell, ApicBus, DeliveryMode, InterruptMessage, Lapic, LapicConfig, LapicMmio,
+    MSR_APIC_BASE, route,
 };
 use crate::devices::pic::{Pic, PicPort};
 use crate::devices::pit::{Pit, SystemPortB};
@@ -180,7 +181,7 @@ impl Platform {
         let cpus: Arc<Vec<CpuLine>> = Arc::new((0..nr_vcpus).map(|_| CpuLine::default()).collect());
         let pic = Pic::shared();
         lock(&pic).set_intr(Arc::new(Intr(cpus.clone())));
-        let ioapic = Ioapic::shared(nr_vcpus as u8);
+        let ioapic = Ioapic::shared(board::ioapic_id(nr_vcpus));
         let lapics: Vec<Arc<Mutex<Lapic>>> = (0..nr_vcpus)
             .map(|i| Arc::new(Mutex::new(Lapic::new(LapicConfig::new(i as u32), &clock))))
             .collect();
@@ -207,7 +208,7 @@ impl Platform {
             idle: (0..nr_vcpus).map(|i| AtomicBool::new(i > 0)).collect(),
             kernel: Arc::new(OnceLock::new()),
         });
-        lock(&p.pit).set_irq(p.isa_irq(0));
+        lock(&p.pit).set_irq(p.isa_irq(board::PIT_IRQ));
         let wake = p.wake.clone();
         let next_due = p.next_due.clone();
         clock.set_deadline_listener(Arc::new(move |ns| {
@@ -246,9 +247,13 @@ impl Platform {
     /// # Errors
     /// A range collides with a device already there.
     pub fn attach_pit(&self, pio: &mut Bus) -> Result<(), BusError> {
-        pio.insert(0x40, 4, self.pit.clone())?;
         pio.insert(
-            0x61,
+            u64::from(board::PIT_PORT),
+            board::PIT_PORT_LEN,
+            self.pit.clone(),
+        )?;
+        pio.insert(
+            u64::from(board::SYSTEM_PORT_B),
             1,
             Arc::new(Mutex::new(SystemPortB::new(self.pit.clone()))),
         )?;
@@ -262,25 +267,25 @@ impl Platform {
     /// A range collides with a device already there.
     pub fn attach(&self, pio: &mut Bus, mmio: &mut Bus) -> Result<(), BusError> {
         pio.insert(
-            0x20,
-            2,
+            u64::from(board::PIC_MASTER_PORT),
+            board::PIC_PORT_LEN,
             Arc::new(Mutex::new(PicPort::master(self.pic.clone()))),
         )?;
         pio.insert(
-            0xa0,
-            2,
+            u64::from(board::PIC_SLAVE_PORT),
+            board::PIC_PORT_LEN,
             Arc::new(Mutex::new(PicPort::slave(self.pic.clone()))),
         )?;
         pio.insert(
-            0x4d0,
-            2,
+            u64::from(board::PIC_ELCR_PORT),
+            board::PIC_PORT_LEN,
             Arc::new(Mutex::new(PicPort::elcr(self.pic.clone()))),
         )?;
         self.attach_pit(pio)?;
-        mmio.insert(IOAPIC_BASE, IOAPIC_SIZE, self.ioapic.clone())?;
+        mmio.insert(board::IOAPIC_ADDR, board::IOAPIC_LEN, self.ioapic.clone())?;
         mmio.insert(
-            APIC_DEFAULT_BASE,
-            0x1000,
+            board::LAPIC_ADDR,
+            board::LAPIC_LEN,
             Arc::new(Mutex::new(LapicMmio::new(self.lapics.clone()).with_wake({
                 let cpus = self.cpus.clone();
                 Arc::new(move |vcpu| {
@@ -555,6 +560,7 @@ impl Platform {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::lapic::APIC_DEFAULT_BASE;
 
     #[test]
     fn pic_interrupt_reaches_the_bsp_through_lint0() {
