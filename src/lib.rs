@@ -18,6 +18,7 @@ pub mod machine;
 pub mod milestones;
 pub mod mptable;
 pub mod msg;
+pub mod pci;
 pub mod platform;
 pub mod signals;
 pub mod sink;

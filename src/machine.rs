@@ -9,7 +9,7 @@ use janus_accel::kvm;
 use janus_accel::registry::{self, AccelConfig, AccelKind, TscSource};
 use janus_accel::{Accelerator, CpuState, ExitCounters, GuestMemory, IoHandler, Vcpu};
 
-use crate::board::{self, Board, LegacyDevices, Resources};
+use crate::board::{self, AllocError, Board, LegacyDevices, PciLayout, Resources};
 use crate::bus::{Bus, BusError};
 use crate::clock::Clock;
 use crate::control::{Control, StopReason};
@@ -18,6 +18,7 @@ use crate::devices::post::Post;
 use crate::devices::serial::{InputQueue, Serial};
 use crate::layout::{self, Layout, LoadError};
 use crate::milestones::{BootTimes, MemoryUse, Milestones};
+use crate::pci::PciRoot;
 use crate::platform::{IrqchipMode, Platform};
 use crate::sink::{OutputWatch, SinkSpec};
 
@@ -113,6 +114,9 @@ pub enum MachineError {
     /// A device range collides with another.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The board's pools cannot hold what a device needs.
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
     /// The firmware tables could not be written.
     #[error("ACPI tables: {0}")]
     Tables(#[from] crate::acpi::TablesError),
@@ -251,6 +255,8 @@ pub struct Machine {
     layout: Layout,
     /// MMIO windows, ports and GSIs the board has left for devices.
     resources: Resources,
+    /// The PCI root bus.
+    pci: Arc<Mutex<PciRoot>>,
     initial: CpuState,
     control: Arc<Control>,
     io: Arc<MachineIo>,
@@ -299,8 +305,12 @@ impl Machine {
             .as_ref()
             .filter(|_| config.kernel.is_none() && config.bios.is_none())
             .map_or(0, |i| layout::FLAT_LOAD_ADDR + i.len() as u64);
+        let mut resources = Resources::new(&layout);
+        let pci = PciLayout::allocate(&mut resources)?;
         let tables = (config.bios.is_none() && flat_end <= crate::acpi::FIRMWARE_TABLES_BASE)
-            .then(|| crate::acpi::FirmwareTables::build(&board::tables_config(config.smp)))
+            .then(|| {
+                crate::acpi::FirmwareTables::build(&board::tables_config(config.smp, Some(pci)))
+            })
             .filter(|t| t.check(&memory).is_ok());
         let mut boot = None;
         let initial = match (&config.kernel, &config.bios, &config.image) {
@@ -369,11 +379,14 @@ impl Machine {
             mmio,
             platform,
             resources,
+            pci: pci_root,
         } = Board::build(
             &layout,
             config.smp,
             clock,
             config.irqchip,
+            resources,
+            pci,
             LegacyDevices {
                 serial: serial.clone(),
                 debugcon: debugcon.clone(),
@@ -394,6 +407,7 @@ impl Machine {
             memory,
             layout,
             resources,
+            pci: pci_root,
             initial,
             control,
             boot,
@@ -429,6 +443,11 @@ impl Machine {
     /// The MMIO windows, ports and GSIs the board has left for devices.
     pub fn resources(&self) -> &Resources {
         &self.resources
+    }
+
+    /// The PCI root bus (devices plug in with [`PciRoot::add`]).
+    pub fn pci(&self) -> &Arc<Mutex<PciRoot>> {
+        &self.pci
     }
 
     /// The state the boot vCPU starts in.

@@ -8,12 +8,15 @@
 //! ports   0x20-0x21 PIC master      0x40-0x43 PIT       0x60/0x64 i8042   0x61 system port B
 //!         0x70-0x71 CMOS/RTC        0x80 POST           0x92 port 92      0xa0-0xa1 PIC slave
 //!         0xe9 debugcon             0xf4 debug-exit     0x3f8-0x3ff COM1  0x4d0-0x4d1 ELCR
-//!         0x600-0x60b ACPI PM       0xc000-0xffff       device I/O pool
-//! MMIO    0xc000_0000-0xfebf_ffff   device MMIO pool (32-bit)
+//!         0x600-0x60b ACPI PM       0xcf8-0xcff PCI config mechanism #1
+//!         0xc000-0xffff             device I/O pool (all of it the PCI I/O window)
+//! MMIO    0xc000_0000-0xfebf_ffff   device MMIO pool (32-bit): PCI ECAM (bus 0, 1 MiB) at its
+//!                                   start, then the PCI 32-bit window (512 MiB, 0xd000_0000)
 //!         0xfec0_0000 IOAPIC        0xfee0_0000 LAPIC   BIOS ROM ending at 4 GiB
-//!         from the first GiB boundary above RAM: 64 GiB of device MMIO pool (64-bit)
+//!         from the first GiB boundary above RAM: 64 GiB of device MMIO pool (64-bit), the PCI
+//!         64-bit window (32 GiB) at its start
 //! IRQs    0 PIT (IOAPIC pin 2)      1 i8042 (none yet)  4 COM1            8 RTC   9 ACPI SCI
-//!         GSI 16-23: device pool (IOAPIC pins above the ISA ones)
+//!         GSI 16-23: device pool (IOAPIC pins above the ISA ones); PCI INTA-D on 16-19
 //! ```
 //!
 //! With `--irqchip kernel`, KVM owns the PIC, IOAPIC and LAPIC ranges: only the PIT and the
@@ -35,6 +38,7 @@ use crate::devices::ioapic::IOAPIC_PINS;
 use crate::devices::post::Post;
 use crate::devices::serial::Serial;
 use crate::layout::{HIGH_RAM_BASE, LOW_RAM_END_MAX, Layout};
+use crate::pci::{BarWindow, CONFIG_ADDRESS_PORT, CONFIG_PORTS_LEN, ConfigPorts, Ecam, PciRoot};
 use crate::platform::{IrqchipMode, Platform};
 
 pub use alloc::{AllocError, RangeAllocator, Resources};
@@ -111,16 +115,78 @@ pub const GSI_POOL_START: u32 = 16;
 /// One past the last device GSI.
 pub const GSI_POOL_END: u32 = IOAPIC_PINS as u32;
 
+/// The ECAM (MMCONFIG) window's size: bus 0 only.
+pub const PCI_ECAM_LEN: u64 = crate::pci::ECAM_BUS_SIZE;
+/// The PCI root bridge's 32-bit memory window (BARs below 4 GiB), taken from the 32-bit pool.
+pub const PCI_MMIO32_LEN: u64 = 512 << 20;
+/// The PCI root bridge's 64-bit memory window, taken from the 64-bit pool.
+pub const PCI_MMIO64_LEN: u64 = 32 << 30;
+/// PCI INTA-INTD: four GSIs from the pool, swizzled over the slots (`_PRT`).
+pub const PCI_INTX_LINES: usize = 4;
+
+/// Where the PCI root bridge's windows and interrupt lines are, as taken from the board's pools
+/// (before the ACPI tables are built, which describe them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciLayout {
+    /// The ECAM window's base (bus 0, [`PCI_ECAM_LEN`] bytes).
+    pub ecam: u64,
+    /// The 32-bit memory window: start, end (exclusive).
+    pub mmio32: (u64, u64),
+    /// The 64-bit memory window: start, end (exclusive).
+    pub mmio64: (u64, u64),
+    /// The I/O window for I/O BARs: start, end (exclusive).
+    pub io: (u64, u64),
+    /// The GSIs of INTA-INTD before swizzling: slot `s` pin `p` (0 = INTA) is
+    /// `intx_gsis[(s + p) % 4]`.
+    pub intx_gsis: [u32; PCI_INTX_LINES],
+}
+
+impl PciLayout {
+    /// Takes the ECAM window, the root bridge's windows and its INTx lines from `pools`.
+    ///
+    /// # Errors
+    /// A pool too small (cannot happen with the board's fixed pools).
+    pub fn allocate(pools: &mut Resources) -> Result<Self, AllocError> {
+        let ecam = pools
+            .mmio32
+            .allocate(PCI_ECAM_LEN, PCI_ECAM_LEN, "pci-ecam")?;
+        let m32 = pools
+            .mmio32
+            .allocate(PCI_MMIO32_LEN, 256 << 20, "pci-mmio32-window")?;
+        let m64 = pools
+            .mmio64
+            .allocate(PCI_MMIO64_LEN, 1 << 30, "pci-mmio64-window")?;
+        let (io_start, io_end) = (pools.pio.start(), pools.pio.end());
+        pools
+            .pio
+            .reserve(io_start, io_end - io_start, "pci-io-window")?;
+        let mut intx_gsis = [0; PCI_INTX_LINES];
+        for (i, g) in intx_gsis.iter_mut().enumerate() {
+            let label = format!("pci-int{}", char::from(b'a' + i as u8));
+            *g = pools.gsi.allocate(1, 1, &label)? as u32;
+        }
+        Ok(PciLayout {
+            ecam,
+            mmio32: (m32, m32 + PCI_MMIO32_LEN),
+            mmio64: (m64, m64 + PCI_MMIO64_LEN),
+            io: (io_start, io_end),
+            intx_gsis,
+        })
+    }
+}
+
 /// The IOAPIC's APIC id on a machine with `nr_vcpus` vCPUs (the first id after theirs).
 pub fn ioapic_id(nr_vcpus: usize) -> u8 {
     nr_vcpus as u8
 }
 
-/// What the ACPI and MP tables of a board with `nr_vcpus` vCPUs describe.
-pub fn tables_config(nr_vcpus: usize) -> crate::acpi::TablesConfig {
+/// What the ACPI and MP tables of a board with `nr_vcpus` vCPUs and PCI laid out as `pci`
+/// describe.
+pub fn tables_config(nr_vcpus: usize, pci: Option<PciLayout>) -> crate::acpi::TablesConfig {
     crate::acpi::TablesConfig {
         nr_vcpus,
         ioapic_id: ioapic_id(nr_vcpus),
+        pci,
     }
 }
 
@@ -165,6 +231,8 @@ pub struct Board {
     pub platform: Arc<Platform>,
     /// MMIO windows, ports and GSIs free for devices.
     pub resources: Resources,
+    /// The PCI root bus.
+    pub pci: Arc<Mutex<PciRoot>>,
 }
 
 impl std::fmt::Debug for LegacyDevices {
@@ -182,9 +250,10 @@ fn shared<D: BusDevice + 'static>(d: D) -> Arc<Mutex<D>> {
 
 impl Board {
     /// Builds the PC: the interrupt controllers and timers on `clock` for `nr_vcpus` vCPUs, the
-    /// legacy devices at their ports with their interrupt lines, and the resource pools of a
-    /// board with RAM laid out as `layout`. Under `IrqchipMode::Kernel` the PIC, IOAPIC and
-    /// LAPICs are KVM's: only the PIT joins the buses.
+    /// legacy devices at their ports with their interrupt lines, and the PCI root bus (config
+    /// ports, ECAM and BAR windows where `pci` says, taken from `resources`, which the board
+    /// keeps). Under `IrqchipMode::Kernel` the PIC, IOAPIC and LAPICs are KVM's: only the PIT
+    /// joins the buses.
     ///
     /// # Errors
     /// Two devices on one range (`--post-port` on a port already taken).
@@ -193,6 +262,8 @@ impl Board {
         nr_vcpus: usize,
         clock: Clock,
         irqchip: IrqchipMode,
+        resources: Resources,
+        pci: PciLayout,
         devices: LegacyDevices,
     ) -> Result<Board, BusError> {
         let LegacyDevices {
@@ -247,11 +318,31 @@ impl Board {
         } else {
             platform.attach_pit(&mut pio)?;
         }
+        let root = PciRoot::shared();
+        pio.insert(
+            u64::from(CONFIG_ADDRESS_PORT),
+            CONFIG_PORTS_LEN,
+            shared(ConfigPorts(root.clone())),
+        )?;
+        mmio.insert(pci.ecam, PCI_ECAM_LEN, shared(Ecam(root.clone())))?;
+        for (start, end) in [pci.mmio32, pci.mmio64] {
+            mmio.insert(
+                start,
+                end - start,
+                shared(BarWindow::memory(root.clone(), start)),
+            )?;
+        }
+        pio.insert(
+            pci.io.0,
+            pci.io.1 - pci.io.0,
+            shared(BarWindow::io(root.clone(), pci.io.0)),
+        )?;
         Ok(Board {
             pio,
             mmio,
             platform,
-            resources: Resources::new(layout),
+            resources,
+            pci: root,
         })
     }
 }
@@ -275,5 +366,20 @@ mod tests {
         assert_eq!(r.mmio64.start(), 6 << 30);
         assert_eq!((r.gsi.start(), r.gsi.end()), (16, 24));
         assert_eq!((r.pio.start(), r.pio.end()), (0xc000, 0x1_0000));
+        let mut r = Resources::new(&small);
+        let pci = PciLayout::allocate(&mut r).unwrap();
+        assert_eq!(pci.ecam, 0xc000_0000);
+        assert_eq!(pci.mmio32, (0xd000_0000, 0xf000_0000));
+        assert_eq!(pci.mmio64, (HIGH_RAM_BASE, HIGH_RAM_BASE + PCI_MMIO64_LEN));
+        assert_eq!(pci.io, (0xc000, 0x1_0000));
+        assert_eq!(pci.intx_gsis, [16, 17, 18, 19]);
+        // What is left stays allocatable, outside the PCI windows.
+        let virtio = r.mmio32.allocate(0x1000, 0x1000, "virtio-mmio").unwrap();
+        assert_eq!(virtio, 0xc010_0000);
+        assert_eq!(r.gsi.allocate(1, 1, "virtio-mmio").unwrap(), 20);
+        assert!(matches!(
+            r.pio.allocate(1, 1, "late"),
+            Err(AllocError::Exhausted { .. })
+        ));
     }
 }
