@@ -25,8 +25,8 @@ use crate::devices::IrqLine;
 use crate::devices::cmos::Cmos;
 use crate::devices::ioapic::Ioapic;
 use crate::devices::lapic::{
-    AddressCell, ApicBus, DeliveryMode, InterruptMessage, Lapic, LapicConfig, LapicMmio,
-    MSR_APIC_BASE, route,
+    AddressCell, ApicBus, DeliveryMode, Destination, InterruptMessage, Lapic, LapicConfig,
+    LapicMmio, MSR_APIC_BASE, TriggerMode, route,
 };
 use crate::devices::pic::{Pic, PicPort};
 use crate::devices::pit::{Pit, SystemPortB};
@@ -144,6 +144,68 @@ impl IrqLine for IsaIrq {
     }
 }
 
+/// A GSI above the ISA lines: an IOAPIC pin only (no PIC input).
+struct GsiLine {
+    ioapic: Arc<Mutex<Ioapic>>,
+    gsi: u32,
+    kernel: Arc<OnceLock<KernelLines>>,
+}
+
+impl IrqLine for GsiLine {
+    fn set_level(&self, high: bool) {
+        if let Some(k) = self.kernel.get() {
+            if let Ok(g) = u8::try_from(self.gsi) {
+                k(g, high);
+            }
+            return;
+        }
+        lock(&self.ioapic).set_irq(self.gsi as usize, high);
+    }
+}
+
+/// The interrupt message an MSI write of `data` to `address` is (Intel SDM vol. 3, 11.11):
+/// address 0xFEEx_xxxx with the destination id in bits 19:12 and logical destination mode in
+/// bit 2; data with the vector in bits 7:0, the delivery mode in 10:8 and level trigger in
+/// bit 15. `None` for an address outside the interrupt window or a mode MSI cannot carry.
+pub fn msi_message(address: u64, data: u32) -> Option<InterruptMessage> {
+    if address >> 20 != 0xfee {
+        return None;
+    }
+    let mode = match DeliveryMode::from_bits(data >> 8)? {
+        DeliveryMode::StartUp => return None,
+        m => m,
+    };
+    let dest = ((address >> 12) & 0xff) as u32;
+    let destination = if address & 1 << 2 != 0 {
+        Destination::Logical(dest)
+    } else if dest == 0xff {
+        Destination::All
+    } else {
+        Destination::Physical(dest)
+    };
+    Some(InterruptMessage {
+        destination,
+        mode,
+        vector: data as u8,
+        trigger: if data & 1 << 15 != 0 {
+            TriggerMode::Level
+        } else {
+            TriggerMode::Edge
+        },
+    })
+}
+
+impl crate::pci::MsiSink for Platform {
+    fn send(&self, address: u64, data: u32) {
+        match msi_message(address, data) {
+            Some(m) if self.kernel.get().is_none() => self.apic.deliver(m),
+            _ => {
+                self.msi_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// The interrupt controllers and timers of one machine.
 pub struct Platform {
     clock: Clock,
@@ -161,6 +223,10 @@ pub struct Platform {
     idle: Vec<AtomicBool>,
     /// KVM's in-kernel irqchip, when the ISA lines go there.
     kernel: Arc<OnceLock<KernelLines>>,
+    /// The APIC bus (MSIs are sent on it).
+    apic: Arc<dyn ApicBus>,
+    /// MSIs not delivered: not an interrupt message, or `--irqchip kernel` (not wired yet).
+    msi_dropped: AtomicU64,
 }
 
 impl std::fmt::Debug for Platform {
@@ -207,6 +273,8 @@ impl Platform {
             next_due: Arc::new(AtomicU64::new(u64::MAX)),
             idle: (0..nr_vcpus).map(|i| AtomicBool::new(i > 0)).collect(),
             kernel: Arc::new(OnceLock::new()),
+            apic,
+            msi_dropped: AtomicU64::new(0),
         });
         lock(&p.pit).set_irq(p.isa_irq(board::PIT_IRQ));
         let wake = p.wake.clone();
@@ -227,6 +295,21 @@ impl Platform {
             irq,
             kernel: self.kernel.clone(),
         })
+    }
+
+    /// The interrupt line of IOAPIC pin `gsi` alone (the PCI INTx GSIs above the ISA ones), or
+    /// of KVM's in-kernel IOAPIC once the machine routes lines there.
+    pub fn gsi_line(&self, gsi: u32) -> Arc<dyn IrqLine> {
+        Arc::new(GsiLine {
+            ioapic: self.ioapic.clone(),
+            gsi,
+            kernel: self.kernel.clone(),
+        })
+    }
+
+    /// MSIs that were not delivered (not an interrupt message, or `--irqchip kernel`).
+    pub fn msi_dropped(&self) -> u64 {
+        self.msi_dropped.load(Ordering::Relaxed)
     }
 
     /// `--irqchip kernel`: from now on every ISA line goes to `lines` (KVM_IRQ_LINE) instead of
@@ -635,6 +718,75 @@ mod tests {
         assert_eq!(p.msr_write(0, 0x83f, 0x42), Some(Ok(())));
         assert!(p.interrupt_pending(0));
         assert_eq!(p.acknowledge(0), Some(0x42));
+    }
+
+    /// An MSI is an interrupt message on the APIC bus: vector, destination, trigger from its
+    /// address and data; writes outside the 0xFEEx_xxxx window are dropped and counted.
+    #[test]
+    fn msis_reach_the_addressed_lapic() {
+        use crate::pci::MsiSink;
+        assert_eq!(
+            msi_message(0xfee0_1000, 0x4045),
+            Some(InterruptMessage {
+                destination: Destination::Physical(1),
+                mode: DeliveryMode::Fixed,
+                vector: 0x45,
+                trigger: TriggerMode::Edge,
+            })
+        );
+        assert_eq!(
+            msi_message(0xfee0_0004, 0x8131).map(|m| (m.destination, m.mode, m.trigger)),
+            Some((
+                Destination::Logical(0),
+                DeliveryMode::LowestPriority,
+                TriggerMode::Level
+            ))
+        );
+        assert_eq!(msi_message(0xfed0_0000, 0x45), None);
+        assert_eq!(msi_message(0xfee0_0000, 0x0645), None, "start-up is no MSI");
+        let p = Platform::new(2, Clock::real_time());
+        let mut pio = Bus::new("pio");
+        let mut mmio = Bus::new("mmio");
+        p.attach(&mut pio, &mut mmio).unwrap();
+        let k = Kicker::new();
+        p.add_vcpu(1, k.clone());
+        mmio.write(1, APIC_DEFAULT_BASE + 0xf0, &0x1ffu32.to_le_bytes());
+        p.send(0xfee0_1000, 0x45);
+        assert!(k.pending());
+        assert!(!p.interrupt_pending(0));
+        assert_eq!(p.acknowledge(1), Some(0x45));
+        p.send(0x1234, 0x45);
+        assert_eq!(p.msi_dropped(), 1);
+    }
+
+    /// A PCI INTx GSI (IOAPIC pin 16, level-triggered) reaches the LAPIC its entry names, and
+    /// not the PIC.
+    #[test]
+    fn gsi_lines_drive_ioapic_pins_above_the_isa_ones() {
+        let p = Platform::new(1, Clock::real_time());
+        let mut pio = Bus::new("pio");
+        let mut mmio = Bus::new("mmio");
+        p.attach(&mut pio, &mut mmio).unwrap();
+        mmio.write(0, APIC_DEFAULT_BASE + 0xf0, &0x1ffu32.to_le_bytes());
+        // Redirection entry 16: vector 0x50, level-triggered, active low, to APIC id 0.
+        let ioapic = crate::devices::ioapic::IOAPIC_BASE;
+        mmio.write(0, ioapic, &0x31u32.to_le_bytes());
+        mmio.write(0, ioapic + 0x10, &0u32.to_le_bytes());
+        mmio.write(0, ioapic, &0x30u32.to_le_bytes());
+        mmio.write(
+            0,
+            ioapic + 0x10,
+            &(0x50u32 | 1 << 13 | 1 << 15).to_le_bytes(),
+        );
+        p.gsi_line(16).set_level(true);
+        assert!(p.interrupt_pending(0));
+        assert_eq!(p.acknowledge(0), Some(0x50));
+        // EOI with the line still high: the level-triggered pin sends again.
+        mmio.write(0, APIC_DEFAULT_BASE + 0xb0, &0u32.to_le_bytes());
+        assert_eq!(p.acknowledge(0), Some(0x50));
+        p.gsi_line(16).set_level(false);
+        mmio.write(0, APIC_DEFAULT_BASE + 0xb0, &0u32.to_le_bytes());
+        assert_eq!(p.acknowledge(0), None);
     }
 
     /// A TSC deadline that passes is noticed by the vCPU's own next MSR access (it polls the

@@ -319,6 +319,15 @@ impl Board {
             platform.attach_pit(&mut pio)?;
         }
         let root = PciRoot::shared();
+        root.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .wire_interrupts(
+                pci.intx_gsis
+                    .iter()
+                    .map(|&g| platform.gsi_line(g))
+                    .collect(),
+                platform.clone(),
+            );
         pio.insert(
             u64::from(CONFIG_ADDRESS_PORT),
             CONFIG_PORTS_LEN,

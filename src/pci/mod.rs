@@ -15,11 +15,13 @@
 //! Functions are single-function devices (function 0); only bus 0 exists.
 
 pub mod config;
+pub mod irq;
 
 use std::sync::{Arc, Mutex};
 
 use crate::bus::{Bus, BusDevice};
 pub use config::{Bar, BarError, BarKind, ConfigSpace};
+pub use irq::{MsiSink, PciInterrupts, SharedIntx};
 
 /// Config mechanism #1's CONFIG_ADDRESS (dword) and CONFIG_DATA (0xCFC-0xCFF) ports.
 pub const CONFIG_ADDRESS_PORT: u16 = 0xcf8;
@@ -56,6 +58,12 @@ pub trait PciFunction: Send {
     fn bar_read(&mut self, vcpu: usize, bar: usize, offset: u64, data: &mut [u8]);
     /// A write of `data` at `offset` into BAR `bar`.
     fn bar_write(&mut self, vcpu: usize, bar: usize, offset: u64, data: &[u8]);
+    /// The function joined the bus: these are its interrupts (its INTx pin as its config space
+    /// names it, swizzled onto the board's INTx GSIs, and MSI). A function that never
+    /// interrupts ignores them.
+    fn set_interrupts(&mut self, irq: PciInterrupts) {
+        let _ = irq;
+    }
 }
 
 /// A function as the root holds it.
@@ -140,6 +148,10 @@ pub struct PciRoot {
     pio_bars: Bus,
     /// BARs placed over another (a guest's mistake): not decoded.
     bar_conflicts: u64,
+    /// The INTA-INTD lines before swizzling.
+    intx: Vec<Arc<SharedIntx>>,
+    /// Where MSIs go.
+    msi: Option<Arc<dyn MsiSink>>,
 }
 
 impl std::fmt::Debug for PciRoot {
@@ -161,6 +173,8 @@ impl Default for PciRoot {
             mmio_bars: Bus::new("pci-mmio"),
             pio_bars: Bus::new("pci-pio"),
             bar_conflicts: 0,
+            intx: Vec::new(),
+            msi: None,
         }
     }
 }
@@ -172,7 +186,19 @@ impl PciRoot {
         Arc::new(Mutex::new(PciRoot::default()))
     }
 
-    /// Plugs `function` into the lowest free slot and returns the slot.
+    /// Wires the functions' interrupts: INTA-INTD before swizzling (slot `s` pin `p`, 0 for
+    /// INTA, drives `intx[(s + p) % 4]`, as the DSDT's `_PRT` says) and MSIs to `msi`.
+    pub fn wire_interrupts(
+        &mut self,
+        intx: Vec<Arc<dyn crate::devices::IrqLine>>,
+        msi: Arc<dyn MsiSink>,
+    ) {
+        self.intx = intx.into_iter().map(SharedIntx::new).collect();
+        self.msi = Some(msi);
+    }
+
+    /// Plugs `function` into the lowest free slot, hands it its interrupts and returns the
+    /// slot.
     ///
     /// # Errors
     /// [`PciError::Full`] when every slot is taken.
@@ -182,6 +208,18 @@ impl PciRoot {
             .iter()
             .position(Option::is_none)
             .ok_or(PciError::Full)?;
+        {
+            let mut f = lock(&function);
+            let mut pin = [0u8; 1];
+            f.config().read(config::reg::INTERRUPT_PIN, &mut pin);
+            let intx = match pin[0] {
+                p @ 1..=4 if !self.intx.is_empty() => {
+                    Some(self.intx[(slot + usize::from(p) - 1) % self.intx.len()].clone())
+                }
+                _ => None,
+            };
+            f.set_interrupts(PciInterrupts::new(slot, intx, self.msi.clone()));
+        }
         self.slots[slot] = Some(function);
         self.remap();
         Ok(slot)
@@ -426,6 +464,7 @@ mod tests {
     struct Scratch {
         config: ConfigSpace,
         mem: Vec<u8>,
+        irq: PciInterrupts,
     }
 
     impl PciFunction for Scratch {
@@ -451,6 +490,17 @@ mod tests {
             if bar == 0 {
                 self.mem[offset as usize..][..data.len()].copy_from_slice(data);
             }
+            // Any write to the I/O BAR raises its interrupt, a write of 0 lowers it.
+            if bar == 1 {
+                if data.iter().any(|&b| b != 0) {
+                    self.irq.raise(&mut self.config);
+                } else {
+                    self.irq.lower(&mut self.config);
+                }
+            }
+        }
+        fn set_interrupts(&mut self, irq: PciInterrupts) {
+            self.irq = irq;
         }
     }
 
@@ -474,10 +524,81 @@ mod tests {
                 },
             )
             .unwrap();
+        config.set_interrupt_pin(1);
+        irq::add_msi_capability(&mut config);
         Arc::new(Mutex::new(Scratch {
             config,
             mem: vec![0; 0x1000],
+            irq: PciInterrupts::default(),
         }))
+    }
+
+    /// INTA of slots 1 and 2 lands on the second and third lines (the `_PRT`'s swizzle); with
+    /// MSI enabled the same event is a message instead.
+    #[test]
+    fn functions_get_swizzled_intx_lines_and_msi() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        struct Line(AtomicBool);
+        impl crate::devices::IrqLine for Line {
+            fn set_level(&self, high: bool) {
+                self.0.store(high, Ordering::SeqCst);
+            }
+        }
+        struct Msis(Mutex<Vec<(u64, u32)>>);
+        impl MsiSink for Msis {
+            fn send(&self, address: u64, data: u32) {
+                self.0.lock().unwrap().push((address, data));
+            }
+        }
+        let lines: Vec<Arc<Line>> = (0..4)
+            .map(|_| Arc::new(Line(AtomicBool::new(false))))
+            .collect();
+        let msis = Arc::new(Msis(Mutex::new(Vec::new())));
+        let root = PciRoot::shared();
+        lock(&root).wire_interrupts(
+            lines
+                .iter()
+                .map(|l| l.clone() as Arc<dyn crate::devices::IrqLine>)
+                .collect(),
+            msis.clone(),
+        );
+        let s1 = lock(&root).add(scratch()).unwrap();
+        let s2 = lock(&root).add(scratch()).unwrap();
+        assert_eq!((s1, s2), (1, 2));
+        let mut ecam = Ecam(root.clone());
+        let mut io = BarWindow::io(root.clone(), 0xc000);
+        for (slot, port) in [(s1, 0xc000u64), (s2, 0xc020)] {
+            let f = (slot as u64) << 15;
+            ecam.write(0, f | 0x14, &(port as u32).to_le_bytes());
+            ecam.write(0, f | 0x04, &(config::command::IO).to_le_bytes());
+        }
+        io.write(0, 0x00, &[1]);
+        let high = || {
+            lines
+                .iter()
+                .map(|l| l.0.load(Ordering::SeqCst))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(high(), [false, true, false, false]);
+        io.write(0, 0x20, &[1]);
+        assert_eq!(high(), [false, true, true, false]);
+        io.write(0, 0x00, &[0]);
+        io.write(0, 0x20, &[0]);
+        assert_eq!(high(), [false; 4]);
+        // Slot 2 with MSI enabled and bus mastering: a message, no INTx.
+        let f = (s2 as u64) << 15;
+        let o = irq::MSI_CAP_OFFSET as u64;
+        ecam.write(0, f | (o + 4), &0xfee0_0000u32.to_le_bytes());
+        ecam.write(0, f | (o + 12), &0x0031u16.to_le_bytes());
+        ecam.write(0, f | (o + 2), &1u16.to_le_bytes());
+        ecam.write(
+            0,
+            f | 0x04,
+            &(config::command::IO | config::command::BUS_MASTER).to_le_bytes(),
+        );
+        io.write(0, 0x20, &[1]);
+        assert_eq!(high(), [false; 4]);
+        assert_eq!(*msis.0.lock().unwrap(), vec![(0xfee0_0000, 0x31)]);
     }
 
     fn cf8(ports: &mut ConfigPorts, dev: u32, reg: u32) {
