@@ -546,6 +546,9 @@ impl Machine {
         if let (Some(lines), Some(p)) = (accel.irq_lines(), &self.io.platform) {
             p.route_to_kernel(Arc::new(move |irq, level| lines(u32::from(irq), level)));
         }
+        if let (Some(msi), Some(p)) = (accel.msi_sender(), &self.io.platform) {
+            p.route_msis_to_kernel(msi);
+        }
         let outcome = self.run_on(&*accel, kind.name());
         if let Some(w) = trace_file {
             let _ = w.lock().unwrap_or_else(|p| p.into_inner()).flush();

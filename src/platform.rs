@@ -197,6 +197,10 @@ pub fn msi_message(address: u64, data: u32) -> Option<InterruptMessage> {
 
 impl crate::pci::MsiSink for Platform {
     fn send(&self, address: u64, data: u32) {
+        if let Some(k) = self.kernel_msi.get() {
+            k(address, data);
+            return;
+        }
         match msi_message(address, data) {
             Some(m) if self.kernel.get().is_none() => self.apic.deliver(m),
             _ => {
@@ -225,6 +229,8 @@ pub struct Platform {
     kernel: Arc<OnceLock<KernelLines>>,
     /// The APIC bus (MSIs are sent on it).
     apic: Arc<dyn ApicBus>,
+    /// KVM's in-kernel LAPICs, when MSIs go there (KVM_SIGNAL_MSI).
+    kernel_msi: OnceLock<janus_accel::MsiSender>,
     /// MSIs not delivered: not an interrupt message, or `--irqchip kernel` (not wired yet).
     msi_dropped: AtomicU64,
 }
@@ -274,6 +280,7 @@ impl Platform {
             idle: (0..nr_vcpus).map(|i| AtomicBool::new(i > 0)).collect(),
             kernel: Arc::new(OnceLock::new()),
             apic,
+            kernel_msi: OnceLock::new(),
             msi_dropped: AtomicU64::new(0),
         });
         lock(&p.pit).set_irq(p.isa_irq(board::PIT_IRQ));
@@ -307,7 +314,13 @@ impl Platform {
         })
     }
 
-    /// MSIs that were not delivered (not an interrupt message, or `--irqchip kernel`).
+    /// `--irqchip kernel`: from now on MSIs go to `msi` (KVM_SIGNAL_MSI).
+    pub fn route_msis_to_kernel(&self, msi: janus_accel::MsiSender) {
+        let _ = self.kernel_msi.set(msi);
+    }
+
+    /// MSIs that were not delivered (not an interrupt message, or `--irqchip kernel` without
+    /// a way to KVM's LAPICs).
     pub fn msi_dropped(&self) -> u64 {
         self.msi_dropped.load(Ordering::Relaxed)
     }
@@ -757,6 +770,13 @@ mod tests {
         assert_eq!(p.acknowledge(1), Some(0x45));
         p.send(0x1234, 0x45);
         assert_eq!(p.msi_dropped(), 1);
+        // --irqchip kernel: MSIs go to KVM's LAPICs as they are, none to janus's.
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let s = sent.clone();
+        p.route_msis_to_kernel(Arc::new(move |a, d| s.lock().unwrap().push((a, d))));
+        p.send(0xfee0_1000, 0x46);
+        assert_eq!(*sent.lock().unwrap(), vec![(0xfee0_1000, 0x46)]);
+        assert_eq!(p.acknowledge(1), None);
     }
 
     /// A PCI INTx GSI (IOAPIC pin 16, level-triggered) reaches the LAPIC its entry names, and
