@@ -397,7 +397,7 @@ pub fn build_firmware_tables(config: &TablesConfig, base: u64) -> (Vec<u8>, Tabl
     let xsdt_at = place(&mut blob, &root(b"XSDT", &tables, true), 16);
     align(&mut blob, 16);
     let mp_table_at = base + blob.len() as u64;
-    let mp = crate::mptable::config_table(config.nr_vcpus, config.ioapic_id);
+    let mp = crate::mptable::config_table(config.nr_vcpus, config.ioapic_id, config.pci.as_ref());
     blob.extend_from_slice(&mp);
     let r = rsdp(rsdt_at, xsdt_at);
     blob[..r.len()].copy_from_slice(&r);
