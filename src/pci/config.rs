@@ -243,6 +243,29 @@ impl ConfigSpace {
             && self.bars[index - 1].is_some_and(|b| matches!(b.kind, BarKind::Memory64 { .. }))
     }
 
+    /// Links a capability at `offset` (its first byte the id, the next the link, which this
+    /// leaves 0) at the end of the capabilities list, setting the status register's
+    /// capabilities-list bit.
+    pub fn link_capability(&mut self, offset: usize) {
+        const STATUS_CAP_LIST: u16 = 1 << 4;
+        let status = self.u16_at(reg::STATUS);
+        if status & STATUS_CAP_LIST == 0 {
+            self.set(reg::STATUS, &(status | STATUS_CAP_LIST).to_le_bytes());
+            self.set(reg::CAPABILITIES, &[offset as u8]);
+            return;
+        }
+        let mut at = usize::from(self.u16_at(reg::CAPABILITIES) as u8);
+        // At most 48 capabilities fit in 256 bytes: the bound ends a list that loops.
+        for _ in 0..48 {
+            let next = usize::from((self.u16_at(at) >> 8) as u8);
+            if next == 0 {
+                self.set(at + 1, &[offset as u8]);
+                return;
+            }
+            at = next;
+        }
+    }
+
     /// The BARs declared, by slot.
     pub fn bars(&self) -> &[Option<Bar>; NR_BARS] {
         &self.bars

@@ -116,6 +116,14 @@ impl PciInterrupts {
         }
     }
 
+    /// Sends the message `data` to `address` (an MSI-X vector; the caller has checked that
+    /// it may: enabled, unmasked, bus mastering on).
+    pub fn send_msi(&self, address: u64, data: u32) {
+        if let Some(m) = &self.msi {
+            m.send(address, data);
+        }
+    }
+
     /// The function's interrupt condition is gone: its INTx pin goes low.
     pub fn lower(&self, config: &mut ConfigSpace) {
         let status = config.u16_at(reg::STATUS);
@@ -126,14 +134,12 @@ impl PciInterrupts {
     }
 }
 
-/// Adds an MSI capability (one vector, 64-bit address) at [`MSI_CAP_OFFSET`] as the first
-/// entry of the capabilities list.
+/// Adds an MSI capability (one vector, 64-bit address) at [`MSI_CAP_OFFSET`], linked at the
+/// end of the capabilities list.
 pub fn add_msi_capability(config: &mut ConfigSpace) {
     let o = MSI_CAP_OFFSET;
-    let status = config.u16_at(reg::STATUS);
-    config.set(reg::STATUS, &(status | STATUS_CAP_LIST).to_le_bytes());
-    config.set(reg::CAPABILITIES, &[o as u8]);
     config.set(o, &[CAP_ID_MSI, 0]);
+    config.link_capability(o);
     config.set(o + 2, &MSI_64BIT.to_le_bytes());
     // Writable: enable, multiple message enable (one vector is all it grants: MME reads back
     // as written but only vector 0 is used), the address (dword aligned) and the data.

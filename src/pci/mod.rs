@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod irq;
+pub mod msix;
 
 use std::sync::{Arc, Mutex};
 
