@@ -12,16 +12,21 @@
 ;   * with the enable bit clear, CONFIG_DATA reads all ones;
 ;   * a scan of the 32 slots of bus 0 finds exactly the host bridge, and other
 ;     functions and buses read all ones.
-; (ECAM gives the same bytes: the unit test mechanism_1_and_ecam_read_the_same_bytes.)
+;   * in 32-bit protected mode, ECAM (at 0xC0000000, where the board puts it
+;     and the MCFG says) gives the same 64 header bytes of 00:00.0 as
+;     mechanism #1, a command register write through ECAM reads back through
+;     mechanism #1, and absent devices read all ones.
 ;
 ; Expected outcome: exit status 0; output includes
 ;   pci: 00:00.0 1b36:0008 class 060000
 ;   pci: 1 device on bus 0
+;   pci: ECAM matches mechanism #1
 ;   pci: PASS
 
 %define TEST_NAME "pci"
 %include "janus.inc"
 
+ECAM            equ 0xC0000000      ; bus 0 (board::PciLayout, the MCFG)
 CONFIG_ADDRESS  equ 0xCF8
 CONFIG_DATA     equ 0xCFC
 ENABLE          equ 0x80000000
@@ -138,6 +143,37 @@ main:
         mov dx, CONFIG_DATA
         in eax, dx
         CHECK32 13, eax, 0xFFFFFFFF
+
+;--- ECAM, in 32-bit protected mode ------------------------------------------------------------
+        ENTER_PM32
+        xor ebx, ebx                    ; register
+.cmp:   mov eax, ebx
+        or eax, ENABLE
+        mov dx, CONFIG_ADDRESS
+        out dx, eax
+        mov dx, CONFIG_DATA
+        in eax, dx
+        mov ecx, [ECAM + ebx]
+        CHECK32 14, ecx, eax
+        add ebx, 4
+        cmp ebx, 64
+        jb .cmp
+        mov eax, [ECAM]
+        CHECK32 15, eax, 0x00081B36
+        mov word [ECAM + 4], 0x0002     ; memory space, through ECAM
+        mov dx, CONFIG_ADDRESS
+        mov eax, ENABLE | 0x04
+        out dx, eax
+        mov dx, CONFIG_DATA
+        xor eax, eax
+        in ax, dx
+        CHECK32 16, eax, 0x0002
+        mov word [ECAM + 4], 0
+        mov eax, [ECAM + (1 << 15)]     ; 00:01.0
+        CHECK32 17, eax, 0xFFFFFFFF
+        movzx eax, byte [ECAM + 0x0B]   ; class byte
+        CHECK32 18, eax, 0x06
+        PRINTLN "pci: ECAM matches mechanism #1"
 
         TEST_PASS
 

@@ -1,5 +1,5 @@
-//! PCI on every backend: test-roms/pci.asm scans bus 0 through configuration mechanism #1 and
-//! checks the host bridge; the Debian kernel finds the bus without ACPI (config mechanism #1
+//! PCI on every backend: test-roms/pci.asm scans bus 0 through configuration mechanism #1,
+//! checks the host bridge and compares ECAM with mechanism #1; the Debian kernel finds the bus without ACPI (config mechanism #1
 //! probing) on the JIT, and with ACPI (the MCFG's ECAM window and the DSDT's PCI0 root bridge)
 //! on hardware KVM (tests/platform.rs's S5 test checks it on the JIT).
 
@@ -28,6 +28,7 @@ fn pci_rom_finds_the_host_bridge_on_every_backend() {
         for line in [
             "pci: 00:00.0 1b36:0008 class 060000",
             "pci: 1 device on bus 0",
+            "pci: ECAM matches mechanism #1",
             "pci: PASS",
         ] {
             assert!(
