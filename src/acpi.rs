@@ -136,8 +136,10 @@ fn dsdt(pci: Option<&PciLayout>) -> Vec<u8> {
 /// `\_SB.PCI0`, the PCI root bridge (a PCIe one: `_HID` PNP0A08, `_CID` PNP0A03) of segment 0,
 /// bus 0: `_CRS` lists the bus number, the config ports, the I/O ranges (every port but the
 /// config ports', so the legacy devices are below it) and the 32- and 64-bit memory windows;
-/// `_PRT` routes INTA-INTD of each slot to GSIs, swizzled (slot `s` pin `p` to
-/// `intx_gsis[(s + p) % 4]`), with no link device: level-triggered, active low.
+/// `_PRT` routes INTA-INTD of each slot, swizzled (slot `s` pin `p` to line `(s + p) % 4`), with
+/// no link device, level-triggered and active low: to the IOAPIC pins `intx_gsis` once the OS
+/// has chosen the APIC model through `\_PIC` (kept in `\PICM`), else to the 8259 IRQs
+/// `intx_pic_irqs`.
 pub fn pci_root_aml(p: &PciLayout) -> Vec<u8> {
     use acpi_tables::Aml;
     use acpi_tables::aml::{self, AddressSpace, AddressSpaceCacheable, EISAName, Name, Package};
@@ -169,38 +171,64 @@ pub fn pci_root_aml(p: &PciLayout) -> Vec<u8> {
         None,
     );
     let crs = aml::ResourceTemplate::new(vec![&bus, &cfg, &io_low, &io_high, &m32, &m64]);
-    // Package (4) { slot << 16 | 0xFFFF (any function), pin, source (none: a GSI), GSI }.
-    let entries: Vec<(u32, u8, u32)> = (0..crate::pci::NR_SLOTS as u32)
-        .flat_map(|slot| {
-            (0..4u8).map(move |pin| {
-                let gsi = p.intx_gsis[(slot as usize + usize::from(pin)) % p.intx_gsis.len()];
-                (slot << 16 | 0xffff, pin, gsi)
+    // Package (4) { slot << 16 | 0xFFFF (any function), pin, source (none: a GSI), GSI },
+    // for APIC mode (the IOAPIC pins) and for PIC mode (the 8259 IRQs).
+    let table = |lines: &[u32; crate::board::PCI_INTX_LINES]| -> Vec<(u32, u8, u32)> {
+        (0..crate::pci::NR_SLOTS as u32)
+            .flat_map(|slot| {
+                (0..4u8).map(move |pin| {
+                    let line = lines[(slot as usize + usize::from(pin)) % lines.len()];
+                    (slot << 16 | 0xffff, pin, line)
+                })
             })
-        })
-        .collect();
-    let packages: Vec<Package<'_>> = entries
-        .iter()
-        .map(|(addr, pin, gsi)| Package::new(vec![addr, pin, &aml::ZERO, gsi]))
-        .collect();
-    let prt = Package::new(packages.iter().map(|p| p as &dyn Aml).collect());
+            .collect()
+    };
+    let (apic_entries, pic_entries) = (table(&p.intx_gsis), table(&p.intx_pic_irqs.map(u32::from)));
+    let (apic_packages, pic_packages) = (prt_packages(&apic_entries), prt_packages(&pic_entries));
+    let prta = Package::new(apic_packages.iter().map(|p| p as &dyn Aml).collect());
+    let prtp = Package::new(pic_packages.iter().map(|p| p as &dyn Aml).collect());
+    let (prta_path, prtp_path, picm) = (
+        aml::Path::new("PRTA"),
+        aml::Path::new("PRTP"),
+        aml::Path::new("\\PICM"),
+    );
+    // Method (_PRT) { If (\PICM) { Return (PRTA) } Return (PRTP) }
+    let ret_apic = aml::Return::new(&prta_path);
+    let ret_pic = aml::Return::new(&prtp_path);
+    let if_apic = aml::If::new(&picm, vec![&ret_apic]);
+    let prt = aml::Method::new("_PRT".into(), 0, false, vec![&if_apic, &ret_pic]);
     let (hid, cid) = (EISAName::new("PNP0A08"), EISAName::new("PNP0A03"));
     let names = [
         Name::new("_HID".into(), &hid),
         Name::new("_CID".into(), &cid),
-        Name::new("_ADR".into(), &aml::ZERO),
         Name::new("_SEG".into(), &aml::ZERO),
         Name::new("_UID".into(), &aml::ZERO),
         Name::new("_BBN".into(), &aml::ZERO),
         Name::new("_CRS".into(), &crs),
-        Name::new("_PRT".into(), &prt),
+        Name::new("PRTA".into(), &prta),
+        Name::new("PRTP".into(), &prtp),
     ];
-    let dev = aml::Device::new(
-        "\\_SB_.PCI0".into(),
-        names.iter().map(|n| n as &dyn Aml).collect(),
-    );
+    let mut children: Vec<&dyn Aml> = names.iter().map(|n| n as &dyn Aml).collect();
+    children.push(&prt);
+    let dev = aml::Device::new("\\_SB_.PCI0".into(), children);
+    // \PICM: the interrupt model the OS chose through \_PIC (0 PIC, 1 APIC).
+    let picm_name = Name::new("\\PICM".into(), &aml::ZERO);
+    let store = aml::Store::new(&picm, &aml::Arg(0));
+    let pic_method = aml::Method::new("\\_PIC".into(), 1, false, vec![&store]);
     let mut out = Vec::new();
+    picm_name.to_aml_bytes(&mut out);
+    pic_method.to_aml_bytes(&mut out);
     dev.to_aml_bytes(&mut out);
     out
+}
+
+/// The `_PRT` entries (address, pin, GSI) as AML packages.
+fn prt_packages(entries: &[(u32, u8, u32)]) -> Vec<acpi_tables::aml::Package<'_>> {
+    use acpi_tables::aml::{Package, ZERO};
+    entries
+        .iter()
+        .map(|(addr, pin, gsi)| Package::new(vec![addr, pin, &ZERO, gsi]))
+        .collect()
 }
 
 /// The MCFG: one ECAM allocation, segment 0, buses 0 to 0.
@@ -663,11 +691,13 @@ mod tests {
         for id in [[0x41, 0xd0, 0x0a, 0x08], [0x41, 0xd0, 0x0a, 0x03]] {
             assert!(dsdt.windows(5).any(|w| w[0] == 0x0c && w[1..] == id));
         }
-        for name in [b"_CRS", b"_PRT", b"_BBN", b"_SEG"] {
+        for name in [
+            b"_CRS", b"_PRT", b"_BBN", b"_SEG", b"PRTP", b"_PIC", b"PICM",
+        ] {
             assert!(dsdt.windows(4).any(|w| w == name));
         }
-        // _PRT: Package (0x80), its PkgLength two bytes long.
-        let prt = dsdt.windows(4).position(|w| w == b"_PRT").unwrap();
+        // PRTA (APIC mode): Package (0x80), its PkgLength two bytes long.
+        let prt = dsdt.windows(4).position(|w| w == b"PRTA").unwrap();
         assert_eq!((dsdt[prt + 4], dsdt[prt + 7]), (0x12, 0x80));
         // Slot 1 INTB goes to the third GSI (1 + 1 = 2): Package (4) { 0x0001FFFF, One, Zero,
         // GSI }.

@@ -163,6 +163,24 @@ impl IrqLine for GsiLine {
     }
 }
 
+/// A PCI INTx line on an IOAPIC pin and an 8259 input.
+struct PciIntx {
+    ioapic: Arc<dyn IrqLine>,
+    pic: Arc<Mutex<Pic>>,
+    pic_irq: u8,
+    kernel: Arc<OnceLock<KernelLines>>,
+}
+
+impl IrqLine for PciIntx {
+    fn set_level(&self, high: bool) {
+        self.ioapic.set_level(high);
+        match self.kernel.get() {
+            Some(k) => k(self.pic_irq, high),
+            None => lock(&self.pic).set_irq(self.pic_irq, high),
+        }
+    }
+}
+
 /// The interrupt message an MSI write of `data` to `address` is (Intel SDM vol. 3, 11.11):
 /// address 0xFEEx_xxxx with the destination id in bits 19:12 and logical destination mode in
 /// bit 2; data with the vector in bits 7:0, the delivery mode in 10:8 and level trigger in
@@ -317,6 +335,18 @@ impl Platform {
     /// `--irqchip kernel`: from now on MSIs go to `msi` (KVM_SIGNAL_MSI).
     pub fn route_msis_to_kernel(&self, msi: janus_accel::MsiSender) {
         let _ = self.kernel_msi.set(msi);
+    }
+
+    /// A PCI INTx line: IOAPIC pin `gsi` and 8259 IRQ `pic_irq` together (the OS uses one
+    /// or the other, as its `_PIC` choice says), or both through KVM_IRQ_LINE under
+    /// `--irqchip kernel` (KVM routes GSIs 0-15 to its PIC too).
+    pub fn pci_intx_line(&self, gsi: u32, pic_irq: u8) -> Arc<dyn IrqLine> {
+        Arc::new(PciIntx {
+            ioapic: self.gsi_line(gsi),
+            pic: self.pic.clone(),
+            pic_irq,
+            kernel: self.kernel.clone(),
+        })
     }
 
     /// MSIs that were not delivered (not an interrupt message, or `--irqchip kernel` without
@@ -806,6 +836,38 @@ mod tests {
         assert_eq!(p.acknowledge(0), Some(0x50));
         p.gsi_line(16).set_level(false);
         mmio.write(0, APIC_DEFAULT_BASE + 0xb0, &0u32.to_le_bytes());
+        assert_eq!(p.acknowledge(0), None);
+    }
+
+    /// A PCI INTx line drives its IOAPIC pin and its 8259 IRQ: an OS in PIC mode (here the
+    /// master and slave programmed, IRQ 10 level-triggered in the ELCR) takes it from the PIC.
+    #[test]
+    fn pci_intx_lines_reach_the_pic_too() {
+        let p = Platform::new(1, Clock::real_time());
+        let mut pio = Bus::new("pio");
+        let mut mmio = Bus::new("mmio");
+        p.attach(&mut pio, &mut mmio).unwrap();
+        for (port, v) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0xfb), // only the cascade unmasked
+            (0xa0, 0x11),
+            (0xa1, 0x28),
+            (0xa1, 0x02),
+            (0xa1, 0x01),
+            (0xa1, 0xfb),  // IRQ 10 (slave input 2) unmasked
+            (0x4d1, 0x04), // IRQ 10 level-triggered
+        ] {
+            pio.write(0, port, &[v]);
+        }
+        let line = p.pci_intx_line(16, 10);
+        line.set_level(true);
+        assert!(p.interrupt_pending(0));
+        assert_eq!(p.acknowledge(0), Some(0x2a));
+        line.set_level(false);
+        // The IOAPIC pin followed (its entry is masked: nothing sent).
         assert_eq!(p.acknowledge(0), None);
     }
 

@@ -16,7 +16,8 @@
 //!         from the first GiB boundary above RAM: 64 GiB of device MMIO pool (64-bit), the PCI
 //!         64-bit window (32 GiB) at its start
 //! IRQs    0 PIT (IOAPIC pin 2)      1 i8042 (none yet)  4 COM1            8 RTC   9 ACPI SCI
-//!         GSI 16-23: device pool (IOAPIC pins above the ISA ones); PCI INTA-D on 16-19
+//!         GSI 16-23: device pool (IOAPIC pins above the ISA ones); PCI INTA-D on 16-19, and
+//!         on 8259 IRQs 10, 11, 10, 11 for an OS in PIC mode
 //! ```
 //!
 //! With `--irqchip kernel`, KVM owns the PIC, IOAPIC and LAPIC ranges: only the PIT and the
@@ -123,6 +124,9 @@ pub const PCI_MMIO32_LEN: u64 = 512 << 20;
 pub const PCI_MMIO64_LEN: u64 = 32 << 30;
 /// PCI INTA-INTD: four GSIs from the pool, swizzled over the slots (`_PRT`).
 pub const PCI_INTX_LINES: usize = 4;
+/// The 8259 IRQs that INTA-INTD also drive, for an OS in PIC mode (`_PIC(0)`): free ISA lines
+/// (10 and 11), level-triggered as the OS sets them in the ELCR.
+pub const PCI_INTX_PIC_IRQS: [u8; PCI_INTX_LINES] = [10, 11, 10, 11];
 
 /// Where the PCI root bridge's windows and interrupt lines are, as taken from the board's pools
 /// (before the ACPI tables are built, which describe them).
@@ -139,6 +143,8 @@ pub struct PciLayout {
     /// The GSIs of INTA-INTD before swizzling: slot `s` pin `p` (0 = INTA) is
     /// `intx_gsis[(s + p) % 4]`.
     pub intx_gsis: [u32; PCI_INTX_LINES],
+    /// The 8259 IRQs of INTA-INTD before swizzling, for PIC mode.
+    pub intx_pic_irqs: [u8; PCI_INTX_LINES],
 }
 
 impl PciLayout {
@@ -171,6 +177,7 @@ impl PciLayout {
             mmio64: (m64, m64 + PCI_MMIO64_LEN),
             io: (io_start, io_end),
             intx_gsis,
+            intx_pic_irqs: PCI_INTX_PIC_IRQS,
         })
     }
 }
@@ -324,7 +331,8 @@ impl Board {
             .wire_interrupts(
                 pci.intx_gsis
                     .iter()
-                    .map(|&g| platform.gsi_line(g))
+                    .zip(pci.intx_pic_irqs)
+                    .map(|(&g, irq)| platform.pci_intx_line(g, irq))
                     .collect(),
                 platform.clone(),
             );
