@@ -14,9 +14,11 @@
 
 use janus_accel::GuestMemory;
 
+use crate::board::PciLayout;
 use crate::devices::acpi_pm::{PM_TMR_PORT, PM1_CNT_SLP_TYP_S5, PM1A_CNT_PORT, PM1A_EVT_PORT};
 use crate::devices::ioapic::IOAPIC_BASE;
 use crate::devices::lapic::APIC_DEFAULT_BASE;
+use crate::pci::{CONFIG_ADDRESS_PORT, CONFIG_PORTS_LEN};
 
 /// Where janus puts its firmware tables: the start of the 64 KiB BIOS segment, where both the
 /// RSDP search (0xE0000-0xFFFFF) and the MP floating pointer search (0xF0000-0xFFFFF) look.
@@ -28,7 +30,7 @@ pub const OEM_ID: &[u8; 6] = b"JANUS ";
 /// The OEM table id in every table.
 pub const OEM_TABLE_ID: &[u8; 8] = b"JANUSVM ";
 /// The SCI's ISA IRQ (level-triggered, active high, as on PIIX/ICH chipsets).
-pub const SCI_IRQ: u8 = 9;
+pub const SCI_IRQ: u8 = crate::board::SCI_IRQ;
 
 /// Length of a system description table header.
 pub const HEADER_LEN: usize = 36;
@@ -105,8 +107,9 @@ impl Table {
     }
 }
 
-/// The AML of the DSDT: `Name (\_S5, Package (4) { SLP_TYP, SLP_TYP, 0, 0 })`.
-fn dsdt() -> Vec<u8> {
+/// The AML of the DSDT: `Name (\_S5, Package (4) { SLP_TYP, SLP_TYP, 0, 0 })`, and the PCI
+/// root bridge when there is one ([`pci_root_aml`]).
+fn dsdt(pci: Option<&PciLayout>) -> Vec<u8> {
     let mut t = Table::new(b"DSDT", 2);
     t.raw(&[
         0x08,
@@ -124,6 +127,119 @@ fn dsdt() -> Vec<u8> {
         0x00,
         0x00, // Zero, Zero (reserved)
     ]);
+    if let Some(p) = pci {
+        t.raw(&pci_root_aml(p));
+    }
+    t.finish()
+}
+
+/// `\_SB.PCI0`, the PCI root bridge (a PCIe one: `_HID` PNP0A08, `_CID` PNP0A03) of segment 0,
+/// bus 0: `_CRS` lists the bus number, the config ports, the I/O ranges (every port but the
+/// config ports', so the legacy devices are below it) and the 32- and 64-bit memory windows;
+/// `_PRT` routes INTA-INTD of each slot, swizzled (slot `s` pin `p` to line `(s + p) % 4`), with
+/// no link device, level-triggered and active low: to the IOAPIC pins `intx_gsis` once the OS
+/// has chosen the APIC model through `\_PIC` (kept in `\PICM`), else to the 8259 IRQs
+/// `intx_pic_irqs`.
+pub fn pci_root_aml(p: &PciLayout) -> Vec<u8> {
+    use acpi_tables::Aml;
+    use acpi_tables::aml::{self, AddressSpace, AddressSpaceCacheable, EISAName, Name, Package};
+    let bus = AddressSpace::new_bus_number(0u16, 0u16);
+    let cfg = aml::IO::new(
+        CONFIG_ADDRESS_PORT,
+        CONFIG_ADDRESS_PORT,
+        1,
+        CONFIG_PORTS_LEN as u8,
+    );
+    let io_low = AddressSpace::new_io(0u16, CONFIG_ADDRESS_PORT - 1, None);
+    let io_high = AddressSpace::new_io(
+        CONFIG_ADDRESS_PORT + CONFIG_PORTS_LEN as u16,
+        0xffffu16,
+        None,
+    );
+    let m32 = AddressSpace::new_memory(
+        AddressSpaceCacheable::NotCacheable,
+        true,
+        p.mmio32.0 as u32,
+        (p.mmio32.1 - 1) as u32,
+        None,
+    );
+    let m64 = AddressSpace::new_memory(
+        AddressSpaceCacheable::NotCacheable,
+        true,
+        p.mmio64.0,
+        p.mmio64.1 - 1,
+        None,
+    );
+    let crs = aml::ResourceTemplate::new(vec![&bus, &cfg, &io_low, &io_high, &m32, &m64]);
+    // Package (4) { slot << 16 | 0xFFFF (any function), pin, source (none: a GSI), GSI },
+    // for APIC mode (the IOAPIC pins) and for PIC mode (the 8259 IRQs).
+    let table = |lines: &[u32; crate::board::PCI_INTX_LINES]| -> Vec<(u32, u8, u32)> {
+        (0..crate::pci::NR_SLOTS as u32)
+            .flat_map(|slot| {
+                (0..4u8).map(move |pin| {
+                    let line = lines[(slot as usize + usize::from(pin)) % lines.len()];
+                    (slot << 16 | 0xffff, pin, line)
+                })
+            })
+            .collect()
+    };
+    let (apic_entries, pic_entries) = (table(&p.intx_gsis), table(&p.intx_pic_irqs.map(u32::from)));
+    let (apic_packages, pic_packages) = (prt_packages(&apic_entries), prt_packages(&pic_entries));
+    let prta = Package::new(apic_packages.iter().map(|p| p as &dyn Aml).collect());
+    let prtp = Package::new(pic_packages.iter().map(|p| p as &dyn Aml).collect());
+    let (prta_path, prtp_path, picm) = (
+        aml::Path::new("PRTA"),
+        aml::Path::new("PRTP"),
+        aml::Path::new("\\PICM"),
+    );
+    // Method (_PRT) { If (\PICM) { Return (PRTA) } Return (PRTP) }
+    let ret_apic = aml::Return::new(&prta_path);
+    let ret_pic = aml::Return::new(&prtp_path);
+    let if_apic = aml::If::new(&picm, vec![&ret_apic]);
+    let prt = aml::Method::new("_PRT".into(), 0, false, vec![&if_apic, &ret_pic]);
+    let (hid, cid) = (EISAName::new("PNP0A08"), EISAName::new("PNP0A03"));
+    let names = [
+        Name::new("_HID".into(), &hid),
+        Name::new("_CID".into(), &cid),
+        Name::new("_SEG".into(), &aml::ZERO),
+        Name::new("_UID".into(), &aml::ZERO),
+        Name::new("_BBN".into(), &aml::ZERO),
+        Name::new("_CRS".into(), &crs),
+        Name::new("PRTA".into(), &prta),
+        Name::new("PRTP".into(), &prtp),
+    ];
+    let mut children: Vec<&dyn Aml> = names.iter().map(|n| n as &dyn Aml).collect();
+    children.push(&prt);
+    let dev = aml::Device::new("\\_SB_.PCI0".into(), children);
+    // \PICM: the interrupt model the OS chose through \_PIC (0 PIC, 1 APIC).
+    let picm_name = Name::new("\\PICM".into(), &aml::ZERO);
+    let store = aml::Store::new(&picm, &aml::Arg(0));
+    let pic_method = aml::Method::new("\\_PIC".into(), 1, false, vec![&store]);
+    let mut out = Vec::new();
+    picm_name.to_aml_bytes(&mut out);
+    pic_method.to_aml_bytes(&mut out);
+    dev.to_aml_bytes(&mut out);
+    out
+}
+
+/// The `_PRT` entries (address, pin, GSI) as AML packages.
+fn prt_packages(entries: &[(u32, u8, u32)]) -> Vec<acpi_tables::aml::Package<'_>> {
+    use acpi_tables::aml::{Package, ZERO};
+    entries
+        .iter()
+        .map(|(addr, pin, gsi)| Package::new(vec![addr, pin, &ZERO, gsi]))
+        .collect()
+}
+
+/// The MCFG: one ECAM allocation, segment 0, buses 0 to 0.
+fn mcfg(ecam: u64) -> Vec<u8> {
+    let mut t = Table::new(b"MCFG", 1);
+    t.u64(0) // reserved
+        .u64(ecam)
+        .u16(0) // PCI segment group
+        .u8(0) // start bus
+        .u8(0) // end bus
+        .u32(0); // reserved
     t.finish()
 }
 
@@ -265,6 +381,8 @@ pub struct TablesConfig {
     pub nr_vcpus: usize,
     /// The IOAPIC's APIC id.
     pub ioapic_id: u8,
+    /// The PCI root bridge, if any: the DSDT describes it, the MCFG names its ECAM window.
+    pub pci: Option<PciLayout>,
 }
 
 /// Where the tables went.
@@ -296,14 +414,18 @@ pub fn build_firmware_tables(config: &TablesConfig, base: u64) -> (Vec<u8>, Tabl
         at
     };
     let facs_at = place(&mut blob, &facs(), 64);
-    let dsdt_at = place(&mut blob, &dsdt(), 16);
+    let dsdt_at = place(&mut blob, &dsdt(config.pci.as_ref()), 16);
     let fadt_at = place(&mut blob, &fadt(facs_at, dsdt_at), 16);
     let madt_at = place(&mut blob, &madt(config.nr_vcpus, config.ioapic_id), 16);
-    let rsdt_at = place(&mut blob, &root(b"RSDT", &[fadt_at, madt_at], false), 16);
-    let xsdt_at = place(&mut blob, &root(b"XSDT", &[fadt_at, madt_at], true), 16);
+    let mut tables = vec![fadt_at, madt_at];
+    if let Some(p) = &config.pci {
+        tables.push(place(&mut blob, &mcfg(p.ecam), 16));
+    }
+    let rsdt_at = place(&mut blob, &root(b"RSDT", &tables, false), 16);
+    let xsdt_at = place(&mut blob, &root(b"XSDT", &tables, true), 16);
     align(&mut blob, 16);
     let mp_table_at = base + blob.len() as u64;
-    let mp = crate::mptable::config_table(config.nr_vcpus, config.ioapic_id);
+    let mp = crate::mptable::config_table(config.nr_vcpus, config.ioapic_id, config.pci.as_ref());
     blob.extend_from_slice(&mp);
     let r = rsdp(rsdt_at, xsdt_at);
     blob[..r.len()].copy_from_slice(&r);
@@ -331,6 +453,54 @@ pub enum TablesError {
     TooLarge(usize),
 }
 
+/// The ACPI and MP tables of a machine, built for [`FIRMWARE_TABLES_BASE`]: built before the
+/// kernel loaders (which hand [`TablesInfo::rsdp`] to the kernel), written after them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirmwareTables {
+    /// The bytes that go at [`FIRMWARE_TABLES_BASE`].
+    pub bytes: Vec<u8>,
+    /// Where the RSDP and MP floating pointer are.
+    pub info: TablesInfo,
+}
+
+impl FirmwareTables {
+    /// Builds the tables for `config`.
+    pub fn build(config: &TablesConfig) -> Self {
+        let (bytes, info) = build_firmware_tables(config, FIRMWARE_TABLES_BASE);
+        FirmwareTables { bytes, info }
+    }
+
+    /// Whether the tables can go to `mem`: their place is RAM and they fit the BIOS area.
+    ///
+    /// # Errors
+    /// [`TablesError`] when that place is not RAM or the tables do not fit.
+    pub fn check(&self, mem: &GuestMemory) -> Result<(), TablesError> {
+        let base = FIRMWARE_TABLES_BASE;
+        if self.bytes.len() as u64 > FIRMWARE_TABLES_MAX {
+            return Err(TablesError::TooLarge(self.bytes.len()));
+        }
+        match mem.region(base) {
+            Some(r)
+                if r.kind() == janus_accel::RegionKind::Ram
+                    && r.base() + r.size() >= base + self.bytes.len() as u64 =>
+            {
+                Ok(())
+            }
+            _ => Err(TablesError::NotRam(base)),
+        }
+    }
+
+    /// Writes the tables to `mem`.
+    ///
+    /// # Errors
+    /// As [`FirmwareTables::check`].
+    pub fn write(&self, mem: &GuestMemory) -> Result<(), TablesError> {
+        self.check(mem)?;
+        mem.write(FIRMWARE_TABLES_BASE, &self.bytes)
+            .map_err(|_| TablesError::NotRam(FIRMWARE_TABLES_BASE))
+    }
+}
+
 /// Writes the ACPI and MP tables for `config` at [`FIRMWARE_TABLES_BASE`].
 ///
 /// # Errors
@@ -339,33 +509,9 @@ pub fn write_firmware_tables(
     mem: &GuestMemory,
     config: &TablesConfig,
 ) -> Result<TablesInfo, TablesError> {
-    let base = FIRMWARE_TABLES_BASE;
-    let (blob, info) = build_firmware_tables(config, base);
-    if blob.len() as u64 > FIRMWARE_TABLES_MAX {
-        return Err(TablesError::TooLarge(blob.len()));
-    }
-    match mem.region(base) {
-        Some(r)
-            if r.kind() == janus_accel::RegionKind::Ram
-                && r.base() + r.size() >= base + blob.len() as u64 => {}
-        _ => return Err(TablesError::NotRam(base)),
-    }
-    mem.write(base, &blob)
-        .map_err(|_| TablesError::NotRam(base))?;
-    Ok(info)
-}
-
-/// Tells a directly booted kernel where the RSDP is: `boot_params.acpi_rsdp_addr` (offset 0x70,
-/// boot protocol 2.14 and later) for a bzImage, `hvm_start_info.rsdp_paddr` (offset 0x20) for
-/// PVH. Multiboot has no such field: the kernel scans the BIOS area, where the RSDP is anyway.
-pub fn announce_rsdp(mem: &GuestMemory, boot: &crate::loader::BootInfo, rsdp: u64) {
-    use crate::loader::KernelFormat;
-    let at = match boot.format {
-        KernelFormat::BzImage { protocol, .. } if protocol >= 0x020e => boot.info_addr + 0x70,
-        KernelFormat::Pvh { .. } => boot.info_addr + 0x20,
-        _ => return,
-    };
-    let _ = mem.write(at, &rsdp.to_le_bytes());
+    let t = FirmwareTables::build(config);
+    t.write(mem)?;
+    Ok(t.info)
 }
 
 #[cfg(test)]
@@ -410,6 +556,7 @@ mod tests {
                 &TablesConfig {
                     nr_vcpus: n,
                     ioapic_id: n as u8,
+                    pci: None,
                 },
                 base,
             );
@@ -497,6 +644,7 @@ mod tests {
         let cfg = TablesConfig {
             nr_vcpus: 2,
             ioapic_id: 2,
+            pci: None,
         };
         let info = write_firmware_tables(&mem, &cfg).unwrap();
         assert_eq!(info.rsdp, FIRMWARE_TABLES_BASE);
@@ -510,50 +658,73 @@ mod tests {
         );
     }
 
+    /// With PCI: the MCFG names the ECAM window for bus 0, the DSDT holds `\_SB.PCI0` with
+    /// its ids, `_CRS` and a `_PRT` of 32 slots x 4 pins swizzled over the INTx GSIs.
     #[test]
-    fn bzimage_and_pvh_kernels_learn_the_rsdp() {
-        use crate::loader::{BootInfo, KernelFormat};
-        let (mem, _) = crate::layout::build_memory(16 << 20, None).unwrap();
-        let boot = |format| BootInfo {
-            state: janus_accel::CpuState::default(),
-            format,
-            entry: 0x10_0000,
-            kernel: 0x10_0000..0x20_0000,
-            initrd: None,
-            info_addr: 0x7000,
-            cmdline_addr: 0x2_0000,
-            cmdline_len: 0,
-        };
-        let at = |a| mem.read_le(a, 8).unwrap();
-        // boot_params.acpi_rsdp_addr from boot protocol 2.14 on.
-        announce_rsdp(
-            &mem,
-            &boot(KernelFormat::BzImage {
-                protocol: 0x020f,
-                entry64: true,
-            }),
-            0xf_0000,
+    fn pci_root_bridge_is_in_the_dsdt_and_the_mcfg() {
+        let (_, layout) = crate::layout::build_memory(64 << 20, None).unwrap();
+        let mut pools = crate::board::Resources::new(&layout);
+        let pci = PciLayout::allocate(&mut pools).unwrap();
+        let base = FIRMWARE_TABLES_BASE;
+        let (blob, info) =
+            build_firmware_tables(&crate::board::tables_config(255, Some(pci)), base);
+        assert!(blob.len() as u64 <= FIRMWARE_TABLES_MAX);
+        let r = &blob[(info.rsdp - base) as usize..][..36];
+        let xsdt = table(&blob, base, u64_at(r, 24), b"XSDT");
+        let entries: Vec<u64> = xsdt[36..].chunks(8).map(|c| u64_at(c, 0)).collect();
+        assert_eq!(entries.len(), 3);
+        let mcfg = table(&blob, base, entries[2], b"MCFG");
+        assert_eq!(mcfg.len(), 60);
+        assert_eq!(u64_at(mcfg, 44), pci.ecam);
+        assert_eq!((u16_at(mcfg, 52), mcfg[54], mcfg[55]), (0, 0, 0));
+        let fadt = table(&blob, base, entries[0], b"FACP");
+        let dsdt = table(&blob, base, u64::from(u32_at(fadt, 40)), b"DSDT");
+        // DeviceOp (ExtOpPrefix 0x82, a PkgLength of up to 4 bytes), then \_SB_.PCI0 as a root
+        // dual name path. (iasl -d of this DSDT shows Device (\_SB.PCI0) with the _CRS and
+        // _PRT below.)
+        let at = dsdt
+            .windows(10)
+            .position(|w| w == b"\\\x2e_SB_PCI0")
+            .expect("no \\_SB.PCI0");
+        assert!(dsdt[at - 6..at].windows(2).any(|w| w == [0x5b, 0x82]));
+        // EISAID("PNP0A08") and EISAID("PNP0A03") as DWordConsts.
+        for id in [[0x41, 0xd0, 0x0a, 0x08], [0x41, 0xd0, 0x0a, 0x03]] {
+            assert!(dsdt.windows(5).any(|w| w[0] == 0x0c && w[1..] == id));
+        }
+        for name in [
+            b"_CRS", b"_PRT", b"_BBN", b"_SEG", b"PRTP", b"_PIC", b"PICM",
+        ] {
+            assert!(dsdt.windows(4).any(|w| w == name));
+        }
+        // PRTA (APIC mode): Package (0x80), its PkgLength two bytes long.
+        let prt = dsdt.windows(4).position(|w| w == b"PRTA").unwrap();
+        assert_eq!((dsdt[prt + 4], dsdt[prt + 7]), (0x12, 0x80));
+        // Slot 1 INTB goes to the third GSI (1 + 1 = 2): Package (4) { 0x0001FFFF, One, Zero,
+        // GSI }.
+        let want = [
+            0x12,
+            0x0b,
+            0x04,
+            0x0c,
+            0xff,
+            0xff,
+            0x01,
+            0x00,
+            0x01,
+            0x00,
+            0x0a,
+            pci.intx_gsis[2] as u8,
+        ];
+        assert!(
+            dsdt[prt..].windows(want.len()).any(|w| w == want),
+            "slot 1 INTB -> GSI {}",
+            pci.intx_gsis[2]
         );
-        assert_eq!(at(0x7070), 0xf_0000);
-        mem.write(0x7070, &[0; 8]).unwrap();
-        announce_rsdp(
-            &mem,
-            &boot(KernelFormat::BzImage {
-                protocol: 0x020d,
-                entry64: false,
-            }),
-            0xf_0000,
-        );
-        assert_eq!(at(0x7070), 0, "older boot protocols have no such field");
-        // hvm_start_info.rsdp_paddr.
-        announce_rsdp(&mem, &boot(KernelFormat::Pvh { elf64: true }), 0xf_0000);
-        assert_eq!(at(0x7020), 0xf_0000);
-        // Multiboot: nothing written (the kernel scans the BIOS area).
-        mem.write(0x7000, &[0; 0x80]).unwrap();
-        announce_rsdp(&mem, &boot(KernelFormat::Multiboot { elf: true }), 0xf_0000);
-        let mut b = [0u8; 0x80];
-        mem.read(0x7000, &mut b).unwrap();
-        assert!(b.iter().all(|&x| x == 0));
+        // The _CRS has the 64-bit window as a QWord memory descriptor.
+        let mut qword = vec![0x8a, 0x2b, 0x00, 0x00];
+        qword.extend_from_slice(&[0x0c, 0x01]);
+        assert!(dsdt.windows(6).any(|w| w == qword));
+        assert!(dsdt.windows(8).any(|w| w == pci.mmio64.0.to_le_bytes()));
     }
 
     #[test]

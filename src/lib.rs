@@ -4,6 +4,7 @@
 
 pub mod acpi;
 pub mod bench;
+pub mod board;
 pub mod bus;
 pub mod clock;
 pub mod console;
@@ -17,6 +18,7 @@ pub mod machine;
 pub mod milestones;
 pub mod mptable;
 pub mod msg;
+pub mod pci;
 pub mod platform;
 pub mod signals;
 pub mod sink;

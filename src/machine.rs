@@ -9,17 +9,16 @@ use janus_accel::kvm;
 use janus_accel::registry::{self, AccelConfig, AccelKind, TscSource};
 use janus_accel::{Accelerator, CpuState, ExitCounters, GuestMemory, IoHandler, Vcpu};
 
+use crate::board::{self, AllocError, Board, LegacyDevices, PciLayout, Resources};
 use crate::bus::{Bus, BusError};
 use crate::clock::Clock;
 use crate::control::{Control, StopReason};
-use crate::devices::cmos::Cmos;
 use crate::devices::debugcon::DebugCon;
-use crate::devices::exit_port::DebugExit;
-use crate::devices::i8042::{I8042, I8042Port, Port92};
 use crate::devices::post::Post;
 use crate::devices::serial::{InputQueue, Serial};
 use crate::layout::{self, Layout, LoadError};
 use crate::milestones::{BootTimes, MemoryUse, Milestones};
+use crate::pci::PciRoot;
 use crate::platform::{IrqchipMode, Platform};
 use crate::sink::{OutputWatch, SinkSpec};
 
@@ -118,6 +117,12 @@ pub enum MachineError {
     /// A device range collides with another.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The board's pools cannot hold what a device needs.
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
+    /// The firmware tables could not be written.
+    #[error("ACPI tables: {0}")]
+    Tables(#[from] crate::acpi::TablesError),
     /// An output file could not be opened.
     #[error("cannot open {what} output: {source}")]
     Sink {
@@ -257,6 +262,10 @@ pub struct Machine {
     boot: Option<String>,
     memory: GuestMemory,
     layout: Layout,
+    /// MMIO windows, ports and GSIs the board has left for devices.
+    resources: Resources,
+    /// The PCI root bus.
+    pci: Arc<Mutex<PciRoot>>,
     initial: CpuState,
     control: Arc<Control>,
     io: Arc<MachineIo>,
@@ -280,7 +289,7 @@ impl std::fmt::Debug for Machine {
 }
 
 /// The PC's POST diagnostic port.
-pub const POST_PORT: u16 = 0x80;
+pub const POST_PORT: u16 = board::POST_PORT;
 /// Most vCPUs a machine may have (the xAPIC id space).
 pub const MAX_VCPUS: usize = 255;
 /// The largest `--icount` shift (2^20 ns, about 1 ms, per instruction).
@@ -297,8 +306,22 @@ impl Machine {
         }
         let bios_size = config.bios.as_ref().map(|b| b.len() as u64);
         let (memory, layout) = layout::build_memory(config.mem, bios_size)?;
+        // The ACPI and MP tables, built before the loaders so that a kernel learns where the
+        // RSDP is; they go in the BIOS area unless a BIOS ROM is there (it makes its own) or a
+        // flat image reaches into it.
+        let flat_end = config
+            .image
+            .as_ref()
+            .filter(|_| config.kernel.is_none() && config.bios.is_none())
+            .map_or(0, |i| layout::FLAT_LOAD_ADDR + i.len() as u64);
+        let mut resources = Resources::new(&layout);
+        let pci = PciLayout::allocate(&mut resources)?;
+        let tables = (config.bios.is_none() && flat_end <= crate::acpi::FIRMWARE_TABLES_BASE)
+            .then(|| {
+                crate::acpi::FirmwareTables::build(&board::tables_config(config.smp, Some(pci)))
+            })
+            .filter(|t| t.check(&memory).is_ok());
         let mut boot = None;
-        let mut kernel_info = None;
         let initial = match (&config.kernel, &config.bios, &config.image) {
             (Some(k), _, _) => {
                 let path = config.kernel_path.as_deref().unwrap_or("kernel");
@@ -309,37 +332,17 @@ impl Machine {
                     k,
                     config.initrd.as_deref(),
                     &cmdline,
+                    tables.as_ref().map(|t| t.info.rsdp),
                 )?;
-                let state = info.state.clone();
                 boot = Some(info.to_string());
-                kernel_info = Some(info);
-                state
+                info.state
             }
             (None, Some(rom), _) => crate::loader::flat::load_bios(&memory, rom)?,
             (None, None, Some(img)) => crate::loader::flat::load_flat(&memory, img)?,
             (None, None, None) => return Err(LoadError::EmptyImage.into()),
         };
-        // ACPI and MP tables in the BIOS area, unless a BIOS ROM is there (it makes its own) or
-        // a flat image reaches into it.
-        let flat_end = config
-            .image
-            .as_ref()
-            .filter(|_| config.kernel.is_none() && config.bios.is_none())
-            .map_or(0, |i| layout::FLAT_LOAD_ADDR + i.len() as u64);
-        let tables = if config.bios.is_none() && flat_end <= crate::acpi::FIRMWARE_TABLES_BASE {
-            crate::acpi::write_firmware_tables(
-                &memory,
-                &crate::acpi::TablesConfig {
-                    nr_vcpus: config.smp,
-                    ioapic_id: config.smp as u8,
-                },
-            )
-            .ok()
-        } else {
-            None
-        };
-        if let (Some(t), Some(k)) = (tables, &kernel_info) {
-            crate::acpi::announce_rsdp(&memory, k, t.rsdp);
+        if let Some(t) = &tables {
+            t.write(&memory)?;
         }
         let control = Arc::new(Control::new());
         let input: InputQueue = Arc::default();
@@ -375,56 +378,32 @@ impl Machine {
             })?),
         };
         let post = Arc::new(Mutex::new(post));
-        let i8042 = I8042::new(control.clone());
-
-        let mut pio = Bus::new("pio");
-        pio.insert(0x3f8, 8, serial.clone())?;
-        pio.insert(
-            0xf4,
-            1,
-            Arc::new(Mutex::new(DebugExit::new(control.clone()))),
-        )?;
-        pio.insert(0xe9, 1, debugcon.clone())?;
-        pio.insert(u64::from(config.post_port), 1, post.clone())?;
         let clock = match config.icount {
             None => Clock::real_time(),
             Some(shift) if shift <= ICOUNT_SHIFT_MAX => Clock::deterministic(1 << shift),
             Some(shift) => return Err(MachineError::IcountShift(shift)),
         };
-        let platform = Platform::new(config.smp, clock);
-        let cmos = Arc::new(Mutex::new(Cmos::new(layout.low_ram, layout.high_ram)));
-        cmos.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .attach_periodic(platform.clock(), platform.isa_irq(8));
-        platform.set_rtc(cmos.clone());
-        serial
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .set_irq(platform.isa_irq(4));
-        pio.insert(0x70, 2, cmos)?;
-        pio.insert(
-            u64::from(crate::devices::acpi_pm::PM_BASE),
-            crate::devices::acpi_pm::PM_LEN,
-            Arc::new(Mutex::new(crate::devices::acpi_pm::AcpiPm::new(
-                control.clone(),
-                platform.clock().clone(),
-            ))),
+        let Board {
+            pio,
+            mmio,
+            platform,
+            resources,
+            pci: pci_root,
+        } = Board::build(
+            &layout,
+            config.smp,
+            clock,
+            config.irqchip,
+            resources,
+            pci,
+            LegacyDevices {
+                serial: serial.clone(),
+                debugcon: debugcon.clone(),
+                post: post.clone(),
+                post_port: config.post_port,
+                control: control.clone(),
+            },
         )?;
-        pio.insert(
-            0x60,
-            1,
-            Arc::new(Mutex::new(I8042Port::data(i8042.clone()))),
-        )?;
-        pio.insert(0x64, 1, Arc::new(Mutex::new(I8042Port::command(i8042))))?;
-        pio.insert(0x92, 1, Arc::new(Mutex::new(Port92::new(control.clone()))))?;
-        let mut mmio = Bus::new("mmio");
-        // With KVM's in-kernel irqchip, KVM owns the interrupt controllers' ports and MMIO;
-        // the PIT stays janus's.
-        if config.irqchip == IrqchipMode::User {
-            platform.attach(&mut pio, &mut mmio)?;
-        } else {
-            platform.attach_pit(&mut pio)?;
-        }
 
         Ok(Machine {
             // The kernel and initrd are in guest memory now: do not keep a second copy (a
@@ -436,6 +415,8 @@ impl Machine {
             },
             memory,
             layout,
+            resources,
+            pci: pci_root,
             initial,
             control,
             boot,
@@ -466,6 +447,16 @@ impl Machine {
     /// The memory layout.
     pub fn layout(&self) -> Layout {
         self.layout
+    }
+
+    /// The MMIO windows, ports and GSIs the board has left for devices.
+    pub fn resources(&self) -> &Resources {
+        &self.resources
+    }
+
+    /// The PCI root bus (devices plug in with [`PciRoot::add`]).
+    pub fn pci(&self) -> &Arc<Mutex<PciRoot>> {
+        &self.pci
     }
 
     /// The state the boot vCPU starts in.
@@ -582,6 +573,9 @@ impl Machine {
         }
         if let (Some(lines), Some(p)) = (accel.irq_lines(), &self.io.platform) {
             p.route_to_kernel(Arc::new(move |irq, level| lines(u32::from(irq), level)));
+        }
+        if let (Some(msi), Some(p)) = (accel.msi_sender(), &self.io.platform) {
+            p.route_msis_to_kernel(msi);
         }
         let outcome = self.run_on(&*accel, kind.name());
         if let Some(w) = trace_file {

@@ -8,6 +8,7 @@
 //! LINT1 NMI on every processor.
 
 use crate::acpi::checksum;
+use crate::board::PciLayout;
 use crate::devices::ioapic::IOAPIC_BASE;
 use crate::devices::lapic::APIC_DEFAULT_BASE;
 
@@ -33,9 +34,17 @@ pub fn floating_pointer(table: u64) -> [u8; 16] {
     b
 }
 
-/// The MP configuration table for `nr_vcpus` processors (APIC ids 0..n, the first the BSP) and
-/// the IOAPIC with id `ioapic_id` (it holds no pointers, so it may be placed anywhere).
-pub fn config_table(nr_vcpus: usize, ioapic_id: u8) -> Vec<u8> {
+/// The PCI bus's id in the MP table (ids are the table's own; Linux maps the first PCI bus
+/// entry to PCI bus 0).
+const PCI_BUS: u8 = 1;
+/// I/O interrupt flags of a PCI INTx: active low (bits 1:0 = 3), level-triggered (bits 3:2 = 3).
+const PCI_INT_FLAGS: u16 = 0x000f;
+
+/// The MP configuration table for `nr_vcpus` processors (APIC ids 0..n, the first the BSP),
+/// the IOAPIC with id `ioapic_id` and, with `pci`, the PCI bus with each slot's INTA-INTD on
+/// the IOAPIC pins the DSDT's `_PRT` names (it holds no pointers, so it may be placed
+/// anywhere).
+pub fn config_table(nr_vcpus: usize, ioapic_id: u8, pci: Option<&PciLayout>) -> Vec<u8> {
     let mut entries: Vec<u8> = Vec::new();
     let mut count = 0u16;
     // CPUID signature and features a processor entry reports: family 6, and FPU and APIC.
@@ -52,6 +61,11 @@ pub fn config_table(nr_vcpus: usize, ioapic_id: u8) -> Vec<u8> {
     entries.extend_from_slice(&[1, ISA_BUS]);
     entries.extend_from_slice(b"ISA   ");
     count += 1;
+    if pci.is_some() {
+        entries.extend_from_slice(&[1, PCI_BUS]);
+        entries.extend_from_slice(b"PCI   ");
+        count += 1;
+    }
     entries.extend_from_slice(&[2, ioapic_id, IOAPIC_VERSION, 1]);
     entries.extend_from_slice(&(IOAPIC_BASE as u32).to_le_bytes());
     count += 1;
@@ -67,6 +81,24 @@ pub fn config_table(nr_vcpus: usize, ioapic_id: u8) -> Vec<u8> {
             0 => io_int(0, 0, 2),
             2 => {}
             n => io_int(0, n, n),
+        }
+    }
+    // PCI: source IRQ = slot << 2 | pin (0 = INTA), on the swizzled GSI's pin.
+    if let Some(p) = pci {
+        for slot in 0..crate::pci::NR_SLOTS {
+            for pin in 0..4usize {
+                let gsi = p.intx_gsis[(slot + pin) % p.intx_gsis.len()];
+                entries.push(3);
+                entries.push(0);
+                entries.extend_from_slice(&PCI_INT_FLAGS.to_le_bytes());
+                entries.extend_from_slice(&[
+                    PCI_BUS,
+                    (slot << 2 | pin) as u8,
+                    ioapic_id,
+                    gsi as u8,
+                ]);
+                count += 1;
+            }
         }
     }
     // Local interrupt assignments: ExtINT on LINT0, NMI on LINT1, every local APIC (0xff).
@@ -99,6 +131,45 @@ mod tests {
     use super::*;
     use crate::acpi::sums_to_zero;
 
+    /// With PCI: a PCI bus entry and 128 level-triggered, active-low interrupt entries, slot s
+    /// pin p on GSI intx_gsis[(s + p) % 4], as in the _PRT.
+    #[test]
+    fn pci_interrupts_are_listed_as_the_prt_routes_them() {
+        let (_, layout) = crate::layout::build_memory(64 << 20, None).unwrap();
+        let pci = PciLayout::allocate(&mut crate::board::Resources::new(&layout)).unwrap();
+        let t = config_table(2, 2, Some(&pci));
+        assert!(sums_to_zero(&t));
+        assert_eq!(usize::from(u16::from_le_bytes([t[4], t[5]])), t.len());
+        let count = u16::from_le_bytes([t[34], t[35]]);
+        let (mut buses, mut pci_ints) = (Vec::new(), Vec::new());
+        let mut o = 44;
+        for _ in 0..count {
+            match t[o] {
+                0 => o += 20,
+                1 => {
+                    buses.push((t[o + 1], t[o + 2..o + 8].to_vec()));
+                    o += 8;
+                }
+                3 if t[o + 4] == PCI_BUS => {
+                    assert_eq!(u16::from_le_bytes([t[o + 2], t[o + 3]]), 0x0f);
+                    assert_eq!(t[o + 6], 2, "the IOAPIC's id");
+                    pci_ints.push((t[o + 5], t[o + 7]));
+                    o += 8;
+                }
+                _ => o += 8,
+            }
+        }
+        assert_eq!(o, t.len());
+        assert_eq!(
+            buses,
+            vec![(0, b"ISA   ".to_vec()), (1, b"PCI   ".to_vec())]
+        );
+        assert_eq!(pci_ints.len(), 128);
+        // Slot 1 INTB (1 << 2 | 1) on the third GSI, slot 3 INTB on the first.
+        assert!(pci_ints.contains(&(5, pci.intx_gsis[2] as u8)));
+        assert!(pci_ints.contains(&(13, pci.intx_gsis[0] as u8)));
+    }
+
     #[test]
     fn floating_pointer_checks_out() {
         let f = floating_pointer(0xf0400);
@@ -111,7 +182,7 @@ mod tests {
     #[test]
     fn config_table_parses_back() {
         for n in [1usize, 3, 255] {
-            let t = config_table(n, n as u8);
+            let t = config_table(n, n as u8, None);
             assert!(sums_to_zero(&t));
             assert_eq!(&t[0..4], b"PCMP");
             assert_eq!(usize::from(u16::from_le_bytes([t[4], t[5]])), t.len());

@@ -18,14 +18,15 @@ use std::time::Duration;
 
 use janus_accel::Kicker;
 
+use crate::board;
 use crate::bus::{Bus, BusError};
 use crate::clock::Clock;
 use crate::devices::IrqLine;
 use crate::devices::cmos::Cmos;
-use crate::devices::ioapic::{IOAPIC_BASE, IOAPIC_SIZE, Ioapic};
+use crate::devices::ioapic::Ioapic;
 use crate::devices::lapic::{
-    APIC_DEFAULT_BASE, AddressCell, ApicBus, DeliveryMode, InterruptMessage, Lapic, LapicConfig,
-    LapicMmio, MSR_APIC_BASE, route,
+    AddressCell, ApicBus, DeliveryMode, Destination, InterruptMessage, Lapic, LapicConfig,
+    LapicMmio, MSR_APIC_BASE, TriggerMode, route,
 };
 use crate::devices::pic::{Pic, PicPort};
 use crate::devices::pit::{Pit, SystemPortB};
@@ -164,6 +165,90 @@ impl IrqLine for IsaIrq {
     }
 }
 
+/// A GSI above the ISA lines: an IOAPIC pin only (no PIC input).
+struct GsiLine {
+    ioapic: Arc<Mutex<Ioapic>>,
+    gsi: u32,
+    kernel: Arc<OnceLock<KernelLines>>,
+}
+
+impl IrqLine for GsiLine {
+    fn set_level(&self, high: bool) {
+        if let Some(k) = self.kernel.get() {
+            if let Ok(g) = u8::try_from(self.gsi) {
+                k(g, high);
+            }
+            return;
+        }
+        lock(&self.ioapic).set_irq(self.gsi as usize, high);
+    }
+}
+
+/// A PCI INTx line on an IOAPIC pin and an 8259 input.
+struct PciIntx {
+    ioapic: Arc<dyn IrqLine>,
+    pic: Arc<Mutex<Pic>>,
+    pic_irq: u8,
+    kernel: Arc<OnceLock<KernelLines>>,
+}
+
+impl IrqLine for PciIntx {
+    fn set_level(&self, high: bool) {
+        self.ioapic.set_level(high);
+        match self.kernel.get() {
+            Some(k) => k(self.pic_irq, high),
+            None => lock(&self.pic).set_irq(self.pic_irq, high),
+        }
+    }
+}
+
+/// The interrupt message an MSI write of `data` to `address` is (Intel SDM vol. 3, 11.11):
+/// address 0xFEEx_xxxx with the destination id in bits 19:12 and logical destination mode in
+/// bit 2; data with the vector in bits 7:0, the delivery mode in 10:8 and level trigger in
+/// bit 15. `None` for an address outside the interrupt window or a mode MSI cannot carry.
+pub fn msi_message(address: u64, data: u32) -> Option<InterruptMessage> {
+    if address >> 20 != 0xfee {
+        return None;
+    }
+    let mode = match DeliveryMode::from_bits(data >> 8)? {
+        DeliveryMode::StartUp => return None,
+        m => m,
+    };
+    let dest = ((address >> 12) & 0xff) as u32;
+    let destination = if address & 1 << 2 != 0 {
+        Destination::Logical(dest)
+    } else if dest == 0xff {
+        Destination::All
+    } else {
+        Destination::Physical(dest)
+    };
+    Some(InterruptMessage {
+        destination,
+        mode,
+        vector: data as u8,
+        trigger: if data & 1 << 15 != 0 {
+            TriggerMode::Level
+        } else {
+            TriggerMode::Edge
+        },
+    })
+}
+
+impl crate::pci::MsiSink for Platform {
+    fn send(&self, address: u64, data: u32) {
+        if let Some(k) = self.kernel_msi.get() {
+            k(address, data);
+            return;
+        }
+        match msi_message(address, data) {
+            Some(m) if self.kernel.get().is_none() => self.apic.deliver(m),
+            _ => {
+                self.msi_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// The interrupt controllers and timers of one machine.
 pub struct Platform {
     clock: Clock,
@@ -181,6 +266,12 @@ pub struct Platform {
     idle: Vec<AtomicBool>,
     /// KVM's in-kernel irqchip, when the ISA lines go there.
     kernel: Arc<OnceLock<KernelLines>>,
+    /// The APIC bus (MSIs are sent on it).
+    apic: Arc<dyn ApicBus>,
+    /// KVM's in-kernel LAPICs, when MSIs go there (KVM_SIGNAL_MSI).
+    kernel_msi: OnceLock<janus_accel::MsiSender>,
+    /// MSIs not delivered: not an interrupt message, or `--irqchip kernel` (not wired yet).
+    msi_dropped: AtomicU64,
 }
 
 impl std::fmt::Debug for Platform {
@@ -199,7 +290,7 @@ impl Platform {
     /// Builds the controllers for `nr_vcpus` vCPUs on `clock`.
     pub fn new(nr_vcpus: usize, clock: Clock) -> Arc<Self> {
         let cpus: Arc<Vec<CpuLine>> = Arc::new((0..nr_vcpus).map(|_| CpuLine::default()).collect());
-        let ioapic = Ioapic::shared(nr_vcpus as u8);
+        let ioapic = Ioapic::shared(board::ioapic_id(nr_vcpus));
         let lapics: Vec<Arc<Mutex<Lapic>>> = (0..nr_vcpus.max(1))
             .map(|i| Arc::new(Mutex::new(Lapic::new(LapicConfig::new(i as u32), &clock))))
             .collect();
@@ -230,8 +321,11 @@ impl Platform {
             next_due: Arc::new(AtomicU64::new(u64::MAX)),
             idle: (0..nr_vcpus).map(|i| AtomicBool::new(i > 0)).collect(),
             kernel: Arc::new(OnceLock::new()),
+            apic,
+            kernel_msi: OnceLock::new(),
+            msi_dropped: AtomicU64::new(0),
         });
-        lock(&p.pit).set_irq(p.isa_irq(0));
+        lock(&p.pit).set_irq(p.isa_irq(board::PIT_IRQ));
         let wake = p.wake.clone();
         let next_due = p.next_due.clone();
         clock.set_deadline_listener(Arc::new(move |ns| {
@@ -252,6 +346,39 @@ impl Platform {
         })
     }
 
+    /// The interrupt line of IOAPIC pin `gsi` alone (the PCI INTx GSIs above the ISA ones), or
+    /// of KVM's in-kernel IOAPIC once the machine routes lines there.
+    pub fn gsi_line(&self, gsi: u32) -> Arc<dyn IrqLine> {
+        Arc::new(GsiLine {
+            ioapic: self.ioapic.clone(),
+            gsi,
+            kernel: self.kernel.clone(),
+        })
+    }
+
+    /// `--irqchip kernel`: from now on MSIs go to `msi` (KVM_SIGNAL_MSI).
+    pub fn route_msis_to_kernel(&self, msi: janus_accel::MsiSender) {
+        let _ = self.kernel_msi.set(msi);
+    }
+
+    /// A PCI INTx line: IOAPIC pin `gsi` and 8259 IRQ `pic_irq` together (the OS uses one
+    /// or the other, as its `_PIC` choice says), or both through KVM_IRQ_LINE under
+    /// `--irqchip kernel` (KVM routes GSIs 0-15 to its PIC too).
+    pub fn pci_intx_line(&self, gsi: u32, pic_irq: u8) -> Arc<dyn IrqLine> {
+        Arc::new(PciIntx {
+            ioapic: self.gsi_line(gsi),
+            pic: self.pic.clone(),
+            pic_irq,
+            kernel: self.kernel.clone(),
+        })
+    }
+
+    /// MSIs that were not delivered (not an interrupt message, or `--irqchip kernel` without
+    /// a way to KVM's LAPICs).
+    pub fn msi_dropped(&self) -> u64 {
+        self.msi_dropped.load(Ordering::Relaxed)
+    }
+
     /// `--irqchip kernel`: from now on every ISA line goes to `lines` (KVM_IRQ_LINE) instead of
     /// janus's PIC and IOAPIC.
     pub fn route_to_kernel(&self, lines: KernelLines) {
@@ -270,9 +397,13 @@ impl Platform {
     /// # Errors
     /// A range collides with a device already there.
     pub fn attach_pit(&self, pio: &mut Bus) -> Result<(), BusError> {
-        pio.insert(0x40, 4, self.pit.clone())?;
         pio.insert(
-            0x61,
+            u64::from(board::PIT_PORT),
+            board::PIT_PORT_LEN,
+            self.pit.clone(),
+        )?;
+        pio.insert(
+            u64::from(board::SYSTEM_PORT_B),
             1,
             Arc::new(Mutex::new(SystemPortB::new(self.pit.clone()))),
         )?;
@@ -286,25 +417,25 @@ impl Platform {
     /// A range collides with a device already there.
     pub fn attach(&self, pio: &mut Bus, mmio: &mut Bus) -> Result<(), BusError> {
         pio.insert(
-            0x20,
-            2,
+            u64::from(board::PIC_MASTER_PORT),
+            board::PIC_PORT_LEN,
             Arc::new(Mutex::new(PicPort::master(self.pic.clone()))),
         )?;
         pio.insert(
-            0xa0,
-            2,
+            u64::from(board::PIC_SLAVE_PORT),
+            board::PIC_PORT_LEN,
             Arc::new(Mutex::new(PicPort::slave(self.pic.clone()))),
         )?;
         pio.insert(
-            0x4d0,
-            2,
+            u64::from(board::PIC_ELCR_PORT),
+            board::PIC_PORT_LEN,
             Arc::new(Mutex::new(PicPort::elcr(self.pic.clone()))),
         )?;
         self.attach_pit(pio)?;
-        mmio.insert(IOAPIC_BASE, IOAPIC_SIZE, self.ioapic.clone())?;
+        mmio.insert(board::IOAPIC_ADDR, board::IOAPIC_LEN, self.ioapic.clone())?;
         mmio.insert(
-            APIC_DEFAULT_BASE,
-            0x1000,
+            board::LAPIC_ADDR,
+            board::LAPIC_LEN,
             Arc::new(Mutex::new(LapicMmio::new(self.lapics.clone()).with_wake({
                 let cpus = self.cpus.clone();
                 Arc::new(move |vcpu, nmi| {
@@ -638,6 +769,7 @@ impl Platform {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::lapic::APIC_DEFAULT_BASE;
 
     #[test]
     fn pic_interrupt_reaches_the_bsp_through_lint0() {
@@ -749,8 +881,8 @@ mod tests {
         assert!(p.take_nmi(0));
         // IOAPIC pin 8: NMI mode, unmasked; then its rising edge.
         let ioapic = |reg: u32, v: u32| {
-            mmio.write(0, IOAPIC_BASE, &reg.to_le_bytes());
-            mmio.write(0, IOAPIC_BASE + 0x10, &v.to_le_bytes());
+            mmio.write(0, board::IOAPIC_ADDR, &reg.to_le_bytes());
+            mmio.write(0, board::IOAPIC_ADDR + 0x10, &v.to_le_bytes());
         };
         ioapic(0x21, 0);
         ioapic(0x20, 0x400);
@@ -805,6 +937,114 @@ mod tests {
         assert!(!p.nmi_pending(1) && !p.take_nmi(1));
         p.route_to_kernel(Arc::new(|_, _| {}));
         assert!(!p.nmi_button());
+    }
+
+    /// An MSI is an interrupt message on the APIC bus: vector, destination, trigger from its
+    /// address and data; writes outside the 0xFEEx_xxxx window are dropped and counted.
+    #[test]
+    fn msis_reach_the_addressed_lapic() {
+        use crate::pci::MsiSink;
+        assert_eq!(
+            msi_message(0xfee0_1000, 0x4045),
+            Some(InterruptMessage {
+                destination: Destination::Physical(1),
+                mode: DeliveryMode::Fixed,
+                vector: 0x45,
+                trigger: TriggerMode::Edge,
+            })
+        );
+        assert_eq!(
+            msi_message(0xfee0_0004, 0x8131).map(|m| (m.destination, m.mode, m.trigger)),
+            Some((
+                Destination::Logical(0),
+                DeliveryMode::LowestPriority,
+                TriggerMode::Level
+            ))
+        );
+        assert_eq!(msi_message(0xfed0_0000, 0x45), None);
+        assert_eq!(msi_message(0xfee0_0000, 0x0645), None, "start-up is no MSI");
+        let p = Platform::new(2, Clock::real_time());
+        let mut pio = Bus::new("pio");
+        let mut mmio = Bus::new("mmio");
+        p.attach(&mut pio, &mut mmio).unwrap();
+        let k = Kicker::new();
+        p.add_vcpu(1, k.clone());
+        mmio.write(1, APIC_DEFAULT_BASE + 0xf0, &0x1ffu32.to_le_bytes());
+        p.send(0xfee0_1000, 0x45);
+        assert!(k.pending());
+        assert!(!p.interrupt_pending(0));
+        assert_eq!(p.acknowledge(1), Some(0x45));
+        p.send(0x1234, 0x45);
+        assert_eq!(p.msi_dropped(), 1);
+        // --irqchip kernel: MSIs go to KVM's LAPICs as they are, none to janus's.
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let s = sent.clone();
+        p.route_msis_to_kernel(Arc::new(move |a, d| s.lock().unwrap().push((a, d))));
+        p.send(0xfee0_1000, 0x46);
+        assert_eq!(*sent.lock().unwrap(), vec![(0xfee0_1000, 0x46)]);
+        assert_eq!(p.acknowledge(1), None);
+    }
+
+    /// A PCI INTx GSI (IOAPIC pin 16, level-triggered) reaches the LAPIC its entry names, and
+    /// not the PIC.
+    #[test]
+    fn gsi_lines_drive_ioapic_pins_above_the_isa_ones() {
+        let p = Platform::new(1, Clock::real_time());
+        let mut pio = Bus::new("pio");
+        let mut mmio = Bus::new("mmio");
+        p.attach(&mut pio, &mut mmio).unwrap();
+        mmio.write(0, APIC_DEFAULT_BASE + 0xf0, &0x1ffu32.to_le_bytes());
+        // Redirection entry 16: vector 0x50, level-triggered, active low, to APIC id 0.
+        let ioapic = crate::devices::ioapic::IOAPIC_BASE;
+        mmio.write(0, ioapic, &0x31u32.to_le_bytes());
+        mmio.write(0, ioapic + 0x10, &0u32.to_le_bytes());
+        mmio.write(0, ioapic, &0x30u32.to_le_bytes());
+        mmio.write(
+            0,
+            ioapic + 0x10,
+            &(0x50u32 | 1 << 13 | 1 << 15).to_le_bytes(),
+        );
+        p.gsi_line(16).set_level(true);
+        assert!(p.interrupt_pending(0));
+        assert_eq!(p.acknowledge(0), Some(0x50));
+        // EOI with the line still high: the level-triggered pin sends again.
+        mmio.write(0, APIC_DEFAULT_BASE + 0xb0, &0u32.to_le_bytes());
+        assert_eq!(p.acknowledge(0), Some(0x50));
+        p.gsi_line(16).set_level(false);
+        mmio.write(0, APIC_DEFAULT_BASE + 0xb0, &0u32.to_le_bytes());
+        assert_eq!(p.acknowledge(0), None);
+    }
+
+    /// A PCI INTx line drives its IOAPIC pin and its 8259 IRQ: an OS in PIC mode (here the
+    /// master and slave programmed, IRQ 10 level-triggered in the ELCR) takes it from the PIC.
+    #[test]
+    fn pci_intx_lines_reach_the_pic_too() {
+        let p = Platform::new(1, Clock::real_time());
+        let mut pio = Bus::new("pio");
+        let mut mmio = Bus::new("mmio");
+        p.attach(&mut pio, &mut mmio).unwrap();
+        for (port, v) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0xfb), // only the cascade unmasked
+            (0xa0, 0x11),
+            (0xa1, 0x28),
+            (0xa1, 0x02),
+            (0xa1, 0x01),
+            (0xa1, 0xfb),  // IRQ 10 (slave input 2) unmasked
+            (0x4d1, 0x04), // IRQ 10 level-triggered
+        ] {
+            pio.write(0, port, &[v]);
+        }
+        let line = p.pci_intx_line(16, 10);
+        line.set_level(true);
+        assert!(p.interrupt_pending(0));
+        assert_eq!(p.acknowledge(0), Some(0x2a));
+        line.set_level(false);
+        // The IOAPIC pin followed (its entry is masked: nothing sent).
+        assert_eq!(p.acknowledge(0), None);
     }
 
     /// A TSC deadline that passes is noticed by the vCPU's own next MSR access (it polls the

@@ -337,6 +337,11 @@ fn linux_powers_off_through_acpi_s5() {
         "smp: Brought up 1 node, 2 CPUs",
         "ACPI: PM: (supports S0 S5)",
         "ACPI: PM: Preparing to enter system sleep state S5",
+        // PCI through the MCFG's ECAM window and the DSDT's root bridge.
+        "PCI: MMCONFIG for domain 0000 [bus 00-00] at [mem 0xc0000000-0xc00fffff]",
+        "ACPI: PCI Root Bridge [PCI0] (domain 0000 [bus 00])",
+        "PCI host bridge to bus 0000:00",
+        "pci 0000:00:00.0: [1b36:0008] type 00 class 0x060000",
         // The software CPU's TSC: one counter for both CPUs (no warp), the TSC-deadline
         // timer, and the TSC as the clocksource.
         "TSC deadline timer available",

@@ -36,4 +36,4 @@ pub use state::{
     CpuState, DebugRegs, DescriptorTable, Events, FpuState, PendingException, Reg, Segment,
     rflags_if,
 };
-pub use vcpu::{AccelCaps, Accelerator, IrqLines, Vcpu, VcpuError};
+pub use vcpu::{AccelCaps, Accelerator, IrqLines, MsiSender, Vcpu, VcpuError};

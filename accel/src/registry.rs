@@ -227,6 +227,7 @@ mod tests {
             let accel = open(kind, &AccelConfig::new(memory.clone(), 1)).unwrap();
             assert_eq!(accel.create_vcpu(0).unwrap().index(), 0);
             assert!(accel.irq_lines().is_none());
+            assert!(accel.msi_sender().is_none());
         }
     }
 }

@@ -48,6 +48,10 @@ pub struct AccelCaps {
 /// The input lines of an interrupt controller inside a backend: `(gsi, level)`.
 pub type IrqLines = std::sync::Arc<dyn Fn(u32, bool) + Send + Sync>;
 
+/// Message-signalled interrupts into a backend's own LAPICs: `(address, data)` as a device
+/// writes them (0xFEEx_xxxx and the MSI data word).
+pub type MsiSender = std::sync::Arc<dyn Fn(u64, u32) + Send + Sync>;
+
 /// A CPU execution engine that creates vCPUs over guest memory. Opened by
 /// [`crate::registry::open`]; used as `Box<dyn Accelerator>`.
 pub trait Accelerator: Send + Sync {
@@ -67,6 +71,11 @@ pub trait Accelerator: Send + Sync {
     /// does not offer.
     fn cpu_missing(&self) -> Vec<&'static str> {
         Vec::new()
+    }
+
+    /// Where device MSIs go when the backend has its own LAPICs (KVM's in-kernel irqchip).
+    fn msi_sender(&self) -> Option<MsiSender> {
+        None
     }
 }
 

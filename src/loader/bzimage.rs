@@ -65,6 +65,7 @@ pub(crate) mod hdr {
 /// Offsets of `boot_params` fields outside the setup header.
 pub(crate) mod bp {
     pub(crate) const EXT_MEM_K: usize = 0x002;
+    pub(crate) const ACPI_RSDP_ADDR: usize = 0x070;
     pub(crate) const ALT_MEM_K: usize = 0x1e0;
     pub(crate) const E820_ENTRIES: usize = 0x1e8;
     pub(crate) const HDR_END_MAX: usize = 0x290;
@@ -314,6 +315,10 @@ fn zero_page(
     if let Some((addr, size)) = initrd {
         put::<4>(&mut p, hdr::RAMDISK_IMAGE, addr);
         put::<4>(&mut p, hdr::RAMDISK_SIZE, size);
+    }
+    // acpi_rsdp_addr exists from boot protocol 2.14 on; older kernels scan the BIOS area.
+    if let Some(rsdp) = boot.rsdp.filter(|_| h.version >= 0x020e) {
+        put::<8>(&mut p, bp::ACPI_RSDP_ADDR, rsdp);
     }
     let (_, upper_kib) = lower_upper_kib(boot.layout);
     put::<2>(&mut p, bp::EXT_MEM_K, upper_kib.min(0xfc00));

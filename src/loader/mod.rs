@@ -13,7 +13,7 @@
 //! # use janus::{layout, loader};
 //! let (mem, lay) = layout::build_memory(256 << 20, None)?;
 //! let kernel = std::fs::read("vmlinuz")?;
-//! let boot = loader::load_kernel(&mem, &lay, &kernel, None, "console=ttyS0")?;
+//! let boot = loader::load_kernel(&mem, &lay, &kernel, None, "console=ttyS0", None)?;
 //! println!("{boot}"); // bzImage (boot protocol 2.15), 64-bit entry 0x1000200, ...
 //! // vcpu.set_state(&boot.state)
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -165,7 +165,9 @@ impl fmt::Display for BootInfo {
 }
 
 /// Detects the format of `kernel`, loads it with `initrd` and `cmdline` into `mem` (laid out as
-/// `layout` says) and returns the state to enter it with.
+/// `layout` says) and returns the state to enter it with. `rsdp`, the ACPI tables' root, goes to
+/// the kernel where its format has a field for it: `boot_params.acpi_rsdp_addr` (boot protocol
+/// 2.14 and later) and `hvm_start_info.rsdp_paddr`; a multiboot kernel scans the BIOS area.
 ///
 /// Detection: a bzImage by `"HdrS"` at offset 0x202; an ELF (`\x7fELF`) with a PVH note is
 /// booted through PVH, an ELF without one through its multiboot header if it has one; anything
@@ -181,6 +183,7 @@ pub fn load_kernel(
     kernel: &[u8],
     initrd: Option<&[u8]>,
     cmdline: &str,
+    rsdp: Option<u64>,
 ) -> Result<BootInfo, KernelError> {
     if kernel.is_empty() {
         return Err(KernelError::Empty);
@@ -196,6 +199,7 @@ pub fn load_kernel(
         layout,
         initrd,
         cmdline,
+        rsdp,
     };
     if bzimage::is_bzimage(kernel) {
         return bzimage::load(&boot, kernel);
@@ -238,6 +242,8 @@ struct BootRequest<'a> {
     layout: &'a Layout,
     initrd: Option<&'a [u8]>,
     cmdline: &'a str,
+    /// Where the ACPI RSDP is, for the formats that can say so (`None`: no ACPI tables).
+    rsdp: Option<u64>,
 }
 
 impl BootRequest<'_> {

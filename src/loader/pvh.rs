@@ -76,6 +76,7 @@ pub(super) fn load(
     put::<4>(&mut b, si, START_INFO_MAGIC.into());
     put::<4>(&mut b, si + 4, 1); // version
     put::<8>(&mut b, si + 24, base + cmdline_off as u64); // cmdline_paddr
+    put::<8>(&mut b, si + 32, boot.rsdp.unwrap_or(0)); // rsdp_paddr
     put::<8>(&mut b, si + 40, base + MEMMAP as u64); // memmap_paddr
     put::<4>(&mut b, si + 48, map.len() as u64); // memmap_entries
     if let Some((addr, rd)) = initrd {

@@ -20,7 +20,7 @@ fn debian_kernels_load_when_fetched() {
     };
     let initrd = asset("initramfs.cpio.gz");
     let (m, l) = guest(512);
-    let b = load_kernel(&m, &l, &vmlinuz, initrd.as_deref(), "console=ttyS0").unwrap();
+    let b = load_kernel(&m, &l, &vmlinuz, initrd.as_deref(), "console=ttyS0", None).unwrap();
     eprintln!("vmlinuz: {b}");
     assert!(
         matches!(b.format, KernelFormat::BzImage { entry64: true, .. }),
@@ -28,7 +28,7 @@ fn debian_kernels_load_when_fetched() {
     );
 
     let (m, l) = guest(512);
-    match load_kernel(&m, &l, &vmlinux, initrd.as_deref(), "console=ttyS0") {
+    match load_kernel(&m, &l, &vmlinux, initrd.as_deref(), "console=ttyS0", None) {
         Ok(b) => {
             eprintln!("vmlinux: {b}");
             assert_eq!(b.format, KernelFormat::Pvh { elf64: true });

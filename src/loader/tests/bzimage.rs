@@ -32,7 +32,7 @@ fn load_bz(
     cmdline: &str,
 ) -> (GuestMemory, Result<BootInfo, KernelError>) {
     let (m, l) = guest(64);
-    let r = load_kernel(&m, &l, k, initrd, cmdline);
+    let r = load_kernel(&m, &l, k, initrd, cmdline, None);
     (m, r)
 }
 
@@ -303,7 +303,7 @@ fn command_line_length_follows_cmdline_size() {
 #[test]
 fn a_large_guest_gets_ram_above_4g_in_e820_and_initrd_below_initrd_addr_max() {
     let (m, l) = build_memory(5 << 30, None).unwrap();
-    let b = load_kernel(&m, &l, &bzimage(), Some(&[7; 100]), "").unwrap();
+    let b = load_kernel(&m, &l, &bzimage(), Some(&[7; 100]), "", None).unwrap();
     assert_eq!(b.initrd, Some(0x7fff_f000..0x7fff_f064));
     assert_eq!(rd(&m, ZERO_PAGE + bp::E820_ENTRIES as u64, 1), 5);
     let e = ZERO_PAGE + bp::E820_TABLE as u64 + 4 * 20;
@@ -318,7 +318,7 @@ fn a_large_guest_gets_ram_above_4g_in_e820_and_initrd_below_initrd_addr_max() {
 #[test]
 fn loads_beside_a_bios() {
     let (m, l) = build_memory(64 << 20, Some(64 << 10)).unwrap();
-    let b = load_kernel(&m, &l, &bzimage(), Some(&[1; 10]), "").unwrap();
+    let b = load_kernel(&m, &l, &bzimage(), Some(&[1; 10]), "", None).unwrap();
     assert_eq!(b.kernel.start, BZ_PREF);
 }
 
@@ -327,7 +327,7 @@ fn a_pref_address_above_4g_is_refused_even_with_ram_there() {
     let (m, l) = build_memory(8 << 30, None).unwrap();
     let mut k = bzimage();
     set::<8>(&mut k, hdr::PREF_ADDRESS, 5 << 30);
-    let e = load_kernel(&m, &l, &k, None, "").unwrap_err();
+    let e = load_kernel(&m, &l, &k, None, "", None).unwrap_err();
     assert!(
         matches!(
             e,

@@ -8,7 +8,7 @@ use super::*;
 /// Loads `k` (with a small initrd and command line) and checks what a successful load promises.
 fn try_load(m: &GuestMemory, l: &Layout, k: &[u8]) {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        load_kernel(m, l, k, Some(&[0x42; 33]), "fuzz")
+        load_kernel(m, l, k, Some(&[0x42; 33]), "fuzz", None)
     }));
     let r = match r {
         Ok(r) => r,

@@ -54,7 +54,7 @@ const MAP_64M: [(u64, u64, u32); 4] = [
 ];
 
 fn load(mem: &GuestMemory, l: &Layout, k: &[u8]) -> Result<BootInfo, KernelError> {
-    load_kernel(mem, l, k, None, "")
+    load_kernel(mem, l, k, None, "", None)
 }
 
 #[test]
@@ -79,16 +79,16 @@ fn arguments_are_checked_for_every_format() {
         images::multiboot_aout(),
     ] {
         assert_eq!(
-            load_kernel(&m, &l, &k, Some(&[]), ""),
+            load_kernel(&m, &l, &k, Some(&[]), "", None),
             Err(KernelError::EmptyInitrd)
         );
         assert_eq!(
-            load_kernel(&m, &l, &k, None, "a\0b"),
+            load_kernel(&m, &l, &k, None, "a\0b", None),
             Err(KernelError::CmdlineNul)
         );
         let long = "x".repeat(CMDLINE_MAX + 1);
         assert!(matches!(
-            load_kernel(&m, &l, &k, None, &long),
+            load_kernel(&m, &l, &k, None, &long, None),
             Err(KernelError::CmdlineTooLong { .. })
         ));
     }
@@ -135,7 +135,15 @@ fn pvh_wins_over_multiboot_in_an_elf_with_both() {
 #[test]
 fn boot_info_describes_itself_in_one_line() {
     let (m, l) = guest(64);
-    let b = load_kernel(&m, &l, &images::bzimage(), Some(&[1; 100]), "console=ttyS0").unwrap();
+    let b = load_kernel(
+        &m,
+        &l,
+        &images::bzimage(),
+        Some(&[1; 100]),
+        "console=ttyS0",
+        None,
+    )
+    .unwrap();
     let s = b.to_string();
     assert_eq!(
         s,
@@ -182,4 +190,40 @@ fn errors_are_single_lines() {
         KernelError::ProtocolTooOld { version: 0x0204 }.to_string(),
         "Linux boot protocol 2.04 is too old; janus needs 2.06 or later (Linux 2.6.22+)"
     );
+}
+
+/// The RSDP address the machine hands the loaders lands in the field the format has for it:
+/// `boot_params.acpi_rsdp_addr` from boot protocol 2.14 on, `hvm_start_info.rsdp_paddr`;
+/// multiboot has none.
+#[test]
+fn kernels_learn_where_the_rsdp_is() {
+    use super::bzimage::hdr;
+    use images::{bzimage, multiboot_elf, pvh_elf, set};
+    let rsdp = Some(0xf_0000);
+    let (m, l) = guest(64);
+    let b = load_kernel(&m, &l, &bzimage(), None, "", rsdp).unwrap();
+    assert_eq!(rd(&m, b.info_addr + 0x70, 8), 0xf_0000);
+    let mut old = bzimage();
+    set::<2>(&mut old, hdr::VERSION, 0x020d);
+    let (m, l) = guest(64);
+    let b = load_kernel(&m, &l, &old, None, "", rsdp).unwrap();
+    assert_eq!(
+        rd(&m, b.info_addr + 0x70, 8),
+        0,
+        "no such field before 2.14"
+    );
+    let (m, l) = guest(64);
+    let b = load_kernel(&m, &l, &pvh_elf(true), None, "", rsdp).unwrap();
+    assert_eq!(rd(&m, b.info_addr + 0x20, 8), 0xf_0000);
+    let (m, l) = guest(64);
+    let b = load_kernel(&m, &l, &pvh_elf(true), None, "", None).unwrap();
+    assert_eq!(rd(&m, b.info_addr + 0x20, 8), 0, "no tables, no RSDP");
+    let (m, l) = guest(64);
+    let b = load_kernel(&m, &l, &multiboot_elf(), None, "", rsdp).unwrap();
+    let low = bytes(&m, 0, 0x10_0000);
+    assert!(
+        !low.windows(8).any(|w| w == 0xf_0000u64.to_le_bytes()),
+        "multiboot has no RSDP field"
+    );
+    assert_eq!(b.format, KernelFormat::Multiboot { elf: true });
 }

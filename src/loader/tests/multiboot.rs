@@ -35,7 +35,15 @@ fn aout_kludge_image_gets_full_multiboot_info() {
         .unwrap();
     let initrd = b"JANUSMOD and more".repeat(300);
     let k = multiboot_aout();
-    let b = load_kernel(&m, &l, &k, Some(&initrd), "/kernel janus-multiboot-test").unwrap();
+    let b = load_kernel(
+        &m,
+        &l,
+        &k,
+        Some(&initrd),
+        "/kernel janus-multiboot-test",
+        None,
+    )
+    .unwrap();
     assert_eq!(b.format, KernelFormat::Multiboot { elf: false });
     let mbi = check_entry(&b, MB_AOUT_ENTRY);
     assert_eq!(mbi, 0x1000 + INFO as u64);
@@ -90,7 +98,7 @@ fn aout_kludge_image_gets_full_multiboot_info() {
 #[test]
 fn elf_image_loads_at_physical_addresses_with_the_entry_translated() {
     let (m, l) = guest(64);
-    let b = load_kernel(&m, &l, &multiboot_elf(), None, "").unwrap();
+    let b = load_kernel(&m, &l, &multiboot_elf(), None, "", None).unwrap();
     assert_eq!(b.format, KernelFormat::Multiboot { elf: true });
     let mbi = check_entry(&b, MB_ELF_PADDR + 0x20);
     assert_eq!(rd(&m, MB_ELF_PADDR, 4), 0x1bad_b002);
@@ -114,7 +122,7 @@ fn an_elf_entry_outside_its_segments_is_physical() {
         MB_ELF_PADDR + 0x40,
         &[Seg::load(MB_ELF_VADDR, MB_ELF_PADDR, text, 0x100)],
     );
-    let b = load_kernel(&m, &l, &k, None, "").unwrap();
+    let b = load_kernel(&m, &l, &k, None, "", None).unwrap();
     assert_eq!(b.entry, MB_ELF_PADDR + 0x40);
 }
 
@@ -128,7 +136,7 @@ fn a_low_kernel_keeps_its_addresses_and_the_info_goes_around_it() {
         h.extend_from_slice(&v.to_le_bytes());
     }
     k[0x10..0x10 + h.len()].copy_from_slice(&h);
-    let b = load_kernel(&m, &l, &k, Some(&[1; 10]), "").unwrap();
+    let b = load_kernel(&m, &l, &k, Some(&[1; 10]), "", None).unwrap();
     assert_eq!(b.kernel, 0x7c00..0x8c00);
     assert_eq!(b.info_addr, 0x1000 + INFO as u64);
     assert_eq!(
@@ -143,13 +151,13 @@ fn a_low_kernel_keeps_its_addresses_and_the_info_goes_around_it() {
         h.extend_from_slice(&v.to_le_bytes());
     }
     big[0x10..0x10 + h.len()].copy_from_slice(&h);
-    let b = load_kernel(&m, &l, &big, None, "").unwrap();
+    let b = load_kernel(&m, &l, &big, None, "", None).unwrap();
     assert_eq!(b.info_addr, 0xa000 + INFO as u64);
 }
 
 fn refusal(k: &[u8]) -> KernelError {
     let (m, l) = guest(64);
-    load_kernel(&m, &l, k, None, "").unwrap_err()
+    load_kernel(&m, &l, k, None, "", None).unwrap_err()
 }
 
 fn why(e: &KernelError) -> &'static str {
@@ -243,7 +251,7 @@ fn header_problems_each_have_their_error() {
 #[test]
 fn an_initrd_that_does_not_fit_is_refused() {
     let (m, l) = guest(4);
-    let e = load_kernel(&m, &l, &multiboot_aout(), Some(&vec![0; 3 << 20]), "").unwrap_err();
+    let e = load_kernel(&m, &l, &multiboot_aout(), Some(&vec![0; 3 << 20]), "", None).unwrap_err();
     assert!(
         matches!(
             e,

@@ -14,7 +14,7 @@ fn elf64_vmlinux_is_entered_in_flat_protected_mode() {
     let (m, l) = guest(64);
     // Dirty the bss first: the loader must zero it.
     m.write(PVH_DATA, &[0xee; 0x3020]).unwrap();
-    let b = load_kernel(&m, &l, &pvh_elf(true), None, "console=hvc0").unwrap();
+    let b = load_kernel(&m, &l, &pvh_elf(true), None, "console=hvc0", None).unwrap();
     assert_eq!(b.format, KernelFormat::Pvh { elf64: true });
     let s = &b.state;
     assert_eq!(s.mode_name(), "prot32");
@@ -82,7 +82,7 @@ fn elf64_vmlinux_is_entered_in_flat_protected_mode() {
 fn the_initrd_is_module_0_high_in_ram() {
     let (m, l) = guest(64);
     let initrd: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
-    let b = load_kernel(&m, &l, &pvh_elf(true), Some(&initrd), "").unwrap();
+    let b = load_kernel(&m, &l, &pvh_elf(true), Some(&initrd), "", None).unwrap();
     let start = ((64 << 20) - 5000) & !0xfff;
     assert_eq!(b.initrd, Some(start..start + 5000));
     assert_eq!(bytes(&m, start, 5000), initrd);
@@ -100,7 +100,7 @@ fn the_initrd_is_module_0_high_in_ram() {
 #[test]
 fn elf32_with_a_4_byte_note() {
     let (m, l) = guest(64);
-    let b = load_kernel(&m, &l, &pvh_elf(false), None, "").unwrap();
+    let b = load_kernel(&m, &l, &pvh_elf(false), None, "", None).unwrap();
     assert_eq!(b.format, KernelFormat::Pvh { elf64: false });
     assert_eq!(b.state.rip, PVH_ENTRY);
     assert_eq!(rd(&m, PVH_TEXT, 1), 0xf4);
@@ -118,13 +118,13 @@ fn boot_data_avoids_segments_in_low_memory() {
             Seg::notes(notes),
         ],
     );
-    let b = load_kernel(&m, &l, &k, None, "x").unwrap();
+    let b = load_kernel(&m, &l, &k, None, "x", None).unwrap();
     assert_eq!(b.info_addr, 0x9000 + START_INFO as u64);
 }
 
 fn refusal(k: &[u8]) -> KernelError {
     let (m, l) = guest(64);
-    load_kernel(&m, &l, k, None, "").unwrap_err()
+    load_kernel(&m, &l, k, None, "", None).unwrap_err()
 }
 
 fn corrupt_why(e: &KernelError) -> &'static str {
@@ -271,7 +271,7 @@ fn segments_in_ram_above_4g_are_refused() {
             Seg::notes(note("Xen", 18, &PVH_TEXT.to_le_bytes())),
         ],
     );
-    let e = load_kernel(&m, &l, &k, None, "").unwrap_err();
+    let e = load_kernel(&m, &l, &k, None, "", None).unwrap_err();
     assert!(
         matches!(
             e,
