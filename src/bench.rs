@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn every_workload_is_built_in() {
-        assert_eq!(WORKLOADS.len(), 10);
+        assert_eq!(WORKLOADS.len(), 11);
         assert!(WORKLOADS.iter().all(|w| w.image.len() > 16));
     }
 }
