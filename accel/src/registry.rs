@@ -105,6 +105,9 @@ pub struct AccelConfig {
     pub trace: Option<(crate::soft::TraceSpec, crate::soft::TraceOut)>,
     /// Software (JIT): `--perf-map`, name compiled blocks in /tmp/perf-PID.map.
     pub perf_map: bool,
+    /// Software: `--tb-size`, the bytes of translated code all vCPUs together keep
+    /// ([`crate::soft::DEFAULT_TB_SIZE`] by default).
+    pub tb_size: usize,
     /// Software, test-only: the deliberately wrong flag of [`SoftAccel::plant_flag_bug`].
     #[doc(hidden)]
     pub planted_bug: bool,
@@ -121,6 +124,7 @@ impl std::fmt::Debug for AccelConfig {
             .field("tsc", &self.tsc)
             .field("trace", &self.trace.as_ref().map(|t| t.0))
             .field("perf_map", &self.perf_map)
+            .field("tb_size", &self.tb_size)
             .finish_non_exhaustive()
     }
 }
@@ -137,6 +141,7 @@ impl AccelConfig {
             tsc: None,
             trace: None,
             perf_map: false,
+            tb_size: crate::soft::DEFAULT_TB_SIZE,
             planted_bug: false,
         }
     }
@@ -170,7 +175,8 @@ pub fn open(kind: AccelKind, config: &AccelConfig) -> Result<Box<dyn Accelerator
                 config.nr_vcpus,
                 kind == AccelKind::Jit,
             )
-            .with_perf_map(config.perf_map);
+            .with_perf_map(config.perf_map)
+            .with_tb_size(config.tb_size);
             if let Some((spec, out)) = &config.trace {
                 accel = accel.with_trace(*spec, out.clone());
             }

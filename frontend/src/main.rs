@@ -158,6 +158,23 @@ struct RunArgs {
     /// JANUS_JIT_PERFMAP=1).
     #[arg(long)]
     perf_map: bool,
+    /// Translated code the software CPU keeps, all vCPUs together, in MiB (IR blocks and JIT
+    /// code, like QEMU's -accel tcg,tb-size): a vCPU whose share is full flushes it whole.
+    #[arg(long, value_name = "MiB", default_value_t = DEFAULT_TB_MIB, value_parser = parse_tb_size)]
+    tb_size: usize,
+}
+
+/// `--tb-size` default, MiB.
+const DEFAULT_TB_MIB: usize = janus_accel::soft::DEFAULT_TB_SIZE >> 20;
+
+/// `--tb-size MiB`: a whole number of MiB, at least 1.
+fn parse_tb_size(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if (1..=1 << 20).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a translation cache size (a whole number of MiB, 1 to 1048576)"
+        )),
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -269,6 +286,9 @@ struct DiffArgs {
     /// A retires and each interrupt is injected into both backends before the same instruction.
     #[arg(long, value_name = "SHIFT")]
     icount: Option<u32>,
+    /// Translated code the two backends keep together, in MiB (each software side gets half).
+    #[arg(long, value_name = "MiB", default_value_t = DEFAULT_TB_MIB, value_parser = parse_tb_size)]
+    tb_size: usize,
     /// The KVM device node.
     #[arg(long, default_value = kvm::DEFAULT_DEVICE, hide_short_help = true)]
     kvm_device: PathBuf,
@@ -301,6 +321,7 @@ fn diff(args: DiffArgs) -> Result<ExitCode> {
         whole_program: None,
         plant_bug_in_b: false,
         icount: args.icount,
+        tb_size: args.tb_size << 20,
     };
     let start = std::time::Instant::now();
     let report = diff_image(&image, &opts)?;
@@ -505,6 +526,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         trace: args.trace,
         trace_file: args.trace_file.clone(),
         perf_map: args.perf_map,
+        tb_size: args.tb_size << 20,
     };
     let mut machine = Machine::new(config)?;
     if let Some(b) = machine.boot_info()

@@ -320,6 +320,17 @@ pub struct Block {
     pub helpers: bool,
 }
 
+impl Block {
+    /// Bytes of heap the block's vectors take (what the translation cache's budget counts).
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Block>()
+            + self.ops.capacity() * std::mem::size_of::<Op>()
+            + self.insns.capacity() * std::mem::size_of::<Instruction>()
+            + self.code.capacity() * std::mem::size_of::<(u64, u64)>()
+            + self.starts.capacity() * std::mem::size_of::<u32>()
+    }
+}
+
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {

@@ -17,6 +17,7 @@ mod real;
 mod report;
 mod string;
 mod system;
+mod tb_flush;
 
 use std::sync::Mutex;
 
