@@ -1,6 +1,7 @@
 //! `janus`: run an x86 guest under KVM or in software, and report on the host.
 
 mod bench;
+mod hostile;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,9 @@ enum Command {
     Fuzz(FuzzArgs),
     /// Run the built-in guest workloads on several backends and compare them.
     Bench(bench::BenchArgs),
+    /// Attack janus with hostile input (random images, mutated kernels), one janus process per
+    /// case under a timeout and a memory bound; report any panic, signal, hang or overuse.
+    Hostile(hostile::HostileArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -678,6 +682,7 @@ fn main() -> ExitCode {
         Some(Command::Diff(a)) => diff(a),
         Some(Command::Fuzz(a)) => fuzz(a),
         Some(Command::Bench(a)) => bench::run(a).map(|()| ExitCode::SUCCESS),
+        Some(Command::Hostile(a)) => hostile::run(a),
         None => run(cli.run, launched),
     };
     match result {
