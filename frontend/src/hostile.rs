@@ -415,9 +415,18 @@ pub fn run(args: HostileArgs) -> Result<ExitCode> {
                 }
             }
             let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+            let failed = failures.lock().unwrap_or_else(|p| p.into_inner()).len();
             if tty {
                 janus::ewrite!(
-                    "\r\x1b[K{} {n}/{}: {:.0} s",
+                    "\r\x1b[K{} {n}/{}: {failed} failed, {:.0} s",
+                    args.kind.name(),
+                    args.count,
+                    start.elapsed().as_secs_f64()
+                );
+            } else if n % 500 == 0 {
+                // A long campaign into a file or pipe: a line now and then.
+                janus::ewriteln!(
+                    "janus hostile: {} {n}/{}: {failed} failed, {:.0} s",
                     args.kind.name(),
                     args.count,
                     start.elapsed().as_secs_f64()
