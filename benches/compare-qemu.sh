@@ -29,7 +29,7 @@
 # Environment:
 #   WORKLOADS     workloads to run, space or comma separated (default: all of
 #                 int32 branchy callret paging pagefault pio mmio interrupt
-#                 syscall smc)
+#                 syscall smc cpuid)
 #   RUNS          timed runs per workload and program (default 3)
 #   JANUS         the janus binary (default: target/release/janus, built
 #                 with `cargo build --release` if it is missing)
@@ -52,7 +52,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 
-all_workloads="int32 branchy callret paging pagefault pio mmio interrupt syscall smc"
+all_workloads="int32 branchy callret paging pagefault pio mmio interrupt syscall smc cpuid"
 IFS=', ' read -r -a workloads <<< "${WORKLOADS:-$all_workloads}"
 runs=${RUNS:-3}
 janus=${JANUS:-$root/target/release/janus}

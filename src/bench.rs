@@ -47,6 +47,7 @@ pub const WORKLOADS: &[Workload] = &[
     workload!("interrupt", "INT n / IRET from CPL3"),
     workload!("syscall", "SYSCALL / SYSRET"),
     workload!("smc", "self-modifying code"),
+    workload!("cpuid", "1,000,000 CPUIDs"),
 ];
 
 /// One timed run.

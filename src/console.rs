@@ -18,6 +18,7 @@ pub const ESCAPE: u8 = 0x01;
 pub const HELP: &str = "janus console keys:
   Ctrl-A x       quit (stop the guest; exit status 0)
   Ctrl-A s       print the statistics so far
+  Ctrl-A n       NMI button: pulse every vCPU's LINT1 (an NMI where it is in NMI mode)
   Ctrl-A h       print this help
   Ctrl-A Ctrl-A  send Ctrl-A to the guest
 ";
@@ -33,6 +34,8 @@ pub enum Key {
     Help,
     /// Ctrl-A s: print the statistics so far.
     Stats,
+    /// Ctrl-A n: the NMI button.
+    Nmi,
     /// Nothing yet (the escape key itself) or an unknown escape (ignored, as QEMU does).
     None,
 }
@@ -59,6 +62,7 @@ impl Escape {
             b'x' | b'X' => Key::Quit,
             b'h' | b'H' | b'?' => Key::Help,
             b's' | b'S' => Key::Stats,
+            b'n' | b'N' => Key::Nmi,
             _ => Key::None,
         }
     }
@@ -136,6 +140,8 @@ pub struct ConsoleHooks {
     pub control: Arc<Control>,
     /// The statistics so far (Ctrl-A s).
     pub stats: Box<dyn Fn() -> String + Send>,
+    /// The NMI button (Ctrl-A n): false where janus's interrupt controllers are not in use.
+    pub nmi: Box<dyn Fn() -> bool + Send>,
 }
 
 impl std::fmt::Debug for ConsoleHooks {
@@ -176,6 +182,14 @@ pub fn spawn_reader(input: InputQueue, serial: Arc<Mutex<Serial>>, hooks: Consol
                         Key::Quit => hooks.control.request_stop(StopReason::ConsoleQuit),
                         Key::Help => crate::ewrite!("{HELP}"),
                         Key::Stats => crate::ewriteln!("{}", (hooks.stats)()),
+                        Key::Nmi => {
+                            if !(hooks.nmi)() {
+                                crate::ewriteln!(
+                                    "janus: no NMI button with KVM's in-kernel irqchip \
+                                     (--irqchip kernel)"
+                                );
+                            }
+                        }
                     }
                 }
                 if bytes.is_empty() {
@@ -226,6 +240,7 @@ mod tests {
         );
         assert_eq!(keys(b"\x01\x01b"), [Key::Guest(1), Key::Guest(b'b')]);
         assert_eq!(keys(b"\x01h\x01s"), [Key::Help, Key::Stats]);
+        assert_eq!(keys(b"\x01n"), [Key::Nmi]);
         // An unknown escape is dropped; the next byte is ordinary again.
         assert_eq!(keys(b"\x01qx"), [Key::Guest(b'x')]);
     }

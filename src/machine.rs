@@ -76,6 +76,8 @@ pub struct MachineConfig {
     pub perf_map: bool,
     /// Bytes of translated code the software CPU keeps, all vCPUs together (`--tb-size`).
     pub tb_size: usize,
+    /// The CPU model (`--cpu`).
+    pub cpu: janus_accel::cpuid::CpuSpec,
 }
 
 impl Default for MachineConfig {
@@ -105,6 +107,7 @@ impl Default for MachineConfig {
             trace_file: None,
             perf_map: false,
             tb_size: janus_accel::soft::DEFAULT_TB_SIZE,
+            cpu: janus_accel::cpuid::CpuSpec::default(),
         }
     }
 }
@@ -188,6 +191,12 @@ impl IoHandler for MachineIo {
     }
     fn acknowledge_interrupt(&self, vcpu: usize) -> Option<u8> {
         self.platform.as_ref()?.acknowledge(vcpu)
+    }
+    fn nmi_pending(&self, vcpu: usize) -> bool {
+        self.platform.as_ref().is_some_and(|p| p.nmi_pending(vcpu))
+    }
+    fn take_nmi(&self, vcpu: usize) -> bool {
+        self.platform.as_ref().is_some_and(|p| p.take_nmi(vcpu))
     }
     fn counts_instructions(&self) -> bool {
         self.platform
@@ -549,9 +558,28 @@ impl Machine {
                 trace,
                 perf_map: self.config.perf_map,
                 tb_size: self.config.tb_size,
+                cpu: self.config.cpu.clone(),
                 planted_bug: false,
             },
         )?;
+        let pvm = kind == AccelKind::Kvm && janus_accel::kvm::is_paravirtual();
+        let missing = accel.cpu_missing();
+        // (kvm_pvm's supported CPUID is a token one it does not apply: no list for it.)
+        if !missing.is_empty() && !pvm {
+            crate::ewriteln!(
+                "janus: warning: --cpu {}: {} does not run {} (not offered to the guest)",
+                self.config.cpu,
+                kind,
+                missing.join(", ")
+            );
+        }
+        if pvm && self.config.cpu != janus_accel::cpuid::CpuSpec::default() {
+            crate::ewriteln!(
+                "janus: warning: --cpu {}: kvm_pvm ignores KVM_SET_CPUID2; the guest sees the \
+                 host's CPUID",
+                self.config.cpu
+            );
+        }
         let max = accel.caps().max_vcpus;
         if self.config.smp > max {
             return Err(MachineError::Smp(self.config.smp, max));
@@ -599,6 +627,10 @@ impl Machine {
             let hooks = crate::console::ConsoleHooks {
                 control: self.control.clone(),
                 stats: Box::new(move || crate::stats::format_so_far(&snapshot())),
+                nmi: {
+                    let p = self.io.platform.clone();
+                    Box::new(move || p.as_ref().is_some_and(|p| p.nmi_button()))
+                },
             };
             crate::console::spawn_reader(self.input.clone(), self.serial.clone(), hooks);
         }

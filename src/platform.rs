@@ -37,6 +37,8 @@ struct CpuLine {
     pending: AtomicBool,
     /// An INIT is among the messages: the vCPU must reset, whatever it is doing.
     init: AtomicBool,
+    /// An NMI is among the messages or latched in the LAPIC (set until the vCPU takes it).
+    nmi: AtomicBool,
     kicker: OnceLock<Kicker>,
 }
 
@@ -65,8 +67,10 @@ impl ApicBus for Apic {
                 let mut inbox = cpu.inbox.lock().unwrap_or_else(|p| p.into_inner());
                 inbox.push(msg);
                 // Under the inbox's lock: whoever takes the messages clears it with them.
-                if msg.mode == DeliveryMode::Init {
-                    cpu.init.store(true, Ordering::SeqCst);
+                match msg.mode {
+                    DeliveryMode::Init => cpu.init.store(true, Ordering::SeqCst),
+                    DeliveryMode::Nmi => cpu.nmi.store(true, Ordering::SeqCst),
+                    _ => {}
                 }
                 drop(inbox);
                 cpu.raise();
@@ -81,13 +85,30 @@ impl ApicBus for Apic {
     }
 }
 
-/// The PIC's INTR output, wired to the BSP.
-struct Intr(Arc<Vec<CpuLine>>);
+/// The PIC's INTR output, wired to the BSP's LINT0: in ExtINT mode (virtual wire) the BSP takes
+/// the PIC's vector in its INTA cycle; in NMI mode (or Fixed) a rising edge is an NMI (or that
+/// vector) of its LAPIC. (Lock order: a device -> the PIC -> the BSP's LAPIC; nothing that holds
+/// a LAPIC takes the PIC.)
+struct Intr {
+    cpus: Arc<Vec<CpuLine>>,
+    bsp: Arc<Mutex<Lapic>>,
+}
 
 impl IrqLine for Intr {
     fn set_level(&self, high: bool) {
-        if high && let Some(cpu) = self.0.first() {
-            cpu.raise();
+        let nmi = {
+            let mut l = lock(&self.bsp);
+            let before = l.nmi_pending();
+            l.set_lint(0, high);
+            !before && l.nmi_pending()
+        };
+        if let Some(cpu) = self.cpus.first() {
+            if nmi {
+                cpu.nmi.store(true, Ordering::SeqCst);
+            }
+            if high || nmi {
+                cpu.raise();
+            }
         }
     }
 }
@@ -178,12 +199,15 @@ impl Platform {
     /// Builds the controllers for `nr_vcpus` vCPUs on `clock`.
     pub fn new(nr_vcpus: usize, clock: Clock) -> Arc<Self> {
         let cpus: Arc<Vec<CpuLine>> = Arc::new((0..nr_vcpus).map(|_| CpuLine::default()).collect());
-        let pic = Pic::shared();
-        lock(&pic).set_intr(Arc::new(Intr(cpus.clone())));
         let ioapic = Ioapic::shared(nr_vcpus as u8);
-        let lapics: Vec<Arc<Mutex<Lapic>>> = (0..nr_vcpus)
+        let lapics: Vec<Arc<Mutex<Lapic>>> = (0..nr_vcpus.max(1))
             .map(|i| Arc::new(Mutex::new(Lapic::new(LapicConfig::new(i as u32), &clock))))
             .collect();
+        let pic = Pic::shared();
+        lock(&pic).set_intr(Arc::new(Intr {
+            cpus: cpus.clone(),
+            bsp: lapics[0].clone(),
+        }));
         let apic: Arc<dyn ApicBus> = Arc::new(Apic {
             cpus: cpus.clone(),
             addresses: lapics.iter().map(|l| lock(l).address_cell()).collect(),
@@ -283,8 +307,11 @@ impl Platform {
             0x1000,
             Arc::new(Mutex::new(LapicMmio::new(self.lapics.clone()).with_wake({
                 let cpus = self.cpus.clone();
-                Arc::new(move |vcpu| {
+                Arc::new(move |vcpu, nmi| {
                     if let Some(c) = cpus.get(vcpu) {
+                        if nmi {
+                            c.nmi.store(true, Ordering::SeqCst);
+                        }
                         c.raise();
                     }
                 })
@@ -390,8 +417,12 @@ impl Platform {
         } else {
             lapic.write_msr(msr, value)
         };
-        // A self-IPI, an EOI or a TPR write may have made an interrupt deliverable.
-        if lapic.next_interrupt().is_some() {
+        // A self-IPI, an EOI or a TPR write may have made an interrupt deliverable (or sent
+        // this vCPU an NMI).
+        if lapic.nmi_pending() {
+            self.cpus[vcpu].nmi.store(true, Ordering::SeqCst);
+        }
+        if lapic.next_interrupt().is_some() || lapic.nmi_pending() {
             self.cpus[vcpu].raise();
         }
         Some(r.map_err(|_| janus_accel::MsrFault))
@@ -405,10 +436,62 @@ impl Platform {
             .is_some_and(|c| c.init.load(Ordering::Acquire))
     }
 
-    /// Whether something that wakes a vCPU halted with interrupts disabled is waiting: an INIT.
-    /// (NMI and SMI wake it too; janus delivers neither yet.)
-    pub fn wakes_halted_with_interrupts_off(&self, vcpu: usize) -> bool {
-        self.init_pending(vcpu)
+    /// Whether something that wakes a vCPU halted with interrupts disabled is waiting: an INIT,
+    /// or an NMI unless `nmi_blocked` (its NMI handler runs until IRET). (SMI would too; janus
+    /// sends none.)
+    pub fn wakes_halted_with_interrupts_off(&self, vcpu: usize, nmi_blocked: bool) -> bool {
+        self.init_pending(vcpu) || (!nmi_blocked && self.nmi_pending(vcpu))
+    }
+
+    /// Whether an NMI may be waiting for `vcpu` (one atomic load).
+    pub fn nmi_pending(&self, vcpu: usize) -> bool {
+        self.cpus
+            .get(vcpu)
+            .is_some_and(|c| c.nmi.load(Ordering::Acquire))
+    }
+
+    /// Takes the NMI latched for `vcpu` (an NMI IPI, the IOAPIC's NMI mode, a LINT pin in NMI
+    /// mode): true if there was one. A second NMI before this one is taken is lost, as on a
+    /// processor, which latches one.
+    pub fn take_nmi(&self, vcpu: usize) -> bool {
+        let Some(cpu) = self.cpus.get(vcpu) else {
+            return false;
+        };
+        let mut lapic = lock(&self.lapics[vcpu]);
+        // Cleared before the messages are taken: an NMI sent meanwhile sets it again.
+        cpu.nmi.store(false, Ordering::SeqCst);
+        self.sync(vcpu, &mut lapic);
+        lapic.take_nmi()
+    }
+
+    /// The NMI button (Ctrl-A n, as QEMU's `nmi` command): a pulse on every vCPU's LINT1,
+    /// which the firmware tables name as the NMI input; a LAPIC with LINT1 in NMI mode (as PC
+    /// firmware and Linux leave the BSP's) takes an NMI. False with KVM's in-kernel irqchip,
+    /// whose LAPICs are not these.
+    pub fn nmi_button(&self) -> bool {
+        if self.kernel.get().is_some() {
+            return false;
+        }
+        for (i, l) in self.lapics.iter().enumerate() {
+            let nmi = {
+                let mut l = lock(l);
+                l.set_lint(1, true);
+                l.set_lint(1, false);
+                l.nmi_pending()
+            };
+            if nmi && let Some(cpu) = self.cpus.get(i) {
+                cpu.nmi.store(true, Ordering::SeqCst);
+                cpu.raise();
+            }
+        }
+        true
+    }
+
+    /// Whether an NMI can still come to wake `vcpu` halted with interrupts disabled: one is
+    /// waiting, or a device line reaches the IOAPIC in NMI mode. (Another vCPU's NMI IPI is not
+    /// foreseen: the bootstrap processor halted so ends the machine unless this holds.)
+    pub fn nmi_may_come(&self, vcpu: usize) -> bool {
+        self.nmi_pending(vcpu) || lock(&self.ioapic).routes_nmi()
     }
 
     /// Takes an INIT that arrived for `vcpu`, whatever it was doing (running, halted): its
@@ -629,6 +712,99 @@ mod tests {
         assert_eq!(p.msr_write(0, 0x83f, 0x42), Some(Ok(())));
         assert!(p.interrupt_pending(0));
         assert_eq!(p.acknowledge(0), Some(0x42));
+    }
+
+    /// NMIs: an IPI of delivery mode NMI (self, by APIC ID, all including self) is flagged for
+    /// its target and taken once; one sent to an AP still waiting for its start-up IPI is
+    /// dropped; a device line in the IOAPIC's NMI mode is an NMI that may come.
+    #[test]
+    fn nmi_ipis_are_flagged_and_taken_once() {
+        let p = Platform::new(2, Clock::real_time());
+        let mut pio = Bus::new("pio");
+        let mut mmio = Bus::new("mmio");
+        p.attach(&mut pio, &mut mmio).unwrap();
+        let k = Kicker::new();
+        p.add_vcpu(0, k.clone());
+        let icr_hi = APIC_DEFAULT_BASE + 0x310;
+        let icr_lo = APIC_DEFAULT_BASE + 0x300;
+        // Self NMI, with the LAPIC still software-disabled (NMIs do not care).
+        assert!(!p.nmi_pending(0) && !p.nmi_may_come(0));
+        mmio.write(0, icr_lo, &0x4_0400u32.to_le_bytes());
+        assert!(p.nmi_pending(0) && k.pending() && p.nmi_may_come(0));
+        assert!(p.wakes_halted_with_interrupts_off(0, false));
+        assert!(!p.wakes_halted_with_interrupts_off(0, true));
+        assert!(p.take_nmi(0));
+        assert!(!p.nmi_pending(0) && !p.take_nmi(0));
+        // To APIC ID 1, waiting for SIPI: dropped. To APIC ID 0: taken; two merge into one.
+        mmio.write(0, icr_hi, &(1u32 << 24).to_le_bytes());
+        mmio.write(0, icr_lo, &0x400u32.to_le_bytes());
+        assert!(!p.take_nmi(1));
+        mmio.write(0, icr_hi, &0u32.to_le_bytes());
+        mmio.write(0, icr_lo, &0x400u32.to_le_bytes());
+        mmio.write(0, icr_lo, &0x400u32.to_le_bytes());
+        assert!(p.nmi_pending(0));
+        assert!(p.take_nmi(0) && !p.take_nmi(0));
+        // All including self reaches vCPU 0 (and vCPU 1, which drops it).
+        mmio.write(0, icr_lo, &0x8_0400u32.to_le_bytes());
+        assert!(p.take_nmi(0));
+        // IOAPIC pin 8: NMI mode, unmasked; then its rising edge.
+        let ioapic = |reg: u32, v: u32| {
+            mmio.write(0, IOAPIC_BASE, &reg.to_le_bytes());
+            mmio.write(0, IOAPIC_BASE + 0x10, &v.to_le_bytes());
+        };
+        ioapic(0x21, 0);
+        ioapic(0x20, 0x400);
+        assert!(p.nmi_may_come(0) && !p.nmi_pending(0));
+        p.isa_irq(8).set_level(true);
+        assert!(p.nmi_pending(0));
+        assert!(p.take_nmi(0));
+    }
+
+    /// The PIC's INTR drives the BSP's LINT0: in NMI mode its rising edge is one NMI, and the
+    /// PIC's vector is not taken (no INTA).
+    #[test]
+    fn lint0_in_nmi_mode_turns_intr_into_an_nmi() {
+        let p = Platform::new(1, Clock::real_time());
+        let mut pio = Bus::new("pio");
+        let mut mmio = Bus::new("mmio");
+        p.attach(&mut pio, &mut mmio).unwrap();
+        for (port, v) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0xef),
+        ] {
+            pio.write(0, port, &[v]);
+        }
+        mmio.write(0, APIC_DEFAULT_BASE + 0xf0, &0x1ffu32.to_le_bytes());
+        mmio.write(0, APIC_DEFAULT_BASE + 0x350, &0x400u32.to_le_bytes());
+        p.isa_irq(4).set_level(true);
+        assert!(p.nmi_pending(0));
+        assert!(p.take_nmi(0));
+        assert_eq!(p.acknowledge(0), None, "INTR is no interrupt in NMI mode");
+        p.isa_irq(4).set_level(false);
+        p.isa_irq(4).set_level(true);
+        assert!(!p.take_nmi(0), "INTR stayed high: no new edge");
+    }
+
+    /// The NMI button pulses LINT1: an NMI where LINT1 is in NMI mode (vCPU 0 here), none where
+    /// it is masked (vCPU 1).
+    #[test]
+    fn the_nmi_button_is_an_nmi_through_lint1() {
+        let p = Platform::new(2, Clock::real_time());
+        let mut pio = Bus::new("pio");
+        let mut mmio = Bus::new("mmio");
+        p.attach(&mut pio, &mut mmio).unwrap();
+        assert!(p.nmi_button());
+        assert!(!p.take_nmi(0), "LINT1 masked at reset");
+        mmio.write(0, APIC_DEFAULT_BASE + 0xf0, &0x1ffu32.to_le_bytes());
+        mmio.write(0, APIC_DEFAULT_BASE + 0x360, &0x400u32.to_le_bytes());
+        assert!(p.nmi_button());
+        assert!(p.nmi_pending(0) && p.take_nmi(0));
+        assert!(!p.nmi_pending(1) && !p.take_nmi(1));
+        p.route_to_kernel(Arc::new(|_, _| {}));
+        assert!(!p.nmi_button());
     }
 
     /// A TSC deadline that passes is noticed by the vCPU's own next MSR access (it polls the

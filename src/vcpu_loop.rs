@@ -17,9 +17,12 @@ pub enum Action {
     Continue,
     /// Sleep until an interrupt or a stop request arrives (HLT with interrupts enabled).
     WaitForInterrupt,
-    /// Sleep until INIT (or NMI, SMI) or a stop request: HLT with interrupts disabled on an
-    /// AP, which no ordinary interrupt can wake.
-    WaitInterruptsOff,
+    /// Sleep until INIT, an NMI (unless `nmi_blocked`: an NMI handler runs until its IRET) or
+    /// a stop request: HLT with interrupts disabled, which no ordinary interrupt can wake.
+    WaitInterruptsOff {
+        /// NMIs are blocked: only INIT wakes it.
+        nmi_blocked: bool,
+    },
     /// The machine is stopping for a reason already recorded: leave the loop.
     Leave,
     /// Stop the machine for this reason and leave the loop.
@@ -30,8 +33,25 @@ pub enum Action {
 pub trait ExitContext {
     /// Whether a stop of the machine has been requested.
     fn stopping(&self) -> bool;
-    /// RFLAGS.IF, CS selector and RIP now (for HLT), or an error text.
-    fn halt_state(&mut self) -> Result<(bool, u16, u64), String>;
+    /// RFLAGS.IF, CS selector, RIP and whether NMIs are blocked now (for HLT), or an error
+    /// text.
+    fn halt_state(&mut self) -> Result<HaltState, String>;
+    /// Whether an NMI may still come to wake this vCPU (one is waiting, or a device line
+    /// reaches it in NMI mode).
+    fn nmi_may_come(&self) -> bool;
+}
+
+/// What HLT's exit needs to know of the vCPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HaltState {
+    /// RFLAGS.IF.
+    pub iflag: bool,
+    /// CS selector.
+    pub cs: u16,
+    /// RIP.
+    pub rip: u64,
+    /// An NMI handler runs (NMIs blocked until IRET).
+    pub nmi_blocked: bool,
 }
 
 /// Decides what follows an exit of vCPU `index`.
@@ -50,17 +70,26 @@ pub fn handle_exit(index: usize, exit: Exit, ctx: &mut dyn ExitContext) -> Actio
                 return Action::Leave;
             }
             match ctx.halt_state() {
-                // Only the BSP ends the machine this way: an AP parked with interrupts off
-                // still answers INIT and NMI.
-                Ok((false, cs, rip)) if index == 0 => {
+                // Only the BSP ends the machine this way, and only if no NMI can wake it: an
+                // AP parked with interrupts off still answers INIT and NMI.
+                Ok(HaltState {
+                    iflag: false,
+                    cs,
+                    rip,
+                    nmi_blocked,
+                }) if index == 0 && (nmi_blocked || !ctx.nmi_may_come()) => {
                     Action::Stop(StopReason::HaltedInterruptsOff {
                         vcpu: index,
                         cs,
                         rip,
                     })
                 }
-                Ok((false, _, _)) => Action::WaitInterruptsOff,
-                Ok((true, _, _)) => Action::WaitForInterrupt,
+                Ok(HaltState {
+                    iflag: false,
+                    nmi_blocked,
+                    ..
+                }) => Action::WaitInterruptsOff { nmi_blocked },
+                Ok(HaltState { iflag: true, .. }) => Action::WaitForInterrupt,
                 Err(e) => Action::Stop(StopReason::HostError(e)),
             }
         }
@@ -78,15 +107,27 @@ pub fn handle_exit(index: usize, exit: Exit, ctx: &mut dyn ExitContext) -> Actio
 struct Ctx<'a, V: Vcpu> {
     vcpu: &'a mut V,
     control: &'a Control,
+    io: &'a MachineIo,
 }
 
 impl<V: Vcpu> ExitContext for Ctx<'_, V> {
     fn stopping(&self) -> bool {
         self.control.stopping()
     }
-    fn halt_state(&mut self) -> Result<(bool, u16, u64), String> {
+    fn halt_state(&mut self) -> Result<HaltState, String> {
         let s = self.vcpu.state().map_err(|e| e.to_string())?;
-        Ok((rflags_if(s.rflags), s.cs.selector, s.rip))
+        Ok(HaltState {
+            iflag: rflags_if(s.rflags),
+            cs: s.cs.selector,
+            rip: s.rip,
+            nmi_blocked: s.events.nmi_masked,
+        })
+    }
+    fn nmi_may_come(&self) -> bool {
+        self.io
+            .platform
+            .as_deref()
+            .is_some_and(|p| p.nmi_may_come(self.vcpu.index()))
     }
 }
 
@@ -285,6 +326,7 @@ fn run_vcpu<V: Vcpu>(
             &mut Ctx {
                 vcpu: &mut *vcpu,
                 control,
+                io,
             },
         );
         match action {
@@ -326,18 +368,19 @@ fn run_vcpu<V: Vcpu>(
                 }
                 kicker.clear();
             }
-            Action::WaitInterruptsOff => {
+            Action::WaitInterruptsOff { nmi_blocked } => {
                 phase = VcpuPhase::Halted;
                 // Interrupts cannot wake it: sleep (kicks for them are cleared and ignored)
-                // until INIT, a stop, or a request for the counters, which the top of the loop
-                // answers.
+                // until INIT, an NMI it can take, a stop, or a request for the counters, which
+                // the top of the loop answers.
                 let platform = io.platform.as_deref();
                 if let Some(p) = platform {
                     p.set_idle(index, true);
                 }
                 crate::sink::flush_console();
                 while !control.stopping()
-                    && !platform.is_some_and(|p| p.wakes_halted_with_interrupts_off(index))
+                    && !platform
+                        .is_some_and(|p| p.wakes_halted_with_interrupts_off(index, nmi_blocked))
                     && control.counters_wanted() == counters_answered
                 {
                     if platform.is_some_and(|p| p.idle_jump()) {
@@ -370,22 +413,32 @@ mod tests {
 
     struct Fake {
         stopping: bool,
-        halt: Result<(bool, u16, u64), String>,
+        halt: Result<HaltState, String>,
+        nmi_may_come: bool,
     }
 
     impl ExitContext for Fake {
         fn stopping(&self) -> bool {
             self.stopping
         }
-        fn halt_state(&mut self) -> Result<(bool, u16, u64), String> {
+        fn halt_state(&mut self) -> Result<HaltState, String> {
             self.halt.clone()
+        }
+        fn nmi_may_come(&self) -> bool {
+            self.nmi_may_come
         }
     }
 
     fn ctx(stopping: bool, iflag: bool) -> Fake {
         Fake {
             stopping,
-            halt: Ok((iflag, 0x10, 0x1234)),
+            halt: Ok(HaltState {
+                iflag,
+                cs: 0x10,
+                rip: 0x1234,
+                nmi_blocked: false,
+            }),
+            nmi_may_come: false,
         }
     }
 
@@ -394,7 +447,7 @@ mod tests {
         // An AP parked this way still answers INIT; the BSP cannot be woken.
         assert_eq!(
             handle_exit(1, Exit::Halt, &mut ctx(false, false)),
-            Action::WaitInterruptsOff
+            Action::WaitInterruptsOff { nmi_blocked: false }
         );
         assert_eq!(
             handle_exit(0, Exit::Halt, &mut ctx(false, false)),
@@ -403,6 +456,28 @@ mod tests {
                 cs: 0x10,
                 rip: 0x1234
             })
+        );
+    }
+
+    #[test]
+    fn a_bsp_halted_with_interrupts_off_waits_for_an_nmi_that_can_come() {
+        let mut c = ctx(false, false);
+        c.nmi_may_come = true;
+        assert_eq!(
+            handle_exit(0, Exit::Halt, &mut c),
+            Action::WaitInterruptsOff { nmi_blocked: false }
+        );
+        // Inside its NMI handler (NMIs blocked until IRET) nothing but INIT could wake it.
+        if let Ok(h) = &mut c.halt {
+            h.nmi_blocked = true;
+        }
+        assert!(matches!(
+            handle_exit(0, Exit::Halt, &mut c),
+            Action::Stop(StopReason::HaltedInterruptsOff { vcpu: 0, .. })
+        ));
+        assert_eq!(
+            handle_exit(1, Exit::Halt, &mut c),
+            Action::WaitInterruptsOff { nmi_blocked: true }
         );
     }
 
@@ -428,6 +503,7 @@ mod tests {
         let mut c = Fake {
             stopping: false,
             halt: Err("KVM_GET_REGS failed".into()),
+            nmi_may_come: false,
         };
         assert!(matches!(
             handle_exit(0, Exit::Halt, &mut c),

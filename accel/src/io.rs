@@ -28,6 +28,19 @@ pub trait IoHandler: Sync {
         None
     }
 
+    /// Whether an NMI may be waiting for `vcpu`: a cheap check that backends make wherever the
+    /// guest could take one (IF does not mask an NMI; only an NMI handler running until its
+    /// IRET blocks it). A machine without interrupt controllers has none.
+    fn nmi_pending(&self, _vcpu: usize) -> bool {
+        false
+    }
+
+    /// Takes the pending NMI of `vcpu` (at most one is latched): true if there was one, which
+    /// the backend now delivers. Called only when the guest can take an NMI.
+    fn take_nmi(&self, _vcpu: usize) -> bool {
+        false
+    }
+
     /// Deterministic time (`--icount`): whether the machine's clock moves with the instructions
     /// a backend retires, so that the backend must call [`IoHandler::retired`]. Asked once per
     /// [`crate::Vcpu::run`]; backends that cannot count instructions (KVM) never ask.

@@ -12,6 +12,7 @@
 //! folder names a backend.
 #![deny(missing_docs)]
 
+pub mod cpuid;
 pub mod debug;
 pub mod disasm;
 pub mod exit;

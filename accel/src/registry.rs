@@ -108,6 +108,8 @@ pub struct AccelConfig {
     /// Software: `--tb-size`, the bytes of translated code all vCPUs together keep
     /// ([`crate::soft::DEFAULT_TB_SIZE`] by default).
     pub tb_size: usize,
+    /// `--cpu`: the CPU model the vCPUs are (crate::cpuid).
+    pub cpu: crate::cpuid::CpuSpec,
     /// Software, test-only: the deliberately wrong flag of [`SoftAccel::plant_flag_bug`].
     #[doc(hidden)]
     pub planted_bug: bool,
@@ -125,6 +127,7 @@ impl std::fmt::Debug for AccelConfig {
             .field("trace", &self.trace.as_ref().map(|t| t.0))
             .field("perf_map", &self.perf_map)
             .field("tb_size", &self.tb_size)
+            .field("cpu", &self.cpu.to_string())
             .finish_non_exhaustive()
     }
 }
@@ -142,6 +145,7 @@ impl AccelConfig {
             trace: None,
             perf_map: false,
             tb_size: crate::soft::DEFAULT_TB_SIZE,
+            cpu: crate::cpuid::CpuSpec::default(),
             planted_bug: false,
         }
     }
@@ -163,7 +167,8 @@ pub fn open(kind: AccelKind, config: &AccelConfig) -> Result<Box<dyn Accelerator
     Ok(match kind {
         AccelKind::Kvm => {
             let mut accel = KvmAccel::new(&config.kvm_path, &config.memory, config.nr_vcpus)?
-                .with_fallback(config.kvm_fallback);
+                .with_fallback(config.kvm_fallback)
+                .with_cpu(&config.cpu)?;
             if config.kernel_irqchip {
                 accel = accel.with_kernel_irqchip()?;
             }
@@ -176,7 +181,8 @@ pub fn open(kind: AccelKind, config: &AccelConfig) -> Result<Box<dyn Accelerator
                 kind == AccelKind::Jit,
             )
             .with_perf_map(config.perf_map)
-            .with_tb_size(config.tb_size);
+            .with_tb_size(config.tb_size)
+            .with_cpu(&config.cpu);
             if let Some((spec, out)) = &config.trace {
                 accel = accel.with_trace(*spec, out.clone());
             }

@@ -62,6 +62,12 @@ pub trait Accelerator: Send + Sync {
     fn irq_lines(&self) -> Option<IrqLines> {
         None
     }
+
+    /// The features the CPU model (`--cpu`) asked for that this backend does not run, and so
+    /// does not offer.
+    fn cpu_missing(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
 }
 
 /// One virtual CPU.

@@ -162,6 +162,11 @@ struct RunArgs {
     /// JANUS_JIT_PERFMAP=1).
     #[arg(long)]
     perf_map: bool,
+    /// The CPU model and features the guest sees: MODEL[,+FEATURE,-FEATURE...] (QEMU's
+    /// spelling; `janus info` lists models and features). Features the backend does not run are
+    /// dropped with a warning.
+    #[arg(long, value_name = "MODEL[,+F,-F]", default_value = "host")]
+    cpu: janus_accel::cpuid::CpuSpec,
     /// Translated code the software CPU keeps, all vCPUs together, in MiB (IR blocks and JIT
     /// code, like QEMU's -accel tcg,tb-size): a vCPU whose share is full flushes it whole.
     #[arg(long, value_name = "MiB", default_value_t = DEFAULT_TB_MIB, value_parser = parse_tb_size)]
@@ -531,6 +536,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         trace_file: args.trace_file.clone(),
         perf_map: args.perf_map,
         tb_size: args.tb_size << 20,
+        cpu: args.cpu.clone(),
     };
     let mut machine = Machine::new(config)?;
     if let Some(b) = machine.boot_info()
@@ -629,6 +635,25 @@ fn info(args: InfoArgs) -> Result<ExitCode> {
         Err(e) => janus::owriteln!("kvm: unavailable: {e}"),
     }
     janus::owriteln!("backends: kvm (when available), jit (x86-64 hosts), interp (always)");
+    use janus_accel::cpuid::{CpuSpec, Cpuid, MODELS};
+    janus::owriteln!("cpu models (--cpu MODEL[,+FEATURE,-FEATURE...]):");
+    for m in MODELS {
+        janus::owriteln!("  {:<15} {}", m.name, m.about);
+    }
+    let soft = Cpuid::new(&CpuSpec::default(), 1, &janus_accel::soft::OFFER);
+    let max: CpuSpec = "max".parse().unwrap_or_default();
+    let max = Cpuid::new(&max, 1, &janus_accel::soft::OFFER);
+    janus::owriteln!("software cpu runs: {}", max.features().join(" "));
+    janus::owriteln!(
+        "software cpu, --cpu host offers: {}",
+        soft.features().join(" ")
+    );
+    let host: Vec<&str> = janus_accel::cpuid::FEATURES
+        .iter()
+        .filter(|f| janus_accel::cpuid::host(f.leaf, f.sub)[usize::from(f.reg)] & 1 << f.bit != 0)
+        .map(|f| f.name)
+        .collect();
+    janus::owriteln!("host cpu features: {}", host.join(" "));
     Ok(ExitCode::SUCCESS)
 }
 

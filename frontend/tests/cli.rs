@@ -969,3 +969,43 @@ fn bench_refuses_zero_runs() {
     one_error_line(&out, "at least one timed run is needed");
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `--cpu`: an unknown model or feature is one usage line; a model whose features the software
+/// CPU lacks runs with one warning naming them; `janus info` lists the models.
+#[test]
+fn cpu_models_on_the_command_line() {
+    let out = janus(&["--cpu", "pentium9"]);
+    one_error_line(&out, "unknown CPU model \"pentium9\"");
+    assert_eq!(out.status.code(), Some(2));
+    let out = janus(&["--cpu", "host,+warp-drive"]);
+    one_error_line(&out, "unknown CPU feature \"warp-drive\"");
+    assert_eq!(out.status.code(), Some(2));
+
+    let hello = roms().join("hello.bin");
+    let out = janus(&[
+        "run",
+        hello.to_str().unwrap(),
+        "--accel",
+        "jit",
+        "--cpu",
+        "x86-64-v3,-avx",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains("jit does not run") && warnings[0].contains("avx2"),
+        "{err}"
+    );
+    assert!(
+        !warnings[0].contains("avx,"),
+        "-avx is removed, not missing: {err}"
+    );
+
+    let out = janus(&["info"]);
+    let info = String::from_utf8_lossy(&out.stdout);
+    for m in ["host", "qemu64", "x86-64-v3", "Skylake-Client", "EPYC"] {
+        assert!(info.contains(m), "{m} in janus info:\n{info}");
+    }
+}

@@ -119,6 +119,15 @@ impl Ioapic {
         }
     }
 
+    /// Whether some unmasked redirection entry sends NMIs: a device line can then wake a
+    /// processor halted with interrupts disabled.
+    pub fn routes_nmi(&self) -> bool {
+        self.redir.iter().any(|e| {
+            e & RTE_MASKED == 0
+                && DeliveryMode::from_bits((*e >> 8) as u32) == Some(DeliveryMode::Nmi)
+        })
+    }
+
     /// Redirection entry `pin` as the guest would read it.
     pub fn entry(&self, pin: usize) -> u64 {
         self.redir.get(pin).copied().unwrap_or(0)

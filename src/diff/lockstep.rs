@@ -182,10 +182,10 @@ impl<'r> Lockstep<'r> {
             p.retired(0, now.wrapping_sub(self.retired));
             self.retired = now;
             // A halt holds (the software CPU stays halted; KVM's single-step may report the HLT
-            // as a step and would run on) until an interrupt is delivered.
+            // as a step and would run on) until an interrupt or an NMI is delivered (with IF=0
+            // the run goes on only while an NMI can come: see `stopped`).
             self.halted =
-                (is_hlt || matches!(f.exit_a, Exit::Halt) || matches!(f.exit_b, Exit::Halt))
-                    && f.sa.rflags & janus_accel::state::rflags::IF != 0;
+                is_hlt || matches!(f.exit_a, Exit::Halt) || matches!(f.exit_b, Exit::Halt);
         }
         let stopping = self.control.stopping()
             || matches!(f.exit_a, Exit::Shutdown(_) | Exit::Failed(_))
@@ -231,6 +231,10 @@ impl<'r> Lockstep<'r> {
             TimedStep::Inject(v) => {
                 self.halted = false;
                 Ok(Before::Step(Some(v)))
+            }
+            TimedStep::Nmi => {
+                self.halted = false;
+                Ok(Before::Step(None))
             }
             TimedStep::Delivered => {
                 self.halted = false;
@@ -409,7 +413,9 @@ impl<'r> Lockstep<'r> {
                 rip: f.sa.rip,
             })
         };
-        let if_off = f.sa.rflags & janus_accel::state::rflags::IF == 0;
+        // With IF=0 only an NMI can wake it: one waiting, or an IOAPIC pin in NMI mode.
+        let if_off = f.sa.rflags & janus_accel::state::rflags::IF == 0
+            && (f.sa.events.nmi_masked || !self.timed.as_ref().is_some_and(|p| p.nmi_may_come(0)));
         match &f.exit_a {
             Exit::Shutdown(s) => {
                 return Err(DiffEnd::Agreed(StopReason::TripleFault(s.clone())));

@@ -284,6 +284,8 @@ enum TimedStep {
     Run,
     /// This interrupt was injected into both backends: the step delivers it.
     Inject(u8),
+    /// An NMI was made pending in both backends' state: the step delivers it.
+    Nmi,
     /// The software side delivered this interrupt and ran the handler's first instruction; the
     /// KVM side was given its state and memory (KVM_GUESTDBG_BLOCKIRQ keeps KVM from taking an
     /// interrupt while single-stepping).
@@ -305,6 +307,34 @@ fn interrupt_step(
     io: &dyn janus_accel::IoHandler,
     halted: bool,
 ) -> Result<TimedStep, janus_accel::VcpuError> {
+    // An NMI first: IF does not mask it; A's NMI handler (until its IRET) and an STI or MOV SS
+    // shadow hold it back. It goes into the state as pending, and the step delivers it.
+    if p.nmi_pending(0) {
+        let s = a.vcpu.state()?;
+        let ev = &s.events;
+        let open = !ev.nmi_masked && !ev.nmi_pending && !ev.sti_shadow && !ev.mov_ss_shadow;
+        if open && p.take_nmi(0) {
+            let pend = |side: &mut Side| -> Result<(), janus_accel::VcpuError> {
+                let mut st = side.vcpu.state()?;
+                st.events.nmi_pending = true;
+                side.vcpu.set_state(&st)
+            };
+            let (soft, kvm) = match kinds {
+                (AccelKind::Kvm, _) => (b, a),
+                (_, AccelKind::Kvm) => (a, b),
+                _ => {
+                    pend(a)?;
+                    pend(b)?;
+                    return Ok(TimedStep::Nmi);
+                }
+            };
+            pend(soft)?;
+            soft.vcpu.run(io)?;
+            copy_ram(&soft.mem, &kvm.mem);
+            kvm.vcpu.set_state(&soft.vcpu.state()?)?;
+            return Ok(TimedStep::Delivered);
+        }
+    }
     if p.interrupt_pending(0) {
         let s = a.vcpu.state()?;
         let open = s.rflags & janus_accel::state::rflags::IF != 0
@@ -328,7 +358,8 @@ fn interrupt_step(
             return Ok(TimedStep::Delivered);
         }
     }
-    if halted && !p.interrupt_pending(0) {
+    // Halted and nothing above was taken (none pending, IF=0, or NMIs blocked): time moves on.
+    if halted {
         p.set_idle(0, true);
         let jumped = p.idle_jump();
         p.set_idle(0, false);

@@ -208,6 +208,8 @@ pub struct KvmAccel {
     supported_msrs: Vec<u32>,
     nr_vcpus: usize,
     fallback: bool,
+    /// `--cpu` other than plain `host`, and the features it wants that KVM does not offer.
+    cpu: Option<(crate::cpuid::CpuSpec, Vec<&'static str>)>,
 }
 
 impl KvmAccel {
@@ -267,7 +269,30 @@ impl KvmAccel {
             supported_msrs,
             nr_vcpus,
             fallback: true,
+            cpu: None,
         })
+    }
+
+    /// The vCPUs are CPU model `spec` (`--cpu`), as far as KVM offers its features (kvm_pvm
+    /// ignores KVM_SET_CPUID2: there the guest sees the host's CPUID whatever the model).
+    ///
+    /// # Errors
+    /// KVM_GET_SUPPORTED_CPUID fails.
+    pub fn with_cpu(mut self, spec: &crate::cpuid::CpuSpec) -> Result<Self, KvmError> {
+        if *spec == crate::cpuid::CpuSpec::default() {
+            self.cpu = None;
+            return Ok(self);
+        }
+        let mut cpuid = self
+            .kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(|source| KvmError::Ioctl {
+                op: "KVM_GET_SUPPORTED_CPUID",
+                source,
+            })?;
+        let missing = vcpu::apply_model(&mut cpuid, spec);
+        self.cpu = Some((spec.clone(), missing));
+        Ok(self)
     }
 
     /// Turns the software fallback on (the default) or off (`--no-fallback`: a
@@ -366,6 +391,10 @@ impl Accelerator for KvmAccel {
         Ok(Box::new(self.new_vcpu(index)?))
     }
 
+    fn cpu_missing(&self) -> Vec<&'static str> {
+        self.cpu.as_ref().map(|c| c.1.clone()).unwrap_or_default()
+    }
+
     fn irq_lines(&self) -> Option<IrqLines> {
         let lines = self.kernel_irq_lines()?;
         Some(Arc::new(move |gsi, level| lines.set(gsi, level)))
@@ -388,6 +417,7 @@ impl KvmAccel {
             vcpu::VcpuOptions {
                 blockirq: guest_debug_flags(&self.kvm) & KVM_GUESTDBG_BLOCKIRQ != 0,
                 fallback: self.fallback,
+                cpu: self.cpu.as_ref().map(|c| c.0.clone()),
             },
         )?;
         v.kernel_irqchip = self.kernel_irqchip;

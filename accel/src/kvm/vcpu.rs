@@ -49,6 +49,8 @@ pub struct KvmVcpu {
     halted: bool,
     /// The software CPU that runs what KVM cannot (None with `--no-fallback`).
     fallback: Option<Fallback>,
+    /// An interrupt or NMI was handed to KVM for the coming entry (KVM_INTERRUPT, KVM_NMI).
+    injected: bool,
 }
 
 pub(super) fn kvm_err(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VcpuError {
@@ -77,12 +79,14 @@ enum Raw {
 }
 
 /// How a vCPU is created.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct VcpuOptions {
     /// Single-step with KVM_GUESTDBG_BLOCKIRQ.
     pub blockirq: bool,
     /// Run KVM_EXIT_INTERNAL_ERROR instructions in the software CPU.
     pub fallback: bool,
+    /// `--cpu` other than plain `host`: the model KVM_SET_CPUID2 sets.
+    pub cpu: Option<crate::cpuid::CpuSpec>,
 }
 
 impl KvmVcpu {
@@ -95,7 +99,11 @@ impl KvmVcpu {
         supported_msrs: Vec<u32>,
         opts: VcpuOptions,
     ) -> Result<Self, VcpuError> {
-        let VcpuOptions { blockirq, fallback } = opts;
+        let VcpuOptions {
+            blockirq,
+            fallback,
+            cpu,
+        } = opts;
         let fd = vm
             .create_vcpu(index as u64)
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;
@@ -104,6 +112,9 @@ impl KvmVcpu {
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
         let arch_caps = msr_round_trips(&fd, ARCH_CAPABILITIES);
         patch_cpuid(&mut cpuid, index, nr_vcpus, arch_caps);
+        if let Some(spec) = &cpu {
+            apply_model(&mut cpuid, spec);
+        }
         fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
         let fallback = fallback.then(|| Fallback::new(memory.clone(), index, nr_vcpus));
         let kicker = Kicker::new();
@@ -124,6 +135,7 @@ impl KvmVcpu {
             step_start: None,
             halted: false,
             fallback,
+            injected: false,
         };
         v.set_state(&CpuState::reset(index == 0))?;
         Ok(v)
@@ -384,6 +396,28 @@ impl KvmVcpu {
         Ok(())
     }
 
+    /// Hands an NMI of the machine's interrupt controllers to KVM with KVM_NMI: KVM delivers it
+    /// when the guest can take it and keeps NMIs blocked until the handler's IRET (the blocking
+    /// is KVM's vcpu-events `nmi.masked`, which [`CpuState`]'s `events.nmi_masked` carries). An
+    /// NMI wakes a vCPU halted with interrupts off too, but not one halted in its NMI handler.
+    fn poll_nmi(&mut self, io: &dyn IoHandler) -> Result<(), VcpuError> {
+        if self.kernel_irqchip || !io.nmi_pending(self.index) || !io.take_nmi(self.index) {
+            return Ok(());
+        }
+        self.fd.nmi().map_err(kvm_err("KVM_NMI"))?;
+        self.injected = true;
+        if self.halted {
+            let ev = self
+                .fd
+                .get_vcpu_events()
+                .map_err(kvm_err("KVM_GET_VCPU_EVENTS"))?;
+            if ev.nmi.masked == 0 {
+                self.halted = false;
+            }
+        }
+        Ok(())
+    }
+
     /// Queues `vector` with KVM_INTERRUPT; KVM delivers it as soon as the guest can take it.
     fn queue_interrupt(&mut self, vector: u8) -> Result<(), VcpuError> {
         let irq = kvm_bindings::kvm_interrupt {
@@ -395,7 +429,51 @@ impl KvmVcpu {
         if ret < 0 {
             return Err(kvm_err("KVM_INTERRUPT")(kvm_ioctls::Error::last()));
         }
+        self.injected = true;
         Ok(())
+    }
+
+    /// kvm_pvm delivers exceptions in software and shuts the guest down when a frame would
+    /// land outside guest RAM (MMIO, or no device at all), where a processor writes it to the
+    /// bus, a write nobody takes is dropped, and the handler runs (a stack pointer that wraps
+    /// through 0 in a flat 4 GiB segment puts frames at 0xfffffffc and below: test-roms/
+    /// udwrap.asm). So a shutdown there, in an entry that was given no interrupt or NMI, is
+    /// replayed in the software fallback: the instruction at RIP again, with the delivery of
+    /// what it raises. `None`: the software CPU went on and KVM resumes from its state;
+    /// `Some`: the exit to report (the software CPU's triple fault when it agrees).
+    fn replay_shutdown(
+        &mut self,
+        io: &dyn IoHandler,
+        injected: bool,
+    ) -> Result<Option<Exit>, VcpuError> {
+        let state = self.state()?;
+        if injected || self.kernel_irqchip || !super::is_paravirtual() {
+            return Ok(Some(Exit::Shutdown(Box::new(state))));
+        }
+        let Some(fb) = self.fallback.as_mut() else {
+            return Ok(Some(Exit::Shutdown(Box::new(state))));
+        };
+        let resume = match fb.step(&state, io)? {
+            Outcome::Resumed(s) => s,
+            Outcome::Halted(s) => {
+                self.halted = true;
+                s
+            }
+            Outcome::Exit(Exit::Shutdown(_)) | Outcome::Exit(Exit::Failed(_)) => {
+                return Ok(Some(Exit::Shutdown(Box::new(state))));
+            }
+            Outcome::Exit(exit) => return Ok(Some(exit)),
+        };
+        self.write_state(&resume, Parts::ALL)?;
+        *self
+            .counters
+            .extra
+            .entry("kvm fallback: shutdown replayed (frame outside RAM)".into())
+            .or_default() += 1;
+        if self.halted {
+            return Ok(Some(Exit::Halt));
+        }
+        Ok(self.single_step.then_some(Exit::SingleStep))
     }
 }
 
@@ -500,6 +578,23 @@ fn msr_round_trips(fd: &VcpuFd, index: u32) -> bool {
         return false;
     }
     fd.set_msrs(&msrs).ok() == Some(1)
+}
+
+/// Makes KVM's table the CPU model `spec` (`--cpu`): the model's identity, and the features
+/// it wants that KVM offers. Returns the features wanted but not offered.
+pub(super) fn apply_model(cpuid: &mut CpuId, spec: &crate::cpuid::CpuSpec) -> Vec<&'static str> {
+    let mut regs: Vec<(u32, u32, [u32; 4])> = cpuid
+        .as_slice()
+        .iter()
+        .map(|e| (e.function, e.index, [e.eax, e.ebx, e.ecx, e.edx]))
+        .collect();
+    let mut view: Vec<(u32, u32, &mut [u32; 4])> =
+        regs.iter_mut().map(|(l, s, r)| (*l, *s, r)).collect();
+    let missing = crate::cpuid::Cpuid::patch(spec, &mut view);
+    for (e, (_, _, r)) in cpuid.as_mut_slice().iter_mut().zip(regs) {
+        [e.eax, e.ebx, e.ecx, e.edx] = r;
+    }
+    missing
 }
 
 /// Fills in the per-vCPU topology that KVM's supported CPUID leaves blank, and hides what the
@@ -697,6 +792,7 @@ impl KvmVcpu {
                 self.finish_io(io)?;
                 return Ok(Exit::Stopped);
             }
+            self.poll_nmi(io)?;
             self.poll_controllers(io)?;
             if self.try_inject()? {
                 self.halted = false;
@@ -707,6 +803,7 @@ impl KvmVcpu {
                 return Ok(Exit::Halt);
             }
             self.io_pending = false;
+            let injected = std::mem::take(&mut self.injected);
             let raw = self.run_once()?;
             match raw {
                 Raw::Io { .. } | Raw::MmioRead(..) | Raw::MmioWrite(..) => {
@@ -732,8 +829,12 @@ impl KvmVcpu {
                     }
                 }
                 Raw::Shutdown => {
-                    self.counters.bump(ExitReasonKind::Shutdown);
-                    return Ok(Exit::Shutdown(Box::new(self.state()?)));
+                    if let Some(exit) = self.replay_shutdown(io, injected)? {
+                        if matches!(exit, Exit::Shutdown(_)) {
+                            self.counters.bump(ExitReasonKind::Shutdown);
+                        }
+                        return Ok(exit);
+                    }
                 }
                 Raw::FailEntry(reason, cpu) => {
                     self.counters.bump(ExitReasonKind::Failure);

@@ -50,6 +50,8 @@ pub mod vec {
     pub const DE: u8 = 0;
     /// Debug.
     pub const DB: u8 = 1;
+    /// Non-maskable interrupt.
+    pub const NMI: u8 = 2;
     /// Breakpoint.
     pub const BP: u8 = 3;
     /// Overflow.
@@ -164,8 +166,10 @@ pub struct Core {
     pub tsc_clock: Option<TscClock>,
     /// The translator's scratch vector for a block's ops (`translate::translate`).
     pub op_scratch: Vec<super::ir::Op>,
-    /// Number of vCPUs of the machine (for CPUID topology).
-    pub nr_vcpus: usize,
+    /// The machine's CPUID table (`--cpu`), shared by every vCPU.
+    pub cpuid: std::sync::Arc<crate::cpuid::Cpuid>,
+    /// Whether the machine gives this vCPU a local APIC (asked once, at the first CPUID).
+    pub has_lapic: Option<bool>,
     /// Data-breakpoint hits (DR6.B0-B3) of the instruction running, reported when it completes.
     pub dbg_hits: u64,
     /// The memory access under way is an implicit supervisor access (descriptor tables, TSS,
@@ -203,7 +207,12 @@ impl Core {
             tsc_offset: 0,
             tsc_clock: None,
             op_scratch: Vec::with_capacity(256),
-            nr_vcpus: 1,
+            has_lapic: None,
+            cpuid: std::sync::Arc::new(crate::cpuid::Cpuid::new(
+                &crate::cpuid::CpuSpec::default(),
+                1,
+                &super::translate::OFFER,
+            )),
             dbg_hits: 0,
             implicit: false,
             single_step: false,

@@ -18,6 +18,19 @@ pub enum Source {
     External,
 }
 
+/// Whether a `w`-byte stack slot at offset `off` lies inside `ss`'s limit (expand-up, or
+/// expand-down up to 64 KiB or 4 GiB by its B bit), as a PUSH checks it.
+fn stack_slot_fits(ss: &Segment, off: u64, w: u8) -> bool {
+    let last = off + u64::from(w) - 1;
+    let limit = u64::from(ss.limit);
+    if ss.typ & 0xc == 0x4 {
+        let top = if ss.db { 0xffff_ffff } else { 0xffff };
+        off > limit && last <= top
+    } else {
+        last <= limit
+    }
+}
+
 fn contributory(v: u8) -> bool {
     matches!(v, 0 | 10 | 11 | 12 | 13)
 }
@@ -223,6 +236,22 @@ impl Ctx<'_> {
             if let Some(c) = code {
                 frame.push(u64::from(c));
             }
+            // The whole frame must fit below the stack pointer inside SS's limit before anything
+            // is pushed, as for a PUSH: #SS(EXT) on the current stack, #SS(selector + EXT) on an
+            // inner one. A frame that wraps through 0 in steps that stay inside a 4 GiB segment
+            // is fine; one whose slot straddles the top of the segment is not.
+            let serr = if priv_change {
+                u32::from(ss.selector & 0xfffc) + ext
+            } else {
+                ext
+            };
+            let mut p = sp;
+            for _ in &frame {
+                p = p.wrapping_sub(u64::from(w)) & spm;
+                if !stack_slot_fits(&ss, p, w) {
+                    return Err(super::cpu::ss_fault(serr));
+                }
+            }
             let mut p = sp;
             for x in &frame {
                 p = p.wrapping_sub(u64::from(w)) & spm;
@@ -281,6 +310,36 @@ impl Ctx<'_> {
     /// Hook after anything that may change CPL or the code size: nothing cached depends on it
     /// today (the translation key is recomputed per block), kept as the one place to add it.
     pub fn after_control_transfer(&mut self) {}
+
+    /// Whether an NMI is to be delivered now: one is latched in the CPU (`nmi_pending`) or the
+    /// machine has one for vCPU `index` (then taken from it), and neither an NMI handler (until
+    /// its IRET) nor an STI or MOV SS shadow blocks it. IF plays no part.
+    pub fn nmi_deliverable(&mut self, index: usize) -> bool {
+        let ev = &self.c.s.events;
+        if ev.nmi_masked || ev.sti_shadow || ev.mov_ss_shadow {
+            return false;
+        }
+        if !ev.nmi_pending && self.io.nmi_pending(index) && self.io.take_nmi(index) {
+            self.c.s.events.nmi_pending = true;
+        }
+        self.c.s.events.nmi_pending
+    }
+
+    /// IRET ends the blocking of NMIs that an NMI's delivery began, even when it faults (SDM
+    /// vol. 3, 6.7.1). An NMI that waited for it is taken from the machine now, so that the
+    /// run loop (and compiled code, which leaves for a pending event) delivers it before the
+    /// next instruction.
+    pub fn unblock_nmi(&mut self) {
+        let ev = &mut self.c.s.events;
+        if !ev.nmi_masked {
+            return;
+        }
+        ev.nmi_masked = false;
+        let index = self.c.index;
+        if !ev.nmi_pending && self.io.nmi_pending(index) && self.io.take_nmi(index) {
+            self.c.s.events.nmi_pending = true;
+        }
+    }
 
     /// Whether an external interrupt can be taken now.
     pub fn interrupts_open(&self) -> bool {

@@ -45,6 +45,7 @@ use interp::Outcome;
 
 pub use jit::JitStats;
 pub use trace::{TraceOut, TraceSpec};
+pub use translate::OFFER;
 
 /// The software accelerator: vCPUs that interpret guest code or run it compiled by the JIT.
 pub struct SoftAccel {
@@ -59,6 +60,8 @@ pub struct SoftAccel {
     trace: Option<(TraceSpec, TraceOut)>,
     /// `--perf-map`: name compiled blocks in /tmp/perf-PID.map.
     perf_map: bool,
+    /// `--cpu`: the CPUID table every vCPU reads.
+    cpuid: Arc<crate::cpuid::Cpuid>,
     /// `--tb-size`: bytes of translated code (IR and JIT code) that all vCPUs together keep.
     tb_size: usize,
 }
@@ -123,8 +126,28 @@ impl SoftAccel {
             xmc,
             trace: None,
             perf_map: false,
+            cpuid: Arc::new(crate::cpuid::Cpuid::new(
+                &crate::cpuid::CpuSpec::default(),
+                nr_vcpus,
+                &OFFER,
+            )),
             tb_size: DEFAULT_TB_SIZE,
         }
+    }
+
+    /// The vCPUs are the CPU model `spec` (`--cpu`): one CPUID table, made here.
+    pub fn with_cpu(mut self, spec: &crate::cpuid::CpuSpec) -> Self {
+        let mut t = crate::cpuid::Cpuid::new(spec, self.nr_vcpus, &OFFER);
+        if let Some(c) = &self.tsc_clock {
+            t.set_tsc_hz(c.hz);
+        }
+        self.cpuid = Arc::new(t);
+        self
+    }
+
+    /// The CPUID table the vCPUs read.
+    pub fn cpuid(&self) -> &crate::cpuid::Cpuid {
+        &self.cpuid
     }
 
     /// Bounds the translated code of all vCPUs together to `bytes` (IR blocks and JIT code;
@@ -160,6 +183,7 @@ impl SoftAccel {
             read: std::sync::Arc::new(clock),
             hz,
         });
+        Arc::make_mut(&mut self.cpuid).set_tsc_hz(hz);
         self
     }
 
@@ -195,6 +219,10 @@ impl Accelerator for SoftAccel {
     fn create_vcpu(&self, index: usize) -> Result<Box<dyn Vcpu + Send>, VcpuError> {
         Ok(Box::new(self.new_vcpu(index)?))
     }
+
+    fn cpu_missing(&self) -> Vec<&'static str> {
+        self.cpuid.missing().to_vec()
+    }
 }
 
 impl SoftAccel {
@@ -204,7 +232,7 @@ impl SoftAccel {
     /// The JIT's code memory cannot be mapped.
     pub fn new_vcpu(&self, index: usize) -> Result<SoftVcpu, VcpuError> {
         let mut core = Core::new(self.memory.clone(), index);
-        core.nr_vcpus = self.nr_vcpus;
+        core.cpuid = self.cpuid.clone();
         core.planted_bug = self.planted_bug;
         core.tsc_clock = self.tsc_clock.clone();
         let kicker = Kicker::new();
@@ -379,6 +407,24 @@ impl SoftVcpu {
                     }
                     continue;
                 }
+            }
+            // An NMI: IF does not mask it; it waits while an NMI handler runs (until its IRET)
+            // and for the one instruction of an STI or MOV SS shadow.
+            if ctx.nmi_deliverable(self.index) {
+                ctx.c.s.events.nmi_pending = false;
+                ctx.c.s.events.nmi_masked = true;
+                self.halted = false;
+                let rip = ctx.c.s.rip;
+                let d = match ctx.deliver(cpu::vec::NMI, None, Source::External, rip) {
+                    Ok(()) => Delivered::Ok,
+                    Err(Fault::Exc { vector, code }) => ctx.raise(vector, code),
+                    Err(Fault::Unsupported(w)) => Delivered::Unsupported(w),
+                    Err(Fault::Halt) => Delivered::Ok,
+                };
+                if let Some(exit) = self.after_delivery(d) {
+                    return exit;
+                }
+                continue;
             }
             // Interrupt controllers of the machine: acknowledge when the guest can take one.
             if ctx.c.s.events.interrupt.is_none()
@@ -670,7 +716,7 @@ fn chain(
         }
         let c = &*ctx.c;
         let ev = &c.s.events;
-        if ev.exception.is_some() || ev.interrupt.is_some() {
+        if ev.exception.is_some() || ev.interrupt.is_some() || ev.nmi_pending {
             return outcome;
         }
         if c.s.rflags & crate::state::rflags::IF != 0 && ctx.io.interrupt_pending(c.index) {

@@ -382,9 +382,12 @@ impl Lapic {
                     self.accept(msg.vector, msg.trigger);
                 }
             }
-            DeliveryMode::Nmi => self.nmi = true,
+            // A processor waiting for its start-up IPI takes no NMI (it would run it before
+            // any IDT of its own); INIT drops one latched before it.
+            DeliveryMode::Nmi => self.nmi = !self.wait_for_sipi,
             DeliveryMode::Init => {
                 self.reset_registers();
+                self.nmi = false;
                 self.init = true;
                 self.sipi = None;
                 self.wait_for_sipi = self.apic_base & BASE_BSP == 0;
@@ -432,6 +435,11 @@ impl Lapic {
     pub fn accepts_pic_interrupts(&self) -> bool {
         let lvt = self.lvt[LVT_LINT0];
         !self.enabled() || (lvt & LVT_MASKED == 0 && (lvt >> 8) & 7 == 7)
+    }
+
+    /// Whether an NMI is latched (an NMI message, or a LINT pin in NMI mode that rose).
+    pub fn nmi_pending(&self) -> bool {
+        self.nmi
     }
 
     /// Takes a pending NMI.

@@ -342,8 +342,9 @@ impl Lapic {
     }
 }
 
-/// Called with a vCPU's index when its own register write made an interrupt deliverable.
-pub type WakeVcpu = Arc<dyn Fn(usize) + Send + Sync>;
+/// Called with a vCPU's index when its own register write made an interrupt deliverable, and
+/// whether an NMI is among what is pending (a self-NMI, a LINT pin in NMI mode).
+pub type WakeVcpu = Arc<dyn Fn(usize, bool) + Send + Sync>;
 
 /// The xAPIC page (0xFEE00000, 4 KiB) of every vCPU, as one bus device: an access goes to the
 /// LAPIC of the vCPU that made it.
@@ -366,8 +367,8 @@ impl LapicMmio {
         LapicMmio { lapics, wake: None }
     }
 
-    /// Calls `wake` after a write that leaves an interrupt deliverable (a self-IPI, an EOI or a
-    /// TPR write that unblocks one): nothing else flags it for the vCPU, which would otherwise
+    /// Calls `wake` after a write that leaves an interrupt deliverable or an NMI latched (a
+    /// self-IPI, an EOI or a TPR write that unblocks one): nothing else flags it for the vCPU, which would otherwise
     /// run on with IF=1 and the vector stuck in the IRR.
     pub fn with_wake(mut self, wake: WakeVcpu) -> Self {
         self.wake = Some(wake);
@@ -392,13 +393,15 @@ impl BusDevice for LapicMmio {
 
     fn write(&mut self, vcpu: usize, offset: u64, data: &[u8]) {
         if let Some(l) = self.lapics.get(vcpu) {
-            let deliverable = {
+            let (deliverable, nmi) = {
                 let mut l = l.lock().unwrap_or_else(|p| p.into_inner());
                 l.mmio_write(offset, data);
-                l.next_interrupt().is_some()
+                (l.next_interrupt().is_some(), l.nmi_pending())
             };
-            if deliverable && let Some(wake) = &self.wake {
-                wake(vcpu);
+            if (deliverable || nmi)
+                && let Some(wake) = &self.wake
+            {
+                wake(vcpu, nmi);
             }
         }
     }

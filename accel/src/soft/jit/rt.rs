@@ -385,6 +385,7 @@ impl Rt {
             || ev.mov_ss_shadow
             || ev.interrupt.is_some()
             || ev.exception.is_some()
+            || (ev.nmi_pending && !ev.nmi_masked)
         {
             NO_KEY
         } else {

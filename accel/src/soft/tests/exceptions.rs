@@ -144,3 +144,36 @@ fn trap_flag_single_steps_through_db() {
         assert_eq!(m.rd(0x8000 + 8 * k, 8), at, "trap {k}");
     }
 }
+
+/// An exception frame is checked against SS's limit before it is pushed, as a PUSH is: with a
+/// 32 KiB expand-up stack segment, ESP = 0x8000 takes the #UD frame at 0x7ff4, ESP = 0x8002
+/// would put its top dword across the limit: #SS, which does not fit either (a double fault),
+/// then a triple fault. In a flat 4 GiB segment a frame that wraps through 0 in whole dwords
+/// is fine, one that straddles the top is not.
+#[test]
+fn an_exception_frame_must_fit_in_the_stack_segment() {
+    let run = |limit: u32, stack_top: u64| {
+        let mut m = Machine::new();
+        let mut s = prot_state(&m);
+        s.ss.limit = limit;
+        s.ss.g = false;
+        s.gpr[4] = stack_top;
+        gate32(&m, 6, CS32, 0x9000, 0xe);
+        m.load(0x9000, &[0xf4]); // hlt
+        m.load(CODE, &[0x0f, 0x0b]); // ud2
+        m.set(&s);
+        let e = m.run();
+        (e, m.state())
+    };
+    let (e, s) = run(0x7fff, 0x8000);
+    assert_eq!((e, s.rip, s.reg(Reg::Rsp)), (Exit::Halt, 0x9001, 0x7ff4));
+    let (e, _) = run(0x7fff, 0x8002);
+    assert!(
+        matches!(e, Exit::Shutdown(ref st) if st.rip == CODE),
+        "{e:?}"
+    );
+    let (e, s) = run(0xffff_ffff, 0x4);
+    assert_eq!((e, s.reg(Reg::Rsp)), (Exit::Halt, 0xffff_fff8));
+    let (e, _) = run(0xffff_ffff, 0x6);
+    assert!(matches!(e, Exit::Shutdown(_)), "{e:?}");
+}

@@ -68,6 +68,43 @@ fn cpuid_reports_host_vendor_and_long_mode() {
     assert_ne!(s.reg(Reg::Rdx) & (1 << 20), 0);
 }
 
+/// `--cpu`: the vCPU reads the model's table (vendor, brand, features), not the host's.
+#[test]
+fn cpuid_follows_the_cpu_model() {
+    let mut m = Machine::with_cpu(&"Skylake-Client,-popcnt,+hypervisor".parse().unwrap());
+    let s = long_state(&m);
+    m.load(
+        CODE,
+        &asm(64, CODE, |a| {
+            a.xor(eax, eax).unwrap();
+            a.cpuid().unwrap();
+            a.mov(r8d, ebx).unwrap();
+            a.mov(eax, 1).unwrap();
+            a.cpuid().unwrap();
+            a.mov(r9d, eax).unwrap();
+            a.mov(r10d, ecx).unwrap();
+            a.mov(eax, 4).unwrap();
+            a.mov(ecx, 1).unwrap();
+            a.cpuid().unwrap();
+            a.mov(r11d, eax).unwrap();
+            a.hlt().unwrap();
+        }),
+    );
+    m.set(&s);
+    let st = m.run_to_halt();
+    assert_eq!(st.reg(Reg::R8), u64::from(u32::from_le_bytes(*b"Genu")));
+    assert_eq!(st.reg(Reg::R9), 0x506e3, "family 6 model 94 stepping 3");
+    let features = st.reg(Reg::R10);
+    assert_eq!(features & 1 << 23, 0, "-popcnt");
+    assert_ne!(features & 1 << 31, 0, "+hypervisor");
+    assert_ne!(features & 1 << 13, 0, "cx16 from the model");
+    assert_eq!(
+        st.reg(Reg::R11) & 0x1f,
+        2,
+        "leaf 4 sub-leaf 1: the instruction cache"
+    );
+}
+
 #[test]
 fn page_fault_error_code_cr2_and_ist() {
     let mut m = Machine::new();

@@ -12,6 +12,7 @@ mod golden;
 mod long;
 mod modes;
 mod msr;
+mod nmi;
 mod prot;
 mod real;
 mod report;
@@ -82,9 +83,17 @@ pub struct Machine {
 
 impl Machine {
     pub fn new() -> Self {
+        Self::with_cpu(&crate::cpuid::CpuSpec::default())
+    }
+
+    /// The machine with CPU model `spec` (`--cpu`).
+    pub fn with_cpu(spec: &crate::cpuid::CpuSpec) -> Self {
         let mut mem = GuestMemory::new();
         mem.add(0, RAM, RegionKind::Ram).unwrap();
-        let cpu = SoftAccel::new(mem.clone(), 1).new_vcpu(0).unwrap();
+        let cpu = SoftAccel::new(mem.clone(), 1)
+            .with_cpu(spec)
+            .new_vcpu(0)
+            .unwrap();
         Machine {
             mem,
             cpu,

@@ -416,6 +416,7 @@ fn far_ret(c: &mut Ctx, i: &Instruction) -> R<()> {
 }
 
 fn iret(c: &mut Ctx, i: &Instruction) -> R<()> {
+    c.unblock_nmi();
     let sz: u8 = match i.code() {
         Code::Iretw => 2,
         Code::Iretd => 4,

@@ -24,7 +24,7 @@ mod x87;
 use std::sync::Arc;
 
 pub(crate) use control::vm86_seg;
-pub use msr::SoftMsrs;
+pub use msr::{OFFER, SoftMsrs};
 pub(crate) use shift::rotate;
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};

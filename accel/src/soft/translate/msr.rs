@@ -1,5 +1,4 @@
-//! Model-specific registers and what hangs off them: CPUID (the host's vendor and family, only
-//! the features this backend executes), RDMSR/WRMSR, RDTSC/RDTSCP, SWAPGS, SYSCALL/SYSRET and
+//! Model-specific registers and what hangs off them: CPUID (the machine's table, crate::cpuid), RDMSR/WRMSR, RDTSC/RDTSCP, SWAPGS, SYSCALL/SYSRET and
 //! SYSENTER/SYSEXIT.
 
 use iced_x86::{Instruction, Mnemonic};
@@ -9,133 +8,126 @@ use crate::soft::cpu::{Ctx, R, UD, gp};
 use crate::soft::mmu::canonical;
 use crate::state::{Segment, bits, rflags};
 
-fn host_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
-    let r = std::arch::x86_64::__cpuid_count(leaf, sub);
-    [r.eax, r.ebx, r.ecx, r.edx]
-}
+/// What the software CPU runs, for the CPU models (crate::cpuid).
+pub const OFFER: crate::cpuid::Offer = crate::cpuid::Offer {
+    // (MCE and MCA: CR4.MCE and the machine-check banks, where nothing is ever logged; MTRR
+    // and PAT: the MSRs, kept and checked; memory types change nothing the software CPU
+    // computes.)
+    runs: &[
+        "fpu",
+        "pse",
+        "tsc",
+        "msr",
+        "pae",
+        "mce",
+        "cx8",
+        "apic",
+        "sep",
+        "mtrr",
+        "pge",
+        "mca",
+        "cmov",
+        "pat",
+        "pse36",
+        "clflush",
+        "fxsr",
+        "sse",
+        "sse2",
+        "cx16",
+        "x2apic",
+        "popcnt",
+        "tsc-deadline",
+        "xsave",
+        "hypervisor",
+        "tsc-adjust",
+        "bmi1",
+        "smep",
+        "smap",
+        "pku",
+        "lahf-lm",
+        "abm",
+        "syscall",
+        "nx",
+        "pdpe1gb",
+        "rdtscp",
+        "lm",
+        "invtsc",
+    ],
+    // All of it but the hypervisor bit: the `host` model presents itself as bare hardware.
+    // IA32_TSC_ADJUST with the invariant TSC tells a kernel that the TSC is one clock it can
+    // trust: Linux then keeps no clocksource watchdog on it, which on a loaded host (vCPU
+    // threads starved, ticks late) would otherwise mark it unstable against the jiffies.
+    host: &[
+        "fpu",
+        "pse",
+        "tsc",
+        "msr",
+        "pae",
+        "cx8",
+        "apic",
+        "sep",
+        "pge",
+        "cmov",
+        "pse36",
+        "clflush",
+        "fxsr",
+        "sse",
+        "sse2",
+        "cx16",
+        "x2apic",
+        "popcnt",
+        "tsc-deadline",
+        "xsave",
+        "tsc-adjust",
+        "bmi1",
+        "smep",
+        "smap",
+        "pku",
+        "lahf-lm",
+        "abm",
+        "syscall",
+        "nx",
+        "pdpe1gb",
+        "rdtscp",
+        "lm",
+        "invtsc",
+    ],
+    xcr0: super::fpstate::XCR0_SUPPORTED as u32,
+    xsave_size: super::fpstate::XSAVE_SIZE,
+};
 
-/// CPUID as this backend implements it: the host's vendor, family and brand, and only the
-/// features the software CPU executes.
-pub fn cpuid_leaf(index: usize, nr_vcpus: usize, leaf: u32, sub: u32) -> [u32; 4] {
-    match leaf {
-        0 => {
-            let h = host_cpuid(0, 0);
-            [h[0].min(0xd), h[1], h[2], h[3]]
-        }
-        1 => {
-            let h = host_cpuid(1, 0);
-            let ebx = (index as u32) << 24 | (nr_vcpus.min(255) as u32) << 16 | 8 << 8;
-            // CMPXCHG16B, POPCNT, TSC-deadline (the LAPIC timer reads the same clock as
-            // RDTSC), XSAVE (OSXSAVE, bit 27, is CR4.OSXSAVE: see `cpuid`).
-            let ecx = 1 << 13 | 1 << 23 | 1 << 24 | 1 << 26;
-            // FPU, FXSR, SSE, SSE2 and:
-            let mut edx = 1
-                | 1 << 24
-                | 1 << 25
-                | 1 << 26
-                | 1 << 3
-                | 1 << 4
-                | 1 << 5
-                | 1 << 6
-                | 1 << 8
-                | 1 << 9
-                | 1 << 11
-                | 1 << 13
-                | 1 << 15
-                | 1 << 17
-                | 1 << 19; // PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PSE36 CLFSH
-            if nr_vcpus > 1 {
-                edx |= 1 << 28;
-            }
-            [h[0], ebx, ecx, edx]
-        }
-        // IA32_TSC_ADJUST, BMI1 (ANDN BEXTR BLSI BLSMSK BLSR TZCNT), SMEP, SMAP; PKU (OSPKE,
-        // bit 4, is CR4.PKE: see `cpuid`). With the invariant TSC (leaf 0x8000_0007), TSC_ADJUST
-        // tells a kernel that the TSC is one clock it can trust: Linux then keeps no
-        // clocksource watchdog on it, which on a loaded host (vCPU threads starved, ticks
-        // late) would otherwise mark it unstable against the jiffies.
-        7 if sub == 0 => [0, 1 << 1 | 1 << 3 | 1 << 7 | 1 << 20, 1 << 3, 0],
-        // XSAVE: x87 and SSE only, both in the 512-byte legacy region, so every enabled XCR0
-        // needs 576 bytes; no XSAVEOPT, XSAVEC, XGETBV with ECX=1 or XSAVES (sub-leaf 1).
-        0xd if sub == 0 => {
-            let size = super::fpstate::XSAVE_SIZE;
-            [super::fpstate::XCR0_SUPPORTED as u32, size, size, 0]
-        }
-        0x8000_0000 => {
-            let h = host_cpuid(0x8000_0000, 0);
-            [0x8000_0008, h[1], h[2], h[3]]
-        }
-        0x8000_0001 => {
-            let h = host_cpuid(0x8000_0001, 0);
-            // LAHF/SAHF in 64-bit mode, LZCNT; SYSCALL, NX, 1 GiB pages, RDTSCP, LM.
-            [
-                h[0],
-                0,
-                1 | 1 << 5,
-                1 << 11 | 1 << 20 | 1 << 26 | 1 << 27 | 1 << 29,
-            ]
-        }
-        0x8000_0002..=0x8000_0004 => host_cpuid(leaf, 0),
-        // Invariant TSC: it follows the machine's clock at one rate, halted or not, the same on
-        // every vCPU.
-        0x8000_0007 => [0, 0, 0, 1 << 8],
-        0x8000_0008 => [
-            (host_cpuid(0x8000_0008, 0)[0] & 0xffff).max(0x3024),
-            0,
-            0,
-            0,
-        ],
-        _ => {
-            let _ = sub;
-            [0; 4]
-        }
-    }
-}
-
+/// CPUID: the machine's table (crate::cpuid, built once from `--cpu`) and the fields that
+/// are this vCPU's or follow its state.
 pub(super) fn cpuid(c: &mut Ctx, _: &Instruction) -> R<()> {
     let leaf = c.c.get(0, 4) as u32;
-    let mut r = cpuid_leaf(c.c.index, c.c.nr_vcpus, leaf, c.c.get(1, 4) as u32);
-    // With the machine's clock behind the TSC its frequency is known, and said: the TSC/crystal
-    // ratio and crystal clock (leaf 0x15) and the base and bus frequencies (leaf 0x16), so a
-    // kernel takes the TSC's and the local APIC timer's rates from CPUID instead of timing
-    // them against the PIT (about 85,000 port reads and 50 ms of a Linux boot).
-    if let Some(hz) = c.c.tsc_clock.as_ref().map(|t| t.hz) {
-        let mhz = u32::try_from(hz / 1_000_000).unwrap_or(u32::MAX);
-        match leaf {
-            0 => r[0] = r[0].max(0x16),
-            0x15 => r = [1, 1, u32::try_from(hz).unwrap_or(0), 0],
-            0x16 => r = [mhz, mhz, mhz, 0],
-            _ => {}
+    let sub = c.c.get(1, 4) as u32;
+    let mut r = c.c.cpuid.get(leaf, sub);
+    match leaf {
+        1 => {
+            r[1] = (r[1] & 0x00ff_ffff) | (c.c.index as u32 & 0xff) << 24;
+            if c.c.s.cr4 & bits::CR4_OSXSAVE != 0 {
+                r[2] |= 1 << 27;
+            }
+            // TSC-deadline mode and x2APIC only where the machine has a local APIC (it takes
+            // IA32_TSC_DEADLINE); CPUID.1:EDX.APIC follows IA32_APIC_BASE.EN.
+            let lapic =
+                *c.c.has_lapic
+                    .get_or_insert_with(|| c.io.msr_read(c.c.index, index::TSC_DEADLINE).is_some());
+            if !lapic {
+                r[2] &= !(1 << 24 | 1 << 21);
+            }
+            if c.c.s.apic_base & APIC_BASE_EN == 0 {
+                r[3] &= !(1 << 9);
+            }
         }
-    }
-    if leaf == 7 && c.c.get(1, 4) == 0 && c.c.s.cr4 & bits::CR4_PKE != 0 {
-        r[2] |= 1 << 4;
-    }
-    if c.c.get(0, 4) == 1 {
-        if c.c.s.cr4 & crate::state::bits::CR4_OSXSAVE != 0 {
-            r[2] |= 1 << 27;
-        }
-        // TSC-deadline mode and x2APIC only where the machine has a local APIC (it takes
-        // IA32_TSC_DEADLINE); CPUID.1:EDX.APIC follows IA32_APIC_BASE.EN.
-        if c.io.msr_read(c.c.index, index::TSC_DEADLINE).is_none() {
-            r[2] &= !(1 << 24);
-        } else {
-            r[2] |= 1 << 21;
-        }
-        if c.c.s.apic_base & APIC_BASE_EN == 0 {
-            r[3] &= !(1 << 9);
-        }
+        7 if sub == 0 && c.c.s.cr4 & bits::CR4_PKE != 0 => r[2] |= 1 << 4,
+        0xb if r[2] & 0xff00 != 0 => r[3] = c.c.index as u32,
+        _ => {}
     }
     for (reg, v) in [0u8, 3, 1, 2].into_iter().zip(r) {
         c.c.set(reg, 4, u64::from(v));
     }
     Ok(())
-}
-
-/// Whether the host (whose vendor this CPU reports) is an AMD CPU.
-fn host_is_amd() -> bool {
-    let v = host_cpuid(0, 0);
-    [v[1], v[3], v[2]] == [0x6874_7541, 0x6974_6e65, 0x444d_4163] // "AuthenticAMD"
 }
 
 /// HWCR.TscFreqSel (bit 24).
@@ -221,7 +213,7 @@ fn types_ok(v: u64, pat: bool) -> bool {
 
 /// Physical-address bits at and above MAXPHYADDR, reserved in MTRR base and mask registers.
 fn above_maxphyaddr() -> u64 {
-    let bits = cpuid_leaf(0, 1, 0x8000_0008, 0)[0] & 0xff;
+    let bits = crate::cpuid::host(0x8000_0008, 0)[0] & 0xff;
     !((1u64 << bits) - 1)
 }
 
@@ -272,6 +264,7 @@ impl Default for SoftMsrs {
 
 pub(super) fn rdmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
     need_cpl0(c)?;
+    let amd = c.c.cpuid.vendor() == Some(crate::cpuid::Vendor::Amd);
     let s = &c.c.s;
     let m = &c.c.msrs;
     let idx = c.c.get(1, 4) as u32;
@@ -280,9 +273,9 @@ pub(super) fn rdmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
         index::TSC_ADJUST => m.tsc_adjust,
         // TscFreqSel: the TSC counts at the P0 frequency (Linux checks it on an AMD CPU with an
         // invariant TSC). Other bits 0.
-        index::AMD_HWCR if host_is_amd() => HWCR_TSC_FREQ_SEL,
+        index::AMD_HWCR if amd => HWCR_TSC_FREQ_SEL,
         // Kept and read back, meaning nothing (Linux sets EnableCf8ExtCfg, bit 46, on AMD CPUs).
-        index::AMD_NB_CFG if host_is_amd() => m.nb_cfg,
+        index::AMD_NB_CFG if amd => m.nb_cfg,
         index::PLATFORM_ID => 0,
         // Locked, VMX and SMX off (neither is advertised).
         index::FEATURE_CONTROL => 1,
@@ -366,6 +359,7 @@ pub(super) fn wrmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
             Some(Err(_)) | None => Err(gp(0)),
         };
     }
+    let amd = c.c.cpuid.vendor() == Some(crate::cpuid::Vendor::Amd);
     let s = &mut c.c.s;
     let m = &mut c.c.msrs;
     match idx {
@@ -389,8 +383,8 @@ pub(super) fn wrmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
         // Nothing is logged: MCG_STATUS and the banks' STATUS take only 0, ADDR and MISC too.
         index::MCG_STATUS if v == 0 => {}
         // HWCR keeps its one defined bit; writes to the rest are dropped.
-        index::AMD_HWCR if host_is_amd() => {}
-        index::AMD_NB_CFG if host_is_amd() => m.nb_cfg = v,
+        index::AMD_HWCR if amd => {}
+        index::AMD_NB_CFG if amd => m.nb_cfg = v,
         _ if mc_bank(idx).is_some() => match mc_bank(idx) {
             Some((bank, 0)) => m.mc_ctl[bank] = v,
             _ if v == 0 => {}
