@@ -73,6 +73,8 @@ pub struct MachineConfig {
     pub trace_file: Option<PathBuf>,
     /// Name the JIT's blocks in /tmp/perf-PID.map (`--perf-map`).
     pub perf_map: bool,
+    /// Bytes of translated code the software CPU keeps, all vCPUs together (`--tb-size`).
+    pub tb_size: usize,
     /// The CPU model (`--cpu`).
     pub cpu: janus_accel::cpuid::CpuSpec,
 }
@@ -103,6 +105,7 @@ impl Default for MachineConfig {
             trace: None,
             trace_file: None,
             perf_map: false,
+            tb_size: janus_accel::soft::DEFAULT_TB_SIZE,
             cpu: janus_accel::cpuid::CpuSpec::default(),
         }
     }
@@ -545,6 +548,7 @@ impl Machine {
                 tsc,
                 trace,
                 perf_map: self.config.perf_map,
+                tb_size: self.config.tb_size,
                 cpu: self.config.cpu.clone(),
                 planted_bug: false,
             },

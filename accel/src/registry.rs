@@ -105,6 +105,9 @@ pub struct AccelConfig {
     pub trace: Option<(crate::soft::TraceSpec, crate::soft::TraceOut)>,
     /// Software (JIT): `--perf-map`, name compiled blocks in /tmp/perf-PID.map.
     pub perf_map: bool,
+    /// Software: `--tb-size`, the bytes of translated code all vCPUs together keep
+    /// ([`crate::soft::DEFAULT_TB_SIZE`] by default).
+    pub tb_size: usize,
     /// `--cpu`: the CPU model the vCPUs are (crate::cpuid).
     pub cpu: crate::cpuid::CpuSpec,
     /// Software, test-only: the deliberately wrong flag of [`SoftAccel::plant_flag_bug`].
@@ -123,6 +126,7 @@ impl std::fmt::Debug for AccelConfig {
             .field("tsc", &self.tsc)
             .field("trace", &self.trace.as_ref().map(|t| t.0))
             .field("perf_map", &self.perf_map)
+            .field("tb_size", &self.tb_size)
             .field("cpu", &self.cpu.to_string())
             .finish_non_exhaustive()
     }
@@ -140,6 +144,7 @@ impl AccelConfig {
             tsc: None,
             trace: None,
             perf_map: false,
+            tb_size: crate::soft::DEFAULT_TB_SIZE,
             cpu: crate::cpuid::CpuSpec::default(),
             planted_bug: false,
         }
@@ -176,6 +181,7 @@ pub fn open(kind: AccelKind, config: &AccelConfig) -> Result<Box<dyn Accelerator
                 kind == AccelKind::Jit,
             )
             .with_perf_map(config.perf_map)
+            .with_tb_size(config.tb_size)
             .with_cpu(&config.cpu);
             if let Some((spec, out)) = &config.trace {
                 accel = accel.with_trace(*spec, out.clone());

@@ -1,6 +1,7 @@
 //! `janus`: run an x86 guest under KVM or in software, and report on the host.
 
 mod bench;
+mod hostile;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,9 @@ enum Command {
     Fuzz(FuzzArgs),
     /// Run the built-in guest workloads on several backends and compare them.
     Bench(bench::BenchArgs),
+    /// Attack janus with hostile input (random images, mutated kernels), one janus process per
+    /// case under a timeout and a memory bound; report any panic, signal, hang or overuse.
+    Hostile(hostile::HostileArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -163,6 +167,23 @@ struct RunArgs {
     /// dropped with a warning.
     #[arg(long, value_name = "MODEL[,+F,-F]", default_value = "host")]
     cpu: janus_accel::cpuid::CpuSpec,
+    /// Translated code the software CPU keeps, all vCPUs together, in MiB (IR blocks and JIT
+    /// code, like QEMU's -accel tcg,tb-size): a vCPU whose share is full flushes it whole.
+    #[arg(long, value_name = "MiB", default_value_t = DEFAULT_TB_MIB, value_parser = parse_tb_size)]
+    tb_size: usize,
+}
+
+/// `--tb-size` default, MiB.
+const DEFAULT_TB_MIB: usize = janus_accel::soft::DEFAULT_TB_SIZE >> 20;
+
+/// `--tb-size MiB`: a whole number of MiB, at least 1.
+fn parse_tb_size(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if (1..=1 << 20).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a translation cache size (a whole number of MiB, 1 to 1048576)"
+        )),
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -274,6 +295,9 @@ struct DiffArgs {
     /// A retires and each interrupt is injected into both backends before the same instruction.
     #[arg(long, value_name = "SHIFT")]
     icount: Option<u32>,
+    /// Translated code the two backends keep together, in MiB (each software side gets half).
+    #[arg(long, value_name = "MiB", default_value_t = DEFAULT_TB_MIB, value_parser = parse_tb_size)]
+    tb_size: usize,
     /// The KVM device node.
     #[arg(long, default_value = kvm::DEFAULT_DEVICE, hide_short_help = true)]
     kvm_device: PathBuf,
@@ -306,6 +330,7 @@ fn diff(args: DiffArgs) -> Result<ExitCode> {
         whole_program: None,
         plant_bug_in_b: false,
         icount: args.icount,
+        tb_size: args.tb_size << 20,
     };
     let start = std::time::Instant::now();
     let report = diff_image(&image, &opts)?;
@@ -510,6 +535,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         trace: args.trace,
         trace_file: args.trace_file.clone(),
         perf_map: args.perf_map,
+        tb_size: args.tb_size << 20,
         cpu: args.cpu.clone(),
     };
     let mut machine = Machine::new(config)?;
@@ -681,6 +707,7 @@ fn main() -> ExitCode {
         Some(Command::Diff(a)) => diff(a),
         Some(Command::Fuzz(a)) => fuzz(a),
         Some(Command::Bench(a)) => bench::run(a).map(|()| ExitCode::SUCCESS),
+        Some(Command::Hostile(a)) => hostile::run(a),
         None => run(cli.run, launched),
     };
     match result {

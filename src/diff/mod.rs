@@ -97,6 +97,9 @@ pub struct DiffOptions {
     /// interrupt is injected into both backends before the same instruction. `None`: no clock
     /// runs and no interrupt is delivered.
     pub icount: Option<u32>,
+    /// Bytes of translated code the two backends keep together (`--tb-size`; each software
+    /// side gets half).
+    pub tb_size: usize,
 }
 
 /// Whole-program comparison, for where single-stepping the reference is not possible: on
@@ -127,6 +130,7 @@ impl Default for DiffOptions {
             whole_program: None,
             plant_bug_in_b: false,
             icount: None,
+            tb_size: janus_accel::soft::DEFAULT_TB_SIZE,
         }
     }
 }
@@ -245,6 +249,7 @@ fn make_side(
             kvm_path: opts.kvm_path.clone(),
             kvm_fallback: false,
             planted_bug: planted,
+            tb_size: opts.tb_size / 2,
             ..AccelConfig::new(mem.clone(), 1)
         },
     )?;
@@ -638,6 +643,13 @@ fn whole_program(
             }
         };
         let ra = run_to_end(&mut a, &recorder);
+        // More device accesses than a recording keeps: B cannot be served them all, so the
+        // program is not compared (as one that runs past the time limit).
+        let ra = if recorder.overflowed() {
+            ra.map(|_| None)
+        } else {
+            ra
+        };
         replayer.load(recorder.take());
         let rb = ra
             .as_ref()

@@ -37,11 +37,17 @@ impl std::fmt::Display for IoEvent {
     }
 }
 
+/// Accesses one recording keeps (about 16 MiB): a step, or a whole program under
+/// [`super::WholeProgram`], that makes more (a REP INSB with a huge count on KVM) is not
+/// recorded further, and [`Recorder::overflowed`] says so.
+pub const MAX_EVENTS: usize = 1 << 18;
+
 /// Wraps the real devices and records every access.
 #[allow(missing_debug_implementations)]
 pub struct Recorder<'a> {
     inner: &'a dyn IoHandler,
     log: Mutex<Vec<IoEvent>>,
+    overflowed: std::sync::atomic::AtomicBool,
 }
 
 impl<'a> Recorder<'a> {
@@ -50,23 +56,35 @@ impl<'a> Recorder<'a> {
         Recorder {
             inner,
             log: Mutex::new(Vec::new()),
+            overflowed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether accesses were left out of the recording since the last [`Recorder::take`]
+    /// (more than [`MAX_EVENTS`]).
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Takes the accesses recorded so far.
     pub fn take(&self) -> Vec<IoEvent> {
+        self.overflowed
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         std::mem::take(&mut *self.log.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn push(&self, kind: IoKind, addr: u64, data: &[u8]) {
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(IoEvent {
-                kind,
-                addr,
-                data: data.to_vec(),
-            });
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if log.len() >= MAX_EVENTS {
+            self.overflowed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        log.push(IoEvent {
+            kind,
+            addr,
+            data: data.to_vec(),
+        });
     }
 }
 
@@ -228,6 +246,17 @@ mod tests {
         assert_eq!(m.len(), 2, "{m:?}");
         assert!(m[0].contains("wrote [42]"), "{m:?}");
         assert!(m[1].contains("did not make"), "{m:?}");
+    }
+
+    #[test]
+    fn a_recording_is_bounded() {
+        let rec = Recorder::new(&Fixed);
+        for _ in 0..MAX_EVENTS + 10 {
+            rec.pio_write(0, 0x80, &[1]);
+        }
+        assert!(rec.overflowed());
+        assert_eq!(rec.take().len(), MAX_EVENTS);
+        assert!(!rec.overflowed());
     }
 
     #[test]

@@ -75,12 +75,27 @@ struct PageInfo {
     keys: Vec<(u64, u32)>,
 }
 
+/// What one cached block costs besides its own vectors ([`Block::heap_bytes`]): its entry in
+/// the map, its key in each page's list, the `Arc` header, the JIT's record of it and the
+/// allocator's rounding.
+const BLOCK_OVERHEAD: usize = 256;
+
+/// Default budget of one vCPU's translated blocks (IR), when none is set.
+pub const DEFAULT_BUDGET: usize = 96 << 20;
+
 /// Translated blocks of one vCPU.
 #[derive(Debug)]
 pub struct Cache {
     map: FastMap<(u64, u32), Arc<Block>>,
     pages: FastMap<u64, PageInfo>,
     fast: Vec<Option<Arc<Block>>>,
+    /// Estimated bytes of the cached blocks.
+    bytes: usize,
+    /// At most this many bytes of blocks are kept: past it, [`Cache::full`] says so and the run
+    /// loop flushes every block at the next block boundary.
+    budget: usize,
+    /// Times the cache was flushed because it was full.
+    pub flushes: u64,
     /// Bumped whenever blocks are dropped.
     pub epoch: u64,
     /// JIT hook: what changed since the JIT last looked (recorded only when set).
@@ -123,6 +138,9 @@ impl Cache {
             map: FastMap::default(),
             pages: FastMap::default(),
             fast: vec![None; FAST],
+            bytes: 0,
+            budget: DEFAULT_BUDGET,
+            flushes: 0,
             epoch: 0,
             jit: None,
             xmc: None,
@@ -137,12 +155,30 @@ impl Cache {
                 x.unmark(*i, page);
             }
         }
-        self.map.clear();
-        self.pages.clear();
+        // Dropped, not cleared: a cleared map keeps its table, as large as it ever grew.
+        self.map = FastMap::default();
+        self.pages = FastMap::default();
+        self.bytes = 0;
         self.fast.iter_mut().for_each(|f| *f = None);
         if let Some(j) = &mut self.jit {
             j.cleared = true;
         }
+    }
+
+    /// Sets the budget of the cached blocks, in bytes.
+    pub fn set_budget(&mut self, bytes: usize) {
+        self.budget = bytes;
+    }
+
+    /// Whether the blocks take more than the budget (the run loop then flushes the cache).
+    #[inline]
+    pub fn full(&self) -> bool {
+        self.bytes > self.budget
+    }
+
+    /// Estimated bytes of the cached blocks.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The block for (phys, mode) translated at `rip`, if any.
@@ -181,7 +217,10 @@ impl Cache {
             info.keys.push(key);
         }
         self.fast[fast_index(b.phys, b.mode)] = Some(b.clone());
-        self.map.insert(key, b);
+        self.bytes += b.heap_bytes() + BLOCK_OVERHEAD;
+        if let Some(old) = self.map.insert(key, b) {
+            self.bytes = self.bytes.saturating_sub(old.heap_bytes() + BLOCK_OVERHEAD);
+        }
         new_pages
     }
 
@@ -228,6 +267,7 @@ impl Cache {
             }
             dropped = true;
             if let Some(b) = self.map.remove(&key) {
+                self.bytes = self.bytes.saturating_sub(b.heap_bytes() + BLOCK_OVERHEAD);
                 let i = fast_index(key.0, key.1);
                 if self.fast[i].as_ref().is_some_and(|f| Arc::ptr_eq(f, &b)) {
                     self.fast[i] = None;
@@ -269,6 +309,13 @@ struct JmpEntry {
 #[derive(Debug)]
 pub struct JmpCache {
     e: Vec<Option<JmpEntry>>,
+}
+
+impl JmpCache {
+    /// Forgets every block (after a flush: entries would keep the flushed blocks alive).
+    pub fn clear(&mut self) {
+        self.e.iter_mut().for_each(|e| *e = None);
+    }
 }
 
 impl Default for JmpCache {

@@ -185,8 +185,8 @@ pub fn run(ctx: &mut Ctx, b: &Block, t: &mut [u64; TEMPS]) -> Outcome {
                     ctx.c.lazy.set_eflags((cf * CF) | (of * OF));
                 }
             }
-            Op::BranchCc { cc, taken, fall } => {
-                ctx.c.s.rip = if ctx.c.lazy.cond(cc) { taken } else { fall };
+            Op::BranchCc { cc, taken } => {
+                ctx.c.s.rip = if ctx.c.lazy.cond(cc) { taken } else { b.fall() };
                 return Outcome::Done(b.insns.len() as u16);
             }
             Op::Carry { d } => t[usize::from(d)] = u64::from(ctx.c.lazy.cf()),
@@ -220,8 +220,12 @@ pub fn run(ctx: &mut Ctx, b: &Block, t: &mut [u64; TEMPS]) -> Outcome {
                 ctx.c.s.rip = rip;
                 return Outcome::Done(b.insns.len() as u16);
             }
-            Op::Branch { c, taken, fall } => {
-                ctx.c.s.rip = if t[usize::from(c)] != 0 { taken } else { fall };
+            Op::Branch { c, taken } => {
+                ctx.c.s.rip = if t[usize::from(c)] != 0 {
+                    taken
+                } else {
+                    b.fall()
+                };
                 return Outcome::Done(b.insns.len() as u16);
             }
             Op::End => return Outcome::Done(b.insns.len() as u16),

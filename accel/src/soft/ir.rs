@@ -271,23 +271,20 @@ pub enum Op {
         /// Target.
         rip: u64,
     },
-    /// Ends the block: RIP = c != 0 ? taken : fall.
+    /// Ends the block: RIP = c != 0 ? taken : the next instruction's ([`Block::fall`]).
     Branch {
         /// Condition.
         c: T,
         /// Target if true.
         taken: u64,
-        /// Target if false.
-        fall: u64,
     },
-    /// Ends the block: RIP = condition `cc` ? taken : fall.
+    /// Ends the block: RIP = condition `cc` ? taken : the next instruction's
+    /// ([`Block::fall`]).
     BranchCc {
         /// Condition code.
         cc: u8,
         /// Target if true.
         taken: u64,
-        /// Target if false.
-        fall: u64,
     },
     /// Ends the block: a helper has set RIP.
     End,
@@ -318,6 +315,28 @@ pub struct Block {
     /// the privilege level or the pending events, so the interpreter may go straight on to the
     /// next block.
     pub helpers: bool,
+}
+
+/// An op is 16 bytes: a cached block keeps hundreds of them (a branch's fall-through target,
+/// which would make it 24, is the block's [`Block::fall`]).
+const _: () = assert!(std::mem::size_of::<Op>() == 16);
+
+impl Block {
+    /// Where a conditional branch that ends the block goes when not taken: the instruction
+    /// after its last.
+    #[inline]
+    pub fn fall(&self) -> u64 {
+        self.insns.last().map_or(self.rip, |i| i.next_ip())
+    }
+
+    /// Bytes of heap the block's vectors take (what the translation cache's budget counts).
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Block>()
+            + self.ops.capacity() * std::mem::size_of::<Op>()
+            + self.insns.capacity() * std::mem::size_of::<Instruction>()
+            + self.code.capacity() * std::mem::size_of::<(u64, u64)>()
+            + self.starts.capacity() * std::mem::size_of::<u32>()
+    }
 }
 
 impl fmt::Display for Op {
@@ -382,8 +401,8 @@ impl fmt::Display for Op {
                 if left { "rol" } else { "ror" },
                 if keep { ", keeps szap" } else { "" }
             ),
-            Op::BranchCc { cc, taken, fall } => {
-                write!(f, "branch cond {cc:#x} ? {taken:#x} : {fall:#x}")
+            Op::BranchCc { cc, taken } => {
+                write!(f, "branch cond {cc:#x} ? {taken:#x} : next")
             }
             Op::AdcR {
                 r,
@@ -405,7 +424,7 @@ impl fmt::Display for Op {
             Op::Call { n, .. } => write!(f, "call helper (insn {n})"),
             Op::Jump { t } => write!(f, "jump t{t}"),
             Op::Goto { rip } => write!(f, "goto {rip:#x}"),
-            Op::Branch { c, taken, fall } => write!(f, "branch t{c} ? {taken:#x} : {fall:#x}"),
+            Op::Branch { c, taken } => write!(f, "branch t{c} ? {taken:#x} : next"),
             Op::End => f.write_str("end"),
         }
     }
@@ -417,7 +436,16 @@ impl fmt::Display for Block {
             if let Some(n) = self.starts.iter().position(|&s| s as usize == k) {
                 writeln!(f, "; {}", self.insns[n])?;
             }
-            writeln!(f, "  {op}")?;
+            match *op {
+                // The fall-through target is the block's, not the op's.
+                Op::Branch { c, taken } => {
+                    writeln!(f, "  branch t{c} ? {taken:#x} : {:#x}", self.fall())?
+                }
+                Op::BranchCc { cc, taken } => {
+                    writeln!(f, "  branch cond {cc:#x} ? {taken:#x} : {:#x}", self.fall())?
+                }
+                _ => writeln!(f, "  {op}")?,
+            }
         }
         Ok(())
     }

@@ -62,6 +62,27 @@ pub struct SoftAccel {
     perf_map: bool,
     /// `--cpu`: the CPUID table every vCPU reads.
     cpuid: Arc<crate::cpuid::Cpuid>,
+    /// `--tb-size`: bytes of translated code (IR and JIT code) that all vCPUs together keep.
+    tb_size: usize,
+}
+
+/// Default of `--tb-size`: what the translated code of all vCPUs together may take (the IR of
+/// the blocks and the JIT's code), bytes. A full cache is flushed whole at the next block
+/// boundary, as QEMU flushes its TB cache.
+pub const DEFAULT_TB_SIZE: usize = 256 << 20;
+
+/// Smallest `--tb-size` the backend accepts (each vCPU gets at least this much).
+pub const MIN_TB_SIZE: usize = 1 << 20;
+
+/// How a vCPU's share of the translated-code budget is split: (JIT code buffer, IR blocks).
+/// The JIT gets a quarter, between 1 MiB (it keeps 256 KiB free for the block it compiles)
+/// and 32 MiB.
+fn split_budget(share: usize, jit: bool) -> (usize, usize) {
+    if !jit {
+        return (0, share);
+    }
+    let code = (share / 4).clamp(1 << 20, jit::DEFAULT_CODE_CACHE);
+    (code, share.saturating_sub(code).max(1 << 20))
 }
 
 impl std::fmt::Debug for SoftAccel {
@@ -110,6 +131,7 @@ impl SoftAccel {
                 nr_vcpus,
                 &OFFER,
             )),
+            tb_size: DEFAULT_TB_SIZE,
         }
     }
 
@@ -126,6 +148,13 @@ impl SoftAccel {
     /// The CPUID table the vCPUs read.
     pub fn cpuid(&self) -> &crate::cpuid::Cpuid {
         &self.cpuid
+    }
+
+    /// Bounds the translated code of all vCPUs together to `bytes` (IR blocks and JIT code;
+    /// at least [`MIN_TB_SIZE`] per vCPU): a vCPU whose share is full flushes it whole.
+    pub fn with_tb_size(mut self, bytes: usize) -> Self {
+        self.tb_size = bytes;
+        self
     }
 
     /// Traces every vCPU as `spec` says, to `out` (stderr when `None`), instead of as
@@ -209,9 +238,12 @@ impl SoftAccel {
         let kicker = Kicker::new();
         self.xmc.register(index, kicker.clone());
         core.cache.xmc = Some((self.xmc.clone(), index));
+        let share = (self.tb_size / self.nr_vcpus.max(1)).max(MIN_TB_SIZE);
+        let (code_cap, ir_budget) = split_budget(share, self.jit);
+        core.cache.set_budget(ir_budget);
         let jit = if self.jit {
             core.cache.jit = Some(cache::JitEvents::default());
-            let mut j = jit::Jit::new(&kicker, jit::DEFAULT_CODE_CACHE).map_err(|e| {
+            let mut j = jit::Jit::new(&kicker, code_cap).map_err(|e| {
                 VcpuError::Unsupported(format!("cannot map the JIT's code memory: {e}"))
             })?;
             if self.perf_map {
@@ -342,6 +374,9 @@ impl SoftVcpu {
             if self.kicker.pending() {
                 self.core.counters.bump(ExitReasonKind::Interrupted);
                 return Exit::Stopped;
+            }
+            if self.core.cache.full() {
+                self.flush_tb();
             }
             let mut ctx = Ctx {
                 c: &mut self.core,
@@ -555,6 +590,16 @@ impl SoftVcpu {
         }
     }
 
+    /// Flushes every translated block because the cache is full (at a block boundary: no block
+    /// runs). The jump cache lets go of its blocks; the JIT drops its code and every chain
+    /// when it next runs (the cache tells it through `JitEvents::cleared`).
+    #[cold]
+    fn flush_tb(&mut self) {
+        self.core.cache.clear();
+        self.core.cache.flushes += 1;
+        self.jmp.clear();
+    }
+
     /// Handles a fault of instruction `n` of a block: `None` to go on running.
     fn fault(&mut self, io: &dyn IoHandler, f: Fault, n: u16) -> Option<Exit> {
         let mut ctx = Ctx {
@@ -757,6 +802,7 @@ impl Vcpu for SoftVcpu {
         }
         self.core.tlb.flush(false);
         self.core.cache.clear();
+        self.jmp.clear();
         self.halted = false;
         self.time.reset();
         Ok(())
@@ -800,6 +846,10 @@ impl Vcpu for SoftVcpu {
             .insert("soft tlb misses".to_string(), self.core.tlb_misses);
         c.extra
             .insert("blocks translated".to_string(), self.core.translated);
+        c.extra.insert(
+            "tb flushes (cache full)".to_string(),
+            self.core.cache.flushes,
+        );
         if let Some(j) = self.jit_stats() {
             for (k, v) in [
                 ("jit blocks compiled", j.compiled),

@@ -617,8 +617,8 @@ impl<'a> Gen<'a> {
             Op::Call { f, n } => self.call(f, n),
             Op::Jump { t } => self.jump(t),
             Op::Goto { rip } => self.goto(rip),
-            Op::Branch { c, taken, fall } => self.branch(c, taken, fall),
-            Op::BranchCc { cc, taken, fall } => self.branch_cc(cc, taken, fall),
+            Op::Branch { c, taken } => self.branch(c, taken, self.b.fall()),
+            Op::BranchCc { cc, taken } => self.branch_cc(cc, taken, self.b.fall()),
             Op::End => self.end(),
         }
         let dying = self.an.dying(self.k).to_vec();

@@ -205,8 +205,8 @@ const LOOP_MAX: usize = 5;
 fn loop_regs(b: &Block, _lin: u64) -> Option<Vec<(u8, u8)>> {
     let back = b.ops.iter().any(|op| match *op {
         Op::Goto { rip } => rip == b.rip,
-        Op::Branch { taken, fall, .. } | Op::BranchCc { taken, fall, .. } => {
-            (taken == b.rip) != (fall == b.rip)
+        Op::Branch { taken, .. } | Op::BranchCc { taken, .. } => {
+            (taken == b.rip) != (b.fall() == b.rip)
         }
         _ => false,
     });

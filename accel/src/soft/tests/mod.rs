@@ -18,6 +18,7 @@ mod real;
 mod report;
 mod string;
 mod system;
+mod tb_flush;
 
 use std::sync::Mutex;
 

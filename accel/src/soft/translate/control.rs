@@ -34,7 +34,6 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
             b.end(Op::BranchCc {
                 cc,
                 taken: i.near_branch_target(),
-                fall: i.next_ip(),
             });
         }
         Call => match i.op0_kind() {
@@ -118,7 +117,6 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
             b.end(Op::Branch {
                 c,
                 taken: i.near_branch_target(),
-                fall: i.next_ip(),
             });
         }
         Retf => b.call_end(far_ret),

@@ -171,11 +171,7 @@ mod tests {
                 r: 0,
             },
             alu_r(BinOp::Sub, CcOp::Sub, 0, 6, false),
-            Op::BranchCc {
-                cc: 2,
-                taken: 1,
-                fall: 2,
-            },
+            Op::BranchCc { cc: 2, taken: 1 },
         ];
         prune_dead_flags(&mut ops, &mut []);
         // The ADD's and XOR's flags are dead (the rotate's CF and the ADC's record replace
@@ -205,11 +201,7 @@ mod tests {
                 cnt: 3,
                 keep: false,
             },
-            Op::BranchCc {
-                cc: 4,
-                taken: 1,
-                fall: 2,
-            },
+            Op::BranchCc { cc: 4, taken: 1 },
         ];
         prune_dead_flags(&mut ops, &mut []);
         assert_eq!(flags_of(&ops[0]), Some(true));
