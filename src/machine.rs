@@ -74,6 +74,8 @@ pub struct MachineConfig {
     pub trace_file: Option<PathBuf>,
     /// Name the JIT's blocks in /tmp/perf-PID.map (`--perf-map`).
     pub perf_map: bool,
+    /// A gdbstub on this socket (`--gdb`, `-s`, `-S`).
+    pub gdb: Option<crate::gdb::GdbConfig>,
 }
 
 impl Default for MachineConfig {
@@ -102,6 +104,7 @@ impl Default for MachineConfig {
             trace: None,
             trace_file: None,
             perf_map: false,
+            gdb: None,
         }
     }
 }
@@ -598,11 +601,26 @@ impl Machine {
             };
             crate::console::spawn_reader(self.input.clone(), self.serial.clone(), hooks);
         }
+        let gdb = match &self.config.gdb {
+            None => None,
+            Some(g) => {
+                let hub = Arc::new(crate::gdb::Hub::new(
+                    vcpus.len(),
+                    g.wait,
+                    self.control.clone(),
+                ));
+                for (i, v) in vcpus.iter().enumerate() {
+                    hub.add_kicker(i, v.kicker());
+                }
+                Some(crate::gdb::start(g, hub, backend).map_err(MachineError::Thread)?)
+            }
+        };
         let to_first_entry = start.elapsed();
         let mut threads = Vec::with_capacity(vcpus.len());
         for (i, v) in vcpus.into_iter().enumerate() {
             let io = self.io.clone();
             let control = self.control.clone();
+            let debug = gdb.as_ref().map(|s| s.hub().clone());
             // With KVM's in-kernel irqchip, KVM holds the APs until their start-up IPI.
             let started = i == 0 || self.config.irqchip == IrqchipMode::Kernel;
             let milestones = self.milestones.clone();
@@ -612,7 +630,7 @@ impl Machine {
                     if i == 0 {
                         milestones.entered();
                     }
-                    crate::vcpu_loop::vcpu_thread(v, io, control, started)
+                    crate::vcpu_loop::vcpu_thread(v, io, control, started, debug)
                 })
                 .map_err(MachineError::Thread)?;
             threads.push(t);
@@ -649,6 +667,9 @@ impl Machine {
                     .control
                     .request_stop(StopReason::HostError("a vCPU thread panicked".into())),
             }
+        }
+        if let Some(s) = &gdb {
+            s.finish();
         }
         let wall = start.elapsed();
         self.serial
