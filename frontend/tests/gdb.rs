@@ -347,3 +347,221 @@ fn bad_gdb_options_are_one_error_line() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+/// Where `kallsyms` in a vmlinux says `name` (e.g. "Tstart_kernel": type letter and name) is.
+/// Debian's vmlinux has no ELF symbol table (its System.map is a stub too), so the test reads
+/// the kernel's own compressed symbol table (CONFIG_KALLSYMS with base-relative offsets, as
+/// scripts/kallsyms lays it out: offsets, relative base, count, names, markers, token table,
+/// token index, each 8-aligned). Finds the token table by its run of one-digit tokens "0".."9"
+/// (token i is the character i where that character occurs in symbols).
+fn kallsyms_lookup(vmlinux: &[u8], name: &str) -> Option<u64> {
+    let u16_at = |p: usize| u16::from_le_bytes([vmlinux[p], vmlinux[p + 1]]);
+    let u32_at = |p: usize| u32::from_le_bytes(vmlinux[p..p + 4].try_into().unwrap());
+    let u64_at = |p: usize| u64::from_le_bytes(vmlinux[p..p + 8].try_into().unwrap());
+    let digits: Vec<u8> = (b'0'..=b'9').flat_map(|c| [c, 0]).collect();
+    let mut tokens = None;
+    for p in vmlinux
+        .windows(digits.len())
+        .enumerate()
+        .filter(|(_, w)| *w == digits.as_slice())
+        .map(|(p, _)| p)
+    {
+        // Back over the 0x30 tokens before "0", then forward over all 256.
+        let mut start = p;
+        let mut ok = true;
+        for _ in 0..0x30 {
+            if start < 2 || vmlinux[start - 1] != 0 || vmlinux[start - 2] == 0 {
+                ok = false;
+                break;
+            }
+            start -= 2;
+            while start > 0 && vmlinux[start - 1] != 0 {
+                start -= 1;
+            }
+        }
+        if !ok {
+            continue;
+        }
+        let mut table = Vec::with_capacity(256);
+        let mut r = start;
+        for _ in 0..256 {
+            let end = r + vmlinux[r..].iter().position(|&b| b == 0)?;
+            table.push(&vmlinux[r..end]);
+            r = end + 1;
+        }
+        let index = (r + 7) & !7;
+        if u16_at(index) == 0 && usize::from(u16_at(index + 2 * 0x30)) == p - start {
+            tokens = Some((start, table));
+            break;
+        }
+    }
+    let (table_at, table) = tokens?;
+    // The relative base (a kernel text address), the symbol count, then the names.
+    let mut x = table_at & !7;
+    let lowest = table_at.saturating_sub(32 << 20);
+    while x > lowest {
+        x -= 8;
+        let base = u64_at(x);
+        let n = u32_at(x + 8) as usize;
+        if !(0xffff_ffff_8000_0000..0xffff_ffff_c000_0000).contains(&base)
+            || !(1000..=2_000_000).contains(&n)
+            || u32_at(x + 12) != 0
+        {
+            continue;
+        }
+        let mut pos = x + 16;
+        let mut found = None;
+        let mut whole = true;
+        for i in 0..n {
+            let Some(&b0) = vmlinux.get(pos) else {
+                whole = false;
+                break;
+            };
+            let mut len = usize::from(b0);
+            pos += 1;
+            if len & 0x80 != 0 {
+                len = (len & 0x7f) | usize::from(vmlinux[pos]) << 7;
+                pos += 1;
+            }
+            if pos + len >= table_at {
+                whole = false;
+                break;
+            }
+            let s: Vec<u8> = vmlinux[pos..pos + len]
+                .iter()
+                .flat_map(|&t| table[usize::from(t)].iter().copied())
+                .collect();
+            if s == name.as_bytes() {
+                found = Some(i);
+            }
+            pos += len;
+        }
+        // The markers follow the names; the first is 0.
+        if !whole || u32_at((pos + 7) & !7) != 0 {
+            continue;
+        }
+        let i = found?;
+        let offsets = x - 4 * n - if n % 2 == 1 { 4 } else { 0 };
+        let off = u32_at(offsets + 4 * i) as i32;
+        // x86-64 has absolute per-CPU symbols: a non-negative offset is an absolute value (a
+        // per-CPU offset), a negative one an address relative to the base, as -1 - offset.
+        return Some(if off >= 0 {
+            off as u64
+        } else {
+            base.wrapping_sub(1).wrapping_sub(i64::from(off) as u64)
+        });
+    }
+    None
+}
+
+/// The PVH vmlinux under gdb on the JIT: `break` at start_kernel (by its kallsyms address),
+/// continue from the PVH entry (32-bit protected mode) to there, read registers and memory,
+/// step into start_kernel's first call, then run on at full speed to the initramfs's /init,
+/// which reboots: gdb sees the exit. KVM is not run here: on kvm_pvm the kernel's ring-0 code
+/// runs in KVM's instruction emulator (about 2 MIPS), minutes for this boot.
+#[test]
+fn gdb_breaks_at_start_kernel_of_the_pvh_vmlinux_on_the_jit() {
+    let test = "gdb_breaks_at_start_kernel_of_the_pvh_vmlinux_on_the_jit";
+    if !gdb_or_skip(test) {
+        return;
+    }
+    let assets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/linux/assets");
+    let (vmlinux, initrd) = (assets.join("vmlinux"), assets.join("initramfs.cpio.gz"));
+    let Ok(image) = std::fs::read(&vmlinux) else {
+        if std::env::var("JANUS_REQUIRE_LINUX").as_deref() == Ok("1") {
+            panic!("{test}: the Linux assets are required (JANUS_REQUIRE_LINUX=1)");
+        }
+        eprintln!(
+            "!!!! SKIPPED {test}: no {}; run tests/linux/fetch-assets.sh; this test did NOT run !!!!",
+            vmlinux.display()
+        );
+        return;
+    };
+    let start_kernel = kallsyms_lookup(&image, "Tstart_kernel").expect("start_kernel in kallsyms");
+    drop(image);
+    let t = Instant::now();
+    let port = free_port();
+    let serial = std::env::temp_dir().join(format!("janus-gdb-linux-{}", std::process::id()));
+    let janus = Janus::start(&[
+        "--accel",
+        "jit",
+        "-m",
+        "256M",
+        "-S",
+        "--gdb",
+        &format!("tcp::{port}"),
+        "--serial",
+        &format!("file:{}", serial.display()),
+        "--kernel",
+        vmlinux.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--append",
+        "console=ttyS0 earlyprintk=serial,ttyS0",
+    ]);
+    let bp = format!("break *{start_kernel:#x}");
+    let code = format!("x/5xb {start_kernel:#x}");
+    let gdb = spawn_gdb(
+        port,
+        &[
+            "monitor mode",
+            &bp,
+            "continue",
+            "info registers rip",
+            "monitor mode",
+            &code,
+            "stepi",
+            "info registers rip",
+            "delete",
+            "continue",
+        ],
+    );
+    let out = gdb_output(gdb, Duration::from_secs(180));
+    let (status, err) = janus.wait(Duration::from_secs(30));
+    let serial_out = std::fs::read_to_string(&serial).unwrap_or_default();
+    let _ = std::fs::remove_file(&serial);
+    let what = format!("janus said:\n{err}");
+    let rip = format!("rip            {start_kernel:#x}");
+    expect_all(
+        &what,
+        &out,
+        &[
+            "prot32 mode",
+            &format!("Breakpoint 1, {start_kernel:#018x} in ?? ()"),
+            &rip,
+            "long64 mode",
+            "[Inferior 1 (process 1) exited with code 0162]", // 114: the reboot
+        ],
+    );
+    // The first instruction of start_kernel as gdb read it; stepi lands where it says.
+    let bytes: Vec<u8> = out
+        .lines()
+        .find(|l| l.starts_with(&format!("{start_kernel:#x}:")))
+        .expect("the code bytes")
+        .split_whitespace()
+        .skip(1)
+        .map(|b| u8::from_str_radix(b.trim_start_matches("0x"), 16).unwrap())
+        .collect();
+    let after = out
+        .lines()
+        .filter(|l| l.starts_with("rip "))
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+        .expect("rip after stepi");
+    let want = match bytes[0] {
+        // call rel32
+        0xe8 => {
+            let rel = i32::from_le_bytes(bytes[1..5].try_into().unwrap());
+            (start_kernel + 5).wrapping_add(rel as i64 as u64)
+        }
+        // endbr64 (f3 0f 1e fa) or a 1-byte push: just past it.
+        0xf3 => start_kernel + 4,
+        _ => start_kernel + 1,
+    };
+    assert_eq!(after, want, "stepi from start_kernel: {bytes:02x?}\n{out}");
+    assert!(serial_out.contains("Linux version"), "{what}");
+    assert!(serial_out.contains("JANUS-INIT-OK"), "{what}\n{serial_out}");
+    assert_eq!(status.and_then(|s| s.code()), Some(114), "{what}");
+    eprintln!("{test}: {:.2} s", t.elapsed().as_secs_f64());
+}
