@@ -1,9 +1,11 @@
 //! The gdbstub driven by Debian's gdb in batch mode, on every backend: janus starts with
-//! `-S --gdb tcp::PORT` on test-roms/gdb.bin and gdb breaks, reads registers (general, x87,
-//! SSE, control) and memory (through the page tables' high alias), steps, writes a register
-//! and memory that the guest then checks, sets a hardware breakpoint and continues to the
-//! end. Also: Ctrl-C from gdb stops a running guest and `detach` leaves it running; a dropped
-//! connection neither hangs nor crashes janus; bad `--gdb` input is one error line.
+//! `-S --gdb tcp::PORT` on test-roms/gdb.bin; gdb disassembles its real-mode start (the i8086
+//! description), breaks in long mode, reconnects (the x86-64 description), reads registers
+//! (general, x87, SSE, control) and memory (through the page tables' high alias), steps,
+//! writes a register and memory that the guest then checks, sets a hardware breakpoint and
+//! continues to the end. Also: Ctrl-C from gdb stops a running guest and `detach` leaves it
+//! running; a dropped connection keeps the guest for the next debugger, with no hang or
+//! crash; bad `--gdb` input is one error line; and the Linux kernel to start_kernel.
 //!
 //! Without gdb the tests skip loudly; under JANUS_REQUIRE_GDB=1 (CI) they fail instead.
 
@@ -175,13 +177,19 @@ fn gdb_breaks_reads_steps_writes_and_continues_on_every_backend() {
             &format!("file:{}", serial.display()),
             rom.to_str().unwrap(),
         ]);
+        let target = format!("target remote 127.0.0.1:{port}");
         let gdb = spawn_gdb(
             port,
             &[
-                "info registers rip",
+                // Real mode: gdb gets the i8086 description (32-bit registers).
+                "info registers eip",
                 "monitor mode",
+                "x/3i $pc",
                 "break *0x8c00",
                 "continue",
+                // Now in long mode: a new connection gets the x86-64 description.
+                "disconnect",
+                &target,
                 "info registers rip",
                 "p/x $rbx",
                 "x/gx 0x8e00",
@@ -214,10 +222,12 @@ fn gdb_breaks_reads_steps_writes_and_continues_on_every_backend() {
             &what,
             &out,
             &[
-                "rip            0x7c00",
+                "eip            0x7c00",
                 "vCPU 0: real mode, cs:rip 0000:7c00",
                 "set architecture i8086",
-                "Breakpoint 1, 0x0000000000008c00 in ?? ()",
+                "xor    %ax,%ax", // 16-bit disassembly (31 c0)
+                "Breakpoint 1, 0x00008c00 in ?? ()",
+                "0x0000000000008c00 in ?? ()",
                 "rip            0x8c00",
                 "= 0x1122334455667788",
                 "0x8e00:\t0xfeedfacecafebeef",
@@ -264,7 +274,8 @@ fn ctrl_c_in_gdb_stops_a_running_guest_and_detach_lets_it_run() {
             "none",
             rom.to_str().unwrap(),
         ]);
-        let gdb = spawn_gdb(port, &["continue", "info registers rip", "detach"]);
+        // Real mode: the i8086 description, with 32-bit registers.
+        let gdb = spawn_gdb(port, &["continue", "info registers eip", "detach"]);
         // gdb is in `continue`: a SIGINT makes it send Ctrl-C to the stub.
         std::thread::sleep(Duration::from_secs(2));
         // SAFETY: kill(2) on the pid of a child this test started; no memory is involved.
@@ -278,7 +289,7 @@ fn ctrl_c_in_gdb_stops_a_running_guest_and_detach_lets_it_run() {
             &out,
             &[
                 "Program received signal SIGINT",
-                "rip            0x800d",
+                "eip            0x800d",
                 "[Inferior 1 (process 1) detached]",
             ],
         );
@@ -296,9 +307,10 @@ fn ctrl_c_in_gdb_stops_a_running_guest_and_detach_lets_it_run() {
 }
 
 #[test]
-fn a_dropped_connection_leaves_the_guest_running() {
-    // -S holds the guest; a client that connects and vanishes releases it: gdb.bin then runs
-    // without its debugger and fails its check 1 (exit status 1), promptly.
+fn a_dropped_connection_keeps_the_guest_for_the_next_debugger() {
+    // -S holds the guest; a client that connects, sends half a packet and vanishes leaves it
+    // held; the next debugger detaches, which lets it run: gdb.bin then runs without its
+    // debugger and fails its check 1 (exit status 1), promptly.
     let port = free_port();
     let rom = roms().join("gdb.bin");
     let janus = Janus::start(&[
@@ -316,6 +328,16 @@ fn a_dropped_connection_leaves_the_guest_running() {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let _ = s.write_all(b"$qSupported:multiprocess+#c6");
         std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut janus = janus;
+    assert!(janus.child.try_wait().unwrap().is_none(), "still held");
+    if gdb_or_skip("a_dropped_connection_keeps_the_guest_for_the_next_debugger") {
+        let out = gdb_output(spawn_gdb(port, &["detach"]), Duration::from_secs(60));
+        assert!(out.contains("detached"), "{out}");
+    } else {
+        let _ = janus.child.kill();
+        return;
     }
     let (status, err) = janus.wait(Duration::from_secs(30));
     assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
@@ -454,8 +476,9 @@ fn kallsyms_lookup(vmlinux: &[u8], name: &str) -> Option<u64> {
     None
 }
 
-/// The PVH vmlinux under gdb on the JIT: `break` at start_kernel (by its kallsyms address),
-/// continue from the PVH entry (32-bit protected mode) to there, read registers and memory,
+/// The PVH vmlinux under gdb on the JIT: from the PVH entry (32-bit protected mode, the i386
+/// description) to startup_64 (64-bit), a new connection (x86-64), `break` at start_kernel
+/// (by its kallsyms address), continue to there, read registers and memory,
 /// step into start_kernel's first call, then run on at full speed to the initramfs's /init,
 /// which reboots: gdb sees the exit. KVM is not run here: on kvm_pvm the kernel's ring-0 code
 /// runs in KVM's instruction emulator (about 2 MIPS), minutes for this boot.
@@ -478,6 +501,9 @@ fn gdb_breaks_at_start_kernel_of_the_pvh_vmlinux_on_the_jit() {
         return;
     };
     let start_kernel = kallsyms_lookup(&image, "Tstart_kernel").expect("start_kernel in kallsyms");
+    // The PVH entry code jumps to startup_64 by its physical address, in 64-bit mode.
+    let startup_64 = kallsyms_lookup(&image, "Tstartup_64").expect("startup_64 in kallsyms")
+        - 0xffff_ffff_8000_0000;
     drop(image);
     let t = Instant::now();
     let port = free_port();
@@ -500,11 +526,22 @@ fn gdb_breaks_at_start_kernel_of_the_pvh_vmlinux_on_the_jit() {
         "console=ttyS0 earlyprintk=serial,ttyS0",
     ]);
     let bp = format!("break *{start_kernel:#x}");
+    let bp64 = format!("break *{startup_64:#x}");
     let code = format!("x/5xb {start_kernel:#x}");
+    let target = format!("target remote 127.0.0.1:{port}");
     let gdb = spawn_gdb(
         port,
         &[
+            // The PVH entry is 32-bit code: gdb gets the i386 description, and stops where
+            // the kernel enters 64-bit code; a new connection then gets x86-64.
             "monitor mode",
+            "info registers eip",
+            &bp64,
+            "continue",
+            "monitor mode",
+            "delete",
+            "disconnect",
+            &target,
             &bp,
             "continue",
             "info registers rip",
@@ -527,7 +564,10 @@ fn gdb_breaks_at_start_kernel_of_the_pvh_vmlinux_on_the_jit() {
         &out,
         &[
             "prot32 mode",
-            &format!("Breakpoint 1, {start_kernel:#018x} in ?? ()"),
+            "set architecture i386",
+            &format!("Breakpoint 1, {startup_64:#010x} in ?? ()"),
+            &format!(":{startup_64:x}, linear {startup_64:#x}; gdb: set architecture i386:x86-64"),
+            &format!("Breakpoint 2, {start_kernel:#018x} in ?? ()"),
             &rip,
             "long64 mode",
             "[Inferior 1 (process 1) exited with code 0162]", // 114: the reboot

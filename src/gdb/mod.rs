@@ -7,8 +7,9 @@
 //! - [`regs`]: the `i386:x86-64` register description and its conversion to [`CpuState`].
 //!
 //! The stub listens on its own thread for the whole run, one debugger at a time: a debugger
-//! that connects stops the machine; one that detaches or drops the connection leaves it
-//! running with its breakpoints removed; a new one may connect after.
+//! that connects stops the machine; one that detaches leaves it running with its breakpoints
+//! removed; one that just closes the connection (`disconnect`) leaves it stopped, so that the
+//! next one (whose register description follows the guest's mode then) takes over there.
 //!
 //! [`CpuState`]: janus_accel::CpuState
 
@@ -180,14 +181,18 @@ fn session(stream: TcpStream, hub: &Arc<Hub>, kvm: bool) -> bool {
             control.request_stop(StopReason::HostError("killed from gdb".into()));
             true
         }
-        // gdb detached, or the connection failed: the guest runs on without a debugger.
-        Ok(DisconnectReason::Disconnect) | Err(_) => {
-            if control.stopping() {
-                true
-            } else {
-                t.detach();
-                false
-            }
+        _ if control.stopping() => true,
+        // gdb detached: the guest runs on without a debugger.
+        Ok(DisconnectReason::Disconnect) => {
+            t.detach();
+            false
+        }
+        // The connection ended without a detach (gdb's `disconnect`, a crashed gdb): the guest
+        // stays stopped for the next debugger, whose description follows the mode the guest
+        // is in by then. Ctrl-C, a signal or --timeout still end the run.
+        Err(_) => {
+            t.clear_breakpoints();
+            false
         }
     };
     if let Some(s) = closer {

@@ -147,6 +147,56 @@ pub struct GdbRegs {
     pub bases: [u64; 2],
     /// k_gs_base, cr0, cr2, cr3, cr4, cr8, efer.
     pub sys: [u64; 7],
+    /// The 32-bit layout ([`description`] for 16- and 32-bit code): eax-edi, eip, eflags,
+    /// selectors, x87, xmm0-xmm7, mxcsr.
+    pub narrow: bool,
+}
+
+/// Bytes of the 32-bit layout in a `g` packet.
+const NARROW_LEN: usize = 8 * 4 + 4 + 4 + 6 * 4 + 8 * 10 + 8 * 4 + 8 * 16 + 4;
+
+/// The 32-bit registers in gdb's `org.gnu.gdb.i386.core` order (the x86 encoding order).
+const GPR32: &str = r#"<reg name="eax" bitsize="32" type="int32"/><reg name="ecx" bitsize="32" type="int32"/>
+<reg name="edx" bitsize="32" type="int32"/><reg name="ebx" bitsize="32" type="int32"/>
+<reg name="esp" bitsize="32" type="data_ptr"/><reg name="ebp" bitsize="32" type="data_ptr"/>
+<reg name="esi" bitsize="32" type="int32"/><reg name="edi" bitsize="32" type="int32"/>
+<reg name="eip" bitsize="32" type="code_ptr"/>
+"#;
+
+/// The target description for code of `bits` (16, 32 or 64). gdb disassembles and unwinds
+/// by the description's architecture and refuses `set architecture i8086` or `i386` against
+/// an x86-64 one, so 16- and 32-bit code gets gdb's 32-bit i386 registers with architecture
+/// i8086 or i386 (without the 64-bit-only segment-base and system features).
+pub fn description(bits: u32) -> String {
+    if bits == 64 {
+        return TARGET_XML.to_string();
+    }
+    let arch = if bits == 16 { "i8086" } else { "i386" };
+    let mut out = String::new();
+    for line in TARGET_XML.lines() {
+        if line.starts_with("<feature name=\"org.gnu.gdb.i386.segments\"") {
+            break;
+        }
+        if line.starts_with("<architecture>") {
+            out.push_str(&format!("<architecture>{arch}</architecture>\n"));
+        } else if line.contains("name=\"rax\"") {
+            out.push_str(GPR32);
+        } else if line.starts_with("<reg ")
+            && (line.contains("type=\"int64\"")
+                || line.contains("type=\"data_ptr\"")
+                || line.contains("name=\"rip\"")
+                || ["xmm8", "xmm10", "xmm12", "xmm14"]
+                    .iter()
+                    .any(|x| line.contains(&format!("name=\"{x}\""))))
+        {
+            // 64-bit registers and xmm8-xmm15: not in the 32-bit description.
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str("</target>\n");
+    out
 }
 
 impl Registers for GdbRegs {
@@ -158,6 +208,23 @@ impl Registers for GdbRegs {
 
     fn gdb_serialize(&self, mut write_byte: impl FnMut(Option<u8>)) {
         let mut put = |bytes: &[u8]| bytes.iter().for_each(|b| write_byte(Some(*b)));
+        if self.narrow {
+            // gdb's 32-bit order is the encoding order: eax, ecx, edx, ebx, esp, ebp, esi, edi.
+            for i in 0..8 {
+                put(
+                    &(self.gpr[GDB_GPR.iter().position(|&g| g == i).unwrap_or(0)] as u32)
+                        .to_le_bytes(),
+                );
+            }
+            put(&(self.rip as u32).to_le_bytes());
+            put(&self.eflags.to_le_bytes());
+            self.seg.iter().for_each(|r| put(&r.to_le_bytes()));
+            self.st.iter().for_each(|r| put(&r.to_le_bytes()[..10]));
+            self.fpu.iter().for_each(|r| put(&r.to_le_bytes()));
+            self.xmm[..8].iter().for_each(|r| put(&r.to_le_bytes()));
+            put(&self.mxcsr.to_le_bytes());
+            return;
+        }
         self.gpr.iter().for_each(|r| put(&r.to_le_bytes()));
         put(&self.rip.to_le_bytes());
         put(&self.eflags.to_le_bytes());
@@ -172,6 +239,29 @@ impl Registers for GdbRegs {
 
     fn gdb_deserialize(&mut self, bytes: &[u8]) -> Result<(), ()> {
         let mut r = Reader(bytes);
+        if bytes.len() == NARROW_LEN {
+            self.narrow = true;
+            for i in 0..8 {
+                let k = GDB_GPR.iter().position(|&g| g == i).unwrap_or(0);
+                self.gpr[k] = u64::from(r.u32()?);
+            }
+            self.rip = u64::from(r.u32()?);
+            self.eflags = r.u32()?;
+            for s in &mut self.seg {
+                *s = r.u32()?;
+            }
+            for st in &mut self.st {
+                *st = r.take(10)?;
+            }
+            for f in &mut self.fpu {
+                *f = r.u32()?;
+            }
+            for x in &mut self.xmm[..8] {
+                *x = r.take(16)?;
+            }
+            self.mxcsr = r.u32()?;
+            return Ok(());
+        }
         for g in &mut self.gpr {
             *g = r.u64()?;
         }
@@ -281,6 +371,7 @@ impl GdbRegs {
             mxcsr: f.mxcsr,
             bases: [s.fs.base, s.gs.base],
             sys: [s.kernel_gs_base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer],
+            narrow: false,
         }
     }
 
@@ -288,10 +379,19 @@ impl GdbRegs {
     /// real-mode base (selector * 16) outside protected mode; in protected mode only the
     /// selector changes (the hidden descriptor stays as loaded).
     pub fn apply(&self, s: &mut CpuState) {
-        for (k, &i) in GDB_GPR.iter().enumerate() {
-            s.gpr[i] = self.gpr[k];
+        if self.narrow {
+            // The low halves only; the rest of the state is not in the 32-bit layout.
+            let low = |old: u64, new: u64| old & !0xffff_ffff | new & 0xffff_ffff;
+            for (k, &i) in GDB_GPR.iter().enumerate().take(8) {
+                s.gpr[i] = low(s.gpr[i], self.gpr[k]);
+            }
+            s.rip = low(s.rip, self.rip);
+        } else {
+            for (k, &i) in GDB_GPR.iter().enumerate() {
+                s.gpr[i] = self.gpr[k];
+            }
+            s.rip = self.rip;
         }
-        s.rip = self.rip;
         s.rflags = (s.rflags & !0xffff_ffff) | u64::from(self.eflags) | 2;
         let real = s.cr0 & bits::CR0_PE == 0;
         let segs: [&mut Segment; 6] = [
@@ -320,8 +420,12 @@ impl GdbRegs {
         f.fip = u64::from(self.fpu[3]) << 32 | u64::from(self.fpu[4]);
         f.fdp = u64::from(self.fpu[5]) << 32 | u64::from(self.fpu[6]);
         f.fop = (self.fpu[7] & 0x7ff) as u16;
-        f.xmm = self.xmm;
         f.mxcsr = self.mxcsr;
+        if self.narrow {
+            f.xmm[..8].copy_from_slice(&self.xmm[..8]);
+            return;
+        }
+        f.xmm = self.xmm;
         s.fs.base = self.bases[0];
         s.gs.base = self.bases[1];
         [s.kernel_gs_base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer] = self.sys;
@@ -385,6 +489,36 @@ mod tests {
         back.apply(&mut t);
         assert_eq!(t, s);
         assert!(back.gdb_deserialize(&bytes[..100]).is_err());
+    }
+
+    #[test]
+    fn the_32_bit_layout_keeps_the_upper_halves() {
+        let mut s = CpuState::boot_sector();
+        s.gpr[3] = 0xaaaa_bbbb_0000_1111; // rbx
+        s.fpu.xmm[9] = 7;
+        let mut r = GdbRegs::from_state(&s);
+        r.narrow = true;
+        let bytes = serialized(&r);
+        assert_eq!(bytes.len(), NARROW_LEN);
+        assert_eq!(
+            &bytes[12..16],
+            &[0x11, 0x11, 0, 0],
+            "ebx is the fourth register"
+        );
+        let mut back = GdbRegs::default();
+        back.gdb_deserialize(&bytes).unwrap();
+        assert!(back.narrow);
+        back.gpr[1] = 0x2222; // gdb's ebx
+        let mut t = s.clone();
+        back.apply(&mut t);
+        assert_eq!(t.gpr[3], 0xaaaa_bbbb_0000_2222);
+        assert_eq!(t.fpu.xmm[9], 7);
+        let d16 = description(16);
+        assert!(d16.contains("<architecture>i8086</architecture>"), "{d16}");
+        assert_eq!(d16.matches("<reg ").count(), 8 + 1 + 1 + 6 + 8 + 8 + 8 + 1);
+        assert!(!d16.contains("rax") && !d16.contains("xmm15") && !d16.contains("cr3"));
+        assert!(d16.contains("id=\"v2i64\""), "the vector types stay");
+        assert!(description(32).contains("<architecture>i386</architecture>"));
     }
 
     #[test]

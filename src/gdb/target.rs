@@ -22,12 +22,15 @@ use gdbstub::target::ext::breakpoints::{
     Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, SwBreakpoint, SwBreakpointOps,
 };
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps};
+use gdbstub::target::ext::target_description_xml_override::{
+    TargetDescriptionXmlOverride, TargetDescriptionXmlOverrideOps,
+};
 use gdbstub::target::{Target, TargetError, TargetResult};
 use janus_accel::debug::MAX_HW_BREAKPOINTS;
 use janus_accel::{Breakpoint, BreakpointKind};
 
 use super::hub::{Hub, Resume, Stop, StopWhy};
-use super::regs::{GdbRegs, X86_64Janus, mode_advice};
+use super::regs::{GdbRegs, X86_64Janus, description, mode_advice};
 
 /// The connection to gdb: writes go to the socket (buffered until gdbstub flushes), reads come
 /// from a reader thread, so that the event loop can wait for a byte and a stop at once.
@@ -151,6 +154,10 @@ pub struct GdbTarget {
     locked: bool,
     /// The vCPU of the last stop (for `monitor` commands).
     current: usize,
+    /// The target description of this session: for the mode vCPU 0 was in when gdb connected
+    /// ([`description`]); `narrow` when it has the 32-bit registers.
+    xml: String,
+    narrow: bool,
 }
 
 fn tid(vcpu: usize) -> Tid {
@@ -165,7 +172,13 @@ impl GdbTarget {
     /// A target over the machine's vCPUs; `kvm` when the backend is KVM.
     pub fn new(hub: Arc<Hub>, kvm: bool) -> Self {
         let nr = hub.vcpus();
+        let bits = hub
+            .with_vcpu(0, |v| v.state().map(|s| s.code_bitness()))
+            .and_then(Result::ok)
+            .unwrap_or(64);
         GdbTarget {
+            xml: description(bits),
+            narrow: bits != 64,
             hub,
             kvm,
             sw: Vec::new(),
@@ -243,10 +256,15 @@ impl GdbTarget {
 
     /// The debugger leaves: breakpoints off, every vCPU released.
     pub fn detach(&mut self) {
+        self.clear_breakpoints();
+        self.hub.release_all();
+    }
+
+    /// Removes every breakpoint from every vCPU.
+    pub fn clear_breakpoints(&mut self) {
         self.sw.clear();
         self.hw.clear();
         let _ = self.apply_breakpoints();
-        self.hub.release_all();
     }
 
     fn exit_status(&self) -> u8 {
@@ -276,6 +294,28 @@ impl Target for GdbTarget {
     fn support_monitor_cmd(&mut self) -> Option<MonitorCmdOps<'_, Self>> {
         Some(self)
     }
+
+    fn support_target_description_xml_override(
+        &mut self,
+    ) -> Option<TargetDescriptionXmlOverrideOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl TargetDescriptionXmlOverride for GdbTarget {
+    fn target_description_xml(
+        &self,
+        _annex: &[u8],
+        offset: u64,
+        length: usize,
+        buf: &mut [u8],
+    ) -> TargetResult<usize, Self> {
+        let xml = self.xml.as_bytes();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(xml.len());
+        let n = length.min(buf.len()).min(xml.len() - start);
+        buf[..n].copy_from_slice(&xml[start..start + n]);
+        Ok(n)
+    }
 }
 
 impl MultiThreadBase for GdbTarget {
@@ -283,6 +323,7 @@ impl MultiThreadBase for GdbTarget {
         match self.hub.with_vcpu(vcpu_of(tid), |v| v.state()) {
             Some(Ok(s)) => {
                 *regs = GdbRegs::from_state(&s);
+                regs.narrow = self.narrow;
                 Ok(())
             }
             Some(Err(e)) => nonfatal(e),
