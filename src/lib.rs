@@ -12,6 +12,7 @@ pub mod control;
 pub mod devices;
 pub mod diff;
 pub mod fuzz;
+pub mod gdb;
 pub mod layout;
 pub mod loader;
 pub mod machine;

@@ -77,6 +77,8 @@ pub struct MachineConfig {
     pub tb_size: usize,
     /// The CPU model (`--cpu`).
     pub cpu: janus_accel::cpuid::CpuSpec,
+    /// A gdbstub on this socket (`--gdb`, `-s`, `-S`).
+    pub gdb: Option<crate::gdb::GdbConfig>,
 }
 
 impl Default for MachineConfig {
@@ -107,6 +109,7 @@ impl Default for MachineConfig {
             perf_map: false,
             tb_size: janus_accel::soft::DEFAULT_TB_SIZE,
             cpu: janus_accel::cpuid::CpuSpec::default(),
+            gdb: None,
         }
     }
 }
@@ -628,11 +631,26 @@ impl Machine {
             };
             crate::console::spawn_reader(self.input.clone(), self.serial.clone(), hooks);
         }
+        let gdb = match &self.config.gdb {
+            None => None,
+            Some(g) => {
+                let hub = Arc::new(crate::gdb::Hub::new(
+                    vcpus.len(),
+                    g.wait,
+                    self.control.clone(),
+                ));
+                for (i, v) in vcpus.iter().enumerate() {
+                    hub.add_kicker(i, v.kicker());
+                }
+                Some(crate::gdb::start(g, hub, backend).map_err(MachineError::Thread)?)
+            }
+        };
         let to_first_entry = start.elapsed();
         let mut threads = Vec::with_capacity(vcpus.len());
         for (i, v) in vcpus.into_iter().enumerate() {
             let io = self.io.clone();
             let control = self.control.clone();
+            let debug = gdb.as_ref().map(|s| s.hub().clone());
             // With KVM's in-kernel irqchip, KVM holds the APs until their start-up IPI.
             let started = i == 0 || self.config.irqchip == IrqchipMode::Kernel;
             let milestones = self.milestones.clone();
@@ -642,7 +660,7 @@ impl Machine {
                     if i == 0 {
                         milestones.entered();
                     }
-                    crate::vcpu_loop::vcpu_thread(v, io, control, started)
+                    crate::vcpu_loop::vcpu_thread(v, io, control, started, debug)
                 })
                 .map_err(MachineError::Thread)?;
             threads.push(t);
@@ -679,6 +697,9 @@ impl Machine {
                     .control
                     .request_stop(StopReason::HostError("a vCPU thread panicked".into())),
             }
+        }
+        if let Some(s) = &gdb {
+            s.finish();
         }
         let wall = start.elapsed();
         self.serial

@@ -8,6 +8,7 @@ use std::time::Duration;
 use janus_accel::{CpuState, Exit, ExitCounters, IoHandler, SystemEventKind, Vcpu, rflags_if};
 
 use crate::control::{Control, StopReason};
+use crate::gdb::Hub;
 use crate::machine::MachineIo;
 
 /// What the vCPU thread does next.
@@ -225,7 +226,12 @@ fn set_state_keeping_tsc<V: Vcpu>(vcpu: &mut V, mut state: CpuState, control: &C
 /// An application processor in wait-for-SIPI (at power-on, or after INIT): waits for a
 /// start-up IPI and loads its state. False when the machine stops first (or the state could
 /// not be loaded).
-fn wait_for_startup<V: Vcpu>(vcpu: &mut V, io: &MachineIo, control: &Control) -> bool {
+fn wait_for_startup<V: Vcpu>(
+    vcpu: &mut V,
+    io: &MachineIo,
+    control: &Control,
+    debug: Option<&Hub>,
+) -> bool {
     let kicker = vcpu.kicker();
     let Some(platform) = io.platform.as_deref() else {
         while !control.wait_stopping(Duration::from_millis(100)) {}
@@ -235,6 +241,10 @@ fn wait_for_startup<V: Vcpu>(vcpu: &mut V, io: &MachineIo, control: &Control) ->
     loop {
         if control.stopping() {
             return false;
+        }
+        // A debugger holds it: it parks here until resumed.
+        if let Some(d) = debug {
+            d.check(vcpu.index(), vcpu);
         }
         if let Some(v) = platform.take_sipi(vcpu.index()) {
             if !set_state_keeping_tsc(vcpu, CpuState::startup_ipi(v), control) {
@@ -258,13 +268,16 @@ fn wait_for_startup<V: Vcpu>(vcpu: &mut V, io: &MachineIo, control: &Control) ->
 /// The vCPU is then freed on a detached thread: a software vCPU's translation cache can hold
 /// gigabytes, and freeing them took more than a second after a `--timeout`, all of it before
 /// the stop report and the exit. The process may now exit while it is still being freed.
+/// With a debugger (`debug`), the vCPU parks where the debugger holds it ([`Hub::check`]) and
+/// reports its breakpoints and steps ([`Hub::after_exit`]).
 pub fn vcpu_thread<V: Vcpu + Send + 'static>(
     mut vcpu: V,
     io: Arc<MachineIo>,
     control: Arc<Control>,
     started: bool,
+    debug: Option<Arc<Hub>>,
 ) -> VcpuReport {
-    let r = run_vcpu(&mut vcpu, &io, &control, started);
+    let r = run_vcpu(&mut vcpu, &io, &control, started, debug.as_deref());
     release(vcpu);
     r
 }
@@ -282,9 +295,10 @@ fn run_vcpu<V: Vcpu>(
     io: &Arc<MachineIo>,
     control: &Arc<Control>,
     started: bool,
+    debug: Option<&Hub>,
 ) -> VcpuReport {
     let kicker = vcpu.kicker();
-    if !started && !wait_for_startup(vcpu, io, control) {
+    if !started && !wait_for_startup(vcpu, io, control, debug) {
         return report(vcpu, io, VcpuPhase::WaitingForStartup);
     }
     let index = vcpu.index();
@@ -299,7 +313,7 @@ fn run_vcpu<V: Vcpu>(
             && let Some(ap) = p.take_init(index)
         {
             let restarted = if ap {
-                wait_for_startup(vcpu, io, control)
+                wait_for_startup(vcpu, io, control, debug)
             } else {
                 set_state_keeping_tsc(&mut *vcpu, CpuState::reset(true), control)
             };
@@ -313,6 +327,9 @@ fn run_vcpu<V: Vcpu>(
             control.publish_counters(index, wanted, vcpu.counters());
             counters_answered = wanted;
         }
+        if let Some(d) = debug {
+            d.check(index, &mut *vcpu);
+        }
         let exit = match vcpu.run(io.as_ref()) {
             Ok(e) => e,
             Err(e) => {
@@ -320,6 +337,9 @@ fn run_vcpu<V: Vcpu>(
                 break;
             }
         };
+        if let Some(d) = debug {
+            d.after_exit(index, &exit);
+        }
         let action = handle_exit(
             index,
             exit,
@@ -382,6 +402,7 @@ fn run_vcpu<V: Vcpu>(
                     && !platform
                         .is_some_and(|p| p.wakes_halted_with_interrupts_off(index, nmi_blocked))
                     && control.counters_wanted() == counters_answered
+                    && !debug.is_some_and(|d| d.holds(index))
                 {
                     if platform.is_some_and(|p| p.idle_jump()) {
                         continue;

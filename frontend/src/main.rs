@@ -171,6 +171,15 @@ struct RunArgs {
     /// code, like QEMU's -accel tcg,tb-size): a vCPU whose share is full flushes it whole.
     #[arg(long, value_name = "MiB", default_value_t = DEFAULT_TB_MIB, value_parser = parse_tb_size)]
     tb_size: usize,
+    /// Accept gdb's remote protocol on this socket: tcp::PORT (localhost) or tcp:HOST:PORT.
+    #[arg(long, value_name = "tcp::PORT")]
+    gdb: Option<String>,
+    /// Short for --gdb tcp::1234 (as QEMU's -s).
+    #[arg(short = 's', conflicts_with = "gdb")]
+    gdb_default: bool,
+    /// Wait for gdb before the first instruction (as QEMU's -S); with --gdb or -s.
+    #[arg(short = 'S')]
+    gdb_wait: bool,
 }
 
 /// `--tb-size` default, MiB.
@@ -491,6 +500,19 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         .as_ref()
         .map(|p| read_file(p, "BIOS image", MAX_IMAGE, 0))
         .transpose()?;
+    // The debugger's socket is bound first: a port in use is one error line, before anything
+    // runs.
+    let gdb_spec = match (&args.gdb, args.gdb_default) {
+        (Some(spec), _) => Some(spec.as_str()),
+        (None, true) => Some(janus::gdb::DEFAULT_SPEC),
+        (None, false) => None,
+    };
+    if args.gdb_wait && gdb_spec.is_none() {
+        bail!("-S waits for a debugger: give --gdb tcp::PORT or -s too");
+    }
+    let gdb = gdb_spec
+        .map(|spec| janus::gdb::GdbConfig::listen(spec, args.gdb_wait))
+        .transpose()?;
     // `--accel auto` is resolved once, here, before the machine is built (its choice is said
     // once the machine is built, so that a bad option stays a one-line error).
     let (kind, auto_chose) = match AccelKind::from_name(&args.accel) {
@@ -537,6 +559,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         perf_map: args.perf_map,
         tb_size: args.tb_size << 20,
         cpu: args.cpu.clone(),
+        gdb: gdb.clone(),
     };
     let mut machine = Machine::new(config)?;
     if let Some(b) = machine.boot_info()
@@ -547,6 +570,13 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
     janus::signals::install_stop_handlers();
     if let Some(why) = auto_chose {
         janus::ewriteln!("janus: --accel auto {why}");
+    }
+    if let Some(g) = &gdb {
+        if g.wait {
+            janus::ewriteln!("janus: waiting for gdb on {} (-S)", g.addr);
+        } else {
+            janus::ewriteln!("janus: gdb can connect on {}", g.addr);
+        }
     }
     // A terminal on the console goes raw for the run (the guest echoes and edits lines, Ctrl-C
     // reaches it) and is restored when this guard drops, on every way out of here.
