@@ -771,12 +771,18 @@ mod tests {
     use super::*;
     use crate::devices::lapic::APIC_DEFAULT_BASE;
 
-    #[test]
-    fn pic_interrupt_reaches_the_bsp_through_lint0() {
-        let p = Platform::new(2, Clock::real_time());
+    /// A platform of `n` vCPUs on `clock`, attached to new port and MMIO buses.
+    fn attached(n: usize, clock: Clock) -> (Arc<Platform>, Bus, Bus) {
+        let p = Platform::new(n, clock);
         let mut pio = Bus::new("pio");
         let mut mmio = Bus::new("mmio");
         p.attach(&mut pio, &mut mmio).unwrap();
+        (p, pio, mmio)
+    }
+
+    #[test]
+    fn pic_interrupt_reaches_the_bsp_through_lint0() {
+        let (p, pio, _mmio) = attached(2, Clock::real_time());
         // ICW1-4 for the master: vector base 0x20, then unmask IRQ 4 only.
         for (port, v) in [
             (0x20, 0x11),
@@ -797,10 +803,7 @@ mod tests {
 
     #[test]
     fn ipis_wake_the_target_and_sipi_is_seen_by_a_waiting_ap() {
-        let p = Platform::new(2, Clock::real_time());
-        let mut pio = Bus::new("pio");
-        let mut mmio = Bus::new("mmio");
-        p.attach(&mut pio, &mut mmio).unwrap();
+        let (p, _pio, mmio) = attached(2, Clock::real_time());
         let k = Kicker::new();
         p.add_vcpu(1, k.clone());
         let icr_hi = APIC_DEFAULT_BASE + 0x310;
@@ -820,10 +823,7 @@ mod tests {
     /// with IF=1 runs on and the vector stays in the IRR.
     #[test]
     fn self_ipis_are_flagged_pending() {
-        let p = Platform::new(1, Clock::real_time());
-        let mut pio = Bus::new("pio");
-        let mut mmio = Bus::new("mmio");
-        p.attach(&mut pio, &mut mmio).unwrap();
+        let (p, _pio, mmio) = attached(1, Clock::real_time());
         let k = Kicker::new();
         p.add_vcpu(0, k.clone());
         mmio.write(0, APIC_DEFAULT_BASE + 0xf0, &0x1ffu32.to_le_bytes());
@@ -851,10 +851,7 @@ mod tests {
     /// dropped; a device line in the IOAPIC's NMI mode is an NMI that may come.
     #[test]
     fn nmi_ipis_are_flagged_and_taken_once() {
-        let p = Platform::new(2, Clock::real_time());
-        let mut pio = Bus::new("pio");
-        let mut mmio = Bus::new("mmio");
-        p.attach(&mut pio, &mut mmio).unwrap();
+        let (p, _pio, mmio) = attached(2, Clock::real_time());
         let k = Kicker::new();
         p.add_vcpu(0, k.clone());
         let icr_hi = APIC_DEFAULT_BASE + 0x310;
@@ -896,10 +893,7 @@ mod tests {
     /// PIC's vector is not taken (no INTA).
     #[test]
     fn lint0_in_nmi_mode_turns_intr_into_an_nmi() {
-        let p = Platform::new(1, Clock::real_time());
-        let mut pio = Bus::new("pio");
-        let mut mmio = Bus::new("mmio");
-        p.attach(&mut pio, &mut mmio).unwrap();
+        let (p, pio, mmio) = attached(1, Clock::real_time());
         for (port, v) in [
             (0x20, 0x11),
             (0x21, 0x20),
@@ -924,10 +918,7 @@ mod tests {
     /// it is masked (vCPU 1).
     #[test]
     fn the_nmi_button_is_an_nmi_through_lint1() {
-        let p = Platform::new(2, Clock::real_time());
-        let mut pio = Bus::new("pio");
-        let mut mmio = Bus::new("mmio");
-        p.attach(&mut pio, &mut mmio).unwrap();
+        let (p, _pio, mmio) = attached(2, Clock::real_time());
         assert!(p.nmi_button());
         assert!(!p.take_nmi(0), "LINT1 masked at reset");
         mmio.write(0, APIC_DEFAULT_BASE + 0xf0, &0x1ffu32.to_le_bytes());
@@ -963,10 +954,7 @@ mod tests {
         );
         assert_eq!(msi_message(0xfed0_0000, 0x45), None);
         assert_eq!(msi_message(0xfee0_0000, 0x0645), None, "start-up is no MSI");
-        let p = Platform::new(2, Clock::real_time());
-        let mut pio = Bus::new("pio");
-        let mut mmio = Bus::new("mmio");
-        p.attach(&mut pio, &mut mmio).unwrap();
+        let (p, _pio, mmio) = attached(2, Clock::real_time());
         let k = Kicker::new();
         p.add_vcpu(1, k.clone());
         mmio.write(1, APIC_DEFAULT_BASE + 0xf0, &0x1ffu32.to_le_bytes());
@@ -989,10 +977,7 @@ mod tests {
     /// not the PIC.
     #[test]
     fn gsi_lines_drive_ioapic_pins_above_the_isa_ones() {
-        let p = Platform::new(1, Clock::real_time());
-        let mut pio = Bus::new("pio");
-        let mut mmio = Bus::new("mmio");
-        p.attach(&mut pio, &mut mmio).unwrap();
+        let (p, _pio, mmio) = attached(1, Clock::real_time());
         mmio.write(0, APIC_DEFAULT_BASE + 0xf0, &0x1ffu32.to_le_bytes());
         // Redirection entry 16: vector 0x50, level-triggered, active low, to APIC id 0.
         let ioapic = crate::devices::ioapic::IOAPIC_BASE;
@@ -1019,10 +1004,7 @@ mod tests {
     /// master and slave programmed, IRQ 10 level-triggered in the ELCR) takes it from the PIC.
     #[test]
     fn pci_intx_lines_reach_the_pic_too() {
-        let p = Platform::new(1, Clock::real_time());
-        let mut pio = Bus::new("pio");
-        let mut mmio = Bus::new("mmio");
-        p.attach(&mut pio, &mut mmio).unwrap();
+        let (p, pio, _mmio) = attached(1, Clock::real_time());
         for (port, v) in [
             (0x20, 0x11),
             (0x21, 0x20),
@@ -1053,10 +1035,7 @@ mod tests {
     #[test]
     fn a_timer_fired_by_the_vcpus_own_msr_access_is_pending() {
         let clock = Clock::deterministic(1);
-        let p = Platform::new(1, clock.clone());
-        let mut pio = Bus::new("pio");
-        let mut mmio = Bus::new("mmio");
-        p.attach(&mut pio, &mut mmio).unwrap();
+        let (p, _pio, mmio) = attached(1, clock.clone());
         let k = Kicker::new();
         p.add_vcpu(0, k.clone());
         mmio.write(0, APIC_DEFAULT_BASE + 0xf0, &0x1ffu32.to_le_bytes());

@@ -5,7 +5,7 @@
 //!
 //! A model names a vendor, a family/model/stepping, a brand string, cache and topology leaves
 //! and a feature set ([`FEATURES`], spelt as QEMU spells them). The backend then keeps only
-//! what it can run: the software CPU what it executes ([`SOFT_FEATURES`]), KVM what
+//! what it can run: the software CPU what it executes (`soft::OFFER`), KVM what
 //! KVM_GET_SUPPORTED_CPUID offers; each feature the model asked for and the backend lacks is
 //! reported once, as QEMU reports "TCG doesn't support requested feature".
 //!
@@ -140,12 +140,23 @@ const ALIASES: &[(&str, &str)] = &[
 pub struct Offer {
     /// Every feature the backend runs; anything else is filtered out of a model.
     pub runs: &'static [&'static str],
-    /// What the `host` model offers.
-    pub host: &'static [&'static str],
+    /// What the `host` model leaves out of `runs`.
+    pub not_in_host: &'static [&'static str],
     /// XCR0 bits supported (leaf 0xD EAX).
     pub xcr0: u32,
     /// The XSAVE area's size with every supported component.
     pub xsave_size: u32,
+}
+
+impl Offer {
+    /// What the `host` model offers: `runs` but `not_in_host`.
+    pub fn host(&self) -> Vec<&'static str> {
+        self.runs
+            .iter()
+            .copied()
+            .filter(|n| !self.not_in_host.contains(n))
+            .collect()
+    }
 }
 
 /// The feature named `name` (any accepted spelling).
@@ -207,211 +218,46 @@ pub struct Model {
     /// One line for `janus info`.
     pub about: &'static str,
     identity: Identity,
-    /// None: every feature the backend has.
-    features: Option<&'static [&'static str]>,
+    /// The feature lists whose union the model has; None: every feature the backend has.
+    features: Option<&'static [&'static [&'static str]]>,
 }
 
+/// The x86-64 baseline (x86-64-v1), which every fixed model starts from.
 const V1: &[&str] = &[
     "fpu", "de", "pse", "tsc", "msr", "pae", "mce", "cx8", "apic", "sep", "mtrr", "pge", "mca",
     "cmov", "pat", "pse36", "clflush", "mmx", "fxsr", "sse", "sse2", "syscall", "nx", "lm",
 ];
-const V2: &[&str] = &[
-    "fpu", "de", "pse", "tsc", "msr", "pae", "mce", "cx8", "apic", "sep", "mtrr", "pge", "mca",
-    "cmov", "pat", "pse36", "clflush", "mmx", "fxsr", "sse", "sse2", "syscall", "nx", "lm", "cx16",
-    "lahf-lm", "popcnt", "sse3", "sse4.1", "sse4.2", "ssse3",
+/// What x86-64-v2 adds to v1.
+const V2_ADDS: &[&str] = &[
+    "cx16", "lahf-lm", "popcnt", "sse3", "sse4.1", "sse4.2", "ssse3",
 ];
-const V3: &[&str] = &[
-    "fpu", "de", "pse", "tsc", "msr", "pae", "mce", "cx8", "apic", "sep", "mtrr", "pge", "mca",
-    "cmov", "pat", "pse36", "clflush", "mmx", "fxsr", "sse", "sse2", "syscall", "nx", "lm", "cx16",
-    "lahf-lm", "popcnt", "sse3", "sse4.1", "sse4.2", "ssse3", "avx", "avx2", "bmi1", "bmi2",
-    "f16c", "fma", "abm", "movbe", "xsave",
+/// What x86-64-v3 adds to v2.
+const V3_ADDS: &[&str] = &[
+    "avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave",
 ];
-const QEMU64: &[&str] = &[
-    "fpu",
-    "de",
-    "pse",
-    "tsc",
-    "msr",
-    "pae",
-    "mce",
-    "cx8",
-    "apic",
-    "sep",
-    "mtrr",
-    "pge",
-    "mca",
-    "cmov",
-    "pat",
-    "pse36",
-    "clflush",
-    "mmx",
-    "fxsr",
-    "sse",
-    "sse2",
-    "sse3",
-    "cx16",
-    "syscall",
-    "nx",
-    "lm",
-    "lahf-lm",
-    "hypervisor",
-];
-const NEHALEM: &[&str] = &[
-    "fpu",
-    "de",
-    "pse",
-    "tsc",
-    "msr",
-    "pae",
-    "mce",
-    "cx8",
-    "apic",
-    "sep",
-    "mtrr",
-    "pge",
-    "mca",
-    "cmov",
-    "pat",
-    "pse36",
-    "clflush",
-    "mmx",
-    "fxsr",
-    "sse",
-    "sse2",
-    "sse3",
-    "ssse3",
-    "cx16",
-    "sse4.1",
-    "sse4.2",
-    "popcnt",
-    "syscall",
-    "nx",
-    "rdtscp",
-    "lm",
-    "lahf-lm",
-    "hypervisor",
-];
-const SKYLAKE: &[&str] = &[
-    "fpu",
-    "de",
-    "pse",
-    "tsc",
-    "msr",
-    "pae",
-    "mce",
-    "cx8",
-    "apic",
-    "sep",
-    "mtrr",
-    "pge",
-    "mca",
-    "cmov",
-    "pat",
-    "pse36",
-    "clflush",
-    "mmx",
-    "fxsr",
-    "sse",
-    "sse2",
-    "sse3",
+const QEMU64_ADDS: &[&str] = &["sse3", "cx16", "lahf-lm", "hypervisor"];
+const NEHALEM_ADDS: &[&str] = &["rdtscp", "hypervisor"];
+/// What Skylake-Client and EPYC both add to v3.
+const ZEN_SKYLAKE_ADDS: &[&str] = &[
     "pclmulqdq",
-    "ssse3",
-    "fma",
-    "cx16",
-    "pcid",
-    "sse4.1",
-    "sse4.2",
     "x2apic",
-    "movbe",
-    "popcnt",
     "tsc-deadline",
     "aes",
-    "xsave",
-    "avx",
-    "f16c",
     "rdrand",
     "hypervisor",
     "fsgsbase",
-    "bmi1",
-    "avx2",
     "smep",
-    "bmi2",
-    "erms",
-    "invpcid",
     "rdseed",
     "adx",
     "smap",
     "clflushopt",
-    "syscall",
-    "nx",
     "pdpe1gb",
     "rdtscp",
-    "lm",
-    "lahf-lm",
-    "abm",
     "3dnowprefetch",
     "invtsc",
 ];
-const EPYC: &[&str] = &[
-    "fpu",
-    "de",
-    "pse",
-    "tsc",
-    "msr",
-    "pae",
-    "mce",
-    "cx8",
-    "apic",
-    "sep",
-    "mtrr",
-    "pge",
-    "mca",
-    "cmov",
-    "pat",
-    "pse36",
-    "clflush",
-    "mmx",
-    "fxsr",
-    "sse",
-    "sse2",
-    "sse3",
-    "pclmulqdq",
-    "ssse3",
-    "fma",
-    "cx16",
-    "sse4.1",
-    "sse4.2",
-    "x2apic",
-    "movbe",
-    "popcnt",
-    "tsc-deadline",
-    "aes",
-    "xsave",
-    "avx",
-    "f16c",
-    "rdrand",
-    "hypervisor",
-    "fsgsbase",
-    "bmi1",
-    "avx2",
-    "smep",
-    "bmi2",
-    "rdseed",
-    "adx",
-    "smap",
-    "clflushopt",
-    "sha-ni",
-    "syscall",
-    "nx",
-    "pdpe1gb",
-    "rdtscp",
-    "lm",
-    "lahf-lm",
-    "abm",
-    "sse4a",
-    "3dnowprefetch",
-    "invtsc",
-];
+const SKYLAKE_ADDS: &[&str] = &["pcid", "erms", "invpcid"];
+const EPYC_ADDS: &[&str] = &["sha-ni", "sse4a"];
 
 /// Every model `--cpu` takes.
 pub const MODELS: &[Model] = &[
@@ -438,25 +284,25 @@ pub const MODELS: &[Model] = &[
             stepping: 1,
             brand: "QEMU Virtual CPU version 2.5+",
         },
-        features: Some(QEMU64),
+        features: Some(&[V1, QEMU64_ADDS]),
     },
     Model {
         name: "x86-64-v1",
         about: "the x86-64 baseline (CMOV, CX8, FXSR, SSE2, SYSCALL, NX)",
         identity: Identity::Host,
-        features: Some(V1),
+        features: Some(&[V1]),
     },
     Model {
         name: "x86-64-v2",
         about: "v1 and CX16, LAHF, POPCNT, SSE3, SSSE3, SSE4.1, SSE4.2",
         identity: Identity::Host,
-        features: Some(V2),
+        features: Some(&[V1, V2_ADDS]),
     },
     Model {
         name: "x86-64-v3",
         about: "v2 and AVX, AVX2, BMI1, BMI2, F16C, FMA, LZCNT, MOVBE, XSAVE",
         identity: Identity::Host,
-        features: Some(V3),
+        features: Some(&[V1, V2_ADDS, V3_ADDS]),
     },
     Model {
         name: "Nehalem",
@@ -468,7 +314,7 @@ pub const MODELS: &[Model] = &[
             stepping: 3,
             brand: "Intel Core i7 9xx (Nehalem Class Core i7)",
         },
-        features: Some(NEHALEM),
+        features: Some(&[V1, V2_ADDS, NEHALEM_ADDS]),
     },
     Model {
         name: "Skylake-Client",
@@ -480,7 +326,7 @@ pub const MODELS: &[Model] = &[
             stepping: 3,
             brand: "Intel Core Processor (Skylake)",
         },
-        features: Some(SKYLAKE),
+        features: Some(&[V1, V2_ADDS, V3_ADDS, ZEN_SKYLAKE_ADDS, SKYLAKE_ADDS]),
     },
     Model {
         name: "EPYC",
@@ -492,7 +338,7 @@ pub const MODELS: &[Model] = &[
             stepping: 2,
             brand: "AMD EPYC Processor",
         },
-        features: Some(EPYC),
+        features: Some(&[V1, V2_ADDS, V3_ADDS, ZEN_SKYLAKE_ADDS, EPYC_ADDS]),
     },
 ];
 
@@ -621,15 +467,14 @@ impl Cpuid {
             .iter()
             .find(|m| m.name == spec.model)
             .unwrap_or(&MODELS[0]);
-        let all = match model.features {
-            Some(f) => f,
-            None if model.name == "max" => offer.runs,
-            None => offer.host,
+        let all: Vec<&'static str> = match model.features {
+            Some(lists) => lists.concat(),
+            None if model.name == "max" => offer.runs.to_vec(),
+            None => offer.host(),
         };
         let wanted: Vec<&'static str> = all
-            .iter()
-            .chain(spec.plus.iter())
-            .copied()
+            .into_iter()
+            .chain(spec.plus.iter().copied())
             .filter(|n| !spec.minus.contains(n))
             .collect();
         let mut missing = Vec::new();
@@ -819,7 +664,7 @@ impl Cpuid {
             .map(|f| f.name)
             .collect();
         let base: Vec<&'static str> = match model.features {
-            Some(list) => list.to_vec(),
+            Some(lists) => lists.concat(),
             None => present.clone(),
         };
         let wanted: Vec<&'static str> = base
@@ -1102,11 +947,11 @@ mod tests {
     #[test]
     fn every_model_feature_is_a_known_feature() {
         for m in MODELS {
-            for n in m.features.unwrap_or(&[]) {
+            for n in m.features.unwrap_or(&[]).concat() {
                 assert!(feature(n).is_some(), "{}: {n}", m.name);
             }
         }
-        for n in OFFER.runs.iter().chain(OFFER.host) {
+        for n in OFFER.runs.iter().chain(&OFFER.host()) {
             assert!(feature(n).is_some(), "{n}");
             assert!(OFFER.runs.contains(n), "{n}");
         }

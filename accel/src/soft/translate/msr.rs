@@ -53,45 +53,12 @@ pub const OFFER: crate::cpuid::Offer = crate::cpuid::Offer {
         "lm",
         "invtsc",
     ],
-    // All of it but the hypervisor bit: the `host` model presents itself as bare hardware.
-    // IA32_TSC_ADJUST with the invariant TSC tells a kernel that the TSC is one clock it can
-    // trust: Linux then keeps no clocksource watchdog on it, which on a loaded host (vCPU
+    // The `host` model offers all of it but the hypervisor bit (it presents itself as bare
+    // hardware) and MCE, MCA, MTRR and PAT (Linux's behaviour on it stays as it was before CPU
+    // models). IA32_TSC_ADJUST with the invariant TSC tells a kernel that the TSC is one clock it
+    // can trust: Linux then keeps no clocksource watchdog on it, which on a loaded host (vCPU
     // threads starved, ticks late) would otherwise mark it unstable against the jiffies.
-    host: &[
-        "fpu",
-        "pse",
-        "tsc",
-        "msr",
-        "pae",
-        "cx8",
-        "apic",
-        "sep",
-        "pge",
-        "cmov",
-        "pse36",
-        "clflush",
-        "fxsr",
-        "sse",
-        "sse2",
-        "cx16",
-        "x2apic",
-        "popcnt",
-        "tsc-deadline",
-        "xsave",
-        "tsc-adjust",
-        "bmi1",
-        "smep",
-        "smap",
-        "pku",
-        "lahf-lm",
-        "abm",
-        "syscall",
-        "nx",
-        "pdpe1gb",
-        "rdtscp",
-        "lm",
-        "invtsc",
-    ],
+    not_in_host: &["hypervisor", "mce", "mca", "mtrr", "pat"],
     xcr0: super::fpstate::XCR0_SUPPORTED as u32,
     xsave_size: super::fpstate::XSAVE_SIZE,
 };
