@@ -21,6 +21,7 @@ boot_timeout=${BOOT_TIMEOUT:-180}
 janus=${JANUS:-$root/target/release/janus}
 out=${OUT:-$(mktemp -d /tmp/smp-soak.XXXXXX)}
 assets="$root/tests/linux/assets"
+mkdir -p "$out" || exit 1
 [ -x "$janus" ] || (cd "$root" && cargo build --release -q) || exit 1
 for f in vmlinuz initramfs.cpio.gz; do
     [ -f "$assets/$f" ] || { echo "smp-soak: $assets/$f missing (tests/linux/fetch-assets.sh)" >&2; exit 1; }
@@ -37,6 +38,12 @@ while [ $SECONDS -lt $end ]; do
             --initrd "$assets/initramfs.cpio.gz" --timeout "$boot_timeout" --serial "file:$log" \
             --append "console=ttyS0 rdinit=/bin/busybox -- poweroff -f" </dev/null 2>"$log.err"
         status=$?
+        if [ "$status" = 1 ] || [ "$status" = 2 ]; then
+            # janus refused to start (bad input, no KVM): no point in looping.
+            echo "smp-soak: janus failed to start (status $status):" >&2
+            cat "$log.err" >&2
+            exit 1
+        fi
         boots[$n]=$((${boots[$n]:-0} + 1))
         cpus=$(grep -o "Brought up 1 node, [0-9]* CPU" "$log" | grep -o "[0-9]* CPU" | cut -d' ' -f1)
         verdict=good
