@@ -307,6 +307,9 @@ struct DiffArgs {
     /// Translated code the two backends keep together, in MiB (each software side gets half).
     #[arg(long, value_name = "MiB", default_value_t = DEFAULT_TB_MIB, value_parser = parse_tb_size)]
     tb_size: usize,
+    /// The CPU model both backends are (as `janus run --cpu`).
+    #[arg(long, value_name = "MODEL[,+F,-F]", default_value = "host")]
+    cpu: janus_accel::cpuid::CpuSpec,
     /// The KVM device node.
     #[arg(long, default_value = kvm::DEFAULT_DEVICE, hide_short_help = true)]
     kvm_device: PathBuf,
@@ -340,6 +343,7 @@ fn diff(args: DiffArgs) -> Result<ExitCode> {
         plant_bug_in_b: false,
         icount: args.icount,
         tb_size: args.tb_size << 20,
+        cpu: args.cpu.clone(),
     };
     let start = std::time::Instant::now();
     let report = diff_image(&image, &opts)?;

@@ -1003,6 +1003,24 @@ fn cpu_models_on_the_command_line() {
         "-avx is removed, not missing: {err}"
     );
 
+    // janus diff: both sides read the model's one table, so CPUIDs agree.
+    let cpuid = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/guests/cpuid.bin");
+    let out = janus(&[
+        "diff",
+        cpuid.to_str().unwrap(),
+        "--a",
+        "interp",
+        "--b",
+        "jit",
+        "--cpu",
+        "EPYC",
+        "--max-steps",
+        "5000",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = janus(&["diff", "--cpu", "486"]);
+    one_error_line(&out, "unknown CPU model \"486\"");
+
     let out = janus(&["info"]);
     let info = String::from_utf8_lossy(&out.stdout);
     for m in ["host", "qemu64", "x86-64-v3", "Skylake-Client", "EPYC"] {

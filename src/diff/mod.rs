@@ -100,6 +100,8 @@ pub struct DiffOptions {
     /// Bytes of translated code the two backends keep together (`--tb-size`; each software
     /// side gets half).
     pub tb_size: usize,
+    /// The CPU model both sides are (`--cpu`): one CPUID table, so they agree on it.
+    pub cpu: janus_accel::cpuid::CpuSpec,
 }
 
 /// Whole-program comparison, for where single-stepping the reference is not possible: on
@@ -131,6 +133,7 @@ impl Default for DiffOptions {
             plant_bug_in_b: false,
             icount: None,
             tb_size: janus_accel::soft::DEFAULT_TB_SIZE,
+            cpu: janus_accel::cpuid::CpuSpec::default(),
         }
     }
 }
@@ -250,6 +253,7 @@ fn make_side(
             kvm_fallback: false,
             planted_bug: planted,
             tb_size: opts.tb_size / 2,
+            cpu: opts.cpu.clone(),
             ..AccelConfig::new(mem.clone(), 1)
         },
     )?;
