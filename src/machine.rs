@@ -13,6 +13,7 @@ use crate::board::{self, AllocError, Board, LegacyDevices, PciLayout, Resources}
 use crate::bus::{Bus, BusError};
 use crate::clock::Clock;
 use crate::control::{Control, StopReason};
+use crate::devices::cmos::RtcBase;
 use crate::devices::debugcon::DebugCon;
 use crate::devices::post::Post;
 use crate::devices::serial::{InputQueue, Serial};
@@ -59,6 +60,9 @@ pub struct MachineConfig {
     /// Deterministic time (`--icount SHIFT`): the clock advances 2^SHIFT ns per retired
     /// instruction (software backends only); `None` is real time.
     pub icount: Option<u32>,
+    /// Where the RTC starts (`--rtc base=`); `None`: the host's UTC time, or with `--icount` a
+    /// fixed date ([`RtcBase::DETERMINISTIC`]) so that runs repeat.
+    pub rtc: Option<RtcBase>,
     /// Whose interrupt controllers a KVM guest uses (`--irqchip`).
     pub irqchip: IrqchipMode,
     /// On KVM, run what KVM cannot (KVM_EXIT_INTERNAL_ERROR) in the software CPU and resume.
@@ -100,6 +104,7 @@ impl Default for MachineConfig {
             launched: None,
             marker: crate::milestones::DEFAULT_MARKER.into(),
             icount: None,
+            rtc: None,
             irqchip: IrqchipMode::User,
             kvm_fallback: true,
             post_port: POST_PORT,
@@ -408,6 +413,11 @@ impl Machine {
                 post: post.clone(),
                 post_port: config.post_port,
                 control: control.clone(),
+                rtc: config.rtc.unwrap_or(if config.icount.is_some() {
+                    RtcBase::DETERMINISTIC
+                } else {
+                    RtcBase::Utc
+                }),
             },
         )?;
 

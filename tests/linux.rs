@@ -49,6 +49,8 @@ struct Boot {
     serial: String,
     /// From launch to the marker, when it was seen.
     marker: Option<Duration>,
+    /// Instructions retired (software backends).
+    instructions: Option<u64>,
 }
 
 /// Boots `kernel` on the JIT until `marker` appears on the serial port (then stops it), the
@@ -81,22 +83,31 @@ fn boot_on(
     stop_at_marker: bool,
     timeout: Duration,
 ) -> Boot {
+    let config = MachineConfig {
+        mem: 256 << 20,
+        smp,
+        kernel: Some(kernel),
+        initrd: Some(initrd),
+        cmdline: CMDLINE.into(),
+        timeout: Some(timeout),
+        marker: marker.into(),
+        ..Default::default()
+    };
+    boot_with(accel, config, stop_at_marker)
+}
+
+/// Runs `config` on `accel` with the serial output in a file, stopping at its marker when
+/// `stop_at_marker`.
+fn boot_with(accel: AccelKind, config: MachineConfig, stop_at_marker: bool) -> Boot {
     let out = std::env::temp_dir().join(format!(
         "janus-linux-{}-{:?}.serial",
         std::process::id(),
         std::thread::current().id()
     ));
     let mut m = Machine::new(MachineConfig {
-        mem: 256 << 20,
-        smp,
-        kernel: Some(kernel),
-        initrd: Some(initrd),
-        cmdline: CMDLINE.into(),
         serial: SinkSpec::File(out.clone()),
-        timeout: Some(timeout),
         launched: Some(Instant::now()),
-        marker: marker.into(),
-        ..Default::default()
+        ..config
     })
     .expect("the kernel loads");
     let control = m.control().clone();
@@ -124,6 +135,7 @@ fn boot_on(
         reason: outcome.reason,
         serial,
         marker: outcome.boot.marker,
+        instructions: outcome.counters.instructions,
     }
 }
 
@@ -222,5 +234,70 @@ fn init_test(test: &str, accel: AccelKind, smp: usize) {
     eprintln!(
         "{test}: init after {:.1} s",
         b.marker.unwrap_or_default().as_secs_f64()
+    );
+}
+
+/// `--icount` makes a Linux boot a function of its inputs: the PVH kernel booted twice on the
+/// JIT and once on the interpreter, one vCPU, with timer interrupts, the RTC and the TSC all on
+/// instruction time, retires the same number of instructions and prints the same bytes (the
+/// kernel's timestamps included) each time.
+#[test]
+fn icount_boots_of_the_pvh_kernel_repeat_exactly_on_the_jit_and_the_interpreter() {
+    let test = "icount_boots_of_the_pvh_kernel_repeat_exactly_on_the_jit_and_the_interpreter";
+    let Some((kernel, initrd)) = kernel_or_skip(test, "vmlinux") else {
+        return;
+    };
+    let run = |accel| {
+        let b = boot_with(
+            accel,
+            MachineConfig {
+                mem: 256 << 20,
+                kernel: Some(kernel.clone()),
+                initrd: Some(initrd.clone()),
+                cmdline: "console=ttyS0".into(),
+                icount: Some(3),
+                timeout: Some(Duration::from_secs(900)),
+                ..Default::default()
+            },
+            false,
+        );
+        let tail: String = b
+            .serial
+            .chars()
+            .skip(b.serial.chars().count().saturating_sub(2000))
+            .collect();
+        assert!(
+            b.serial.contains("JANUS-INIT-OK") && matches!(b.reason, StopReason::Reset(_)),
+            "{test}: {accel:?} did not reach /init and reboot: {}:\n{tail}",
+            b.reason
+        );
+        // The kernel's timestamps are on instruction time: a boot of 1.5 billion
+        // instructions at 8 ns each lasts about 12 virtual seconds.
+        assert!(
+            b.serial.contains("[    1."),
+            "{test}: no timestamps:\n{tail}"
+        );
+        (
+            b.instructions
+                .expect("software backends count instructions"),
+            b.serial,
+        )
+    };
+    let (n1, s1) = run(AccelKind::Jit);
+    let (n2, s2) = run(AccelKind::Jit);
+    assert_eq!(n1, n2, "{test}: two JIT boots retired different counts");
+    assert!(s1 == s2, "{test}: two JIT boots printed different bytes");
+    let (n3, s3) = run(AccelKind::Interp);
+    assert_eq!(
+        n1, n3,
+        "{test}: the interpreter retired another count than the JIT"
+    );
+    assert!(
+        s1 == s3,
+        "{test}: the interpreter printed other bytes than the JIT"
+    );
+    eprintln!(
+        "{test}: {n1} instructions, {} serial bytes, three times",
+        s1.len()
     );
 }

@@ -132,6 +132,11 @@ struct RunArgs {
     /// 2^SHIFT ns per retired instruction, so a run with timer interrupts repeats exactly.
     #[arg(long, value_name = "SHIFT")]
     icount: Option<u32>,
+    /// Where the RTC's time of day starts: base=utc (the host's time, the default),
+    /// base=localtime, or base=YYYY-MM-DD[THH:MM:SS] (a fixed start; --icount runs start at
+    /// 2026-01-01T00:00:00 unless given one, so that they repeat).
+    #[arg(long, value_name = "base=utc|localtime|DATE", value_parser = parse_rtc)]
+    rtc: Option<janus::devices::cmos::RtcBase>,
     /// Interrupt controllers on KVM: janus's own in userspace (user), KVM's in-kernel PIC,
     /// IOAPIC, LAPICs and PIT (kernel), or kernel wherever KVM runs the guest on VT-x/AMD-V
     /// (auto).
@@ -186,6 +191,24 @@ struct RunArgs {
 const DEFAULT_TB_MIB: usize = janus_accel::soft::DEFAULT_TB_SIZE >> 20;
 
 /// `--tb-size MiB`: a whole number of MiB, at least 1.
+fn parse_rtc(s: &str) -> Result<janus::devices::cmos::RtcBase, String> {
+    let mut base = None;
+    for opt in s.split(',') {
+        match opt.split_once('=') {
+            Some(("base", v)) => base = Some(v.parse()?),
+            // The RTC always runs on the machine clock (virtual under --icount): QEMU's
+            // clock=vm, which is also what clock=host means for a real-time machine.
+            Some(("clock", "vm" | "host")) => {}
+            _ => {
+                return Err(format!(
+                    "'{opt}': --rtc takes base=utc|localtime|YYYY-MM-DD[THH:MM:SS]"
+                ));
+            }
+        }
+    }
+    base.ok_or_else(|| "--rtc needs base=utc|localtime|YYYY-MM-DD[THH:MM:SS]".to_string())
+}
+
 fn parse_tb_size(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(v) if (1..=1 << 20).contains(&v) => Ok(v),
@@ -550,6 +573,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         debugcon: args.debugcon.clone(),
         timeout: args.timeout,
         icount: args.icount,
+        rtc: args.rtc,
         irqchip,
         stdin: true,
         launched: Some(launched),

@@ -31,7 +31,7 @@ use crate::bus::{Bus, BusDevice, BusError};
 use crate::clock::Clock;
 use crate::control::Control;
 use crate::devices::acpi_pm::AcpiPm;
-use crate::devices::cmos::Cmos;
+use crate::devices::cmos::{Cmos, RtcBase};
 use crate::devices::debugcon::DebugCon;
 use crate::devices::exit_port::DebugExit;
 use crate::devices::i8042::{I8042, I8042Port, Port92};
@@ -224,6 +224,8 @@ pub struct LegacyDevices {
     pub post_port: u16,
     /// The machine's stop handle (debug-exit, resets, ACPI power-off).
     pub control: Arc<Control>,
+    /// Where the RTC's time of day starts (`--rtc base=`).
+    pub rtc: RtcBase,
 }
 
 /// A wired board: its buses, its interrupt controllers and timers, and the resources left for
@@ -279,6 +281,7 @@ impl Board {
             post,
             post_port,
             control,
+            rtc,
         } = devices;
         let mut pio = Bus::new("pio");
         pio.insert(u64::from(COM1_PORT), COM1_PORT_LEN, serial.clone())?;
@@ -290,7 +293,11 @@ impl Board {
         pio.insert(u64::from(DEBUGCON_PORT), 1, debugcon)?;
         pio.insert(u64::from(post_port), 1, post)?;
         let platform = Platform::new(nr_vcpus, clock);
-        let cmos = Arc::new(Mutex::new(Cmos::new(layout.low_ram, layout.high_ram)));
+        let cmos = Arc::new(Mutex::new(Cmos::with_base(
+            layout.low_ram,
+            layout.high_ram,
+            rtc,
+        )));
         cmos.lock()
             .unwrap_or_else(|p| p.into_inner())
             .attach_periodic(platform.clock(), platform.isa_irq(RTC_IRQ));

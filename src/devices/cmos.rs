@@ -10,8 +10,11 @@
 //! C holds the flags (IRQF, PF, AF, UF) until read. Status A's UIP reads 1 during the 244 us
 //! before each update.
 //!
-//! Once attached, the clock runs from the host's time of day at attach time (whole seconds)
-//! plus the machine clock, so under `--icount` seconds tick with retired instructions.
+//! Once attached, the clock runs from its base at attach time (whole seconds) plus the machine
+//! clock, so under `--icount` seconds tick with retired instructions. The base ([`RtcBase`],
+//! `--rtc base=`) is the host's time of day in UTC (the default, as QEMU's), in the host's
+//! local time, or a fixed date; a fixed date makes an `--icount` run repeat exactly, so the
+//! machine gives `--icount` runs [`RtcBase::DETERMINISTIC`] unless told otherwise.
 //!
 //! Simplified: PF, AF and UF are set only while their interrupt is enabled (a real MC146818
 //! sets them regardless; keeping timers for disabled sources would cost host wake-ups); the
@@ -111,9 +114,12 @@ pub struct Cmos {
     index: u8,
     nmi_disabled: bool,
     ram: [u8; 128],
-    /// Seconds added to the host clock (the guest set the time).
+    /// Seconds added to the base (the guest set the time).
     offset: i64,
+    /// The time of day before the machine clock is attached (seconds since the epoch).
     now: fn() -> u64,
+    /// A fixed base, which `now` does not give.
+    fixed: Option<u64>,
     periodic: Option<Periodic>,
 }
 
@@ -143,6 +149,91 @@ fn host_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// The host's time of day in its local time zone, as seconds since the epoch would read if
+/// local time were UTC (what an RTC kept in local time holds).
+fn host_local_now() -> u64 {
+    let now = host_now();
+    let t = libc::time_t::try_from(now).unwrap_or(0);
+    // SAFETY: an all-zero `tm` is a valid value of that plain C struct (integers and a
+    // nullable pointer).
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: `localtime_r` reads `t` and writes only `tm`, both ours and live for the call.
+    let ok = !unsafe { libc::localtime_r(&t, &mut tm) }.is_null();
+    let offset = if ok { tm.tm_gmtoff } else { 0 };
+    now.saturating_add_signed(offset)
+}
+
+/// Where the RTC's time of day starts (`--rtc base=`, QEMU's spelling).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RtcBase {
+    /// The host's time of day in UTC.
+    Utc,
+    /// The host's time of day in its local time zone (as Windows guests expect).
+    LocalTime,
+    /// A fixed start, in seconds since 1970-01-01 00:00:00.
+    At(u64),
+}
+
+impl RtcBase {
+    /// The start of `--icount` runs that name no base: 2026-01-01 00:00:00, so that two runs
+    /// read the same time of day.
+    pub const DETERMINISTIC: RtcBase = RtcBase::At(1_767_225_600);
+
+    /// Parses `utc`, `localtime`, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS`.
+    pub fn parse(s: &str) -> Result<RtcBase, String> {
+        match s {
+            "utc" => return Ok(RtcBase::Utc),
+            "localtime" => return Ok(RtcBase::LocalTime),
+            _ => {}
+        }
+        let bad = || {
+            format!(
+                "bad RTC base `{s}`: expected utc, localtime, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS"
+            )
+        };
+        let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00"));
+        let num = |v: &str, lo: i64, hi: i64| -> Result<i64, String> {
+            let n: i64 = v.parse().map_err(|_| bad())?;
+            if v.starts_with(['+', '-']) || !(lo..=hi).contains(&n) {
+                return Err(bad());
+            }
+            Ok(n)
+        };
+        let d: Vec<&str> = date.split('-').collect();
+        let t: Vec<&str> = time.split(':').collect();
+        let ([y, m, day], [hh, mm, ss]) = (d.as_slice(), t.as_slice()) else {
+            return Err(bad());
+        };
+        let (y, m, day) = (num(y, 1970, 9999)?, num(m, 1, 12)?, num(day, 1, 31)?);
+        let (hh, mm, ss) = (num(hh, 0, 23)?, num(mm, 0, 59)?, num(ss, 0, 59)?);
+        let days = days_from_civil(y, m, day);
+        if DateTime::from_unix((days * 86_400) as u64).day != day as u32 {
+            return Err(bad()); // 2026-02-30 and the like
+        }
+        Ok(RtcBase::At(
+            (days * 86_400 + hh * 3600 + mm * 60 + ss) as u64,
+        ))
+    }
+}
+
+impl std::str::FromStr for RtcBase {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        RtcBase::parse(s)
+    }
+}
+
+/// Days from 1970-01-01 to the proleptic Gregorian date `y-m-d` (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 fn bcd(v: u32) -> u8 {
@@ -188,8 +279,26 @@ impl Cmos {
             ram,
             offset: 0,
             now,
+            fixed: None,
             periodic: None,
         }
+    }
+
+    /// As [`Cmos::new`], its time of day starting at `base`.
+    pub fn with_base(low_ram: u64, high_ram: u64, base: RtcBase) -> Self {
+        let mut c = match base {
+            RtcBase::LocalTime => Self::with_clock(low_ram, high_ram, host_local_now),
+            _ => Self::new(low_ram, high_ram),
+        };
+        if let RtcBase::At(t) = base {
+            c.fixed = Some(t);
+        }
+        c
+    }
+
+    /// The base's time of day now (seconds since the epoch).
+    fn wall(&self) -> u64 {
+        self.fixed.unwrap_or_else(self.now)
     }
 
     /// Wires the RTC's interrupts to `irq`, timed by `clock`; from now on the time of day runs
@@ -201,7 +310,7 @@ impl Cmos {
             next: None,
             update_timer: clock.timer("rtc"),
             next_update: None,
-            base_secs: (self.now)().saturating_sub(clock.now_ns() / NS),
+            base_secs: self.wall().saturating_sub(clock.now_ns() / NS),
         });
         self.rearm();
     }
@@ -213,7 +322,7 @@ impl Cmos {
                 let t = p.timer.clock().now_ns();
                 (p.base_secs + t / NS, t % NS)
             }
-            None => ((self.now)(), 0),
+            None => (self.wall(), 0),
         };
         ((secs as i64 + self.offset).max(0) as u64) * NS + frac
     }
@@ -432,6 +541,56 @@ mod tests {
     // 2026-11-26 09:15:43 UTC, a Thursday.
     fn fixed() -> u64 {
         1_795_684_543
+    }
+
+    #[test]
+    fn rtc_bases_parse_as_qemu_spells_them() {
+        assert_eq!(RtcBase::parse("utc"), Ok(RtcBase::Utc));
+        assert_eq!(RtcBase::parse("localtime"), Ok(RtcBase::LocalTime));
+        assert_eq!(
+            RtcBase::parse("2026-11-26T09:15:43"),
+            Ok(RtcBase::At(fixed()))
+        );
+        assert_eq!(RtcBase::parse("1970-01-01"), Ok(RtcBase::At(0)));
+        assert_eq!(RtcBase::parse("2000-02-29"), Ok(RtcBase::At(951_782_400)));
+        assert_eq!(
+            RtcBase::DETERMINISTIC,
+            RtcBase::parse("2026-01-01").unwrap()
+        );
+        for bad in [
+            "",
+            "now",
+            "2026-02-30",
+            "2025-02-29",
+            "2026-13-01",
+            "2026-1-1T25:00:00",
+            "2026-01-01T00:00",
+            "1969-12-31",
+            "+2026-01-01",
+            "2026-01-01T00:00:60",
+        ] {
+            assert!(RtcBase::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_fixed_base_starts_the_rtc_there_and_runs_on_the_machine_clock() {
+        let clock = Clock::deterministic(1);
+        let mut c = Cmos::with_base(64 << 20, 0, RtcBase::parse("2026-11-26T09:15:43").unwrap());
+        c.attach_periodic(&clock, Arc::new(Line::default()));
+        assert_eq!(
+            (rd(&mut c, 0x04), rd(&mut c, 0x02), rd(&mut c, 0x00)),
+            (0x09, 0x15, 0x43)
+        );
+        clock.advance_ns(61 * NS);
+        assert_eq!((rd(&mut c, 0x02), rd(&mut c, 0x00)), (0x16, 0x44));
+        // Two machines with the same base read the same time, whatever the host's.
+        let mut d = Cmos::with_base(64 << 20, 0, RtcBase::DETERMINISTIC);
+        d.attach_periodic(&Clock::deterministic(1), Arc::new(Line::default()));
+        assert_eq!(
+            (rd(&mut d, 0x09), rd(&mut d, 0x08), rd(&mut d, 0x07)),
+            (0x26, 0x01, 0x01)
+        );
     }
 
     fn rd(c: &mut Cmos, reg: u8) -> u8 {
