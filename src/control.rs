@@ -205,6 +205,17 @@ impl Control {
         let _ = self.notify.send(());
     }
 
+    /// Forgets the stop request and the vCPUs that obeyed it, so that the machine's devices
+    /// serve another run (`janus diff --skip`: the lockstep starts where a full-speed run
+    /// stopped).
+    pub fn resume(&self) {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.kickers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// Whether a stop was requested.
     pub fn stopping(&self) -> bool {
         self.reason

@@ -168,6 +168,12 @@ pub enum MachineError {
     /// `--trace` or `--perf-map` asked of KVM.
     #[error("{0} needs a software backend (--accel jit or interp)")]
     NeedsSoftware(&'static str),
+    /// `janus diff --skip` without deterministic time on a software A.
+    #[error("--skip needs --icount and a software backend as A (the clock counts its instructions)")]
+    DiffSkip,
+    /// The full-speed run of `janus diff --skip` ended before the lockstep could start.
+    #[error("the guest stopped before --skip was reached: {0}")]
+    DiffSkipEnded(StopReason),
     /// `--icount` shift out of range.
     #[error("--icount {0} is out of range (0 to {ICOUNT_SHIFT_MAX})")]
     IcountShift(u32),

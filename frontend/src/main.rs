@@ -317,9 +317,26 @@ struct DiffArgs {
     /// Stop after this many instructions.
     #[arg(long, default_value_t = 10_000_000)]
     max_steps: u64,
-    /// Compare all of RAM every this many instructions.
-    #[arg(long, default_value_t = 10_000)]
-    ram_every: u64,
+    /// Compare all of RAM every this many instructions (default: 10000, or 1000000 when a
+    /// kernel or firmware boots).
+    #[arg(long)]
+    ram_every: Option<u64>,
+    /// Boot this firmware ROM in lockstep (as `janus run --bios`).
+    #[arg(long, conflicts_with_all = ["image", "repro"])]
+    bios: Option<PathBuf>,
+    /// Boot this kernel in lockstep (as `janus run --kernel`): bzImage, PVH vmlinux, multiboot.
+    #[arg(long, conflicts_with_all = ["image", "repro", "bios"])]
+    kernel: Option<PathBuf>,
+    /// An initrd for --kernel.
+    #[arg(long, requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// The kernel command line.
+    #[arg(long, requires = "kernel")]
+    append: Option<String>,
+    /// Run A alone at full speed for about N instructions first (needs --icount), then give B
+    /// its state and memory and compare from there.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    skip: u64,
     /// Where backend A's serial output goes.
     #[arg(long, default_value = "none")]
     serial: SinkSpec,
@@ -350,16 +367,16 @@ fn diff(args: DiffArgs) -> Result<ExitCode> {
         let report = janus::fuzz::run_case(&r, args.a, args.b, &args.kvm_device)?;
         return Ok(print_diff(report, 0.0));
     }
-    let image = match &args.image {
-        Some(p) => read_image(p, args.mem)?,
-        None => DEMO.to_vec(),
-    };
+    let boots_machine = args.kernel.is_some() || args.bios.is_some();
     let opts = DiffOptions {
         a: args.a,
         b: args.b,
         mem: args.mem,
         max_steps: args.max_steps,
-        ram_every: args.ram_every.max(1),
+        ram_every: args
+            .ram_every
+            .unwrap_or(if boots_machine { 1_000_000 } else { 10_000 })
+            .max(1),
         serial: args.serial,
         kvm_path: args.kvm_device,
         whole_program: None,
@@ -369,7 +386,36 @@ fn diff(args: DiffArgs) -> Result<ExitCode> {
         cpu: args.cpu.clone(),
     };
     let start = std::time::Instant::now();
-    let report = diff_image(&image, &opts)?;
+    let report = if boots_machine || args.skip > 0 {
+        let read = |p: &Option<PathBuf>, what, limit| {
+            p.as_ref().map(|p| read_file(p, what, limit, 0)).transpose()
+        };
+        let image = match (&args.image, boots_machine) {
+            (Some(p), _) => Some(read_image(p, args.mem)?),
+            (None, false) => Some(DEMO.to_vec()),
+            (None, true) => None,
+        };
+        let machine = MachineConfig {
+            image,
+            bios: read(&args.bios, "BIOS image", MAX_IMAGE)?,
+            kernel: read(&args.kernel, "kernel", args.mem)?,
+            initrd: read(&args.initrd, "initrd", args.mem)?,
+            cmdline: args.append.clone().unwrap_or_default(),
+            kernel_path: args.kernel.as_ref().map(|p| p.display().to_string()),
+            ..Default::default()
+        };
+        let boot = janus::diff::DiffBoot {
+            machine,
+            skip: args.skip,
+        };
+        janus::diff::diff_machine(boot, &opts)?
+    } else {
+        let image = match &args.image {
+            Some(p) => read_image(p, args.mem)?,
+            None => DEMO.to_vec(),
+        };
+        diff_image(&image, &opts)?
+    };
     Ok(print_diff(report, start.elapsed().as_secs_f64()))
 }
 

@@ -554,6 +554,89 @@ pub fn diff_prepared(
     ))
 }
 
+/// How `janus diff` boots a whole machine: what `janus run` takes (a kernel with its initrd and
+/// command line, or a firmware ROM, or a flat image), and how far to run at full speed first.
+#[derive(Clone, Debug, Default)]
+pub struct DiffBoot {
+    /// The machine, as `janus run` would build it; its memory size, serial output, `--icount`
+    /// and CPU model come from the [`DiffOptions`].
+    pub machine: MachineConfig,
+    /// Run backend A alone at full speed for about this many instructions (by the deterministic
+    /// clock: needs `--icount`), then give B its state and memory and start the lockstep there.
+    pub skip: u64,
+}
+
+/// Boots a whole machine on two backends in lockstep: both start from the state the loaders
+/// (or the reset vector) leave and the same RAM; A has the devices, B is served what they gave
+/// A. With [`DiffBoot::skip`], A first runs the machine at full speed.
+///
+/// # Errors
+/// A backend or the machine cannot be set up, or `skip` is asked without deterministic time.
+pub fn diff_machine(boot: DiffBoot, opts: &DiffOptions) -> Result<DiffReport, MachineError> {
+    let bios_size = boot.machine.bios.as_ref().map(|b| b.len() as u64);
+    let mut machine = Machine::new(MachineConfig {
+        mem: opts.mem,
+        smp: 1,
+        serial: opts.serial.clone(),
+        icount: opts.icount,
+        cpu: opts.cpu.clone(),
+        kvm_path: opts.kvm_path.clone(),
+        stdin: false,
+        ..boot.machine
+    })?;
+    let mut initial = machine.initial_state().clone();
+    if boot.skip > 0 {
+        let (Some(shift), true) = (opts.icount, opts.a.counts_instructions()) else {
+            return Err(MachineError::DiffSkip);
+        };
+        initial = skip_ahead(&mut machine, opts.a, boot.skip << shift)?;
+    }
+    let (mem_b, _) = layout::build_memory(opts.mem, bios_size)?;
+    copy_ram(machine.memory(), &mem_b);
+    let a = make_side(opts.a, machine.memory().clone(), opts, &initial, false)?;
+    let b = make_side(opts.b, mem_b, opts, &initial, opts.plant_bug_in_b)?;
+    Ok(lockstep(
+        a,
+        b,
+        machine.io().clone(),
+        machine.control().clone(),
+        opts,
+    ))
+}
+
+/// Runs `machine` on `kind` until its deterministic clock reaches `until_ns` (or the guest
+/// stops by itself), and returns the vCPU's state there, with the machine ready for more.
+fn skip_ahead(machine: &mut Machine, kind: AccelKind, until_ns: u64) -> Result<CpuState, MachineError> {
+    let control = machine.control().clone();
+    let clock = machine.io().platform.as_ref().map(|p| p.clock().clone());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let outcome = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                if clock.as_ref().is_none_or(|c| c.now_ns() >= until_ns) {
+                    control.request_stop(StopReason::Interrupted);
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        let outcome = machine.run(kind);
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        outcome
+    })?;
+    if outcome.reason != StopReason::Interrupted {
+        return Err(MachineError::DiffSkipEnded(outcome.reason));
+    }
+    let state = outcome
+        .vcpus
+        .into_iter()
+        .next()
+        .and_then(|v| v.state)
+        .ok_or(MachineError::DiffSkipEnded(StopReason::Interrupted))?;
+    control.resume();
+    Ok(*state)
+}
+
 fn lockstep(
     a: Side,
     b: Side,

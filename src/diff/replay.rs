@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use janus_accel::IoHandler;
+use janus_accel::io::MsrFault;
 
 /// The kind of a device access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +19,21 @@ pub enum IoKind {
     MmioRead,
     /// MMIO write.
     MmioWrite,
+    /// RDMSR of a device's MSR (the LAPIC's TSC deadline, x2APIC): the data is the outcome
+    /// (see [`msr_outcome`]).
+    MsrRead,
+    /// WRMSR of a device's MSR: the value written (8 bytes), then the outcome's tag.
+    MsrWrite,
+}
+
+/// An MSR access's outcome as event bytes: empty when no device owns the MSR, `[1]` and the
+/// value for a read served, `[1]` for a write taken, `[2]` for #GP.
+fn msr_outcome<T: Copy>(r: Option<Result<T, MsrFault>>, bytes: impl Fn(T) -> Vec<u8>) -> Vec<u8> {
+    match r {
+        None => vec![],
+        Some(Ok(v)) => [vec![1], bytes(v)].concat(),
+        Some(Err(MsrFault)) => vec![2],
+    }
 }
 
 /// One device access and its data.
@@ -105,6 +121,18 @@ impl IoHandler for Recorder<'_> {
         self.inner.mmio_write(vcpu, addr, data);
         self.push(IoKind::MmioWrite, addr, data);
     }
+    fn msr_read(&self, vcpu: usize, msr: u32) -> Option<Result<u64, MsrFault>> {
+        let r = self.inner.msr_read(vcpu, msr);
+        let data = msr_outcome(r, |v: u64| v.to_le_bytes().to_vec());
+        self.push(IoKind::MsrRead, u64::from(msr), &data);
+        r
+    }
+    fn msr_write(&self, vcpu: usize, msr: u32, value: u64) -> Option<Result<(), MsrFault>> {
+        let r = self.inner.msr_write(vcpu, msr, value);
+        let data = [value.to_le_bytes().to_vec(), msr_outcome(r, |()| vec![])].concat();
+        self.push(IoKind::MsrWrite, u64::from(msr), &data);
+        r
+    }
 }
 
 /// Serves recorded reads and checks writes against the recording.
@@ -137,6 +165,23 @@ impl Replayer {
             }
         }
         m
+    }
+
+    /// The next event if it is `kind` at `addr`, whatever its length (an MSR outcome's).
+    fn next_msr(&self, kind: IoKind, msr: u32) -> Option<IoEvent> {
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        match events.front() {
+            Some(e) if e.kind == kind && e.addr == u64::from(msr) => events.pop_front(),
+            other => {
+                let what = match other {
+                    Some(e) => format!("backend a made {e}"),
+                    None => "backend a made no more accesses".into(),
+                };
+                drop(events);
+                self.mismatch(format!("backend b made {kind:?} {msr:#x} but {what}"));
+                None
+            }
+        }
     }
 
     fn next(&self, kind: IoKind, addr: u64, len: usize) -> Option<IoEvent> {
@@ -201,6 +246,28 @@ impl IoHandler for Replayer {
     fn mmio_write(&self, _vcpu: usize, addr: u64, data: &[u8]) {
         self.write(IoKind::MmioWrite, addr, data);
     }
+    fn msr_read(&self, _vcpu: usize, msr: u32) -> Option<Result<u64, MsrFault>> {
+        let e = self.next_msr(IoKind::MsrRead, msr)?;
+        match e.data.as_slice() {
+            [1, v @ ..] if v.len() == 8 => Some(Ok(u64::from_le_bytes(v.try_into().ok()?))),
+            [2] => Some(Err(MsrFault)),
+            _ => None,
+        }
+    }
+    fn msr_write(&self, _vcpu: usize, msr: u32, value: u64) -> Option<Result<(), MsrFault>> {
+        let e = self.next_msr(IoKind::MsrWrite, msr)?;
+        let (written, outcome) = e.data.split_at(8.min(e.data.len()));
+        if written != value.to_le_bytes() {
+            self.mismatch(format!(
+                "backend b wrote {value:#x} to MSR {msr:#x}, backend a wrote {written:02x?}"
+            ));
+        }
+        match outcome {
+            [1] => Some(Ok(())),
+            [2] => Some(Err(MsrFault)),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -246,6 +313,44 @@ mod tests {
         assert_eq!(m.len(), 2, "{m:?}");
         assert!(m[0].contains("wrote [42]"), "{m:?}");
         assert!(m[1].contains("did not make"), "{m:?}");
+    }
+
+    /// Owns MSR 0x6e0 (as the LAPIC owns the TSC deadline) and refuses writes of 0 to it.
+    struct Msrs;
+    impl IoHandler for Msrs {
+        fn pio_read(&self, _: usize, _: u16, _: &mut [u8]) {}
+        fn pio_write(&self, _: usize, _: u16, _: &[u8]) {}
+        fn mmio_read(&self, _: usize, _: u64, _: &mut [u8]) {}
+        fn mmio_write(&self, _: usize, _: u64, _: &[u8]) {}
+        fn msr_read(&self, _: usize, msr: u32) -> Option<Result<u64, MsrFault>> {
+            (msr == 0x6e0).then_some(Ok(0x1234_5678_9abc))
+        }
+        fn msr_write(&self, _: usize, msr: u32, v: u64) -> Option<Result<(), MsrFault>> {
+            (msr == 0x6e0).then_some(if v == 0 { Err(MsrFault) } else { Ok(()) })
+        }
+    }
+
+    #[test]
+    fn device_msrs_are_recorded_and_replayed_with_their_outcomes() {
+        let rec = Recorder::new(&Msrs);
+        assert_eq!(rec.msr_read(0, 0x6e0), Some(Ok(0x1234_5678_9abc)));
+        assert_eq!(rec.msr_read(0, 0x10), None);
+        assert_eq!(rec.msr_write(0, 0x6e0, 5), Some(Ok(())));
+        assert_eq!(rec.msr_write(0, 0x6e0, 0), Some(Err(MsrFault)));
+        let rep = Replayer::default();
+        rep.load(rec.take());
+        assert_eq!(rep.msr_read(0, 0x6e0), Some(Ok(0x1234_5678_9abc)));
+        assert_eq!(rep.msr_read(0, 0x10), None);
+        assert_eq!(rep.msr_write(0, 0x6e0, 5), Some(Ok(())));
+        assert_eq!(rep.msr_write(0, 0x6e0, 0), Some(Err(MsrFault)));
+        assert!(rep.finish().is_empty());
+        // B writing another value is a mismatch.
+        rep.load(rec.take());
+        let rec = Recorder::new(&Msrs);
+        rec.msr_write(0, 0x6e0, 5);
+        rep.load(rec.take());
+        rep.msr_write(0, 0x6e0, 6);
+        assert_eq!(rep.finish().len(), 1);
     }
 
     #[test]
