@@ -169,7 +169,9 @@ pub enum MachineError {
     #[error("{0} needs a software backend (--accel jit or interp)")]
     NeedsSoftware(&'static str),
     /// `janus diff --skip` without deterministic time on a software A.
-    #[error("--skip needs --icount and a software backend as A (the clock counts its instructions)")]
+    #[error(
+        "--skip needs --icount and a software backend as A (the clock counts its instructions)"
+    )]
     DiffSkip,
     /// The full-speed run of `janus diff --skip` ended before the lockstep could start.
     #[error("the guest stopped before --skip was reached: {0}")]

@@ -301,3 +301,72 @@ fn icount_boots_of_the_pvh_kernel_repeat_exactly_on_the_jit_and_the_interpreter(
         s1.len()
     );
 }
+
+/// `janus diff` through a kernel boot: the JIT against the interpreter from the PVH kernel's
+/// first instruction, and again from a point deep in the boot reached at full speed
+/// (`--skip`), agree on every step; with a planted flag bug in B the kernel's first ADD whose
+/// carry matters is named.
+#[test]
+fn lockstep_jit_against_the_interpreter_through_the_pvh_kernel() {
+    use janus::diff::{DiffBoot, DiffEnd, DiffOptions, diff_machine};
+    let test = "lockstep_jit_against_the_interpreter_through_the_pvh_kernel";
+    let Some((kernel, initrd)) = kernel_or_skip(test, "vmlinux") else {
+        return;
+    };
+    let boot = |skip| DiffBoot {
+        machine: MachineConfig {
+            kernel: Some(kernel.clone()),
+            initrd: Some(initrd.clone()),
+            cmdline: "console=ttyS0".into(),
+            ..Default::default()
+        },
+        skip,
+    };
+    let opts = DiffOptions {
+        a: AccelKind::Jit,
+        b: AccelKind::Interp,
+        mem: 256 << 20,
+        max_steps: 300_000,
+        ram_every: 100_000,
+        icount: Some(3),
+        ..Default::default()
+    };
+    for skip in [0, 400_000_000] {
+        let r = diff_machine(boot(skip), &opts).expect("the machine starts");
+        assert!(
+            matches!(r.end, DiffEnd::StepLimit),
+            "{test}: skip {skip}: {:?}",
+            r.end
+        );
+        assert_eq!(r.steps, 300_000, "{test}: skip {skip}");
+    }
+    let planted = DiffOptions {
+        plant_bug_in_b: true,
+        ..opts.clone()
+    };
+    let r = diff_machine(boot(0), &planted).expect("the machine starts");
+    let DiffEnd::Diverged(d) = r.end else {
+        panic!("{test}: the planted bug was not found: {:?}", r.end);
+    };
+    assert!(d.insn.text.starts_with("add"), "{test}: {d}");
+    assert!(
+        d.fields.iter().any(|f| f.to_string().starts_with("rflags")),
+        "{test}: {d}"
+    );
+    // A skip past the end of the guest is one clear error, not a hang.
+    let far = diff_machine(
+        DiffBoot {
+            machine: MachineConfig {
+                cmdline: "console=ttyS0 rdinit=/bin/busybox -- poweroff -f".into(),
+                ..boot(0).machine
+            },
+            skip: 100_000_000_000,
+        },
+        &opts,
+    );
+    let e = far
+        .err()
+        .expect("the guest powers off before the skip ends")
+        .to_string();
+    assert!(e.contains("stopped before --skip"), "{test}: {e}");
+}

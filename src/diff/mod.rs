@@ -606,7 +606,11 @@ pub fn diff_machine(boot: DiffBoot, opts: &DiffOptions) -> Result<DiffReport, Ma
 
 /// Runs `machine` on `kind` until its deterministic clock reaches `until_ns` (or the guest
 /// stops by itself), and returns the vCPU's state there, with the machine ready for more.
-fn skip_ahead(machine: &mut Machine, kind: AccelKind, until_ns: u64) -> Result<CpuState, MachineError> {
+fn skip_ahead(
+    machine: &mut Machine,
+    kind: AccelKind,
+    until_ns: u64,
+) -> Result<CpuState, MachineError> {
     let control = machine.control().clone();
     let clock = machine.io().platform.as_ref().map(|p| p.clock().clone());
     let done = std::sync::atomic::AtomicBool::new(false);
