@@ -365,8 +365,7 @@ fn lockstep_jit_against_the_interpreter_through_the_pvh_kernel() {
         &opts,
     );
     let e = far
-        .err()
-        .expect("the guest powers off before the skip ends")
+        .expect_err("the guest powers off before the skip ends")
         .to_string();
     assert!(e.contains("stopped before --skip"), "{test}: {e}");
 }
