@@ -21,7 +21,7 @@ fn agrees(name: &str, want: fn(&StopReason) -> bool) {
     match r.end {
         DiffEnd::Agreed(reason) => assert!(want(&reason), "{name}: stopped with {reason}"),
         DiffEnd::Diverged(d) => panic!("{name}: kvm against kvm diverged:\n{d}"),
-        DiffEnd::StepLimit => panic!("{name}: hit the step limit"),
+        other => panic!("{name}: {other:?}"),
     }
     assert!(r.steps > 100, "{name}: only {} steps", r.steps);
 }
@@ -78,7 +78,7 @@ fn test_roms_agree_kvm_against_interp_and_jit() {
                     assert_eq!(reason, StopReason::GuestExit(0), "{name} {b:?}")
                 }
                 DiffEnd::Diverged(d) => panic!("{name}: kvm and {b:?} diverged:\n{d}"),
-                DiffEnd::StepLimit => panic!("{name}: step limit"),
+                other => panic!("{name}: {other:?}"),
             }
         }
     }

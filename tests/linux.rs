@@ -302,10 +302,10 @@ fn icount_boots_of_the_pvh_kernel_repeat_exactly_on_the_jit_and_the_interpreter(
     );
 }
 
-/// `janus diff` through a kernel boot: the JIT against the interpreter from the PVH kernel's
-/// first instruction, and again from a point deep in the boot reached at full speed
-/// (`--skip`), agree on every step; with a planted flag bug in B the kernel's first ADD whose
-/// carry matters is named.
+/// `janus diff` through a kernel boot: the JIT against the interpreter (block at a time, both
+/// being software under `--icount`) from the PVH kernel's first instruction, and again from a
+/// point deep in the boot reached at full speed (`--skip`), agree; with a planted flag bug in B
+/// the block that disagrees is found, then single-stepped in a fresh boot to name the ADD.
 #[test]
 fn lockstep_jit_against_the_interpreter_through_the_pvh_kernel() {
     use janus::diff::{DiffBoot, DiffEnd, DiffOptions, diff_machine};
@@ -338,7 +338,12 @@ fn lockstep_jit_against_the_interpreter_through_the_pvh_kernel() {
             "{test}: skip {skip}: {:?}",
             r.end
         );
-        assert_eq!(r.steps, 300_000, "{test}: skip {skip}");
+        // Block at a time: the limit is reached at the end of a block.
+        assert!(
+            (300_000..300_100).contains(&r.steps),
+            "{test}: skip {skip}: {}",
+            r.steps
+        );
     }
     let planted = DiffOptions {
         plant_bug_in_b: true,

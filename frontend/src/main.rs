@@ -433,6 +433,15 @@ fn print_diff(report: janus::diff::DiffReport, secs: f64) -> ExitCode {
             );
             ExitCode::from(DIVERGED)
         }
+        DiffEnd::BlockDiverged { start, len, why } => {
+            janus::owriteln!(
+                "divergence in the block of up to {len} instructions after instruction {start}:\n  {why}"
+            );
+            janus::ewriteln!(
+                "janus diff: {a} and {b} diverged after {start} agreeing instructions ({secs:.1} s)"
+            );
+            ExitCode::from(DIVERGED)
+        }
         DiffEnd::StepLimit => {
             janus::ewriteln!(
                 "janus diff: {a} and {b} agreed on all {} steps (step limit; {secs:.1} s)",

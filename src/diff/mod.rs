@@ -24,6 +24,7 @@
 //! delivers it and runs the handler's first instruction, and KVM is given that state and memory
 //! (that step has no oracle). A halted pair waits by jumping the clock to the next deadline.
 
+mod chunked;
 pub mod compare;
 mod lockstep;
 pub mod replay;
@@ -44,6 +45,7 @@ use crate::control::{Control, StopReason};
 use crate::layout::{self, LoadError};
 use crate::machine::{Machine, MachineConfig, MachineError};
 use crate::sink::SinkSpec;
+use chunked::ChunkEnd;
 use compare::{FieldDiff, compare};
 use lockstep::Lockstep;
 use replay::{Recorder, Replayer};
@@ -217,6 +219,16 @@ pub enum DiffEnd {
     StepLimit,
     /// The backends disagreed.
     Diverged(Box<Divergence>),
+    /// Block-at-a-time lockstep found a block that disagreed, and single-stepping it did not
+    /// find the instruction: what differed after the block.
+    BlockDiverged {
+        /// Instructions agreed before the block.
+        start: u64,
+        /// The block's length in instructions (at most).
+        len: u64,
+        /// What differed.
+        why: String,
+    },
 }
 
 /// What a lockstep run found.
@@ -573,6 +585,55 @@ pub struct DiffBoot {
 /// # Errors
 /// A backend or the machine cannot be set up, or `skip` is asked without deterministic time.
 pub fn diff_machine(boot: DiffBoot, opts: &DiffOptions) -> Result<DiffReport, MachineError> {
+    let backends = (opts.a.name(), opts.b.name());
+    let blocks = opts.a.counts_instructions()
+        && opts.b.counts_instructions()
+        && opts.icount.is_some()
+        && opts.whole_program.is_none();
+    let (machine, mut a, mut b) = boot_pair(&boot, opts)?;
+    if !blocks {
+        return Ok(lockstep(
+            a,
+            b,
+            machine.io().clone(),
+            machine.control().clone(),
+            opts,
+        ));
+    }
+    // Two software backends under deterministic time: block at a time, then the diverging
+    // block (if any) again, instruction by instruction, in a fresh boot.
+    let io = machine.io().clone();
+    let Some(platform) = io.platform.clone() else {
+        return Err(MachineError::DiffSkip);
+    };
+    let (done, end) = chunked::run(
+        &mut a,
+        &mut b,
+        io.as_ref(),
+        &platform,
+        machine.control(),
+        opts.max_steps,
+        opts.ram_every,
+    );
+    let end = match end {
+        ChunkEnd::Agreed(r) => DiffEnd::Agreed(r),
+        ChunkEnd::Limit => DiffEnd::StepLimit,
+        ChunkEnd::Failed(e) => DiffEnd::Agreed(StopReason::HostError(e)),
+        ChunkEnd::Diverged { start, why } => {
+            drop((machine, a, b));
+            return Ok(refine(&boot, opts, start, why));
+        }
+    };
+    Ok(DiffReport {
+        steps: done,
+        end,
+        no_oracle: BTreeMap::new(),
+        backends,
+    })
+}
+
+/// The machine of `boot` (after its skip) and the two sides starting from its state.
+fn boot_pair(boot: &DiffBoot, opts: &DiffOptions) -> Result<(Machine, Side, Side), MachineError> {
     let bios_size = boot.machine.bios.as_ref().map(|b| b.len() as u64);
     let mut machine = Machine::new(MachineConfig {
         mem: opts.mem,
@@ -582,7 +643,7 @@ pub fn diff_machine(boot: DiffBoot, opts: &DiffOptions) -> Result<DiffReport, Ma
         cpu: opts.cpu.clone(),
         kvm_path: opts.kvm_path.clone(),
         stdin: false,
-        ..boot.machine
+        ..boot.machine.clone()
     })?;
     let mut initial = machine.initial_state().clone();
     if boot.skip > 0 {
@@ -595,13 +656,62 @@ pub fn diff_machine(boot: DiffBoot, opts: &DiffOptions) -> Result<DiffReport, Ma
     copy_ram(machine.memory(), &mem_b);
     let a = make_side(opts.a, machine.memory().clone(), opts, &initial, false)?;
     let b = make_side(opts.b, mem_b, opts, &initial, opts.plant_bug_in_b)?;
-    Ok(lockstep(
-        a,
-        b,
-        machine.io().clone(),
-        machine.control().clone(),
-        opts,
-    ))
+    Ok((machine, a, b))
+}
+
+/// A block that disagreed, found instruction by instruction: boots afresh (the run is
+/// deterministic), runs block at a time to the block's start, then single-steps both. Where
+/// single-stepping does not disagree within the block (interrupts arrive at instruction
+/// rather than block boundaries there), the block's own findings are the report.
+fn refine(boot: &DiffBoot, opts: &DiffOptions, start: u64, why: String) -> DiffReport {
+    let backends = (opts.a.name(), opts.b.name());
+    let block = |steps| DiffReport {
+        steps,
+        end: DiffEnd::BlockDiverged {
+            start,
+            len: chunked::CHUNK,
+            why: why.clone(),
+        },
+        no_oracle: BTreeMap::new(),
+        backends,
+    };
+    let Ok((machine, mut a, mut b)) = boot_pair(boot, opts) else {
+        return block(start);
+    };
+    let io = machine.io().clone();
+    let Some(platform) = io.platform.clone() else {
+        return block(start);
+    };
+    let (at, end) = chunked::run(
+        &mut a,
+        &mut b,
+        io.as_ref(),
+        &platform,
+        machine.control(),
+        start,
+        opts.ram_every,
+    );
+    if at != start || !matches!(end, ChunkEnd::Limit) {
+        return block(start);
+    }
+    for s in [&mut a, &mut b] {
+        if s.vcpu.set_single_step(true).is_err() {
+            return block(start);
+        }
+    }
+    let steps = DiffOptions {
+        max_steps: chunked::CHUNK * 2,
+        ..opts.clone()
+    };
+    let report = lockstep(a, b, io, machine.control().clone(), &steps);
+    match report.end {
+        DiffEnd::Diverged(d) => DiffReport {
+            steps: start + report.steps,
+            end: DiffEnd::Diverged(d),
+            ..report
+        },
+        _ => block(start),
+    }
 }
 
 /// Runs `machine` on `kind` until its deterministic clock reaches `until_ns` (or the guest

@@ -24,6 +24,14 @@ pub enum IoKind {
     MsrRead,
     /// WRMSR of a device's MSR: the value written (8 bytes), then the outcome's tag.
     MsrWrite,
+    /// Instructions retired at a block boundary (`addr`: how many) and the TSC the machine
+    /// answered (8 bytes, or none). Recorded only by a [`Recorder::timed`] recorder, as are the
+    /// interrupts taken below.
+    Retired,
+    /// An interrupt acknowledged (the vector, one byte).
+    IntAck,
+    /// An NMI taken.
+    TakeNmi,
 }
 
 /// An MSR access's outcome as event bytes: empty when no device owns the MSR, `[1]` and the
@@ -62,6 +70,9 @@ pub const MAX_EVENTS: usize = 1 << 18;
 #[allow(missing_debug_implementations)]
 pub struct Recorder<'a> {
     inner: &'a dyn IoHandler,
+    /// Also time and interrupts: the vCPU reports retired instructions to the machine and takes
+    /// interrupts from it itself (block-at-a-time lockstep).
+    timed: bool,
     log: Mutex<Vec<IoEvent>>,
     overflowed: std::sync::atomic::AtomicBool,
 }
@@ -71,8 +82,19 @@ impl<'a> Recorder<'a> {
     pub fn new(inner: &'a dyn IoHandler) -> Self {
         Recorder {
             inner,
+            timed: false,
             log: Mutex::new(Vec::new()),
             overflowed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Records accesses, time reports and interrupt acknowledgements made through `inner`
+    /// (which must count instructions): the vCPU talks to the machine's clock and interrupt
+    /// controllers itself.
+    pub fn timed(inner: &'a dyn IoHandler) -> Self {
+        Recorder {
+            timed: true,
+            ..Recorder::new(inner)
         }
     }
 
@@ -133,11 +155,54 @@ impl IoHandler for Recorder<'_> {
         self.push(IoKind::MsrWrite, u64::from(msr), &data);
         r
     }
+    fn counts_instructions(&self) -> bool {
+        self.timed && self.inner.counts_instructions()
+    }
+    fn retired(&self, vcpu: usize, n: u64) -> Option<u64> {
+        if !self.timed {
+            return None;
+        }
+        let r = self.inner.retired(vcpu, n);
+        self.push(
+            IoKind::Retired,
+            n,
+            &r.map(u64::to_le_bytes).unwrap_or_default(),
+        );
+        r
+    }
+    fn interrupt_pending(&self, vcpu: usize) -> bool {
+        self.timed && self.inner.interrupt_pending(vcpu)
+    }
+    fn acknowledge_interrupt(&self, vcpu: usize) -> Option<u8> {
+        if !self.timed {
+            return None;
+        }
+        let r = self.inner.acknowledge_interrupt(vcpu);
+        if let Some(v) = r {
+            self.push(IoKind::IntAck, 0, &[v]);
+        }
+        r
+    }
+    fn nmi_pending(&self, vcpu: usize) -> bool {
+        self.timed && self.inner.nmi_pending(vcpu)
+    }
+    fn take_nmi(&self, vcpu: usize) -> bool {
+        if !self.timed {
+            return false;
+        }
+        let r = self.inner.take_nmi(vcpu);
+        if r {
+            self.push(IoKind::TakeNmi, 0, &[]);
+        }
+        r
+    }
 }
 
 /// Serves recorded reads and checks writes against the recording.
 #[derive(Debug, Default)]
 pub struct Replayer {
+    /// Serves time and interrupts too (see [`Recorder::timed`]).
+    timed: bool,
     events: Mutex<VecDeque<IoEvent>>,
     mismatches: Mutex<Vec<String>>,
 }
@@ -146,6 +211,51 @@ pub struct Replayer {
 const MAX_MISMATCHES: usize = 32;
 
 impl Replayer {
+    /// A replayer of a [`Recorder::timed`] recording.
+    pub fn timed() -> Self {
+        Replayer {
+            timed: true,
+            ..Replayer::default()
+        }
+    }
+
+    /// Whether every recorded event has been served.
+    pub fn drained(&self) -> bool {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// The next event, when it is `kind` (for time and interrupt questions, which A asked
+    /// in the same order); `None` (and a mismatch) otherwise.
+    fn next_timed(&self, kind: IoKind) -> Option<IoEvent> {
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        match events.front() {
+            Some(e) if e.kind == kind => events.pop_front(),
+            other => {
+                let what = match other {
+                    Some(e) => format!("backend a made {e}"),
+                    None => "backend a made no more".into(),
+                };
+                drop(events);
+                self.mismatch(format!("backend b asked {kind:?} but {what}"));
+                None
+            }
+        }
+    }
+
+    /// Whether the next recorded event is `kind` (A took an interrupt or NMI here: the
+    /// questions that led to it are not recorded, as the two executors ask them a different
+    /// number of times, e.g. once per REP iteration or per block).
+    fn front_is(&self, kind: IoKind) -> bool {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .front()
+            .is_some_and(|e| e.kind == kind)
+    }
+
     /// Loads the accesses the other backend made in this step.
     pub fn load(&self, events: Vec<IoEvent>) {
         *self.events.lock().unwrap_or_else(|p| p.into_inner()) = events.into();
@@ -268,6 +378,37 @@ impl IoHandler for Replayer {
             _ => None,
         }
     }
+    fn counts_instructions(&self) -> bool {
+        self.timed
+    }
+    fn retired(&self, _vcpu: usize, n: u64) -> Option<u64> {
+        if !self.timed {
+            return None;
+        }
+        let e = self.next_timed(IoKind::Retired)?;
+        if e.addr != n {
+            self.mismatch(format!(
+                "backend b retired {n} instructions in a block, backend a {}",
+                e.addr
+            ));
+        }
+        Some(u64::from_le_bytes(e.data.as_slice().try_into().ok()?))
+    }
+    fn interrupt_pending(&self, _vcpu: usize) -> bool {
+        self.timed && self.front_is(IoKind::IntAck)
+    }
+    fn acknowledge_interrupt(&self, _vcpu: usize) -> Option<u8> {
+        if !self.timed {
+            return None;
+        }
+        self.next_timed(IoKind::IntAck)?.data.first().copied()
+    }
+    fn nmi_pending(&self, _vcpu: usize) -> bool {
+        self.timed && self.front_is(IoKind::TakeNmi)
+    }
+    fn take_nmi(&self, _vcpu: usize) -> bool {
+        self.timed && self.next_timed(IoKind::TakeNmi).is_some()
+    }
 }
 
 #[cfg(test)]
@@ -351,6 +492,66 @@ mod tests {
         rep.load(rec.take());
         rep.msr_write(0, 0x6e0, 6);
         assert_eq!(rep.finish().len(), 1);
+    }
+
+    /// A machine under deterministic time: 100 ns per instruction, interrupt 0x30 waiting.
+    struct Timed(std::sync::atomic::AtomicBool);
+    impl IoHandler for Timed {
+        fn pio_read(&self, _: usize, _: u16, data: &mut [u8]) {
+            data.fill(7);
+        }
+        fn pio_write(&self, _: usize, _: u16, _: &[u8]) {}
+        fn mmio_read(&self, _: usize, _: u64, _: &mut [u8]) {}
+        fn mmio_write(&self, _: usize, _: u64, _: &[u8]) {}
+        fn counts_instructions(&self) -> bool {
+            true
+        }
+        fn retired(&self, _: usize, n: u64) -> Option<u64> {
+            Some(n * 100)
+        }
+        fn interrupt_pending(&self, _: usize) -> bool {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+        fn acknowledge_interrupt(&self, _: usize) -> Option<u8> {
+            self.0
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+                .then_some(0x30)
+        }
+    }
+
+    #[test]
+    fn a_timed_recording_replays_time_and_the_interrupts_taken_where_they_were_taken() {
+        let machine = Timed(true.into());
+        let rec = Recorder::timed(&machine);
+        assert!(rec.counts_instructions());
+        assert_eq!(rec.retired(0, 3), Some(300));
+        // Questions are not recorded; what was taken is.
+        assert!(rec.interrupt_pending(0) && rec.interrupt_pending(0));
+        assert_eq!(rec.acknowledge_interrupt(0), Some(0x30));
+        let mut d = [0];
+        rec.pio_read(0, 0x60, &mut d);
+        let rep = Replayer::timed();
+        rep.load(rec.take());
+        assert!(rep.counts_instructions());
+        // No interrupt before the block's time report, as on A.
+        assert!(!rep.interrupt_pending(0));
+        assert_eq!(rep.retired(0, 3), Some(300));
+        assert!(rep.interrupt_pending(0) && rep.interrupt_pending(0));
+        assert_eq!(rep.acknowledge_interrupt(0), Some(0x30));
+        assert!(!rep.interrupt_pending(0));
+        rep.pio_read(0, 0x60, &mut d);
+        assert_eq!(d, [7]);
+        assert!(rep.drained() && rep.finish().is_empty());
+        // A block of another length is a mismatch.
+        let rec = Recorder::timed(&machine);
+        rec.retired(0, 3);
+        rep.load(rec.take());
+        assert_eq!(rep.retired(0, 4), Some(300));
+        assert_eq!(rep.finish().len(), 1);
+        // Untimed recorders leave time and interrupts alone.
+        let plain = Recorder::new(&machine);
+        assert!(!plain.counts_instructions() && !plain.interrupt_pending(0));
+        assert!(plain.take().is_empty());
     }
 
     #[test]
