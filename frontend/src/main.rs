@@ -575,6 +575,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         virtio: janus::virtio::board::VirtioConfig {
             drives: args.drive.clone(),
             devices: args.device.clone(),
+            console: None,
         },
     };
     let mut machine = Machine::new(config)?;
