@@ -11,6 +11,7 @@
 # timing with /proc/uptime (10 ms):
 #   seq-write  dd if=/dev/zero of=/dev/vdb bs=1M count=MiB conv=fsync
 #   seq-read   dd if=/dev/vdb of=/dev/null bs=1M count=MiB       (after drop_caches)
+#   direct     the same with iflag=direct (no page cache: the device's own speed)
 #   rand-read  1000 x dd if=/dev/vdb bs=4k count=1 skip=<random> iflag=direct  (one process
 #              each: this measures busybox's start-up as much as the disk)
 # Environment: JANUS (default target/release/janus), JANUS_ACCEL (default jit), QEMU (default
@@ -49,6 +50,8 @@ echo "BENCH seq-write \$s \$e"
 echo 3 > /proc/sys/vm/drop_caches
 s=\$(now); busybox dd if=/dev/vdb of=/dev/null bs=1M count=$mib 2>/dev/null; e=\$(now)
 echo "BENCH seq-read \$s \$e"
+s=\$(now); busybox dd if=/dev/vdb of=/dev/null bs=1M count=$mib iflag=direct 2>/dev/null; e=\$(now)
+echo "BENCH direct \$s \$e"
 blocks=\$(($mib * 256))
 s=\$(now)
 i=0
@@ -85,13 +88,14 @@ results=$(
 echo "$results" | awk -v mib="$mib" '
     { t[$1, $2] = $3; if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } }
     END {
-        printf "| %-12s | %16s | %16s | %22s |\n", "program", "seq write MB/s", "seq read MB/s", "4 KiB rand read IOPS"
-        printf "|--------------|-----------------:|-----------------:|-----------------------:|\n"
+        printf "| %-12s | %16s | %16s | %18s | %22s |\n", "program", "seq write MB/s", "seq read MB/s", "direct read MB/s", "4 KiB rand read IOPS"
+        printf "|--------------|-----------------:|-----------------:|-------------------:|-----------------------:|\n"
         for (i = 1; i <= n; i++) {
             p = order[i]
             w = t[p, "seq-write"] > 0 ? mib * 1.048576 / t[p, "seq-write"] : 0
             r = t[p, "seq-read"] > 0 ? mib * 1.048576 / t[p, "seq-read"] : 0
+            d = t[p, "direct"] > 0 ? mib * 1.048576 / t[p, "direct"] : 0
             q = t[p, "rand-read"] > 0 ? 1000 / t[p, "rand-read"] : 0
-            printf "| %-12s | %16.1f | %16.1f | %22.0f |\n", p, w, r, q
+            printf "| %-12s | %16.1f | %16.1f | %18.1f | %22.0f |\n", p, w, r, d, q
         }
     }'
