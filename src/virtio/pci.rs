@@ -54,12 +54,17 @@ const CFG_COMMON: u8 = 1;
 const CFG_NOTIFY: u8 = 2;
 const CFG_ISR: u8 = 3;
 const CFG_DEVICE: u8 = 4;
+const CFG_PCI: u8 = 5;
 /// Where the capabilities go in config space.
 const CAP_MSIX: usize = 0x40;
 const CAP_COMMON: usize = 0x50;
 const CAP_ISR: usize = 0x60;
 const CAP_DEVICE: usize = 0x70;
 const CAP_NOTIFY: usize = 0x80;
+/// The PCI configuration access capability: a window into the BAR through config space.
+const CAP_PCI_CFG: usize = 0x98;
+/// Its pci_cfg_data field.
+const PCI_CFG_DATA: usize = CAP_PCI_CFG + 16;
 /// ISR bits: a queue was used, the configuration changed.
 const ISR_QUEUE: u8 = 1;
 const ISR_CONFIG: u8 = 2;
@@ -195,6 +200,11 @@ impl VirtioPci {
             20,
         );
         config.set(CAP_NOTIFY + 16, &NOTIFY_MULTIPLIER.to_le_bytes());
+        // The configuration access window: the driver writes bar, offset and length, then
+        // reads or writes pci_cfg_data.
+        vendor_cap(&mut config, CAP_PCI_CFG, CFG_PCI, 0, 0, 20);
+        config.set_wmask(CAP_PCI_CFG + 4, &[0xff]);
+        config.set_wmask(CAP_PCI_CFG + 8, &[0xff; 8]);
         let irq = Arc::new(PciIrq(Mutex::new(IrqState {
             config: config.clone(),
             msix,
@@ -215,6 +225,20 @@ impl VirtioPci {
     /// The function, as the PCI root holds it.
     pub fn shared(self) -> crate::pci::SharedFunction {
         Arc::new(Mutex::new(self))
+    }
+
+    /// The BAR access the configuration access capability names: (bar, offset, length), when
+    /// the length is 1, 2 or 4 and the offset aligned to it.
+    fn cfg_window(&self) -> Option<(usize, u64, usize)> {
+        let mut bar = [0u8; 1];
+        self.config.read(CAP_PCI_CFG + 4, &mut bar);
+        let off = self.config.u32_at(CAP_PCI_CFG + 8);
+        let len = self.config.u32_at(CAP_PCI_CFG + 12);
+        (matches!(len, 1 | 2 | 4) && off % len == 0).then_some((
+            usize::from(bar[0]),
+            u64::from(off),
+            len as usize,
+        ))
     }
 
     fn common_read(&self, offset: u64, data: &mut [u8]) {
@@ -329,10 +353,26 @@ impl PciFunction for VirtioPci {
         &mut self.config
     }
     fn config_read(&mut self, offset: usize, data: &mut [u8]) {
+        if offset == PCI_CFG_DATA
+            && let Some((bar, off, len)) = self.cfg_window()
+        {
+            let mut buf = [0u8; 4];
+            self.bar_read(0, bar, off, &mut buf[..len]);
+            let n = data.len().min(4);
+            data[..n].copy_from_slice(&buf[..n]);
+            return;
+        }
         // The mirror holds the status register's interrupt bit.
         lock(&self.irq.0).config.read(offset, data);
     }
     fn config_write(&mut self, offset: usize, data: &[u8]) {
+        if offset == PCI_CFG_DATA {
+            if let Some((bar, off, len)) = self.cfg_window() {
+                let n = len.min(data.len());
+                self.bar_write(0, bar, off, &data[..n]);
+            }
+            return;
+        }
         self.config.write(offset, data);
         let mut s = lock(&self.irq.0);
         let status = s.config.u16_at(reg::STATUS);

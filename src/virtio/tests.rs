@@ -160,6 +160,47 @@ fn a_broken_ring_sets_needs_reset_and_a_reset_clears_it() {
     wait(|| r32(&mut f, 0x14) & u32::from(status::DEVICE_NEEDS_RESET) != 0);
 }
 
+/// The configuration access capability reaches the BAR through config space: num_queues read
+/// and queue_select written there.
+#[test]
+fn the_pci_cfg_capability_is_a_window_into_bar_0() {
+    let m = mem();
+    let mut f = pci::VirtioPci::new(Box::new(rng::Rng::default()), m).unwrap();
+    // Walk the capability list to the cfg_type 5 capability.
+    let mut at = {
+        let mut b = [0u8];
+        f.config_read(0x34, &mut b);
+        usize::from(b[0])
+    };
+    let mut found = None;
+    for _ in 0..16 {
+        let mut c = [0u8; 4];
+        f.config_read(at, &mut c);
+        if c[0] == 0x09 && c[3] == 5 {
+            found = Some(at);
+            break;
+        }
+        if c[1] == 0 {
+            break;
+        }
+        at = usize::from(c[1]);
+    }
+    let cap = found.expect("a VIRTIO_PCI_CAP_PCI_CFG capability");
+    f.config_write(cap + 4, &[0]);
+    f.config_write(cap + 8, &0x12u32.to_le_bytes());
+    f.config_write(cap + 12, &2u32.to_le_bytes());
+    let mut d = [0u8; 2];
+    f.config_read(cap + 16, &mut d);
+    assert_eq!(u16::from_le_bytes(d), 1, "num_queues through the window");
+    f.config_write(cap + 8, &0x16u32.to_le_bytes());
+    f.config_write(cap + 16, &7u16.to_le_bytes());
+    assert_eq!(
+        r32(&mut f, 0x14) >> 16,
+        7,
+        "queue_select written through the window"
+    );
+}
+
 #[test]
 fn features_not_offered_are_refused() {
     let m = mem();
