@@ -458,7 +458,12 @@ impl VirtioDevice for Blk {
         queue: &mut Queue,
     ) -> Result<bool, QueueError> {
         let mut used = false;
-        while let Some(chain) = queue.pop(&ctx.mem)? {
+        // At most a queue's worth per call: the thread comes back for the rest after its
+        // other messages (a reset), so a driver that keeps adding cannot hold it here.
+        for _ in 0..queue.size() {
+            let Some(chain) = queue.pop(&ctx.mem)? else {
+                break;
+            };
             let (status, len) = if chain.bad.is_some() {
                 (S_IOERR, 0)
             } else {

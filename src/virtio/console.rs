@@ -75,7 +75,12 @@ impl VirtioDevice for Console {
         }
         debug_assert_eq!(index, TX);
         let mut used = false;
-        while let Some(chain) = queue.pop(&ctx.mem)? {
+        // At most a queue's worth per call: the thread comes back for the rest after its
+        // other messages (a reset), so a driver that keeps adding cannot hold it here.
+        for _ in 0..queue.size() {
+            let Some(chain) = queue.pop(&ctx.mem)? else {
+                break;
+            };
             if chain.bad.is_none() {
                 let mut buf = vec![0u8; chain.readable_len().min(MAX_CHUNK) as usize];
                 let n = chain.read_at(&ctx.mem, 0, &mut buf);

@@ -230,6 +230,11 @@ impl Queue {
         self.size
     }
 
+    /// Whether the driver has made chains available that the device has not taken.
+    pub fn has_available(&self, mem: &GuestMemory) -> bool {
+        self.avail_idx(mem) != self.next_avail
+    }
+
     fn avail_idx(&self, mem: &GuestMemory) -> u16 {
         mem.read_le(self.avail + 2, 2).unwrap_or(0) as u16
     }

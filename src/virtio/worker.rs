@@ -150,12 +150,15 @@ fn run(
                     continue;
                 };
                 match device.notify(&ctx, i, q) {
-                    Ok(true) => {
-                        if q.needs_interrupt(&ctx.mem) {
+                    Ok(used) => {
+                        if used && q.needs_interrupt(&ctx.mem) {
                             irq.queue(q.vector);
                         }
+                        // More than a queue's worth: come back after the messages waiting.
+                        if used && q.has_available(&ctx.mem) {
+                            let _ = ctx.waker.0.send(Msg::Notify(i));
+                        }
                     }
-                    Ok(false) => {}
                     Err(e) => {
                         log_broken(device.label(), &e);
                         mark_broken(&shared, &*irq);
