@@ -83,6 +83,8 @@ pub struct MachineConfig {
     pub cpu: janus_accel::cpuid::CpuSpec,
     /// A gdbstub on this socket (`--gdb`, `-s`, `-S`).
     pub gdb: Option<crate::gdb::GdbConfig>,
+    /// The virtio devices (`--drive`, `--device`).
+    pub virtio: crate::virtio::board::VirtioConfig,
 }
 
 impl Default for MachineConfig {
@@ -115,6 +117,7 @@ impl Default for MachineConfig {
             tb_size: janus_accel::soft::DEFAULT_TB_SIZE,
             cpu: janus_accel::cpuid::CpuSpec::default(),
             gdb: None,
+            virtio: Default::default(),
         }
     }
 }
@@ -176,6 +179,9 @@ pub enum MachineError {
     /// The full-speed run of `janus diff --skip` ended before the lockstep could start.
     #[error("the guest stopped before --skip was reached: {0}")]
     DiffSkipEnded(StopReason),
+    /// A virtio device cannot be set up (`--drive`, `--device`).
+    #[error(transparent)]
+    Virtio(#[from] crate::virtio::board::VirtioError),
     /// `--icount` shift out of range.
     #[error("--icount {0} is out of range (0 to {ICOUNT_SHIFT_MAX})")]
     IcountShift(u32),
@@ -335,6 +341,9 @@ impl Machine {
             .map_or(0, |i| layout::FLAT_LOAD_ADDR + i.len() as u64);
         let mut resources = Resources::new(&layout);
         let pci = PciLayout::allocate(&mut resources)?;
+        let virtio = config
+            .virtio
+            .plan(&mut resources, config.kernel.is_some())?;
         let tables = (config.bios.is_none() && flat_end <= crate::acpi::FIRMWARE_TABLES_BASE)
             .then(|| {
                 crate::acpi::FirmwareTables::build(&board::tables_config(config.smp, Some(pci)))
@@ -344,7 +353,8 @@ impl Machine {
         let initial = match (&config.kernel, &config.bios, &config.image) {
             (Some(k), _, _) => {
                 let path = config.kernel_path.as_deref().unwrap_or("kernel");
-                let cmdline = crate::loader::boot_cmdline(k, path, &config.cmdline);
+                let cmdline = config.cmdline.clone() + &virtio.cmdline;
+                let cmdline = crate::loader::boot_cmdline(k, path, &cmdline);
                 let info = crate::loader::load_kernel(
                     &memory,
                     &layout,
@@ -404,7 +414,7 @@ impl Machine {
         };
         let Board {
             pio,
-            mmio,
+            mut mmio,
             platform,
             resources,
             pci: pci_root,
@@ -428,7 +438,7 @@ impl Machine {
                 }),
             },
         )?;
-
+        virtio.attach(&memory, &pci_root, &mut mmio, &platform)?;
         Ok(Machine {
             // The kernel and initrd are in guest memory now: do not keep a second copy (a
             // vmlinux is 65 MB) resident for the whole run.

@@ -185,6 +185,14 @@ struct RunArgs {
     /// Wait for gdb before the first instruction (as QEMU's -S); with --gdb or -s.
     #[arg(short = 'S')]
     gdb_wait: bool,
+    /// A virtio-blk disk on a raw image (repeat for vdb, vdc...):
+    /// file=PATH[,if=virtio|mmio][,readonly=on][,snapshot=on][,cache=MODE][,format=raw].
+    #[arg(long, value_name = "file=PATH[,...]")]
+    drive: Vec<janus::virtio::blk::DriveSpec>,
+    /// A virtio device: virtio-rng-pci, virtio-serial-pci (hvc0), or their virtio-mmio
+    /// forms virtio-rng-device, virtio-serial-device (direct kernel boots). Repeatable.
+    #[arg(long, value_name = "NAME")]
+    device: Vec<janus::virtio::board::DeviceSpec>,
 }
 
 /// `--tb-size` default, MiB.
@@ -643,6 +651,11 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         tb_size: args.tb_size << 20,
         cpu: args.cpu.clone(),
         gdb: gdb.clone(),
+        virtio: janus::virtio::board::VirtioConfig {
+            drives: args.drive.clone(),
+            devices: args.device.clone(),
+            console: None,
+        },
     };
     let mut machine = Machine::new(config)?;
     if let Some(b) = machine.boot_info()
