@@ -26,6 +26,7 @@ pub mod signals;
 pub mod sink;
 pub mod stats;
 pub mod vcpu_loop;
+pub mod virtio;
 
 pub use control::{Control, StopReason};
 pub use janus_accel::AccelKind;

@@ -30,10 +30,19 @@ pub struct E820Entry {
     pub kind: E820Kind,
 }
 
+/// The ECAM (MMCONFIG) window at the start of the MMIO hole (bus 0: 1 MiB): reserved, as
+/// Linux wants MMCONFIG in e820 before it trusts the MCFG table.
+pub const ECAM_RESERVED: (u64, u64) = (LOW_RAM_END_MAX, LOW_RAM_END_MAX + (1 << 20));
+/// The IOAPIC's registers.
+pub const IOAPIC_RESERVED: (u64, u64) = (0xfec0_0000, 0xfec0_1000);
+/// The local APICs' registers.
+pub const LAPIC_RESERVED: (u64, u64) = (0xfee0_0000, 0xfee0_1000);
+
 /// The memory map of a machine with `layout`, sorted by address: RAM 0-0x9FC00, reserved
 /// 0x9FC00-1 MiB (EBDA, VGA, BIOS area; the BIOS alias when there is one), RAM from 1 MiB to
-/// the end of low RAM, the MMIO window (3 GiB to 4 GiB: IOAPIC, LAPIC, BIOS ROM) reserved, and
-/// RAM above 4 GiB when the guest has more than 3 GiB.
+/// the end of low RAM; in the MMIO hole only what is really there is reserved (the ECAM window,
+/// the IOAPIC, the LAPIC, a BIOS ROM ending at 4 GiB), so that the OS may place PCI BARs in
+/// the host bridge's 32-bit window; RAM above 4 GiB when the guest has more than 3 GiB.
 pub fn memory_map(layout: &Layout) -> Vec<E820Entry> {
     let entry = |addr, end: u64, kind| E820Entry {
         addr,
@@ -47,7 +56,19 @@ pub fn memory_map(layout: &Layout) -> Vec<E820Entry> {
     if layout.low_ram > HIMEM_START {
         map.push(entry(HIMEM_START, layout.low_ram, E820Kind::Ram));
     }
-    map.push(entry(LOW_RAM_END_MAX, HIGH_RAM_BASE, E820Kind::Reserved));
+    for (start, end) in [ECAM_RESERVED, IOAPIC_RESERVED, LAPIC_RESERVED] {
+        map.push(entry(start, end, E820Kind::Reserved));
+    }
+    if let Some(size) = layout
+        .bios
+        .filter(|&s| s > 0 && s <= HIGH_RAM_BASE - LAPIC_RESERVED.1)
+    {
+        map.push(entry(
+            HIGH_RAM_BASE - size,
+            HIGH_RAM_BASE,
+            E820Kind::Reserved,
+        ));
+    }
     if layout.high_ram > 0 {
         map.push(entry(
             HIGH_RAM_BASE,
@@ -98,7 +119,17 @@ mod tests {
                 },
                 E820Entry {
                     addr: 0xc000_0000,
-                    size: 0x4000_0000,
+                    size: 0x10_0000,
+                    kind: E820Kind::Reserved
+                },
+                E820Entry {
+                    addr: 0xfec0_0000,
+                    size: 0x1000,
+                    kind: E820Kind::Reserved
+                },
+                E820Entry {
+                    addr: 0xfee0_0000,
+                    size: 0x1000,
                     kind: E820Kind::Reserved
                 },
             ]
@@ -114,14 +145,19 @@ mod tests {
             bios: None,
         };
         let map = memory_map(&l);
-        assert_eq!(map.len(), 5);
+        assert_eq!(map.len(), 7);
         assert_eq!(
-            map[4],
+            map[6],
             E820Entry {
                 addr: 1 << 32,
                 size: 1 << 30,
                 kind: E820Kind::Ram
             }
+        );
+        // The PCI 32-bit window (0xd000_0000 up) is not reserved.
+        assert!(
+            map.iter()
+                .all(|e| e.addr + e.size <= 0xd000_0000 || e.addr >= 0xf000_0000)
         );
         // Sorted and non-overlapping.
         assert!(map.windows(2).all(|w| w[0].addr + w[0].size <= w[1].addr));

@@ -42,8 +42,8 @@
 //! The PVH and multiboot boot data (a small GDT, the info structure, memory map and strings)
 //! go in the lowest free part of RAM from 0x1000 that no kernel segment uses, so kernels
 //! linked low (even at 0x7C00) keep their addresses. The memory map of every format is
-//! [`memory_map`]: RAM 0-0x9FC00, reserved 0x9FC00-1 MiB, RAM from 1 MiB, the MMIO window
-//! 3-4 GiB reserved, RAM above 4 GiB.
+//! [`memory_map`]: RAM 0-0x9FC00, reserved 0x9FC00-1 MiB, RAM from 1 MiB, in the MMIO hole
+//! only the ECAM window, IOAPIC, LAPIC and BIOS ROM reserved, RAM above 4 GiB.
 
 mod bytes;
 pub mod bzimage;

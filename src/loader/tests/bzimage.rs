@@ -106,7 +106,10 @@ fn boot_params_hold_the_header_command_line_and_memory_map() {
     assert_eq!(rd(&m, zp + hdr::RAMDISK_SIZE as u64, 4), 0);
     assert_eq!(rd(&m, zp + bp::EXT_MEM_K as u64, 2), 0xfc00);
     assert_eq!(rd(&m, zp + bp::ALT_MEM_K as u64, 4), 63 * 1024);
-    assert_eq!(rd(&m, zp + bp::E820_ENTRIES as u64, 1), 4);
+    assert_eq!(
+        rd(&m, zp + bp::E820_ENTRIES as u64, 1),
+        MAP_64M.len() as u64
+    );
     for (i, (addr, size, typ)) in MAP_64M.iter().enumerate() {
         let e = zp + bp::E820_TABLE as u64 + i as u64 * 20;
         assert_eq!(
@@ -305,8 +308,8 @@ fn a_large_guest_gets_ram_above_4g_in_e820_and_initrd_below_initrd_addr_max() {
     let (m, l) = build_memory(5 << 30, None).unwrap();
     let b = load_kernel(&m, &l, &bzimage(), Some(&[7; 100]), "", None).unwrap();
     assert_eq!(b.initrd, Some(0x7fff_f000..0x7fff_f064));
-    assert_eq!(rd(&m, ZERO_PAGE + bp::E820_ENTRIES as u64, 1), 5);
-    let e = ZERO_PAGE + bp::E820_TABLE as u64 + 4 * 20;
+    assert_eq!(rd(&m, ZERO_PAGE + bp::E820_ENTRIES as u64, 1), 7);
+    let e = ZERO_PAGE + bp::E820_TABLE as u64 + 6 * 20;
     assert_eq!(
         (rd(&m, e, 8), rd(&m, e + 8, 8), rd(&m, e + 16, 4)),
         (1 << 32, (5 << 30) - 0xc000_0000, 1)

@@ -46,11 +46,13 @@ fn bytes(mem: &GuestMemory, addr: u64, len: usize) -> Vec<u8> {
 }
 
 /// The e820 map of a 64 MiB guest, as (addr, size, type).
-const MAP_64M: [(u64, u64, u32); 4] = [
+const MAP_64M: [(u64, u64, u32); 6] = [
     (0, 0x9fc00, 1),
     (0x9fc00, 0x60400, 2),
     (0x10_0000, (64 << 20) - 0x10_0000, 1),
-    (0xc000_0000, 0x4000_0000, 2),
+    (0xc000_0000, 0x10_0000, 2),
+    (0xfec0_0000, 0x1000, 2),
+    (0xfee0_0000, 0x1000, 2),
 ];
 
 fn load(mem: &GuestMemory, l: &Layout, k: &[u8]) -> Result<BootInfo, KernelError> {

@@ -78,7 +78,7 @@ fn aout_kludge_image_gets_full_multiboot_info() {
     assert_eq!(cstr(&m, rd(&m, md + 8, 4)), "initrd");
     assert_eq!(rd(&m, md + 12, 4), 0);
     // The memory map: size-prefixed entries.
-    assert_eq!(rd(&m, mbi + 44, 4), 4 * 24);
+    assert_eq!(rd(&m, mbi + 44, 4), MAP_64M.len() as u64 * 24);
     let mmap = rd(&m, mbi + 48, 4);
     assert_eq!(mmap, mbi - INFO as u64 + MMAP as u64);
     for (i, (addr, size, typ)) in MAP_64M.iter().enumerate() {

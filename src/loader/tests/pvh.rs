@@ -62,7 +62,7 @@ fn elf64_vmlinux_is_entered_in_flat_protected_mode() {
     assert_eq!(rd(&m, si + 24, 8), b.cmdline_addr);
     assert_eq!(rd(&m, si + 32, 8), 0, "rsdp_paddr");
     assert_eq!(rd(&m, si + 40, 8), base + MEMMAP as u64);
-    assert_eq!(rd(&m, si + 48, 4), 4, "memmap_entries");
+    assert_eq!(rd(&m, si + 48, 4), MAP_64M.len() as u64, "memmap_entries");
     assert_eq!(rd(&m, si + 52, 4), 0, "reserved");
     for (i, (addr, size, typ)) in MAP_64M.iter().enumerate() {
         let e = base + MEMMAP as u64 + i as u64 * 24;
