@@ -79,6 +79,8 @@ pub struct MachineConfig {
     pub cpu: janus_accel::cpuid::CpuSpec,
     /// A gdbstub on this socket (`--gdb`, `-s`, `-S`).
     pub gdb: Option<crate::gdb::GdbConfig>,
+    /// virtio-net cards, one per `--netdev`/`--nic`.
+    pub netdevs: Vec<crate::net::NetdevSpec>,
 }
 
 impl Default for MachineConfig {
@@ -110,6 +112,7 @@ impl Default for MachineConfig {
             tb_size: janus_accel::soft::DEFAULT_TB_SIZE,
             cpu: janus_accel::cpuid::CpuSpec::default(),
             gdb: None,
+            netdevs: Vec::new(),
         }
     }
 }
@@ -149,6 +152,9 @@ pub enum MachineError {
     /// The kernel could not be loaded.
     #[error("--kernel: {0}")]
     Kernel(#[from] crate::loader::KernelError),
+    /// A network card could not be set up.
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
     /// A vCPU thread could not be spawned.
     #[error("cannot start a vCPU thread: {0}")]
     Thread(std::io::Error),
@@ -410,6 +416,9 @@ impl Machine {
                 control: control.clone(),
             },
         )?;
+        for (i, spec) in config.netdevs.iter().enumerate() {
+            crate::virtio::net::plug(&pci_root, &memory, spec, i)?;
+        }
 
         Ok(Machine {
             // The kernel and initrd are in guest memory now: do not keep a second copy (a

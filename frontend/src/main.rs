@@ -180,6 +180,13 @@ struct RunArgs {
     /// Wait for gdb before the first instruction (as QEMU's -S); with --gdb or -s.
     #[arg(short = 'S')]
     gdb_wait: bool,
+    /// A virtio-net card on a host network: user,id=ID[,hostfwd=tcp::HOSTPORT-:GUESTPORT]...
+    /// (no privileges; needs passt) or tap,id=ID,ifname=NAME (root); repeatable.
+    #[arg(long, value_name = "SPEC")]
+    netdev: Vec<String>,
+    /// QEMU's -nic shorthand: --netdev without id= (user[,...] or tap,ifname=NAME).
+    #[arg(long, value_name = "SPEC")]
+    nic: Vec<String>,
 }
 
 /// `--tb-size` default, MiB.
@@ -564,6 +571,11 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         tb_size: args.tb_size << 20,
         cpu: args.cpu.clone(),
         gdb: gdb.clone(),
+        netdevs: (args.netdev.iter().map(|a| (a, false)))
+            .chain(args.nic.iter().map(|a| (a, true)))
+            .enumerate()
+            .map(|(i, (a, nic))| janus::net::NetdevSpec::parse(a, i, nic))
+            .collect::<Result<_, _>>()?,
     };
     let mut machine = Machine::new(config)?;
     if let Some(b) = machine.boot_info()

@@ -42,6 +42,9 @@ pub enum NetError {
     /// `passt` could not be started or stopped at once.
     #[error("user networking: passt {0}")]
     Passt(String),
+    /// The card could not be plugged in (no free PCI slot, no thread).
+    #[error("--netdev id={0}: {1}")]
+    Plug(String, String),
     /// The backend went away (TAP deleted, passt exited).
     #[error("{0}: backend closed")]
     Closed(String),

@@ -17,6 +17,7 @@
 //! NEEDS_RESET and sends a configuration-change interrupt, as the spec says.
 
 pub mod mmio;
+pub mod net;
 pub mod pci;
 pub mod queue;
 pub mod rng;
