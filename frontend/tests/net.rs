@@ -201,8 +201,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The shell lines that load virtio-net, bring eth0 up and take a DHCP lease.
-const DHCP: &str = "busybox mkdir -p /tmp /etc; \
+/// Loads the initramfs's modules (virtio-pci, virtio-net and what they need, in the order
+/// tests/linux/fetch-assets.sh wrote) and waits for eth0.
+const MODULES: &str = "for m in $(busybox cat /lib/modules/order); do busybox insmod /lib/modules/$m.ko 2>/dev/null; done; \
+    for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /sys/class/net/eth0 ] && break; busybox sleep 1; done; \
+    busybox ip link show eth0; echo MODULES-''DONE";
+
+/// The shell lines that bring eth0 up and take a DHCP lease.
+const DHCP: &str = "busybox mkdir -p /tmp; \
     printf '#!/bin/sh\\n[ \"$1\" = bound ] && busybox ifconfig $interface $ip netmask $subnet up && busybox route add default gw $router\\nexit 0\\n' > /tmp/dhcp.sh; \
     busybox chmod +x /tmp/dhcp.sh; \
     busybox ip link set eth0 up; \
@@ -232,6 +238,11 @@ fn user_networking(accel: &str) {
     let mut g = Guest::start(
         env!("CARGO_BIN_EXE_janus"),
         &janus_args(accel, &kernel, &initrd, &netdev),
+    );
+    let link = g.run(MODULES, "MODULES-DONE");
+    assert!(
+        link.contains("link/ether 52:54:00:12:34:56"),
+        "no eth0: {link}"
     );
     let dhcp = g.run(DHCP, "DHCP-DONE");
     let lease = g.run(
@@ -326,6 +337,11 @@ fn tap_ping(accel: &str) {
     ];
     wrapper.extend(args);
     let mut g = Guest::start("unshare", &wrapper);
+    let link = g.run(MODULES, "MODULES-DONE");
+    assert!(
+        link.contains("link/ether 52:54:00:12:34:56"),
+        "no eth0: {link}"
+    );
     g.run(
         "busybox ip addr add 10.9.0.2/24 dev eth0 && busybox ip link set eth0 up && echo LINK-''UP",
         "LINK-UP",
