@@ -79,6 +79,8 @@ pub struct MachineConfig {
     pub cpu: janus_accel::cpuid::CpuSpec,
     /// A gdbstub on this socket (`--gdb`, `-s`, `-S`).
     pub gdb: Option<crate::gdb::GdbConfig>,
+    /// The virtio devices (`--drive`, `--device`).
+    pub virtio: crate::virtio::board::VirtioConfig,
     /// virtio-net cards, one per `--netdev`/`--nic`.
     pub netdevs: Vec<crate::net::NetdevSpec>,
 }
@@ -112,6 +114,7 @@ impl Default for MachineConfig {
             tb_size: janus_accel::soft::DEFAULT_TB_SIZE,
             cpu: janus_accel::cpuid::CpuSpec::default(),
             gdb: None,
+            virtio: Default::default(),
             netdevs: Vec::new(),
         }
     }
@@ -169,6 +172,9 @@ pub enum MachineError {
     /// `--trace` or `--perf-map` asked of KVM.
     #[error("{0} needs a software backend (--accel jit or interp)")]
     NeedsSoftware(&'static str),
+    /// A virtio device cannot be set up (`--drive`, `--device`).
+    #[error(transparent)]
+    Virtio(#[from] crate::virtio::board::VirtioError),
     /// `--icount` shift out of range.
     #[error("--icount {0} is out of range (0 to {ICOUNT_SHIFT_MAX})")]
     IcountShift(u32),
@@ -328,6 +334,9 @@ impl Machine {
             .map_or(0, |i| layout::FLAT_LOAD_ADDR + i.len() as u64);
         let mut resources = Resources::new(&layout);
         let pci = PciLayout::allocate(&mut resources)?;
+        let virtio = config
+            .virtio
+            .plan(&mut resources, config.kernel.is_some())?;
         let tables = (config.bios.is_none() && flat_end <= crate::acpi::FIRMWARE_TABLES_BASE)
             .then(|| {
                 crate::acpi::FirmwareTables::build(&board::tables_config(config.smp, Some(pci)))
@@ -337,7 +346,8 @@ impl Machine {
         let initial = match (&config.kernel, &config.bios, &config.image) {
             (Some(k), _, _) => {
                 let path = config.kernel_path.as_deref().unwrap_or("kernel");
-                let cmdline = crate::loader::boot_cmdline(k, path, &config.cmdline);
+                let cmdline = config.cmdline.clone() + &virtio.cmdline;
+                let cmdline = crate::loader::boot_cmdline(k, path, &cmdline);
                 let info = crate::loader::load_kernel(
                     &memory,
                     &layout,
@@ -397,7 +407,7 @@ impl Machine {
         };
         let Board {
             pio,
-            mmio,
+            mut mmio,
             platform,
             resources,
             pci: pci_root,
@@ -416,6 +426,7 @@ impl Machine {
                 control: control.clone(),
             },
         )?;
+        virtio.attach(&memory, &pci_root, &mut mmio, &platform)?;
         for (i, spec) in config.netdevs.iter().enumerate() {
             crate::virtio::net::plug(&pci_root, &memory, spec, i)?;
         }

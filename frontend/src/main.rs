@@ -180,6 +180,14 @@ struct RunArgs {
     /// Wait for gdb before the first instruction (as QEMU's -S); with --gdb or -s.
     #[arg(short = 'S')]
     gdb_wait: bool,
+    /// A virtio-blk disk on a raw image (repeat for vdb, vdc...):
+    /// file=PATH[,if=virtio|mmio][,readonly=on][,snapshot=on][,cache=MODE][,format=raw].
+    #[arg(long, value_name = "file=PATH[,...]")]
+    drive: Vec<janus::virtio::blk::DriveSpec>,
+    /// A virtio device: virtio-rng-pci, virtio-serial-pci (hvc0), or their virtio-mmio
+    /// forms virtio-rng-device, virtio-serial-device (direct kernel boots). Repeatable.
+    #[arg(long, value_name = "NAME")]
+    device: Vec<janus::virtio::board::DeviceSpec>,
     /// A virtio-net card on a host network: user,id=ID[,hostfwd=tcp::HOSTPORT-:GUESTPORT]...
     /// (no privileges; needs passt) or tap,id=ID,ifname=NAME (root); repeatable.
     #[arg(long, value_name = "SPEC")]
@@ -571,6 +579,10 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         tb_size: args.tb_size << 20,
         cpu: args.cpu.clone(),
         gdb: gdb.clone(),
+        virtio: janus::virtio::board::VirtioConfig {
+            drives: args.drive.clone(),
+            devices: args.device.clone(),
+        },
         netdevs: (args.netdev.iter().map(|a| (a, false)))
             .chain(args.nic.iter().map(|a| (a, true)))
             .enumerate()

@@ -16,6 +16,9 @@
 //! interrupts through the transport's [`Interrupt`]. A broken ring marks the device
 //! NEEDS_RESET and sends a configuration-change interrupt, as the spec says.
 
+pub mod blk;
+pub mod board;
+pub mod console;
 pub mod mmio;
 pub mod net;
 pub mod pci;

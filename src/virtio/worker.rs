@@ -35,6 +35,11 @@ impl std::fmt::Debug for Msg {
 }
 
 impl Waker {
+    /// A waker that wakes nothing (for a device driven without a thread, in tests).
+    pub fn detached() -> Self {
+        Waker(crossbeam_channel::unbounded().0)
+    }
+
     /// Asks the thread to poll the device.
     pub fn wake(&self) {
         let _ = self.0.send(Msg::Poll);

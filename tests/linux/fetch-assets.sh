@@ -18,10 +18,24 @@
 #                          JANUS-KERNEL=<uname -r>
 #                        and then reboots (reboot -f); with `janus.shell` on the kernel
 #                        command line it prints JANUS-SHELL and runs an interactive shell
-#                        on the console first, powering off when the shell ends
+#                        on the console first, powering off when the shell ends. With
+#                        `janus.virtio` (or root=/dev/vd*) it first loads the modules and
+#                        reports JANUS-PCI=, JANUS-VIRTIO=, JANUS-BLOCK=; `janus.disk` mounts
+#                        /dev/vda and prints JANUS-DISK=<hello.txt>, `janus.write` then
+#                        writes written.txt and syncs (JANUS-WRITE-OK), `janus.rng` reads
+#                        /dev/hwrng (JANUS-RNG=<rng_current> JANUS-HWRNG=<bytes>),
+#                        `janus.poweroff` powers off instead of rebooting; with
+#                        root=/dev/vdX it mounts that and switch_roots to its /sbin/init
 #   VERSION              package name, package version and kernel release
+#   modules/             the kernel's virtio, ext4 and entropy modules with what they depend on
+#                        (from the same package; Debian builds them as modules), and
+#                        modules/order, their names in load order (a module after its
+#                        dependencies), for the initramfs
+#   disk.img             an 8 MiB ext4 image (mke2fs -d, no root needed) holding hello.txt
+#                        ("JANUS-DISK-HELLO") and a busybox root whose /sbin/init prints
+#                        JANUS-ROOT-OK and the root mount, then powers off
 #
-# Needs Debian's package servers (apt-get update, apt-get download), dpkg-deb, gzip and the
+# Needs Debian's package servers (apt-get update, apt-get download), dpkg-deb, gzip, mke2fs and the
 # kernel's decompressor (xz or zstd for Debian; installed with apt-get when missing and run
 # as root). The initramfs is written by this script itself (no cpio tool, no mknod, no root)
 # with fixed inode numbers and times, so it is the same bytes on every run.
@@ -33,7 +47,7 @@ force=0
 case "${1:-}" in
     "") ;;
     --force) force=1 ;;
-    -h|--help) sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,41p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: $0 [--force]" >&2; exit 2 ;;
 esac
 
@@ -99,6 +113,40 @@ if need vmlinuz || need config || need VERSION; then
     rm -f "$assets/vmlinux" # it must match the new vmlinuz
 else
     say "vmlinuz, config, VERSION: already there"
+fi
+
+#--- kernel modules ---------------------------------------------------------------------------
+# The modules the virtio tests need, and what they depend on (each module's .modinfo
+# "depends=" list, as depmod reads it: the package has no modules.dep), in load order.
+wanted_modules="virtio_pci virtio_mmio virtio_blk virtio_console virtio_rng virtio_net ext4 crc32c_generic"
+read -r pkg _ release < "$assets/VERSION"
+if need modules/order || [ "$(cat "$assets/modules/release" 2>/dev/null)" != "$release" ]; then
+    [ -d "$tmp/$pkg" ] || download "$pkg"
+    kdir="$tmp/$pkg/lib/modules/$release/kernel"
+    [ -d "$kdir" ] || die "no modules in $pkg"
+    rm -rf "$assets/modules"
+    mkdir -p "$assets/modules"
+    declare -A seen=()
+    order=()
+    modpath() { find "$kdir" \( -name "$1.ko" -o -name "${1//_/-}.ko" \) | head -n1; }
+    add_module() {
+        local m=${1//-/_} f dep
+        [ -n "${seen[$m]:-}" ] && return
+        seen[$m]=1
+        f=$(modpath "$m")
+        [ -n "$f" ] || die "module $m is not in $pkg (built in? check assets/config)"
+        for dep in $(tr '\0' '\n' < "$f" | sed -n 's/^depends=//p' | tr ',' ' '); do
+            add_module "$dep"
+        done
+        cp "$f" "$assets/modules/$m.ko"
+        order+=("$m")
+    }
+    for m in $wanted_modules; do add_module "$m"; done
+    printf '%s\n' "${order[@]}" > "$assets/modules/order"
+    echo "$release" > "$assets/modules/release"
+    say "modules: ${order[*]}"
+else
+    say "modules: already there"
 fi
 
 #--- vmlinux: the kernel's scripts/extract-vmlinux -------------------------------------------
@@ -203,18 +251,60 @@ case " $(busybox cat /proc/cmdline) " in
         busybox poweroff -f
         ;;
 esac
+cmdline=" $(busybox cat /proc/cmdline) "
+has() { case "$cmdline" in *" $1 "*) return 0 ;; esac; return 1; }
+root=
+case "$cmdline" in *" root=/dev/vd"*) root=${cmdline##* root=}; root=${root%% *} ;; esac
+if has janus.virtio || [ -n "$root" ]; then
+    busybox mount -t devtmpfs devtmpfs /dev
+    for m in $(busybox cat /lib/modules/order); do
+        busybox insmod "/lib/modules/$m.ko" 2>/dev/null
+    done
+    busybox sleep 1
+    echo "JANUS-PCI=$(busybox ls /sys/bus/pci/devices | busybox wc -l)"
+    echo "JANUS-VIRTIO=$(busybox cat /sys/bus/virtio/devices/*/device 2>/dev/null | busybox tr '\n' ' ')"
+    echo "JANUS-BLOCK=$(busybox ls /sys/block | busybox grep vd | busybox tr '\n' ' ')"
+fi
+if [ -n "$root" ]; then
+    busybox mount -t ext4 "$root" /newroot && exec busybox switch_root /newroot /sbin/init
+    echo "JANUS-ROOT-FAILED"
+fi
+if has janus.disk; then
+    busybox mount -t ext4 /dev/vda /mnt
+    echo "JANUS-DISK=$(busybox cat /mnt/hello.txt)"
+    if has janus.write; then
+        echo "JANUS-WROTE-THIS" > /mnt/written.txt
+        busybox sync
+        busybox umount /mnt && echo JANUS-WRITE-OK
+    fi
+fi
+if has janus.rng; then
+    echo "JANUS-RNG=$(busybox cat /sys/class/misc/hw_random/rng_current)"
+    echo "JANUS-HWRNG=$(busybox dd if=/dev/hwrng bs=16 count=1 2>/dev/null | busybox od -An -tx1 | busybox tr -d ' \n')"
+fi
+has janus.poweroff && busybox poweroff -f
 busybox reboot -f
 busybox poweroff -f
 while :; do busybox sleep 1; done
 EOF
-# The initramfs is rebuilt when its /init changed (assets/init keeps the one it holds).
-if need initramfs.cpio.gz || ! cmp -s "$tmp/init" "$assets/init"; then
+# The initramfs is rebuilt when its /init or its modules changed (assets/init keeps the one
+# it holds).
+if need initramfs.cpio.gz || ! cmp -s "$tmp/init" "$assets/init" \
+    || [ "$assets/modules/order" -nt "$assets/initramfs.cpio.gz" ]; then
     {
         cpio_dir .
         cpio_dir bin
         cpio_dir dev
         cpio_dir proc
         cpio_dir sys
+        cpio_dir mnt
+        cpio_dir newroot
+        cpio_dir lib
+        cpio_dir lib/modules
+        cpio_file lib/modules/order "$assets/modules/order"
+        while read -r m; do
+            cpio_file "lib/modules/$m.ko" "$assets/modules/$m.ko"
+        done < "$assets/modules/order"
         cpio_chardev dev/console 5 1
         cpio_chardev dev/ttyS0 4 64
         cpio_file bin/busybox "$assets/busybox"
@@ -229,10 +319,39 @@ else
     say "initramfs.cpio.gz: already there"
 fi
 
+#--- the ext4 disk image -----------------------------------------------------------------------
+if need disk.img || [ "$assets/busybox" -nt "$assets/disk.img" ]; then
+    ensure_tool mke2fs e2fsprogs
+    droot="$tmp/diskroot"
+    mkdir -p "$droot/bin" "$droot/sbin" "$droot/dev" "$droot/proc" "$droot/sys" "$droot/tmp"
+    cp "$assets/busybox" "$droot/bin/busybox"
+    ln -s busybox "$droot/bin/sh"
+    echo "JANUS-DISK-HELLO" > "$droot/hello.txt"
+    cat > "$droot/sbin/init" <<'EOF'
+#!/bin/sh
+# janus root-disk test: say so, show what / is, power off.
+export PATH=/bin
+busybox mount -t proc proc /proc
+echo JANUS-ROOT-OK
+echo "JANUS-ROOT-MOUNT=$(busybox awk '$2 == "/" { print $1, $3 }' /proc/mounts)"
+echo "JANUS-ROOT-HELLO=$(busybox cat /hello.txt)"
+busybox poweroff -f
+while :; do busybox sleep 1; done
+EOF
+    chmod 755 "$droot/sbin/init"
+    rm -f "$assets/disk.img"
+    E2FSPROGS_FAKE_TIME=1700000000 mke2fs -q -t ext4 -L janus \
+        -U 4a616e75-7300-4000-8000-000000000001 -E root_owner=0:0 -d "$droot" \
+        "$assets/disk.img" 8M
+    say "built disk.img"
+else
+    say "disk.img: already there"
+fi
+
 #--- report -----------------------------------------------------------------------------------
 read -r pkg version release < "$assets/VERSION"
 say "kernel $release (package $pkg $version)"
-for f in vmlinuz vmlinux config busybox initramfs.cpio.gz; do
+for f in vmlinuz vmlinux config busybox initramfs.cpio.gz disk.img; do
     printf 'fetch-assets:   %-18s %10d bytes\n' "$f" "$(stat -c %s "$assets/$f")"
 done
 if grep -q '^CONFIG_PVH=y' "$assets/config"; then
