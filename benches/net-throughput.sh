@@ -35,7 +35,7 @@ janus_cmd() { echo "$janus run --accel $accel --mem 256M --kernel $kernel --init
 qemu_cmd() { echo "$qemu -accel tcg -m 256M -smp 1 -nographic -no-reboot -kernel $kernel -initrd $initrd -append '$append' -netdev $1 -device virtio-net-pci,netdev=n0"; }
 
 # median of the MBPS lines on stdin
-median() { awk '/^MBPS/ { v[n++] = $2 } END { if (!n) { print "FAIL"; exit } asort(v); print v[int((n + 1) / 2)] }'; }
+median() { grep '^MBPS' | awk '{ print $2 }' | sort -n | awk '{ v[NR] = $1 } END { print NR ? v[int((NR + 1) / 2)] : "FAIL" }'; }
 
 measure() { # name mode command
     local name=$1 mode=$2 cmd=$3 out

@@ -67,7 +67,7 @@ def run(line, tag):
 
 wait("JANUS-SHELL", 1800)
 wait("# ", 60)
-run("for m in $(busybox cat /lib/modules/order); do busybox insmod /lib/modules/$m.ko 2>/dev/null; done;"
+run("busybox mount -t devtmpfs devtmpfs /dev; for m in $(busybox cat /lib/modules/order); do busybox insmod /lib/modules/$m.ko 2>/dev/null; done;"
     " for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /sys/class/net/eth0 ] && break; busybox sleep 1; done", "MODS-DONE")
 if a.mode == "user":
     run("busybox mkdir -p /tmp; printf '#!/bin/sh\\n[ \"$1\" = bound ] && busybox ifconfig $interface $ip"
