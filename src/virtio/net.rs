@@ -174,10 +174,14 @@ impl Net {
         let mut used = false;
         while let Some(chain) = q.pop(&ctx.mem)? {
             let len = chain.readable_len();
-            if chain.bad.is_some() || len <= HDR_LEN as u64 || len > (HDR_LEN + MAX_FRAME) as u64 {
+            let n = if chain.bad.is_some() || len > (HDR_LEN + MAX_FRAME) as u64 {
+                0
+            } else {
+                chain.read_at(&ctx.mem, 0, &mut self.tx_buf[..len as usize])
+            };
+            if n <= HDR_LEN {
                 self.counters.tx_dropped += 1;
             } else {
-                let n = chain.read_at(&ctx.mem, 0, &mut self.tx_buf[..len as usize]);
                 let (hdr, frame) = self.tx_buf[..n].split_at_mut(HDR_LEN);
                 if ctx.features & features::CSUM != 0 && hdr[0] & HDR_F_NEEDS_CSUM != 0 {
                     let start = usize::from(u16::from_le_bytes([hdr[6], hdr[7]]));
@@ -260,11 +264,11 @@ impl Net {
                 }
                 return Ok(false);
             };
-            if c.bad.is_some() {
+            let w = c.writable_len();
+            if c.bad.is_some() || w == 0 {
                 q.add_used(&ctx.mem, c.head, 0);
                 continue;
             }
-            let w = c.writable_len();
             if !merge && w < total as u64 {
                 // Too small for the frame (buffers sized for a smaller MTU): the frame is lost.
                 self.counters.rx_dropped += 1;
@@ -274,6 +278,16 @@ impl Net {
             }
             room += w;
             chains.push(c);
+            if room < total as u64 && chains.len() >= usize::from(q.size()) {
+                // More buffers than the queue holds (a driver giving tiny ones): the frame is
+                // lost and the buffers kept for the next.
+                self.counters.rx_dropped += 1;
+                for c in chains.into_iter().rev() {
+                    self.spare.push_front(c);
+                }
+                self.rx_len = None;
+                return Ok(true);
+            }
         }
         // The header goes in front of the frame: flags, gso_type, hdr_len, gso_size,
         // csum_start, csum_offset all 0, then num_buffers.

@@ -204,3 +204,39 @@ fn a_large_frame_is_merged_over_several_buffers() {
     m.read(0x22000, &mut got[2000 - HDR_LEN..]).unwrap();
     assert_eq!(got, frame);
 }
+
+#[test]
+fn hostile_chains_are_returned_unused() {
+    let (t, m, fake) = start(features::MRG_RXBUF);
+    // Transmit: a chain with only a header, one pointing outside RAM, then a good one.
+    desc(&m, TXQ.0, 0, 0x8000, HDR_LEN as u32, 0, 0);
+    desc(&m, TXQ.0, 1, 0x4000_0000, 100, 0, 0);
+    desc(&m, TXQ.0, 2, 0x8000, HDR_LEN as u32 + 60, 0, 0);
+    for h in 0..3 {
+        offer(&m, TXQ.1, h);
+    }
+    t.notify(1);
+    wait(|| used_idx(&m, TXQ.2) == 3);
+    assert_eq!(
+        fake.sent.lock().unwrap().len(),
+        1,
+        "only the good frame left"
+    );
+    // Receive: a zero-length buffer, then a real one; the frame lands in the second.
+    desc(&m, RXQ.0, 0, 0x10000, 0, F_WRITE, 0);
+    desc(&m, RXQ.0, 1, 0x11000, 2048, F_WRITE, 0);
+    offer(&m, RXQ.1, 0);
+    offer(&m, RXQ.1, 1);
+    t.notify(0);
+    fake.inject(vec![9; 64]);
+    wait(|| used_idx(&m, RXQ.2) == 2);
+    assert_eq!(
+        m.read_le(RXQ.2 + 4, 4).unwrap(),
+        0,
+        "the empty buffer back first"
+    );
+    assert_eq!(m.read_le(RXQ.2 + 8, 4).unwrap(), 0);
+    assert_eq!(m.read_le(RXQ.2 + 12, 4).unwrap(), 1);
+    assert_eq!(m.read_le(RXQ.2 + 16, 4).unwrap(), (HDR_LEN + 64) as u64);
+    assert_eq!(t.status() & status::DEVICE_NEEDS_RESET, 0);
+}
