@@ -344,3 +344,110 @@ fn tap_ping_interp() {
 fn tap_ping_jit() {
     tap_ping("jit");
 }
+
+/// `janus run ARGS` with `env`: its exit code and stderr.
+fn janus_fails(env: &[(&str, &str)], wrapper: &[&str], args: &[&str]) -> (Option<i32>, String) {
+    let janus = env!("CARGO_BIN_EXE_janus");
+    let mut cmd = match wrapper.split_first() {
+        Some((w, rest)) => {
+            let mut c = Command::new(w);
+            c.args(rest).arg(janus);
+            c
+        }
+        None => Command::new(janus),
+    };
+    let out = cmd
+        .arg("run")
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("janus starts");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One line naming the cause, exit status 1, for each bad --netdev.
+fn assert_one_line(got: (Option<i32>, String), cause: &str) {
+    let (code, err) = got;
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("janus: error: ") && err.contains(cause),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_netdev_arguments_are_one_line_each() {
+    assert_one_line(
+        janus_fails(&[], &[], &["--netdev", "socket,id=a"]),
+        "unknown netdev type 'socket'",
+    );
+    assert_one_line(
+        janus_fails(&[], &[], &["--netdev", "tap,id=a"]),
+        "needs ifname=NAME",
+    );
+    assert_one_line(
+        janus_fails(&[], &[], &["--netdev", "user,id=a,hostfwd=tcp::99999-:80"]),
+        "hostfwd",
+    );
+    assert_one_line(
+        janus_fails(&[], &[], &["--nic", "user,bogus=1"]),
+        "unknown option 'bogus'",
+    );
+    assert_one_line(
+        janus_fails(
+            &[("JANUS_PASST", "/nonexistent/passt")],
+            &[],
+            &["--netdev", "user,id=a"],
+        ),
+        "needs the passt program",
+    );
+}
+
+#[test]
+fn a_tap_without_permission_is_one_line() {
+    // Root of a new user namespace, but not of the network namespace: TUNSETIFF is refused.
+    let probe = Command::new("unshare").args(["-r", "true"]).status();
+    if !probe.is_ok_and(|s| s.success()) {
+        skip(
+            "a_tap_without_permission_is_one_line",
+            "JANUS_REQUIRE_TAP",
+            "'unshare -r' does not work here",
+        );
+        return;
+    }
+    assert_one_line(
+        janus_fails(
+            &[],
+            &["unshare", "-r"],
+            &["--netdev", "tap,id=t,ifname=jnoperm0"],
+        ),
+        "cannot open TAP interface 'jnoperm0': Operation not permitted",
+    );
+}
+
+#[test]
+fn a_hostfwd_port_in_use_is_one_line() {
+    if Command::new("passt").arg("--version").output().is_err() {
+        skip(
+            "a_hostfwd_port_in_use_is_one_line",
+            "JANUS_REQUIRE_PASST",
+            "passt is not installed",
+        );
+        return;
+    }
+    let taken = TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    assert_one_line(
+        janus_fails(
+            &[],
+            &[],
+            &["--netdev", &format!("user,id=u,hostfwd=tcp::{port}-:80")],
+        ),
+        &format!("passt exited at once (exit status: 1): a hostfwd port in use ({port})"),
+    );
+}
