@@ -582,6 +582,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         virtio: janus::virtio::board::VirtioConfig {
             drives: args.drive.clone(),
             devices: args.device.clone(),
+            console: None,
         },
         netdevs: (args.netdev.iter().map(|a| (a, false)))
             .chain(args.nic.iter().map(|a| (a, true)))

@@ -1027,3 +1027,38 @@ fn cpu_models_on_the_command_line() {
         assert!(info.contains(m), "{m} in janus info:\n{info}");
     }
 }
+
+/// `--drive` mistakes: a missing image, a directory, a read-only file without readonly=on, a
+/// bad option; each is one line and a non-zero status, before the guest starts.
+#[test]
+fn bad_drives_are_one_line_each() {
+    let dir = std::env::temp_dir().join(format!("janus-cli-drive-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ro = dir.join("ro.img");
+    std::fs::write(&ro, [0u8; 4096]).unwrap();
+    let mut perm = std::fs::metadata(&ro).unwrap().permissions();
+    perm.set_readonly(true);
+    std::fs::set_permissions(&ro, perm).unwrap();
+    let demo = roms().join("demo.bin");
+    let demo = demo.to_str().unwrap();
+    let missing = format!("file={}/missing.img", dir.display());
+    let directory = format!("file={}", dir.display());
+    let readonly = format!("file={}", ro.display());
+    for (drive, needle) in [
+        (missing.as_str(), "No such file"),
+        (directory.as_str(), "not a regular file"),
+        (readonly.as_str(), "add readonly=on"),
+        ("file=x.img,cache=fast", "cache=fast"),
+        ("if=virtio", "file=PATH is missing"),
+    ] {
+        let out = janus(&["--accel", "interp", "--drive", drive, demo]);
+        one_error_line(&out, needle);
+    }
+    let out = janus(&["--accel", "interp", "--device", "virtio-gpu", demo]);
+    one_error_line(&out, "virtio-rng-pci");
+    // readonly=on takes the read-only file: the demo runs to its end.
+    let ok = format!("file={},readonly=on", ro.display());
+    let out = janus(&["--accel", "interp", "--drive", &ok, demo]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -64,6 +64,8 @@ pub struct VirtioConfig {
     pub drives: Vec<DriveSpec>,
     /// `--device`s.
     pub devices: Vec<DeviceSpec>,
+    /// Where virtio-console output goes (janus's standard output by default).
+    pub console: Option<crate::sink::SinkSpec>,
 }
 
 /// Why the virtio devices cannot be set up.
@@ -89,6 +91,9 @@ pub enum VirtioError {
     /// A window collides.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The console's output file cannot be created.
+    #[error("virtio-console output: {0}")]
+    ConsoleOutput(std::io::Error),
     /// A device thread could not start.
     #[error("cannot start a virtio device thread: {0}")]
     Thread(std::io::Error),
@@ -128,7 +133,12 @@ impl VirtioConfig {
         for d in &self.devices {
             let dev: Box<dyn VirtioDevice> = match d.kind {
                 DeviceKind::Rng => Box::new(rng::Rng::default()),
-                DeviceKind::Console => Box::new(console::Console::stdout()),
+                DeviceKind::Console => match &self.console {
+                    None => Box::new(console::Console::stdout()),
+                    Some(s) => Box::new(console::Console::new(
+                        s.open().map_err(VirtioError::ConsoleOutput)?,
+                    )),
+                },
             };
             devices.push((dev, d.mmio));
         }

@@ -239,7 +239,20 @@ impl Queue {
     /// # Errors
     /// A broken ring (the driver index too far ahead, a head outside the table).
     pub fn pop(&mut self, mem: &GuestMemory) -> Result<Option<Chain>, QueueError> {
-        let idx = self.avail_idx(mem);
+        let mut idx = self.avail_idx(mem);
+        if idx == self.next_avail {
+            if !self.event_idx {
+                return Ok(None);
+            }
+            // Ask to be notified at the next entry, then look again: the driver may have added
+            // one before it saw the new avail_event.
+            self.set_avail_event(mem);
+            fence(Ordering::SeqCst);
+            idx = self.avail_idx(mem);
+            if idx == self.next_avail {
+                return Ok(None);
+            }
+        }
         let ahead = idx.wrapping_sub(self.next_avail);
         if ahead > self.size {
             return Err(QueueError::AvailIndex {
@@ -247,19 +260,6 @@ impl Queue {
                 ahead,
                 size: self.size,
             });
-        }
-        if ahead == 0 {
-            if self.event_idx {
-                // Ask to be notified at the next entry, then look again: the driver may have
-                // added one before it saw the new avail_event.
-                self.set_avail_event(mem);
-                fence(Ordering::SeqCst);
-                if self.avail_idx(mem) == self.next_avail {
-                    return Ok(None);
-                }
-                return self.pop(mem);
-            }
-            return Ok(None);
         }
         // The ring entries are read after the index (the driver wrote them before it).
         fence(Ordering::Acquire);

@@ -20,7 +20,8 @@
 #                        command line it prints JANUS-SHELL and runs an interactive shell
 #                        on the console first, powering off when the shell ends. With
 #                        `janus.virtio` (or root=/dev/vd*) it first loads the modules and
-#                        reports JANUS-PCI=, JANUS-VIRTIO=, JANUS-BLOCK=; `janus.disk` mounts
+#                        reports JANUS-PCI=, JANUS-VIRTIO=, JANUS-BLOCK= (and writes
+#                        JANUS-HVC0-SAYS-HELLO to hvc0 when it exists); `janus.disk` mounts
 #                        /dev/vda and prints JANUS-DISK=<hello.txt>, `janus.write` then
 #                        writes written.txt and syncs (JANUS-WRITE-OK), `janus.rng` reads
 #                        /dev/hwrng (JANUS-RNG=<rng_current> JANUS-HWRNG=<bytes>),
@@ -257,13 +258,19 @@ root=
 case "$cmdline" in *" root=/dev/vd"*) root=${cmdline##* root=}; root=${root%% *} ;; esac
 if has janus.virtio || [ -n "$root" ]; then
     busybox mount -t devtmpfs devtmpfs /dev
+    # insmod does not read module parameters from the command line as modprobe does.
     for m in $(busybox cat /lib/modules/order); do
-        busybox insmod "/lib/modules/$m.ko" 2>/dev/null
+        args=
+        for w in $cmdline; do
+            case $w in "$m".*=*) args="$args ${w#"$m".}" ;; esac
+        done
+        busybox insmod "/lib/modules/$m.ko" $args 2>/dev/null
     done
     busybox sleep 1
     echo "JANUS-PCI=$(busybox ls /sys/bus/pci/devices | busybox wc -l)"
     echo "JANUS-VIRTIO=$(busybox cat /sys/bus/virtio/devices/*/device 2>/dev/null | busybox tr '\n' ' ')"
     echo "JANUS-BLOCK=$(busybox ls /sys/block | busybox grep vd | busybox tr '\n' ' ')"
+    [ -e /dev/hvc0 ] && echo "JANUS-HVC0-SAYS-HELLO" > /dev/hvc0
 fi
 if [ -n "$root" ]; then
     busybox mount -t ext4 "$root" /newroot && exec busybox switch_root /newroot /sbin/init
