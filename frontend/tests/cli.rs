@@ -1059,6 +1059,10 @@ fn bad_drives_are_one_line_each() {
     // readonly=on takes the read-only file: the demo runs to its end.
     let ok = format!("file={},readonly=on", ro.display());
     let out = janus(&["--accel", "interp", "--drive", &ok, demo]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
