@@ -19,6 +19,7 @@ pub mod machine;
 pub mod milestones;
 pub mod mptable;
 pub mod msg;
+pub mod net;
 pub mod pci;
 pub mod platform;
 pub mod signals;

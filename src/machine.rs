@@ -85,6 +85,8 @@ pub struct MachineConfig {
     pub gdb: Option<crate::gdb::GdbConfig>,
     /// The virtio devices (`--drive`, `--device`).
     pub virtio: crate::virtio::board::VirtioConfig,
+    /// virtio-net cards, one per `--netdev`/`--nic`.
+    pub netdevs: Vec<crate::net::NetdevSpec>,
 }
 
 impl Default for MachineConfig {
@@ -118,6 +120,7 @@ impl Default for MachineConfig {
             cpu: janus_accel::cpuid::CpuSpec::default(),
             gdb: None,
             virtio: Default::default(),
+            netdevs: Vec::new(),
         }
     }
 }
@@ -157,6 +160,9 @@ pub enum MachineError {
     /// The kernel could not be loaded.
     #[error("--kernel: {0}")]
     Kernel(#[from] crate::loader::KernelError),
+    /// A network card could not be set up.
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
     /// A vCPU thread could not be spawned.
     #[error("cannot start a vCPU thread: {0}")]
     Thread(std::io::Error),
@@ -439,6 +445,10 @@ impl Machine {
             },
         )?;
         virtio.attach(&memory, &pci_root, &mut mmio, &platform)?;
+        for (i, spec) in config.netdevs.iter().enumerate() {
+            crate::virtio::net::plug(&pci_root, &memory, spec, i)?;
+        }
+
         Ok(Machine {
             // The kernel and initrd are in guest memory now: do not keep a second copy (a
             // vmlinux is 65 MB) resident for the whole run.

@@ -193,6 +193,13 @@ struct RunArgs {
     /// forms virtio-rng-device, virtio-serial-device (direct kernel boots). Repeatable.
     #[arg(long, value_name = "NAME")]
     device: Vec<janus::virtio::board::DeviceSpec>,
+    /// A virtio-net card on a host network: user,id=ID[,hostfwd=tcp::HOSTPORT-:GUESTPORT]...
+    /// (no privileges; needs passt) or tap,id=ID,ifname=NAME (root); repeatable.
+    #[arg(long, value_name = "SPEC")]
+    netdev: Vec<String>,
+    /// QEMU's -nic shorthand: --netdev without id= (user[,...] or tap,ifname=NAME).
+    #[arg(long, value_name = "SPEC")]
+    nic: Vec<String>,
 }
 
 /// `--tb-size` default, MiB.
@@ -656,6 +663,11 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
             devices: args.device.clone(),
             console: None,
         },
+        netdevs: (args.netdev.iter().map(|a| (a, false)))
+            .chain(args.nic.iter().map(|a| (a, true)))
+            .enumerate()
+            .map(|(i, (a, nic))| janus::net::NetdevSpec::parse(a, i, nic))
+            .collect::<Result<_, _>>()?,
     };
     let mut machine = Machine::new(config)?;
     if let Some(b) = machine.boot_info()

@@ -20,6 +20,7 @@ pub mod blk;
 pub mod board;
 pub mod console;
 pub mod mmio;
+pub mod net;
 pub mod pci;
 pub mod queue;
 pub mod rng;
