@@ -1,7 +1,10 @@
-//! SSE and SSE2: every legacy-encoded SSE/SSE2 instruction on XMM registers runs on the host's
-//! SSE unit through `soft::native` with the guest's MXCSR (exceptions masked, then judged
-//! here); state instructions (FXSAVE, XSAVE, LDMXCSR...) are in fpstate.rs. MMX-register forms
-//! and SSE3 and later raise #UD: CPUID does not advertise them.
+//! The SSE family on XMM registers: every legacy-encoded SSE, SSE2, SSE3, SSSE3, SSE4.1,
+//! SSE4.2, AES-NI, PCLMULQDQ and SHA instruction runs on the host's own vector unit through
+//! `soft::native` with the guest's MXCSR (exceptions masked, then judged here), when the host
+//! has the extension (it is offered to guests only then: `crate::cpuid`); the hot integer and
+//! data-movement forms of string routines run in Rust (`fast`). State instructions (FXSAVE,
+//! XSAVE, LDMXCSR...) are in fpstate.rs; CRC32 (an SSE4.2 instruction on general-purpose
+//! registers) is in ext.rs. MMX-register forms raise #UD: CPUID does not advertise MMX.
 
 use iced_x86::{CpuidFeature, Instruction, Mnemonic, OpKind, Register};
 
@@ -10,6 +13,34 @@ use super::{Builder, gpr};
 use crate::soft::cpu::{Ctx, Fault, R, UD, vec};
 use crate::soft::host_fpu::{self, Run};
 use crate::state::{bits, rflags};
+
+/// Whether the host runs `f`, one of the vector extensions executed natively.
+pub(crate) fn host_has(f: CpuidFeature) -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    match f {
+        CpuidFeature::SSE | CpuidFeature::SSE2 => true,
+        CpuidFeature::SSE3 => has!("sse3"),
+        CpuidFeature::SSSE3 => has!("ssse3"),
+        CpuidFeature::SSE4_1 => has!("sse4.1"),
+        CpuidFeature::SSE4_2 => has!("sse4.2"),
+        CpuidFeature::AES => has!("aes"),
+        CpuidFeature::PCLMULQDQ => has!("pclmulqdq"),
+        CpuidFeature::SHA => has!("sha"),
+        _ => false,
+    }
+}
+
+/// Whether `i` is a legacy-encoded XMM instruction of an extension the host runs natively.
+fn native_sse(i: &Instruction) -> bool {
+    let f = i.cpuid_features();
+    let mmx =
+        (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_mm());
+    !f.is_empty()
+        && i.encoding() == iced_x86::EncodingKind::Legacy
+        && f.iter().all(|&x| host_has(x))
+        && !mmx
+        && i.mnemonic() != Mnemonic::Crc32
+}
 
 pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
     use Mnemonic::*;
@@ -26,18 +57,8 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
             b.wr(i, 0, sz, v);
         }
         Maskmovdqu => b.call(maskmovdqu),
-        _ => {
-            let f = i.cpuid_features();
-            let sse = f
-                .iter()
-                .all(|x| matches!(x, CpuidFeature::SSE | CpuidFeature::SSE2));
-            let mmx = (0..i.op_count())
-                .any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_mm());
-            if !sse || mmx || f.is_empty() {
-                return false;
-            }
-            b.call(sse_native);
-        }
+        _ if native_sse(i) => b.call(sse_native),
+        _ => return false,
     }
     true
 }
@@ -53,6 +74,40 @@ fn mem_operand(i: &Instruction, x87: bool) -> Option<(u32, usize, bool)> {
         n == 0
     };
     Some((n, size, store))
+}
+
+/// Whether a 16-byte memory operand of `m` may be unaligned (everything else legacy-encoded
+/// raises #GP on a misaligned one): the unaligned moves, LDDQU and the SSE4.2 string compares.
+fn unaligned_ok(m: Mnemonic) -> bool {
+    use Mnemonic::*;
+    matches!(
+        m,
+        Movups
+            | Movupd
+            | Movdqu
+            | Lddqu
+            | Pcmpestri
+            | Pcmpestri64
+            | Pcmpestrm
+            | Pcmpestrm64
+            | Pcmpistri
+            | Pcmpistrm
+    )
+}
+
+/// Whether `m` sets the arithmetic flags (PTEST and the string compares: all six).
+fn sets_flags(m: Mnemonic) -> bool {
+    use Mnemonic::*;
+    matches!(
+        m,
+        Ptest | Pcmpestri | Pcmpestri64 | Pcmpestrm | Pcmpestrm64 | Pcmpistri | Pcmpistrm
+    )
+}
+
+/// Whether `m` writes its index to ECX (the string compares' "index" forms).
+fn writes_ecx(m: Mnemonic) -> bool {
+    use Mnemonic::*;
+    matches!(m, Pcmpestri | Pcmpestri64 | Pcmpistri)
 }
 
 /// The same-size RAX (slot 0) or RCX (slot 1).
@@ -77,6 +132,8 @@ pub(super) struct Native {
     pub flags: u64,
     /// RAX after it (the first general-purpose operand).
     pub rax: u64,
+    /// RCX after it (PCMPESTRI and PCMPISTRI's index).
+    pub rcx: u64,
     /// The memory operand: (segment, offset, bytes, store?).
     pub mem: Option<(u8, u64, [u8; 64], usize, bool)>,
 }
@@ -90,12 +147,7 @@ pub(super) fn run_native(c: &mut Ctx, i: &Instruction, x87: bool) -> R<Native> {
         if size > 64 {
             return Err(Fault::Unsupported("x87/SSE memory operand over 64 bytes"));
         }
-        let (s, off) = if !x87
-            && size == 16
-            && !matches!(
-                i.mnemonic(),
-                Mnemonic::Movups | Mnemonic::Movupd | Mnemonic::Movdqu
-            ) {
+        let (s, off) = if !x87 && size == 16 && !unaligned_ok(i.mnemonic()) {
             fpstate::aligned(c, i, 16)?
         } else {
             c.ea(i)
@@ -112,7 +164,9 @@ pub(super) fn run_native(c: &mut Ctx, i: &Instruction, x87: bool) -> R<Native> {
         r.set_memory_displ_size(0);
         r.set_segment_prefix(Register::None);
     }
-    let mut gprs = [0u64; 3];
+    // RAX, RCX and RDX as they are: the string compares' implicit lengths (explicit
+    // general-purpose operands take slots 0 and 1 below).
+    let mut gprs = [c.c.get(0, 8), c.c.get(1, 8), 0, c.c.get(2, 8)];
     let mut slot = 0;
     for n in 0..i.op_count() {
         if i.op_kind(n) != OpKind::Register {
@@ -143,6 +197,7 @@ pub(super) fn run_native(c: &mut Ctx, i: &Instruction, x87: bool) -> R<Native> {
         area,
         flags,
         rax: gprs[0],
+        rcx: gprs[1],
         mem: mem.map(|(s, off, size, store)| (s, off, buf, size, store)),
     })
 }
@@ -208,11 +263,19 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
             c.c.set(x, sz, n.rax);
         }
     }
+    let m = i.mnemonic();
     if matches!(
-        i.mnemonic(),
+        m,
         Mnemonic::Comiss | Mnemonic::Ucomiss | Mnemonic::Comisd | Mnemonic::Ucomisd
     ) {
         set_compare_flags(c, n.flags);
+    } else if sets_flags(m) {
+        let arith = rflags::CF | rflags::PF | rflags::AF | rflags::ZF | rflags::SF | rflags::OF;
+        let f = c.c.rflags() & !arith;
+        c.c.set_rflags(f | (n.flags & arith));
+    }
+    if writes_ecx(m) {
+        c.c.set(1, 4, n.rcx);
     }
     Ok(())
 }
@@ -251,7 +314,7 @@ fn lanes(a: u128, b: u128, w: u32, f: impl Fn(u64, u64) -> u64) -> u128 {
     })
 }
 
-/// The hot SSE2 integer and data-movement forms of string and memory routines, in Rust (no
+/// The hot integer and data-movement forms of string and memory routines, in Rust (no
 /// MXCSR or flags involved); `None` for everything else, which runs natively.
 fn fast(c: &mut Ctx, i: &Instruction) -> Option<R<()>> {
     use Mnemonic::*;
@@ -295,7 +358,13 @@ fn fast(c: &mut Ctx, i: &Instruction) -> Option<R<()>> {
         Pcmpeqb => |a, b| lanes(a, b, 1, |x, y| if x == y { u64::MAX } else { 0 }),
         Pcmpeqw => |a, b| lanes(a, b, 2, |x, y| if x == y { u64::MAX } else { 0 }),
         Pcmpeqd => |a, b| lanes(a, b, 4, |x, y| if x == y { u64::MAX } else { 0 }),
+        Pcmpeqq => |a, b| lanes(a, b, 8, |x, y| if x == y { u64::MAX } else { 0 }),
+        Pshufb => pshufb,
         Pminub => |a, b| lanes(a, b, 1, u64::min),
+        Pminuw => |a, b| lanes(a, b, 2, u64::min),
+        Pminud => |a, b| lanes(a, b, 4, u64::min),
+        Pmaxuw => |a, b| lanes(a, b, 2, u64::max),
+        Pmaxud => |a, b| lanes(a, b, 4, u64::max),
         Pmaxub => |a, b| lanes(a, b, 1, u64::max),
         Paddb => |a, b| lanes(a, b, 1, u64::wrapping_add),
         Paddw => |a, b| lanes(a, b, 2, u64::wrapping_add),
@@ -313,14 +382,28 @@ fn fast(c: &mut Ctx, i: &Instruction) -> Option<R<()>> {
     }))
 }
 
+/// PSHUFB: each byte of the result is the byte of `a` that the low four bits of `b`'s byte
+/// select, or zero where that byte's bit 7 is set.
+fn pshufb(a: u128, b: u128) -> u128 {
+    let (a, b) = (a.to_le_bytes(), b.to_le_bytes());
+    let r: [u8; 16] = std::array::from_fn(|k| {
+        if b[k] & 0x80 != 0 {
+            0
+        } else {
+            a[usize::from(b[k] & 15)]
+        }
+    });
+    u128::from_le_bytes(r)
+}
+
 /// Whether an arithmetic or narrowing instruction left a denormal in a lane it computed.
 fn tiny_result(i: &Instruction, area: &host_fpu::FxArea) -> bool {
     use Mnemonic::*;
     let (wide, lanes) = match i.mnemonic() {
-        Addps | Subps | Mulps | Divps => (false, 4),
+        Addps | Subps | Mulps | Divps | Addsubps | Haddps | Hsubps | Dpps => (false, 4),
         Addss | Subss | Mulss | Divss | Cvtsd2ss => (false, 1),
         Cvtpd2ps => (false, 2),
-        Addpd | Subpd | Mulpd | Divpd => (true, 2),
+        Addpd | Subpd | Mulpd | Divpd | Addsubpd | Haddpd | Hsubpd | Dppd => (true, 2),
         Addsd | Subsd | Mulsd | Divsd => (true, 1),
         _ => return false,
     };

@@ -37,10 +37,12 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
 
 /// Whether `i` is an x87 instruction (by the CPUID feature iced-x86 gives it).
 fn is_x87(i: &Instruction) -> bool {
-    i.cpuid_features().iter().any(|x| {
-        use iced_x86::CpuidFeature::*;
-        matches!(x, FPU | FPU287 | FPU287XL_ONLY | FPU387 | FPU387SL_ONLY)
-    })
+    // (FISTTP is SSE3's, by CPUID, and the x87's, by what it runs on.)
+    i.mnemonic() == Mnemonic::Fisttp
+        || i.cpuid_features().iter().any(|x| {
+            use iced_x86::CpuidFeature::*;
+            matches!(x, FPU | FPU287 | FPU287XL_ONLY | FPU387 | FPU387SL_ONLY)
+        })
 }
 
 /// EMMS, the one MMX instruction this CPU runs (CPUID offers no MMX, but AMD kernels run
