@@ -50,13 +50,14 @@ const EXT_MNEMONICS: &[Mnemonic] = &[
     Mnemonic::Adox,
 ];
 
-/// The XMM instructions of SSE3, SSSE3, SSE4.1, SSE4.2, AES-NI, PCLMULQDQ and SHA (user64
-/// only, as the SSE2 ones; the software CPU offers them where the host has them, and the
-/// reference here is that host).
+/// The XMM and MMX instructions of SSE3, SSSE3, SSE4.1, SSE4.2, AES-NI, PCLMULQDQ, SHA, and the
+/// MMX-register forms of MMX, SSE and SSE2 (the MMX forms of the integer mnemonics of
+/// FP_MNEMONICS and SSSE3 come with them; MASKMOVQ, an implicit rDI store, is left out): user64
+/// only, as the SSE2 ones. The software CPU offers them where the host has them, and the
+/// reference here is that host.
 const SIMD_EXT_MNEMONICS: &[Mnemonic] = {
     use Mnemonic::*;
     &[
-        // SSE3
         Addsubps,
         Addsubpd,
         Haddps,
@@ -67,7 +68,6 @@ const SIMD_EXT_MNEMONICS: &[Mnemonic] = {
         Movsldup,
         Movddup,
         Lddqu,
-        // SSSE3
         Pshufb,
         Phaddw,
         Phaddd,
@@ -83,7 +83,7 @@ const SIMD_EXT_MNEMONICS: &[Mnemonic] = {
         Pabsb,
         Pabsw,
         Pabsd,
-        Palignr, // SSE4.1
+        Palignr,
         Blendps,
         Blendpd,
         Blendvps,
@@ -132,7 +132,6 @@ const SIMD_EXT_MNEMONICS: &[Mnemonic] = {
         Roundpd,
         Roundss,
         Roundsd,
-        // SSE4.2
         Pcmpestri,
         Pcmpestri64,
         Pcmpestrm,
@@ -140,7 +139,6 @@ const SIMD_EXT_MNEMONICS: &[Mnemonic] = {
         Pcmpistri,
         Pcmpistrm,
         Pcmpgtq,
-        // AES-NI, PCLMULQDQ, SHA
         Aesenc,
         Aesenclast,
         Aesdec,
@@ -155,14 +153,24 @@ const SIMD_EXT_MNEMONICS: &[Mnemonic] = {
         Sha256rnds2,
         Sha256msg1,
         Sha256msg2,
+        Emms,
+        Pshufw,
+        Movq2dq,
+        Movdq2q,
+        Cvtpi2ps,
+        Cvtps2pi,
+        Cvttps2pi,
+        Cvtpi2pd,
+        Cvtpd2pi,
+        Cvttpd2pi,
+        Movntq,
     ]
 };
 
 /// SSE, SSE2 and x87 instructions: drawn in user64 only, where the CPU runs them (KVM's
 /// instruction emulator implements few of them). Left out: the state loads that could unmask
 /// exceptions or fault on random memory (LDMXCSR, FLDCW, FLDENV, FRSTOR, FXRSTOR, XRSTOR), the
-/// 512-byte and larger saves, MASKMOVDQU (an implicit rDI store), and every MMX-register form
-/// (the operand kinds exclude them; CPUID does not advertise MMX).
+/// 512-byte and larger saves, MASKMOVDQU (an implicit rDI store).
 const FP_MNEMONICS: &[Mnemonic] = {
     use Mnemonic::*;
     &[
@@ -199,6 +207,11 @@ const XMM: [Register; 16] = {
     ]
 };
 
+const MM: [Register; 8] = {
+    use Register::*;
+    [MM0, MM1, MM2, MM3, MM4, MM5, MM6, MM7]
+};
+
 const ST: [Register; 8] = {
     use Register::*;
     [ST0, ST1, ST2, ST3, ST4, ST5, ST6, ST7]
@@ -220,7 +233,8 @@ fn user64_form(code: Code) -> bool {
         && code.cpuid_features().iter().all(|f| {
             matches!(
                 f,
-                F::SSE
+                F::MMX
+                    | F::SSE
                     | F::SSE2
                     | F::SSE3
                     | F::SSSE3
@@ -416,6 +430,9 @@ fn supported(k: K) -> bool {
             | K::xmm_reg
             | K::xmm_rm
             | K::xmm_or_mem
+            | K::mm_reg
+            | K::mm_rm
+            | K::mm_or_mem
             | K::st0
             | K::sti_opcode
     )
@@ -554,6 +571,8 @@ impl Generator {
                 K::r64_vvvv => Op::R(self.gpr(8)),
                 K::xmm_or_mem if !reg_or_mem => Op::M(self.mem()),
                 K::xmm_reg | K::xmm_rm | K::xmm_or_mem => Op::R(self.xmm()),
+                K::mm_or_mem if !reg_or_mem => Op::M(self.mem()),
+                K::mm_reg | K::mm_rm | K::mm_or_mem => Op::R(MM[self.rng.usize(..8)]),
                 K::st0 => Op::R(Register::ST0),
                 K::sti_opcode => Op::R(ST[self.rng.usize(..8)]),
                 K::al => Op::R(Register::AL),

@@ -49,6 +49,75 @@ fn xmm(s: &CpuState, n: usize) -> u128 {
 }
 
 #[test]
+fn mmx_forms_alias_the_x87_registers() {
+    let d = bytes(&[0x80ff_7f01_1020_3040_0102_0304_0506_0708, 0]);
+    let (m, s) = run(64, &d, |a| {
+        a.fld1().unwrap();
+        a.movq(mm0, qword_ptr(rbx)).unwrap();
+        a.movq(mm1, qword_ptr(rbx + 8)).unwrap();
+        a.paddb(mm0, mm1).unwrap();
+        a.pmovmskb(eax, mm0).unwrap();
+        a.movd(ecx, mm0).unwrap();
+        a.movq2dq(xmm3, mm0).unwrap();
+        a.cvtpi2ps(xmm4, mm1).unwrap();
+        a.movq(mm2, mm1).unwrap();
+        a.pshufb(mm2, mm0).unwrap();
+        a.lea(rdi, qword_ptr(rbx + 16)).unwrap();
+        a.maskmovq(mm0, mm1).unwrap();
+    });
+    let sum = 0x8101_8205_1526_3748u64;
+    assert_eq!(s.fpu.top(), 0, "MMX sets TOP to 0");
+    assert_eq!(s.fpu.ftw, 0xff, "and every tag valid");
+    assert_eq!(
+        s.fpu.st[0],
+        u128::from(sum) | 0xffff << 64,
+        "MM0, exponent all ones"
+    );
+    assert_eq!(
+        s.fpu.st[7], 0x3fff_8000_0000_0000_0000,
+        "FLD1's 1.0 in physical 7"
+    );
+    assert_eq!(s.gpr[0], 0xa0, "PMOVMSKB");
+    assert_eq!(s.gpr[1], 0x1526_3748, "MOVD");
+    assert_eq!(xmm(&s, 3), u128::from(sum), "MOVQ2DQ");
+    assert_eq!(
+        xmm(&s, 4) as u32,
+        (0x1020_3040 as f32).to_bits(),
+        "CVTPI2PS"
+    );
+    // PSHUFB mm: index bits 2:0; bit 7 zeroes.
+    let src = 0x80ff_7f01_1020_3040u64.to_le_bytes();
+    let sel = sum.to_le_bytes();
+    let want: [u8; 8] = std::array::from_fn(|k| {
+        if sel[k] & 0x80 != 0 {
+            0
+        } else {
+            src[usize::from(sel[k] & 7)]
+        }
+    });
+    assert_eq!(s.fpu.st[2] as u64, u64::from_le_bytes(want));
+    // MASKMOVQ: bytes 6 and 7 (mask bytes 0xff and 0x80) of MM0.
+    assert_eq!(m.rd(DATA + 16, 8), 0x8101_0000_0000_0000);
+}
+
+#[test]
+fn maskmovdqu_stores_the_selected_bytes() {
+    let d = bytes(&[
+        0x1111_2222_3333_4444_5555_6666_7777_8888,
+        0x8000_0000_0000_0000_0000_0000_0000_80ff,
+        0,
+    ]);
+    let (m, _) = run(32, &d, |a| {
+        a.movdqa(xmm1, xmmword_ptr(ebx)).unwrap();
+        a.movdqa(xmm2, xmmword_ptr(ebx + 16)).unwrap();
+        a.lea(edi, dword_ptr(ebx + 32)).unwrap();
+        a.maskmovdqu(xmm1, xmm2).unwrap();
+    });
+    assert_eq!(m.rd(DATA + 32, 8), 0x8888);
+    assert_eq!(m.rd(DATA + 40, 8), 0x1100_0000_0000_0000);
+}
+
+#[test]
 fn sse3_horizontal_and_duplicating_forms_in_every_mode() {
     let d = bytes(&[
         f32s([1.0, 2.0, 3.0, 4.0]),

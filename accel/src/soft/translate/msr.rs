@@ -30,6 +30,7 @@ pub const OFFER: crate::cpuid::Offer = crate::cpuid::Offer {
         "pat",
         "pse36",
         "clflush",
+        "mmx",
         "fxsr",
         "sse",
         "sse2",

@@ -4,7 +4,9 @@
 //! has the extension (it is offered to guests only then: `crate::cpuid`); the hot integer and
 //! data-movement forms of string routines run in Rust (`fast`). State instructions (FXSAVE,
 //! XSAVE, LDMXCSR...) are in fpstate.rs; CRC32 (an SSE4.2 instruction on general-purpose
-//! registers) is in ext.rs. MMX-register forms raise #UD: CPUID does not advertise MMX.
+//! registers) is in ext.rs. MMX-register forms (MMX itself, and the SSE, SSE2 and SSSE3 forms
+//! on MMX registers) run natively the same way and then commit the x87 state they alias:
+//! TOP 0, every tag valid, the registers written.
 
 use iced_x86::{CpuidFeature, Instruction, Mnemonic, OpKind, Register};
 
@@ -18,7 +20,7 @@ use crate::state::{bits, rflags};
 pub(crate) fn host_has(f: CpuidFeature) -> bool {
     use std::arch::is_x86_feature_detected as has;
     match f {
-        CpuidFeature::SSE | CpuidFeature::SSE2 => true,
+        CpuidFeature::MMX | CpuidFeature::SSE | CpuidFeature::SSE2 => true,
         CpuidFeature::SSE3 => has!("sse3"),
         CpuidFeature::SSSE3 => has!("ssse3"),
         CpuidFeature::SSE4_1 => has!("sse4.1"),
@@ -30,16 +32,45 @@ pub(crate) fn host_has(f: CpuidFeature) -> bool {
     }
 }
 
-/// Whether `i` is a legacy-encoded XMM instruction of an extension the host runs natively.
+/// Whether `i` is a legacy-encoded XMM or MMX instruction of an extension the host runs
+/// natively.
 fn native_sse(i: &Instruction) -> bool {
     let f = i.cpuid_features();
-    let mmx =
-        (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_mm());
     !f.is_empty()
         && i.encoding() == iced_x86::EncodingKind::Legacy
         && f.iter().all(|&x| host_has(x))
-        && !mmx
         && i.mnemonic() != Mnemonic::Crc32
+}
+
+/// Whether `i` has an MMX-register operand.
+fn is_mmx(i: &Instruction) -> bool {
+    (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_mm())
+}
+
+/// The checks of an MMX-register form: #UD with CR0.EM, #NM with CR0.TS, #MF for a pending
+/// x87 exception; the forms that SSE and later added (CVTPI2PS, PSHUFW, PSHUFB mm...) also
+/// need CR4.OSFXSR.
+fn check_mmx(c: &Ctx, i: &Instruction) -> R<()> {
+    if c.c.s.cr0 & bits::CR0_EM != 0 {
+        return Err(UD);
+    }
+    fpstate::check_x87(c)?;
+    fpstate::check_pending(c)?;
+    if i.cpuid_features().iter().any(|&f| f != CpuidFeature::MMX) {
+        check_sse(c)?;
+    }
+    Ok(())
+}
+
+/// The x87 side of an MMX instruction: TOP 0 and every register valid, and the registers as
+/// the native run left them (the x87 control, pointers and exception flags are untouched).
+fn commit_mmx(c: &mut Ctx, area: &host_fpu::FxArea) {
+    let old = c.c.s.fpu;
+    let mut f = old;
+    fpstate::get_x87(&area.0, &mut f, true);
+    c.c.s.fpu.fsw = old.fsw & !0x3800;
+    c.c.s.fpu.ftw = 0xff;
+    c.c.s.fpu.st = f.st;
 }
 
 pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
@@ -57,6 +88,7 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
             b.wr(i, 0, sz, v);
         }
         Maskmovdqu => b.call(maskmovdqu),
+        Maskmovq => b.call(maskmovq),
         _ if native_sse(i) => b.call(sse_native),
         _ => return false,
     }
@@ -218,9 +250,14 @@ pub(super) fn set_compare_flags(c: &mut Ctx, host: u64) {
 }
 
 fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
-    check_sse(c)?;
-    if let Some(r) = fast(c, i) {
-        return r;
+    let mmx = is_mmx(i);
+    if mmx {
+        check_mmx(c, i)?;
+    } else {
+        check_sse(c)?;
+        if let Some(r) = fast(c, i) {
+            return r;
+        }
     }
     let n = run_native(c, i, false)?;
     let old = c.c.s.fpu.mxcsr;
@@ -246,6 +283,11 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
             raised
         };
         c.c.s.fpu.mxcsr = old | set;
+        if mmx {
+            // The switch to MMX state happens even so (measured: CVTPD2PI with an unmasked
+            // invalid operation on an AMD EPYC host); the destination is not written.
+            mmx_transition(&mut c.c.s.fpu);
+        }
         return Err(if c.c.s.cr4 & bits::CR4_OSXMMEXCPT != 0 {
             Fault::Exc {
                 vector: vec::XM,
@@ -256,6 +298,9 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
         });
     }
     store_result(c, i, &n)?;
+    if mmx {
+        commit_mmx(c, &n.area);
+    }
     fpstate::get_xmm(&n.area.0, &mut c.c.s.fpu);
     c.c.s.fpu.mxcsr = old | raised;
     if i.op0_kind() == OpKind::Register {
@@ -426,9 +471,9 @@ fn tiny_result(i: &Instruction, area: &host_fpu::FxArea) -> bool {
 /// MASKMOVDQU: the bytes of the first operand whose mask byte has bit 7 set go to DS:rDI.
 fn maskmovdqu(c: &mut Ctx, i: &Instruction) -> R<()> {
     check_sse(c)?;
-    let reg = |r: Register| (r as u32 - Register::XMM0 as u32) as usize;
-    let data = c.c.s.fpu.xmm[reg(i.op0_register())].to_le_bytes();
-    let mask = c.c.s.fpu.xmm[reg(i.op1_register())].to_le_bytes();
+    let (d, m) = data_and_mask(i);
+    let data = c.c.s.fpu.xmm[xmm_index(d) & 15].to_le_bytes();
+    let mask = c.c.s.fpu.xmm[xmm_index(m) & 15].to_le_bytes();
     let asz = super::addr_size(i);
     let base = c.c.get(7, asz);
     let seg = super::sreg(i.memory_segment());
@@ -439,4 +484,50 @@ fn maskmovdqu(c: &mut Ctx, i: &Instruction) -> R<()> {
         }
     }
     Ok(())
+}
+
+/// The data and mask registers of MASKMOVDQU and MASKMOVQ (iced-x86 gives the implicit
+/// DS:rDI destination as operand 0).
+fn data_and_mask(i: &Instruction) -> (Register, Register) {
+    let mut r = (0..i.op_count())
+        .filter(|&n| i.op_kind(n) == OpKind::Register)
+        .map(|n| i.op_register(n));
+    let d = r.next().unwrap_or(Register::None);
+    (d, r.next().unwrap_or(d))
+}
+
+/// MASKMOVQ: MASKMOVDQU on MMX registers (the bytes of the first whose mask byte in the second
+/// has bit 7 set go to DS:rDI), then the MMX state (TOP 0, every tag valid).
+fn maskmovq(c: &mut Ctx, i: &Instruction) -> R<()> {
+    check_mmx(c, i)?;
+    let f = &c.c.s.fpu;
+    let top = usize::from(f.top());
+    // MMn is physical register n, ST((n - TOP) mod 8) in stack order.
+    let mm = |r: Register| {
+        let n = (r as usize).wrapping_sub(Register::MM0 as usize);
+        f.st[(n + 8 - top) & 7] as u64
+    };
+    let (d, m) = data_and_mask(i);
+    let data = mm(d).to_le_bytes();
+    let mask = mm(m).to_le_bytes();
+    let asz = super::addr_size(i);
+    let base = c.c.get(7, asz);
+    let seg = super::sreg(i.memory_segment());
+    let m = crate::soft::flags::mask(asz);
+    for k in 0..8 {
+        if mask[k] & 0x80 != 0 {
+            c.write(seg, base.wrapping_add(k as u64) & m, 1, u64::from(data[k]))?;
+        }
+    }
+    mmx_transition(&mut c.c.s.fpu);
+    Ok(())
+}
+
+/// The x87 state after an MMX instruction that writes no MMX register: TOP 0 (the physical
+/// registers keep their values), every tag valid.
+fn mmx_transition(f: &mut crate::state::FpuState) {
+    let top = usize::from(f.top());
+    f.st.rotate_right(top);
+    f.fsw &= !0x3800;
+    f.ftw = 0xff;
 }

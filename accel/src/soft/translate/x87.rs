@@ -45,16 +45,21 @@ fn is_x87(i: &Instruction) -> bool {
         })
 }
 
-/// EMMS, the one MMX instruction this CPU runs (CPUID offers no MMX, but AMD kernels run
-/// `fnclex; emms; fild` before every FXRSTOR, the FXSAVE-leak workaround): every x87
-/// register empty.
+/// EMMS (AMD kernels run `fnclex; emms; fild` before every FXRSTOR, the FXSAVE-leak
+/// workaround; the other MMX instructions are in sse.rs): every x87 register empty, TOP 0.
 fn emms(c: &mut Ctx, _: &Instruction) -> R<()> {
     if c.c.s.cr0 & bits::CR0_EM != 0 {
         return Err(crate::soft::cpu::UD);
     }
     super::fpstate::check_x87(c)?;
     check_pending(c)?;
-    c.c.s.fpu.ftw = 0;
+    // Like every MMX instruction, TOP becomes 0 (measured on an AMD EPYC host; Bochs does the
+    // same); the physical registers keep their values.
+    let f = &mut c.c.s.fpu;
+    let top = usize::from(f.top());
+    f.st.rotate_right(top);
+    f.fsw &= !0x3800;
+    f.ftw = 0;
     Ok(())
 }
 
