@@ -37,7 +37,10 @@ fn run(f: impl FnOnce(&mut CodeAssembler)) -> (Machine, CpuState) {
 }
 
 /// Runs `f` with an IDT whose every vector halts with the vector number in R15.
-fn fault_vector(setup: impl FnOnce(&mut CpuState), f: impl FnOnce(&mut CodeAssembler)) -> u64 {
+pub(super) fn fault_vector(
+    setup: impl FnOnce(&mut CpuState),
+    f: impl FnOnce(&mut CodeAssembler),
+) -> u64 {
     let mut m = Machine::new();
     let code = asm(64, CODE, |a| {
         a.mov(r15, 0xffu64).unwrap();

@@ -813,3 +813,72 @@ fn cpuid_offers_the_extensions_the_host_runs() {
     assert_eq!(b7 & 1 << 5, 0);
     assert_eq!(c7 & 1 << 22, 1 << 22, "RDPID");
 }
+
+#[test]
+fn gating_and_alignment_faults() {
+    use super::fpu::fault_vector;
+    let none = |_: &mut CpuState| {};
+    let no_osfxsr = |s: &mut CpuState| s.cr4 &= !bits::CR4_OSFXSR;
+    let em = |s: &mut CpuState| s.cr0 |= bits::CR0_EM;
+    let ts = |s: &mut CpuState| s.cr0 |= bits::CR0_TS;
+    let at = |off: i32| {
+        move |a: &mut CodeAssembler| {
+            a.mov(rbx, DATA).unwrap();
+            a.ptest(xmm1, xmmword_ptr(rbx + off)).unwrap();
+        }
+    };
+    assert_eq!(fault_vector(none, at(0)), 0xff, "aligned PTEST");
+    assert_eq!(fault_vector(none, at(8)), 13, "misaligned PTEST: #GP");
+    let pcmp = |a: &mut CodeAssembler| {
+        a.mov(rbx, DATA + 8).unwrap();
+        a.pcmpistri(xmm1, xmmword_ptr(rbx), 0).unwrap();
+    };
+    assert_eq!(
+        fault_vector(none, pcmp),
+        0xff,
+        "string compares need no alignment"
+    );
+    let pshufb = |a: &mut CodeAssembler| a.pshufb(xmm1, xmm2).unwrap();
+    assert_eq!(
+        fault_vector(no_osfxsr, pshufb),
+        6,
+        "SSSE3 without CR4.OSFXSR: #UD"
+    );
+    assert_eq!(fault_vector(ts, pshufb), 7, "CR0.TS: #NM");
+    let paddb = |a: &mut CodeAssembler| a.paddb(mm1, mm2).unwrap();
+    assert_eq!(
+        fault_vector(no_osfxsr, paddb),
+        0xff,
+        "MMX needs no CR4.OSFXSR"
+    );
+    assert_eq!(fault_vector(em, paddb), 6, "MMX with CR0.EM: #UD");
+    assert_eq!(fault_vector(ts, paddb), 7, "MMX with CR0.TS: #NM");
+    let crc = |a: &mut CodeAssembler| a.crc32(eax, ecx).unwrap();
+    assert_eq!(
+        fault_vector(em, crc),
+        0xff,
+        "CRC32 is not an SSE-state instruction"
+    );
+    // AESENC with an unmasked exception cannot fault; ROUNDSS can (precision, unmasked).
+    let round = |a: &mut CodeAssembler| {
+        a.mov(eax, 0x3f80_0001).unwrap();
+        a.movd(xmm1, eax).unwrap();
+        a.roundss(xmm1, xmm1, 0).unwrap();
+    };
+    let pm = |s: &mut CpuState| s.fpu.mxcsr = 0x1f80 & !(1 << 12);
+    assert_eq!(
+        fault_vector(pm, round),
+        19,
+        "ROUNDSS inexact, PM clear: #XM"
+    );
+    let round8 = |a: &mut CodeAssembler| {
+        a.mov(eax, 0x3f80_0001).unwrap();
+        a.movd(xmm1, eax).unwrap();
+        a.roundss(xmm1, xmm1, 8).unwrap();
+    };
+    assert_eq!(
+        fault_vector(pm, round8),
+        0xff,
+        "imm8 bit 3 suppresses precision"
+    );
+}
