@@ -350,6 +350,13 @@ fn endless_loop_stops_at_the_timeout_on_every_backend() {
 // few SSE moves, no x87 and no SSE arithmetic): there each such instruction stops KVM with an
 // internal error and runs in janus's software fallback, so the ROM passes on KVM either way.
 rom_test!(fpu, "fpu: sqrt(2) * 1e9 = 1414213562", "fpu: PASS");
+// SSE3 to SSE4.2, BMI2, ADX, AES-NI, PCLMULQDQ, SHA with known answers at CPL3: on kvm_pvm the
+// CPU itself runs the checks, the hardware's answer to the same ROM.
+rom_test!(
+    isa,
+    "isa: AES-128 and SHA-256 known answers ok",
+    "isa: PASS"
+);
 
 /// Kernel-mode int3, ud2, lock cmpxchg16b and xsave/xrstor: on kvm_pvm KVM stops on some of them
 /// with KVM_EXIT_INTERNAL_ERROR and janus runs them in its software CPU; elsewhere they run

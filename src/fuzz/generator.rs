@@ -31,21 +31,146 @@ const MNEMONICS: &[Mnemonic] = {
     ]
 };
 
-/// VEX-encoded general-purpose instructions (BMI1): drawn in user64 only, where the CPU runs
-/// them (KVM's instruction emulator does not decode VEX).
-const VEX_MNEMONICS: &[Mnemonic] = &[
-    Mnemonic::Andn,
-    Mnemonic::Bextr,
-    Mnemonic::Blsi,
-    Mnemonic::Blsmsk,
-    Mnemonic::Blsr,
+/// VEX-encoded general-purpose instructions (BMI1, BMI2): drawn in user64 only, where the CPU
+/// runs them (KVM's instruction emulator does not decode VEX).
+const VEX_MNEMONICS: &[Mnemonic] = {
+    use Mnemonic::*;
+    &[
+        Andn, Bextr, Blsi, Blsmsk, Blsr, Bzhi, Mulx, Pdep, Pext, Rorx, Sarx, Shlx, Shrx,
+    ]
+};
+
+/// General-purpose instructions of the later extensions (MOVBE, SSE4.2's CRC32, ADX): drawn in
+/// user64 only (KVM's instruction emulator runs none but MOVBE). Left out: RDRAND and RDSEED
+/// (random by design) and RDPID (IA32_TSC_AUX is the host's under kvm_pvm).
+const EXT_MNEMONICS: &[Mnemonic] = &[
+    Mnemonic::Movbe,
+    Mnemonic::Crc32,
+    Mnemonic::Adcx,
+    Mnemonic::Adox,
 ];
+
+/// The XMM and MMX instructions of SSE3, SSSE3, SSE4.1, SSE4.2, AES-NI, PCLMULQDQ, SHA, and the
+/// MMX-register forms of MMX, SSE and SSE2 (the MMX forms of the integer mnemonics of
+/// FP_MNEMONICS and SSSE3 come with them; MASKMOVQ, an implicit rDI store, is left out): user64
+/// only, as the SSE2 ones. The software CPU offers them where the host has them, and the
+/// reference here is that host.
+const SIMD_EXT_MNEMONICS: &[Mnemonic] = {
+    use Mnemonic::*;
+    &[
+        Addsubps,
+        Addsubpd,
+        Haddps,
+        Haddpd,
+        Hsubps,
+        Hsubpd,
+        Movshdup,
+        Movsldup,
+        Movddup,
+        Lddqu,
+        Pshufb,
+        Phaddw,
+        Phaddd,
+        Phaddsw,
+        Phsubw,
+        Phsubd,
+        Phsubsw,
+        Pmaddubsw,
+        Pmulhrsw,
+        Psignb,
+        Psignw,
+        Psignd,
+        Pabsb,
+        Pabsw,
+        Pabsd,
+        Palignr,
+        Blendps,
+        Blendpd,
+        Blendvps,
+        Blendvpd,
+        Pblendvb,
+        Pblendw,
+        Dpps,
+        Dppd,
+        Extractps,
+        Insertps,
+        Movntdqa,
+        Mpsadbw,
+        Packusdw,
+        Pcmpeqq,
+        Pextrb,
+        Pextrd,
+        Pextrq,
+        Pinsrb,
+        Pinsrd,
+        Pinsrq,
+        Phminposuw,
+        Pmaxsb,
+        Pmaxsd,
+        Pmaxud,
+        Pmaxuw,
+        Pminsb,
+        Pminsd,
+        Pminud,
+        Pminuw,
+        Pmovsxbw,
+        Pmovsxbd,
+        Pmovsxbq,
+        Pmovsxwd,
+        Pmovsxwq,
+        Pmovsxdq,
+        Pmovzxbw,
+        Pmovzxbd,
+        Pmovzxbq,
+        Pmovzxwd,
+        Pmovzxwq,
+        Pmovzxdq,
+        Pmuldq,
+        Pmulld,
+        Ptest,
+        Roundps,
+        Roundpd,
+        Roundss,
+        Roundsd,
+        Pcmpestri,
+        Pcmpestri64,
+        Pcmpestrm,
+        Pcmpestrm64,
+        Pcmpistri,
+        Pcmpistrm,
+        Pcmpgtq,
+        Aesenc,
+        Aesenclast,
+        Aesdec,
+        Aesdeclast,
+        Aesimc,
+        Aeskeygenassist,
+        Pclmulqdq,
+        Sha1rnds4,
+        Sha1nexte,
+        Sha1msg1,
+        Sha1msg2,
+        Sha256rnds2,
+        Sha256msg1,
+        Sha256msg2,
+        Emms,
+        Pshufw,
+        Movq2dq,
+        Movdq2q,
+        Cvtpi2ps,
+        Cvtps2pi,
+        Cvttps2pi,
+        Cvtpi2pd,
+        Cvtpd2pi,
+        Cvttpd2pi,
+        Movntq,
+    ]
+};
 
 /// SSE, SSE2 and x87 instructions: drawn in user64 only, where the CPU runs them (KVM's
 /// instruction emulator implements few of them). Left out: the state loads that could unmask
 /// exceptions or fault on random memory (LDMXCSR, FLDCW, FLDENV, FRSTOR, FXRSTOR, XRSTOR), the
-/// 512-byte and larger saves, MASKMOVDQU (an implicit rDI store), and every MMX-register form
-/// (the operand kinds exclude them; CPUID does not advertise MMX).
+/// 512-byte and larger saves, MASKMOVDQU (an implicit rDI store).
 const FP_MNEMONICS: &[Mnemonic] = {
     use Mnemonic::*;
     &[
@@ -82,19 +207,51 @@ const XMM: [Register; 16] = {
     ]
 };
 
+const MM: [Register; 8] = {
+    use Register::*;
+    [MM0, MM1, MM2, MM3, MM4, MM5, MM6, MM7]
+};
+
 const ST: [Register; 8] = {
     use Register::*;
     [ST0, ST1, ST2, ST3, ST4, ST5, ST6, ST7]
 };
 
-/// An SSE/SSE2/x87 form of the software CPU's ISA (not, say, SSE4.1's PEXTRW r/m16).
-fn fp_form(code: Code) -> bool {
+/// An x87, SSE-family or later general-purpose form of the software CPU's ISA, drawn in user64
+/// (not, say, an MMX-register form).
+fn user64_form(code: Code) -> bool {
     use iced_x86::CpuidFeature as F;
-    FP_MNEMONICS.contains(&code.mnemonic())
+    let m = code.mnemonic();
+    [
+        FP_MNEMONICS,
+        SIMD_EXT_MNEMONICS,
+        EXT_MNEMONICS,
+        VEX_MNEMONICS,
+    ]
+    .iter()
+    .any(|l| l.contains(&m))
         && code.cpuid_features().iter().all(|f| {
             matches!(
                 f,
-                F::SSE | F::SSE2 | F::FPU | F::FPU287 | F::FPU387 | F::CMOV | F::X64
+                F::MMX
+                    | F::SSE
+                    | F::SSE2
+                    | F::SSE3
+                    | F::SSSE3
+                    | F::SSE4_1
+                    | F::SSE4_2
+                    | F::AES
+                    | F::PCLMULQDQ
+                    | F::SHA
+                    | F::MOVBE
+                    | F::ADX
+                    | F::BMI1
+                    | F::BMI2
+                    | F::FPU
+                    | F::FPU287
+                    | F::FPU387
+                    | F::CMOV
+                    | F::X64
             )
         })
 }
@@ -273,6 +430,9 @@ fn supported(k: K) -> bool {
             | K::xmm_reg
             | K::xmm_rm
             | K::xmm_or_mem
+            | K::mm_reg
+            | K::mm_rm
+            | K::mm_or_mem
             | K::st0
             | K::sti_opcode
     )
@@ -296,7 +456,7 @@ impl Generator {
                 || code.is_privileged()
                 || op.decoder_option() != 0
                 || !(MNEMONICS.contains(&code.mnemonic())
-                    || (mode == FuzzMode::User64 && fp_form(code)))
+                    || (mode == FuzzMode::User64 && user64_form(code)))
                 || emulator_quirk(mode, code)
                 || vendor_quirk(mode, code)
             {
@@ -411,6 +571,8 @@ impl Generator {
                 K::r64_vvvv => Op::R(self.gpr(8)),
                 K::xmm_or_mem if !reg_or_mem => Op::M(self.mem()),
                 K::xmm_reg | K::xmm_rm | K::xmm_or_mem => Op::R(self.xmm()),
+                K::mm_or_mem if !reg_or_mem => Op::M(self.mem()),
+                K::mm_reg | K::mm_rm | K::mm_or_mem => Op::R(MM[self.rng.usize(..8)]),
                 K::st0 => Op::R(Register::ST0),
                 K::sti_opcode => Op::R(ST[self.rng.usize(..8)]),
                 K::al => Op::R(Register::AL),
@@ -772,6 +934,33 @@ mod tests {
             assert!(n >= 200);
             assert_eq!(last, Mnemonic::Hlt);
         }
+    }
+
+    #[test]
+    fn user64_draws_every_extension_mnemonic() {
+        let mut g = Generator::new(FuzzMode::User64, 7);
+        let forms = std::mem::take(&mut g.forms);
+        let mut seen = std::collections::HashSet::new();
+        for f in &forms {
+            if let Some(i) = (0..50).find_map(|_| g.instance(f)) {
+                seen.insert(i.mnemonic());
+            }
+        }
+        for m in SIMD_EXT_MNEMONICS
+            .iter()
+            .chain(EXT_MNEMONICS)
+            .chain(VEX_MNEMONICS)
+        {
+            assert!(seen.contains(m), "{m:?} never drawn");
+        }
+        // Not where KVM's instruction emulator is the reference.
+        let g = Generator::new(FuzzMode::Long64, 7);
+        assert!(
+            g.forms
+                .iter()
+                .all(|f| !EXT_MNEMONICS.contains(&f.code.mnemonic())
+                    && !SIMD_EXT_MNEMONICS.contains(&f.code.mnemonic()))
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! fxrstor64 [rsi]                         ; the guest's (exceptions masked, see below)
 //! mov rax, [rdx]; mov rcx, [rdx+8]        ; general-purpose operands
 //! push qword [rdx+16]; popfq              ; the guest's arithmetic flags
+//! mov rdx, [rdx+24]                       ; RDX (PCMPESTRI's second length)
 //! <guest instruction>
 //! pop rdx; mov [rdx], rax; mov [rdx+8], rcx
 //! pushfq; pop rax                         ; RFLAGS (FCOMI, UCOMISS...)
@@ -45,13 +46,13 @@ pub struct Run<'a> {
     pub area: &'a mut FxArea,
     /// The memory operand's bytes in, and out.
     pub mem: &'a mut [u8; 64],
-    /// RAX and RCX (the first and second general-purpose operands), in and out, and the
-    /// arithmetic flags the instruction sees.
-    pub gpr: &'a mut [u64; 3],
+    /// RAX and RCX (the first and second general-purpose operands), in and out, the
+    /// arithmetic flags the instruction sees, and RDX (in only: PCMPESTRI/M's implicit length).
+    pub gpr: &'a mut [u64; 4],
 }
 
 const CODE_SIZE: usize = 1 << 20;
-const PROLOGUE: [u8; 21] = [
+const PROLOGUE: [u8; 25] = [
     0x48, 0x0f, 0xae, 0x01, // fxsave64 [rcx]
     0x51, // push rcx
     0x52, // push rdx
@@ -60,6 +61,7 @@ const PROLOGUE: [u8; 21] = [
     0x48, 0x8b, 0x4a, 0x08, // mov rcx, [rdx+8]
     0xff, 0x72, 0x10, // push qword [rdx+16]
     0x9d, // popfq (the guest's arithmetic flags, for FCMOVcc)
+    0x48, 0x8b, 0x52, 0x18, // mov rdx, [rdx+24]
 ];
 const EPILOGUE: [u8; 20] = [
     0x5a, // pop rdx
@@ -117,7 +119,8 @@ impl Stubs {
 /// Runs `i` in 64-bit mode (memory operand `[rdi]`, general-purpose operands RAX and RCX,
 /// nothing else touched, IP 0) over `run`; returns the host RFLAGS after it.
 ///
-/// The caller guarantees `i` is one x87 or SSE/SSE2 instruction of that shape, with every
+/// The caller guarantees `i` is one x87 or SSE-family instruction of that shape that the host
+/// implements (the translator checks the host's CPUID: see `translate::sse`), with every
 /// exception masked in the area's FCW and MXCSR and valid MXCSR bits (the translator only
 /// builds such instructions).
 pub fn execute(i: &iced_x86::Instruction, run: Run) -> std::io::Result<u64> {
@@ -134,7 +137,7 @@ pub fn execute(i: &iced_x86::Instruction, run: Run) -> std::io::Result<u64> {
         // is borrowed; it saves the host's x87/SSE state into `host` first and restores it last,
         // so the compiler-visible FPU, MXCSR and vector state are unchanged, and it only writes
         // RAX/RCX/RDX/RSI (declared clobbered by the C ABI), the two stack slots it pops again,
-        // `run.area` (512 bytes, 16-byte aligned), `run.gpr` (24 bytes) and `run.mem` (the
+        // `run.area` (512 bytes, 16-byte aligned), `run.gpr` (its first 16 of 32 bytes) and `run.mem` (the
         // guest instruction's memory operand is at most 64 bytes: see the caller's checks).
         unsafe {
             std::arch::asm!(

@@ -29,7 +29,7 @@ mod rt;
 mod slow;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::Arc;
 

@@ -9,6 +9,7 @@ mod exceptions;
 mod fpu;
 mod fuzz;
 mod golden;
+mod isa;
 mod long;
 mod modes;
 mod msr;

@@ -7,6 +7,7 @@ mod atomic;
 mod bcd;
 mod bit;
 mod control;
+mod ext;
 mod fpstate;
 mod io;
 mod liveness;
@@ -24,6 +25,8 @@ mod x87;
 use std::sync::Arc;
 
 pub(crate) use control::vm86_seg;
+#[cfg(test)]
+pub(crate) use ext::crc32c;
 pub use msr::{OFFER, SoftMsrs};
 pub(crate) use shift::rotate;
 
@@ -352,6 +355,7 @@ fn lower(b: &mut Builder, i: &Instruction) {
         || sse::lower(b, i)
         || string::lower(b, i)
         || bit::lower(b, i)
+        || ext::lower(b, i)
         || stack::lower(b, i)
         || control::lower(b, i)
         || io::lower(b, i)

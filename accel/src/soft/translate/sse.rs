@@ -1,7 +1,12 @@
-//! SSE and SSE2: every legacy-encoded SSE/SSE2 instruction on XMM registers runs on the host's
-//! SSE unit through `soft::native` with the guest's MXCSR (exceptions masked, then judged
-//! here); state instructions (FXSAVE, XSAVE, LDMXCSR...) are in fpstate.rs. MMX-register forms
-//! and SSE3 and later raise #UD: CPUID does not advertise them.
+//! The SSE family on XMM registers: every legacy-encoded SSE, SSE2, SSE3, SSSE3, SSE4.1,
+//! SSE4.2, AES-NI, PCLMULQDQ and SHA instruction runs on the host's own vector unit through
+//! `soft::native` with the guest's MXCSR (exceptions masked, then judged here), when the host
+//! has the extension (it is offered to guests only then: `crate::cpuid`); the hot integer and
+//! data-movement forms of string routines run in Rust (`fast`). State instructions (FXSAVE,
+//! XSAVE, LDMXCSR...) are in fpstate.rs; CRC32 (an SSE4.2 instruction on general-purpose
+//! registers) is in ext.rs. MMX-register forms (MMX itself, and the SSE, SSE2 and SSSE3 forms
+//! on MMX registers) run natively the same way and then commit the x87 state they alias:
+//! TOP 0, every tag valid, the registers written.
 
 use iced_x86::{CpuidFeature, Instruction, Mnemonic, OpKind, Register};
 
@@ -10,6 +15,63 @@ use super::{Builder, gpr};
 use crate::soft::cpu::{Ctx, Fault, R, UD, vec};
 use crate::soft::host_fpu::{self, Run};
 use crate::state::{bits, rflags};
+
+/// Whether the host runs `f`, one of the vector extensions executed natively.
+pub(crate) fn host_has(f: CpuidFeature) -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    match f {
+        CpuidFeature::MMX | CpuidFeature::SSE | CpuidFeature::SSE2 => true,
+        CpuidFeature::SSE3 => has!("sse3"),
+        CpuidFeature::SSSE3 => has!("ssse3"),
+        CpuidFeature::SSE4_1 => has!("sse4.1"),
+        CpuidFeature::SSE4_2 => has!("sse4.2"),
+        CpuidFeature::AES => has!("aes"),
+        CpuidFeature::PCLMULQDQ => has!("pclmulqdq"),
+        CpuidFeature::SHA => has!("sha"),
+        _ => false,
+    }
+}
+
+/// Whether `i` is a legacy-encoded XMM or MMX instruction of an extension the host runs
+/// natively.
+fn native_sse(i: &Instruction) -> bool {
+    let f = i.cpuid_features();
+    !f.is_empty()
+        && i.encoding() == iced_x86::EncodingKind::Legacy
+        && f.iter().all(|&x| host_has(x))
+        && i.mnemonic() != Mnemonic::Crc32
+}
+
+/// Whether `i` has an MMX-register operand.
+fn is_mmx(i: &Instruction) -> bool {
+    (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_mm())
+}
+
+/// The checks of an MMX-register form: #UD with CR0.EM, #NM with CR0.TS, #MF for a pending
+/// x87 exception; the forms that SSE and later added (CVTPI2PS, PSHUFW, PSHUFB mm...) also
+/// need CR4.OSFXSR.
+fn check_mmx(c: &Ctx, i: &Instruction) -> R<()> {
+    if c.c.s.cr0 & bits::CR0_EM != 0 {
+        return Err(UD);
+    }
+    fpstate::check_x87(c)?;
+    fpstate::check_pending(c)?;
+    if i.cpuid_features().iter().any(|&f| f != CpuidFeature::MMX) {
+        check_sse(c)?;
+    }
+    Ok(())
+}
+
+/// The x87 side of an MMX instruction: TOP 0 and every register valid, and the registers as
+/// the native run left them (the x87 control, pointers and exception flags are untouched).
+fn commit_mmx(c: &mut Ctx, area: &host_fpu::FxArea) {
+    let old = c.c.s.fpu;
+    let mut f = old;
+    fpstate::get_x87(&area.0, &mut f, true);
+    c.c.s.fpu.fsw = old.fsw & !0x3800;
+    c.c.s.fpu.ftw = 0xff;
+    c.c.s.fpu.st = f.st;
+}
 
 pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
     use Mnemonic::*;
@@ -26,18 +88,9 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
             b.wr(i, 0, sz, v);
         }
         Maskmovdqu => b.call(maskmovdqu),
-        _ => {
-            let f = i.cpuid_features();
-            let sse = f
-                .iter()
-                .all(|x| matches!(x, CpuidFeature::SSE | CpuidFeature::SSE2));
-            let mmx = (0..i.op_count())
-                .any(|n| i.op_kind(n) == OpKind::Register && i.op_register(n).is_mm());
-            if !sse || mmx || f.is_empty() {
-                return false;
-            }
-            b.call(sse_native);
-        }
+        Maskmovq => b.call(maskmovq),
+        _ if native_sse(i) => b.call(sse_native),
+        _ => return false,
     }
     true
 }
@@ -53,6 +106,40 @@ fn mem_operand(i: &Instruction, x87: bool) -> Option<(u32, usize, bool)> {
         n == 0
     };
     Some((n, size, store))
+}
+
+/// Whether a 16-byte memory operand of `m` may be unaligned (everything else legacy-encoded
+/// raises #GP on a misaligned one): the unaligned moves, LDDQU and the SSE4.2 string compares.
+fn unaligned_ok(m: Mnemonic) -> bool {
+    use Mnemonic::*;
+    matches!(
+        m,
+        Movups
+            | Movupd
+            | Movdqu
+            | Lddqu
+            | Pcmpestri
+            | Pcmpestri64
+            | Pcmpestrm
+            | Pcmpestrm64
+            | Pcmpistri
+            | Pcmpistrm
+    )
+}
+
+/// Whether `m` sets the arithmetic flags (PTEST and the string compares: all six).
+fn sets_flags(m: Mnemonic) -> bool {
+    use Mnemonic::*;
+    matches!(
+        m,
+        Ptest | Pcmpestri | Pcmpestri64 | Pcmpestrm | Pcmpestrm64 | Pcmpistri | Pcmpistrm
+    )
+}
+
+/// Whether `m` writes its index to ECX (the string compares' "index" forms).
+fn writes_ecx(m: Mnemonic) -> bool {
+    use Mnemonic::*;
+    matches!(m, Pcmpestri | Pcmpestri64 | Pcmpistri)
 }
 
 /// The same-size RAX (slot 0) or RCX (slot 1).
@@ -77,6 +164,8 @@ pub(super) struct Native {
     pub flags: u64,
     /// RAX after it (the first general-purpose operand).
     pub rax: u64,
+    /// RCX after it (PCMPESTRI and PCMPISTRI's index).
+    pub rcx: u64,
     /// The memory operand: (segment, offset, bytes, store?).
     pub mem: Option<(u8, u64, [u8; 64], usize, bool)>,
 }
@@ -90,12 +179,7 @@ pub(super) fn run_native(c: &mut Ctx, i: &Instruction, x87: bool) -> R<Native> {
         if size > 64 {
             return Err(Fault::Unsupported("x87/SSE memory operand over 64 bytes"));
         }
-        let (s, off) = if !x87
-            && size == 16
-            && !matches!(
-                i.mnemonic(),
-                Mnemonic::Movups | Mnemonic::Movupd | Mnemonic::Movdqu
-            ) {
+        let (s, off) = if !x87 && size == 16 && !unaligned_ok(i.mnemonic()) {
             fpstate::aligned(c, i, 16)?
         } else {
             c.ea(i)
@@ -112,7 +196,9 @@ pub(super) fn run_native(c: &mut Ctx, i: &Instruction, x87: bool) -> R<Native> {
         r.set_memory_displ_size(0);
         r.set_segment_prefix(Register::None);
     }
-    let mut gprs = [0u64; 3];
+    // RAX, RCX and RDX as they are: the string compares' implicit lengths (explicit
+    // general-purpose operands take slots 0 and 1 below).
+    let mut gprs = [c.c.get(0, 8), c.c.get(1, 8), 0, c.c.get(2, 8)];
     let mut slot = 0;
     for n in 0..i.op_count() {
         if i.op_kind(n) != OpKind::Register {
@@ -143,6 +229,7 @@ pub(super) fn run_native(c: &mut Ctx, i: &Instruction, x87: bool) -> R<Native> {
         area,
         flags,
         rax: gprs[0],
+        rcx: gprs[1],
         mem: mem.map(|(s, off, size, store)| (s, off, buf, size, store)),
     })
 }
@@ -163,9 +250,14 @@ pub(super) fn set_compare_flags(c: &mut Ctx, host: u64) {
 }
 
 fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
-    check_sse(c)?;
-    if let Some(r) = fast(c, i) {
-        return r;
+    let mmx = is_mmx(i);
+    if mmx {
+        check_mmx(c, i)?;
+    } else {
+        check_sse(c)?;
+        if let Some(r) = fast(c, i) {
+            return r;
+        }
     }
     let n = run_native(c, i, false)?;
     let old = c.c.s.fpu.mxcsr;
@@ -191,6 +283,11 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
             raised
         };
         c.c.s.fpu.mxcsr = old | set;
+        if mmx {
+            // The switch to MMX state happens even so (measured: CVTPD2PI with an unmasked
+            // invalid operation on an AMD EPYC host); the destination is not written.
+            mmx_transition(&mut c.c.s.fpu);
+        }
         return Err(if c.c.s.cr4 & bits::CR4_OSXMMEXCPT != 0 {
             Fault::Exc {
                 vector: vec::XM,
@@ -201,6 +298,9 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
         });
     }
     store_result(c, i, &n)?;
+    if mmx {
+        commit_mmx(c, &n.area);
+    }
     fpstate::get_xmm(&n.area.0, &mut c.c.s.fpu);
     c.c.s.fpu.mxcsr = old | raised;
     if i.op0_kind() == OpKind::Register {
@@ -208,11 +308,19 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
             c.c.set(x, sz, n.rax);
         }
     }
+    let m = i.mnemonic();
     if matches!(
-        i.mnemonic(),
+        m,
         Mnemonic::Comiss | Mnemonic::Ucomiss | Mnemonic::Comisd | Mnemonic::Ucomisd
     ) {
         set_compare_flags(c, n.flags);
+    } else if sets_flags(m) {
+        let arith = rflags::CF | rflags::PF | rflags::AF | rflags::ZF | rflags::SF | rflags::OF;
+        let f = c.c.rflags() & !arith;
+        c.c.set_rflags(f | (n.flags & arith));
+    }
+    if writes_ecx(m) {
+        c.c.set(1, 4, n.rcx);
     }
     Ok(())
 }
@@ -251,7 +359,7 @@ fn lanes(a: u128, b: u128, w: u32, f: impl Fn(u64, u64) -> u64) -> u128 {
     })
 }
 
-/// The hot SSE2 integer and data-movement forms of string and memory routines, in Rust (no
+/// The hot integer and data-movement forms of string and memory routines, in Rust (no
 /// MXCSR or flags involved); `None` for everything else, which runs natively.
 fn fast(c: &mut Ctx, i: &Instruction) -> Option<R<()>> {
     use Mnemonic::*;
@@ -295,7 +403,13 @@ fn fast(c: &mut Ctx, i: &Instruction) -> Option<R<()>> {
         Pcmpeqb => |a, b| lanes(a, b, 1, |x, y| if x == y { u64::MAX } else { 0 }),
         Pcmpeqw => |a, b| lanes(a, b, 2, |x, y| if x == y { u64::MAX } else { 0 }),
         Pcmpeqd => |a, b| lanes(a, b, 4, |x, y| if x == y { u64::MAX } else { 0 }),
+        Pcmpeqq => |a, b| lanes(a, b, 8, |x, y| if x == y { u64::MAX } else { 0 }),
+        Pshufb => pshufb,
         Pminub => |a, b| lanes(a, b, 1, u64::min),
+        Pminuw => |a, b| lanes(a, b, 2, u64::min),
+        Pminud => |a, b| lanes(a, b, 4, u64::min),
+        Pmaxuw => |a, b| lanes(a, b, 2, u64::max),
+        Pmaxud => |a, b| lanes(a, b, 4, u64::max),
         Pmaxub => |a, b| lanes(a, b, 1, u64::max),
         Paddb => |a, b| lanes(a, b, 1, u64::wrapping_add),
         Paddw => |a, b| lanes(a, b, 2, u64::wrapping_add),
@@ -313,14 +427,28 @@ fn fast(c: &mut Ctx, i: &Instruction) -> Option<R<()>> {
     }))
 }
 
+/// PSHUFB: each byte of the result is the byte of `a` that the low four bits of `b`'s byte
+/// select, or zero where that byte's bit 7 is set.
+fn pshufb(a: u128, b: u128) -> u128 {
+    let (a, b) = (a.to_le_bytes(), b.to_le_bytes());
+    let r: [u8; 16] = std::array::from_fn(|k| {
+        if b[k] & 0x80 != 0 {
+            0
+        } else {
+            a[usize::from(b[k] & 15)]
+        }
+    });
+    u128::from_le_bytes(r)
+}
+
 /// Whether an arithmetic or narrowing instruction left a denormal in a lane it computed.
 fn tiny_result(i: &Instruction, area: &host_fpu::FxArea) -> bool {
     use Mnemonic::*;
     let (wide, lanes) = match i.mnemonic() {
-        Addps | Subps | Mulps | Divps => (false, 4),
+        Addps | Subps | Mulps | Divps | Addsubps | Haddps | Hsubps | Dpps => (false, 4),
         Addss | Subss | Mulss | Divss | Cvtsd2ss => (false, 1),
         Cvtpd2ps => (false, 2),
-        Addpd | Subpd | Mulpd | Divpd => (true, 2),
+        Addpd | Subpd | Mulpd | Divpd | Addsubpd | Haddpd | Hsubpd | Dppd => (true, 2),
         Addsd | Subsd | Mulsd | Divsd => (true, 1),
         _ => return false,
     };
@@ -343,9 +471,9 @@ fn tiny_result(i: &Instruction, area: &host_fpu::FxArea) -> bool {
 /// MASKMOVDQU: the bytes of the first operand whose mask byte has bit 7 set go to DS:rDI.
 fn maskmovdqu(c: &mut Ctx, i: &Instruction) -> R<()> {
     check_sse(c)?;
-    let reg = |r: Register| (r as u32 - Register::XMM0 as u32) as usize;
-    let data = c.c.s.fpu.xmm[reg(i.op0_register())].to_le_bytes();
-    let mask = c.c.s.fpu.xmm[reg(i.op1_register())].to_le_bytes();
+    let (d, m) = data_and_mask(i);
+    let data = c.c.s.fpu.xmm[xmm_index(d) & 15].to_le_bytes();
+    let mask = c.c.s.fpu.xmm[xmm_index(m) & 15].to_le_bytes();
     let asz = super::addr_size(i);
     let base = c.c.get(7, asz);
     let seg = super::sreg(i.memory_segment());
@@ -356,4 +484,50 @@ fn maskmovdqu(c: &mut Ctx, i: &Instruction) -> R<()> {
         }
     }
     Ok(())
+}
+
+/// The data and mask registers of MASKMOVDQU and MASKMOVQ (iced-x86 gives the implicit
+/// DS:rDI destination as operand 0).
+fn data_and_mask(i: &Instruction) -> (Register, Register) {
+    let mut r = (0..i.op_count())
+        .filter(|&n| i.op_kind(n) == OpKind::Register)
+        .map(|n| i.op_register(n));
+    let d = r.next().unwrap_or(Register::None);
+    (d, r.next().unwrap_or(d))
+}
+
+/// MASKMOVQ: MASKMOVDQU on MMX registers (the bytes of the first whose mask byte in the second
+/// has bit 7 set go to DS:rDI), then the MMX state (TOP 0, every tag valid).
+fn maskmovq(c: &mut Ctx, i: &Instruction) -> R<()> {
+    check_mmx(c, i)?;
+    let f = &c.c.s.fpu;
+    let top = usize::from(f.top());
+    // MMn is physical register n, ST((n - TOP) mod 8) in stack order.
+    let mm = |r: Register| {
+        let n = (r as usize).wrapping_sub(Register::MM0 as usize);
+        f.st[(n + 8 - top) & 7] as u64
+    };
+    let (d, m) = data_and_mask(i);
+    let data = mm(d).to_le_bytes();
+    let mask = mm(m).to_le_bytes();
+    let asz = super::addr_size(i);
+    let base = c.c.get(7, asz);
+    let seg = super::sreg(i.memory_segment());
+    let m = crate::soft::flags::mask(asz);
+    for k in 0..8 {
+        if mask[k] & 0x80 != 0 {
+            c.write(seg, base.wrapping_add(k as u64) & m, 1, u64::from(data[k]))?;
+        }
+    }
+    mmx_transition(&mut c.c.s.fpu);
+    Ok(())
+}
+
+/// The x87 state after an MMX instruction that writes no MMX register: TOP 0 (the physical
+/// registers keep their values), every tag valid.
+fn mmx_transition(f: &mut crate::state::FpuState) {
+    let top = usize::from(f.top());
+    f.st.rotate_right(top);
+    f.fsw &= !0x3800;
+    f.ftw = 0xff;
 }

@@ -36,9 +36,10 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
             b.call_end(super::msr::fast_syscall)
         }
         Invlpg => b.call_then_stop(invlpg, next),
+        Invpcid => b.call_then_stop(invpcid, next),
         Lar | Lsl | Verr | Verw => b.call(lar_lsl),
         Arpl => b.call(arpl),
-        Wbinvd | Invd | Clflush | Clflushopt => b.call(privileged_nop),
+        Wbinvd | Invd | Clflush | Clflushopt | Clwb => b.call(privileged_nop),
         Ud0 | Ud1 | Ud2 => b.call_end(|_, _| Err(UD)),
         _ => return false,
     }
@@ -397,6 +398,32 @@ fn invlpg(c: &mut Ctx, i: &Instruction) -> R<()> {
         c.c.seg(s).base.wrapping_add(a) & 0xffff_ffff
     };
     c.c.tlb.flush_page(lin);
+    Ok(())
+}
+
+/// INVPCID: the TLB entries of one address (type 0), of one PCID (1), all of them (2) or all
+/// but the global ones (3). CR4.PCIDE is never set here, so every entry belongs to PCID 0
+/// and the descriptor must name PCID 0 for types 0 and 1.
+fn invpcid(c: &mut Ctx, i: &Instruction) -> R<()> {
+    if c.c.s.rflags & rflags::VM != 0 {
+        return Err(UD);
+    }
+    need_cpl0(c)?;
+    let ty = c.rd(i, 0)?;
+    let (s, a) = c.ea(i);
+    let m = crate::soft::flags::mask(super::addr_size(i));
+    let pcid = c.read(s, a, 8)?;
+    let lin = c.read(s, a.wrapping_add(8) & m, 8)?;
+    if ty > 3 || pcid > 0xfff {
+        return Err(gp(0));
+    }
+    match ty {
+        0 | 1 if pcid != 0 => return Err(gp(0)),
+        0 if !crate::soft::mmu::canonical(lin) => return Err(gp(0)),
+        0 => c.c.tlb.flush_page(lin),
+        2 => c.c.tlb.flush(false),
+        _ => c.c.tlb.flush(true),
+    }
     Ok(())
 }
 

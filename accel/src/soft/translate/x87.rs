@@ -37,22 +37,29 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
 
 /// Whether `i` is an x87 instruction (by the CPUID feature iced-x86 gives it).
 fn is_x87(i: &Instruction) -> bool {
-    i.cpuid_features().iter().any(|x| {
-        use iced_x86::CpuidFeature::*;
-        matches!(x, FPU | FPU287 | FPU287XL_ONLY | FPU387 | FPU387SL_ONLY)
-    })
+    // (FISTTP is SSE3's, by CPUID, and the x87's, by what it runs on.)
+    i.mnemonic() == Mnemonic::Fisttp
+        || i.cpuid_features().iter().any(|x| {
+            use iced_x86::CpuidFeature::*;
+            matches!(x, FPU | FPU287 | FPU287XL_ONLY | FPU387 | FPU387SL_ONLY)
+        })
 }
 
-/// EMMS, the one MMX instruction this CPU runs (CPUID offers no MMX, but AMD kernels run
-/// `fnclex; emms; fild` before every FXRSTOR, the FXSAVE-leak workaround): every x87
-/// register empty.
+/// EMMS (AMD kernels run `fnclex; emms; fild` before every FXRSTOR, the FXSAVE-leak
+/// workaround; the other MMX instructions are in sse.rs): every x87 register empty, TOP 0.
 fn emms(c: &mut Ctx, _: &Instruction) -> R<()> {
     if c.c.s.cr0 & bits::CR0_EM != 0 {
         return Err(crate::soft::cpu::UD);
     }
     super::fpstate::check_x87(c)?;
     check_pending(c)?;
-    c.c.s.fpu.ftw = 0;
+    // Like every MMX instruction, TOP becomes 0 (measured on an AMD EPYC host; Bochs does the
+    // same); the physical registers keep their values.
+    let f = &mut c.c.s.fpu;
+    let top = usize::from(f.top());
+    f.st.rotate_right(top);
+    f.fsw &= !0x3800;
+    f.ftw = 0;
     Ok(())
 }
 
