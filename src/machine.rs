@@ -126,6 +126,9 @@ pub enum MachineError {
     /// The board's pools cannot hold what a device needs.
     #[error(transparent)]
     Alloc(#[from] AllocError),
+    /// fw_cfg could not be filled.
+    #[error(transparent)]
+    FwCfg(#[from] crate::devices::fw_cfg::FwCfgError),
     /// The firmware tables could not be written.
     #[error("ACPI tables: {0}")]
     Tables(#[from] crate::acpi::TablesError),
@@ -390,7 +393,7 @@ impl Machine {
             Some(shift) => return Err(MachineError::IcountShift(shift)),
         };
         let Board {
-            pio,
+            mut pio,
             mmio,
             platform,
             resources,
@@ -409,6 +412,12 @@ impl Machine {
                 post_port: config.post_port,
                 control: control.clone(),
             },
+        )?;
+        let fw_cfg = crate::firmware::fw_cfg(memory.clone(), &layout, config.smp, pci)?;
+        pio.insert(
+            u64::from(crate::devices::fw_cfg::FW_CFG_PORT),
+            crate::devices::fw_cfg::FW_CFG_PORT_LEN,
+            Arc::new(Mutex::new(fw_cfg)),
         )?;
 
         Ok(Machine {
@@ -837,6 +846,7 @@ mod tests {
             "i8042-cmd",
             "port92",
             "acpi-pm",
+            "fw-cfg",
         ] {
             assert!(
                 labels.iter().any(|l| l == want),
@@ -845,7 +855,7 @@ mod tests {
         }
         // Unassigned ports read as all ones.
         let mut b = [0u8; 2];
-        m.io.pio_read(0, 0x510, &mut b);
+        m.io.pio_read(0, 0x2f8, &mut b);
         assert_eq!(b, [0xff, 0xff]);
         // A debug-exit write records the guest's status.
         m.io.pio_write(0, 0xf4, &[5]);

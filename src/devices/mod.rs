@@ -4,6 +4,7 @@ pub mod acpi_pm;
 pub mod cmos;
 pub mod debugcon;
 pub mod exit_port;
+pub mod fw_cfg;
 pub mod i8042;
 pub mod ioapic;
 pub mod lapic;

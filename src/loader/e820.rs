@@ -31,7 +31,7 @@ pub struct E820Entry {
 }
 
 /// The memory map of a machine with `layout`, sorted by address: RAM 0-0x9FC00, reserved
-/// 0x9FC00-1 MiB (EBDA, VGA, BIOS area; the BIOS alias when there is one), RAM from 1 MiB to
+/// 0x9FC00-1 MiB (EBDA, VGA, BIOS area; the BIOS shadow when there is one), RAM from 1 MiB to
 /// the end of low RAM, the MMIO window (3 GiB to 4 GiB: IOAPIC, LAPIC, BIOS ROM) reserved, and
 /// RAM above 4 GiB when the guest has more than 3 GiB.
 pub fn memory_map(layout: &Layout) -> Vec<E820Entry> {
