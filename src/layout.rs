@@ -1,8 +1,8 @@
 //! The PC memory map janus gives every guest.
 //!
 //! ```text
-//! 0x0000_0000  RAM (with --bios, the 128 KiB below 1 MiB are shadow RAM holding a copy of the
-//!              ROM's last 128 KiB)
+//! 0x0000_0000  RAM (with --bios, 0xC0000-0xFFFFF is shadow RAM holding a copy of the ROM's
+//!              last 256 KiB, or all of a smaller ROM, ending at 1 MiB)
 //! 0xC000_0000  MMIO hole: unassigned MMIO, IOAPIC 0xFEC0_0000, LAPIC 0xFEE0_0000,
 //!              BIOS ROM ending at 0x1_0000_0000
 //! 4 GiB        the rest of RAM, for guests larger than 3 GiB
@@ -20,8 +20,10 @@ pub const LOW_RAM_END_MAX: u64 = 0xc000_0000;
 pub const HIGH_RAM_BASE: u64 = 1 << 32;
 /// Where a flat image is loaded and entered.
 pub const FLAT_LOAD_ADDR: u64 = 0x7c00;
-/// How much of the BIOS ROM is copied to the shadow RAM just below 1 MiB.
-pub const BIOS_ALIAS_MAX: u64 = 128 << 10;
+/// How much of the BIOS ROM is copied to the shadow RAM just below 1 MiB: at most the whole
+/// shadow area, 0xC0000-0xFFFFF (SeaBIOS's 256 KiB build has code below 0xE0000 that it would
+/// copy there itself through a chipset's PAM registers).
+pub const BIOS_ALIAS_MAX: u64 = 256 << 10;
 /// The largest BIOS ROM janus maps (as large flash parts are).
 pub const BIOS_MAX: u64 = 16 << 20;
 /// The smallest guest memory janus accepts.

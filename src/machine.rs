@@ -79,6 +79,8 @@ pub struct MachineConfig {
     pub cpu: janus_accel::cpuid::CpuSpec,
     /// A gdbstub on this socket (`--gdb`, `-s`, `-S`).
     pub gdb: Option<crate::gdb::GdbConfig>,
+    /// IDE drives (`--drive ...,if=ide`, `--cdrom`): primary master, then secondary master.
+    pub ide: Vec<crate::devices::ide::IdeDriveSpec>,
 }
 
 impl Default for MachineConfig {
@@ -110,6 +112,7 @@ impl Default for MachineConfig {
             tb_size: janus_accel::soft::DEFAULT_TB_SIZE,
             cpu: janus_accel::cpuid::CpuSpec::default(),
             gdb: None,
+            ide: Vec::new(),
         }
     }
 }
@@ -126,6 +129,9 @@ pub enum MachineError {
     /// The board's pools cannot hold what a device needs.
     #[error(transparent)]
     Alloc(#[from] AllocError),
+    /// An IDE drive could not be attached.
+    #[error(transparent)]
+    Ide(#[from] crate::devices::ide::IdeError),
     /// fw_cfg could not be filled.
     #[error(transparent)]
     FwCfg(#[from] crate::devices::fw_cfg::FwCfgError),
@@ -419,6 +425,7 @@ impl Machine {
             crate::devices::fw_cfg::FW_CFG_PORT_LEN,
             Arc::new(Mutex::new(fw_cfg)),
         )?;
+        crate::devices::ide::attach(&mut pio, &platform, &pci_root, &config.ide)?;
 
         Ok(Machine {
             // The kernel and initrd are in guest memory now: do not keep a second copy (a

@@ -1,6 +1,7 @@
 //! `janus`: run an x86 guest under KVM or in software, and report on the host.
 
 mod bench;
+mod drives;
 mod hostile;
 
 use std::path::PathBuf;
@@ -104,6 +105,13 @@ struct RunArgs {
     /// A firmware ROM mapped at the top of 4 GiB; the CPU starts at its reset vector.
     #[arg(long)]
     bios: Option<PathBuf>,
+    /// A disk image on the IDE controller: file=PATH[,if=ide][,readonly=on][,format=raw]
+    /// (repeatable; without --bios or --kernel, SeaBIOS boots it).
+    #[arg(long = "drive", value_name = "file=PATH,if=ide")]
+    drive: Vec<String>,
+    /// A CD-ROM image (ISO 9660, El Torito-bootable through SeaBIOS) on the IDE controller.
+    #[arg(long, value_name = "ISO")]
+    cdrom: Option<PathBuf>,
     /// Boot a kernel directly: a Linux bzImage, a vmlinux with a PVH note, or a multiboot image.
     #[arg(long, conflicts_with_all = ["image", "bios"])]
     kernel: Option<PathBuf>,
@@ -484,7 +492,12 @@ fn read_file(path: &PathBuf, what: &str, limit: u64, base: u64) -> Result<Vec<u8
 }
 
 fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
-    let image = match (&args.image, &args.bios, &args.kernel) {
+    let ide = drives::ide_drives(&args.drive, args.cdrom.as_deref())?;
+    let bios_path = match (&args.bios, &args.kernel, &args.image) {
+        (None, None, None) if !ide.is_empty() => Some(drives::default_firmware()?),
+        _ => args.bios.clone(),
+    };
+    let image = match (&args.image, &bios_path, &args.kernel) {
         (Some(p), _, _) => Some(read_image(p, args.mem)?),
         (None, None, None) => Some(DEMO.to_vec()),
         _ => None,
@@ -499,8 +512,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         .as_ref()
         .map(|p| read_file(p, "initrd", args.mem, 0))
         .transpose()?;
-    let bios = args
-        .bios
+    let bios = bios_path
         .as_ref()
         .map(|p| read_file(p, "BIOS image", MAX_IMAGE, 0))
         .transpose()?;
@@ -564,6 +576,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         tb_size: args.tb_size << 20,
         cpu: args.cpu.clone(),
         gdb: gdb.clone(),
+        ide,
     };
     let mut machine = Machine::new(config)?;
     if let Some(b) = machine.boot_info()

@@ -6,6 +6,7 @@ pub mod debugcon;
 pub mod exit_port;
 pub mod fw_cfg;
 pub mod i8042;
+pub mod ide;
 pub mod ioapic;
 pub mod lapic;
 pub mod pic;

@@ -1,0 +1,112 @@
+//! `--drive file=PATH,if=ide[,readonly=on][,cache=...][,format=raw]` and `--cdrom PATH`: the
+//! IDE drives, and the firmware that boots them when no `--bios` is given (SeaBIOS from
+//! Debian's package).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use janus::devices::ide::{IdeDriveSpec, Media};
+
+/// Where Debian's seabios package puts its ROMs: the 256 KiB build first (QEMU's default for
+/// its PC machines since 1.7; all of SeaBIOS's drivers), then the 128 KiB one.
+pub const SEABIOS_PATHS: [&str; 2] = [
+    "/usr/share/seabios/bios-256k.bin",
+    "/usr/share/seabios/bios.bin",
+];
+
+/// The IDE drives of `--drive` values and `--cdrom`: disks first, in order, then the CD.
+///
+/// # Errors
+/// A `--drive` value that is not `key=value,...` with a `file`, or asks for what janus has not
+/// (an interface other than ide, a format other than raw, snapshot=on).
+pub fn ide_drives(drives: &[String], cdrom: Option<&Path>) -> Result<Vec<IdeDriveSpec>> {
+    let mut out = Vec::new();
+    for d in drives {
+        out.push(parse_drive(d)?);
+    }
+    if let Some(p) = cdrom {
+        out.push(IdeDriveSpec {
+            path: p.to_path_buf(),
+            media: Media::Cdrom,
+            readonly: true,
+        });
+    }
+    Ok(out)
+}
+
+fn parse_drive(spec: &str) -> Result<IdeDriveSpec> {
+    let mut file = None;
+    let mut readonly = false;
+    let mut media = Media::Disk;
+    for part in spec.split(',') {
+        let Some((k, v)) = part.split_once('=') else {
+            bail!("--drive {spec}: '{part}' is not key=value");
+        };
+        match (k, v) {
+            ("file", p) if !p.is_empty() => file = Some(PathBuf::from(p)),
+            ("if", "ide") => {}
+            ("if", other) => {
+                bail!("--drive {spec}: if={other} is not available in this build (use if=ide)")
+            }
+            ("media", "disk") => media = Media::Disk,
+            ("media", "cdrom") => media = Media::Cdrom,
+            ("readonly", "on") => readonly = true,
+            ("readonly", "off") => readonly = false,
+            ("snapshot", "off") | ("format", "raw") => {}
+            ("cache", "none" | "writeback" | "writethrough" | "directsync" | "unsafe") => {}
+            _ => bail!("--drive {spec}: {k}={v} is not supported"),
+        }
+    }
+    let Some(path) = file else {
+        bail!("--drive {spec}: no file=PATH");
+    };
+    Ok(IdeDriveSpec {
+        path,
+        media,
+        readonly: readonly || media == Media::Cdrom,
+    })
+}
+
+/// SeaBIOS from its Debian path, for drives given without `--bios`.
+///
+/// # Errors
+/// Neither ROM is there: one line naming the package.
+pub fn default_firmware() -> Result<PathBuf> {
+    match SEABIOS_PATHS.iter().map(Path::new).find(|p| p.is_file()) {
+        Some(p) => Ok(p.to_path_buf()),
+        None => bail!(
+            "no --bios given and SeaBIOS is not installed ({} missing): install Debian's seabios \
+             package or give --bios PATH",
+            SEABIOS_PATHS[0]
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drives_parse_and_bad_ones_are_refused() {
+        let d = ide_drives(
+            &["file=a.img,if=ide,cache=none,format=raw".into()],
+            Some(Path::new("c.iso")),
+        )
+        .unwrap();
+        assert_eq!(d.len(), 2);
+        assert_eq!((d[0].media, d[0].readonly), (Media::Disk, false));
+        assert_eq!((d[1].media, d[1].readonly), (Media::Cdrom, true));
+        let ro = ide_drives(&["file=a.img,readonly=on".into()], None).unwrap();
+        assert!(ro[0].readonly);
+        for bad in [
+            "a.img",
+            "if=ide",
+            "file=a.img,if=scsi",
+            "file=a.img,format=qcow2",
+            "file=a.img,snapshot=on",
+        ] {
+            let e = ide_drives(&[bad.into()], None).unwrap_err().to_string();
+            assert!(e.starts_with("--drive "), "{bad}: {e}");
+        }
+    }
+}
