@@ -9,6 +9,23 @@ use crate::board::PciLayout;
 use crate::devices::fw_cfg::{FwCfg, FwCfgError, key};
 use crate::layout::{HIGH_RAM_BASE, Layout};
 
+/// Where Debian's seabios package puts its ROMs, in the order janus looks: the 256 KiB build
+/// (QEMU's default for its PC machines since QEMU 1.7, with all of SeaBIOS's drivers), then the
+/// 128 KiB one (QEMU's for old machine types).
+pub const SEABIOS_PATHS: [&str; 2] = [
+    "/usr/share/seabios/bios-256k.bin",
+    "/usr/share/seabios/bios.bin",
+];
+
+/// The first SeaBIOS ROM of [`SEABIOS_PATHS`] that exists.
+pub fn find_seabios() -> Option<std::path::PathBuf> {
+    SEABIOS_PATHS
+        .iter()
+        .map(std::path::Path::new)
+        .find(|p| p.is_file())
+        .map(std::path::Path::to_path_buf)
+}
+
 /// An e820 entry's type: usable RAM.
 pub const E820_RAM: u32 = 1;
 /// The serial port SeaBIOS mirrors its screen output to (`etc/sercon-port`): COM1.

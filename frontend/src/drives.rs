@@ -7,13 +7,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use janus::devices::ide::{IdeDriveSpec, Media};
 
-/// Where Debian's seabios package puts its ROMs: the 256 KiB build first (QEMU's default for
-/// its PC machines since 1.7; all of SeaBIOS's drivers), then the 128 KiB one.
-pub const SEABIOS_PATHS: [&str; 2] = [
-    "/usr/share/seabios/bios-256k.bin",
-    "/usr/share/seabios/bios.bin",
-];
-
 /// The IDE drives of `--drive` values and `--cdrom`: disks first, in order, then the CD.
 ///
 /// # Errors
@@ -72,12 +65,12 @@ fn parse_drive(spec: &str) -> Result<IdeDriveSpec> {
 /// # Errors
 /// Neither ROM is there: one line naming the package.
 pub fn default_firmware() -> Result<PathBuf> {
-    match SEABIOS_PATHS.iter().map(Path::new).find(|p| p.is_file()) {
-        Some(p) => Ok(p.to_path_buf()),
+    match janus::firmware::find_seabios() {
+        Some(p) => Ok(p),
         None => bail!(
             "no --bios given and SeaBIOS is not installed ({} missing): install Debian's seabios \
              package or give --bios PATH",
-            SEABIOS_PATHS[0]
+            janus::firmware::SEABIOS_PATHS[0]
         ),
     }
 }
