@@ -12,7 +12,8 @@
 //!         0x600-0x60b ACPI PM       0xcf8-0xcff PCI config mechanism #1
 //!         0xc000-0xffff             device I/O pool (all of it the PCI I/O window)
 //! MMIO    0xc000_0000-0xfebf_ffff   device MMIO pool (32-bit): PCI ECAM (bus 0, 1 MiB) at its
-//!                                   start, then the PCI 32-bit window (512 MiB, 0xd000_0000)
+//!                                   start, the PCI 32-bit window (512 MiB) at its end,
+//!                                   0xdec0_0000-0xfebf_ffff
 //!         0xfec0_0000 IOAPIC        0xfee0_0000 LAPIC   BIOS ROM ending at 4 GiB
 //!         from the first GiB boundary above RAM: 64 GiB of device MMIO pool (64-bit), the PCI
 //!         64-bit window (32 GiB) at its start
@@ -160,9 +161,13 @@ impl PciLayout {
         let ecam = pools
             .mmio32
             .allocate(PCI_ECAM_LEN, PCI_ECAM_LEN, "pci-ecam")?;
-        let m32 = pools
-            .mmio32
-            .allocate(PCI_MMIO32_LEN, 256 << 20, "pci-mmio32-window")?;
+        // The window ends where the IOAPIC starts: firmware that assigns BARs itself (SeaBIOS
+        // takes them downwards from 0xFEC00000) puts them inside it.
+        let m32 = pools.mmio32.reserve(
+            MMIO32_END - PCI_MMIO32_LEN,
+            PCI_MMIO32_LEN,
+            "pci-mmio32-window",
+        )?;
         let m64 = pools
             .mmio64
             .allocate(PCI_MMIO64_LEN, 1 << 30, "pci-mmio64-window")?;
@@ -391,7 +396,7 @@ mod tests {
         let mut r = Resources::new(&small);
         let pci = PciLayout::allocate(&mut r).unwrap();
         assert_eq!(pci.ecam, 0xc000_0000);
-        assert_eq!(pci.mmio32, (0xd000_0000, 0xf000_0000));
+        assert_eq!(pci.mmio32, (0xdec0_0000, 0xfec0_0000));
         assert_eq!(pci.mmio64, (HIGH_RAM_BASE, HIGH_RAM_BASE + PCI_MMIO64_LEN));
         assert_eq!(pci.io, (0xc000, 0x1_0000));
         assert_eq!(pci.intx_gsis, [16, 17, 18, 19]);
