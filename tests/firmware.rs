@@ -176,6 +176,76 @@ fn grub_iso_boots_linux_to_the_initramfs_marker() {
     assert!(serial.contains("ACPI: MCFG"), "{serial}");
 }
 
+/// Linux's ata_piix, sd and sr drivers (loaded from tests/firmware/assets/ata.cpio.gz, made by
+/// make-ata-initrd.sh) find the IDE disk and CD-ROM of a kernel booted directly: the disk's
+/// second sector and the CD's volume descriptor read back, and a sector Linux writes is in the
+/// image file afterwards.
+#[test]
+fn linux_ata_piix_reads_and_writes_the_disk_and_reads_the_cd() {
+    let assets = root().join("tests/linux/assets");
+    let ata = root().join("tests/firmware/assets/ata.cpio.gz");
+    if !ata.is_file() {
+        let _ = std::process::Command::new("bash")
+            .arg(root().join("tests/firmware/make-ata-initrd.sh"))
+            .status();
+    }
+    let (Ok(kernel), Ok(mut initrd), Ok(extra)) = (
+        std::fs::read(assets.join("vmlinuz")),
+        std::fs::read(assets.join("initramfs.cpio.gz")),
+        std::fs::read(&ata),
+    ) else {
+        if std::env::var("JANUS_REQUIRE_LINUX").as_deref() == Ok("1") {
+            panic!("the Linux assets and ata.cpio.gz are required (JANUS_REQUIRE_LINUX=1)");
+        }
+        eprintln!(
+            "!!!! SKIPPED linux_ata_piix: run tests/linux/fetch-assets.sh and \
+             tests/firmware/make-ata-initrd.sh; this test did NOT run !!!!"
+        );
+        return;
+    };
+    initrd.extend_from_slice(&extra);
+    let Some(iso) = iso_or_skip("linux_ata_piix", "noboot.iso") else {
+        return;
+    };
+    let img = temp("ata.img");
+    let mut bytes = common::rom("bootsector");
+    let mut second = b"JANUS SECTOR 1\0".to_vec();
+    second.resize(512 * 3, 0);
+    bytes.extend_from_slice(&second);
+    std::fs::write(&img, &bytes).unwrap();
+    let out = temp("ata.serial");
+    let mut drives = disk(&img);
+    drives.extend(cdrom(&iso));
+    let mut m = Machine::new(MachineConfig {
+        kernel: Some(kernel),
+        initrd: Some(initrd),
+        cmdline: "console=ttyS0".into(),
+        mem: 256 << 20,
+        ide: drives,
+        serial: SinkSpec::File(out.clone()),
+        timeout: Some(Duration::from_secs(240)),
+        ..Default::default()
+    })
+    .unwrap();
+    let o = m.run(AccelKind::Jit).unwrap();
+    drop(m);
+    let serial = String::from_utf8_lossy(&std::fs::read(&out).unwrap_or_default()).into_owned();
+    let _ = std::fs::remove_file(&out);
+    let written = std::fs::read(&img).unwrap();
+    let _ = std::fs::remove_file(&img);
+    assert_eq!(o.reason, StopReason::PowerOff, "{serial}");
+    for want in [
+        "ata1.00: ATA-7: JANUS HARDDISK",
+        "ata2.00: ATAPI: JANUS DVD-ROM",
+        "[sda] Attached SCSI disk",
+        "JANUS-ATA: sda sector 1: JANUS SECTOR 1",
+        "JANUS-ATA: sr0 block 16: CD001",
+    ] {
+        assert!(serial.contains(want), "{want} missing:\n{serial}");
+    }
+    assert_eq!(&written[1024..1044], b"JANUS WROTE SECTOR 2");
+}
+
 /// The ISO `name` of tests/firmware/assets (built by make-iso.sh when missing), or `None`,
 /// loudly, when it cannot be built (no Linux assets, no grub-mkrescue).
 fn iso_or_skip(test: &str, name: &str) -> Option<PathBuf> {

@@ -414,11 +414,22 @@ pub struct IdeFunction {
     config: ConfigSpace,
 }
 
+/// The IDE timing registers of the primary (0x40) and secondary (0x42) channel: bit 15 is the
+/// channel's decode enable, which Linux's ata_piix checks before it probes a channel.
+pub const IDETIM: [usize; 2] = [0x40, 0x42];
+/// IDETIM's decode enable bit.
+pub const IDETIM_DECODE_ENABLE: u16 = 0x8000;
+
 impl Default for IdeFunction {
     fn default() -> Self {
-        IdeFunction {
-            config: ConfigSpace::new(PCI_ID.0, PCI_ID.1, PCI_CLASS, 0),
+        let mut config = ConfigSpace::new(PCI_ID.0, PCI_ID.1, PCI_CLASS, 0);
+        // Both channels decoding, as firmware leaves them (SeaBIOS writes 0x8000 to both), so
+        // that a kernel booted without firmware finds them; the guest may rewrite them.
+        for r in IDETIM {
+            config.set(r, &IDETIM_DECODE_ENABLE.to_le_bytes());
+            config.set_wmask(r, &[0xff, 0xff]);
         }
+        IdeFunction { config }
     }
 }
 
