@@ -132,6 +132,9 @@ pub enum MachineError {
     /// An IDE drive could not be attached.
     #[error(transparent)]
     Ide(#[from] crate::devices::ide::IdeError),
+    /// A kernel for firmware to boot (`--kernel` with `--bios`) could not be served.
+    #[error(transparent)]
+    FirmwareBoot(#[from] crate::firmware::FirmwareBootError),
     /// fw_cfg could not be filled.
     #[error(transparent)]
     FwCfg(#[from] crate::devices::fw_cfg::FwCfgError),
@@ -338,7 +341,7 @@ impl Machine {
             .filter(|t| t.check(&memory).is_ok());
         let mut boot = None;
         let initial = match (&config.kernel, &config.bios, &config.image) {
-            (Some(k), _, _) => {
+            (Some(k), None, _) => {
                 let path = config.kernel_path.as_deref().unwrap_or("kernel");
                 let cmdline = crate::loader::boot_cmdline(k, path, &config.cmdline);
                 let info = crate::loader::load_kernel(
@@ -352,7 +355,7 @@ impl Machine {
                 boot = Some(info.to_string());
                 info.state
             }
-            (None, Some(rom), _) => crate::loader::flat::load_bios(&memory, rom)?,
+            (_, Some(rom), _) => crate::loader::flat::load_bios(&memory, rom)?,
             (None, None, Some(img)) => crate::loader::flat::load_flat(&memory, img)?,
             (None, None, None) => return Err(LoadError::EmptyImage.into()),
         };
@@ -419,7 +422,17 @@ impl Machine {
                 control: control.clone(),
             },
         )?;
-        let fw_cfg = crate::firmware::fw_cfg(memory.clone(), &layout, config.smp, pci)?;
+        let mut fw_cfg = crate::firmware::fw_cfg(memory.clone(), &layout, config.smp, pci)?;
+        if let (Some(k), Some(_)) = (&config.kernel, &config.bios) {
+            let cmdline = config.cmdline.as_str();
+            crate::firmware::add_linux_boot(
+                &mut fw_cfg,
+                &layout,
+                k,
+                config.initrd.as_deref(),
+                cmdline,
+            )?;
+        }
         pio.insert(
             u64::from(crate::devices::fw_cfg::FW_CFG_PORT),
             crate::devices::fw_cfg::FW_CFG_PORT_LEN,

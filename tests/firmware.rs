@@ -246,6 +246,60 @@ fn linux_ata_piix_reads_and_writes_the_disk_and_reads_the_cd() {
     assert_eq!(&written[1024..1044], b"JANUS WROTE SECTOR 2");
 }
 
+/// `--bios` with `--kernel`: SeaBIOS runs QEMU's linuxboot option ROM from fw_cfg, which loads
+/// the bzImage, initrd and command line that janus serves there; Linux boots to the marker on
+/// janus's ACPI tables.
+#[test]
+fn seabios_boots_a_kernel_from_fw_cfg() {
+    let assets = root().join("tests/linux/assets");
+    let (Ok(kernel), Ok(initrd)) = (
+        std::fs::read(assets.join("vmlinuz")),
+        std::fs::read(assets.join("initramfs.cpio.gz")),
+    ) else {
+        if std::env::var("JANUS_REQUIRE_LINUX").as_deref() == Ok("1") {
+            panic!("the Linux assets are required (JANUS_REQUIRE_LINUX=1)");
+        }
+        eprintln!(
+            "!!!! SKIPPED seabios_boots_a_kernel: no Linux assets; this test did NOT run !!!!"
+        );
+        return;
+    };
+    if !Path::new(janus::firmware::LINUXBOOT_ROM).is_file() {
+        panic!(
+            "{} is missing: apt-get install qemu-system-data",
+            janus::firmware::LINUXBOOT_ROM
+        );
+    }
+    let out = temp("fwkernel.serial");
+    let mut m = Machine::new(MachineConfig {
+        bios: Some(seabios()),
+        kernel: Some(kernel),
+        initrd: Some(initrd),
+        cmdline: "console=ttyS0".into(),
+        mem: 256 << 20,
+        serial: SinkSpec::File(out.clone()),
+        timeout: Some(Duration::from_secs(240)),
+        ..Default::default()
+    })
+    .unwrap();
+    let o = m.run(AccelKind::Jit).unwrap();
+    drop(m);
+    let serial = String::from_utf8_lossy(&std::fs::read(&out).unwrap_or_default()).into_owned();
+    let _ = std::fs::remove_file(&out);
+    for want in [
+        "Booting from ROM",
+        "Command line: console=ttyS0",
+        "ACPI: MCFG",
+        "JANUS-INIT-OK",
+    ] {
+        assert!(
+            serial.contains(want),
+            "{want} missing ({}):\n{serial}",
+            o.reason
+        );
+    }
+}
+
 /// The ISO `name` of tests/firmware/assets (built by make-iso.sh when missing), or `None`,
 /// loudly, when it cannot be built (no Linux assets, no grub-mkrescue).
 fn iso_or_skip(test: &str, name: &str) -> Option<PathBuf> {

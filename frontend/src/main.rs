@@ -112,8 +112,9 @@ struct RunArgs {
     /// A CD-ROM image (ISO 9660, El Torito-bootable through SeaBIOS) on the IDE controller.
     #[arg(long, value_name = "ISO")]
     cdrom: Option<PathBuf>,
-    /// Boot a kernel directly: a Linux bzImage, a vmlinux with a PVH note, or a multiboot image.
-    #[arg(long, conflicts_with_all = ["image", "bios"])]
+    /// Boot a kernel directly: a Linux bzImage, a vmlinux with a PVH note, or a multiboot image
+    /// (with --bios: a bzImage that the firmware boots through fw_cfg).
+    #[arg(long, conflicts_with = "image")]
     kernel: Option<PathBuf>,
     /// An initrd for --kernel (a module for multiboot kernels).
     #[arg(long, requires = "kernel")]
