@@ -442,10 +442,146 @@ pub fn build_firmware_tables(config: &TablesConfig, base: u64) -> (Vec<u8>, Tabl
     )
 }
 
+/// janus's ACPI tables as firmware installs them through fw_cfg (QEMU's "linker/loader"
+/// protocol): the tables in one file built as if at address 0, the RSDP in another, and the
+/// commands (`etc/table-loader`) that tell the firmware to allocate both, add each file's
+/// final address to the pointers between tables, and fix the checksums.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoaderTables {
+    /// `etc/acpi/tables`: FACS, DSDT, FADT, MADT, MCFG, RSDT, XSDT.
+    pub tables: Vec<u8>,
+    /// `etc/acpi/rsdp`.
+    pub rsdp: Vec<u8>,
+    /// `etc/table-loader`: 128-byte commands.
+    pub loader: Vec<u8>,
+}
+
+/// The tables file's fw_cfg name.
+pub const LOADER_TABLES_FILE: &str = "etc/acpi/tables";
+/// The RSDP file's fw_cfg name.
+pub const LOADER_RSDP_FILE: &str = "etc/acpi/rsdp";
+/// The loader commands' fw_cfg name.
+pub const LOADER_FILE: &str = "etc/table-loader";
+
+/// Table-loader commands (QEMU's `hw/acpi/bios-linker-loader.c`), each 128 bytes.
+mod loader_cmd {
+    /// Allocate a file's copy: name[56], alignment u32, zone u8 (1 high memory, 2 F segment).
+    pub const ALLOCATE: u32 = 1;
+    /// Add a file's address to a pointer: dest[56], src[56], offset u32, size u8.
+    pub const ADD_POINTER: u32 = 2;
+    /// Fix a checksum: file[56], offset u32, start u32, length u32.
+    pub const ADD_CHECKSUM: u32 = 3;
+    /// Allocation zones.
+    pub const ZONE_HIGH: u8 = 1;
+    /// The F segment (where the RSDP must be found).
+    pub const ZONE_FSEG: u8 = 2;
+    /// One command's size.
+    pub const LEN: usize = 128;
+    /// A file name field's size.
+    pub const NAME: usize = 56;
+}
+
+fn loader_name(b: &mut Vec<u8>, name: &str) {
+    let mut n = [0u8; loader_cmd::NAME];
+    n[..name.len()].copy_from_slice(name.as_bytes());
+    b.extend_from_slice(&n);
+}
+
+fn loader_command(out: &mut Vec<u8>, command: u32, body: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(&command.to_le_bytes());
+    out.extend_from_slice(body);
+    out.resize(start + loader_cmd::LEN, 0);
+}
+
+/// Builds the tables of `config` for firmware to install (see [`LoaderTables`]).
+pub fn loader_tables(config: &TablesConfig) -> LoaderTables {
+    use loader_cmd::*;
+    let mut blob = Vec::new();
+    let place = |blob: &mut Vec<u8>, bytes: &[u8], a: usize| -> u64 {
+        while blob.len() % a != 0 {
+            blob.push(0);
+        }
+        let at = blob.len() as u64;
+        blob.extend_from_slice(bytes);
+        at
+    };
+    let facs_at = place(&mut blob, &facs(), 64);
+    let dsdt_bytes = dsdt(config.pci.as_ref());
+    let dsdt_at = place(&mut blob, &dsdt_bytes, 16);
+    let fadt_bytes = fadt(facs_at, dsdt_at);
+    let fadt_at = place(&mut blob, &fadt_bytes, 16);
+    let madt_bytes = madt(config.nr_vcpus, config.ioapic_id);
+    let madt_at = place(&mut blob, &madt_bytes, 16);
+    let mut listed = vec![(fadt_at, fadt_bytes.len()), (madt_at, madt_bytes.len())];
+    if let Some(p) = &config.pci {
+        let m = mcfg(p.ecam);
+        listed.push((place(&mut blob, &m, 16), m.len()));
+    }
+    let addrs: Vec<u64> = listed.iter().map(|t| t.0).collect();
+    let rsdt = root(b"RSDT", &addrs, false);
+    let rsdt_at = place(&mut blob, &rsdt, 16);
+    let xsdt = root(b"XSDT", &addrs, true);
+    let xsdt_at = place(&mut blob, &xsdt, 16);
+    let rsdp_bytes = rsdp(rsdt_at, xsdt_at);
+
+    let mut loader = Vec::new();
+    let allocate = |out: &mut Vec<u8>, file: &str, align: u32, zone: u8| {
+        let mut b = Vec::new();
+        loader_name(&mut b, file);
+        b.extend_from_slice(&align.to_le_bytes());
+        b.push(zone);
+        loader_command(out, ALLOCATE, &b);
+    };
+    let pointer = |out: &mut Vec<u8>, dest: &str, offset: u64, size: u8| {
+        let mut b = Vec::new();
+        loader_name(&mut b, dest);
+        loader_name(&mut b, LOADER_TABLES_FILE);
+        b.extend_from_slice(&(offset as u32).to_le_bytes());
+        b.push(size);
+        loader_command(out, ADD_POINTER, &b);
+    };
+    let checksum = |out: &mut Vec<u8>, file: &str, start: u64, len: usize, at: u64| {
+        let mut b = Vec::new();
+        loader_name(&mut b, file);
+        b.extend_from_slice(&(at as u32).to_le_bytes());
+        b.extend_from_slice(&(start as u32).to_le_bytes());
+        b.extend_from_slice(&(len as u32).to_le_bytes());
+        loader_command(out, ADD_CHECKSUM, &b);
+    };
+    allocate(&mut loader, LOADER_TABLES_FILE, 64, ZONE_HIGH);
+    allocate(&mut loader, LOADER_RSDP_FILE, 16, ZONE_FSEG);
+    // FADT: FIRMWARE_CTRL, DSDT, X_DSDT.
+    pointer(&mut loader, LOADER_TABLES_FILE, fadt_at + 36, 4);
+    pointer(&mut loader, LOADER_TABLES_FILE, fadt_at + 40, 4);
+    pointer(&mut loader, LOADER_TABLES_FILE, fadt_at + 140, 8);
+    for i in 0..addrs.len() as u64 {
+        pointer(&mut loader, LOADER_TABLES_FILE, rsdt_at + 36 + 4 * i, 4);
+        pointer(&mut loader, LOADER_TABLES_FILE, xsdt_at + 36 + 8 * i, 8);
+    }
+    pointer(&mut loader, LOADER_RSDP_FILE, 16, 4);
+    pointer(&mut loader, LOADER_RSDP_FILE, 24, 8);
+    let tables = [
+        (dsdt_at, dsdt_bytes.len()),
+        (rsdt_at, rsdt.len()),
+        (xsdt_at, xsdt.len()),
+    ];
+    for &(at, len) in listed.iter().chain(tables.iter()) {
+        checksum(&mut loader, LOADER_TABLES_FILE, at, len, at + 9);
+    }
+    checksum(&mut loader, LOADER_RSDP_FILE, 0, 20, 8);
+    checksum(&mut loader, LOADER_RSDP_FILE, 0, 36, 32);
+    LoaderTables {
+        tables: blob,
+        rsdp: rsdp_bytes,
+        loader,
+    }
+}
+
 /// Why the firmware tables were not written.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TablesError {
-    /// Their place is not writable RAM (a BIOS ROM is mapped there: the firmware makes its own).
+    /// Their place is not writable RAM.
     #[error("the BIOS area at {0:#x} is not RAM")]
     NotRam(u64),
     /// The tables do not fit in the BIOS area.
@@ -546,6 +682,77 @@ mod tests {
             .find(|&o| &blob[o..o + 8] == b"RSD PTR ")
             .map(|o| base + o as u64)
             .expect("no RSDP")
+    }
+
+    /// Runs the table-loader's commands as firmware does, with the tables file at `base`;
+    /// returns it and the RSDP file.
+    fn run_loader(l: &LoaderTables, base: u64) -> (Vec<u8>, Vec<u8>) {
+        let (mut tables, mut rsdp) = (l.tables.clone(), l.rsdp.clone());
+        let name = |b: &[u8]| {
+            String::from_utf8_lossy(b)
+                .trim_end_matches('\0')
+                .to_string()
+        };
+        assert_eq!(l.loader.len() % 128, 0);
+        for c in l.loader.chunks(128) {
+            let file = name(&c[4..60]);
+            let is_rsdp = file == LOADER_RSDP_FILE;
+            match u32_at(c, 0) {
+                1 => assert!(file == LOADER_TABLES_FILE || is_rsdp),
+                2 => {
+                    assert_eq!(name(&c[60..116]), LOADER_TABLES_FILE);
+                    let (off, size) = (u32_at(c, 116) as usize, usize::from(c[120]));
+                    let dest = if is_rsdp { &mut rsdp } else { &mut tables };
+                    let mut v = [0u8; 8];
+                    v[..size].copy_from_slice(&dest[off..off + size]);
+                    let p = u64::from_le_bytes(v) + base;
+                    dest[off..off + size].copy_from_slice(&p.to_le_bytes()[..size]);
+                }
+                3 => {
+                    let (at, start, len) = (
+                        u32_at(c, 60) as usize,
+                        u32_at(c, 64) as usize,
+                        u32_at(c, 68) as usize,
+                    );
+                    let dest = if is_rsdp { &mut rsdp } else { &mut tables };
+                    let sum = dest[start..start + len]
+                        .iter()
+                        .fold(0u8, |a, &b| a.wrapping_add(b));
+                    dest[at] = dest[at].wrapping_sub(sum);
+                }
+                other => panic!("unknown loader command {other}"),
+            }
+        }
+        (tables, rsdp)
+    }
+
+    #[test]
+    fn loader_tables_install_anywhere_with_valid_pointers_and_checksums() {
+        let mut r =
+            crate::board::Resources::new(&crate::layout::build_memory(64 << 20, None).unwrap().1);
+        let pci = crate::board::PciLayout::allocate(&mut r).unwrap();
+        let l = loader_tables(&TablesConfig {
+            nr_vcpus: 2,
+            ioapic_id: 2,
+            pci: Some(pci),
+        });
+        let base = 0x3ffe_0000;
+        let (t, rsdp) = run_loader(&l, base);
+        assert_eq!(&rsdp[..8], b"RSD PTR ");
+        assert!(sums_to_zero(&rsdp[..20]) && sums_to_zero(&rsdp[..36]));
+        let rsdt = table(&t, base, u64::from(u32_at(&rsdp, 16)), b"RSDT");
+        let xsdt = table(&t, base, u64_at(&rsdp, 24), b"XSDT");
+        assert_eq!(rsdt.len(), 36 + 3 * 4);
+        let fadt = table(&t, base, u64::from(u32_at(rsdt, 36)), b"FACP");
+        assert_eq!(u64_at(xsdt, 36), u64::from(u32_at(rsdt, 36)));
+        table(&t, base, u64::from(u32_at(rsdt, 40)), b"APIC");
+        table(&t, base, u64_at(xsdt, 52), b"MCFG");
+        let dsdt = u64::from(u32_at(fadt, 40));
+        table(&t, base, dsdt, b"DSDT");
+        assert_eq!(u64_at(fadt, 140), dsdt);
+        let facs = u32_at(fadt, 36) as u64;
+        assert_eq!(facs % 64, 0);
+        assert_eq!(&t[(facs - base) as usize..][..4], b"FACS");
     }
 
     #[test]
@@ -651,7 +858,9 @@ mod tests {
         let mut sig = [0u8; 8];
         mem.read(info.rsdp, &mut sig).unwrap();
         assert_eq!(&sig, b"RSD PTR ");
-        let (mem, _) = crate::layout::build_memory(16 << 20, Some(128 << 10)).unwrap();
+        // Memory with no RAM at the BIOS area refuses them.
+        let mut mem = janus_accel::GuestMemory::new();
+        mem.add(0, 0xf_0000, janus_accel::RegionKind::Ram).unwrap();
         assert_eq!(
             write_firmware_tables(&mem, &cfg),
             Err(TablesError::NotRam(FIRMWARE_TABLES_BASE))

@@ -1,7 +1,8 @@
 //! The PC memory map janus gives every guest.
 //!
 //! ```text
-//! 0x0000_0000  RAM (the 128 KiB below 1 MiB are the BIOS alias when --bios is given)
+//! 0x0000_0000  RAM (with --bios, 0xC0000-0xFFFFF is shadow RAM holding a copy of the ROM's
+//!              last 256 KiB, or all of a smaller ROM, ending at 1 MiB)
 //! 0xC000_0000  MMIO hole: unassigned MMIO, IOAPIC 0xFEC0_0000, LAPIC 0xFEE0_0000,
 //!              BIOS ROM ending at 0x1_0000_0000
 //! 4 GiB        the rest of RAM, for guests larger than 3 GiB
@@ -19,8 +20,10 @@ pub const LOW_RAM_END_MAX: u64 = 0xc000_0000;
 pub const HIGH_RAM_BASE: u64 = 1 << 32;
 /// Where a flat image is loaded and entered.
 pub const FLAT_LOAD_ADDR: u64 = 0x7c00;
-/// How much of the BIOS ROM is also visible just below 1 MiB.
-pub const BIOS_ALIAS_MAX: u64 = 128 << 10;
+/// How much of the BIOS ROM is copied to the shadow RAM just below 1 MiB: at most the whole
+/// shadow area, 0xC0000-0xFFFFF (SeaBIOS's 256 KiB build has code below 0xE0000 that it would
+/// copy there itself through a chipset's PAM registers).
+pub const BIOS_ALIAS_MAX: u64 = 256 << 10;
 /// The largest BIOS ROM janus maps (as large flash parts are).
 pub const BIOS_MAX: u64 = 16 << 20;
 /// The smallest guest memory janus accepts.
@@ -73,7 +76,7 @@ pub fn mem_to_fit(end: u64) -> String {
 /// The RAM sizes of a built machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
-    /// RAM bytes below 4 GiB (including the part shadowed by the BIOS alias).
+    /// RAM bytes below 4 GiB (including the BIOS shadow below 1 MiB).
     pub low_ram: u64,
     /// RAM bytes from 4 GiB.
     pub high_ram: u64,
@@ -113,14 +116,11 @@ pub fn build_memory(mem: u64, bios_size: Option<u64>) -> Result<(GuestMemory, La
             if size == 0 || size % 4096 != 0 || size > BIOS_MAX {
                 return Err(LoadError::BadBiosSize { size });
             }
-            let alias = size.min(BIOS_ALIAS_MAX);
-            let alias_base = (1 << 20) - alias;
-            m.add(0, alias_base.min(low_ram), RegionKind::Ram)?;
-            if low_ram > 1 << 20 {
-                m.add(1 << 20, low_ram - (1 << 20), RegionKind::Ram)?;
-            }
+            // The shadow below 1 MiB is plain RAM, filled from the ROM by the loader: shadow
+            // RAM already enabled for reading and writing, as firmware's first step makes it
+            // (janus's host bridge has no PAM registers to switch it).
+            m.add(0, low_ram, RegionKind::Ram)?;
             m.add(HIGH_RAM_BASE - size, size, RegionKind::Rom)?;
-            m.add_alias(alias_base, alias, HIGH_RAM_BASE - size)?;
         }
     }
     if high_ram > 0 {

@@ -11,6 +11,7 @@ pub mod console;
 pub mod control;
 pub mod devices;
 pub mod diff;
+pub mod firmware;
 pub mod fuzz;
 pub mod gdb;
 pub mod layout;

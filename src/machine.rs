@@ -87,6 +87,8 @@ pub struct MachineConfig {
     pub virtio: crate::virtio::board::VirtioConfig,
     /// virtio-net cards, one per `--netdev`/`--nic`.
     pub netdevs: Vec<crate::net::NetdevSpec>,
+    /// IDE drives (`--drive ...,if=ide`, `--cdrom`): primary master, then secondary master.
+    pub ide: Vec<crate::devices::ide::IdeDriveSpec>,
 }
 
 impl Default for MachineConfig {
@@ -121,6 +123,7 @@ impl Default for MachineConfig {
             gdb: None,
             virtio: Default::default(),
             netdevs: Vec::new(),
+            ide: Vec::new(),
         }
     }
 }
@@ -137,6 +140,15 @@ pub enum MachineError {
     /// The board's pools cannot hold what a device needs.
     #[error(transparent)]
     Alloc(#[from] AllocError),
+    /// An IDE drive could not be attached.
+    #[error(transparent)]
+    Ide(#[from] crate::devices::ide::IdeError),
+    /// A kernel for firmware to boot (`--kernel` with `--bios`) could not be served.
+    #[error(transparent)]
+    FirmwareBoot(#[from] crate::firmware::FirmwareBootError),
+    /// fw_cfg could not be filled.
+    #[error(transparent)]
+    FwCfg(#[from] crate::devices::fw_cfg::FwCfgError),
     /// The firmware tables could not be written.
     #[error("ACPI tables: {0}")]
     Tables(#[from] crate::acpi::TablesError),
@@ -357,7 +369,7 @@ impl Machine {
             .filter(|t| t.check(&memory).is_ok());
         let mut boot = None;
         let initial = match (&config.kernel, &config.bios, &config.image) {
-            (Some(k), _, _) => {
+            (Some(k), None, _) => {
                 let path = config.kernel_path.as_deref().unwrap_or("kernel");
                 let cmdline = config.cmdline.clone() + &virtio.cmdline;
                 let cmdline = crate::loader::boot_cmdline(k, path, &cmdline);
@@ -372,7 +384,7 @@ impl Machine {
                 boot = Some(info.to_string());
                 info.state
             }
-            (None, Some(rom), _) => crate::loader::flat::load_bios(&memory, rom)?,
+            (_, Some(rom), _) => crate::loader::flat::load_bios(&memory, rom)?,
             (None, None, Some(img)) => crate::loader::flat::load_flat(&memory, img)?,
             (None, None, None) => return Err(LoadError::EmptyImage.into()),
         };
@@ -419,7 +431,7 @@ impl Machine {
             Some(shift) => return Err(MachineError::IcountShift(shift)),
         };
         let Board {
-            pio,
+            mut pio,
             mut mmio,
             platform,
             resources,
@@ -448,6 +460,23 @@ impl Machine {
         for (i, spec) in config.netdevs.iter().enumerate() {
             crate::virtio::net::plug(&pci_root, &memory, spec, i)?;
         }
+        let mut fw_cfg = crate::firmware::fw_cfg(memory.clone(), &layout, config.smp, pci)?;
+        if let (Some(k), Some(_)) = (&config.kernel, &config.bios) {
+            let cmdline = config.cmdline.as_str();
+            crate::firmware::add_linux_boot(
+                &mut fw_cfg,
+                &layout,
+                k,
+                config.initrd.as_deref(),
+                cmdline,
+            )?;
+        }
+        pio.insert(
+            u64::from(crate::devices::fw_cfg::FW_CFG_PORT),
+            crate::devices::fw_cfg::FW_CFG_PORT_LEN,
+            Arc::new(Mutex::new(fw_cfg)),
+        )?;
+        crate::devices::ide::attach(&mut pio, &platform, &pci_root, &config.ide)?;
 
         Ok(Machine {
             // The kernel and initrd are in guest memory now: do not keep a second copy (a
@@ -875,6 +904,7 @@ mod tests {
             "i8042-cmd",
             "port92",
             "acpi-pm",
+            "fw-cfg",
         ] {
             assert!(
                 labels.iter().any(|l| l == want),
@@ -883,7 +913,7 @@ mod tests {
         }
         // Unassigned ports read as all ones.
         let mut b = [0u8; 2];
-        m.io.pio_read(0, 0x510, &mut b);
+        m.io.pio_read(0, 0x2f8, &mut b);
         assert_eq!(b, [0xff, 0xff]);
         // A debug-exit write records the guest's status.
         m.io.pio_write(0, 0xf4, &[5]);

@@ -43,6 +43,7 @@ protmode  exit0    protmode: PASS
 longmode  exit0    longmode: PASS
 portio    exit0    portio: PASS
 cmos      exit0    cmos: PASS
+fw_cfg    exit0    fw_cfg: CPUs by port 1, by DMA 1
 mmio      exit0    mmio: PASS
 demo      exit0    demo finished: all modes OK
 outloop   exit0    outloop: done

@@ -146,7 +146,7 @@ fn linux_finds_pci_through_acpi_on_kvm() {
         "PCI: MMCONFIG at [mem 0xc0000000-0xc00fffff] reserved in E820",
         "ACPI: PCI Root Bridge [PCI0] (domain 0000 [bus 00])",
         "PCI host bridge to bus 0000:00",
-        "pci_bus 0000:00: root bus resource [mem 0xd0000000-0xefffffff window]",
+        "pci_bus 0000:00: root bus resource [mem 0xdec00000-0xfebfffff window]",
         HOST_BRIDGE_FOUND,
     ] {
         assert!(serial.contains(line), "{line:?} missing:\n{serial}");

@@ -215,6 +215,21 @@ fn smp_starts_three_aps() {
     }
 }
 
+/// fw_cfg (test-roms/fw_cfg.asm): the signature and id by port, the CPU count by port and by
+/// DMA (2 vCPUs: the count is the machine's, not a constant), a refused DMA write, the file
+/// directory.
+#[test]
+fn fw_cfg_gives_the_cpu_count_by_port_and_dma() {
+    for accel in backends("fw_cfg") {
+        let (reason, serial) = run_smp("fw_cfg", accel, 2);
+        assert_eq!(reason, StopReason::GuestExit(0), "{accel:?}:\n{serial}");
+        assert!(
+            serial.contains("fw_cfg: CPUs by port 2, by DMA 2"),
+            "{accel:?}:\n{serial}"
+        );
+    }
+}
+
 /// INIT restarts an AP that is running or halted with interrupts off (test-roms/initsipi.asm):
 /// 2,000 INIT-SIPI rounds, 2,000 starts.
 #[test]

@@ -1,6 +1,7 @@
 //! `janus`: run an x86 guest under KVM or in software, and report on the host.
 
 mod bench;
+mod drives;
 mod hostile;
 
 use std::path::PathBuf;
@@ -104,8 +105,17 @@ struct RunArgs {
     /// A firmware ROM mapped at the top of 4 GiB; the CPU starts at its reset vector.
     #[arg(long)]
     bios: Option<PathBuf>,
-    /// Boot a kernel directly: a Linux bzImage, a vmlinux with a PVH note, or a multiboot image.
-    #[arg(long, conflicts_with_all = ["image", "bios"])]
+    /// A disk on a raw image: file=PATH[,if=virtio|mmio|ide][,readonly=on][,snapshot=on]
+    /// [,cache=MODE][,format=raw][,media=disk|cdrom]; virtio-blk unless if=ide (repeat for
+    /// more disks; without --bios or --kernel, SeaBIOS boots the first).
+    #[arg(long = "drive", value_name = "file=PATH[,...]")]
+    drive: Vec<String>,
+    /// A CD-ROM image (ISO 9660, El Torito-bootable through SeaBIOS) on the IDE controller.
+    #[arg(long, value_name = "ISO")]
+    cdrom: Option<PathBuf>,
+    /// Boot a kernel directly: a Linux bzImage, a vmlinux with a PVH note, or a multiboot image
+    /// (with --bios: a bzImage that the firmware boots through fw_cfg).
+    #[arg(long, conflicts_with = "image")]
     kernel: Option<PathBuf>,
     /// An initrd for --kernel (a module for multiboot kernels).
     #[arg(long, requires = "kernel")]
@@ -185,10 +195,6 @@ struct RunArgs {
     /// Wait for gdb before the first instruction (as QEMU's -S); with --gdb or -s.
     #[arg(short = 'S')]
     gdb_wait: bool,
-    /// A virtio-blk disk on a raw image (repeat for vdb, vdc...):
-    /// file=PATH[,if=virtio|mmio][,readonly=on][,snapshot=on][,cache=MODE][,format=raw].
-    #[arg(long, value_name = "file=PATH[,...]")]
-    drive: Vec<janus::virtio::blk::DriveSpec>,
     /// A virtio device: virtio-rng-pci, virtio-serial-pci (hvc0), or their virtio-mmio
     /// forms virtio-rng-device, virtio-serial-device (direct kernel boots). Repeatable.
     #[arg(long, value_name = "NAME")]
@@ -577,7 +583,15 @@ fn read_file(path: &PathBuf, what: &str, limit: u64, base: u64) -> Result<Vec<u8
 }
 
 fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
-    let image = match (&args.image, &args.bios, &args.kernel) {
+    let (ide, virtio_drives) = drives::split_drives(&args.drive)?;
+    let ide = drives::ide_drives(&ide, args.cdrom.as_deref())?;
+    let bios_path = match (&args.bios, &args.kernel, &args.image) {
+        (None, None, None) if !ide.is_empty() || !virtio_drives.is_empty() => {
+            Some(drives::default_firmware()?)
+        }
+        _ => args.bios.clone(),
+    };
+    let image = match (&args.image, &bios_path, &args.kernel) {
         (Some(p), _, _) => Some(read_image(p, args.mem)?),
         (None, None, None) => Some(DEMO.to_vec()),
         _ => None,
@@ -592,8 +606,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         .as_ref()
         .map(|p| read_file(p, "initrd", args.mem, 0))
         .transpose()?;
-    let bios = args
-        .bios
+    let bios = bios_path
         .as_ref()
         .map(|p| read_file(p, "BIOS image", MAX_IMAGE, 0))
         .transpose()?;
@@ -659,7 +672,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
         cpu: args.cpu.clone(),
         gdb: gdb.clone(),
         virtio: janus::virtio::board::VirtioConfig {
-            drives: args.drive.clone(),
+            drives: virtio_drives,
             devices: args.device.clone(),
             console: None,
         },
@@ -668,6 +681,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
             .enumerate()
             .map(|(i, (a, nic))| janus::net::NetdevSpec::parse(a, i, nic))
             .collect::<Result<_, _>>()?,
+        ide,
     };
     let mut machine = Machine::new(config)?;
     if let Some(b) = machine.boot_info()

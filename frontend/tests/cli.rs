@@ -94,6 +94,26 @@ fn kvm_unavailable_is_one_line() {
     assert_eq!(e.matches("No such file").count(), 1, "{e}");
 }
 
+/// Firmware and drive mistakes: one line each, naming the file or the option.
+#[test]
+fn missing_firmware_and_drive_files() {
+    let out = janus(&["run", "--bios", "/nonexistent/bios.bin"]);
+    one_error_line(&out, "/nonexistent/bios.bin");
+    let out = janus(&["run", "--drive", "file=/nonexistent/disk.img,if=ide"]);
+    one_error_line(&out, "cannot open /nonexistent/disk.img");
+    let out = janus(&["run", "--cdrom", "/nonexistent/cd.iso"]);
+    one_error_line(&out, "cannot open /nonexistent/cd.iso");
+    let out = janus(&["run", "--drive", "file=x.img,if=ide,format=qcow2"]);
+    one_error_line(
+        &out,
+        "--drive file=x.img,if=ide,format=qcow2: format=qcow2 is not supported",
+    );
+    let out = janus(&["run", "--drive", "file=x.img,format=qcow2"]);
+    one_error_line(&out, "format=qcow2");
+    let out = janus(&["run", "--drive", "file=x.img,if=scsi"]);
+    one_error_line(&out, "if=scsi is not supported (virtio, mmio or ide)");
+}
+
 #[test]
 fn bad_bios_size() {
     let p = std::env::temp_dir().join(format!("janus-bios-{}.bin", std::process::id()));

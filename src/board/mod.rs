@@ -8,10 +8,12 @@
 //! ports   0x20-0x21 PIC master      0x40-0x43 PIT       0x60/0x64 i8042   0x61 system port B
 //!         0x70-0x71 CMOS/RTC        0x80 POST           0x92 port 92      0xa0-0xa1 PIC slave
 //!         0xe9 debugcon             0xf4 debug-exit     0x3f8-0x3ff COM1  0x4d0-0x4d1 ELCR
+//!         0x402 debugcon (firmware) 0x510-0x51b fw_cfg
 //!         0x600-0x60b ACPI PM       0xcf8-0xcff PCI config mechanism #1
 //!         0xc000-0xffff             device I/O pool (all of it the PCI I/O window)
 //! MMIO    0xc000_0000-0xfebf_ffff   device MMIO pool (32-bit): PCI ECAM (bus 0, 1 MiB) at its
-//!                                   start, then the PCI 32-bit window (512 MiB, 0xd000_0000)
+//!                                   start, the PCI 32-bit window (512 MiB) at its end,
+//!                                   0xdec0_0000-0xfebf_ffff
 //!         0xfec0_0000 IOAPIC        0xfee0_0000 LAPIC   BIOS ROM ending at 4 GiB
 //!         from the first GiB boundary above RAM: 64 GiB of device MMIO pool (64-bit), the PCI
 //!         64-bit window (32 GiB) at its start
@@ -54,6 +56,9 @@ pub const COM1_IRQ: u8 = 4;
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 /// Bochs/QEMU's debug console: bytes written go to `--debugcon`.
 pub const DEBUGCON_PORT: u16 = 0xe9;
+/// QEMU's firmware debug port, where SeaBIOS writes its log once a read of it returns 0xe9:
+/// the debug console answers here too.
+pub const FIRMWARE_DEBUG_PORT: u16 = 0x402;
 /// The PC's POST diagnostic port (the default of `--post-port`).
 pub const POST_PORT: u16 = 0x80;
 /// The CMOS/RTC's index and data ports.
@@ -156,9 +161,13 @@ impl PciLayout {
         let ecam = pools
             .mmio32
             .allocate(PCI_ECAM_LEN, PCI_ECAM_LEN, "pci-ecam")?;
-        let m32 = pools
-            .mmio32
-            .allocate(PCI_MMIO32_LEN, 256 << 20, "pci-mmio32-window")?;
+        // The window ends where the IOAPIC starts: firmware that assigns BARs itself (SeaBIOS
+        // takes them downwards from 0xFEC00000) puts them inside it.
+        let m32 = pools.mmio32.reserve(
+            MMIO32_END - PCI_MMIO32_LEN,
+            PCI_MMIO32_LEN,
+            "pci-mmio32-window",
+        )?;
         let m64 = pools
             .mmio64
             .allocate(PCI_MMIO64_LEN, 1 << 30, "pci-mmio64-window")?;
@@ -290,7 +299,8 @@ impl Board {
             1,
             shared(DebugExit::new(control.clone())),
         )?;
-        pio.insert(u64::from(DEBUGCON_PORT), 1, debugcon)?;
+        pio.insert(u64::from(DEBUGCON_PORT), 1, debugcon.clone())?;
+        pio.insert(u64::from(FIRMWARE_DEBUG_PORT), 1, debugcon)?;
         pio.insert(u64::from(post_port), 1, post)?;
         let platform = Platform::new(nr_vcpus, clock);
         let cmos = Arc::new(Mutex::new(Cmos::with_base(
@@ -323,7 +333,7 @@ impl Board {
             1,
             shared(I8042Port::command(i8042)),
         )?;
-        pio.insert(u64::from(PORT92), 1, shared(Port92::new(control)))?;
+        pio.insert(u64::from(PORT92), 1, shared(Port92::new(control.clone())))?;
         let mut mmio = Bus::new("mmio");
         // With KVM's in-kernel irqchip, KVM owns the interrupt controllers' ports and MMIO;
         // the PIT stays janus's.
@@ -346,7 +356,7 @@ impl Board {
         pio.insert(
             u64::from(CONFIG_ADDRESS_PORT),
             CONFIG_PORTS_LEN,
-            shared(ConfigPorts(root.clone())),
+            shared(ConfigPorts(root.clone(), Some(control.clone()))),
         )?;
         mmio.insert(pci.ecam, PCI_ECAM_LEN, shared(Ecam(root.clone())))?;
         for (start, end) in [pci.mmio32, pci.mmio64] {
@@ -393,7 +403,7 @@ mod tests {
         let mut r = Resources::new(&small);
         let pci = PciLayout::allocate(&mut r).unwrap();
         assert_eq!(pci.ecam, 0xc000_0000);
-        assert_eq!(pci.mmio32, (0xd000_0000, 0xf000_0000));
+        assert_eq!(pci.mmio32, (0xdec0_0000, 0xfec0_0000));
         assert_eq!(pci.mmio64, (HIGH_RAM_BASE, HIGH_RAM_BASE + PCI_MMIO64_LEN));
         assert_eq!(pci.io, (0xc000, 0x1_0000));
         assert_eq!(pci.intx_gsis, [16, 17, 18, 19]);

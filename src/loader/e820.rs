@@ -39,7 +39,7 @@ pub const IOAPIC_RESERVED: (u64, u64) = (0xfec0_0000, 0xfec0_1000);
 pub const LAPIC_RESERVED: (u64, u64) = (0xfee0_0000, 0xfee0_1000);
 
 /// The memory map of a machine with `layout`, sorted by address: RAM 0-0x9FC00, reserved
-/// 0x9FC00-1 MiB (EBDA, VGA, BIOS area; the BIOS alias when there is one), RAM from 1 MiB to
+/// 0x9FC00-1 MiB (EBDA, VGA, BIOS area; the BIOS shadow when there is one), RAM from 1 MiB to
 /// the end of low RAM; in the MMIO hole only what is really there is reserved (the ECAM window,
 /// the IOAPIC, the LAPIC, a BIOS ROM ending at 4 GiB), so that the OS may place PCI BARs in
 /// the host bridge's 32-bit window; RAM above 4 GiB when the guest has more than 3 GiB.

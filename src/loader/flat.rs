@@ -4,7 +4,7 @@
 
 use janus_accel::{CpuState, GuestMemory, RegionKind};
 
-use crate::layout::{FLAT_LOAD_ADDR, HIGH_RAM_BASE, LoadError};
+use crate::layout::{BIOS_ALIAS_MAX, FLAT_LOAD_ADDR, HIGH_RAM_BASE, LoadError};
 
 /// Loads a flat image at 0x7C00 and returns the boot-sector entry state.
 ///
@@ -31,8 +31,9 @@ pub fn load_flat(mem: &GuestMemory, image: &[u8]) -> Result<CpuState, LoadError>
     Ok(CpuState::boot_sector())
 }
 
-/// Loads a BIOS ROM so that it ends at 4 GiB (memory must have been built with its size) and
-/// returns the reset state.
+/// Loads a BIOS ROM so that it ends at 4 GiB (memory must have been built with its size), copies
+/// its last 256 KiB (or all of it) to the shadow RAM ending at 1 MiB, and returns the reset
+/// state.
 ///
 /// # Errors
 /// [`LoadError::BadBiosSize`] if memory has no ROM of this size.
@@ -46,6 +47,10 @@ pub fn load_bios(mem: &GuestMemory, rom: &[u8]) -> Result<CpuState, LoadError> {
         _ => return Err(LoadError::BadBiosSize { size }),
     }
     mem.load(base, rom)?;
+    // The shadow below 1 MiB: a copy of the ROM's last 256 KiB (the real-mode entry points and
+    // the 32-bit code).
+    let shadow = size.min(BIOS_ALIAS_MAX) as usize;
+    mem.load((1 << 20) - shadow as u64, &rom[rom.len() - shadow..])?;
     Ok(CpuState::reset(true))
 }
 
@@ -55,21 +60,32 @@ mod tests {
     use crate::layout::build_memory;
 
     #[test]
-    fn bios_is_mapped_at_top_and_aliased_below_1m() {
-        let (m, _) = build_memory(16 << 20, Some(256 << 10)).unwrap();
-        let mut rom = vec![0u8; 256 << 10];
+    fn bios_is_mapped_at_top_and_shadowed_below_1m() {
+        let (m, _) = build_memory(16 << 20, Some(512 << 10)).unwrap();
+        let mut rom = vec![0u8; 512 << 10];
         let n = rom.len();
         rom[n - 16] = 0xea;
         rom[n - 128 * 1024] = 0x11;
+        rom[n - 256 * 1024] = 0x22;
+        rom[n - 256 * 1024 - 1] = 0x33;
         let s = load_bios(&m, &rom).unwrap();
         assert_eq!(s.linear_rip(), 0xffff_fff0);
         assert_eq!(m.read_le(0xffff_fff0, 1).unwrap(), 0xea);
         assert_eq!(m.read_le(0xffff0, 1).unwrap(), 0xea);
         assert_eq!(m.read_le(0xe0000, 1).unwrap(), 0x11);
-        // RAM continues above 1 MiB and below the alias.
+        // The last 256 KiB only: 0xC0000-0xFFFFF.
+        assert_eq!(m.read_le(0xc0000, 1).unwrap(), 0x22);
+        assert_eq!(m.read_le(0xbffff, 1).unwrap(), 0);
+        // RAM continues above 1 MiB and below the shadow; the shadow is writable RAM (the
+        // firmware keeps its variables there) and the ROM is not.
         m.write(0x100000, &[1]).unwrap();
         m.write(0xdffff, &[1]).unwrap();
-        assert!(m.write(0xe0000, &[1]).is_err(), "the alias is read-only");
+        m.write(0xe0000, &[1]).unwrap();
+        assert_eq!(
+            m.read_le(0xffff_fff0 - (128 << 10) + 0x10, 1).unwrap(),
+            0x11
+        );
+        assert!(m.write(0xffff_0000, &[1]).is_err(), "the ROM is read-only");
     }
 
     #[test]

@@ -23,13 +23,13 @@ pub fn foreign_image(image: &[u8]) -> Option<&'static str> {
     }
     if at(0x8001, b"CD001") {
         return Some(
-            "an ISO 9660 CD image: janus has no CD drive or BIOS to boot it; boot the kernel \
-             on it with --kernel FILE (and --initrd)",
+            "an ISO 9660 CD image: boot it with --cdrom FILE (SeaBIOS boots El Torito CDs), \
+             or the kernel on it with --kernel FILE (and --initrd)",
         );
     }
     if at(512, b"EFI PART") {
         return Some(
-            "a GPT disk image: janus has no disk or firmware to boot it; boot the kernel in it \
+            "a GPT disk image: janus has no UEFI firmware to boot it; boot the kernel in it \
              with --kernel FILE (and --initrd)",
         );
     }
@@ -41,8 +41,8 @@ pub fn foreign_image(image: &[u8]) -> Option<&'static str> {
     });
     if image.len() > 1 << 20 && at(510, &[0x55, 0xaa]) && partitioned {
         return Some(
-            "an MBR disk image: janus has no disk or BIOS to boot it; boot the kernel in it \
-             with --kernel FILE (and --initrd)",
+            "an MBR disk image: boot it with --drive file=FILE,if=ide (SeaBIOS boots it), or \
+             the kernel in it with --kernel FILE (and --initrd)",
         );
     }
     None

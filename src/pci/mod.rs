@@ -35,6 +35,10 @@ pub const NR_SLOTS: usize = 32;
 /// The host bridge's vendor (Red Hat, Inc.) and device (QEMU's generic PCIe host bridge): a
 /// host bridge with no chipset registers, which guests know to be such.
 pub const HOST_BRIDGE_ID: (u16, u16) = (0x1b36, 0x0008);
+/// The host bridge's subsystem vendor and id: QEMU's (Red Hat/Qumranet 0x1af4, "QEMU virtual
+/// machine" 0x1100), which QEMU gives its devices and SeaBIOS looks for at 00:00.0 before it
+/// reads fw_cfg.
+pub const HOST_BRIDGE_SUBSYSTEM: (u16, u16) = (0x1af4, 0x1100);
 /// Class code of a host bridge (bridge device, host bridge).
 pub const CLASS_HOST_BRIDGE: u32 = 0x06_0000;
 
@@ -85,9 +89,12 @@ impl Default for HostBridge {
         let mut config = ConfigSpace::new(HOST_BRIDGE_ID.0, HOST_BRIDGE_ID.1, CLASS_HOST_BRIDGE, 0);
         config.set(
             config::reg::SUBSYSTEM_VENDOR_ID,
-            &HOST_BRIDGE_ID.0.to_le_bytes(),
+            &HOST_BRIDGE_SUBSYSTEM.0.to_le_bytes(),
         );
-        config.set(config::reg::SUBSYSTEM_ID, &0x1100u16.to_le_bytes());
+        config.set(
+            config::reg::SUBSYSTEM_ID,
+            &HOST_BRIDGE_SUBSYSTEM.1.to_le_bytes(),
+        );
         HostBridge { config }
     }
 }
@@ -324,8 +331,24 @@ impl PciRoot {
 /// any width reach that register plus their offset while the enable bit is set. Narrower
 /// accesses to 0xCF8-0xCFB are not CONFIG_ADDRESS (they read all ones and are dropped; 0xCF9 is
 /// a chipset's reset register on PCs).
-#[derive(Debug)]
-pub struct ConfigPorts(pub Arc<Mutex<PciRoot>>);
+///
+/// A byte write to 0xCF9 is the PIIX/ICH reset control register: bit 2 set resets the machine
+/// (SeaBIOS's reboot writes 0x02 then 0x06), when a stop handle is given.
+pub struct ConfigPorts(
+    pub Arc<Mutex<PciRoot>>,
+    pub Option<Arc<crate::control::Control>>,
+);
+
+impl std::fmt::Debug for ConfigPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConfigPorts")
+    }
+}
+
+/// The reset control register's offset from CONFIG_ADDRESS (port 0xCF9).
+pub const RESET_CONTROL_OFFSET: u64 = 1;
+/// The reset control register's "reset CPU" bit.
+pub const RESET_CONTROL_RST_CPU: u8 = 4;
 
 impl ConfigPorts {
     /// The latched address's target: (bus, device, function, register + `offset`).
@@ -364,6 +387,13 @@ impl BusDevice for ConfigPorts {
             4..8 => {
                 if let Some((b, d, f, r)) = Self::target(root.address, offset - 4) {
                     root.config_write(b, d, f, r, data);
+                }
+            }
+            RESET_CONTROL_OFFSET if data.len() == 1 && data[0] & RESET_CONTROL_RST_CPU != 0 => {
+                if let Some(c) = &self.1 {
+                    c.request_stop(crate::control::StopReason::Reset(
+                        "reset control register 0xCF9",
+                    ));
                 }
             }
             _ => {}
@@ -610,7 +640,7 @@ mod tests {
     fn mechanism_1_and_ecam_read_the_same_bytes() {
         let root = PciRoot::shared();
         lock(&root).add(scratch()).unwrap();
-        let mut ports = ConfigPorts(root.clone());
+        let mut ports = ConfigPorts(root.clone(), None);
         let mut ecam = Ecam(root.clone());
         for dev in [0u32, 1, 2] {
             for reg in (0..0x40).step_by(4) {
@@ -657,7 +687,7 @@ mod tests {
     fn bars_size_through_both_mechanisms_and_move_their_ranges() {
         let root = PciRoot::shared();
         let slot = lock(&root).add(scratch()).unwrap() as u32;
-        let mut ports = ConfigPorts(root.clone());
+        let mut ports = ConfigPorts(root.clone(), None);
         let mut ecam = Ecam(root.clone());
         let mut window = BarWindow::memory(root.clone(), 0xc000_0000);
         let mut iowin = BarWindow::io(root.clone(), 0xc000);
