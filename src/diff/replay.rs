@@ -277,11 +277,16 @@ impl Replayer {
         m
     }
 
-    /// The next event if it is `kind` at `addr`, whatever its length (an MSR outcome's).
+    /// The next event if it is `kind` at `addr`, whatever its length (an MSR outcome's). A
+    /// step recorded on KVM has none where the software CPU asks (KVM keeps the local APIC's
+    /// MSRs, and the software CPU probes IA32_TSC_DEADLINE for CPUID): unless both sides are
+    /// software (a timed recording), no recorded MSR access means "no device's".
     fn next_msr(&self, kind: IoKind, msr: u32) -> Option<IoEvent> {
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         match events.front() {
             Some(e) if e.kind == kind && e.addr == u64::from(msr) => events.pop_front(),
+            Some(e) if !self.timed && !matches!(e.kind, IoKind::MsrRead | IoKind::MsrWrite) => None,
+            None if !self.timed => None,
             other => {
                 let what = match other {
                     Some(e) => format!("backend a made {e}"),
