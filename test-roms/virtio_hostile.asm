@@ -23,7 +23,7 @@
 
 ECAM            equ 0xC0000000
 FN              equ ECAM + (1 << 15)    ; 00:01.0
-BAR             equ 0xD0000000          ; in the PCI 32-bit window
+BAR             equ 0xE0000000          ; in the PCI 32-bit window (0xDEC00000-0xFEBFFFFF)
 VCFG          equ BAR                 ; virtio-pci common configuration
 NOTIFY          equ BAR + 0x3000        ; queue 0's notify address
 DESC            equ 0x10000

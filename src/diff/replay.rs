@@ -143,13 +143,23 @@ impl IoHandler for Recorder<'_> {
         self.inner.mmio_write(vcpu, addr, data);
         self.push(IoKind::MmioWrite, addr, data);
     }
+    // Device MSRs are the machine's only under a timed recording (block-at-a-time lockstep):
+    // a single-stepped software vCPU reads its TSC from its instruction count, not from the
+    // machine's clock, so a TSC-deadline timer armed on the machine would fire at the wrong
+    // time; there the CPU offers no TSC deadline (no device answers), as before.
     fn msr_read(&self, vcpu: usize, msr: u32) -> Option<Result<u64, MsrFault>> {
+        if !self.timed {
+            return None;
+        }
         let r = self.inner.msr_read(vcpu, msr);
         let data = msr_outcome(r, |v: u64| v.to_le_bytes().to_vec());
         self.push(IoKind::MsrRead, u64::from(msr), &data);
         r
     }
     fn msr_write(&self, vcpu: usize, msr: u32, value: u64) -> Option<Result<(), MsrFault>> {
+        if !self.timed {
+            return None;
+        }
         let r = self.inner.msr_write(vcpu, msr, value);
         let data = [value.to_le_bytes().to_vec(), msr_outcome(r, |()| vec![])].concat();
         self.push(IoKind::MsrWrite, u64::from(msr), &data);
@@ -478,7 +488,7 @@ mod tests {
 
     #[test]
     fn device_msrs_are_recorded_and_replayed_with_their_outcomes() {
-        let rec = Recorder::new(&Msrs);
+        let rec = Recorder::timed(&Msrs);
         assert_eq!(rec.msr_read(0, 0x6e0), Some(Ok(0x1234_5678_9abc)));
         assert_eq!(rec.msr_read(0, 0x10), None);
         assert_eq!(rec.msr_write(0, 0x6e0, 5), Some(Ok(())));
@@ -492,7 +502,7 @@ mod tests {
         assert!(rep.finish().is_empty());
         // B writing another value is a mismatch.
         rep.load(rec.take());
-        let rec = Recorder::new(&Msrs);
+        let rec = Recorder::timed(&Msrs);
         rec.msr_write(0, 0x6e0, 5);
         rep.load(rec.take());
         rep.msr_write(0, 0x6e0, 6);

@@ -188,12 +188,16 @@ pub struct Core {
     pub tlb_misses: u64,
     /// Blocks translated to IR.
     pub translated: u64,
+    /// RDRAND/RDSEED's generator under deterministic time (splitmix64 state): then their values
+    /// are a function of the vCPU and how many it drew, so `--icount` runs repeat.
+    pub rdrand_state: u64,
 }
 
 impl Core {
     /// A core over `mem`.
     pub fn new(mem: GuestMemory, index: usize) -> Self {
         Core {
+            rdrand_state: 0x6a09_e667_f3bc_c908 ^ index as u64,
             s: CpuState::reset(index == 0),
             lazy: Lazy::default(),
             mem,

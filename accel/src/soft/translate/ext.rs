@@ -212,11 +212,26 @@ fn host_random() -> Option<u64> {
     })
 }
 
+/// The next value of splitmix64 from `state` (Steele, Lea and Flood's generator).
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// RDRAND, RDSEED: a random value and CF set; if the host's source fails, zero and CF clear
-/// (the architecture's "no entropy now, retry"). OF, SF, ZF, AF and PF are cleared.
+/// (the architecture's "no entropy now, retry"). OF, SF, ZF, AF and PF are cleared. Under
+/// deterministic time (`--icount`) the values come from a per-vCPU generator with a fixed seed,
+/// so that a run repeats (QEMU's record/replay treats them as input instead).
 fn rdrand(c: &mut Ctx, i: &Instruction) -> R<()> {
     let sz = op_size(i, 0);
-    let r = host_random();
+    let r = if c.io.counts_instructions() {
+        Some(splitmix64(&mut c.c.rdrand_state))
+    } else {
+        host_random()
+    };
     c.wr_sz(i, 0, sz, r.unwrap_or(0) & mask(sz))?;
     let f = c.c.rflags() & !(ZF | CF | OF | SF | AF | PF);
     c.c.set_rflags(f | if r.is_some() { CF } else { 0 });
