@@ -959,7 +959,8 @@ fn an_ap_halted_with_interrupts_off_sleeps() {
         );
         let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         let cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
-        assert!(wall >= 3.0, "{accel}: {wall} s");
+        // 300 ticks of a PIT whose first tick comes within 10 ms of the start: at least 2.99 s.
+        assert!(wall >= 2.95, "{accel}: {wall} s");
         assert!(cpu < 0.75, "{accel}: {cpu:.2} s of CPU in {wall:.2} s");
     }
 }
