@@ -59,10 +59,16 @@ pub trait PciFunction: Send {
     fn config_write(&mut self, offset: usize, data: &[u8]) {
         self.config_mut().write(offset, data);
     }
-    /// A read of `data.len()` bytes at `offset` into BAR `bar`.
-    fn bar_read(&mut self, vcpu: usize, bar: usize, offset: u64, data: &mut [u8]);
-    /// A write of `data` at `offset` into BAR `bar`.
-    fn bar_write(&mut self, vcpu: usize, bar: usize, offset: u64, data: &[u8]);
+    /// A read of `data.len()` bytes at `offset` into BAR `bar` (a function without BARs keeps
+    /// this open-bus answer: all ones).
+    fn bar_read(&mut self, vcpu: usize, bar: usize, offset: u64, data: &mut [u8]) {
+        let _ = (vcpu, bar, offset);
+        data.fill(0xff);
+    }
+    /// A write of `data` at `offset` into BAR `bar` (dropped by a function without BARs).
+    fn bar_write(&mut self, vcpu: usize, bar: usize, offset: u64, data: &[u8]) {
+        let _ = (vcpu, bar, offset, data);
+    }
     /// The function joined the bus: these are its interrupts (its INTx pin as its config space
     /// names it, swizzled onto the board's INTx GSIs, and MSI). A function that never
     /// interrupts ignores them.
@@ -109,10 +115,6 @@ impl PciFunction for HostBridge {
     fn config_mut(&mut self) -> &mut ConfigSpace {
         &mut self.config
     }
-    fn bar_read(&mut self, _vcpu: usize, _bar: usize, _offset: u64, data: &mut [u8]) {
-        data.fill(0xff);
-    }
-    fn bar_write(&mut self, _vcpu: usize, _bar: usize, _offset: u64, _data: &[u8]) {}
 }
 
 /// One BAR of a function on a BAR bus.

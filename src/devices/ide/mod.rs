@@ -443,10 +443,6 @@ impl PciFunction for IdeFunction {
     fn config_mut(&mut self) -> &mut ConfigSpace {
         &mut self.config
     }
-    fn bar_read(&mut self, _vcpu: usize, _bar: usize, _offset: u64, data: &mut [u8]) {
-        data.fill(0xff);
-    }
-    fn bar_write(&mut self, _vcpu: usize, _bar: usize, _offset: u64, _data: &[u8]) {}
 }
 
 #[cfg(test)]
