@@ -457,17 +457,11 @@ impl VirtioDevice for Blk {
         _index: usize,
         queue: &mut Queue,
     ) -> Result<bool, QueueError> {
-        let mut used = false;
-        // At most a queue's worth per call: the thread comes back for the rest after its
-        // other messages (a reset), so a driver that keeps adding cannot hold it here.
-        for _ in 0..queue.size() {
-            let Some(chain) = queue.pop(&ctx.mem)? else {
-                break;
-            };
+        queue.serve_batch(&ctx.mem, |chain| {
             let (status, len) = if chain.bad.is_some() {
                 (S_IOERR, 0)
             } else {
-                self.serve(&ctx.mem, &chain)
+                self.serve(&ctx.mem, chain)
             };
             if status != S_OK {
                 self.errors += 1;
@@ -479,10 +473,8 @@ impl VirtioDevice for Blk {
             } else {
                 0
             };
-            queue.add_used(&ctx.mem, chain.head, len + written as u32);
-            used = true;
-        }
-        Ok(used)
+            len + written as u32
+        })
     }
 }
 

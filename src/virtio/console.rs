@@ -74,22 +74,15 @@ impl VirtioDevice for Console {
             return Ok(false);
         }
         debug_assert_eq!(index, TX);
-        let mut used = false;
-        // At most a queue's worth per call: the thread comes back for the rest after its
-        // other messages (a reset), so a driver that keeps adding cannot hold it here.
-        for _ in 0..queue.size() {
-            let Some(chain) = queue.pop(&ctx.mem)? else {
-                break;
-            };
+        let used = queue.serve_batch(&ctx.mem, |chain| {
             if chain.bad.is_none() {
                 let mut buf = vec![0u8; chain.readable_len().min(MAX_CHUNK) as usize];
                 let n = chain.read_at(&ctx.mem, 0, &mut buf);
                 let _ = self.out.write_all(&buf[..n]);
                 self.tx_bytes += n as u64;
             }
-            queue.add_used(&ctx.mem, chain.head, 0);
-            used = true;
-        }
+            0
+        })?;
         let _ = self.out.flush();
         Ok(used)
     }

@@ -123,33 +123,33 @@ impl Chain {
 
     /// Copies up to `out.len()` readable bytes starting `skip` bytes into the readable part;
     /// returns how many were copied.
-    pub fn read_at(&self, mem: &GuestMemory, mut skip: u64, out: &mut [u8]) -> usize {
-        let mut done = 0;
-        for b in self.buffers.iter().filter(|b| !b.write) {
-            if done == out.len() {
-                break;
-            }
-            let len = u64::from(b.len);
-            if skip >= len {
-                skip -= len;
-                continue;
-            }
-            let n = ((len - skip) as usize).min(out.len() - done);
-            if mem.read(b.addr + skip, &mut out[done..done + n]).is_err() {
-                break;
-            }
-            done += n;
-            skip = 0;
-        }
-        done
+    pub fn read_at(&self, mem: &GuestMemory, skip: u64, out: &mut [u8]) -> usize {
+        self.copy(false, skip, out.len(), |addr, range| {
+            mem.read(addr, &mut out[range]).is_ok()
+        })
     }
 
     /// Writes `data` into the writable buffers starting `skip` bytes into them; returns how
     /// many bytes landed.
-    pub fn write_at(&self, mem: &GuestMemory, mut skip: u64, data: &[u8]) -> usize {
+    pub fn write_at(&self, mem: &GuestMemory, skip: u64, data: &[u8]) -> usize {
+        self.copy(true, skip, data.len(), |addr, range| {
+            mem.write_dma(addr, &data[range]).is_ok()
+        })
+    }
+
+    /// Walks the readable (or writable) buffers from `skip` bytes in for up to `total` bytes,
+    /// calling `part` with each piece's guest address and its range in the caller's bytes;
+    /// stops at the first piece `part` cannot move. Returns the bytes moved.
+    fn copy(
+        &self,
+        write: bool,
+        mut skip: u64,
+        total: usize,
+        mut part: impl FnMut(u64, std::ops::Range<usize>) -> bool,
+    ) -> usize {
         let mut done = 0;
-        for b in self.buffers.iter().filter(|b| b.write) {
-            if done == data.len() {
+        for b in self.buffers.iter().filter(|b| b.write == write) {
+            if done == total {
                 break;
             }
             let len = u64::from(b.len);
@@ -157,8 +157,8 @@ impl Chain {
                 skip -= len;
                 continue;
             }
-            let n = ((len - skip) as usize).min(data.len() - done);
-            if mem.write_dma(b.addr + skip, &data[done..done + n]).is_err() {
+            let n = ((len - skip) as usize).min(total - done);
+            if !part(b.addr + skip, done..done + n) {
                 break;
             }
             done += n;
@@ -341,6 +341,30 @@ impl Queue {
             }
             index = u64::from(next);
         }
+    }
+
+    /// Serves the chains the driver offered, at most a queue's worth per call (the device
+    /// thread comes back for the rest after its other messages, a reset among them, so a driver
+    /// that keeps adding cannot hold it here): `serve` answers each with the bytes it wrote,
+    /// and the chain goes to the used ring. Returns whether any did.
+    ///
+    /// # Errors
+    /// The ring itself is broken (see [`Queue::pop`]).
+    pub fn serve_batch(
+        &mut self,
+        mem: &GuestMemory,
+        mut serve: impl FnMut(&Chain) -> u32,
+    ) -> Result<bool, QueueError> {
+        let mut used = false;
+        for _ in 0..self.size {
+            let Some(chain) = self.pop(mem)? else {
+                break;
+            };
+            let len = serve(&chain);
+            self.add_used(mem, chain.head, len);
+            used = true;
+        }
+        Ok(used)
     }
 
     /// Returns chain `head` to the driver with `len` bytes written into it.

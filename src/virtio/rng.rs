@@ -73,17 +73,6 @@ impl VirtioDevice for Rng {
         _index: usize,
         queue: &mut Queue,
     ) -> Result<bool, QueueError> {
-        let mut used = false;
-        // At most a queue's worth per call: the thread comes back for the rest after its
-        // other messages (a reset), so a driver that keeps adding cannot hold it here.
-        for _ in 0..queue.size() {
-            let Some(chain) = queue.pop(&ctx.mem)? else {
-                break;
-            };
-            let n = self.serve(ctx, &chain);
-            queue.add_used(&ctx.mem, chain.head, n);
-            used = true;
-        }
-        Ok(used)
+        queue.serve_batch(&ctx.mem, |chain| self.serve(ctx, chain))
     }
 }
