@@ -380,6 +380,8 @@ pub struct Generator {
     mode: FuzzMode,
     forms: Vec<Form>,
     rng: fastrand::Rng,
+    varied: bool,
+    restricted: bool,
 }
 
 /// One generated program.
@@ -471,7 +473,25 @@ impl Generator {
             mode,
             forms,
             rng: fastrand::Rng::with_seed(seed),
+            varied: false,
+            restricted: false,
         }
+    }
+
+    /// With `varied`, cases run in random environments ([`super::env`]) and memory operands
+    /// also get segment overrides and the other address size (the fixed environment's
+    /// programs stay as they were).
+    /// `restricted` draws only the environments kvm_pvm can run ([`super::env::Env::new`]).
+    pub fn with_varied(mut self, varied: bool, restricted: bool) -> Self {
+        self.varied = varied;
+        self.restricted = restricted;
+        self
+    }
+
+    /// Whether cases run in random environments, and whether those are restricted to what
+    /// kvm_pvm runs.
+    pub fn varied(&self) -> (bool, bool) {
+        (self.varied, self.restricted)
     }
 
     /// Restarts the random sequence from `seed`.
@@ -541,12 +561,20 @@ impl Generator {
     }
 
     fn mem(&mut self) -> MemoryOperand {
-        let base = match self.mode.bitness() {
-            16 => Register::BX,
-            32 => Register::EBX,
+        let other_size = self.varied && self.rng.u8(..4) == 0;
+        let base = match (self.mode.bitness(), other_size) {
+            (16, false) | (32, true) => Register::BX,
+            (16, true) | (32, false) | (64, true) => Register::EBX,
             _ => Register::RBX,
         };
-        MemoryOperand::with_base_displ(base, self.rng.i64(-64..64))
+        let displ = self.rng.i64(-64..64);
+        if self.varied && self.rng.u8(..4) == 0 {
+            use Register::*;
+            // In 64-bit mode only FS and GS have a base; the others are ignored there.
+            let seg = [ES, CS, SS, DS, FS, GS][self.rng.usize(..6)];
+            return MemoryOperand::new(base, Register::None, 1, displ, 1, false, seg);
+        }
+        MemoryOperand::with_base_displ(base, displ)
     }
 
     /// Builds one random instance of `form`, or `None` when the encoder refuses the combination.
