@@ -110,6 +110,7 @@ pub const FEATURES: &[Feature] = &[
     f("avx512bw", 7, 0, EBX, 30),
     f("avx512vl", 7, 0, EBX, 31),
     f("pku", 7, 0, ECX, 3),
+    f("la57", 7, 0, ECX, 16),
     f("rdpid", 7, 0, ECX, 22),
     f("lahf-lm", 0x8000_0001, 0, ECX, 0),
     f("abm", 0x8000_0001, 0, ECX, 5),

@@ -209,6 +209,8 @@ pub mod bits {
     pub const CR4_PAE: u64 = 1 << 5;
     /// CR4.PGE: global pages.
     pub const CR4_PGE: u64 = 1 << 7;
+    /// CR4.LA57: 5-level paging (57-bit linear addresses) in long mode.
+    pub const CR4_LA57: u64 = 1 << 12;
     /// CR4.OSFXSR: FXSAVE/FXRSTOR and SSE enabled by the OS.
     pub const CR4_OSFXSR: u64 = 1 << 9;
     /// CR4.OSXMMEXCPT: unmasked SIMD floating-point exceptions raise #XM (else #UD).
