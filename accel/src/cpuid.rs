@@ -149,6 +149,8 @@ pub struct Offer {
     pub xcr0: u32,
     /// The XSAVE area's size with every supported component.
     pub xsave_size: u32,
+    /// Whether XSAVEOPT runs (CPUID.(0xD,1).EAX[0]).
+    pub xsaveopt: bool,
 }
 
 impl Offer {
@@ -557,6 +559,18 @@ impl Cpuid {
                 continue;
             }
             t.set(f);
+        }
+        // Leaf 0xD follows the features offered: AVX state (YMM_Hi128, 256 bytes at 576) only
+        // with AVX; XSAVEOPT (sub-leaf 1 EAX bit 0) with XSAVE.
+        if !t.has("avx") {
+            let x87_sse = offer.xcr0 & 3;
+            let size = offer.xsave_size.min(576);
+            t.leaves.insert((0xd, 0), [x87_sse, size, size, 0]);
+        } else if offer.xcr0 & 4 != 0 {
+            t.leaves.insert((0xd, 2), [256, 576, 0, 0]);
+        }
+        if t.has("xsave") && offer.xsaveopt {
+            t.leaves.insert((0xd, 1), [1, 0, 0, 0]);
         }
         // Hyper-threading: several logical processors in the package.
         if nr_vcpus > 1 {

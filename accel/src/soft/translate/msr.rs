@@ -88,6 +88,7 @@ pub const OFFER: crate::cpuid::Offer = crate::cpuid::Offer {
     ],
     xcr0: super::fpstate::XCR0_SUPPORTED as u32,
     xsave_size: super::fpstate::XSAVE_SIZE,
+    xsaveopt: true,
 };
 
 /// CPUID: the machine's table (crate::cpuid, built once from `--cpu`) and the fields that
@@ -115,6 +116,8 @@ pub(super) fn cpuid(c: &mut Ctx, _: &Instruction) -> R<()> {
             }
         }
         7 if sub == 0 && c.c.s.cr4 & bits::CR4_PKE != 0 => r[2] |= 1 << 4,
+        // The size of the components XCR0 enables.
+        0xd if sub == 0 => r[1] = super::fpstate::xsave_size(c.c.s.fpu.xcr0),
         0xb if r[2] & 0xff00 != 0 => r[3] = c.c.index as u32,
         _ => {}
     }

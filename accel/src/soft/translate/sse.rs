@@ -64,7 +64,7 @@ fn check_mmx(c: &Ctx, i: &Instruction) -> R<()> {
 
 /// The x87 side of an MMX instruction: TOP 0 and every register valid, and the registers as
 /// the native run left them (the x87 control, pointers and exception flags are untouched).
-fn commit_mmx(c: &mut Ctx, area: &host_fpu::FxArea) {
+fn commit_mmx(c: &mut Ctx, area: &host_fpu::XArea) {
     let old = c.c.s.fpu;
     let mut f = old;
     fpstate::get_x87(&area.0, &mut f, true);
@@ -78,10 +78,11 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
     let next = i.next_ip();
     match i.mnemonic() {
         Fxsave | Fxsave64 | Fxrstor | Fxrstor64 => b.call(fpstate::fxsave),
-        Xsave | Xsave64 | Xrstor | Xrstor64 => b.call(fpstate::xsave),
+        Xsave | Xsave64 | Xrstor | Xrstor64 | Xsaveopt | Xsaveopt64 => b.call(fpstate::xsave),
         Xgetbv => b.call(fpstate::xgetbv),
         Xsetbv => b.call_then_stop(fpstate::xgetbv, next),
-        Ldmxcsr | Stmxcsr => b.call(fpstate::mxcsr),
+        Ldmxcsr | Stmxcsr | Vldmxcsr | Vstmxcsr => b.call(fpstate::mxcsr),
+        Vzeroupper | Vzeroall => b.call(fpstate::vzero),
         Movnti => {
             let sz = super::op_size(i, 1);
             let v = b.rd(i, 1, sz);
@@ -158,8 +159,8 @@ fn slot_reg(slot: usize, sz: u8) -> Register {
 
 /// What a native execution produced, before it is committed.
 pub(super) struct Native {
-    /// The FXSAVE64 image after the instruction.
-    pub area: host_fpu::FxArea,
+    /// The XSAVE64 image after the instruction.
+    pub area: host_fpu::XArea,
     /// Host RFLAGS after it.
     pub flags: u64,
     /// RAX after it (the first general-purpose operand).
@@ -302,6 +303,7 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
         commit_mmx(c, &n.area);
     }
     fpstate::get_xmm(&n.area.0, &mut c.c.s.fpu);
+    fpstate::get_ymm(&n.area.0, &mut c.c.s.fpu);
     c.c.s.fpu.mxcsr = old | raised;
     if i.op0_kind() == OpKind::Register {
         if let Some((x, sz)) = gpr(i.op0_register()) {
@@ -442,7 +444,7 @@ fn pshufb(a: u128, b: u128) -> u128 {
 }
 
 /// Whether an arithmetic or narrowing instruction left a denormal in a lane it computed.
-fn tiny_result(i: &Instruction, area: &host_fpu::FxArea) -> bool {
+fn tiny_result(i: &Instruction, area: &host_fpu::XArea) -> bool {
     use Mnemonic::*;
     let (wide, lanes) = match i.mnemonic() {
         Addps | Subps | Mulps | Divps | Addsubps | Haddps | Hsubps | Dpps => (false, 4),
