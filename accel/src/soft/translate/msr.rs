@@ -47,6 +47,10 @@ pub const OFFER: crate::cpuid::Offer = crate::cpuid::Offer {
         "popcnt",
         "tsc-deadline",
         "xsave",
+        "avx",
+        "f16c",
+        "fma",
+        "avx2",
         "hypervisor",
         "tsc-adjust",
         "bmi1",
@@ -76,7 +80,7 @@ pub const OFFER: crate::cpuid::Offer = crate::cpuid::Offer {
     // can trust: Linux then keeps no clocksource watchdog on it, which on a loaded host (vCPU
     // threads starved, ticks late) would otherwise mark it unstable against the jiffies.
     not_in_host: &["hypervisor", "mce", "mca", "mtrr", "pat"],
-    // The SSE family runs on the host's vector unit (translate::sse).
+    // The SSE and AVX families run on the host's vector unit (translate::sse).
     needs_host: &[
         "sse3",
         "ssse3",
@@ -85,6 +89,10 @@ pub const OFFER: crate::cpuid::Offer = crate::cpuid::Offer {
         "pclmulqdq",
         "aes",
         "sha-ni",
+        "avx",
+        "f16c",
+        "fma",
+        "avx2",
     ],
     xcr0: super::fpstate::XCR0_SUPPORTED as u32,
     xsave_size: super::fpstate::XSAVE_SIZE,

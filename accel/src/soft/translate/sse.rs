@@ -1,8 +1,10 @@
-//! The SSE family on XMM registers: every legacy-encoded SSE, SSE2, SSE3, SSSE3, SSE4.1,
-//! SSE4.2, AES-NI, PCLMULQDQ and SHA instruction runs on the host's own vector unit through
-//! `soft::native` with the guest's MXCSR (exceptions masked, then judged here), when the host
-//! has the extension (it is offered to guests only then: `crate::cpuid`); the hot integer and
-//! data-movement forms of string routines run in Rust (`fast`). State instructions (FXSAVE,
+//! The SSE family on XMM and YMM registers: every legacy-encoded SSE, SSE2, SSE3, SSSE3,
+//! SSE4.1, SSE4.2, AES-NI, PCLMULQDQ and SHA instruction, and every VEX-encoded AVX, AVX2, FMA
+//! and F16C one (VEX.128 and VEX.256, the VEX forms of the former included), runs on the host's
+//! own vector unit through `soft::host_fpu` with the guest's MXCSR (exceptions masked, then
+//! judged here), when the host has the extension (it is offered to guests only then:
+//! `crate::cpuid`); the hot integer and data-movement forms of string routines run in Rust
+//! (`fast`), and so do the VEX forms that access memory element by element (`avx`). State instructions (FXSAVE,
 //! XSAVE, LDMXCSR...) are in fpstate.rs; CRC32 (an SSE4.2 instruction on general-purpose
 //! registers) is in ext.rs. MMX-register forms (MMX itself, and the SSE, SSE2 and SSSE3 forms
 //! on MMX registers) run natively the same way and then commit the x87 state they alias:
@@ -28,16 +30,21 @@ pub(crate) fn host_has(f: CpuidFeature) -> bool {
         CpuidFeature::AES => has!("aes"),
         CpuidFeature::PCLMULQDQ => has!("pclmulqdq"),
         CpuidFeature::SHA => has!("sha"),
+        CpuidFeature::AVX => has!("avx"),
+        CpuidFeature::AVX2 => has!("avx2"),
+        CpuidFeature::FMA => has!("fma"),
+        CpuidFeature::F16C => has!("f16c"),
         _ => false,
     }
 }
 
-/// Whether `i` is a legacy-encoded XMM or MMX instruction of an extension the host runs
-/// natively.
+/// Whether `i` is a legacy- or VEX-encoded XMM, YMM or MMX instruction of an extension the
+/// host runs natively.
 fn native_sse(i: &Instruction) -> bool {
+    use iced_x86::EncodingKind::{Legacy, VEX};
     let f = i.cpuid_features();
     !f.is_empty()
-        && i.encoding() == iced_x86::EncodingKind::Legacy
+        && matches!(i.encoding(), Legacy | VEX)
         && f.iter().all(|&x| host_has(x))
         && i.mnemonic() != Mnemonic::Crc32
 }
@@ -88,7 +95,10 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
             let v = b.rd(i, 1, sz);
             b.wr(i, 0, sz, v);
         }
-        Maskmovdqu => b.call(maskmovdqu),
+        Maskmovdqu | Vmaskmovdqu => b.call(maskmovdqu),
+        Vmaskmovps | Vmaskmovpd | Vpmaskmovd | Vpmaskmovq => b.call(super::avx::maskmov),
+        Vgatherdps | Vgatherdpd | Vgatherqps | Vgatherqpd | Vpgatherdd | Vpgatherdq
+        | Vpgatherqd | Vpgatherqq => b.call(super::avx::gather),
         Maskmovq => b.call(maskmovq),
         _ if native_sse(i) => b.call(sse_native),
         _ => return false,
@@ -107,6 +117,21 @@ fn mem_operand(i: &Instruction, x87: bool) -> Option<(u32, usize, bool)> {
         n == 0
     };
     Some((n, size, store))
+}
+
+/// The alignment a memory operand of `i` needs (#GP otherwise): legacy-encoded 16-byte operands
+/// but those of [`unaligned_ok`] 16; VEX-encoded ones none but the aligned and non-temporal
+/// moves, whose operand size.
+fn alignment(i: &Instruction, size: usize) -> Option<u64> {
+    use Mnemonic::*;
+    if i.encoding() == iced_x86::EncodingKind::VEX {
+        return matches!(
+            i.mnemonic(),
+            Vmovaps | Vmovapd | Vmovdqa | Vmovntps | Vmovntpd | Vmovntdq | Vmovntdqa
+        )
+        .then_some(size as u64);
+    }
+    (size == 16 && !unaligned_ok(i.mnemonic())).then_some(16)
 }
 
 /// Whether a 16-byte memory operand of `m` may be unaligned (everything else legacy-encoded
@@ -128,19 +153,47 @@ fn unaligned_ok(m: Mnemonic) -> bool {
     )
 }
 
-/// Whether `m` sets the arithmetic flags (PTEST and the string compares: all six).
+/// Whether `m` sets the arithmetic flags ((V)PTEST, VTESTPS/PD and the string compares: all
+/// six).
 fn sets_flags(m: Mnemonic) -> bool {
     use Mnemonic::*;
     matches!(
         m,
-        Ptest | Pcmpestri | Pcmpestri64 | Pcmpestrm | Pcmpestrm64 | Pcmpistri | Pcmpistrm
+        Ptest
+            | Pcmpestri
+            | Pcmpestri64
+            | Pcmpestrm
+            | Pcmpestrm64
+            | Pcmpistri
+            | Pcmpistrm
+            | Vptest
+            | Vtestps
+            | Vtestpd
+            | Vpcmpestri
+            | Vpcmpestri64
+            | Vpcmpestrm
+            | Vpcmpestrm64
+            | Vpcmpistri
+            | Vpcmpistrm
+    )
+}
+
+/// Whether `m` sets ZF, PF and CF as a comparison ((V)COMISS, (V)UCOMISD...).
+fn compares(m: Mnemonic) -> bool {
+    use Mnemonic::*;
+    matches!(
+        m,
+        Comiss | Ucomiss | Comisd | Ucomisd | Vcomiss | Vucomiss | Vcomisd | Vucomisd
     )
 }
 
 /// Whether `m` writes its index to ECX (the string compares' "index" forms).
 fn writes_ecx(m: Mnemonic) -> bool {
     use Mnemonic::*;
-    matches!(m, Pcmpestri | Pcmpestri64 | Pcmpistri)
+    matches!(
+        m,
+        Pcmpestri | Pcmpestri64 | Pcmpistri | Vpcmpestri | Vpcmpestri64 | Vpcmpistri
+    )
 }
 
 /// The same-size RAX (slot 0) or RCX (slot 1).
@@ -180,10 +233,9 @@ pub(super) fn run_native(c: &mut Ctx, i: &Instruction, x87: bool) -> R<Native> {
         if size > 64 {
             return Err(Fault::Unsupported("x87/SSE memory operand over 64 bytes"));
         }
-        let (s, off) = if !x87 && size == 16 && !unaligned_ok(i.mnemonic()) {
-            fpstate::aligned(c, i, 16)?
-        } else {
-            c.ea(i)
+        let (s, off) = match alignment(i, size) {
+            Some(a) if !x87 => fpstate::aligned(c, i, a)?,
+            _ => c.ea(i),
         };
         let m = fpstate::asz_mask(i);
         if !store {
@@ -254,6 +306,8 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
     let mmx = is_mmx(i);
     if mmx {
         check_mmx(c, i)?;
+    } else if i.encoding() == iced_x86::EncodingKind::VEX {
+        fpstate::check_avx(c)?;
     } else {
         check_sse(c)?;
         if let Some(r) = fast(c, i) {
@@ -311,10 +365,7 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
         }
     }
     let m = i.mnemonic();
-    if matches!(
-        m,
-        Mnemonic::Comiss | Mnemonic::Ucomiss | Mnemonic::Comisd | Mnemonic::Ucomisd
-    ) {
+    if compares(m) {
         set_compare_flags(c, n.flags);
     } else if sets_flags(m) {
         let arith = rflags::CF | rflags::PF | rflags::AF | rflags::ZF | rflags::SF | rflags::OF;
@@ -446,33 +497,76 @@ fn pshufb(a: u128, b: u128) -> u128 {
 /// Whether an arithmetic or narrowing instruction left a denormal in a lane it computed.
 fn tiny_result(i: &Instruction, area: &host_fpu::XArea) -> bool {
     use Mnemonic::*;
-    let (wide, lanes) = match i.mnemonic() {
-        Addps | Subps | Mulps | Divps | Addsubps | Haddps | Hsubps | Dpps => (false, 4),
-        Addss | Subss | Mulss | Divss | Cvtsd2ss => (false, 1),
-        Cvtpd2ps => (false, 2),
-        Addpd | Subpd | Mulpd | Divpd | Addsubpd | Haddpd | Hsubpd | Dppd => (true, 2),
-        Addsd | Subsd | Mulsd | Divsd => (true, 1),
-        _ => return false,
+    let m = i.mnemonic();
+    let (wide, lanes) = match m {
+        Addps | Subps | Mulps | Divps | Addsubps | Haddps | Hsubps | Dpps | Vaddps | Vsubps
+        | Vmulps | Vdivps | Vaddsubps | Vhaddps | Vhsubps | Vdpps => (false, 4),
+        Addss | Subss | Mulss | Divss | Cvtsd2ss | Vaddss | Vsubss | Vmulss | Vdivss
+        | Vcvtsd2ss => (false, 1),
+        Cvtpd2ps | Vcvtpd2ps => (false, 2),
+        Addpd | Subpd | Mulpd | Divpd | Addsubpd | Haddpd | Hsubpd | Dppd | Vaddpd | Vsubpd
+        | Vmulpd | Vdivpd | Vaddsubpd | Vhaddpd | Vhsubpd | Vdppd => (true, 2),
+        Addsd | Subsd | Mulsd | Divsd | Vaddsd | Vsubsd | Vmulsd | Vdivsd => (true, 1),
+        _ => match fma_lanes(m) {
+            Some(l) => l,
+            None => return false,
+        },
     };
-    if i.op0_kind() != OpKind::Register || !i.op0_register().is_xmm() {
+    if i.op0_kind() != OpKind::Register {
         return false;
     }
-    let x = (i.op0_register() as usize - Register::XMM0 as usize) * 16 + 160;
-    let v = u128::from_le_bytes(area.0[x..x + 16].try_into().unwrap_or_default());
-    (0..lanes).any(|k| {
-        if wide {
-            let e = (v >> (64 * k)) as u64;
-            e & 0x7ff0_0000_0000_0000 == 0 && e & 0x000f_ffff_ffff_ffff != 0
-        } else {
-            let e = (v >> (32 * k)) as u32;
-            e & 0x7f80_0000 == 0 && e & 0x007f_ffff != 0
-        }
+    let r = i.op0_register();
+    let (x, ymm) = if r.is_xmm() {
+        (r as usize - Register::XMM0 as usize, false)
+    } else if r.is_ymm() {
+        (r as usize - Register::YMM0 as usize, true)
+    } else {
+        return false;
+    };
+    let at = |o: usize| u128::from_le_bytes(area.0[o..o + 16].try_into().unwrap_or_default());
+    let mut halves = vec![at(160 + 16 * x)];
+    // A 256-bit form computes both halves (VCVTPD2PS ymm narrows into an XMM register).
+    if ymm && lanes > 1 {
+        halves.push(at(host_fpu::YMM_HI128 + 16 * x));
+    }
+    halves.iter().any(|&v| {
+        (0..lanes).any(|k| {
+            if wide {
+                let e = (v >> (64 * k)) as u64;
+                e & 0x7ff0_0000_0000_0000 == 0 && e & 0x000f_ffff_ffff_ffff != 0
+            } else {
+                let e = (v >> (32 * k)) as u32;
+                e & 0x7f80_0000 == 0 && e & 0x007f_ffff != 0
+            }
+        })
     })
 }
 
-/// MASKMOVDQU: the bytes of the first operand whose mask byte has bit 7 set go to DS:rDI.
+/// The lanes an FMA form computes in each 128-bit half: (double?, count).
+fn fma_lanes(m: Mnemonic) -> Option<(bool, u32)> {
+    use Mnemonic::*;
+    Some(match m {
+        Vfmadd132ps | Vfmadd213ps | Vfmadd231ps | Vfmsub132ps | Vfmsub213ps | Vfmsub231ps
+        | Vfnmadd132ps | Vfnmadd213ps | Vfnmadd231ps | Vfnmsub132ps | Vfnmsub213ps
+        | Vfnmsub231ps | Vfmaddsub132ps | Vfmaddsub213ps | Vfmaddsub231ps | Vfmsubadd132ps
+        | Vfmsubadd213ps | Vfmsubadd231ps => (false, 4),
+        Vfmadd132pd | Vfmadd213pd | Vfmadd231pd | Vfmsub132pd | Vfmsub213pd | Vfmsub231pd
+        | Vfnmadd132pd | Vfnmadd213pd | Vfnmadd231pd | Vfnmsub132pd | Vfnmsub213pd
+        | Vfnmsub231pd | Vfmaddsub132pd | Vfmaddsub213pd | Vfmaddsub231pd | Vfmsubadd132pd
+        | Vfmsubadd213pd | Vfmsubadd231pd => (true, 2),
+        Vfmadd132ss | Vfmadd213ss | Vfmadd231ss | Vfmsub132ss | Vfmsub213ss | Vfmsub231ss
+        | Vfnmadd132ss | Vfnmadd213ss | Vfnmadd231ss | Vfnmsub132ss | Vfnmsub213ss
+        | Vfnmsub231ss => (false, 1),
+        Vfmadd132sd | Vfmadd213sd | Vfmadd231sd | Vfmsub132sd | Vfmsub213sd | Vfmsub231sd
+        | Vfnmadd132sd | Vfnmadd213sd | Vfnmadd231sd | Vfnmsub132sd | Vfnmsub213sd
+        | Vfnmsub231sd => (true, 1),
+        _ => return None,
+    })
+}
+
+/// (V)MASKMOVDQU: the bytes of the first operand whose mask byte has bit 7 set go to DS:rDI.
 fn maskmovdqu(c: &mut Ctx, i: &Instruction) -> R<()> {
-    check_sse(c)?;
+    fpstate::check_simd(c, i)?;
     let (d, m) = data_and_mask(i);
     let data = c.c.s.fpu.xmm[xmm_index(d) & 15].to_le_bytes();
     let mask = c.c.s.fpu.xmm[xmm_index(m) & 15].to_le_bytes();
