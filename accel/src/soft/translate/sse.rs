@@ -329,13 +329,22 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
         // Pre-computation exceptions (invalid, denormal, divide) that are unmasked stop the
         // instruction before the post-computation ones are looked for; nothing is written.
         // An unmasked overflow or underflow is reported without precision, as the CPU does.
-        let pre = raised & 0x7;
-        let set = if pre & !(old >> 7) != 0 {
-            pre
-        } else if unmasked & 0x18 != 0 {
-            raised & !0x20
-        } else {
-            raised
+        let report = |raised: u32| {
+            let pre = raised & 0x7;
+            if pre & !(old >> 7) != 0 {
+                pre
+            } else if raised & !(old >> 7) & 0x18 != 0 {
+                raised & !0x20
+            } else {
+                raised
+            }
+        };
+        // (V)DPPS and (V)DPPD multiply, then add: an unmasked exception of the additions comes
+        // after the products' flags are in, one of the products stops it before the additions.
+        let set = match dp_product_flags(c, i, &n) {
+            Some(p) if p & !(old >> 7) & 0x3f != 0 => report(p),
+            Some(p) => p | report(raised),
+            None => report(raised),
         };
         c.c.s.fpu.mxcsr = old | set;
         if mmx {
@@ -376,6 +385,84 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
         c.c.set(1, 4, n.rcx);
     }
     Ok(())
+}
+
+/// For (V)DPPS and (V)DPPD, the exception flags of the multiplication stage alone: the products
+/// the immediate selects (the other lanes zeroed in both sources), computed natively by
+/// (V)MULPS or (V)MULPD with the guest's MXCSR; `None` for every other instruction.
+fn dp_product_flags(c: &Ctx, i: &Instruction, n: &Native) -> Option<u32> {
+    use iced_x86::Code;
+    let double = match i.mnemonic() {
+        Mnemonic::Dpps | Mnemonic::Vdpps => false,
+        Mnemonic::Dppd | Mnemonic::Vdppd => true,
+        _ => return None,
+    };
+    let vex = i.encoding() == iced_x86::EncodingKind::VEX;
+    let wide = i.op0_register().is_ymm();
+    let f = &c.c.s.fpu;
+    let operand = |k: u32| -> [u8; 32] {
+        let mut b = [0u8; 32];
+        if i.op_kind(k) == OpKind::Register {
+            let (x, _) = super::avx::vreg(i.op_register(k));
+            b[..16].copy_from_slice(&f.xmm[x].to_le_bytes());
+            b[16..].copy_from_slice(&f.ymm_hi[x].to_le_bytes());
+        } else if let Some((_, _, m, size, _)) = n.mem {
+            b[..size.min(32)].copy_from_slice(&m[..size.min(32)]);
+        }
+        b
+    };
+    let (mut a, mut b) = if vex {
+        (operand(1), operand(2))
+    } else {
+        (operand(0), operand(1))
+    };
+    let (w, lanes) = if double { (8, 2) } else { (4, 4) };
+    let imm = i.immediate8();
+    for half in 0..2 {
+        for k in 0..lanes {
+            if imm >> (4 + k) & 1 == 0 {
+                let at = 16 * half + w * k;
+                a[at..at + w].fill(0);
+                b[at..at + w].fill(0);
+            }
+        }
+    }
+    let insn = match (double, wide) {
+        (false, false) => {
+            Instruction::with2(Code::Mulps_xmm_xmmm128, Register::XMM0, Register::XMM1)
+        }
+        (true, false) => {
+            Instruction::with2(Code::Mulpd_xmm_xmmm128, Register::XMM0, Register::XMM1)
+        }
+        (false, true) => Instruction::with3(
+            Code::VEX_Vmulps_ymm_ymm_ymmm256,
+            Register::YMM0,
+            Register::YMM0,
+            Register::YMM1,
+        ),
+        (true, true) => Instruction::with3(
+            Code::VEX_Vmulpd_ymm_ymm_ymmm256,
+            Register::YMM0,
+            Register::YMM0,
+            Register::YMM1,
+        ),
+    }
+    .ok()?;
+    let mut area = fpstate::stub_area(f);
+    area.0[160..176].copy_from_slice(&a[..16]);
+    area.0[176..192].copy_from_slice(&b[..16]);
+    area.0[host_fpu::YMM_HI128..host_fpu::YMM_HI128 + 16].copy_from_slice(&a[16..]);
+    area.0[host_fpu::YMM_HI128 + 16..host_fpu::YMM_HI128 + 32].copy_from_slice(&b[16..]);
+    host_fpu::execute(
+        &insn,
+        Run {
+            area: &mut area,
+            mem: &mut [0; 64],
+            gpr: &mut [0; 4],
+        },
+    )
+    .ok()?;
+    Some(u32::from_le_bytes([area.0[24], area.0[25], area.0[26], area.0[27]]) & 0x3f)
 }
 
 fn xmm_index(r: Register) -> usize {
