@@ -22,8 +22,8 @@
 //! xsave64 [rsi]; pop rcx; pop rdx; xrstor64 [rcx]; ret
 //! ```
 //!
-//! The host is x86-64 with AVX enabled in XCR0 (checked before any stub runs) and KVM runs
-//! guests on the same CPU, so results, rounding, NaN payloads, denormal handling and exception
+//! (On a host without AVX state in XCR0 the same stub uses FXSAVE64/FXRSTOR64, x87 and SSE
+//! only.) The host is x86-64 and KVM runs guests on the same CPU, so results, rounding, NaN payloads, denormal handling and exception
 //! flags are the hardware's by construction. The callers mask every exception in the FCW and
 //! MXCSR they pass in (an unmasked one would fault in the host) and work out the guest-visible
 //! exception from the flags. Stubs are cached by their bytes in one per-thread code buffer
@@ -83,6 +83,32 @@ const PROLOGUE: [u8; 37] = [
     0x9d, // popfq (the guest's arithmetic flags, for FCMOVcc)
     0x48, 0x8b, 0x52, 0x18, // mov rdx, [rdx+24]
 ];
+/// The same stub on a host without AVX state in XCR0: FXSAVE64/FXRSTOR64 (x87 and SSE only;
+/// the translator then runs no VEX instruction, as CPUID offers none).
+const FX_PROLOGUE: [u8; 30] = [
+    0x52, // push rdx
+    0x51, // push rcx
+    0x48, 0x0f, 0xae, 0x01, // fxsave64 [rcx]
+    0x48, 0x0f, 0xae, 0x0e, // fxrstor64 [rsi]
+    0x48, 0x8b, 0x54, 0x24, 0x08, // mov rdx, [rsp+8]
+    0x48, 0x8b, 0x02, // mov rax, [rdx]
+    0x48, 0x8b, 0x4a, 0x08, // mov rcx, [rdx+8]
+    0xff, 0x72, 0x10, // push qword [rdx+16]
+    0x9d, // popfq
+    0x48, 0x8b, 0x52, 0x18, // mov rdx, [rdx+24]
+];
+const FX_EPILOGUE: [u8; 27] = [
+    0x48, 0x8b, 0x54, 0x24, 0x08, // mov rdx, [rsp+8]
+    0x48, 0x89, 0x02, // mov [rdx], rax
+    0x48, 0x89, 0x4a, 0x08, // mov [rdx+8], rcx
+    0x9c, // pushfq
+    0x8f, 0x42, 0x10, // pop qword [rdx+16]
+    0x48, 0x0f, 0xae, 0x06, // fxsave64 [rsi]
+    0x59, // pop rcx
+    0x5a, // pop rdx
+    0x48, 0x0f, 0xae, 0x09, // fxrstor64 [rcx]
+    0xc3, // ret
+];
 const EPILOGUE: [u8; 34] = [
     0x48, 0x8b, 0x54, 0x24, 0x08, // mov rdx, [rsp+8]
     0x48, 0x89, 0x02, // mov [rdx], rax
@@ -118,7 +144,12 @@ impl Stubs {
         let mut e = iced_x86::Encoder::new(64);
         e.encode(i, 0x1000).map_err(std::io::Error::other)?;
         let insn = &e.take_buffer()[..];
-        let len = PROLOGUE.len() + insn.len() + EPILOGUE.len();
+        let (pro, epi) = if host_ready() {
+            (&PROLOGUE[..], &EPILOGUE[..])
+        } else {
+            (&FX_PROLOGUE[..], &FX_EPILOGUE[..])
+        };
+        let len = pro.len() + insn.len() + epi.len();
         if self.exec.is_none() || self.used + len > CODE_SIZE {
             self.exec = Some(ExecutableBuffer::new(CODE_SIZE)?);
             self.used = 0;
@@ -129,7 +160,7 @@ impl Stubs {
         m.set_len(CODE_SIZE);
         let at = self.used;
         let mut p = at;
-        for part in [&PROLOGUE[..], insn, &EPILOGUE[..]] {
+        for part in [pro, insn, epi] {
             m[p..p + part.len()].copy_from_slice(part);
             p += part.len();
         }
@@ -140,7 +171,8 @@ impl Stubs {
     }
 }
 
-/// Whether the host's XCR0 enables x87, SSE and AVX (what the stub saves and restores).
+/// Whether the host's XCR0 enables x87, SSE and AVX: the stub saves and restores them with
+/// XSAVE64/XRSTOR64, else x87 and SSE with FXSAVE64/FXRSTOR64.
 pub fn host_ready() -> bool {
     std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("xsave")
 }
@@ -153,9 +185,6 @@ pub fn host_ready() -> bool {
 /// with every exception masked in the area's FCW and MXCSR, valid MXCSR bits and a zero XSAVE
 /// header but XSTATE_BV (the translator only builds such areas).
 pub fn execute(i: &iced_x86::Instruction, run: Run) -> std::io::Result<u64> {
-    if !host_ready() {
-        return Err(std::io::Error::other("the host has no AVX state in XCR0"));
-    }
     run.area.0[512..520].copy_from_slice(&7u64.to_le_bytes());
     run.area.0[520..576].fill(0);
     STUBS.with(|s| {
@@ -174,8 +203,8 @@ pub fn execute(i: &iced_x86::Instruction, run: Run) -> std::io::Result<u64> {
         // pops again, `run.area` (832 bytes, 64-byte aligned, a valid standard-format header
         // set above), `host` (likewise, zeroed header), `run.gpr` (its first 24 of 32 bytes)
         // and `run.mem` (the guest instruction's memory operand is at most 64 bytes: see the
-        // caller's checks). XSAVE/XRSTOR with EDX:EAX = 7 are valid: `host_ready` checked that
-        // XCR0 enables those components.
+        // caller's checks). XSAVE/XRSTOR with EDX:EAX = 7 run only where `host_ready` found
+        // those components enabled in XCR0 (FXSAVE/FXRSTOR otherwise, which need nothing).
         unsafe {
             std::arch::asm!(
                 "call r8",
