@@ -22,8 +22,9 @@
 //! xsave64 [rsi]; pop rcx; pop rdx; xrstor64 [rcx]; ret
 //! ```
 //!
-//! (On a host without AVX state in XCR0 the same stub uses FXSAVE64/FXRSTOR64, x87 and SSE
-//! only.) The host is x86-64 and KVM runs guests on the same CPU, so results, rounding, NaN payloads, denormal handling and exception
+//! (Legacy-encoded instructions, which leave the YMM upper halves alone, get the same stub with
+//! FXSAVE64/FXRSTOR64, x87 and SSE only, about half the cost; so does everything on a host
+//! without AVX state in XCR0.) The host is x86-64 and KVM runs guests on the same CPU, so results, rounding, NaN payloads, denormal handling and exception
 //! flags are the hardware's by construction. The callers mask every exception in the FCW and
 //! MXCSR they pass in (an unmasked one would fault in the host) and work out the guest-visible
 //! exception from the flags. Stubs are cached by their bytes in one per-thread code buffer
@@ -83,8 +84,9 @@ const PROLOGUE: [u8; 37] = [
     0x9d, // popfq (the guest's arithmetic flags, for FCMOVcc)
     0x48, 0x8b, 0x52, 0x18, // mov rdx, [rdx+24]
 ];
-/// The same stub on a host without AVX state in XCR0: FXSAVE64/FXRSTOR64 (x87 and SSE only;
-/// the translator then runs no VEX instruction, as CPUID offers none).
+/// The same stub with FXSAVE64/FXRSTOR64 (x87 and SSE state only), for legacy-encoded
+/// instructions, which leave the YMM upper halves alone (the area's YMM_Hi128 then comes back
+/// as it went in), and on a host without AVX state in XCR0 (where no VEX form is offered).
 const FX_PROLOGUE: [u8; 30] = [
     0x52, // push rdx
     0x51, // push rcx
@@ -144,7 +146,9 @@ impl Stubs {
         let mut e = iced_x86::Encoder::new(64);
         e.encode(i, 0x1000).map_err(std::io::Error::other)?;
         let insn = &e.take_buffer()[..];
-        let (pro, epi) = if host_ready() {
+        // Legacy x87/SSE instructions leave the YMM upper halves alone: FXSAVE/FXRSTOR (about
+        // half the cost) carry everything they touch. VEX ones need XSAVE/XRSTOR of YMM.
+        let (pro, epi) = if i.encoding() == iced_x86::EncodingKind::VEX && host_ready() {
             (&PROLOGUE[..], &EPILOGUE[..])
         } else {
             (&FX_PROLOGUE[..], &FX_EPILOGUE[..])
