@@ -637,3 +637,59 @@ fn vex_alignment_and_aes() {
     });
     assert_eq!(ymm(&s, 2), [u128::from_le_bytes([0x63; 16]), 0]);
 }
+
+#[test]
+fn hot_string_forms_run_in_rust_with_vex_semantics() {
+    // The forms glibc's AVX2 string functions use skip the native stub (sse::fast_vex): their
+    // 256-bit lanes, VEX.128 zeroing and memory forms, with known answers.
+    let bytes: Vec<u8> = (0u8..64).collect();
+    let (m, s) = run_with(
+        64,
+        &bytes,
+        |s| s.fpu.ymm_hi = [HI; 16],
+        |a| {
+            a.vmovdqu(ymm0, ymmword_ptr(rbx)).unwrap(); // bytes 0..31
+            a.vmovdqa(ymm1, ymmword_ptr(rbx + 32)).unwrap(); // bytes 32..63
+            a.vpshufb(ymm2, ymm1, ymm0).unwrap(); // per lane: index k & 15 of the lane
+            a.vpandn(ymm3, ymm0, ymm1).unwrap();
+            a.vpcmpeqb(xmm4, xmm0, xmmword_ptr(rbx)).unwrap(); // all equal; upper zeroed
+            a.vpmovmskb(r8d, ymm4).unwrap();
+            a.vpminub(ymm5, ymm1, ymm0).unwrap();
+            a.vpaddq(ymm6, ymm0, ymm0).unwrap();
+            a.vpxor(xmm7, xmm7, xmm7).unwrap();
+            a.vmovdqu(ymmword_ptr(rbx + 65), ymm1).unwrap(); // unaligned store
+            a.vmovups(xmm8, xmm1).unwrap(); // VEX.128 register move zeroes the upper half
+        },
+    );
+    let lane = |v: [u128; 2]| -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[..16].copy_from_slice(&v[0].to_le_bytes());
+        b[16..].copy_from_slice(&v[1].to_le_bytes());
+        b
+    };
+    let want_shuf: [u8; 32] = std::array::from_fn(|k| 32 + (k as u8 / 16) * 16 + (k as u8 & 15));
+    assert_eq!(lane(ymm(&s, 2)), want_shuf);
+    let want_andn: [u8; 32] = std::array::from_fn(|k| !(k as u8) & (32 + k as u8));
+    assert_eq!(lane(ymm(&s, 3)), want_andn);
+    assert_eq!(ymm(&s, 4), [u128::MAX, 0]);
+    assert_eq!(s.reg(Reg::R8), 0xffff, "VPMOVMSKB of a zeroed upper half");
+    assert_eq!(lane(ymm(&s, 5)), std::array::from_fn(|k| k as u8));
+    assert_eq!(ymm(&s, 7), [0, 0]);
+    assert_eq!(ymm(&s, 8), [s.fpu.xmm[1], 0]);
+    let q = |k: u64| u64::from_le_bytes(std::array::from_fn(|j| (8 * k + j as u64) as u8));
+    assert_eq!(s.fpu.ymm_hi[6] as u64, q(2).wrapping_mul(2));
+    assert_eq!(m.rd(DATA + 65, 8), q(4));
+    assert_eq!(m.rd(DATA + 65 + 24, 8), q(7));
+    // VMOVDQA ymm from a 16-byte-aligned address: #GP.
+    let gp = super::fpu::fault_vector(
+        |s| {
+            s.cr4 |= bits::CR4_OSXSAVE;
+            s.fpu.xcr0 = 7;
+        },
+        |a| {
+            a.mov(rbx, DATA + 16).unwrap();
+            a.vmovdqa(ymmword_ptr(rbx), ymm1).unwrap();
+        },
+    );
+    assert_eq!(gp, 13);
+}

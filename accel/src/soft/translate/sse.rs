@@ -308,6 +308,9 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
         check_mmx(c, i)?;
     } else if i.encoding() == iced_x86::EncodingKind::VEX {
         fpstate::check_avx(c)?;
+        if let Some(r) = fast_vex(c, i) {
+            return r;
+        }
     } else {
         check_sse(c)?;
         if let Some(r) = fast(c, i) {
@@ -564,6 +567,105 @@ fn fast(c: &mut Ctx, i: &Instruction) -> Option<R<()>> {
     Some(rd128(c, i, 1, false).map(|b| {
         let a = c.c.s.fpu.xmm[d];
         c.c.s.fpu.xmm[d] = op(a, b);
+    }))
+}
+
+/// The 128-bit integer operation of a hot form (the same for legacy and VEX), if `m` is one.
+fn int_op(m: Mnemonic) -> Option<fn(u128, u128) -> u128> {
+    use Mnemonic::*;
+    Some(match m {
+        Vpxor | Vxorps | Vxorpd => |a, b| a ^ b,
+        Vpor | Vorps | Vorpd => |a, b| a | b,
+        Vpand | Vandps | Vandpd => |a, b| a & b,
+        Vpandn | Vandnps | Vandnpd => |a, b| !a & b,
+        Vpcmpeqb => |a, b| lanes(a, b, 1, |x, y| if x == y { u64::MAX } else { 0 }),
+        Vpcmpeqw => |a, b| lanes(a, b, 2, |x, y| if x == y { u64::MAX } else { 0 }),
+        Vpcmpeqd => |a, b| lanes(a, b, 4, |x, y| if x == y { u64::MAX } else { 0 }),
+        Vpcmpeqq => |a, b| lanes(a, b, 8, |x, y| if x == y { u64::MAX } else { 0 }),
+        Vpshufb => pshufb,
+        Vpminub => |a, b| lanes(a, b, 1, u64::min),
+        Vpmaxub => |a, b| lanes(a, b, 1, u64::max),
+        Vpaddb => |a, b| lanes(a, b, 1, u64::wrapping_add),
+        Vpaddd => |a, b| lanes(a, b, 4, u64::wrapping_add),
+        Vpaddq => |a, b| lanes(a, b, 8, u64::wrapping_add),
+        Vpsubb => |a, b| lanes(a, b, 1, u64::wrapping_sub),
+        _ => return None,
+    })
+}
+
+/// The VEX operand `n` as two 128-bit halves (the upper zero for a 128-bit one): a register,
+/// or 16 or 32 bytes of memory (aligned to its size if `aligned`).
+fn rd_vex(c: &mut Ctx, i: &Instruction, n: u32, wide: bool, aligned: bool) -> R<[u128; 2]> {
+    if i.op_kind(n) == OpKind::Register {
+        let (x, _) = super::avx::vreg(i.op_register(n));
+        let f = &c.c.s.fpu;
+        return Ok([f.xmm[x], if wide { f.ymm_hi[x] } else { 0 }]);
+    }
+    let size = if wide { 32 } else { 16 };
+    let (s, off) = if aligned {
+        fpstate::aligned(c, i, size as u64)?
+    } else {
+        c.ea(i)
+    };
+    let mut b = [0u8; 32];
+    read_bytes(c, s, off, &mut b[..size], fpstate::asz_mask(i))?;
+    let lo: [u8; 16] = b[..16].try_into().unwrap_or_default();
+    let hi: [u8; 16] = b[16..].try_into().unwrap_or_default();
+    Ok([u128::from_le_bytes(lo), u128::from_le_bytes(hi)])
+}
+
+/// The hot VEX forms of string and memory routines (glibc's AVX2 strlen, memchr, memcpy...) in
+/// Rust: the moves, logic, byte compares and minimum, PSHUFB, VPMOVMSKB; `None` for everything
+/// else, which runs natively. A VEX.128 result zeroes bits 255:128.
+fn fast_vex(c: &mut Ctx, i: &Instruction) -> Option<R<()>> {
+    use Mnemonic::*;
+    let m = i.mnemonic();
+    let reg0 = i.op0_kind() == OpKind::Register;
+    if m == Vpmovmskb {
+        let (r, _) = gpr(i.op0_register())?;
+        let (x, wide) = super::avx::vreg(i.op1_register());
+        let f = &c.c.s.fpu;
+        let bits =
+            |v: u128| (0..16).fold(0u64, |acc, k| acc | (((v >> (8 * k + 7)) & 1) as u64) << k);
+        let mask = bits(f.xmm[x]) | if wide { bits(f.ymm_hi[x]) << 16 } else { 0 };
+        c.c.set(r, 4, mask);
+        return Some(Ok(()));
+    }
+    let set = |c: &mut Ctx, v: [u128; 2]| {
+        let (x, _) = super::avx::vreg(i.op0_register());
+        c.c.s.fpu.xmm[x] = v[0];
+        c.c.s.fpu.ymm_hi[x] = v[1];
+    };
+    if matches!(m, Vmovdqu | Vmovdqa | Vmovups | Vmovaps | Vmovupd | Vmovapd) && i.op_count() == 2 {
+        let aligned = matches!(m, Vmovdqa | Vmovaps | Vmovapd);
+        if reg0 {
+            let wide = i.op0_register().is_ymm();
+            return Some(rd_vex(c, i, 1, wide, aligned).map(|v| set(c, v)));
+        }
+        let (x, wide) = super::avx::vreg(i.op1_register());
+        let size = if wide { 32 } else { 16 };
+        let mut b = [0u8; 32];
+        b[..16].copy_from_slice(&c.c.s.fpu.xmm[x].to_le_bytes());
+        b[16..].copy_from_slice(&c.c.s.fpu.ymm_hi[x].to_le_bytes());
+        let at = if aligned {
+            fpstate::aligned(c, i, size as u64)
+        } else {
+            Ok(c.ea(i))
+        };
+        return Some(
+            at.and_then(|(s, off)| write_bytes(c, s, off, &b[..size], fpstate::asz_mask(i))),
+        );
+    }
+    let op = int_op(m)?;
+    if i.op_count() != 3 || !reg0 {
+        return None;
+    }
+    let wide = i.op0_register().is_ymm();
+    let (a, _) = super::avx::vreg(i.op1_register());
+    let a = [c.c.s.fpu.xmm[a], c.c.s.fpu.ymm_hi[a]];
+    Some(rd_vex(c, i, 2, wide, false).map(|b| {
+        let hi = if wide { op(a[1], b[1]) } else { 0 };
+        set(c, [op(a[0], b[0]), hi]);
     }))
 }
 
