@@ -372,6 +372,13 @@ rom_test!(
     "isa: AES-128 and SHA-256 known answers ok",
     "isa: PASS"
 );
+// AVX, AVX2, FMA, F16C and the YMM state in XSAVE at CPL3: on kvm_pvm the CPU itself runs the
+// checks (the kernel part, CR4.OSXSAVE and XSETBV, in KVM's emulator).
+rom_test!(
+    avx,
+    "avx: AVX, AVX2, FMA, F16C and XSAVE known answers ok",
+    "avx: PASS"
+);
 
 /// Kernel-mode int3, ud2, lock cmpxchg16b and xsave/xrstor: on kvm_pvm KVM stops on some of them
 /// with KVM_EXIT_INTERNAL_ERROR and janus runs them in its software CPU; elsewhere they run

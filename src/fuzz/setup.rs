@@ -219,6 +219,14 @@ pub fn initial_state_env(mode: FuzzMode, gpr: [u64; 16], flags: u64, env: &Env) 
     for (i, x) in s.fpu.xmm.iter_mut().enumerate() {
         *x = u128::from(gpr[i]) | u128::from(gpr[(i + 5) % 16]) << 64;
     }
+    // User64 draws AVX forms: XSAVE enabled with x87|SSE|AVX, the YMM upper halves likewise
+    // derived from the general registers.
+    if mode == FuzzMode::User64 {
+        s.fpu.xcr0 = 7;
+        for (i, x) in s.fpu.ymm_hi.iter_mut().enumerate() {
+            *x = u128::from(gpr[(i + 3) % 16]) | u128::from(gpr[(i + 11) % 16]) << 64;
+        }
+    }
     let mask = |v: u64, bits: u32| if bits == 64 { v } else { v & ((1 << bits) - 1) };
     match mode {
         FuzzMode::Real => {
@@ -253,6 +261,9 @@ pub fn initial_state_env(mode: FuzzMode, gpr: [u64; 16], flags: u64, env: &Env) 
         }
     }
     s.cr4 |= bits::CR4_OSFXSR | bits::CR4_OSXMMEXCPT;
+    if mode == FuzzMode::User64 {
+        s.cr4 |= bits::CR4_OSXSAVE;
+    }
     s.cr0 |= bits::CR0_NE | bits::CR0_MP;
     if mode != FuzzMode::Real {
         s.gdt = DescriptorTable {

@@ -47,6 +47,10 @@ pub const OFFER: crate::cpuid::Offer = crate::cpuid::Offer {
         "popcnt",
         "tsc-deadline",
         "xsave",
+        "avx",
+        "f16c",
+        "fma",
+        "avx2",
         "hypervisor",
         "tsc-adjust",
         "bmi1",
@@ -79,7 +83,7 @@ pub const OFFER: crate::cpuid::Offer = crate::cpuid::Offer {
     // LA57: Linux takes 5-level paging wherever it is offered (one more level per walk), as
     // QEMU's default models leave it out; `--cpu host,+la57` offers it.
     not_in_host: &["hypervisor", "mce", "mca", "mtrr", "pat", "la57"],
-    // The SSE family runs on the host's vector unit (translate::sse).
+    // The SSE and AVX families run on the host's vector unit (translate::sse).
     needs_host: &[
         "sse3",
         "ssse3",
@@ -88,9 +92,14 @@ pub const OFFER: crate::cpuid::Offer = crate::cpuid::Offer {
         "pclmulqdq",
         "aes",
         "sha-ni",
+        "avx",
+        "f16c",
+        "fma",
+        "avx2",
     ],
     xcr0: super::fpstate::XCR0_SUPPORTED as u32,
     xsave_size: super::fpstate::XSAVE_SIZE,
+    xsaveopt: true,
 };
 
 /// CPUID: the machine's table (crate::cpuid, built once from `--cpu`) and the fields that
@@ -118,6 +127,8 @@ pub(super) fn cpuid(c: &mut Ctx, _: &Instruction) -> R<()> {
             }
         }
         7 if sub == 0 && c.c.s.cr4 & bits::CR4_PKE != 0 => r[2] |= 1 << 4,
+        // The size of the components XCR0 enables.
+        0xd if sub == 0 => r[1] = super::fpstate::xsave_size(c.c.s.fpu.xcr0),
         0xb if r[2] & 0xff00 != 0 => r[3] = c.c.index as u32,
         _ => {}
     }
