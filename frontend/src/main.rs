@@ -206,6 +206,14 @@ struct RunArgs {
     /// QEMU's -nic shorthand: --netdev without id= (user[,...] or tap,ifname=NAME).
     #[arg(long, value_name = "SPEC")]
     nic: Vec<String>,
+    /// Record the run's inputs (typed serial bytes, how it stopped) to FILE, for --replay;
+    /// implies --icount 3 and a software backend; one vCPU.
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    record: Option<PathBuf>,
+    /// Replay a --record FILE with the same machine options: same output, instruction count and
+    /// final state (on the JIT or the interpreter, whichever recorded it).
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
 }
 
 /// `--tb-size` default, MiB.
@@ -582,7 +590,15 @@ fn read_file(path: &PathBuf, what: &str, limit: u64, base: u64) -> Result<Vec<u8
     Ok(bytes)
 }
 
-fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
+fn run(mut args: RunArgs, launched: Instant) -> Result<ExitCode> {
+    let record = match (&args.record, &args.replay) {
+        (Some(p), _) => Some(janus::record::RecordSpec::Record(p.clone())),
+        (None, Some(p)) => Some(janus::record::RecordSpec::Replay(p.clone())),
+        (None, None) => None,
+    };
+    if record.is_some() && args.icount.is_none() {
+        args.icount = Some(3);
+    }
     let (ide, virtio_drives) = drives::split_drives(&args.drive)?;
     let ide = drives::ide_drives(&ide, args.cdrom.as_deref())?;
     let bios_path = match (&args.bios, &args.kernel, &args.image) {
@@ -682,6 +698,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
             .map(|(i, (a, nic))| janus::net::NetdevSpec::parse(a, i, nic))
             .collect::<Result<_, _>>()?,
         ide,
+        record,
     };
     let mut machine = Machine::new(config)?;
     if let Some(b) = machine.boot_info()
@@ -709,6 +726,9 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
     drop(raw);
     let outcome = outcome?;
     janus::ewriteln!("janus: {}", outcome.reason);
+    if let Some(line) = &outcome.journal {
+        janus::ewriteln!("janus: {line}");
+    }
     match &outcome.reason {
         StopReason::VcpuFailed(f) => janus::ewriteln!("{}", f.state),
         StopReason::TripleFault(s) => janus::ewriteln!("{s}"),
