@@ -496,6 +496,8 @@ impl Machine {
                 }),
             },
         )?;
+        // Record and replay: a virtio request completes at the instruction that notified
+        // (src/virtio/worker.rs).
         virtio.attach(&memory, &pci_root, &mut mmio, &platform, journal.is_some())?;
         for (i, spec) in config.netdevs.iter().enumerate() {
             crate::virtio::net::plug(&pci_root, &memory, spec, i)?;

@@ -141,6 +141,9 @@ pub enum EndKind {
     Interrupted,
     /// SIGTERM or SIGHUP.
     Signal(i32),
+    /// Stop at the first block boundary at or after the end's instruction count, with no final
+    /// state to compare: a divergence `janus diff` saved ([`write_stop_at`]).
+    StopAt,
 }
 
 impl EndKind {
@@ -160,6 +163,7 @@ impl EndKind {
             EndKind::Timeout => Some(StopReason::Timeout),
             EndKind::Interrupted => Some(StopReason::Interrupted),
             EndKind::Signal(s) => Some(StopReason::Signal(s)),
+            EndKind::StopAt => None,
         }
     }
 }
@@ -233,6 +237,7 @@ pub fn encode(e: &Event) -> Vec<u8> {
                 EndKind::Timeout => (2, 0),
                 EndKind::Interrupted => (3, 0),
                 EndKind::Signal(s) => (4, *s),
+                EndKind::StopAt => (5, 0),
             };
             v.push(k);
             v.extend(sig.to_le_bytes());
@@ -346,6 +351,7 @@ pub fn decode(bytes: &[u8], config: u64, path: &str) -> Result<Vec<Event>, Recor
                     (2, _) => EndKind::Timeout,
                     (3, _) => EndKind::Interrupted,
                     (4, s) => EndKind::Signal(s),
+                    (5, _) => EndKind::StopAt,
                     _ => return Err(r.corrupt("unknown end kind")),
                 };
                 let instructions = r.u64()?;
@@ -799,6 +805,10 @@ impl Journal {
         {
             self.control.request_stop(r);
         }
+        if end.1 == EndKind::StopAt && at.retired >= end.0.retired && q.is_empty() {
+            self.control
+                .request_stop(StopReason::ReplayStop(at.retired));
+        }
         due.store(next_due(&q, end), Ordering::Relaxed);
     }
 
@@ -864,6 +874,13 @@ impl Journal {
                          inputs not delivered"
                     ));
                 }
+                if end.1 == EndKind::StopAt {
+                    return Ok(format!(
+                        "replayed {instructions} instructions from {path} to its stop at \
+                         instruction {}: final state hash {hash:016x}",
+                        end.2
+                    ));
+                }
                 if (instructions, hash) != (end.2, end.3) {
                     return Err(format!(
                         "replay of {path} diverged: {instructions} instructions, final state \
@@ -893,6 +910,35 @@ fn next_due(q: &VecDeque<Event>, end: &(Point, EndKind, u64, u64)) -> u64 {
         end.0.retired
     };
     input.min(stop)
+}
+
+/// Writes a recording of no input that stops at the first block boundary at or after
+/// `instructions` retired, for the machine `config` (`janus diff`'s divergence: replayed on
+/// backend B, it takes B there alone).
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_stop_at(
+    path: &Path,
+    config: &crate::MachineConfig,
+    instructions: u64,
+) -> Result<(), RecordError> {
+    let mut v = header(config_hash(config));
+    v.extend(encode(&Event::End {
+        at: Point {
+            site: Site::Block,
+            retired: instructions,
+            ns: 0,
+            nth: 0,
+        },
+        kind: EndKind::StopAt,
+        instructions,
+        hash: 0,
+    }));
+    std::fs::write(path, v).map_err(|source| RecordError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Refuses what a recording cannot hold: several vCPUs, network cards, virtio-rng (host

@@ -45,7 +45,7 @@ enum Command {
     Info(InfoArgs),
     /// Run a guest on two backends in lockstep and report the first instruction where they
     /// disagree.
-    Diff(DiffArgs),
+    Diff(Box<DiffArgs>),
     /// Generate random programs and run them on two backends in lockstep.
     Fuzz(FuzzArgs),
     /// Run the built-in guest workloads on several backends and compare them.
@@ -366,6 +366,10 @@ struct DiffArgs {
     /// its state and memory and compare from there.
     #[arg(long, value_name = "N", default_value_t = 0)]
     skip: u64,
+    /// Where a whole machine (--kernel/--bios, under --icount, no --skip) diverges, write a
+    /// recording that `janus run --accel B ... --replay FILE` replays on B to that point.
+    #[arg(long, value_name = "FILE")]
+    replay_file: Option<PathBuf>,
     /// Where backend A's serial output goes.
     #[arg(long, default_value = "none")]
     serial: SinkSpec,
@@ -433,11 +437,44 @@ fn diff(args: DiffArgs) -> Result<ExitCode> {
             kernel_path: args.kernel.as_ref().map(|p| p.display().to_string()),
             ..Default::default()
         };
+        // The machine `janus run` builds from the same options, for a divergence's recording.
+        let run_config = MachineConfig {
+            mem: opts.mem,
+            icount: opts.icount,
+            cpu: opts.cpu.clone(),
+            ..machine.clone()
+        };
         let boot = janus::diff::DiffBoot {
             machine,
             skip: args.skip,
         };
-        janus::diff::diff_machine(boot, &opts)?
+        let report = janus::diff::diff_machine(boot, &opts)?;
+        let at = match &report.end {
+            DiffEnd::Diverged(_) => Some(report.steps),
+            DiffEnd::BlockDiverged { start, .. } => Some(*start),
+            _ => None,
+        };
+        if let (Some(path), Some(n)) = (&args.replay_file, at) {
+            if args.skip > 0 || opts.icount.is_none() {
+                janus::ewriteln!(
+                    "janus diff: no --replay-file: it needs --icount and no --skip (the \
+                     instructions --skip ran are not counted)"
+                );
+            } else {
+                janus::record::write_stop_at(path, &run_config, n)?;
+                janus::ewriteln!(
+                    "janus diff: wrote {}: `janus run --accel {} <the same machine options> \
+                     --icount {} --replay {}` runs {} alone to the block boundary at or after \
+                     instruction {n}",
+                    path.display(),
+                    opts.b.name(),
+                    opts.icount.unwrap_or(0),
+                    path.display(),
+                    opts.b.name()
+                );
+            }
+        }
+        report
     } else {
         let image = match &args.image {
             Some(p) => read_image(p, args.mem)?,
@@ -733,7 +770,10 @@ fn run(mut args: RunArgs, launched: Instant) -> Result<ExitCode> {
         StopReason::VcpuFailed(f) => janus::ewriteln!("{}", f.state),
         StopReason::TripleFault(s) => janus::ewriteln!("{s}"),
         // A guest that did not finish or was stopped: say where each vCPU was.
-        StopReason::Timeout | StopReason::Interrupted | StopReason::ConsoleQuit => {
+        StopReason::Timeout
+        | StopReason::Interrupted
+        | StopReason::ConsoleQuit
+        | StopReason::ReplayStop(_) => {
             for v in &outcome.vcpus {
                 janus::ewriteln!("janus: {v}");
             }
@@ -876,7 +916,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Run(a)) => run(*a, launched),
         Some(Command::Info(a)) => info(a),
-        Some(Command::Diff(a)) => diff(a),
+        Some(Command::Diff(a)) => diff(*a),
         Some(Command::Fuzz(a)) => fuzz(a),
         Some(Command::Bench(a)) => bench::run(a).map(|()| ExitCode::SUCCESS),
         Some(Command::Hostile(a)) => hostile::run(a),
