@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::control::{Control, StopReason};
-use crate::devices::serial::{InputQueue, Serial};
+use crate::devices::serial::InputQueue;
 
 /// The escape key, Ctrl-A.
 pub const ESCAPE: u8 = 0x01;
@@ -154,9 +154,10 @@ impl std::fmt::Debug for ConsoleHooks {
 /// reader waits for the guest to take some before it reads more.
 pub const INPUT_LIMIT: usize = 4096;
 
-/// Copies standard input into the UART's receive queue, on a detached thread that ends at EOF.
-/// On a terminal, Ctrl-A starts an escape (see [`HELP`]).
-pub fn spawn_reader(input: InputQueue, serial: Arc<Mutex<Serial>>, hooks: ConsoleHooks) {
+/// Copies standard input into `input` (the UART's receive queue, or a recording's staging
+/// queue), on a detached thread that ends at EOF, calling `arrived` after each batch (which
+/// makes the UART take the bytes). On a terminal, Ctrl-A starts an escape (see [`HELP`]).
+pub fn spawn_reader(input: InputQueue, arrived: Box<dyn Fn() + Send>, hooks: ConsoleHooks) {
     let escapes = stdin_is_terminal();
     let _ = std::thread::Builder::new()
         .name("stdin".into())
@@ -211,10 +212,7 @@ pub fn spawn_reader(input: InputQueue, serial: Arc<Mutex<Serial>>, hooks: Consol
                     }
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                serial
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .poll_input();
+                arrived();
             }
         });
 }

@@ -43,6 +43,9 @@ pub enum StopReason {
     Signal(i32),
     /// The user quit from the console (Ctrl-A x).
     ConsoleQuit,
+    /// A replay reached the instruction its recording stops at (a divergence `janus diff`
+    /// saved): the instructions retired.
+    ReplayStop(u64),
     /// The backend could not run the guest.
     VcpuFailed(Box<VcpuFailure>),
     /// A host-side error while running.
@@ -93,7 +96,7 @@ impl StopReason {
             StopReason::Timeout => status::TIMEOUT,
             StopReason::Interrupted => status::INTERRUPTED,
             StopReason::Signal(sig) => 128 + sig,
-            StopReason::ConsoleQuit => status::CONSOLE_QUIT,
+            StopReason::ConsoleQuit | StopReason::ReplayStop(_) => status::CONSOLE_QUIT,
             StopReason::VcpuFailed(_) => status::VCPU_FAILED,
             StopReason::HostError(_) => status::HOST_ERROR,
             StopReason::OutputFailed(_) => status::OUTPUT_FAILED,
@@ -130,6 +133,10 @@ impl std::fmt::Display for StopReason {
                 )
             }
             StopReason::ConsoleQuit => write!(f, "quit from the console (Ctrl-A x); guest stopped"),
+            StopReason::ReplayStop(n) => write!(
+                f,
+                "the replay reached its stop after {n} instructions; guest stopped"
+            ),
             StopReason::VcpuFailed(v) => write!(f, "vCPU failed: {v}"),
             StopReason::HostError(e) => write!(f, "host error: {e}"),
             StopReason::OutputFailed(e) => write!(f, "{e}; guest stopped"),

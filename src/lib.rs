@@ -23,6 +23,7 @@ pub mod msg;
 pub mod net;
 pub mod pci;
 pub mod platform;
+pub mod record;
 pub mod signals;
 pub mod sink;
 pub mod stats;

@@ -89,6 +89,8 @@ pub struct MachineConfig {
     pub netdevs: Vec<crate::net::NetdevSpec>,
     /// IDE drives (`--drive ...,if=ide`, `--cdrom`): primary master, then secondary master.
     pub ide: Vec<crate::devices::ide::IdeDriveSpec>,
+    /// Record the run's inputs to a file, or replay them (`--record`, `--replay`).
+    pub record: Option<crate::record::RecordSpec>,
 }
 
 impl Default for MachineConfig {
@@ -124,6 +126,7 @@ impl Default for MachineConfig {
             virtio: Default::default(),
             netdevs: Vec::new(),
             ide: Vec::new(),
+            record: None,
         }
     }
 }
@@ -203,6 +206,9 @@ pub enum MachineError {
     /// `--icount` shift out of range.
     #[error("--icount {0} is out of range (0 to {ICOUNT_SHIFT_MAX})")]
     IcountShift(u32),
+    /// `--record`/`--replay` refused, or a bad recording.
+    #[error(transparent)]
+    Record(#[from] crate::record::RecordError),
 }
 
 /// The devices and buses that vCPUs reach: the machine's [`IoHandler`].
@@ -214,6 +220,17 @@ pub struct MachineIo {
     pub mmio: Bus,
     /// The interrupt controllers, when janus provides them.
     pub platform: Option<Arc<Platform>>,
+    /// The record or replay of the run's inputs (`--record`, `--replay`).
+    pub journal: Option<Arc<crate::record::Journal>>,
+}
+
+impl MachineIo {
+    /// vCPU `vcpu` waits in HLT: a point where a recorded input may be due.
+    pub fn poll_journal(&self, vcpu: usize) {
+        if let (Some(j), 0) = (&self.journal, vcpu) {
+            j.halted();
+        }
+    }
 }
 
 impl IoHandler for MachineIo {
@@ -249,7 +266,11 @@ impl IoHandler for MachineIo {
             .is_some_and(|p| p.clock().is_deterministic())
     }
     fn retired(&self, vcpu: usize, n: u64) -> Option<u64> {
-        Some(self.platform.as_ref()?.retired(vcpu, n))
+        let tsc = self.platform.as_ref()?.retired(vcpu, n);
+        if let (Some(j), 0) = (&self.journal, vcpu) {
+            j.retired(n);
+        }
+        Some(tsc)
     }
     fn msr_read(&self, vcpu: usize, msr: u32) -> Option<Result<u64, janus_accel::MsrFault>> {
         self.platform.as_ref()?.msr_read(vcpu, msr)
@@ -296,6 +317,8 @@ pub struct RunOutcome {
     pub boot: BootTimes,
     /// Peak RSS and guest memory touched (`None` without /proc).
     pub memory_use: Option<MemoryUse>,
+    /// What `--record`/`--replay` did (instructions, final state hash), when one was asked.
+    pub journal: Option<String>,
 }
 
 /// A built machine, ready to run.
@@ -347,6 +370,14 @@ impl Machine {
         if config.smp == 0 || config.smp > MAX_VCPUS {
             return Err(MachineError::Smp(config.smp, MAX_VCPUS));
         }
+        let recording = match &config.record {
+            Some(spec) => {
+                crate::record::check(&config)?;
+                let hash = crate::record::config_hash(&config);
+                Some(crate::record::Opened::open(spec, hash)?)
+            }
+            None => None,
+        };
         let bios_size = config.bios.as_ref().map(|b| b.len() as u64);
         let (memory, layout) = layout::build_memory(config.mem, bios_size)?;
         // The ACPI and MP tables, built before the loaders so that a kernel learns where the
@@ -430,6 +461,15 @@ impl Machine {
             Some(shift) if shift <= ICOUNT_SHIFT_MAX => Clock::deterministic(1 << shift),
             Some(shift) => return Err(MachineError::IcountShift(shift)),
         };
+        let journal = recording.map(|r| {
+            Arc::new(crate::record::Journal::new(
+                r,
+                serial.clone(),
+                input.clone(),
+                clock.clone(),
+                control.clone(),
+            ))
+        });
         let Board {
             mut pio,
             mut mmio,
@@ -456,7 +496,9 @@ impl Machine {
                 }),
             },
         )?;
-        virtio.attach(&memory, &pci_root, &mut mmio, &platform)?;
+        // Record and replay: a virtio request completes at the instruction that notified
+        // (src/virtio/worker.rs).
+        virtio.attach(&memory, &pci_root, &mut mmio, &platform, journal.is_some())?;
         for (i, spec) in config.netdevs.iter().enumerate() {
             crate::virtio::net::plug(&pci_root, &memory, spec, i)?;
         }
@@ -497,6 +539,7 @@ impl Machine {
                 pio,
                 mmio,
                 platform: Some(platform),
+                journal,
             }),
             serial,
             debugcon,
@@ -696,7 +739,26 @@ impl Machine {
                     Box::new(move || p.as_ref().is_some_and(|p| p.nmi_button()))
                 },
             };
-            crate::console::spawn_reader(self.input.clone(), self.serial.clone(), hooks);
+            // A recording takes the typed bytes at points of the run (src/record.rs); a
+            // replay types nothing.
+            match self.io.journal.clone() {
+                None => {
+                    let serial = self.serial.clone();
+                    let poll = move || {
+                        serial
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .poll_input()
+                    };
+                    crate::console::spawn_reader(self.input.clone(), Box::new(poll), hooks);
+                }
+                Some(j) => {
+                    if let Some(staging) = j.staging() {
+                        let arrived = Box::new(move || j.input_arrived());
+                        crate::console::spawn_reader(staging, arrived, hooks);
+                    }
+                }
+            }
         }
         let gdb = match &self.config.gdb {
             None => None,
@@ -791,6 +853,16 @@ impl Machine {
             .control
             .reason()
             .unwrap_or_else(|| StopReason::HostError("stopped without a reason".into()));
+        let journal = self.io.journal.as_ref().map(|j| {
+            let state = vcpus.first().and_then(|v| v.state.as_deref());
+            match j.finish(&reason, state, &self.memory) {
+                Ok(line) => line,
+                Err(e) => {
+                    reason = StopReason::HostError(e.clone());
+                    e
+                }
+            }
+        });
         // Output lost outweighs how the guest ended (it may have exited before the main loop
         // saw the failure, or the last flush above failed).
         if let Some(f) = self.output.failure()
@@ -813,6 +885,7 @@ impl Machine {
             post_port: self.config.post_port,
             boot: self.milestones.times(),
             memory_use: MemoryUse::measure(&self.memory),
+            journal,
         })
     }
 
@@ -848,6 +921,7 @@ impl Machine {
                 post_port,
                 boot: milestones.times(),
                 memory_use: MemoryUse::measure(&memory),
+                journal: None,
             }
         }
     }

@@ -139,6 +139,7 @@ mod tests {
                 rss_anon: 7 << 20,
                 rss_shmem: 1 << 19,
             }),
+            journal: None,
         };
         let s = format(&o);
         assert!(s.contains("io-out            1000"), "{s}");

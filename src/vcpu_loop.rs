@@ -367,7 +367,12 @@ fn run_vcpu<V: Vcpu>(
                 }
                 // A guest that waits may have left a prompt without its newline.
                 crate::sink::flush_console();
-                while !kicker.pending() && !io.interrupt_pending(index) {
+                loop {
+                    // A recorded input may be due here (src/record.rs).
+                    io.poll_journal(index);
+                    if kicker.pending() || io.interrupt_pending(index) {
+                        break;
+                    }
                     if platform.is_some_and(|p| p.idle_jump()) {
                         continue;
                     }
@@ -398,12 +403,16 @@ fn run_vcpu<V: Vcpu>(
                     p.set_idle(index, true);
                 }
                 crate::sink::flush_console();
-                while !control.stopping()
-                    && !platform
-                        .is_some_and(|p| p.wakes_halted_with_interrupts_off(index, nmi_blocked))
-                    && control.counters_wanted() == counters_answered
-                    && !debug.is_some_and(|d| d.holds(index))
-                {
+                loop {
+                    io.poll_journal(index);
+                    if control.stopping()
+                        || platform
+                            .is_some_and(|p| p.wakes_halted_with_interrupts_off(index, nmi_blocked))
+                        || control.counters_wanted() != counters_answered
+                        || debug.is_some_and(|d| d.holds(index))
+                    {
+                        break;
+                    }
                     if platform.is_some_and(|p| p.idle_jump()) {
                         continue;
                     }

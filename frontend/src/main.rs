@@ -45,7 +45,7 @@ enum Command {
     Info(InfoArgs),
     /// Run a guest on two backends in lockstep and report the first instruction where they
     /// disagree.
-    Diff(DiffArgs),
+    Diff(Box<DiffArgs>),
     /// Generate random programs and run them on two backends in lockstep.
     Fuzz(FuzzArgs),
     /// Run the built-in guest workloads on several backends and compare them.
@@ -206,6 +206,14 @@ struct RunArgs {
     /// QEMU's -nic shorthand: --netdev without id= (user[,...] or tap,ifname=NAME).
     #[arg(long, value_name = "SPEC")]
     nic: Vec<String>,
+    /// Record the run's inputs (typed serial bytes, how it stopped) to FILE, for --replay;
+    /// implies --icount 3 and a software backend; one vCPU.
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    record: Option<PathBuf>,
+    /// Replay a --record FILE with the same machine options: same output, instruction count and
+    /// final state (on the JIT or the interpreter, whichever recorded it).
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
 }
 
 /// `--tb-size` default, MiB.
@@ -364,6 +372,10 @@ struct DiffArgs {
     /// its state and memory and compare from there.
     #[arg(long, value_name = "N", default_value_t = 0)]
     skip: u64,
+    /// Where a whole machine (--kernel/--bios, under --icount, no --skip) diverges, write a
+    /// recording that `janus run --accel B ... --replay FILE` replays on B to that point.
+    #[arg(long, value_name = "FILE")]
+    replay_file: Option<PathBuf>,
     /// Where backend A's serial output goes.
     #[arg(long, default_value = "none")]
     serial: SinkSpec,
@@ -431,11 +443,44 @@ fn diff(args: DiffArgs) -> Result<ExitCode> {
             kernel_path: args.kernel.as_ref().map(|p| p.display().to_string()),
             ..Default::default()
         };
+        // The machine `janus run` builds from the same options, for a divergence's recording.
+        let run_config = MachineConfig {
+            mem: opts.mem,
+            icount: opts.icount,
+            cpu: opts.cpu.clone(),
+            ..machine.clone()
+        };
         let boot = janus::diff::DiffBoot {
             machine,
             skip: args.skip,
         };
-        janus::diff::diff_machine(boot, &opts)?
+        let report = janus::diff::diff_machine(boot, &opts)?;
+        let at = match &report.end {
+            DiffEnd::Diverged(_) => Some(report.steps),
+            DiffEnd::BlockDiverged { start, .. } => Some(*start),
+            _ => None,
+        };
+        if let (Some(path), Some(n)) = (&args.replay_file, at) {
+            if args.skip > 0 || opts.icount.is_none() {
+                janus::ewriteln!(
+                    "janus diff: no --replay-file: it needs --icount and no --skip (the \
+                     instructions --skip ran are not counted)"
+                );
+            } else {
+                janus::record::write_stop_at(path, &run_config, n)?;
+                janus::ewriteln!(
+                    "janus diff: wrote {}: `janus run --accel {} <the same machine options> \
+                     --icount {} --replay {}` runs {} alone to the block boundary at or after \
+                     instruction {n}",
+                    path.display(),
+                    opts.b.name(),
+                    opts.icount.unwrap_or(0),
+                    path.display(),
+                    opts.b.name()
+                );
+            }
+        }
+        report
     } else {
         let image = match &args.image {
             Some(p) => read_image(p, args.mem)?,
@@ -588,7 +633,15 @@ fn read_file(path: &PathBuf, what: &str, limit: u64, base: u64) -> Result<Vec<u8
     Ok(bytes)
 }
 
-fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
+fn run(mut args: RunArgs, launched: Instant) -> Result<ExitCode> {
+    let record = match (&args.record, &args.replay) {
+        (Some(p), _) => Some(janus::record::RecordSpec::Record(p.clone())),
+        (None, Some(p)) => Some(janus::record::RecordSpec::Replay(p.clone())),
+        (None, None) => None,
+    };
+    if record.is_some() && args.icount.is_none() {
+        args.icount = Some(3);
+    }
     let (ide, virtio_drives) = drives::split_drives(&args.drive)?;
     let ide = drives::ide_drives(&ide, args.cdrom.as_deref())?;
     let bios_path = match (&args.bios, &args.kernel, &args.image) {
@@ -688,6 +741,7 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
             .map(|(i, (a, nic))| janus::net::NetdevSpec::parse(a, i, nic))
             .collect::<Result<_, _>>()?,
         ide,
+        record,
     };
     let mut machine = Machine::new(config)?;
     if let Some(b) = machine.boot_info()
@@ -715,11 +769,17 @@ fn run(args: RunArgs, launched: Instant) -> Result<ExitCode> {
     drop(raw);
     let outcome = outcome?;
     janus::ewriteln!("janus: {}", outcome.reason);
+    if let Some(line) = &outcome.journal {
+        janus::ewriteln!("janus: {line}");
+    }
     match &outcome.reason {
         StopReason::VcpuFailed(f) => janus::ewriteln!("{}", f.state),
         StopReason::TripleFault(s) => janus::ewriteln!("{s}"),
         // A guest that did not finish or was stopped: say where each vCPU was.
-        StopReason::Timeout | StopReason::Interrupted | StopReason::ConsoleQuit => {
+        StopReason::Timeout
+        | StopReason::Interrupted
+        | StopReason::ConsoleQuit
+        | StopReason::ReplayStop(_) => {
             for v in &outcome.vcpus {
                 janus::ewriteln!("janus: {v}");
             }
@@ -862,7 +922,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Run(a)) => run(*a, launched),
         Some(Command::Info(a)) => info(a),
-        Some(Command::Diff(a)) => diff(a),
+        Some(Command::Diff(a)) => diff(*a),
         Some(Command::Fuzz(a)) => fuzz(a),
         Some(Command::Bench(a)) => bench::run(a).map(|()| ExitCode::SUCCESS),
         Some(Command::Hostile(a)) => hostile::run(a),

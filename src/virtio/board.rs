@@ -178,18 +178,25 @@ impl Planned {
         pci: &Arc<Mutex<PciRoot>>,
         mmio: &mut Bus,
         platform: &Platform,
+        synchronous: bool,
     ) -> Result<(), VirtioError> {
         for (dev, at) in self.devices {
             match at {
                 None => {
-                    let f = VirtioPci::new(dev, mem.clone()).map_err(VirtioError::Thread)?;
+                    let f = VirtioPci::with_worker(dev, mem.clone(), synchronous)
+                        .map_err(VirtioError::Thread)?;
                     pci.lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .add(f.shared())?;
                 }
                 Some((base, irq)) => {
-                    let d = VirtioMmio::new(dev, mem.clone(), platform.isa_irq(irq))
-                        .map_err(VirtioError::Thread)?;
+                    let d = VirtioMmio::with_worker(
+                        dev,
+                        mem.clone(),
+                        platform.isa_irq(irq),
+                        synchronous,
+                    )
+                    .map_err(VirtioError::Thread)?;
                     mmio.insert(base, WINDOW, Arc::new(Mutex::new(d)))?;
                 }
             }

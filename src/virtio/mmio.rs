@@ -80,13 +80,26 @@ impl VirtioMmio {
         mem: GuestMemory,
         line: Arc<dyn IrqLine>,
     ) -> std::io::Result<Self> {
+        Self::with_worker(device, mem, line, false)
+    }
+
+    /// [`VirtioMmio::new`], with a synchronous worker when `synchronous` (record and replay).
+    ///
+    /// # Errors
+    /// The device's thread could not be spawned.
+    pub fn with_worker(
+        device: Box<dyn VirtioDevice>,
+        mem: GuestMemory,
+        line: Arc<dyn IrqLine>,
+        synchronous: bool,
+    ) -> std::io::Result<Self> {
         let irq = Arc::new(MmioIrq {
             status: AtomicU32::new(0),
             line,
             lock: Mutex::new(()),
         });
         let label = format!("virtio-{}-mmio", device.label());
-        let transport = Transport::new(device, mem, irq.clone())?;
+        let transport = Transport::with_worker(device, mem, irq.clone(), synchronous)?;
         Ok(VirtioMmio {
             transport,
             irq,

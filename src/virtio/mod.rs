@@ -198,6 +198,20 @@ impl Transport {
         mem: GuestMemory,
         irq: Arc<dyn Interrupt>,
     ) -> std::io::Result<Self> {
+        Self::with_worker(device, mem, irq, false)
+    }
+
+    /// [`Transport::new`], with a synchronous worker when `synchronous` (see
+    /// [`worker`]: notifications complete before the vCPU goes on).
+    ///
+    /// # Errors
+    /// The thread could not be spawned.
+    pub fn with_worker(
+        device: Box<dyn VirtioDevice>,
+        mem: GuestMemory,
+        irq: Arc<dyn Interrupt>,
+        synchronous: bool,
+    ) -> std::io::Result<Self> {
         let label = device.label().to_string();
         let device_type = device.device_type();
         let device_features = device.features() | TRANSPORT_FEATURES;
@@ -213,7 +227,7 @@ impl Transport {
             })
             .collect();
         let shared = Arc::new(Shared::default());
-        let worker = Worker::spawn(device, mem, irq, shared.clone())?;
+        let worker = Worker::spawn(device, mem, irq, shared.clone(), synchronous)?;
         Ok(Transport {
             label,
             device_type,

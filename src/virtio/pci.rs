@@ -159,6 +159,18 @@ impl VirtioPci {
     /// # Errors
     /// The device's thread could not be spawned.
     pub fn new(device: Box<dyn VirtioDevice>, mem: GuestMemory) -> std::io::Result<Self> {
+        Self::with_worker(device, mem, false)
+    }
+
+    /// [`VirtioPci::new`], with a synchronous worker when `synchronous` (record and replay).
+    ///
+    /// # Errors
+    /// The device's thread could not be spawned.
+    pub fn with_worker(
+        device: Box<dyn VirtioDevice>,
+        mem: GuestMemory,
+        synchronous: bool,
+    ) -> std::io::Result<Self> {
         let device_type = device.device_type();
         let nq = device.queue_sizes().len() as u16;
         let config_len = device.config().len() as u32;
@@ -213,7 +225,7 @@ impl VirtioPci {
             config_vector: NO_VECTOR,
         })));
         let label = format!("virtio-{}-pci", device.label());
-        let transport = Transport::new(device, mem, irq.clone())?;
+        let transport = Transport::with_worker(device, mem, irq.clone(), synchronous)?;
         Ok(VirtioPci {
             config,
             transport,

@@ -1,6 +1,10 @@
 //! The thread a virtio device runs on: queue notifications, activation and reset arrive as
 //! messages, so the vCPU that writes a notify register returns at once and never waits for the
 //! device's I/O. The thread alone owns the device and its running queues.
+//!
+//! A *synchronous* worker (record and replay, src/record.rs) makes the vCPU wait instead until
+//! the device has served every available buffer and raised its interrupt: a request completes
+//! at the instruction that notified, so the run does not depend on the host's timing.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,6 +19,8 @@ enum Msg {
     Notify(usize),
     Poll,
     Reset(Sender<()>),
+    /// Answered once the messages before it are served (synchronous workers).
+    Barrier(Sender<()>),
     Stop,
 }
 
@@ -29,6 +35,7 @@ impl std::fmt::Debug for Msg {
             Msg::Notify(q) => write!(f, "Notify({q})"),
             Msg::Poll => f.write_str("Poll"),
             Msg::Reset(_) => f.write_str("Reset"),
+            Msg::Barrier(_) => f.write_str("Barrier"),
             Msg::Stop => f.write_str("Stop"),
         }
     }
@@ -50,6 +57,7 @@ impl Waker {
 #[derive(Debug)]
 pub struct Worker {
     tx: Sender<Msg>,
+    synchronous: bool,
 }
 
 impl Worker {
@@ -62,23 +70,37 @@ impl Worker {
         mem: GuestMemory,
         irq: Arc<dyn Interrupt>,
         shared: Arc<Shared>,
+        synchronous: bool,
     ) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let waker = Waker(tx.clone());
         std::thread::Builder::new()
             .name(format!("virtio-{}", device.label()))
-            .spawn(move || run(device, mem, irq, shared, &rx, waker))?;
-        Ok(Worker { tx })
+            .spawn(move || run(device, mem, irq, shared, &rx, waker, synchronous))?;
+        Ok(Worker { tx, synchronous })
     }
 
     /// The driver set DRIVER_OK: run the enabled queues (`None`: not enabled).
     pub fn activate(&self, features: u64, queues: Vec<Option<QueueConfig>>) {
         let _ = self.tx.send(Msg::Activate(features, queues));
+        self.wait();
     }
 
     /// Queue `index` was notified.
     pub fn notify(&self, index: usize) {
         let _ = self.tx.send(Msg::Notify(index));
+        self.wait();
+    }
+
+    /// A synchronous worker: waits until the thread has served what was sent.
+    fn wait(&self) {
+        if !self.synchronous {
+            return;
+        }
+        let (ack, done) = crossbeam_channel::bounded(1);
+        if self.tx.send(Msg::Barrier(ack)).is_ok() {
+            let _ = done.recv();
+        }
     }
 
     /// Resets the device and waits until its thread has dropped the queues (so it writes no
@@ -104,6 +126,7 @@ fn run(
     shared: Arc<Shared>,
     rx: &Receiver<Msg>,
     waker: Waker,
+    synchronous: bool,
 ) {
     let mut queues: Vec<Option<Queue>> = Vec::new();
     let mut ctx = DeviceContext {
@@ -118,6 +141,9 @@ fn run(
             Msg::Reset(ack) => {
                 queues.clear();
                 device.reset();
+                let _ = ack.send(());
+            }
+            Msg::Barrier(ack) => {
                 let _ = ack.send(());
             }
             _ if broken => {}
@@ -146,23 +172,27 @@ fn run(
                 }
             }
             Msg::Notify(i) => {
-                let Some(Some(q)) = queues.get_mut(i) else {
-                    continue;
-                };
-                match device.notify(&ctx, i, q) {
-                    Ok(used) => {
-                        if used && q.needs_interrupt(&ctx.mem) {
-                            irq.queue(q.vector);
+                while let Some(Some(q)) = queues.get_mut(i) {
+                    match device.notify(&ctx, i, q) {
+                        Ok(used) => {
+                            if used && q.needs_interrupt(&ctx.mem) {
+                                irq.queue(q.vector);
+                            }
+                            // More than a queue's worth: come back after the messages waiting
+                            // (a synchronous worker serves it all now).
+                            if used && q.has_available(&ctx.mem) {
+                                if synchronous {
+                                    continue;
+                                }
+                                let _ = ctx.waker.0.send(Msg::Notify(i));
+                            }
                         }
-                        // More than a queue's worth: come back after the messages waiting.
-                        if used && q.has_available(&ctx.mem) {
-                            let _ = ctx.waker.0.send(Msg::Notify(i));
+                        Err(e) => {
+                            log_broken(device.label(), &e);
+                            mark_broken(&shared, &*irq);
                         }
                     }
-                    Err(e) => {
-                        log_broken(device.label(), &e);
-                        mark_broken(&shared, &*irq);
-                    }
+                    break;
                 }
             }
             Msg::Poll => {
