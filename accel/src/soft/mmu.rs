@@ -588,7 +588,9 @@ impl Ctx<'_> {
         self.translate(lin, Acc::W, user)?;
         let end = lin.wrapping_add(u64::from(sz) - 1) & self.lin_mask();
         if end & PAGE_MASK != lin & PAGE_MASK {
-            self.translate(end, Acc::W, user)?;
+            // The second page from its first byte: a fault there reports that byte in CR2,
+            // as the CPU does (not the access's last byte).
+            self.translate(end & PAGE_MASK, Acc::W, user)?;
         }
         Ok(())
     }
