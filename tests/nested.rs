@@ -2,8 +2,8 @@
 //! kvm_amd /dev/kvm inside Debian's kernel booted by QEMU's TCG with AMD-V. It takes tens of
 //! minutes and needs qemu-system-x86_64, so it runs only when asked: JANUS_NESTED=1 runs it (and
 //! skips loudly without QEMU), JANUS_REQUIRE_NESTED=1 runs it and fails without QEMU. Otherwise
-//! it skips loudly. `.ci/run` sets JANUS_REQUIRE_NESTED=1; the script's watchdog restarts a
-//! nested guest that freezes (docs/architecture.md, "kvm_amd: the nested suite").
+//! it skips loudly. The script's watchdog restarts a nested guest that freezes
+//! (docs/architecture.md, "kvm_amd: the nested suite").
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -31,7 +31,7 @@
 #                        line) and restarts allowed (default 4)
 #   NESTED_IRQCHIPS=...  the --irqchip values of the ROM stage (default "user kernel")
 #   NESTED_TESTS=...     test binaries with their arguments, ';'-separated (default: roms_all
-#                        but fpu and exceptions, which the ROM stage runs; kernels. platform's
+#                        but the ROMs the ROM stage runs to QEMU's deviations; kernels. platform's
 #                        irqchip test wedged the nested guest as realmode did: not by default)
 #   NESTED_SMP, NESTED_MEM  QEMU's vCPUs (default 2) and memory (default 3G)
 #   NESTED_ACCEL=...     QEMU's -accel (default tcg,thread=multi)
@@ -54,7 +54,7 @@ die() { echo "nested: $*" >&2; exit 1; }
 fuzz=${NESTED_FUZZ:-20000}
 stages=${NESTED_STAGES:-roms linux tests diff fuzz}
 irqchips=${NESTED_IRQCHIPS:-user kernel}
-tests=${NESTED_TESTS-roms_all --skip fpu --skip exceptions;kernels}
+tests=${NESTED_TESTS-roms_all --skip fpu --skip exceptions --skip corners --skip debug --skip isa --skip protect;kernels}
 qsmp=${NESTED_SMP:-2}
 qmem=${NESTED_MEM:-3G}
 qtimeout=${NESTED_TIMEOUT:-4200}
@@ -144,7 +144,11 @@ diff_roms=""
 for f in "$root"/test-roms/*.bin; do
     r=$(basename "$f" .bin)
     case $r in
+        # Run by init.sh with their own arguments and expectations.
         smp|xmc|acpi|triple|halt|loop|multiboot) ;;
+        # Not plain "exit 0" ROMs: they need a set-up or input that tests/*.rs gives them
+        # (firmware, a debugger, stdin, --smp, virtio devices, an expected triple fault or halt).
+        bootsector|echo|flood|gdb|initsipi|udwrap|virtio_hostile|ap_idle|post|runaway) ;;
         *) roms_pass="$roms_pass $r" ;;
     esac
     case $r in multiboot) ;; *) diff_roms="$diff_roms $r" ;; esac
