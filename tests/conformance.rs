@@ -15,6 +15,12 @@ use janus::fuzz::{FuzzOptions, fuzz, run_case};
 const PER_MODE: u64 = 20_000;
 
 fn clean_fuzz(mode: FuzzMode, a: AccelKind, b: AccelKind, seed: u64) {
+    fuzz_in(mode, a, b, seed, false);
+}
+
+/// Fuzzes with `random_env`: a random environment per program (privilege level, segments,
+/// 16-bit stacks, paging variants with planted faults, AC/AM, IOPL, WP, NXE, SMEP, SMAP).
+fn fuzz_in(mode: FuzzMode, a: AccelKind, b: AccelKind, seed: u64, random_env: bool) {
     let opts = FuzzOptions {
         mode,
         seed,
@@ -23,6 +29,7 @@ fn clean_fuzz(mode: FuzzMode, a: AccelKind, b: AccelKind, seed: u64) {
         b,
         jobs: 2,
         shrink: true,
+        random_env,
         ..Default::default()
     };
     let s = fuzz(&opts).expect("fuzzer runs");
@@ -50,6 +57,29 @@ macro_rules! kvm_fuzz {
             }
         }
     };
+}
+
+macro_rules! kvm_fuzz_random_env {
+    ($name:ident, $mode:expr) => {
+        #[test]
+        fn $name() {
+            if kvm_or_skip(stringify!($name)) {
+                fuzz_in($mode, AccelKind::Kvm, AccelKind::Interp, 20261208, true);
+            }
+        }
+    };
+}
+
+kvm_fuzz_random_env!(fuzz_real_random_envs_kvm_vs_interp, FuzzMode::Real);
+kvm_fuzz_random_env!(fuzz_prot32_random_envs_kvm_vs_interp, FuzzMode::Prot32);
+kvm_fuzz_random_env!(fuzz_long64_random_envs_kvm_vs_interp, FuzzMode::Long64);
+kvm_fuzz_random_env!(fuzz_user64_random_envs_kvm_vs_interp, FuzzMode::User64);
+
+#[test]
+fn fuzz_every_mode_in_random_environments_jit_vs_interp() {
+    for mode in FuzzMode::ALL {
+        fuzz_in(mode, AccelKind::Interp, AccelKind::Jit, 8, true);
+    }
 }
 
 kvm_fuzz!(fuzz_real_kvm_vs_interp, FuzzMode::Real);

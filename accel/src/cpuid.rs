@@ -110,6 +110,7 @@ pub const FEATURES: &[Feature] = &[
     f("avx512bw", 7, 0, EBX, 30),
     f("avx512vl", 7, 0, EBX, 31),
     f("pku", 7, 0, ECX, 3),
+    f("la57", 7, 0, ECX, 16),
     f("rdpid", 7, 0, ECX, 22),
     f("lahf-lm", 0x8000_0001, 0, ECX, 0),
     f("abm", 0x8000_0001, 0, ECX, 5),
@@ -149,6 +150,8 @@ pub struct Offer {
     pub xcr0: u32,
     /// The XSAVE area's size with every supported component.
     pub xsave_size: u32,
+    /// Whether XSAVEOPT runs (CPUID.(0xD,1).EAX[0]).
+    pub xsaveopt: bool,
 }
 
 impl Offer {
@@ -558,6 +561,18 @@ impl Cpuid {
             }
             t.set(f);
         }
+        // Leaf 0xD follows the features offered: AVX state (YMM_Hi128, 256 bytes at 576) only
+        // with AVX; XSAVEOPT (sub-leaf 1 EAX bit 0) with XSAVE.
+        if !t.has("avx") {
+            let x87_sse = offer.xcr0 & 3;
+            let size = offer.xsave_size.min(576);
+            t.leaves.insert((0xd, 0), [x87_sse, size, size, 0]);
+        } else if offer.xcr0 & 4 != 0 {
+            t.leaves.insert((0xd, 2), [256, 576, 0, 0]);
+        }
+        if t.has("xsave") && offer.xsaveopt {
+            t.leaves.insert((0xd, 1), [1, 0, 0, 0]);
+        }
         // Hyper-threading: several logical processors in the package.
         if nr_vcpus > 1 {
             t.leaves.entry((1, 0)).or_default()[3] |= 1 << 28;
@@ -857,8 +872,9 @@ mod tests {
     fn host_model_matches_what_the_software_cpu_always_offered() {
         let t = soft(&CpuSpec::default(), 1);
         assert!(t.missing().is_empty());
-        // The SSE family as far as the host has it (it runs there: soft::translate::sse).
-        let sse = 1 | 1 << 1 | 1 << 9 | 1 << 19 | 1 << 20 | 1 << 25;
+        // The SSE and AVX families as far as the host has them (they run there:
+        // soft::translate::sse).
+        let sse = 1 | 1 << 1 | 1 << 9 | 1 << 19 | 1 << 20 | 1 << 25 | 1 << 12 | 1 << 28 | 1 << 29;
         assert_eq!(
             t.get(1, 0)[2],
             1 << 13
@@ -885,7 +901,7 @@ mod tests {
                     | 1 << 20
                     | 1 << 23
                     | 1 << 24
-                    | host(7, 0)[1] & sha,
+                    | host(7, 0)[1] & (sha | 1 << 5),
                 1 << 3 | 1 << 22,
                 0
             ]
@@ -913,14 +929,12 @@ mod tests {
 
     #[test]
     fn models_keep_only_what_the_backend_runs_and_say_what_they_drop() {
-        let t = soft(&spec("x86-64-v3,-popcnt,+pku"), 4);
+        let t = soft(&spec("x86-64-v3,-popcnt,-avx2,+pku,+vme"), 4);
         for f in ["lm", "cx16", "lahf-lm", "xsave", "bmi1", "abm", "pku"] {
             assert!(t.has(f), "{f}");
         }
         assert!(!t.has("popcnt") && !t.has("avx2") && t.has("mmx"));
-        for f in ["avx", "avx2", "fma", "f16c"] {
-            assert!(t.missing().contains(&f), "{f} reported missing");
-        }
+        assert!(t.missing().contains(&"vme"), "vme reported missing");
         assert!(t.has("movbe") && t.has("bmi2") && !t.missing().contains(&"movbe"));
         assert!(!t.missing().contains(&"popcnt"), "removed, not missing");
         assert_eq!(t.get(1, 0)[1] >> 16 & 0xff, 4);
@@ -958,7 +972,37 @@ mod tests {
         // Intel: a leaf above the highest basic leaf reads as the highest basic leaf.
         assert_eq!(t.get(0x20, 0), t.get(0xd, 0));
         assert_eq!(t.get(0x8000_0009, 0), t.get(0xd, 0));
-        assert!(t.has("hypervisor") && !t.has("avx"));
+        assert!(t.has("hypervisor"));
+        assert_eq!(t.has("avx"), host(1, 0)[2] & 1 << 28 != 0);
+    }
+
+    #[test]
+    fn x86_64_v3_is_whole_on_the_software_cpu() {
+        // Where the host has AVX2, FMA and F16C (run on its vector unit): nothing missing, and
+        // leaf 0xD describes x87|SSE|AVX with YMM_Hi128 at 576, and XSAVEOPT.
+        let c1 = host(1, 0)[2];
+        if c1 & (1 << 12 | 1 << 28 | 1 << 29) != (1 << 12 | 1 << 28 | 1 << 29)
+            || host(7, 0)[1] & 1 << 5 == 0
+        {
+            return;
+        }
+        let t = soft(&spec("x86-64-v3"), 1);
+        assert_eq!(t.missing(), ["de"]);
+        for f in V1
+            .iter()
+            .chain(V2_ADDS)
+            .chain(V3_ADDS)
+            .filter(|&&f| f != "de")
+        {
+            assert!(t.has(f), "{f}");
+        }
+        assert_eq!(t.get(0xd, 0), [7, 832, 832, 0]);
+        assert_eq!(t.get(0xd, 1), [1, 0, 0, 0]);
+        assert_eq!(t.get(0xd, 2), [256, 576, 0, 0]);
+        // Without AVX: x87|SSE, 576 bytes, no sub-leaf 2.
+        let t = soft(&spec("x86-64-v3,-avx"), 1);
+        assert_eq!(t.get(0xd, 0), [3, 576, 576, 0]);
+        assert_eq!(t.get(0xd, 2), [0; 4]);
     }
 
     #[test]

@@ -209,6 +209,8 @@ pub mod bits {
     pub const CR4_PAE: u64 = 1 << 5;
     /// CR4.PGE: global pages.
     pub const CR4_PGE: u64 = 1 << 7;
+    /// CR4.LA57: 5-level paging (57-bit linear addresses) in long mode.
+    pub const CR4_LA57: u64 = 1 << 12;
     /// CR4.OSFXSR: FXSAVE/FXRSTOR and SSE enabled by the OS.
     pub const CR4_OSFXSR: u64 = 1 << 9;
     /// CR4.OSXMMEXCPT: unmasked SIMD floating-point exceptions raise #XM (else #UD).
@@ -353,8 +355,11 @@ pub struct FpuState {
     pub fdp: u64,
     /// ST0..ST7: 80-bit extended-precision values in the low bits.
     pub st: [u128; 8],
-    /// XMM0..XMM15.
+    /// XMM0..XMM15 (the low halves of YMM0..YMM15).
     pub xmm: [u128; 16],
+    /// Bits 255:128 of YMM0..YMM15, as XSAVE's YMM_Hi128 component holds them. Legacy SSE
+    /// instructions leave them alone; VEX.128 forms zero their destination's.
+    pub ymm_hi: [u128; 16],
     /// SSE control and status register.
     pub mxcsr: u32,
     /// Extended control register 0 (XSETBV), the enabled XSAVE components.
@@ -373,6 +378,7 @@ impl FpuState {
         fdp: 0,
         st: [0; 8],
         xmm: [0; 16],
+        ymm_hi: [0; 16],
         mxcsr: 0x1f80,
         xcr0: 1,
     };

@@ -268,6 +268,11 @@ struct FuzzArgs {
     /// Keep diverging cases as generated, without shrinking.
     #[arg(long)]
     no_shrink: bool,
+    /// The environment of each program: `random` draws privilege level, segments (bases,
+    /// limits, expand-down, 16-bit stacks), paging (4 KiB to 1 GiB pages, planted faults) and
+    /// control bits (AC/AM, IOPL, WP, NXE, SMEP, SMAP) per program; `fixed` keeps the mode's one.
+    #[arg(long, default_value = "random", value_parser = ["random", "fixed"])]
+    env: String,
     /// The KVM device node.
     #[arg(long, default_value = kvm::DEFAULT_DEVICE, hide_short_help = true)]
     kvm_device: PathBuf,
@@ -286,6 +291,7 @@ fn fuzz(args: FuzzArgs) -> Result<ExitCode> {
         progress: true,
         out_dir: Some(args.out),
         shrink: !args.no_shrink,
+        random_env: args.env == "random",
     };
     let s = janus::fuzz::fuzz(&opts)?;
     let total: u64 = s.by_mnemonic.values().sum();

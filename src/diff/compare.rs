@@ -100,7 +100,8 @@ fn seg(out: &mut Vec<FieldDiff>, name: &str, a: &Segment, b: &Segment, long_mode
 }
 
 /// The x87 and SSE registers: `st0`..`st7` (significand; `.exp` for sign and exponent, bits
-/// 64-79), `xmm0`..`xmm15` (low half; `.hi` for bits 64-127), and the control words by name.
+/// 64-79), `xmm0`..`xmm15` (low half; `.hi` for bits 64-127), `ymm0h`..`ymm15h` (bits 128-191
+/// of YMM; `.hi` for bits 192-255), and the control words by name.
 fn fpu(out: &mut Vec<FieldDiff>, a: &FpuState, b: &FpuState) {
     let mut push = |field: String, x: u64, y: u64| {
         if x != y {
@@ -127,6 +128,12 @@ fn fpu(out: &mut Vec<FieldDiff>, a: &FpuState, b: &FpuState) {
             format!("xmm{i}.hi"),
             (a.xmm[i] >> 64) as u64,
             (b.xmm[i] >> 64) as u64,
+        );
+        push(format!("ymm{i}h"), a.ymm_hi[i] as u64, b.ymm_hi[i] as u64);
+        push(
+            format!("ymm{i}h.hi"),
+            (a.ymm_hi[i] >> 64) as u64,
+            (b.ymm_hi[i] >> 64) as u64,
         );
     }
     push("mxcsr".into(), a.mxcsr.into(), b.mxcsr.into());
@@ -226,12 +233,13 @@ mod tests {
         let a = CpuState::boot_sector();
         let mut b = a.clone();
         b.fpu.xmm[3] |= 1 << 100;
+        b.fpu.ymm_hi[3] |= 1 << 70;
         b.fpu.st[0] ^= 1;
         b.fpu.mxcsr ^= 0x40;
         b.fpu.fsw ^= 0x4000;
         let d = compare(&a, &b, 0);
         let names: Vec<&str> = d.iter().map(|d| d.field.as_str()).collect();
-        assert_eq!(names, ["fsw", "st0", "xmm3.hi", "mxcsr"]);
+        assert_eq!(names, ["fsw", "st0", "xmm3.hi", "ymm3h.hi", "mxcsr"]);
     }
 
     #[test]

@@ -199,6 +199,34 @@ const FP_MNEMONICS: &[Mnemonic] = {
     ]
 };
 
+/// VEX forms of the AVX families (AVX, AVX2, FMA, F16C, and the VEX.128 AES-NI and
+/// PCLMULQDQ) left out of user64: VLDMXCSR (it could unmask exceptions or fault on random
+/// memory, as LDMXCSR), VMASKMOVDQU (an implicit rDI store). The gathers need VSIB operands,
+/// which the generator does not build (the software CPU's unit tests and avx.bin check them).
+const AVX_LEFT_OUT: &[Mnemonic] = &[Mnemonic::Vldmxcsr, Mnemonic::Vmaskmovdqu];
+
+/// A VEX-encoded form of the AVX families the software CPU runs on the host's vector unit:
+/// drawn in user64 only, where the CPU is the reference.
+fn avx_form(code: Code) -> bool {
+    use iced_x86::CpuidFeature as F;
+    code.encoding() == iced_x86::EncodingKind::VEX
+        && !AVX_LEFT_OUT.contains(&code.mnemonic())
+        && code.cpuid_features().iter().all(|f| {
+            matches!(
+                f,
+                F::AVX | F::AVX2 | F::FMA | F::F16C | F::AES | F::PCLMULQDQ
+            )
+        })
+}
+
+const YMM: [Register; 16] = {
+    use Register::*;
+    [
+        YMM0, YMM1, YMM2, YMM3, YMM4, YMM5, YMM6, YMM7, YMM8, YMM9, YMM10, YMM11, YMM12, YMM13,
+        YMM14, YMM15,
+    ]
+};
+
 const XMM: [Register; 16] = {
     use Register::*;
     [
@@ -256,12 +284,13 @@ fn user64_form(code: Code) -> bool {
         })
 }
 
-/// Legacy encodings everywhere; VEX (BMI1) where the CPU itself is the reference.
+/// Legacy encodings everywhere; VEX (BMI1, BMI2, the AVX families) where the CPU itself is the
+/// reference.
 fn encoding_ok(mode: FuzzMode, code: Code) -> bool {
     match code.encoding() {
         iced_x86::EncodingKind::Legacy => !VEX_MNEMONICS.contains(&code.mnemonic()),
         iced_x86::EncodingKind::VEX => {
-            mode == FuzzMode::User64 && VEX_MNEMONICS.contains(&code.mnemonic())
+            mode == FuzzMode::User64 && (VEX_MNEMONICS.contains(&code.mnemonic()) || avx_form(code))
         }
         _ => false,
     }
@@ -380,6 +409,8 @@ pub struct Generator {
     mode: FuzzMode,
     forms: Vec<Form>,
     rng: fastrand::Rng,
+    varied: bool,
+    restricted: bool,
 }
 
 /// One generated program.
@@ -430,6 +461,13 @@ fn supported(k: K) -> bool {
             | K::xmm_reg
             | K::xmm_rm
             | K::xmm_or_mem
+            | K::xmm_vvvv
+            | K::xmm_is4
+            | K::ymm_reg
+            | K::ymm_rm
+            | K::ymm_or_mem
+            | K::ymm_vvvv
+            | K::ymm_is4
             | K::mm_reg
             | K::mm_rm
             | K::mm_or_mem
@@ -456,7 +494,7 @@ impl Generator {
                 || code.is_privileged()
                 || op.decoder_option() != 0
                 || !(MNEMONICS.contains(&code.mnemonic())
-                    || (mode == FuzzMode::User64 && user64_form(code)))
+                    || (mode == FuzzMode::User64 && (user64_form(code) || avx_form(code))))
                 || emulator_quirk(mode, code)
                 || vendor_quirk(mode, code)
             {
@@ -471,7 +509,25 @@ impl Generator {
             mode,
             forms,
             rng: fastrand::Rng::with_seed(seed),
+            varied: false,
+            restricted: false,
         }
+    }
+
+    /// With `varied`, cases run in random environments ([`super::env`]) and memory operands
+    /// also get segment overrides and the other address size (the fixed environment's
+    /// programs stay as they were).
+    /// `restricted` draws only the environments kvm_pvm can run ([`super::env::Env::new`]).
+    pub fn with_varied(mut self, varied: bool, restricted: bool) -> Self {
+        self.varied = varied;
+        self.restricted = restricted;
+        self
+    }
+
+    /// Whether cases run in random environments, and whether those are restricted to what
+    /// kvm_pvm runs.
+    pub fn varied(&self) -> (bool, bool) {
+        (self.varied, self.restricted)
     }
 
     /// Restarts the random sequence from `seed`.
@@ -541,12 +597,20 @@ impl Generator {
     }
 
     fn mem(&mut self) -> MemoryOperand {
-        let base = match self.mode.bitness() {
-            16 => Register::BX,
-            32 => Register::EBX,
+        let other_size = self.varied && self.rng.u8(..4) == 0;
+        let base = match (self.mode.bitness(), other_size) {
+            (16, false) | (32, true) => Register::BX,
+            (16, true) | (32, false) | (64, true) => Register::EBX,
             _ => Register::RBX,
         };
-        MemoryOperand::with_base_displ(base, self.rng.i64(-64..64))
+        let displ = self.rng.i64(-64..64);
+        if self.varied && self.rng.u8(..4) == 0 {
+            use Register::*;
+            // In 64-bit mode only FS and GS have a base; the others are ignored there.
+            let seg = [ES, CS, SS, DS, FS, GS][self.rng.usize(..6)];
+            return MemoryOperand::new(base, Register::None, 1, displ, 1, false, seg);
+        }
+        MemoryOperand::with_base_displ(base, displ)
     }
 
     /// Builds one random instance of `form`, or `None` when the encoder refuses the combination.
@@ -570,7 +634,13 @@ impl Generator {
                 K::r32_vvvv => Op::R(self.gpr(4)),
                 K::r64_vvvv => Op::R(self.gpr(8)),
                 K::xmm_or_mem if !reg_or_mem => Op::M(self.mem()),
-                K::xmm_reg | K::xmm_rm | K::xmm_or_mem => Op::R(self.xmm()),
+                K::xmm_reg | K::xmm_rm | K::xmm_or_mem | K::xmm_vvvv | K::xmm_is4 => {
+                    Op::R(self.xmm())
+                }
+                K::ymm_or_mem if !reg_or_mem => Op::M(self.mem()),
+                K::ymm_reg | K::ymm_rm | K::ymm_or_mem | K::ymm_vvvv | K::ymm_is4 => {
+                    Op::R(YMM[self.rng.usize(..16)])
+                }
                 K::mm_or_mem if !reg_or_mem => Op::M(self.mem()),
                 K::mm_reg | K::mm_rm | K::mm_or_mem => Op::R(MM[self.rng.usize(..8)]),
                 K::st0 => Op::R(Register::ST0),
@@ -605,8 +675,11 @@ impl Generator {
         // kvm_pvm a misaligned one does not reach the guest as the CPU's #GP(0) (the frame has
         // no error code, as if the host had emulated the instruction and injected #UD), so the
         // #GP rule is checked by the software CPU's unit tests only.
-        if insn.memory_size().size() == 16 {
-            insn.set_memory_displacement64(insn.memory_displacement64() & !15);
+        // 32-byte ones (VMOVAPS ymm and the like) to 32.
+        match insn.memory_size().size() {
+            16 => insn.set_memory_displacement64(insn.memory_displacement64() & !15),
+            32 => insn.set_memory_displacement64(insn.memory_displacement64() & !31),
+            _ => {}
         }
         if form.kinds.first().is_some_and(|k| {
             matches!(
@@ -849,6 +922,10 @@ fn build(code: Code, ops: &[Op]) -> Option<Instruction> {
         [R(a), R(b), R(c)] => Instruction::with3(code, *a, *b, *c),
         [R(a), R(b), M(c)] => Instruction::with3(code, *a, *b, *c),
         [M(a), R(b), R(c)] => Instruction::with3(code, *a, *b, *c),
+        [R(a), R(b), R(c), I(d)] => Instruction::with4(code, *a, *b, *c, *d),
+        [R(a), R(b), M(c), I(d)] => Instruction::with4(code, *a, *b, *c, *d),
+        [R(a), R(b), R(c), R(d)] => Instruction::with4(code, *a, *b, *c, *d),
+        [R(a), R(b), M(c), R(d)] => Instruction::with4(code, *a, *b, *c, *d),
         _ => return None,
     };
     r.ok()
@@ -961,6 +1038,39 @@ mod tests {
                 .all(|f| !EXT_MNEMONICS.contains(&f.code.mnemonic())
                     && !SIMD_EXT_MNEMONICS.contains(&f.code.mnemonic()))
         );
+    }
+
+    #[test]
+    fn user64_draws_the_avx_families_with_ymm_operands() {
+        use iced_x86::CpuidFeature as F;
+        let mut g = Generator::new(FuzzMode::User64, 7);
+        let forms = std::mem::take(&mut g.forms);
+        let mut seen = std::collections::HashSet::new();
+        let mut ymm = 0;
+        for f in forms.iter().filter(|f| avx_form(f.code)) {
+            if let Some(i) = (0..50).find_map(|_| g.instance(f)) {
+                seen.extend(i.cpuid_features().iter().copied());
+                ymm += usize::from((0..i.op_count()).any(|n| {
+                    i.op_kind(n) == iced_x86::OpKind::Register && i.op_register(n).is_ymm()
+                }));
+                // 32-byte memory operands are aligned to 32 (rBX is page-aligned).
+                if i.memory_size().size() == 32 {
+                    assert_eq!(i.memory_displacement64() % 32, 0, "{i}");
+                }
+            }
+        }
+        for f in [F::AVX, F::AVX2, F::FMA, F::F16C, F::AES, F::PCLMULQDQ] {
+            assert!(seen.contains(&f), "{f:?} never drawn");
+        }
+        assert!(ymm > 200, "only {ymm} forms with YMM operands");
+        // The gathers need VSIB operands: not drawn.
+        assert!(forms.iter().all(|f| !matches!(
+            f.code.mnemonic(),
+            Mnemonic::Vpgatherdd | Mnemonic::Vgatherdps
+        )));
+        // Not where KVM's instruction emulator is the reference.
+        let g = Generator::new(FuzzMode::Long64, 7);
+        assert!(g.forms.iter().all(|f| !avx_form(f.code)));
     }
 
     #[test]

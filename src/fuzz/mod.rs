@@ -1,6 +1,7 @@
 //! `janus fuzz`: random programs run on two backends in lockstep, hunting for the first
 //! instruction where they disagree. Each divergence is shrunk and saved as a reproducer.
 
+pub mod env;
 pub mod generator;
 pub mod repro;
 pub mod setup;
@@ -43,6 +44,8 @@ pub struct FuzzOptions {
     pub out_dir: Option<PathBuf>,
     /// Shrink diverging cases.
     pub shrink: bool,
+    /// Draw a random environment per program ([`env`]) instead of the mode's fixed one.
+    pub random_env: bool,
 }
 
 impl Default for FuzzOptions {
@@ -59,6 +62,7 @@ impl Default for FuzzOptions {
             progress: false,
             out_dir: None,
             shrink: true,
+            random_env: false,
         }
     }
 }
@@ -103,6 +107,12 @@ fn splitmix(mut x: u64) -> u64 {
 /// Builds case number `index` of a run.
 pub fn make_case(g: &mut Generator, mode: FuzzMode, seed: u64, index: u64, len: usize) -> Repro {
     let case_seed = splitmix(seed ^ splitmix(index));
+    // A varied generator (random environments) draws an environment per case; its seed comes
+    // from the case's own, apart from the program's random sequence.
+    let env = match g.varied() {
+        (false, _) => 0,
+        (true, restricted) => env::Env::seed_for(splitmix(case_seed ^ 0xe4e4), restricted),
+    };
     g.reseed(case_seed);
     let mut rng = fastrand::Rng::with_seed(case_seed ^ 0x5555);
     let mut gpr = [0u64; 16];
@@ -127,6 +137,7 @@ pub fn make_case(g: &mut Generator, mode: FuzzMode, seed: u64, index: u64, len: 
         gpr,
         flags,
         program,
+        env,
     }
 }
 
@@ -165,11 +176,12 @@ pub fn run_case(
     };
     let mut program = r.program.clone();
     program.truncate(PROGRAM_MAX);
-    let state = setup::initial_state(r.mode, r.gpr, r.flags);
+    let env = env::Env::new(r.mode, r.env);
+    let state = setup::initial_state_env(r.mode, r.gpr, r.flags, &env);
     let mode = r.mode;
     diff_prepared(
         &program,
-        &move |m| setup::prepare(m, mode),
+        &move |m| setup::prepare_env(m, mode, &env),
         Some(&state),
         &opts,
     )
@@ -192,11 +204,13 @@ pub fn fuzz(opts: &FuzzOptions) -> Result<FuzzSummary, MachineError> {
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
     let summary = Mutex::new(FuzzSummary::default());
+    let pvm = (opts.a == AccelKind::Kvm || opts.b == AccelKind::Kvm)
+        && janus_accel::kvm::is_paravirtual();
     let error: Mutex<Option<MachineError>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..opts.jobs.max(1) {
             scope.spawn(|| {
-                let mut g = Generator::new(opts.mode, opts.seed);
+                let mut g = Generator::new(opts.mode, opts.seed).with_varied(opts.random_env, pvm);
                 while done.load(Ordering::Relaxed) < opts.count {
                     if error.lock().map(|e| e.is_some()).unwrap_or(true) {
                         return;

@@ -21,6 +21,8 @@ pub struct Repro {
     pub flags: u64,
     /// The program, ending with HLT.
     pub program: Vec<u8>,
+    /// The environment's seed (0: the mode's fixed environment, see [`super::env`]).
+    pub env: u64,
 }
 
 const MAGIC: &str = "janus-repro 1";
@@ -32,6 +34,11 @@ impl Repro {
         let _ = writeln!(s, "{MAGIC}");
         let _ = writeln!(s, "mode {}", self.mode.name());
         let _ = writeln!(s, "flags {:#x}", self.flags);
+        if self.env != 0 {
+            let _ = writeln!(s, "env {:#x}", self.env);
+            let e = super::env::Env::new(self.mode, self.env);
+            let _ = writeln!(s, "# environment: {}", e.describe());
+        }
         for (i, n) in GPR_NAMES.iter().enumerate() {
             let _ = writeln!(s, "{n} {:#x}", self.gpr[i]);
         }
@@ -67,6 +74,7 @@ impl Repro {
             gpr: [0; 16],
             flags: 0,
             program: Vec::new(),
+            env: 0,
         };
         let num = |v: &str| -> Result<u64, String> {
             let v = v.trim();
@@ -81,6 +89,7 @@ impl Repro {
             match key {
                 "mode" => r.mode = val.trim().parse()?,
                 "flags" => r.flags = num(val)?,
+                "env" => r.env = num(val)?,
                 "program" => {
                     r.program = val
                         .split_whitespace()
@@ -160,6 +169,15 @@ pub fn shrink(r: &Repro, diverges: &mut dyn FnMut(&Repro) -> bool) -> Repro {
             best = cand;
         }
     }
+    if best.env != 0 {
+        let cand = Repro {
+            env: 0,
+            ..best.clone()
+        };
+        if diverges(&cand) {
+            best = cand;
+        }
+    }
     best
 }
 
@@ -174,6 +192,7 @@ mod tests {
             flags: 0x8d5,
             // add rax,rcx ; inc rdx ; hlt
             program: vec![0x48, 0x01, 0xc8, 0x48, 0xff, 0xc2, 0xf4],
+            env: 0,
         }
     }
 
@@ -183,7 +202,14 @@ mod tests {
         let t = r.to_text();
         assert!(t.contains("mode long64"), "{t}");
         assert!(t.contains("add rax,rcx"), "{t}");
-        assert_eq!(Repro::parse(&t), Ok(r));
+        assert_eq!(Repro::parse(&t), Ok(r.clone()));
+        let varied = Repro { env: 0x1234, ..r };
+        let t = varied.to_text();
+        assert!(
+            t.contains("env 0x1234") && t.contains("# environment: cpl0"),
+            "{t}"
+        );
+        assert_eq!(Repro::parse(&t), Ok(varied));
     }
 
     #[test]

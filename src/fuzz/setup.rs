@@ -15,6 +15,8 @@
 use janus_accel::state::{bits, rflags};
 use janus_accel::{CpuState, DescriptorTable, GuestMemory, MemoryError, Segment};
 
+use super::env::Env;
+
 /// Where the program is loaded.
 pub const PROGRAM: u64 = 0x7c00;
 /// Largest program.
@@ -117,6 +119,14 @@ fn descriptor(base: u32, limit: u32, access: u8, flags: u8) -> u64 {
 /// # Errors
 /// Memory smaller than [`MEM_SIZE`].
 pub fn prepare(mem: &GuestMemory, mode: FuzzMode) -> Result<(), MemoryError> {
+    prepare_env(mem, mode, &Env::fixed(mode))
+}
+
+/// Writes the supervisor structures for `mode` under the environment `env` into `mem`.
+///
+/// # Errors
+/// Memory smaller than [`MEM_SIZE`].
+pub fn prepare_env(mem: &GuestMemory, mode: FuzzMode, env: &Env) -> Result<(), MemoryError> {
     // Exception handler: HLT, forever (interrupts are off, so the run ends there).
     mem.write(HANDLER, &[0xf4, 0xeb, 0xfd])?;
     // GDT.
@@ -165,12 +175,17 @@ pub fn prepare(mem: &GuestMemory, mode: FuzzMode) -> Result<(), MemoryError> {
     for i in 0..512u64 {
         mem.write_le(PML4 + 0x2000 + i * 8, 8, (i << 21) | 0x87)?;
     }
-    Ok(())
+    env.prepare(mem, mode)
 }
 
 /// The initial state for `mode`, with `gpr` as the general registers (rBX, rBP and rSP are set to
 /// the sandbox and stack) and the arithmetic flags from `flags`.
 pub fn initial_state(mode: FuzzMode, gpr: [u64; 16], flags: u64) -> CpuState {
+    initial_state_env(mode, gpr, flags, &Env::fixed(mode))
+}
+
+/// The initial state for `mode` under the environment `env` (see [`initial_state`]).
+pub fn initial_state_env(mode: FuzzMode, gpr: [u64; 16], flags: u64, env: &Env) -> CpuState {
     let mut s = CpuState::boot_sector();
     s.gpr = gpr;
     s.gpr[3] = SANDBOX;
@@ -203,6 +218,14 @@ pub fn initial_state(mode: FuzzMode, gpr: [u64; 16], flags: u64) -> CpuState {
     }
     for (i, x) in s.fpu.xmm.iter_mut().enumerate() {
         *x = u128::from(gpr[i]) | u128::from(gpr[(i + 5) % 16]) << 64;
+    }
+    // User64 draws AVX forms: XSAVE enabled with x87|SSE|AVX, the YMM upper halves likewise
+    // derived from the general registers.
+    if mode == FuzzMode::User64 {
+        s.fpu.xcr0 = 7;
+        for (i, x) in s.fpu.ymm_hi.iter_mut().enumerate() {
+            *x = u128::from(gpr[(i + 3) % 16]) | u128::from(gpr[(i + 11) % 16]) << 64;
+        }
     }
     let mask = |v: u64, bits: u32| if bits == 64 { v } else { v & ((1 << bits) - 1) };
     match mode {
@@ -238,11 +261,14 @@ pub fn initial_state(mode: FuzzMode, gpr: [u64; 16], flags: u64) -> CpuState {
         }
     }
     s.cr4 |= bits::CR4_OSFXSR | bits::CR4_OSXMMEXCPT;
+    if mode == FuzzMode::User64 {
+        s.cr4 |= bits::CR4_OSXSAVE;
+    }
     s.cr0 |= bits::CR0_NE | bits::CR0_MP;
     if mode != FuzzMode::Real {
         s.gdt = DescriptorTable {
             base: GDT,
-            limit: 0x3f,
+            limit: 0x6f,
         };
         s.idt = DescriptorTable {
             base: IDT,
@@ -265,6 +291,7 @@ pub fn initial_state(mode: FuzzMode, gpr: [u64; 16], flags: u64) -> CpuState {
             ..Default::default()
         };
     }
+    env.apply(mode, &mut s);
     s
 }
 

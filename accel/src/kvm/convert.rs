@@ -281,11 +281,12 @@ fn xsave_put(x: &mut kvm_xsave, at: usize, data: &[u8]) {
     }
 }
 
-/// x87 and SSE registers from KVM_GET_XSAVE's area: the legacy region in FXSAVE64 form, a
-/// component whose XSTATE_BV bit is clear being in its initial configuration. (KVM_GET_FPU is
-/// not used: on kvm_pvm it reports MXCSR as 0 and its XMM values are not the guest's.)
+/// x87, SSE and AVX registers from KVM_GET_XSAVE's area (standard format): the legacy region
+/// in FXSAVE64 form and YMM_Hi128 at 576, a component whose XSTATE_BV bit is clear being in its
+/// initial configuration. (KVM_GET_FPU is not used: on kvm_pvm it reports MXCSR as 0 and its
+/// XMM values are not the guest's, and it has no YMM.)
 pub(crate) fn xsave_into(state: &mut CpuState, x: &kvm_xsave) {
-    let mut a = [0u8; 520];
+    let mut a = [0u8; YMM_END];
     xsave_bytes(x, 0, &mut a);
     let u16_at = |i: usize| u16::from_le_bytes([a[i], a[i + 1]]);
     let u32_at = |i: usize| u32::from_le_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
@@ -315,10 +316,22 @@ pub(crate) fn xsave_into(state: &mut CpuState, x: &kvm_xsave) {
             0
         };
     }
+    for (n, d) in p.ymm_hi.iter_mut().enumerate() {
+        *d = if bv & 4 != 0 {
+            u128_at(YMM_HI128 + 16 * n)
+        } else {
+            0
+        };
+    }
 }
 
+/// The standard-format offset of XSAVE's YMM_Hi128 component (CPUID.(0xD,2).EBX), and its end.
+const YMM_HI128: usize = 576;
+const YMM_END: usize = YMM_HI128 + 256;
+
 /// KVM_SET_XSAVE's area: `base` (from KVM_GET_XSAVE, so that other components are kept) with
-/// the x87 and SSE registers of `state`, both marked present in XSTATE_BV.
+/// the x87 and SSE registers of `state`, both marked present in XSTATE_BV, and its YMM upper
+/// halves (YMM_Hi128).
 pub(crate) fn xsave_from(state: &CpuState, base: &kvm_xsave) -> kvm_xsave {
     let mut x = kvm_xsave {
         region: base.region,
@@ -342,9 +355,21 @@ pub(crate) fn xsave_from(state: &CpuState, base: &kvm_xsave) -> kvm_xsave {
     for (n, v) in p.xmm.iter().enumerate() {
         xsave_put(&mut x, 160 + 16 * n, &v.to_le_bytes());
     }
+    // YMM_Hi128: present when any upper half is non-zero, else in its initial configuration
+    // (so a guest without AVX in XCR0 is never handed the component).
     let mut bv = [0u8; 8];
     xsave_bytes(&x, 512, &mut bv);
-    xsave_put(&mut x, 512, &(u64::from_le_bytes(bv) | 3).to_le_bytes());
+    let mut bv = u64::from_le_bytes(bv) | 3;
+    if p.ymm_hi.iter().any(|&v| v != 0) {
+        for (n, v) in p.ymm_hi.iter().enumerate() {
+            xsave_put(&mut x, YMM_HI128 + 16 * n, &v.to_le_bytes());
+        }
+        bv |= 4;
+    } else {
+        xsave_put(&mut x, YMM_HI128, &[0; 256]);
+        bv &= !4;
+    }
+    xsave_put(&mut x, 512, &bv.to_le_bytes());
     x
 }
 
@@ -451,6 +476,12 @@ mod tests {
         assert_eq!(back.events, s.events);
     }
 
+    fn sample_with_ymm() -> CpuState {
+        let mut s = sample();
+        s.fpu.ymm_hi = [u128::MAX; 16];
+        s
+    }
+
     #[test]
     fn fpu_and_xcr0_round_trip() {
         let mut s = sample();
@@ -462,8 +493,9 @@ mod tests {
         s.fpu.fdp = 0x60_0008;
         s.fpu.st[0] = 0x3fff_8000_0000_0000_0000;
         s.fpu.xmm[3] = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+        s.fpu.ymm_hi[15] = 0xfedc_ba98_7654_3210_0123_4567_89ab_cdef;
         s.fpu.mxcsr = 0x9fc0;
-        s.fpu.xcr0 = 3;
+        s.fpu.xcr0 = 7;
         let mut back = CpuState::default();
         xsave_into(&mut back, &xsave_from(&s, &kvm_xsave::default()));
         xcrs_into(&mut back, &xcrs_from(&s));
@@ -473,9 +505,19 @@ mod tests {
         x.region[128] = 0;
         xsave_into(&mut back, &x);
         assert_eq!(
-            (back.fpu.fcw, back.fpu.st[0], back.fpu.xmm[3]),
-            (0x37f, 0, 0)
+            (
+                back.fpu.fcw,
+                back.fpu.st[0],
+                back.fpu.xmm[3],
+                back.fpu.ymm_hi[15]
+            ),
+            (0x37f, 0, 0, 0)
         );
+        // All upper halves zero: YMM_Hi128 goes in its initial configuration.
+        s.fpu.ymm_hi[15] = 0;
+        let x = xsave_from(&s, &xsave_from(&sample_with_ymm(), &kvm_xsave::default()));
+        assert_eq!(x.region[128] & 4, 0);
+        assert!(x.region[144..208].iter().all(|&w| w == 0));
         assert_eq!(back.fpu.mxcsr, 0x9fc0);
     }
 

@@ -273,9 +273,9 @@ mod tests {
 
     #[test]
     fn an_instruction_the_software_cpu_lacks_is_reported_not_faulted() {
-        // vzeroupper: valid on this host's KVM, not implemented by the software CPU. The
-        // fallback must not inject a #UD the real CPU would not raise.
-        let (mem, s) = long_mode(&[0xc5, 0xf8, 0x77]);
+        // vaddps zmm0, zmm1, zmm2: valid on this host's KVM (AVX-512), not implemented by the
+        // software CPU. The fallback must not inject a #UD the real CPU would not raise.
+        let (mem, s) = long_mode(&[0x62, 0xf1, 0x74, 0x48, 0x58, 0xc2]);
         let mut f = Fallback::new(mem, 0, 1);
         match f.step(&s, &NoIo).unwrap() {
             Outcome::Exit(Exit::Failed(r)) => {

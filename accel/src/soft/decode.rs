@@ -30,7 +30,7 @@ impl Ctx<'_> {
         } else {
             self.c.s.cs.base.wrapping_add(rip) & 0xffff_ffff
         };
-        if bitness == 64 && !super::mmu::canonical(lin) {
+        if bitness == 64 && !super::mmu::canonical_in(lin, self.c.s.cr4) {
             return Err(gp(0));
         }
         let e1 = self.translate(lin, Acc::X, user)?;

@@ -359,7 +359,7 @@ impl Ctx<'_> {
         let pge = s.cr4 & bits::CR4_PGE != 0;
         let cr3 = s.cr3;
         // (entry address, entry) of each level, for A/D updates.
-        let mut path: [(u64, u64, u8); 4] = [(0, 0, 0); 4];
+        let mut path: [(u64, u64, u8); 5] = [(0, 0, 0); 5];
         let mut n = 0;
         let mut allow_w = true;
         let mut allow_u = true;
@@ -368,7 +368,8 @@ impl Ctx<'_> {
         if s.efer & bits::EFER_LMA != 0 || s.cr4 & bits::CR4_PAE != 0 {
             let long = s.efer & bits::EFER_LMA != 0;
             let (mut table, mut level) = if long {
-                (cr3 & ADDR_MASK, 4u32)
+                let levels = if s.cr4 & bits::CR4_LA57 != 0 { 5 } else { 4 };
+                (cr3 & ADDR_MASK, levels)
             } else {
                 // PAE: the PDPTE, which has no R/W, U/S or NX bits.
                 let a = (cr3 & 0xffff_ffe0) + ((lin >> 30) & 3) * 8;
@@ -386,11 +387,12 @@ impl Ctx<'_> {
                     return Err(self.page_fault(lin, acc, user, false, false));
                 }
                 let ps = e & 0x80 != 0;
-                // PS is reserved in a PML4E; a PS=1 PDE or PDPTE maps a 2 MiB or 1 GiB page
-                // whose address bits below the page size (all but bit 12, PAT) are reserved.
+                // PS is reserved in a PML4E and a PML5E; a PS=1 PDE or PDPTE maps a 2 MiB or
+                // 1 GiB page whose address bits below the page size (all but bit 12, PAT) are
+                // reserved.
                 let large_rsvd = match level {
                     2 | 3 if ps => ((1u64 << shift) - 1) & !0x1fff,
-                    4 if ps => 0x80,
+                    4 | 5 if ps => 0x80,
                     _ => 0,
                 };
                 if (e >> 63 != 0 && !nxe) || e & (reserved_high() | large_rsvd) != 0 {
@@ -613,7 +615,7 @@ impl Ctx<'_> {
                 _ => off,
             };
             let end = lin.wrapping_add(u64::from(sz) - 1);
-            if !canonical(lin) || !canonical(end) {
+            if !canonical_in(lin, c.s.cr4) || !canonical_in(end, c.s.cr4) {
                 return Err(if sg == seg::SS { ss_fault(0) } else { gp(0) });
             }
             return Ok(lin);
@@ -721,8 +723,9 @@ fn is_rmw(i: &iced_x86::Instruction) -> bool {
         )
 }
 
-/// Whether a 64-bit address is canonical (48-bit).
+/// Whether a 64-bit address is canonical under `cr4`: 57-bit with CR4.LA57, else 48-bit.
 #[inline]
-pub fn canonical(a: u64) -> bool {
-    ((a as i64) << 16 >> 16) as u64 == a
+pub fn canonical_in(a: u64, cr4: u64) -> bool {
+    let shift = if cr4 & bits::CR4_LA57 != 0 { 7 } else { 16 };
+    ((a as i64) << shift >> shift) as u64 == a
 }

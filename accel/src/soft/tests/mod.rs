@@ -3,6 +3,7 @@
 //! tables in guest memory; one file per instruction family or topic.
 
 mod alu;
+mod avx;
 mod conformance;
 mod dma;
 mod exceptions;

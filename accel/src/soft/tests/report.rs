@@ -15,14 +15,14 @@ fn a_failure_with_paging_on_shows_the_instruction() {
     let pd2 = PML4 + 0x3000;
     m.mem.write_le(pdpt + 8, 8, pd2 | 7).unwrap();
     m.mem.write_le(pd2, 8, 0x87).unwrap();
-    // vzeroupper: AVX, which this CPU does not implement.
-    m.load(CODE, &[0xc5, 0xf8, 0x77, 0xf4]);
+    // vaddps zmm0, zmm1, zmm2: AVX-512, which this CPU does not implement.
+    m.load(CODE, &[0x62, 0xf1, 0x74, 0x48, 0x58, 0xc2, 0xf4]);
     s.rip = (1 << 30) + CODE;
     m.set(&s);
     let Exit::Failed(f) = m.run() else {
         panic!("expected a failure report");
     };
-    assert_eq!(f.insn_bytes, vec![0xc5, 0xf8, 0x77]);
-    assert_eq!(f.disassembly.as_deref(), Some("vzeroupper"));
+    assert_eq!(f.insn_bytes, vec![0x62, 0xf1, 0x74, 0x48, 0x58, 0xc2]);
+    assert_eq!(f.disassembly.as_deref(), Some("vaddps zmm0,zmm1,zmm2"));
     assert_eq!(f.state.rip, (1 << 30) + CODE);
 }

@@ -1,11 +1,12 @@
-//! x87/SSE state management: the FXSAVE image, FXSAVE/FXRSTOR (and their REX.W forms),
-//! XSAVE/XRSTOR with the XSAVE header, XGETBV/XSETBV, LDMXCSR/STMXCSR, the CR0/CR4 rules that
-//! gate the FPU and SSE (#UD, #NM), and byte-range memory access for wide operands.
+//! x87/SSE/AVX state management: the FXSAVE image, FXSAVE/FXRSTOR (and their REX.W forms),
+//! XSAVE/XRSTOR/XSAVEOPT with the XSAVE header and the AVX component, XGETBV/XSETBV,
+//! (V)LDMXCSR/(V)STMXCSR, VZEROUPPER/VZEROALL, the CR0/CR4/XCR0 rules that gate the FPU, SSE
+//! and VEX instructions (#UD, #NM), and byte-range memory access for wide operands.
 
 use iced_x86::{Instruction, Mnemonic};
 
 use crate::soft::cpu::{Ctx, Fault, R, UD, gp, vec};
-use crate::soft::host_fpu::{FxArea, mxcsr_mask};
+use crate::soft::host_fpu::{XArea, mxcsr_mask};
 use crate::state::{FpuState, bits};
 
 /// #NM.
@@ -14,11 +15,20 @@ pub const NM: Fault = Fault::Exc {
     code: None,
 };
 
-/// XCR0 bits janus implements: x87 and SSE.
-pub const XCR0_SUPPORTED: u64 = 3;
+/// XCR0 bits janus implements: x87, SSE and AVX (the CPU model may offer less: XSETBV takes
+/// what CPUID.(0xD,0).EAX says).
+pub const XCR0_SUPPORTED: u64 = 7;
 
-/// The XSAVE area size for x87|SSE: the legacy region plus the 64-byte header.
-pub const XSAVE_SIZE: u32 = 576;
+/// The XSAVE area size for x87|SSE|AVX: the legacy region, the 64-byte header and YMM_Hi128.
+pub const XSAVE_SIZE: u32 = 832;
+
+/// The XSAVE area size the components enabled in `xcr0` need (CPUID.(0xD,0).EBX).
+pub fn xsave_size(xcr0: u64) -> u32 {
+    if xcr0 & 4 != 0 { XSAVE_SIZE } else { 576 }
+}
+
+/// The offset of YMM_Hi128 in the standard XSAVE format (CPUID.(0xD,2).EBX).
+const YMM_HI128: usize = 576;
 
 /// The SSE checks: #UD with CR0.EM or without CR4.OSFXSR, then #NM with CR0.TS.
 pub fn check_sse(c: &Ctx) -> R<()> {
@@ -29,6 +39,34 @@ pub fn check_sse(c: &Ctx) -> R<()> {
         return Err(NM);
     }
     Ok(())
+}
+
+/// The checks of a VEX-encoded instruction (prefixes before VEX decode as invalid, so #UD
+/// already): #UD in real and virtual-8086 mode, without CR4.OSXSAVE or unless XCR0 enables SSE
+/// and AVX; then #NM with CR0.TS. (CR0.EM and CR4.OSFXSR do not apply.)
+pub fn check_avx(c: &Ctx) -> R<()> {
+    let s = &c.c.s;
+    if !c.c.pe()
+        || s.rflags & crate::state::rflags::VM != 0
+        || s.cr4 & bits::CR4_OSXSAVE == 0
+        || s.fpu.xcr0 & 6 != 6
+    {
+        return Err(UD);
+    }
+    if s.cr0 & bits::CR0_TS != 0 {
+        return Err(NM);
+    }
+    Ok(())
+}
+
+/// The checks of an instruction of the SSE family: VEX forms [`check_avx`], legacy ones
+/// [`check_sse`].
+pub fn check_simd(c: &Ctx, i: &Instruction) -> R<()> {
+    if i.encoding() == iced_x86::EncodingKind::VEX {
+        check_avx(c)
+    } else {
+        check_sse(c)
+    }
 }
 
 /// The x87 checks: #NM with CR0.EM or CR0.TS.
@@ -139,6 +177,20 @@ pub fn put_sse(a: &mut [u8], f: &FpuState) {
     }
 }
 
+/// Writes the upper halves of YMM0-15 at YMM_Hi128's offset of an XSAVE image.
+pub fn put_ymm(a: &mut [u8], f: &FpuState) {
+    for (n, v) in f.ymm_hi.iter().enumerate() {
+        put(a, YMM_HI128 + 16 * n, &v.to_le_bytes());
+    }
+}
+
+/// Reads the upper halves of YMM0-15 from an XSAVE image.
+pub fn get_ymm(a: &[u8], f: &mut FpuState) {
+    for (n, v) in f.ymm_hi.iter_mut().enumerate() {
+        *v = get_u128(a, YMM_HI128 + 16 * n);
+    }
+}
+
 /// Reads the x87 part of an FXSAVE image into `f`.
 pub fn get_x87(a: &[u8], f: &mut FpuState, w64: bool) {
     f.fcw = get_u16(a, 0);
@@ -164,10 +216,10 @@ pub fn get_xmm(a: &[u8], f: &mut FpuState) {
     }
 }
 
-/// The FXSAVE64 image of `f`, with every exception masked and the exception flags, ES and B
-/// cleared, as the native stub wants it.
-pub fn stub_area(f: &FpuState) -> FxArea {
-    let mut a = FxArea::default();
+/// The XSAVE64 image of `f` (x87, SSE and AVX), with every exception masked and the exception
+/// flags, ES and B cleared, as the native stub wants it.
+pub fn stub_area(f: &FpuState) -> XArea {
+    let mut a = XArea::default();
     let mut m = *f;
     m.fcw |= 0x3f;
     m.fsw &= !0x80ff;
@@ -178,6 +230,7 @@ pub fn stub_area(f: &FpuState) -> FxArea {
     m.mxcsr = (m.mxcsr | 0x1f80) & !0x3f & mxcsr_mask();
     put_x87(&mut a.0, &m, true);
     put_sse(&mut a.0, &m);
+    put_ymm(&mut a.0, &m);
     a
 }
 
@@ -289,8 +342,13 @@ fn x87_init(f: &FpuState) -> bool {
         && f.st.iter().all(|&v| v == 0)
 }
 
-/// XSAVE, XSAVE64, XRSTOR, XRSTOR64 (standard form, x87 and SSE components).
+/// XSAVE, XSAVE64, XSAVEOPT, XSAVEOPT64, XRSTOR, XRSTOR64 (standard form; x87, SSE and AVX
+/// components). XSAVE writes every component of RFBM with XSTATE_BV saying which are in use;
+/// XSAVEOPT leaves out those in their initial configuration (its init optimisation; the
+/// modified optimisation, skipping what is unchanged since the last XRSTOR, is an
+/// implementation choice janus does not make).
 pub(super) fn xsave(c: &mut Ctx, i: &Instruction) -> R<()> {
+    use Mnemonic::*;
     if c.c.s.cr4 & bits::CR4_OSXSAVE == 0 {
         return Err(UD);
     }
@@ -298,27 +356,41 @@ pub(super) fn xsave(c: &mut Ctx, i: &Instruction) -> R<()> {
         return Err(NM);
     }
     let (s, off) = aligned(c, i, 64)?;
-    let w64 = matches!(i.mnemonic(), Mnemonic::Xsave64 | Mnemonic::Xrstor64);
-    let m = asz_mask(i);
+    let m = i.mnemonic();
+    let w64 = matches!(m, Xsave64 | Xrstor64 | Xsaveopt64);
+    let am = asz_mask(i);
     let rfbm = (c.c.get(0, 4) | c.c.get(2, 4) << 32) & c.c.s.fpu.xcr0;
-    let mut a = [0u8; 576];
-    if matches!(i.mnemonic(), Mnemonic::Xsave | Mnemonic::Xsave64) {
+    // Only the components RFBM names are touched (the header always): the area read and
+    // written is up to the last of them.
+    let len = if rfbm & 4 != 0 { 832 } else { 576 };
+    let mut a = [0u8; 832];
+    if matches!(m, Xsave | Xsave64 | Xsaveopt | Xsaveopt64) {
         // Read the area first: components outside RFBM, and header bits outside it, are kept.
-        read_bytes(c, s, off, &mut a, m)?;
+        read_bytes(c, s, off, &mut a[..len], am)?;
         let f = c.c.s.fpu;
-        let mut bv = get_u64(&a, 512) & !rfbm;
-        if rfbm & 1 != 0 {
+        let inuse = u64::from(!x87_init(&f))
+            | u64::from(f.xmm.iter().any(|&x| x != 0)) << 1
+            | u64::from(f.ymm_hi.iter().any(|&x| x != 0)) << 2;
+        let opt = matches!(m, Xsaveopt | Xsaveopt64);
+        let save = if opt { rfbm & inuse } else { rfbm };
+        let bv = (get_u64(&a, 512) & !rfbm) | (rfbm & inuse);
+        if save & 1 != 0 {
             put_x87(&mut a, &f, w64);
-            bv |= u64::from(!x87_init(&f));
         }
-        if rfbm & 2 != 0 {
+        if save & 2 != 0 {
             put_sse(&mut a, &f);
-            bv |= u64::from(f.xmm.iter().any(|&x| x != 0)) << 1;
+        } else if rfbm & 6 != 0 {
+            // MXCSR and MXCSR_MASK go with SSE or AVX, even when XMM is not saved.
+            put(&mut a, 24, &f.mxcsr.to_le_bytes());
+            put(&mut a, 28, &mxcsr_mask().to_le_bytes());
+        }
+        if save & 4 != 0 {
+            put_ymm(&mut a, &f);
         }
         put(&mut a, 512, &bv.to_le_bytes());
-        return write_bytes(c, s, off, &a, m);
+        return write_bytes(c, s, off, &a[..len], am);
     }
-    read_bytes(c, s, off, &mut a, m)?;
+    read_bytes(c, s, off, &mut a[..len], am)?;
     let bv = get_u64(&a, 512);
     let comp = get_u64(&a, 520);
     if comp >> 63 != 0 {
@@ -329,7 +401,7 @@ pub(super) fn xsave(c: &mut Ctx, i: &Instruction) -> R<()> {
         return Err(gp(0));
     }
     let mxcsr = get_u32(&a, 24);
-    if rfbm & 2 != 0 && mxcsr & !mxcsr_mask() != 0 {
+    if rfbm & 6 != 0 && mxcsr & !mxcsr_mask() != 0 {
         return Err(gp(0));
     }
     let f = &mut c.c.s.fpu;
@@ -346,13 +418,33 @@ pub(super) fn xsave(c: &mut Ctx, i: &Instruction) -> R<()> {
             f.st = [0; 8];
         }
     }
-    if rfbm & 2 != 0 {
+    if rfbm & 6 != 0 {
         f.mxcsr = mxcsr;
+    }
+    if rfbm & 2 != 0 {
         if bv & 2 != 0 {
             get_xmm(&a, f);
         } else {
             f.xmm = [0; 16];
         }
+    }
+    if rfbm & 4 != 0 {
+        if bv & 4 != 0 {
+            get_ymm(&a, f);
+        } else {
+            f.ymm_hi = [0; 16];
+        }
+    }
+    Ok(())
+}
+
+/// VZEROUPPER (bits 255:128 of every YMM register) and VZEROALL (all of them).
+pub(super) fn vzero(c: &mut Ctx, i: &Instruction) -> R<()> {
+    check_avx(c)?;
+    let f = &mut c.c.s.fpu;
+    f.ymm_hi = [0; 16];
+    if i.mnemonic() == Mnemonic::Vzeroall {
+        f.xmm = [0; 16];
     }
     Ok(())
 }
@@ -374,18 +466,20 @@ pub(super) fn xgetbv(c: &mut Ctx, i: &Instruction) -> R<()> {
     }
     super::system::need_cpl0(c)?;
     let v = c.c.get(0, 4) | c.c.get(2, 4) << 32;
-    // XCR0 must keep x87, may not name an unsupported component, and AVX would need SSE.
-    if idx != 0 || v & 1 == 0 || v & !XCR0_SUPPORTED != 0 {
+    // XCR0 must keep x87, may not name a component the model does not offer (CPUID.(0xD,0)),
+    // and AVX needs SSE.
+    let supported = u64::from(c.c.cpuid.get(0xd, 0)[0]) & XCR0_SUPPORTED;
+    if idx != 0 || v & 1 == 0 || v & !supported != 0 || v & 6 == 4 {
         return Err(gp(0));
     }
     c.c.s.fpu.xcr0 = v;
     Ok(())
 }
 
-/// LDMXCSR and STMXCSR.
+/// LDMXCSR and STMXCSR, and their VEX forms.
 pub(super) fn mxcsr(c: &mut Ctx, i: &Instruction) -> R<()> {
-    check_sse(c)?;
-    if i.mnemonic() == Mnemonic::Ldmxcsr {
+    check_simd(c, i)?;
+    if matches!(i.mnemonic(), Mnemonic::Ldmxcsr | Mnemonic::Vldmxcsr) {
         let v = c.rd_sz(i, 0, 4)? as u32;
         if v & !mxcsr_mask() != 0 {
             return Err(gp(0));

@@ -4,6 +4,7 @@
 
 mod alu;
 mod atomic;
+mod avx;
 mod bcd;
 mod bit;
 mod control;

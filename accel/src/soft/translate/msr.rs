@@ -5,7 +5,7 @@ use iced_x86::{Instruction, Mnemonic};
 
 use super::system::need_cpl0;
 use crate::soft::cpu::{Ctx, R, UD, gp};
-use crate::soft::mmu::canonical;
+use crate::soft::mmu::canonical_in;
 use crate::state::{Segment, bits, rflags};
 
 /// What the software CPU runs, for the CPU models (crate::cpuid).
@@ -47,6 +47,10 @@ pub const OFFER: crate::cpuid::Offer = crate::cpuid::Offer {
         "popcnt",
         "tsc-deadline",
         "xsave",
+        "avx",
+        "f16c",
+        "fma",
+        "avx2",
         "hypervisor",
         "tsc-adjust",
         "bmi1",
@@ -60,6 +64,7 @@ pub const OFFER: crate::cpuid::Offer = crate::cpuid::Offer {
         "clwb",
         "sha-ni",
         "pku",
+        "la57",
         "rdpid",
         "lahf-lm",
         "abm",
@@ -75,8 +80,10 @@ pub const OFFER: crate::cpuid::Offer = crate::cpuid::Offer {
     // models). IA32_TSC_ADJUST with the invariant TSC tells a kernel that the TSC is one clock it
     // can trust: Linux then keeps no clocksource watchdog on it, which on a loaded host (vCPU
     // threads starved, ticks late) would otherwise mark it unstable against the jiffies.
-    not_in_host: &["hypervisor", "mce", "mca", "mtrr", "pat"],
-    // The SSE family runs on the host's vector unit (translate::sse).
+    // LA57: Linux takes 5-level paging wherever it is offered (one more level per walk), as
+    // QEMU's default models leave it out; `--cpu host,+la57` offers it.
+    not_in_host: &["hypervisor", "mce", "mca", "mtrr", "pat", "la57"],
+    // The SSE and AVX families run on the host's vector unit (translate::sse).
     needs_host: &[
         "sse3",
         "ssse3",
@@ -85,9 +92,14 @@ pub const OFFER: crate::cpuid::Offer = crate::cpuid::Offer {
         "pclmulqdq",
         "aes",
         "sha-ni",
+        "avx",
+        "f16c",
+        "fma",
+        "avx2",
     ],
     xcr0: super::fpstate::XCR0_SUPPORTED as u32,
     xsave_size: super::fpstate::XSAVE_SIZE,
+    xsaveopt: true,
 };
 
 /// CPUID: the machine's table (crate::cpuid, built once from `--cpu`) and the fields that
@@ -115,6 +127,8 @@ pub(super) fn cpuid(c: &mut Ctx, _: &Instruction) -> R<()> {
             }
         }
         7 if sub == 0 && c.c.s.cr4 & bits::CR4_PKE != 0 => r[2] |= 1 << 4,
+        // The size of the components XCR0 enables.
+        0xd if sub == 0 => r[1] = super::fpstate::xsave_size(c.c.s.fpu.xcr0),
         0xb if r[2] & 0xff00 != 0 => r[3] = c.c.index as u32,
         _ => {}
     }
@@ -317,7 +331,7 @@ pub(super) fn rdmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
 pub(super) fn wrmsr(c: &mut Ctx, _: &Instruction) -> R<()> {
     need_cpl0(c)?;
     let v = c.c.get(0, 4) | c.c.get(2, 4) << 32;
-    let addr_ok = canonical(v);
+    let addr_ok = canonical_in(v, c.c.s.cr4);
     let idx = c.c.get(1, 4) as u32;
     if idx == index::TSC {
         // The SDM: a write to IA32_TSC adds the same difference to IA32_TSC_ADJUST.
@@ -524,7 +538,7 @@ pub(super) fn fast_syscall(c: &mut Ctx, i: &Instruction) -> R<()> {
             let base = ((c.c.s.star >> 48) & 0xffff) as u16;
             let q = i.mnemonic() == Mnemonic::Sysretq;
             let rip = if q { c.c.get(1, 8) } else { c.c.get(1, 4) };
-            if q && !canonical(rip) {
+            if q && !canonical_in(rip, c.c.s.cr4) {
                 return Err(gp(0));
             }
             if lma {

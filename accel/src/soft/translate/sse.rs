@@ -1,8 +1,10 @@
-//! The SSE family on XMM registers: every legacy-encoded SSE, SSE2, SSE3, SSSE3, SSE4.1,
-//! SSE4.2, AES-NI, PCLMULQDQ and SHA instruction runs on the host's own vector unit through
-//! `soft::native` with the guest's MXCSR (exceptions masked, then judged here), when the host
-//! has the extension (it is offered to guests only then: `crate::cpuid`); the hot integer and
-//! data-movement forms of string routines run in Rust (`fast`). State instructions (FXSAVE,
+//! The SSE family on XMM and YMM registers: every legacy-encoded SSE, SSE2, SSE3, SSSE3,
+//! SSE4.1, SSE4.2, AES-NI, PCLMULQDQ and SHA instruction, and every VEX-encoded AVX, AVX2, FMA
+//! and F16C one (VEX.128 and VEX.256, the VEX forms of the former included), runs on the host's
+//! own vector unit through `soft::host_fpu` with the guest's MXCSR (exceptions masked, then
+//! judged here), when the host has the extension (it is offered to guests only then:
+//! `crate::cpuid`); the hot integer and data-movement forms of string routines run in Rust
+//! (`fast`), and so do the VEX forms that access memory element by element (`avx`). State instructions (FXSAVE,
 //! XSAVE, LDMXCSR...) are in fpstate.rs; CRC32 (an SSE4.2 instruction on general-purpose
 //! registers) is in ext.rs. MMX-register forms (MMX itself, and the SSE, SSE2 and SSSE3 forms
 //! on MMX registers) run natively the same way and then commit the x87 state they alias:
@@ -28,16 +30,21 @@ pub(crate) fn host_has(f: CpuidFeature) -> bool {
         CpuidFeature::AES => has!("aes"),
         CpuidFeature::PCLMULQDQ => has!("pclmulqdq"),
         CpuidFeature::SHA => has!("sha"),
+        CpuidFeature::AVX => has!("avx"),
+        CpuidFeature::AVX2 => has!("avx2"),
+        CpuidFeature::FMA => has!("fma"),
+        CpuidFeature::F16C => has!("f16c"),
         _ => false,
     }
 }
 
-/// Whether `i` is a legacy-encoded XMM or MMX instruction of an extension the host runs
-/// natively.
+/// Whether `i` is a legacy- or VEX-encoded XMM, YMM or MMX instruction of an extension the
+/// host runs natively.
 fn native_sse(i: &Instruction) -> bool {
+    use iced_x86::EncodingKind::{Legacy, VEX};
     let f = i.cpuid_features();
     !f.is_empty()
-        && i.encoding() == iced_x86::EncodingKind::Legacy
+        && matches!(i.encoding(), Legacy | VEX)
         && f.iter().all(|&x| host_has(x))
         && i.mnemonic() != Mnemonic::Crc32
 }
@@ -64,7 +71,7 @@ fn check_mmx(c: &Ctx, i: &Instruction) -> R<()> {
 
 /// The x87 side of an MMX instruction: TOP 0 and every register valid, and the registers as
 /// the native run left them (the x87 control, pointers and exception flags are untouched).
-fn commit_mmx(c: &mut Ctx, area: &host_fpu::FxArea) {
+fn commit_mmx(c: &mut Ctx, area: &host_fpu::XArea) {
     let old = c.c.s.fpu;
     let mut f = old;
     fpstate::get_x87(&area.0, &mut f, true);
@@ -78,16 +85,20 @@ pub(super) fn lower(b: &mut Builder, i: &Instruction) -> bool {
     let next = i.next_ip();
     match i.mnemonic() {
         Fxsave | Fxsave64 | Fxrstor | Fxrstor64 => b.call(fpstate::fxsave),
-        Xsave | Xsave64 | Xrstor | Xrstor64 => b.call(fpstate::xsave),
+        Xsave | Xsave64 | Xrstor | Xrstor64 | Xsaveopt | Xsaveopt64 => b.call(fpstate::xsave),
         Xgetbv => b.call(fpstate::xgetbv),
         Xsetbv => b.call_then_stop(fpstate::xgetbv, next),
-        Ldmxcsr | Stmxcsr => b.call(fpstate::mxcsr),
+        Ldmxcsr | Stmxcsr | Vldmxcsr | Vstmxcsr => b.call(fpstate::mxcsr),
+        Vzeroupper | Vzeroall => b.call(fpstate::vzero),
         Movnti => {
             let sz = super::op_size(i, 1);
             let v = b.rd(i, 1, sz);
             b.wr(i, 0, sz, v);
         }
-        Maskmovdqu => b.call(maskmovdqu),
+        Maskmovdqu | Vmaskmovdqu => b.call(maskmovdqu),
+        Vmaskmovps | Vmaskmovpd | Vpmaskmovd | Vpmaskmovq => b.call(super::avx::maskmov),
+        Vgatherdps | Vgatherdpd | Vgatherqps | Vgatherqpd | Vpgatherdd | Vpgatherdq
+        | Vpgatherqd | Vpgatherqq => b.call(super::avx::gather),
         Maskmovq => b.call(maskmovq),
         _ if native_sse(i) => b.call(sse_native),
         _ => return false,
@@ -106,6 +117,21 @@ fn mem_operand(i: &Instruction, x87: bool) -> Option<(u32, usize, bool)> {
         n == 0
     };
     Some((n, size, store))
+}
+
+/// The alignment a memory operand of `i` needs (#GP otherwise): legacy-encoded 16-byte operands
+/// but those of [`unaligned_ok`] 16; VEX-encoded ones none but the aligned and non-temporal
+/// moves, whose operand size.
+fn alignment(i: &Instruction, size: usize) -> Option<u64> {
+    use Mnemonic::*;
+    if i.encoding() == iced_x86::EncodingKind::VEX {
+        return matches!(
+            i.mnemonic(),
+            Vmovaps | Vmovapd | Vmovdqa | Vmovntps | Vmovntpd | Vmovntdq | Vmovntdqa
+        )
+        .then_some(size as u64);
+    }
+    (size == 16 && !unaligned_ok(i.mnemonic())).then_some(16)
 }
 
 /// Whether a 16-byte memory operand of `m` may be unaligned (everything else legacy-encoded
@@ -127,19 +153,47 @@ fn unaligned_ok(m: Mnemonic) -> bool {
     )
 }
 
-/// Whether `m` sets the arithmetic flags (PTEST and the string compares: all six).
+/// Whether `m` sets the arithmetic flags ((V)PTEST, VTESTPS/PD and the string compares: all
+/// six).
 fn sets_flags(m: Mnemonic) -> bool {
     use Mnemonic::*;
     matches!(
         m,
-        Ptest | Pcmpestri | Pcmpestri64 | Pcmpestrm | Pcmpestrm64 | Pcmpistri | Pcmpistrm
+        Ptest
+            | Pcmpestri
+            | Pcmpestri64
+            | Pcmpestrm
+            | Pcmpestrm64
+            | Pcmpistri
+            | Pcmpistrm
+            | Vptest
+            | Vtestps
+            | Vtestpd
+            | Vpcmpestri
+            | Vpcmpestri64
+            | Vpcmpestrm
+            | Vpcmpestrm64
+            | Vpcmpistri
+            | Vpcmpistrm
+    )
+}
+
+/// Whether `m` sets ZF, PF and CF as a comparison ((V)COMISS, (V)UCOMISD...).
+fn compares(m: Mnemonic) -> bool {
+    use Mnemonic::*;
+    matches!(
+        m,
+        Comiss | Ucomiss | Comisd | Ucomisd | Vcomiss | Vucomiss | Vcomisd | Vucomisd
     )
 }
 
 /// Whether `m` writes its index to ECX (the string compares' "index" forms).
 fn writes_ecx(m: Mnemonic) -> bool {
     use Mnemonic::*;
-    matches!(m, Pcmpestri | Pcmpestri64 | Pcmpistri)
+    matches!(
+        m,
+        Pcmpestri | Pcmpestri64 | Pcmpistri | Vpcmpestri | Vpcmpestri64 | Vpcmpistri
+    )
 }
 
 /// The same-size RAX (slot 0) or RCX (slot 1).
@@ -158,8 +212,8 @@ fn slot_reg(slot: usize, sz: u8) -> Register {
 
 /// What a native execution produced, before it is committed.
 pub(super) struct Native {
-    /// The FXSAVE64 image after the instruction.
-    pub area: host_fpu::FxArea,
+    /// The XSAVE64 image after the instruction.
+    pub area: host_fpu::XArea,
     /// Host RFLAGS after it.
     pub flags: u64,
     /// RAX after it (the first general-purpose operand).
@@ -179,10 +233,9 @@ pub(super) fn run_native(c: &mut Ctx, i: &Instruction, x87: bool) -> R<Native> {
         if size > 64 {
             return Err(Fault::Unsupported("x87/SSE memory operand over 64 bytes"));
         }
-        let (s, off) = if !x87 && size == 16 && !unaligned_ok(i.mnemonic()) {
-            fpstate::aligned(c, i, 16)?
-        } else {
-            c.ea(i)
+        let (s, off) = match alignment(i, size) {
+            Some(a) if !x87 => fpstate::aligned(c, i, a)?,
+            _ => c.ea(i),
         };
         let m = fpstate::asz_mask(i);
         if !store {
@@ -253,6 +306,11 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
     let mmx = is_mmx(i);
     if mmx {
         check_mmx(c, i)?;
+    } else if i.encoding() == iced_x86::EncodingKind::VEX {
+        fpstate::check_avx(c)?;
+        if let Some(r) = fast_vex(c, i) {
+            return r;
+        }
     } else {
         check_sse(c)?;
         if let Some(r) = fast(c, i) {
@@ -274,13 +332,22 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
         // Pre-computation exceptions (invalid, denormal, divide) that are unmasked stop the
         // instruction before the post-computation ones are looked for; nothing is written.
         // An unmasked overflow or underflow is reported without precision, as the CPU does.
-        let pre = raised & 0x7;
-        let set = if pre & !(old >> 7) != 0 {
-            pre
-        } else if unmasked & 0x18 != 0 {
-            raised & !0x20
-        } else {
-            raised
+        let report = |raised: u32| {
+            let pre = raised & 0x7;
+            if pre & !(old >> 7) != 0 {
+                pre
+            } else if raised & !(old >> 7) & 0x18 != 0 {
+                raised & !0x20
+            } else {
+                raised
+            }
+        };
+        // (V)DPPS and (V)DPPD multiply, then add: an unmasked exception of the additions comes
+        // after the products' flags are in, one of the products stops it before the additions.
+        let set = match dp_product_flags(c, i, &n) {
+            Some(p) if p & !(old >> 7) & 0x3f != 0 => report(p),
+            Some(p) => p | report(raised),
+            None => report(raised),
         };
         c.c.s.fpu.mxcsr = old | set;
         if mmx {
@@ -302,6 +369,7 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
         commit_mmx(c, &n.area);
     }
     fpstate::get_xmm(&n.area.0, &mut c.c.s.fpu);
+    fpstate::get_ymm(&n.area.0, &mut c.c.s.fpu);
     c.c.s.fpu.mxcsr = old | raised;
     if i.op0_kind() == OpKind::Register {
         if let Some((x, sz)) = gpr(i.op0_register()) {
@@ -309,10 +377,7 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
         }
     }
     let m = i.mnemonic();
-    if matches!(
-        m,
-        Mnemonic::Comiss | Mnemonic::Ucomiss | Mnemonic::Comisd | Mnemonic::Ucomisd
-    ) {
+    if compares(m) {
         set_compare_flags(c, n.flags);
     } else if sets_flags(m) {
         let arith = rflags::CF | rflags::PF | rflags::AF | rflags::ZF | rflags::SF | rflags::OF;
@@ -323,6 +388,84 @@ fn sse_native(c: &mut Ctx, i: &Instruction) -> R<()> {
         c.c.set(1, 4, n.rcx);
     }
     Ok(())
+}
+
+/// For (V)DPPS and (V)DPPD, the exception flags of the multiplication stage alone: the products
+/// the immediate selects (the other lanes zeroed in both sources), computed natively by
+/// (V)MULPS or (V)MULPD with the guest's MXCSR; `None` for every other instruction.
+fn dp_product_flags(c: &Ctx, i: &Instruction, n: &Native) -> Option<u32> {
+    use iced_x86::Code;
+    let double = match i.mnemonic() {
+        Mnemonic::Dpps | Mnemonic::Vdpps => false,
+        Mnemonic::Dppd | Mnemonic::Vdppd => true,
+        _ => return None,
+    };
+    let vex = i.encoding() == iced_x86::EncodingKind::VEX;
+    let wide = i.op0_register().is_ymm();
+    let f = &c.c.s.fpu;
+    let operand = |k: u32| -> [u8; 32] {
+        let mut b = [0u8; 32];
+        if i.op_kind(k) == OpKind::Register {
+            let (x, _) = super::avx::vreg(i.op_register(k));
+            b[..16].copy_from_slice(&f.xmm[x].to_le_bytes());
+            b[16..].copy_from_slice(&f.ymm_hi[x].to_le_bytes());
+        } else if let Some((_, _, m, size, _)) = n.mem {
+            b[..size.min(32)].copy_from_slice(&m[..size.min(32)]);
+        }
+        b
+    };
+    let (mut a, mut b) = if vex {
+        (operand(1), operand(2))
+    } else {
+        (operand(0), operand(1))
+    };
+    let (w, lanes) = if double { (8, 2) } else { (4, 4) };
+    let imm = i.immediate8();
+    for half in 0..2 {
+        for k in 0..lanes {
+            if imm >> (4 + k) & 1 == 0 {
+                let at = 16 * half + w * k;
+                a[at..at + w].fill(0);
+                b[at..at + w].fill(0);
+            }
+        }
+    }
+    let insn = match (double, wide) {
+        (false, false) => {
+            Instruction::with2(Code::Mulps_xmm_xmmm128, Register::XMM0, Register::XMM1)
+        }
+        (true, false) => {
+            Instruction::with2(Code::Mulpd_xmm_xmmm128, Register::XMM0, Register::XMM1)
+        }
+        (false, true) => Instruction::with3(
+            Code::VEX_Vmulps_ymm_ymm_ymmm256,
+            Register::YMM0,
+            Register::YMM0,
+            Register::YMM1,
+        ),
+        (true, true) => Instruction::with3(
+            Code::VEX_Vmulpd_ymm_ymm_ymmm256,
+            Register::YMM0,
+            Register::YMM0,
+            Register::YMM1,
+        ),
+    }
+    .ok()?;
+    let mut area = fpstate::stub_area(f);
+    area.0[160..176].copy_from_slice(&a[..16]);
+    area.0[176..192].copy_from_slice(&b[..16]);
+    area.0[host_fpu::YMM_HI128..host_fpu::YMM_HI128 + 16].copy_from_slice(&a[16..]);
+    area.0[host_fpu::YMM_HI128 + 16..host_fpu::YMM_HI128 + 32].copy_from_slice(&b[16..]);
+    host_fpu::execute(
+        &insn,
+        Run {
+            area: &mut area,
+            mem: &mut [0; 64],
+            gpr: &mut [0; 4],
+        },
+    )
+    .ok()?;
+    Some(u32::from_le_bytes([area.0[24], area.0[25], area.0[26], area.0[27]]) & 0x3f)
 }
 
 fn xmm_index(r: Register) -> usize {
@@ -427,6 +570,105 @@ fn fast(c: &mut Ctx, i: &Instruction) -> Option<R<()>> {
     }))
 }
 
+/// The 128-bit integer operation of a hot form (the same for legacy and VEX), if `m` is one.
+fn int_op(m: Mnemonic) -> Option<fn(u128, u128) -> u128> {
+    use Mnemonic::*;
+    Some(match m {
+        Vpxor | Vxorps | Vxorpd => |a, b| a ^ b,
+        Vpor | Vorps | Vorpd => |a, b| a | b,
+        Vpand | Vandps | Vandpd => |a, b| a & b,
+        Vpandn | Vandnps | Vandnpd => |a, b| !a & b,
+        Vpcmpeqb => |a, b| lanes(a, b, 1, |x, y| if x == y { u64::MAX } else { 0 }),
+        Vpcmpeqw => |a, b| lanes(a, b, 2, |x, y| if x == y { u64::MAX } else { 0 }),
+        Vpcmpeqd => |a, b| lanes(a, b, 4, |x, y| if x == y { u64::MAX } else { 0 }),
+        Vpcmpeqq => |a, b| lanes(a, b, 8, |x, y| if x == y { u64::MAX } else { 0 }),
+        Vpshufb => pshufb,
+        Vpminub => |a, b| lanes(a, b, 1, u64::min),
+        Vpmaxub => |a, b| lanes(a, b, 1, u64::max),
+        Vpaddb => |a, b| lanes(a, b, 1, u64::wrapping_add),
+        Vpaddd => |a, b| lanes(a, b, 4, u64::wrapping_add),
+        Vpaddq => |a, b| lanes(a, b, 8, u64::wrapping_add),
+        Vpsubb => |a, b| lanes(a, b, 1, u64::wrapping_sub),
+        _ => return None,
+    })
+}
+
+/// The VEX operand `n` as two 128-bit halves (the upper zero for a 128-bit one): a register,
+/// or 16 or 32 bytes of memory (aligned to its size if `aligned`).
+fn rd_vex(c: &mut Ctx, i: &Instruction, n: u32, wide: bool, aligned: bool) -> R<[u128; 2]> {
+    if i.op_kind(n) == OpKind::Register {
+        let (x, _) = super::avx::vreg(i.op_register(n));
+        let f = &c.c.s.fpu;
+        return Ok([f.xmm[x], if wide { f.ymm_hi[x] } else { 0 }]);
+    }
+    let size = if wide { 32 } else { 16 };
+    let (s, off) = if aligned {
+        fpstate::aligned(c, i, size as u64)?
+    } else {
+        c.ea(i)
+    };
+    let mut b = [0u8; 32];
+    read_bytes(c, s, off, &mut b[..size], fpstate::asz_mask(i))?;
+    let lo: [u8; 16] = b[..16].try_into().unwrap_or_default();
+    let hi: [u8; 16] = b[16..].try_into().unwrap_or_default();
+    Ok([u128::from_le_bytes(lo), u128::from_le_bytes(hi)])
+}
+
+/// The hot VEX forms of string and memory routines (glibc's AVX2 strlen, memchr, memcpy...) in
+/// Rust: the moves, logic, byte compares and minimum, PSHUFB, VPMOVMSKB; `None` for everything
+/// else, which runs natively. A VEX.128 result zeroes bits 255:128.
+fn fast_vex(c: &mut Ctx, i: &Instruction) -> Option<R<()>> {
+    use Mnemonic::*;
+    let m = i.mnemonic();
+    let reg0 = i.op0_kind() == OpKind::Register;
+    if m == Vpmovmskb {
+        let (r, _) = gpr(i.op0_register())?;
+        let (x, wide) = super::avx::vreg(i.op1_register());
+        let f = &c.c.s.fpu;
+        let bits =
+            |v: u128| (0..16).fold(0u64, |acc, k| acc | (((v >> (8 * k + 7)) & 1) as u64) << k);
+        let mask = bits(f.xmm[x]) | if wide { bits(f.ymm_hi[x]) << 16 } else { 0 };
+        c.c.set(r, 4, mask);
+        return Some(Ok(()));
+    }
+    let set = |c: &mut Ctx, v: [u128; 2]| {
+        let (x, _) = super::avx::vreg(i.op0_register());
+        c.c.s.fpu.xmm[x] = v[0];
+        c.c.s.fpu.ymm_hi[x] = v[1];
+    };
+    if matches!(m, Vmovdqu | Vmovdqa | Vmovups | Vmovaps | Vmovupd | Vmovapd) && i.op_count() == 2 {
+        let aligned = matches!(m, Vmovdqa | Vmovaps | Vmovapd);
+        if reg0 {
+            let wide = i.op0_register().is_ymm();
+            return Some(rd_vex(c, i, 1, wide, aligned).map(|v| set(c, v)));
+        }
+        let (x, wide) = super::avx::vreg(i.op1_register());
+        let size = if wide { 32 } else { 16 };
+        let mut b = [0u8; 32];
+        b[..16].copy_from_slice(&c.c.s.fpu.xmm[x].to_le_bytes());
+        b[16..].copy_from_slice(&c.c.s.fpu.ymm_hi[x].to_le_bytes());
+        let at = if aligned {
+            fpstate::aligned(c, i, size as u64)
+        } else {
+            Ok(c.ea(i))
+        };
+        return Some(
+            at.and_then(|(s, off)| write_bytes(c, s, off, &b[..size], fpstate::asz_mask(i))),
+        );
+    }
+    let op = int_op(m)?;
+    if i.op_count() != 3 || !reg0 {
+        return None;
+    }
+    let wide = i.op0_register().is_ymm();
+    let (a, _) = super::avx::vreg(i.op1_register());
+    let a = [c.c.s.fpu.xmm[a], c.c.s.fpu.ymm_hi[a]];
+    Some(rd_vex(c, i, 2, wide, false).map(|b| {
+        let hi = if wide { op(a[1], b[1]) } else { 0 };
+        set(c, [op(a[0], b[0]), hi]);
+    }))
+}
+
 /// PSHUFB: each byte of the result is the byte of `a` that the low four bits of `b`'s byte
 /// select, or zero where that byte's bit 7 is set.
 fn pshufb(a: u128, b: u128) -> u128 {
@@ -442,35 +684,78 @@ fn pshufb(a: u128, b: u128) -> u128 {
 }
 
 /// Whether an arithmetic or narrowing instruction left a denormal in a lane it computed.
-fn tiny_result(i: &Instruction, area: &host_fpu::FxArea) -> bool {
+fn tiny_result(i: &Instruction, area: &host_fpu::XArea) -> bool {
     use Mnemonic::*;
-    let (wide, lanes) = match i.mnemonic() {
-        Addps | Subps | Mulps | Divps | Addsubps | Haddps | Hsubps | Dpps => (false, 4),
-        Addss | Subss | Mulss | Divss | Cvtsd2ss => (false, 1),
-        Cvtpd2ps => (false, 2),
-        Addpd | Subpd | Mulpd | Divpd | Addsubpd | Haddpd | Hsubpd | Dppd => (true, 2),
-        Addsd | Subsd | Mulsd | Divsd => (true, 1),
-        _ => return false,
+    let m = i.mnemonic();
+    let (wide, lanes) = match m {
+        Addps | Subps | Mulps | Divps | Addsubps | Haddps | Hsubps | Dpps | Vaddps | Vsubps
+        | Vmulps | Vdivps | Vaddsubps | Vhaddps | Vhsubps | Vdpps => (false, 4),
+        Addss | Subss | Mulss | Divss | Cvtsd2ss | Vaddss | Vsubss | Vmulss | Vdivss
+        | Vcvtsd2ss => (false, 1),
+        Cvtpd2ps | Vcvtpd2ps => (false, 2),
+        Addpd | Subpd | Mulpd | Divpd | Addsubpd | Haddpd | Hsubpd | Dppd | Vaddpd | Vsubpd
+        | Vmulpd | Vdivpd | Vaddsubpd | Vhaddpd | Vhsubpd | Vdppd => (true, 2),
+        Addsd | Subsd | Mulsd | Divsd | Vaddsd | Vsubsd | Vmulsd | Vdivsd => (true, 1),
+        _ => match fma_lanes(m) {
+            Some(l) => l,
+            None => return false,
+        },
     };
-    if i.op0_kind() != OpKind::Register || !i.op0_register().is_xmm() {
+    if i.op0_kind() != OpKind::Register {
         return false;
     }
-    let x = (i.op0_register() as usize - Register::XMM0 as usize) * 16 + 160;
-    let v = u128::from_le_bytes(area.0[x..x + 16].try_into().unwrap_or_default());
-    (0..lanes).any(|k| {
-        if wide {
-            let e = (v >> (64 * k)) as u64;
-            e & 0x7ff0_0000_0000_0000 == 0 && e & 0x000f_ffff_ffff_ffff != 0
-        } else {
-            let e = (v >> (32 * k)) as u32;
-            e & 0x7f80_0000 == 0 && e & 0x007f_ffff != 0
-        }
+    let r = i.op0_register();
+    let (x, ymm) = if r.is_xmm() {
+        (r as usize - Register::XMM0 as usize, false)
+    } else if r.is_ymm() {
+        (r as usize - Register::YMM0 as usize, true)
+    } else {
+        return false;
+    };
+    let at = |o: usize| u128::from_le_bytes(area.0[o..o + 16].try_into().unwrap_or_default());
+    let mut halves = vec![at(160 + 16 * x)];
+    // A 256-bit form computes both halves (VCVTPD2PS ymm narrows into an XMM register).
+    if ymm && lanes > 1 {
+        halves.push(at(host_fpu::YMM_HI128 + 16 * x));
+    }
+    halves.iter().any(|&v| {
+        (0..lanes).any(|k| {
+            if wide {
+                let e = (v >> (64 * k)) as u64;
+                e & 0x7ff0_0000_0000_0000 == 0 && e & 0x000f_ffff_ffff_ffff != 0
+            } else {
+                let e = (v >> (32 * k)) as u32;
+                e & 0x7f80_0000 == 0 && e & 0x007f_ffff != 0
+            }
+        })
     })
 }
 
-/// MASKMOVDQU: the bytes of the first operand whose mask byte has bit 7 set go to DS:rDI.
+/// The lanes an FMA form computes in each 128-bit half: (double?, count).
+fn fma_lanes(m: Mnemonic) -> Option<(bool, u32)> {
+    use Mnemonic::*;
+    Some(match m {
+        Vfmadd132ps | Vfmadd213ps | Vfmadd231ps | Vfmsub132ps | Vfmsub213ps | Vfmsub231ps
+        | Vfnmadd132ps | Vfnmadd213ps | Vfnmadd231ps | Vfnmsub132ps | Vfnmsub213ps
+        | Vfnmsub231ps | Vfmaddsub132ps | Vfmaddsub213ps | Vfmaddsub231ps | Vfmsubadd132ps
+        | Vfmsubadd213ps | Vfmsubadd231ps => (false, 4),
+        Vfmadd132pd | Vfmadd213pd | Vfmadd231pd | Vfmsub132pd | Vfmsub213pd | Vfmsub231pd
+        | Vfnmadd132pd | Vfnmadd213pd | Vfnmadd231pd | Vfnmsub132pd | Vfnmsub213pd
+        | Vfnmsub231pd | Vfmaddsub132pd | Vfmaddsub213pd | Vfmaddsub231pd | Vfmsubadd132pd
+        | Vfmsubadd213pd | Vfmsubadd231pd => (true, 2),
+        Vfmadd132ss | Vfmadd213ss | Vfmadd231ss | Vfmsub132ss | Vfmsub213ss | Vfmsub231ss
+        | Vfnmadd132ss | Vfnmadd213ss | Vfnmadd231ss | Vfnmsub132ss | Vfnmsub213ss
+        | Vfnmsub231ss => (false, 1),
+        Vfmadd132sd | Vfmadd213sd | Vfmadd231sd | Vfmsub132sd | Vfmsub213sd | Vfmsub231sd
+        | Vfnmadd132sd | Vfnmadd213sd | Vfnmadd231sd | Vfnmsub132sd | Vfnmsub213sd
+        | Vfnmsub231sd => (true, 1),
+        _ => return None,
+    })
+}
+
+/// (V)MASKMOVDQU: the bytes of the first operand whose mask byte has bit 7 set go to DS:rDI.
 fn maskmovdqu(c: &mut Ctx, i: &Instruction) -> R<()> {
-    check_sse(c)?;
+    fpstate::check_simd(c, i)?;
     let (d, m) = data_and_mask(i);
     let data = c.c.s.fpu.xmm[xmm_index(d) & 15].to_le_bytes();
     let mask = c.c.s.fpu.xmm[xmm_index(m) & 15].to_le_bytes();

@@ -116,7 +116,7 @@ fn load_table(c: &mut Ctx, i: &Instruction) -> R<()> {
             let am = mask(super::addr_size(i));
             let base = if c.c.long64() {
                 let base = c.read(s, a.wrapping_add(2) & am, 8)?;
-                if !crate::soft::mmu::canonical(base) {
+                if !crate::soft::mmu::canonical_in(base, c.c.s.cr4) {
                     return Err(gp(0));
                 }
                 base
@@ -268,13 +268,18 @@ pub fn write_cr(c: &mut Ctx, n: u8, v: u64) -> R<()> {
                 | bits::CR4_SMEP
                 | bits::CR4_SMAP
                 | bits::CR4_PKE;
-            if v & !known != 0 {
+            let la57 = v & bits::CR4_LA57 != 0;
+            if v & !known != 0 && (v & !known != bits::CR4_LA57 || !c.c.cpuid.has("la57")) {
                 return Err(gp(0));
             }
-            if s.long_mode_active() && v & bits::CR4_PAE == 0 {
+            // CR4.PAE cannot be cleared, nor CR4.LA57 changed, in long mode.
+            if s.long_mode_active()
+                && (v & bits::CR4_PAE == 0 || la57 != (s.cr4 & bits::CR4_LA57 != 0))
+            {
                 return Err(gp(0));
             }
             let paging = bits::CR4_PAE
+                | bits::CR4_LA57
                 | bits::CR4_PSE
                 | bits::CR4_PGE
                 | bits::CR4_SMEP
@@ -419,7 +424,7 @@ fn invpcid(c: &mut Ctx, i: &Instruction) -> R<()> {
     }
     match ty {
         0 | 1 if pcid != 0 => return Err(gp(0)),
-        0 if !crate::soft::mmu::canonical(lin) => return Err(gp(0)),
+        0 if !crate::soft::mmu::canonical_in(lin, c.c.s.cr4) => return Err(gp(0)),
         0 => c.c.tlb.flush_page(lin),
         2 => c.c.tlb.flush(false),
         _ => c.c.tlb.flush(true),
