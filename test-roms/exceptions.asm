@@ -19,13 +19,13 @@
 %define TEST_NAME "exceptions"
 
 %macro JANUS_EXTRA_GDT_ENTRIES 0
-        dq 0x00CFFA000000FFFF           ; 0x30 user code32, DPL3
-        dq 0x00CFF2000000FFFF           ; 0x38 user data, DPL3
+        dq 0x00CFFB000000FFFF           ; 0x30 user code32, DPL3
+        dq 0x00CFF3000000FFFF           ; 0x38 user data, DPL3
         GDT_ENTRY TSS32_ADDR, 0xE8, 0x89, 0x0   ; 0x40 32-bit TSS, I/O bitmap for ports 0-0x3ff
         dq 0x00CF12000000FFFF           ; 0x48 data, not present
-        dq 0x00CF90000000FFFF           ; 0x50 data, read-only
-        GDT_ENTRY 0, 0x7FFF, 0x92, 0x4  ; 0x58 data, limit 0x7FFF (byte granular)
-        dq 0x00CF98000000FFFF           ; 0x60 code, execute-only
+        dq 0x00CF91000000FFFF           ; 0x50 data, read-only
+        GDT_ENTRY 0, 0x7FFF, 0x93, 0x4  ; 0x58 data, limit 0x7FFF (byte granular)
+        dq 0x00CF99000000FFFF           ; 0x60 code, execute-only
 %endmacro
 
 TSS32_ADDR      equ 0x3000

@@ -9,8 +9,8 @@
 %define TEST_NAME "privilege"
 
 %macro JANUS_EXTRA_GDT_ENTRIES 0
-        dq 0x00CFF2000000FFFF           ; 0x30 user data, DPL3
-        dq 0x00AFFA000000FFFF           ; 0x38 user code64, DPL3
+        dq 0x00CFF3000000FFFF           ; 0x30 user data, DPL3
+        dq 0x00AFFB000000FFFF           ; 0x38 user code64, DPL3
         GDT_ENTRY TSS64_ADDR, 0x67, 0x89, 0x0   ; 0x40 64-bit TSS (16 bytes)
         dq 0
 %endmacro

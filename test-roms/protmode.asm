@@ -17,8 +17,8 @@
 BASED_BASE      equ 0x00012345
 HIGH_BASE       equ 0x00300000
 %macro JANUS_EXTRA_GDT_ENTRIES 0
-        GDT_ENTRY BASED_BASE, 0x0FFFF, 0x92, 0x4
-        GDT_ENTRY HIGH_BASE, 0xFFFFF, 0x92, 0xC
+        GDT_ENTRY BASED_BASE, 0x0FFFF, 0x93, 0x4
+        GDT_ENTRY HIGH_BASE, 0xFFFFF, 0x93, 0xC
 %endmacro
 
 %include "janus.inc"

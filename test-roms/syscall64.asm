@@ -13,11 +13,11 @@
 %define TEST_NAME "syscall64"
 
 %macro JANUS_EXTRA_GDT_ENTRIES 0
-        dq 0x00AF9A000000FFFF           ; 0x30 kernel code64
-        dq 0x00CF92000000FFFF           ; 0x38 kernel data
-        dq 0x00CFFA000000FFFF           ; 0x40 user code32 (SYSRET to compat)
-        dq 0x00CFF2000000FFFF           ; 0x48 user data
-        dq 0x00AFFA000000FFFF           ; 0x50 user code64
+        dq 0x00AF9B000000FFFF           ; 0x30 kernel code64
+        dq 0x00CF93000000FFFF           ; 0x38 kernel data
+        dq 0x00CFFB000000FFFF           ; 0x40 user code32 (SYSRET to compat)
+        dq 0x00CFF3000000FFFF           ; 0x48 user data
+        dq 0x00AFFB000000FFFF           ; 0x50 user code64
 %endmacro
 
 %include "janus.inc"

@@ -1,9 +1,9 @@
 //! The nested suite (tests/nested/run.sh): janus's KVM backend on hardware-assisted KVM, a
-//! kvm_amd /dev/kvm inside Debian's kernel booted by QEMU's TCG with AMD-V. It takes about ten
+//! kvm_amd /dev/kvm inside Debian's kernel booted by QEMU's TCG with AMD-V. It takes tens of
 //! minutes and needs qemu-system-x86_64, so it runs only when asked: JANUS_NESTED=1 runs it (and
 //! skips loudly without QEMU), JANUS_REQUIRE_NESTED=1 runs it and fails without QEMU. Otherwise
-//! it skips loudly. `.ci/run` does not ask for it yet: the nested guest freezes now and then
-//! (docs/architecture.md, "The nested AMD-V suite").
+//! it skips loudly. The script's watchdog restarts a nested guest that freezes
+//! (docs/architecture.md, "kvm_amd: the nested suite").
 
 use std::path::PathBuf;
 use std::process::Command;

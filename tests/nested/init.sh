@@ -17,15 +17,23 @@ busybox mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 
 pass=0
 fail=0
+# Checks are numbered in the order they run; run.sh restarts a wedged guest with
+# nested.skip=N on the kernel command line, and the checks up to N (reported by the runs
+# before) are skipped.
+n=0
+SKIP=0
+for a in $(cat /proc/cmdline); do
+    case $a in nested.skip=*) SKIP=${a#nested.skip=} ;; esac
+done
 now() { read -r up _ < /proc/uptime; echo "$up"; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 result() { # result OK NAME SECONDS [WHY]
     if [ "$1" = 1 ]; then
         pass=$((pass + 1))
-        echo "NESTED: PASS $2 ($3 s)"
+        echo "NESTED: PASS #$n $2 ($3 s)"
     else
         fail=$((fail + 1))
-        echo "NESTED: FAIL $2 ($3 s${4:+; $4})"
+        echo "NESTED: FAIL #$n $2 ($3 s${4:+; $4})"
     fi
 }
 finish() {
@@ -39,31 +47,48 @@ finish() {
 # MUST-PRINT when given); its output is shown only when it fails.
 # With RETRY=1 a failure is shown and the command run once more (real-time checks on a slow,
 # shared host; tests/roms_all.rs does the same); a second failure counts.
+# Every command runs under CHECK_TIMEOUT seconds (timeout's status 124 or 143 then), and while it
+# runs a line every 60 s tells run.sh's watchdog that the guest is alive.
+# `expect` returns 1 for a check skipped (nested.skip), else 0.
 RETRY=0
+run_check() {
+    (i=0; while sleep 60; do i=$((i + 60)); echo "NESTED: ... #$n still running (${i} s)"; done) &
+    ticker=$!
+    timeout "${CHECK_TIMEOUT:-900}" "$@" > /tmp/out 2>&1
+    got=$?
+    kill "$ticker" 2>/dev/null
+    wait "$ticker" 2>/dev/null
+}
 expect() {
     want=$1 name=$2 grepfor=
+    n=$((n + 1))
+    [ "$n" -le "$SKIP" ] && return 1
     shift 2
     if [ "$1" != -- ]; then grepfor=$1; shift; fi
     shift
+    echo "NESTED: start #$n $name"
     kvm_stats > /tmp/stats0
     t0=$(now)
-    "$@" > /tmp/out 2>&1
-    got=$?
+    run_check "$@"
     if [ "$RETRY" = 1 ] && { [ "$got" != "$want" ] || { [ -n "$grepfor" ] && ! grep -qF -- "$grepfor" /tmp/out; }; }; then
-        echo "NESTED: RETRY $name (exit $got, expected $want${grepfor:+ and '$grepfor'})"
+        echo "NESTED: RETRY #$n $name (exit $got, expected $want${grepfor:+ and '$grepfor'})"
         tail -n 10 /tmp/out | sed 's/^/    | /'
-        "$@" > /tmp/out 2>&1
-        got=$?
+        run_check "$@"
     fi
     secs=$(elapsed "$t0")
     if [ "$got" = "$want" ] && { [ -z "$grepfor" ] || grep -qF -- "$grepfor" /tmp/out; }; then
         result 1 "$name" "$secs"
     else
         result 0 "$name" "$secs" "exit $got, expected $want${grepfor:+ and '$grepfor'}"
-        tail -n 40 /tmp/out | sed 's/^/    | /'
+        if [ "${SHOW_HEAD:-0}" = 1 ]; then
+            head -n 30 /tmp/out | sed 's/^/    | /'
+        else
+            tail -n 40 /tmp/out | sed 's/^/    | /'
+        fi
         # What KVM did meanwhile (its debugfs counters, as deltas): evidence for a hang.
         kvm_stats | awk 'NR == FNR { a[$1] = $2; next } $2 != a[$1] { printf "    kvm %s +%d\n", $1, $2 - a[$1] }' /tmp/stats0 -
     fi
+    return 0
 }
 kvm_stats() {
     for f in exits irq_exits irq_window_exits halt_exits io_exits mmio_exits irq_injections nmi_window_exits request_irq_exits signal_exits insn_emulation nested_run; do
@@ -97,12 +122,19 @@ case " $STAGES " in *" roms "*)
         for rom in $ROMS_PASS; do
             want="$rom: PASS"
             [ "$rom" = demo ] && want="demo finished: all modes OK"
-            if [ "$rom" = fpu ]; then
-                # QEMU 7.2's AMD-V model lets the nested guest's XSETBV through without the
-                # #VMEXIT that KVM intercepts it with: KVM's idea of the guest's XCR0 stays 1
-                # and is loaded at the next VMRUN, so XSAVE leaves SSE out of XSTATE_BV
-                # (check 26). Everything before check 26 is checked.
-                expect 26 "rom fpu irqchip=$irq (to check 26: QEMU's XSETBV)" "fpu: FAIL check 26" -- janus run $k "$roms/fpu.bin"
+            # ROMs that stop at a check where QEMU's model (the nested guest's CPU) differs
+            # from a processor; every check before it is checked:
+            #   fpu 26      XSETBV is not intercepted: KVM's copy of XCR0 stays 1 and is loaded
+            #               at the next VMRUN, so XSAVE leaves SSE out of XSTATE_BV
+            #   corners 10  a reserved bit in a 2 MiB PDE gives #PF error code 0x8, without P
+            #   debug 2     DR6 reads 0xffffffff: bit 12 set (the ROM expects 0xffffefff)
+            #   isa 2       CPUID.7:EBX without RDSEED, ADX and SHA (TCG has none of them)
+            #   protect 14  with SMAP and AC=1, an implicit supervisor read of the LDT from a
+            #               user page raises no #PF
+            stop=
+            case $rom in fpu) stop=26 ;; corners) stop=10 ;; debug|isa) stop=2 ;; protect) stop=14 ;; esac
+            if [ -n "$stop" ]; then
+                expect "$stop" "rom $rom irqchip=$irq (to check $stop: QEMU's model)" "$rom: FAIL check $stop" -- janus run $k "$roms/$rom.bin"
                 continue
             fi
             expect 0 "rom $rom irqchip=$irq" "$want" -- janus run $k "$roms/$rom.bin"
@@ -126,13 +158,18 @@ case " $STAGES " in *" roms "*)
 ;; esac
 
 RETRY=0
+SHOW_HEAD=1
 case " $STAGES " in *" diff "*)
     # Lockstep: KVM single-stepped against the interpreter on every ROM.
+    # At most DIFF_STEPS steps each: a ROM that waits for timer ticks runs for minutes when
+    # every instruction is a nested VM exit.
     for rom in $DIFF_ROMS; do
-        [ "$rom" = fpu ] && continue # QEMU's XSETBV (see the ROM stage)
-        expect 0 "diff kvm-interp $rom" "agreed" -- janus diff --a kvm --b interp "$roms/$rom.bin"
+        case " $DIFF_SKIP " in *" $rom "*)
+            echo "NESTED: SKIP diff kvm-interp $rom (QEMU's AMD-V model or the differ: run.sh, docs/architecture.md)"
+            continue ;;
+        esac
+        expect 0 "diff kvm-interp $rom (<= $DIFF_STEPS steps)" "agreed" -- janus diff --a kvm --b interp --max-steps "$DIFF_STEPS" "$roms/$rom.bin"
     done
-    expect 0 "diff kvm-interp loop (20000 steps)" "step limit" -- janus diff --a kvm --b interp --max-steps 20000 "$roms/loop.bin"
 ;; esac
 
 case " $STAGES " in *" fuzz "*)
@@ -141,13 +178,23 @@ case " $STAGES " in *" fuzz "*)
     done
 ;; esac
 
+SHOW_HEAD=0
 case " $STAGES " in *" linux "*)
     # Debian's kernel on janus on kvm_amd: to /init with KVM's irqchip and with janus's own.
     for irq in kernel user; do
         expect 114 "linux to /init irqchip=$irq" "JANUS-INIT-OK" -- janus run --accel kvm --irqchip "$irq" --mem 256M --timeout 300 --stats \
-            --kernel "$ROOT/tests/linux/assets/vmlinuz" --initrd "$ROOT/tests/linux/assets/initramfs.cpio.gz" --append "console=ttyS0"
-        grep -E "JANUS-INIT-OK|JANUS-CPUS|marker|wall" /tmp/out | sed 's/^/    | /'
+            --kernel "$ROOT/tests/linux/assets/vmlinuz" --initrd "$ROOT/tests/linux/assets/initramfs.cpio.gz" --append "console=ttyS0" &&
+            grep -E "JANUS-INIT-OK|JANUS-CPUS|marker|wall" /tmp/out | sed 's/^/    | /'
     done
+    # root=/dev/vda on virtio-blk (a copy of the assets' ext4 image): the initramfs loads the
+    # virtio and ext4 modules and switches root to the disk, whose /sbin/init reports and
+    # powers off (janus's status 116, as on the JIT).
+    cp "$ROOT/tests/linux/assets/disk.img" /tmp/disk.img
+    expect 116 "linux root=/dev/vda irqchip=auto" "JANUS-ROOT-OK" -- janus run --accel kvm --mem 256M --timeout 300 --stats \
+        --kernel "$ROOT/tests/linux/assets/vmlinuz" --initrd "$ROOT/tests/linux/assets/initramfs.cpio.gz" \
+        --append "console=ttyS0 root=/dev/vda" --drive file=/tmp/disk.img &&
+        grep -E "JANUS-ROOT|wall" /tmp/out | sed 's/^/    | /'
+    rm -f /tmp/disk.img
 ;; esac
 
 case " $STAGES " in *" tests "*)

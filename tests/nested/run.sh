@@ -8,25 +8,34 @@
 # /dev/kvm of flavour kvm_amd inside that guest, and runs there (tests/nested/init.sh):
 #   roms   every test ROM on --accel kvm with --irqchip user and kernel (SMP ROMs with 1 and 4
 #          vCPUs; exceptions.bin built as for QEMU, fpu.bin expected to stop at check 26),
-#   linux  Debian's kernel to /init on --accel kvm with both irqchips,
+#   linux  Debian's kernel to /init on --accel kvm with both irqchips, and with root=/dev/vda
+#          on virtio-blk,
 #   tests  janus's own KVM integration tests (cargo test --no-run binaries) with
 #          JANUS_REQUIRE_KVM=1,
-#   diff   janus diff --a kvm --b interp on every ROM (not by default: KVM's single-step
-#          leaves TF in what PUSHF and exception frames store; docs/architecture.md),
-#   fuzz   janus fuzz --mode real|prot32|long64 against kvm_amd (not by default: the same),
+#   diff   janus diff --a kvm --b interp on every ROM (at most NESTED_DIFF_STEPS steps each;
+#          the few that QEMU's model gets wrong are skipped loudly, see diff_skip below),
+#   fuzz   janus fuzz --mode real|prot32|long64 against kvm_amd,
 #   cmds   the commands in NESTED_CMDS.
-# Every result is printed as `NESTED: PASS|FAIL ...`; the exit status is 0 when all passed.
+# Every result is printed as `NESTED: PASS|FAIL #N ...`; the exit status is 0 when all passed.
+# A watchdog restarts a guest that wedges (no output for NESTED_SILENCE seconds) from the check
+# after the last one reported (see "boot it, watched" below).
 #
 # Environment:
 #   NESTED_FUZZ=N        instructions per fuzz mode (default 20000)
-#   NESTED_STAGES=...    which stages run (default "roms linux tests")
+#   NESTED_STAGES=...    which stages run (default "roms linux tests diff fuzz")
+#   NESTED_DIFF_STEPS=N  steps per ROM in the diff stage (default 5000)
+#   NESTED_DIFF_ROMS, NESTED_DIFF_SKIP  the ROMs the diff stage runs and skips
+#   NESTED_CHECK_TIMEOUT=S  one check's limit in the guest (default 900)
+#   NESTED_SILENCE=S, NESTED_RESTARTS=N  the watchdog: silence that counts as a wedge
+#                        (default 150; NESTED_BOOT_SILENCE, 600, before the guest's first
+#                        line) and restarts allowed (default 4)
 #   NESTED_IRQCHIPS=...  the --irqchip values of the ROM stage (default "user kernel")
 #   NESTED_TESTS=...     test binaries with their arguments, ';'-separated (default: roms_all
-#                        but fpu and exceptions, which the ROM stage runs; kernels. platform's
+#                        but the ROMs the ROM stage runs to QEMU's deviations; kernels. platform's
 #                        irqchip test wedged the nested guest as realmode did: not by default)
 #   NESTED_SMP, NESTED_MEM  QEMU's vCPUs (default 2) and memory (default 3G)
 #   NESTED_ACCEL=...     QEMU's -accel (default tcg,thread=multi)
-#   NESTED_TIMEOUT=S     the whole QEMU run's limit in seconds (default 1500)
+#   NESTED_TIMEOUT=S     the whole suite's limit in seconds, restarts included (default 4200)
 #   NESTED_CMDS='a;b'    with the stage "cmds": shell commands run in the guest, output shown
 #
 # Needs qemu-system-x86_64, the Linux test assets (tests/linux/fetch-assets.sh), apt-get
@@ -43,12 +52,12 @@ say() { echo "nested: $*"; }
 die() { echo "nested: $*" >&2; exit 1; }
 
 fuzz=${NESTED_FUZZ:-20000}
-stages=${NESTED_STAGES:-roms linux tests}
+stages=${NESTED_STAGES:-roms linux tests diff fuzz}
 irqchips=${NESTED_IRQCHIPS:-user kernel}
-tests=${NESTED_TESTS-roms_all --skip fpu --skip exceptions;kernels}
+tests=${NESTED_TESTS-roms_all --skip fpu --skip exceptions --skip corners --skip debug --skip isa --skip protect;kernels}
 qsmp=${NESTED_SMP:-2}
 qmem=${NESTED_MEM:-3G}
-qtimeout=${NESTED_TIMEOUT:-1500}
+qtimeout=${NESTED_TIMEOUT:-4200}
 
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 is missing (apt-get install qemu-system-x86)"
 [ -s "$assets/vmlinuz" ] && [ -s "$assets/VERSION" ] || bash "$root/tests/linux/fetch-assets.sh"
@@ -109,7 +118,7 @@ for t in "${wanted[@]}"; do
     echo "$name $filter" >> "$stage/tests/list"
 done
 cp "$assets/busybox" "$stage/bin/busybox"
-for app in sh awk cat grep mknod mount poweroff read sed sleep sync tail insmod uname mkdir; do
+for app in sh awk cat cp grep head kill mknod mount poweroff read rm sed sleep sync tail timeout insmod uname mkdir; do
     ln -s busybox "$stage/bin/$app"
 done
 cp "$mods"/*.ko "$stage/modules/"
@@ -129,26 +138,45 @@ cp "$root"/test-roms/*.bin "$root/test-roms/multiboot.asm" "$stage$root/test-rom
 nasm -f bin -DJANUS_QEMU_COMPAT -I "$root/test-roms/include/" \
     -o "$stage$root/test-roms/exceptions.bin" "$root/test-roms/exceptions.asm"
 
-cp "$assets"/{vmlinuz,initramfs.cpio.gz,VERSION} "$stage$root/tests/linux/assets/"
+cp "$assets"/{vmlinuz,initramfs.cpio.gz,disk.img,VERSION} "$stage$root/tests/linux/assets/"
 roms_pass=""
 diff_roms=""
 for f in "$root"/test-roms/*.bin; do
     r=$(basename "$f" .bin)
     case $r in
+        # Run by init.sh with their own arguments and expectations.
         smp|xmc|acpi|triple|halt|loop|multiboot) ;;
+        # Not plain "exit 0" ROMs: they need a set-up or input that tests/*.rs gives them
+        # (firmware, a debugger, stdin, --smp, virtio devices, an expected triple fault or halt).
+        bootsector|echo|flood|gdb|initsipi|udwrap|virtio_hostile|ap_idle|post|runaway) ;;
         *) roms_pass="$roms_pass $r" ;;
     esac
-    case $r in loop|multiboot) ;; *) diff_roms="$diff_roms $r" ;; esac
+    case $r in multiboot) ;; *) diff_roms="$diff_roms $r" ;; esac
 done
+# The ROMs the lockstep stage leaves out, each for a deviation of QEMU's AMD-V model or a limit
+# of the differ, not of janus's KVM backend (docs/architecture.md, "kvm_amd: the nested suite"):
+#   exceptions  QEMU pushes RF=0 in a fault's frame; processors (and janus) push RF=1
+#   debug       the guest's own data breakpoint does not fire on the KVM side while KVM
+#               single-steps (QEMU's VMRUN loads DR7 without arming its breakpoints)
+#   fpu, fallback  XSETBV is not intercepted by QEMU's model (see the ROM stage)
+#   fw_cfg      fw_cfg DMA writes guest memory outside the differ's replay (kvm_pvm too)
+#   protect     the same RF=0 in a #PF frame (memory 0x6fea kvm=0x00 interp=0x01)
+#   realmode    `xchg [mem], bx`, single-stepped in QEMU's nested guest, leaves RFLAGS 0x02
+#               where it was 0x46: QEMU's multi-threaded TCG path for atomics (with
+#               NESTED_ACCEL=tcg,thread=single the diff agrees on all 5193 steps)
+diff_skip="exceptions protect debug fpu fallback fw_cfg realmode"
 tr ';' '\n' <<< "${NESTED_CMDS:-}" > "$stage/cmds"
 cat > "$stage/nested.conf" <<EOF
 ROOT='$root'
 STAGES='$stages'
 IRQCHIPS='$irqchips'
 ROMS_PASS='$roms_pass'
-DIFF_ROMS='$diff_roms'
+DIFF_ROMS='${NESTED_DIFF_ROMS:-$diff_roms}'
+DIFF_STEPS='${NESTED_DIFF_STEPS:-5000}'
+DIFF_SKIP='${NESTED_DIFF_SKIP-$diff_skip}'
 FUZZ_COUNT='$fuzz'
 ROM_TIMEOUT='${NESTED_ROM_TIMEOUT:-60}'
+CHECK_TIMEOUT='${NESTED_CHECK_TIMEOUT:-900}'
 EOF
 
 #--- the initramfs: a newc cpio, uncompressed, cached by the hash of its contents -------------
@@ -192,26 +220,137 @@ else
     say "initramfs: built $(basename "$cpio") ($(($(stat -c %s "$cpio") / 1048576)) MiB)"
 fi
 
-#--- boot it ----------------------------------------------------------------------------------
-log="$cache/serial-$$.log"
-say "booting $release under QEMU TCG with AMD-V (-smp $qsmp, -m $qmem; log: $log)"
+#--- boot it, watched ----------------------------------------------------------------------
+# The nested guest sometimes wedges (docs/architecture.md, "kvm_amd: the nested suite"): no
+# more output while QEMU keeps running. A watchdog kills QEMU after NESTED_SILENCE seconds
+# without output (a check prints a line a minute while it runs), and the run starts again
+# with nested.skip=N: the checks up to N, reported by the runs before, are not run again. A
+# check that wedges twice counts as failed and the run goes on after it; at most
+# NESTED_RESTARTS restarts in all.
+silence=${NESTED_SILENCE:-150}
+# Until the guest's first line (the kernel boots quietly, a minute or more under TCG).
+boot_silence=${NESTED_BOOT_SILENCE:-600}
+max_restarts=${NESTED_RESTARTS:-4}
+mon="$cache/monitor-$$.sock"
+results="$cache/results-$$.txt"
+: > "$results"
 start=$(date +%s)
+skip=0
+restarts=0
+wedged_twice=""
+last_wedge=""
+final=""
+# monitor CMD: a line for QEMU's human monitor, answered on stdout (python3, where present).
+monitor() {
+    command -v python3 >/dev/null || { echo "(python3 missing: no monitor query)"; return; }
+    python3 - "$mon" "$1" <<'PY' 2>&1 | tr -d '\r' | grep -v '^(qemu)' | head -n 80
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(sys.argv[1])
+time.sleep(0.3)
+s.recv(65536)
+s.sendall((sys.argv[2] + "\n").encode())
+time.sleep(1.0)
+out = b""
+try:
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        out += d
+except Exception:
+    pass
+print(out.decode(errors="replace"))
+PY
+}
 set +e
-timeout --foreground "$qtimeout" qemu-system-x86_64 \
-    -accel "${NESTED_ACCEL:-tcg,thread=multi}" -cpu EPYC,+svm -smp "$qsmp" -m "$qmem" \
-    -display none -monitor none -serial stdio -no-reboot \
-    -kernel "$assets/vmlinuz" -initrd "$cpio" \
-    -append "console=ttyS0 panic=-1 quiet mitigations=off" </dev/null | tee "$log"
-qrc=${PIPESTATUS[0]}
+while :; do
+    log="$cache/serial-$$-$restarts.log"
+    say "booting $release under QEMU TCG with AMD-V (-smp $qsmp, -m $qmem, nested.skip=$skip; log: $log)"
+    rm -f "$mon"
+    qemu-system-x86_64 \
+        -accel "${NESTED_ACCEL:-tcg,thread=multi}" -cpu EPYC,+svm -smp "$qsmp" -m "$qmem" \
+        -display none -monitor "unix:$mon,server=on,wait=off" -serial stdio -no-reboot \
+        -kernel "$assets/vmlinuz" -initrd "$cpio" \
+        -append "console=ttyS0 panic=-1 quiet mitigations=off nested.skip=$skip" \
+        </dev/null > "$log" 2>&1 &
+    qpid=$!
+    tail -n +1 -f --pid="$qpid" "$log" | grep --line-buffered -v "TCG doesn't support requested feature" &
+    tpid=$!
+    size=-1
+    quiet_since=$(date +%s)
+    wedged=0
+    while kill -0 "$qpid" 2>/dev/null; do
+        sleep 5
+        now=$(date +%s)
+        cur=$(stat -c %s "$log")
+        limit=$silence
+        grep -q '^NESTED:' "$log" || limit=$boot_silence
+        if [ "$cur" != "$size" ]; then
+            size=$cur
+            quiet_since=$now
+        elif [ $((now - quiet_since)) -ge "$limit" ]; then
+            wedged=1
+        fi
+        if [ $((now - start)) -ge "$qtimeout" ]; then
+            say "the suite did not finish within ${qtimeout}s (NESTED_TIMEOUT)"
+            wedged=2
+        fi
+        if [ "$wedged" != 0 ]; then
+            say "WEDGED: no output for $((now - quiet_since)) s; QEMU's vCPUs (info registers -a, abridged):"
+            monitor "info registers -a" | grep -E '^(CPU#|RIP|RSP|CS |EFL|CR0)' | sed 's/^/nested:   /'
+            kill "$qpid" 2>/dev/null
+            wait "$qpid" 2>/dev/null
+            break
+        fi
+    done
+    wait "$qpid" 2>/dev/null
+    sleep 1
+    kill "$tpid" 2>/dev/null
+    wait "$tpid" 2>/dev/null
+    tr -d '\r' < "$log" | grep -E '^NESTED: (PASS|FAIL) #' >> "$results" || true
+    line=$(tr -d '\r' < "$log" | grep '^NESTED-RESULT:' | tail -n1 || true)
+    if [ -n "$line" ]; then
+        final=$line
+        break
+    fi
+    [ "$wedged" = 2 ] && break
+    # The last check reported, in this run or the ones before: the next one wedged.
+    last=$(grep -o '^NESTED: [A-Z]* #[0-9]*' "$results" | grep -o '[0-9]*$' | sort -n | tail -n1)
+    last=${last:-0}
+    [ "$last" -lt "$skip" ] && last=$skip
+    next=$((last + 1))
+    restarts=$((restarts + 1))
+    if [ "$restarts" -gt "$max_restarts" ]; then
+        say "FAILED: more than $max_restarts restarts"
+        break
+    fi
+    if [ "$last_wedge" = "$next" ]; then
+        say "RESTART $restarts: check #$next wedged the guest twice: it fails, the run goes on after it"
+        echo "NESTED: FAIL #$next (wedged the nested guest twice)" >> "$results"
+        wedged_twice="$wedged_twice #$next"
+        skip=$next
+    else
+        say "RESTART $restarts: the guest wedged after check #$last (QEMU killed); running again from check #$next"
+        last_wedge=$next
+        skip=$last
+    fi
+done
 set -e
+rm -f "$mon"
 secs=$(($(date +%s) - start))
-line=$(tr -d '\r' < "$log" | grep '^NESTED-RESULT:' | tail -n1 || true)
-[ "$qrc" = 124 ] && say "QEMU did not finish within ${qtimeout}s"
-if [ -z "$line" ]; then
-    say "FAILED: no result line (QEMU exit $qrc, ${secs}s)"
+pass=$(grep -c '^NESTED: PASS' "$results" || true)
+fail=$(grep -c '^NESTED: FAIL' "$results" || true)
+say "QEMU ${secs}s in all, $restarts restart(s)${wedged_twice:+, wedged twice:$wedged_twice}"
+if [ -z "$final" ]; then
+    say "FAILED: no result line (pass=$pass fail=$fail so far)"
     exit 1
 fi
-say "$line (QEMU ${secs}s)"
-tr -d '\r' < "$log" | grep -q '^NESTED: FAIL' && { say "FAILED:"; tr -d '\r' < "$log" | grep '^NESTED: FAIL'; exit 1; }
-[[ "$line" == *" fail=0" ]] || exit 1
+say "NESTED-RESULT: pass=$pass fail=$fail (all runs)"
+if [ "$fail" != 0 ]; then
+    say "FAILED:"
+    grep '^NESTED: FAIL' "$results"
+    exit 1
+fi
 say "all passed"

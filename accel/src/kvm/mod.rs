@@ -13,6 +13,7 @@ mod convert;
 mod debug;
 mod fallback;
 mod signal;
+mod untrap;
 mod vcpu;
 
 use std::path::{Path, PathBuf};

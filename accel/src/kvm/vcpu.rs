@@ -9,6 +9,7 @@ use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use super::convert;
 use super::fallback::{self, Fallback, Outcome};
 use super::signal;
+use super::untrap::StepStart;
 use crate::debug::Breakpoint;
 use crate::exit::{Exit, ExitCounters, ExitReasonKind, SystemEventKind, VcpuFailure};
 use crate::io::IoHandler;
@@ -19,6 +20,9 @@ use crate::vcpu::{Vcpu, VcpuError};
 
 /// IA32_ARCH_CAPABILITIES.
 const ARCH_CAPABILITIES: u32 = 0x10a;
+
+/// HLT, planted on event handlers during a single step.
+const HLT: u8 = 0xf4;
 
 /// KVM_INTERRUPT: `_IOW(KVMIO, 0x86, struct kvm_interrupt)`.
 const KVM_INTERRUPT: libc::c_ulong = 0x4004_ae86;
@@ -45,6 +49,12 @@ pub struct KvmVcpu {
     pub(super) kernel_irqchip: bool,
     /// RIP and RCX when a single step began.
     step_start: Option<(u64, u64)>,
+    /// The guest's own RFLAGS.TF as janus last set it (KVM_GET_REGS hides TF while
+    /// single-stepping): only with it clear is KVM's TF undone in what a step stored.
+    guest_tf: bool,
+    /// HLT bytes planted on the event handlers the current single step may enter (linear
+    /// address, physical address, the byte replaced): [`super::untrap::event_handlers`].
+    step_traps: Vec<(u64, u64, u8)>,
     /// Halted by HLT until an interrupt is delivered.
     halted: bool,
     /// The software CPU that runs what KVM cannot (None with `--no-fallback`).
@@ -133,6 +143,8 @@ impl KvmVcpu {
             pending_irq: None,
             kernel_irqchip: false,
             step_start: None,
+            guest_tf: false,
+            step_traps: Vec::new(),
             halted: false,
             fallback,
             injected: false,
@@ -675,6 +687,7 @@ impl Vcpu for KvmVcpu {
     fn set_state(&mut self, state: &CpuState) -> Result<(), VcpuError> {
         self.complete_io()?;
         self.write_state(state, Parts::ALL)?;
+        self.guest_tf = state.rflags & crate::state::rflags::TF != 0;
         self.halted = false;
         Ok(())
     }
@@ -780,13 +793,158 @@ impl KvmVcpu {
         Ok(())
     }
 
+    /// Runs until an exit janus must see; while single-stepping, one instruction, with KVM's
+    /// trap flag taken out of what it stored ([`super::untrap`]).
     pub(super) fn run_loop(&mut self, io: &dyn IoHandler) -> Result<Exit, VcpuError> {
         self.step_start = None;
-        if self.single_step {
-            self.finish_io(io)?;
-            let regs = self.fd.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
-            self.step_start = Some((regs.rip, regs.rcx));
+        let start = if self.single_step {
+            self.begin_step(io)?
+        } else {
+            None
+        };
+        let exit = self.run_entries(io);
+        let exit = self.lift_traps(exit)?;
+        if let (Some(start), Exit::SingleStep) = (&start, &exit) {
+            self.end_step(start)?;
         }
+        Ok(exit)
+    }
+
+    /// Before a single step: a HLT on the first byte of each handler the instruction may enter
+    /// ([`super::untrap::event_handlers`]). Delivering an event clears TF, so without them KVM
+    /// would run the whole handler within the step. A HLT, unlike a hardware breakpoint or an
+    /// INT3, stops the guest there under every KVM (QEMU's model of AMD-V neither arms DR7's
+    /// breakpoints for a nested guest nor intercepts INT3 as #BP), as long as the interrupt
+    /// controllers are janus's: KVM's in-kernel LAPIC would keep the HLT inside KVM.
+    fn plant_traps(
+        &mut self,
+        state: &CpuState,
+        insn: &iced_x86::Instruction,
+    ) -> Result<(), VcpuError> {
+        self.step_traps.clear();
+        if self.kernel_irqchip || insn.is_string_instruction() {
+            return Ok(());
+        }
+        let entry = if insn.mnemonic() == iced_x86::Mnemonic::Syscall {
+            self.syscall_entry()?
+        } else {
+            (0, 0)
+        };
+        for lin in super::untrap::event_handlers(state, insn, &self.memory, entry, 8) {
+            if super::untrap::touches(state, insn, lin) {
+                continue;
+            }
+            let Some(pa) = crate::walk::translate(state, &self.memory, lin) else {
+                continue;
+            };
+            let mut old = [0u8];
+            if self.memory.read(pa, &mut old).is_ok() && self.memory.write_dma(pa, &[HLT]).is_ok() {
+                self.step_traps.push((lin, pa, old[0]));
+            }
+        }
+        Ok(())
+    }
+
+    /// After a single step: puts back the bytes [`Self::plant_traps`] replaced (unless the step
+    /// itself wrote there), and turns a stop on one of its HLTs into the end of the step, at the
+    /// handler's first instruction.
+    fn lift_traps(&mut self, exit: Result<Exit, VcpuError>) -> Result<Exit, VcpuError> {
+        let traps = std::mem::take(&mut self.step_traps);
+        for &(_, pa, old) in traps.iter().rev() {
+            let mut now = [0u8];
+            if self.memory.read(pa, &mut now).is_ok() && now[0] == HLT {
+                let _ = self.memory.write_dma(pa, &[old]);
+            }
+        }
+        let exit = exit?;
+        if !matches!(exit, Exit::Halt) || traps.is_empty() {
+            return Ok(exit);
+        }
+        let s = self.light_state()?;
+        let at = s.linear_rip().wrapping_sub(1);
+        if !traps.iter().any(|t| t.0 == at) {
+            return Ok(exit);
+        }
+        let mut regs = self.fd.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+        regs.rip = regs.rip.wrapping_sub(1);
+        self.fd.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
+        self.halted = false;
+        Ok(Exit::SingleStep)
+    }
+
+    /// The registers, segments and control registers (no MSRs, events or FPU: two ioctls).
+    fn light_state(&self) -> Result<CpuState, VcpuError> {
+        let mut s = CpuState::default();
+        let regs = self.fd.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+        convert::regs_into(&mut s, &regs);
+        let sregs = self.fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        convert::sregs_into(&mut s, &sregs);
+        Ok(s)
+    }
+
+    /// Before a single step: completes a served I/O instruction, notes where the step starts,
+    /// and re-arms KVM's single-step. KVM sets TF in the guest's RFLAGS only when stepping is
+    /// switched on or the registers are set at the RIP where it was, and an instruction that
+    /// clears TF (POPF or IRET of an image without it, SYSCALL with TF in its mask, an event's
+    /// delivery) would let the next entry run on; KVM_SET_GUEST_DEBUG sets it again at this
+    /// RIP. Returns the start for [`super::untrap`] when the guest's own TF is clear.
+    fn begin_step(&mut self, io: &dyn IoHandler) -> Result<Option<StepStart>, VcpuError> {
+        self.finish_io(io)?;
+        let state = self.light_state()?;
+        self.step_start = Some((state.rip, state.gpr[1]));
+        let (_, insn) = crate::disasm::fetch_insn(&state, &self.memory);
+        self.plant_traps(&state, &insn)?;
+        self.apply_guest_debug()?;
+        if self.guest_tf {
+            return Ok(None);
+        }
+        Ok(Some(StepStart { state, insn }))
+    }
+
+    /// IA32_LSTAR and IA32_CSTAR: where SYSCALL enters the kernel.
+    fn syscall_entry(&self) -> Result<(u64, u64), VcpuError> {
+        let mut msrs = Msrs::from_entries(&[
+            kvm_msr_entry {
+                index: 0xc000_0082,
+                ..Default::default()
+            },
+            kvm_msr_entry {
+                index: 0xc000_0083,
+                ..Default::default()
+            },
+        ])
+        .map_err(|_| VcpuError::Unsupported("too many MSRs".into()))?;
+        let n = self
+            .fd
+            .get_msrs(&mut msrs)
+            .map_err(kvm_err("KVM_GET_MSRS"))?;
+        let m = &msrs.as_slice()[..n];
+        let get = |i: u32| m.iter().find(|e| e.index == i).map_or(0, |e| e.data);
+        Ok((get(0xc000_0082), get(0xc000_0083)))
+    }
+
+    /// After a single step from `start`: clears KVM's TF in the flags image the instruction
+    /// stored in memory or in R11.
+    fn end_step(&mut self, start: &StepStart) -> Result<(), VcpuError> {
+        self.complete_io()?;
+        let mut after = self.light_state()?;
+        let done = super::untrap::untrap(start, &mut after, &self.memory);
+        if done.r11 {
+            self.fd
+                .set_regs(&convert::regs_from(&after))
+                .map_err(kvm_err("KVM_SET_REGS"))?;
+        }
+        if !done.stored.is_empty() || done.r11 {
+            *self
+                .counters
+                .extra
+                .entry("kvm single-step: TF taken out of a stored RFLAGS".into())
+                .or_default() += 1;
+        }
+        Ok(())
+    }
+
+    fn run_entries(&mut self, io: &dyn IoHandler) -> Result<Exit, VcpuError> {
         loop {
             if self.kicker.pending() {
                 self.finish_io(io)?;
