@@ -183,17 +183,29 @@ fn run_smp_with(
     smp: usize,
     irqchip: IrqchipMode,
 ) -> (StopReason, String) {
+    run_configured(
+        name,
+        accel,
+        MachineConfig {
+            smp,
+            irqchip,
+            ..Default::default()
+        },
+    )
+}
+
+/// Runs ROM `name` on `accel` in `config` (its image, serial output and timeout set here): its
+/// stop reason and serial output, with where each vCPU was if it did not end by itself.
+fn run_configured(name: &str, accel: AccelKind, config: MachineConfig) -> (StopReason, String) {
     let out = std::env::temp_dir().join(format!(
         "janus-{name}-{}-{accel:?}.serial",
         std::process::id()
     ));
     let mut m = Machine::new(MachineConfig {
         image: Some(common::rom(name)),
-        smp,
-        irqchip,
         serial: janus::sink::SinkSpec::File(out.clone()),
         timeout: Some(T),
-        ..Default::default()
+        ..config
     })
     .unwrap();
     let o = m.run(accel).unwrap();
@@ -435,23 +447,11 @@ fn fallback_off_shows_the_raw_kvm_failure() {
 
 /// Runs ROM `name` on `accel` with the CPU model `cpu` (`--cpu`).
 fn run_with_cpu(name: &str, accel: AccelKind, cpu: &str) -> (StopReason, String) {
-    let out = std::env::temp_dir().join(format!(
-        "janus-{name}-cpu-{}-{accel:?}.serial",
-        std::process::id()
-    ));
-    let mut m = Machine::new(MachineConfig {
-        image: Some(common::rom(name)),
+    let config = MachineConfig {
         cpu: cpu.parse().expect("a CPU model"),
-        serial: janus::sink::SinkSpec::File(out.clone()),
-        timeout: Some(T),
         ..Default::default()
-    })
-    .unwrap();
-    let o = m.run(accel).unwrap();
-    drop(m);
-    let serial = std::fs::read_to_string(&out).unwrap_or_default();
-    let _ = std::fs::remove_file(&out);
-    (o.reason, serial)
+    };
+    run_configured(name, accel, config)
 }
 
 /// 5-level paging on the software CPU with `--cpu host,+la57` (the default model leaves LA57
